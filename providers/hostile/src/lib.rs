@@ -1,0 +1,91 @@
+//! A deliberately hostile adapter for the host's sandbox tests. It behaves
+//! by upstream model: `loop` spins forever, `grow` allocates memory without
+//! bound, `panic` panics, and `ok` is a well-behaved OpenAI-compatible
+//! mapping. With the setting `normalize = "panic"` it also panics while
+//! normalizing an answer, i.e. after the upstream call. Never deploy it.
+
+#![warn(missing_docs)]
+
+use std::hint::black_box;
+
+use freellm_sdk::openai_compat;
+use freellm_sdk::{
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
+    ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead,
+    Settings, StreamFraming, UpstreamRequest,
+};
+
+/// The hostile adapter.
+pub struct Hostile;
+
+impl Adapter for Hostile {
+    fn configure(_settings: &Settings) -> Result<AdapterInfo, String> {
+        Ok(AdapterInfo {
+            id: "hostile".into(),
+            display_name: "Hostile".into(),
+            adapter_version: env!("CARGO_PKG_VERSION").into(),
+            default_base_url: "http://127.0.0.1:9/v1".into(),
+            key_env: Some("HOSTILE_API_KEY".into()),
+            auth: AuthPlacement::Bearer,
+            stream_framing: StreamFraming::Sse,
+            capabilities: Capabilities::empty(),
+            models: ["ok", "loop", "grow", "panic"]
+                .map(|id| ModelInfo::new(id, 0, ModelTags::empty()))
+                .into(),
+            default_model: "ok".into(),
+            privacy: PrivacyInfo {
+                policy: PrivacyPolicy::Local,
+                source_url: "https://example.com/freellm-hostile-test-component".into(),
+                last_verified: "2026-04-09".into(),
+                note: "A test component that never reaches a real provider.".into(),
+            },
+            limits: RateLimits {
+                requests_per_minute: None,
+                requests_per_day: None,
+                tokens_per_minute: None,
+                tokens_per_day: None,
+                shared_per_project: false,
+            },
+        })
+    }
+
+    fn map_request(ctx: &CallContext, req: ChatRequest) -> Result<UpstreamRequest, Failure> {
+        match ctx.upstream_model.as_str() {
+            "loop" => spin(),
+            "grow" => hoard(),
+            "panic" => panic!("hostile adapter panicked on purpose"),
+            _ => openai_compat::map_request(ctx, req, &[]),
+        }
+    }
+
+    fn normalize_response(
+        ctx: &CallContext,
+        head: &ResponseHead,
+        body: &[u8],
+    ) -> Result<NormalizedResponse, Failure> {
+        if ctx.setting("normalize") == Some("panic") {
+            panic!("hostile adapter panicked on purpose while normalizing");
+        }
+        openai_compat::normalize_response(ctx, head, body)
+    }
+}
+
+/// Burns CPU forever; `black_box` keeps the optimizer from removing it.
+fn spin() -> ! {
+    let mut counter = 0_u64;
+    loop {
+        counter = black_box(counter).wrapping_add(1);
+    }
+}
+
+/// Allocates and touches 1 MiB blocks forever (until the sandbox's memory
+/// limit turns the next allocation into a trap).
+fn hoard() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        blocks.push(vec![0xA5; 1 << 20]);
+        black_box(&mut blocks);
+    }
+}
+
+freellm_sdk::export_adapter!(Hostile);

@@ -1,0 +1,448 @@
+//! The Ollama adapter: a local Ollama server through its OpenAI-compatible
+//! endpoint (`<base>/v1/chat/completions`, the base URL being the server
+//! root such as `http://localhost:11434`). No key, no limits, and a catalog
+//! the operator lists in the `models` setting.
+//!
+//! Ollama's streamed tool calls stray from OpenAI's shape (missing `index`
+//! and `type`, arguments beside `function` or as objects), so streams go
+//! through [`ToolCallStream`], which repairs them.
+
+#![warn(missing_docs)]
+
+use freellm_sdk::openai_compat::{self, StreamData, note_chunk, parse_stream_event, stream_error};
+use freellm_sdk::{
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, LogLevel,
+    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings,
+    StreamEvent, StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, log, setting,
+};
+use serde_json::{Map, Value};
+
+/// Path of Ollama's OpenAI-compatible chat endpoint, relative to the server
+/// root.
+pub const CHAT_PATH: &str = "/v1/chat/completions";
+
+/// Model used when the settings name no default and the list has no `llama3`.
+pub const FALLBACK_MODEL: &str = "llama3";
+
+/// Name fragments of vision-capable model families.
+const VISION_MARKERS: &[&str] = &[
+    "llava",
+    "vision",
+    "bakllava",
+    "moondream",
+    "cogvlm",
+    "minicpm-v",
+];
+
+/// The Ollama adapter.
+pub struct Ollama;
+
+impl Adapter for Ollama {
+    fn configure(settings: &Settings) -> Result<AdapterInfo, String> {
+        let names = model_names(setting(settings, "models").unwrap_or(""));
+        let default_model = match setting(settings, "default_model")
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+        {
+            Some(model) if names.is_empty() || names.iter().any(|n| n == model) => model.to_owned(),
+            Some(model) => {
+                return Err(format!(
+                    "default_model \"{model}\" is not among the models ({})",
+                    names.join(", ")
+                ));
+            }
+            None if names.iter().any(|n| n == FALLBACK_MODEL) => FALLBACK_MODEL.to_owned(),
+            None => names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| FALLBACK_MODEL.to_owned()),
+        };
+        Ok(AdapterInfo {
+            id: "ollama".into(),
+            display_name: "Ollama".into(),
+            adapter_version: env!("CARGO_PKG_VERSION").into(),
+            default_base_url: "http://localhost:11434".into(),
+            key_env: None,
+            auth: AuthPlacement::None,
+            stream_framing: StreamFraming::Sse,
+            capabilities: Capabilities::TOOLS
+                | Capabilities::JSON_MODE
+                | Capabilities::JSON_SCHEMA
+                | Capabilities::VISION
+                | Capabilities::ASSISTANT_PREFILL,
+            models: names
+                .iter()
+                .map(|name| ModelInfo::new(name.as_str(), 0, tags_for(name)))
+                .collect(),
+            default_model,
+            privacy: PrivacyInfo {
+                policy: PrivacyPolicy::Local,
+                source_url: "https://github.com/ollama/ollama".into(),
+                last_verified: "2026-04-09".into(),
+                note: "Runs on the operator's own machine; prompts never leave it.".into(),
+            },
+            limits: RateLimits {
+                requests_per_minute: None,
+                requests_per_day: None,
+                tokens_per_minute: None,
+                tokens_per_day: None,
+                shared_per_project: false,
+            },
+        })
+    }
+
+    fn map_request(ctx: &CallContext, req: ChatRequest) -> Result<UpstreamRequest, Failure> {
+        openai_compat::map_request_to(ctx, req, CHAT_PATH, &[])
+    }
+
+    fn stream_normalizer(_ctx: &CallContext, _head: &ResponseHead) -> Box<dyn StreamNormalizer> {
+        Box::new(ToolCallStream::default())
+    }
+}
+
+/// The comma-separated model list of the `models` setting: trimmed, empty
+/// entries and repeats dropped, in order.
+pub fn model_names(list: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    names
+}
+
+/// Tags of a model known only by name: `vision` for vision families.
+pub fn tags_for(name: &str) -> ModelTags {
+    let lower = name.to_lowercase();
+    if VISION_MARKERS.iter().any(|m| lower.contains(m)) {
+        ModelTags::VISION
+    } else {
+        ModelTags::empty()
+    }
+}
+
+/// Stream normalizer that repairs Ollama's tool-call deltas into OpenAI's
+/// shape; chunks without tool calls pass through byte for byte.
+///
+/// For each `choices[].delta.tool_calls[]` entry:
+/// * index: an explicit `index` wins; an entry whose `id` was seen before
+///   reuses that call's index; in the first chunk that carries tool calls an
+///   entry takes its position in the chunk; later, an entry with a new `id`
+///   starts the next index and one without an `id` continues the last call;
+/// * `type` defaults to `"function"` and a `function` object is always
+///   present;
+/// * `arguments` (string or object) and `name` found beside `function` move
+///   into it when it lacks them (objects are serialized to a JSON string);
+///   object-valued `function.arguments` become JSON strings too.
+#[derive(Debug, Default)]
+pub struct ToolCallStream {
+    done: bool,
+    /// True once a chunk with tool calls went by.
+    seen_tool_calls: bool,
+    /// Index of the last tool-call entry.
+    last_index: Option<u64>,
+    /// Highest index handed out.
+    max_index: Option<u64>,
+    /// Tool-call ids and their indices.
+    ids: Vec<(String, u64)>,
+}
+
+impl ToolCallStream {
+    /// Repairs the tool calls of one chunk; returns whether it changed.
+    fn repair(&mut self, chunk: &mut Map<String, Value>) -> bool {
+        let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
+            return false;
+        };
+        let first_chunk = !self.seen_tool_calls;
+        let mut changed = false;
+        for choice in choices {
+            let Some(calls) = choice
+                .pointer_mut("/delta/tool_calls")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for (position, call) in calls.iter_mut().enumerate() {
+                if let Some(call) = call.as_object_mut() {
+                    changed |= self.repair_call(call, position as u64, first_chunk);
+                }
+            }
+        }
+        changed
+    }
+
+    fn repair_call(
+        &mut self,
+        call: &mut Map<String, Value>,
+        position: u64,
+        first_chunk: bool,
+    ) -> bool {
+        let mut changed = false;
+        let id = call.get("id").and_then(Value::as_str).map(str::to_owned);
+        let known = id
+            .as_ref()
+            .and_then(|id| self.ids.iter().find(|(k, _)| k == id).map(|(_, i)| *i));
+        let index = match call.get("index").and_then(Value::as_u64) {
+            Some(index) => index,
+            None => {
+                let index = match (known, first_chunk, &id, self.last_index) {
+                    (Some(index), ..) => index,
+                    (None, true, ..) => position,
+                    (None, false, Some(_), _) => self.max_index.map_or(0, |m| m + 1),
+                    (None, false, None, Some(last)) => last,
+                    (None, false, None, None) => position,
+                };
+                call.insert("index".into(), index.into());
+                changed = true;
+                index
+            }
+        };
+        if let (Some(id), None) = (id, known) {
+            self.ids.push((id, index));
+        }
+        self.seen_tool_calls = true;
+        self.last_index = Some(index);
+        self.max_index = Some(self.max_index.map_or(index, |m| m.max(index)));
+
+        if !call.get("type").is_some_and(Value::is_string) {
+            call.insert("type".into(), "function".into());
+            changed = true;
+        }
+        if !call.get("function").is_some_and(Value::is_object) {
+            call.insert("function".into(), Value::Object(Map::new()));
+            changed = true;
+        }
+        let stray_arguments = call.shift_remove("arguments").filter(|a| !a.is_null());
+        let stray_name = call.shift_remove("name").filter(|n| !n.is_null());
+        changed |= stray_arguments.is_some() || stray_name.is_some();
+        if let Some(function) = call.get_mut("function").and_then(Value::as_object_mut) {
+            if let Some(arguments) = stray_arguments
+                && function.get("arguments").is_none_or(Value::is_null)
+            {
+                function.insert("arguments".into(), arguments);
+            }
+            if let Some(name) = stray_name
+                && function.get("name").is_none_or(Value::is_null)
+            {
+                function.insert("name".into(), name);
+            }
+            if let Some(arguments) = function.get_mut("arguments")
+                && arguments.is_object()
+            {
+                *arguments = Value::String(arguments.to_string());
+                changed = true;
+            }
+        }
+        changed
+    }
+}
+
+impl StreamNormalizer for ToolCallStream {
+    fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
+        let mut out = StreamOutput::empty();
+        for event in events {
+            if self.done {
+                break;
+            }
+            match parse_stream_event(&event) {
+                StreamData::Done => self.done = true,
+                StreamData::Chunk(mut chunk) => {
+                    if let Some(failure) = stream_error(&chunk) {
+                        return Err(failure);
+                    }
+                    note_chunk(&chunk, &mut out);
+                    if self.repair(&mut chunk) {
+                        let bytes = serde_json::to_vec(&chunk).map_err(|e| {
+                            Failure::transient(format!("cannot encode a stream chunk: {e}"))
+                        })?;
+                        out.chunks.push(bytes);
+                    } else {
+                        out.chunks.push(event.data.into_bytes());
+                    }
+                }
+                StreamData::Empty => {}
+                StreamData::Malformed(why) => {
+                    log(
+                        LogLevel::Warn,
+                        &format!("skipped a malformed stream event ({why})"),
+                    );
+                }
+            }
+        }
+        out.done = self.done;
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<StreamOutput, Failure> {
+        Ok(StreamOutput::empty())
+    }
+}
+
+freellm_sdk::export_adapter!(Ollama);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use freellm_sdk::FinishReason;
+    use serde_json::json;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    fn event(data: &Value) -> StreamEvent {
+        StreamEvent {
+            event: None,
+            data: data.to_string(),
+        }
+    }
+
+    fn chunk_with(calls: Value) -> Value {
+        json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": null}]})
+    }
+
+    fn calls_of(chunk: &[u8]) -> Value {
+        let v: Value = serde_json::from_slice(chunk).unwrap();
+        v["choices"][0]["delta"]["tool_calls"].clone()
+    }
+
+    #[test]
+    fn models_come_from_settings() {
+        let info = Ollama::configure(&settings(&[(
+            "models",
+            " qwen2.5 , llava:13b,, llama3 ,qwen2.5",
+        )]))
+        .unwrap();
+        let ids: Vec<&str> = info.models.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["qwen2.5", "llava:13b", "llama3"]);
+        assert_eq!(info.default_model, "llama3");
+        assert_eq!(info.models[1].tags, ModelTags::VISION);
+        assert_eq!(
+            (info.models[0].tags, info.models[0].context_window),
+            (ModelTags::empty(), 0)
+        );
+        assert_eq!((info.key_env, info.auth), (None, AuthPlacement::None));
+        assert!(!info.capabilities.contains(Capabilities::STREAM_USAGE));
+    }
+
+    #[test]
+    fn default_model_choice() {
+        let pick =
+            |pairs: &[(&str, &str)]| Ollama::configure(&settings(pairs)).map(|i| i.default_model);
+        assert_eq!(pick(&[("models", "qwen2.5,mistral")]).unwrap(), "qwen2.5");
+        assert_eq!(
+            pick(&[("models", "qwen2.5,mistral"), ("default_model", "mistral")]).unwrap(),
+            "mistral"
+        );
+        assert_eq!(pick(&[]).unwrap(), "llama3");
+        assert_eq!(pick(&[("models", "")]).unwrap(), "llama3");
+        assert!(pick(&[("models", "qwen2.5"), ("default_model", "phi3")]).is_err());
+    }
+
+    #[test]
+    fn requests_go_to_the_v1_endpoint() {
+        let ctx = CallContext {
+            request_id: "r".into(),
+            upstream_model: "qwen2.5".into(),
+            is_stream: true,
+            settings: vec![],
+        };
+        let req =
+            ChatRequest::from_slice(br#"{"model":"ollama/qwen2.5","messages":[],"logprobs":true}"#)
+                .unwrap();
+        let up = Ollama::map_request(&ctx, req).unwrap();
+        assert_eq!(up.path, "/v1/chat/completions");
+        assert_eq!(
+            String::from_utf8(up.body).unwrap(),
+            r#"{"model":"qwen2.5","messages":[],"logprobs":true,"stream":true}"#
+        );
+    }
+
+    #[test]
+    fn fragmented_tool_call_is_repaired() {
+        let mut s = ToolCallStream::default();
+        let name = chunk_with(json!([{"id": "call_1", "function": {"name": "get_weather"}}]));
+        let frag1 = chunk_with(json!([{"function": {}, "arguments": "{\"city\":"}]));
+        let frag2 = chunk_with(json!([{"arguments": {"unit": "c"}}]));
+        let out = s.push(vec![event(&name), event(&frag1)]).unwrap();
+        assert_eq!(out.chunks.len(), 2);
+        assert_eq!(
+            calls_of(&out.chunks[0]),
+            json!([{"id": "call_1", "function": {"name": "get_weather"}, "index": 0, "type": "function"}])
+        );
+        assert_eq!(
+            calls_of(&out.chunks[1]),
+            json!([{"function": {"arguments": "{\"city\":"}, "index": 0, "type": "function"}])
+        );
+        let out = s.push(vec![event(&frag2)]).unwrap();
+        assert_eq!(
+            calls_of(&out.chunks[0]),
+            json!([{"index": 0, "type": "function", "function": {"arguments": "{\"unit\":\"c\"}"}}])
+        );
+    }
+
+    #[test]
+    fn several_calls_get_distinct_indices() {
+        let mut s = ToolCallStream::default();
+        let first = chunk_with(json!([
+            {"id": "a", "function": {"name": "f", "arguments": {"x": 1}}},
+            {"id": "b", "function": {"name": "g", "arguments": "{}"}}
+        ]));
+        let third = chunk_with(json!([{"id": "c", "function": {"name": "h", "arguments": "{}"}}]));
+        let again = chunk_with(json!([{"id": "a", "function": {"arguments": "more"}}]));
+        let explicit =
+            chunk_with(json!([{"index": 7, "type": "function", "function": {"arguments": ""}}]));
+        let out = s
+            .push(vec![
+                event(&first),
+                event(&third),
+                event(&again),
+                event(&explicit),
+            ])
+            .unwrap();
+        let indices = |chunk: &[u8]| -> Vec<u64> {
+            calls_of(chunk)
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["index"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(indices(&out.chunks[0]), [0, 1]);
+        assert_eq!(
+            calls_of(&out.chunks[0])[0]["function"]["arguments"],
+            "{\"x\":1}"
+        );
+        assert_eq!(indices(&out.chunks[1]), [2]);
+        assert_eq!(indices(&out.chunks[2]), [0]);
+        assert_eq!(
+            out.chunks[3],
+            explicit.to_string().into_bytes(),
+            "a well-formed chunk passes byte for byte"
+        );
+    }
+
+    #[test]
+    fn other_chunks_pass_through_and_broken_ones_are_skipped() {
+        let mut s = ToolCallStream::default();
+        let text =
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        let stop = r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#;
+        let events = [text, "{oops", stop, "[DONE]"].map(|d| StreamEvent {
+            event: None,
+            data: d.into(),
+        });
+        let out = s.push(events.to_vec()).unwrap();
+        assert_eq!(
+            out.chunks,
+            [text.as_bytes().to_vec(), stop.as_bytes().to_vec()]
+        );
+        assert_eq!(out.finish_reason, Some(FinishReason::ToolCalls));
+        assert!(out.done);
+        assert!(s.finish().unwrap().chunks.is_empty());
+    }
+}
