@@ -1,0 +1,5 @@
+//! HTTP handlers, one module per endpoint family.
+
+pub mod chat;
+pub mod health;
+pub mod models;

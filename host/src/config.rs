@@ -1,0 +1,398 @@
+//! Configuration: `plugins.toml` plus the environment, validated once into
+//! typed structs. Nothing else in the gateway reads environment variables.
+//!
+//! The environment wins over the file: `PORT`, `HOST`, `FREELLM_*`, the
+//! per-attempt timeouts, `<ID>_BASE_URL` per provider and each provider's key
+//! variable (`GROQ_API_KEY=k1,k2`, ...). A provider without keys is disabled,
+//! not an error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::plugins::SandboxLimits;
+
+/// A configuration problem, reported at start-up (or on reload).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The file is not valid TOML or has unknown/mistyped keys.
+    #[error("invalid {path}: {message}")]
+    Parse { path: String, message: String },
+    /// A value is out of range or malformed.
+    #[error("invalid setting {name}: {message}")]
+    Invalid { name: String, message: String },
+}
+
+/// The validated configuration of a gateway process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on (`HOST`, default 127.0.0.1).
+    pub host: IpAddr,
+    /// Port (`PORT`, default 3000).
+    pub port: u16,
+    /// Largest accepted request body (`FREELLM_MAX_BODY_BYTES`, 2 MiB).
+    pub max_body_bytes: usize,
+    /// Persistent state (`FREELLM_DATA_DIR`, default `./data`).
+    pub data_dir: PathBuf,
+    /// Compiled components (`FREELLM_CACHE_DIR`, default `<data>/components`).
+    pub cache_dir: PathBuf,
+    /// Log format (`FREELLM_LOG_FORMAT`: `text` or `json`).
+    pub log_json: bool,
+    /// Upstream timeouts.
+    pub upstream: UpstreamConfig,
+    /// Providers in registry order (the order of the file).
+    pub providers: Vec<ProviderConfig>,
+    env: HashMap<String, String>,
+}
+
+/// Upstream timeouts, per attempt unless noted.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamConfig {
+    /// TCP (and TLS) connect (`UPSTREAM_CONNECT_TIMEOUT_MS`, 5 s).
+    pub connect_timeout: Duration,
+    /// Request sent → response head received (`UPSTREAM_FIRST_BYTE_TIMEOUT_MS`, 30 s).
+    pub first_byte_timeout: Duration,
+    /// Longest silence inside a streaming body (`STREAM_STALL_TIMEOUT_MS`, 30 s).
+    pub stream_stall_timeout: Duration,
+    /// Heartbeat after this much idle time (`STREAM_IDLE_TIMEOUT_MS`, 15 s; 0 = none).
+    pub stream_idle_timeout: Option<Duration>,
+    /// Whole routing budget of one request (`ROUTE_TIMEOUT_MS`, 60 s).
+    pub route_timeout: Duration,
+}
+
+/// One `[providers.<id>]` table.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Provider id, the model prefix.
+    pub id: String,
+    /// Path of the `.wasm` component (relative paths are from the config file).
+    pub component: PathBuf,
+    /// `enabled = false` turns a provider off even with keys.
+    pub enabled: bool,
+    /// Base URL override (file `base_url`, env `<ID>_BASE_URL` wins).
+    pub base_url: Option<String>,
+    /// Key variable override (default: what the adapter declares).
+    pub key_env: Option<String>,
+    /// Non-secret settings passed to the adapter's `configure`.
+    pub settings: Vec<(String, String)>,
+    /// Sandbox limits.
+    pub sandbox: SandboxLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    upstream: FileUpstream,
+    #[serde(default)]
+    providers: toml::Table,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    host: Option<String>,
+    port: Option<u16>,
+    max_body_bytes: Option<usize>,
+    data_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    connect_timeout_ms: Option<u64>,
+    first_byte_timeout_ms: Option<u64>,
+    stream_stall_timeout_ms: Option<u64>,
+    stream_idle_timeout_ms: Option<u64>,
+    route_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProvider {
+    component: PathBuf,
+    #[serde(default = "yes")]
+    enabled: bool,
+    base_url: Option<String>,
+    key_env: Option<String>,
+    #[serde(default)]
+    settings: BTreeMap<String, toml::Value>,
+    /// Setting name → environment variable that overrides it.
+    #[serde(default)]
+    settings_env: BTreeMap<String, String>,
+    #[serde(default)]
+    sandbox: FileSandbox,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSandbox {
+    memory_mb: Option<usize>,
+    cpu_ms: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Config {
+    /// Loads `path` and overlays the process environment.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars().collect())
+    }
+
+    /// Loads `path` and overlays the given environment (tests pass their own).
+    pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let file: FileConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::build(file, &base_dir, env)
+    }
+
+    fn build(file: FileConfig, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| env_get(&env, name);
+        let host_text = get("HOST").map(str::to_owned).or(file.server.host).unwrap_or_else(|| "127.0.0.1".into());
+        let host = host_text
+            .parse()
+            .map_err(|_| ConfigError::Invalid { name: "HOST".into(), message: format!("not an IP address: {host_text}") })?;
+        let port = match get("PORT") {
+            Some(p) => parse_num::<u16>("PORT", p)?,
+            None => file.server.port.unwrap_or(3000),
+        };
+        let max_body_bytes = match get("FREELLM_MAX_BODY_BYTES") {
+            Some(v) => parse_num("FREELLM_MAX_BODY_BYTES", v)?,
+            None => file.server.max_body_bytes.unwrap_or(2 << 20),
+        };
+        if max_body_bytes == 0 {
+            return Err(ConfigError::Invalid { name: "FREELLM_MAX_BODY_BYTES".into(), message: "must be > 0".into() });
+        }
+        let data_dir = get("FREELLM_DATA_DIR").map(PathBuf::from).or(file.server.data_dir).unwrap_or_else(|| "data".into());
+        let data_dir = resolve(base_dir, &data_dir);
+        let cache_dir = get("FREELLM_CACHE_DIR")
+            .map(PathBuf::from)
+            .or(file.server.cache_dir)
+            .map(|p| resolve(base_dir, &p))
+            .unwrap_or_else(|| data_dir.join("components"));
+        let log_json = matches!(get("FREELLM_LOG_FORMAT"), Some(f) if f.eq_ignore_ascii_case("json"));
+
+        let ms = |name: &str, file_value: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+            match get(name) {
+                Some(v) => parse_num(name, v),
+                None => Ok(file_value.unwrap_or(default)),
+            }
+        };
+        let u = &file.upstream;
+        let positive = |name: &str, v: u64| -> Result<Duration, ConfigError> {
+            if v == 0 {
+                return Err(ConfigError::Invalid { name: name.into(), message: "must be > 0".into() });
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let upstream = UpstreamConfig {
+            connect_timeout: positive(
+                "UPSTREAM_CONNECT_TIMEOUT_MS",
+                ms("UPSTREAM_CONNECT_TIMEOUT_MS", u.connect_timeout_ms, 5_000)?,
+            )?,
+            first_byte_timeout: positive(
+                "UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
+                ms("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", u.first_byte_timeout_ms, 30_000)?,
+            )?,
+            stream_stall_timeout: positive(
+                "STREAM_STALL_TIMEOUT_MS",
+                ms("STREAM_STALL_TIMEOUT_MS", u.stream_stall_timeout_ms, 30_000)?,
+            )?,
+            stream_idle_timeout: match ms("STREAM_IDLE_TIMEOUT_MS", u.stream_idle_timeout_ms, 15_000)? {
+                0 => None,
+                v => Some(Duration::from_millis(v)),
+            },
+            route_timeout: positive("ROUTE_TIMEOUT_MS", ms("ROUTE_TIMEOUT_MS", u.route_timeout_ms, 60_000)?)?,
+        };
+
+        let mut providers = Vec::with_capacity(file.providers.len());
+        for (id, value) in file.providers {
+            providers.push(provider_config(&id, value, base_dir, &env)?);
+        }
+
+        Ok(Self {
+            host,
+            port,
+            max_body_bytes,
+            data_dir,
+            cache_dir,
+            log_json,
+            upstream,
+            providers,
+            env,
+        })
+    }
+
+    /// Keys for a provider from its key variable: comma-separated, trimmed,
+    /// empty entries dropped.
+    pub fn keys_from(&self, key_env: &str) -> Vec<String> {
+        self.env
+            .get(key_env)
+            .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn provider_config(
+    id: &str,
+    value: toml::Value,
+    base_dir: &Path,
+    env: &HashMap<String, String>,
+) -> Result<ProviderConfig, ConfigError> {
+    let get = |name: &str| env_get(env, name);
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_') {
+        return Err(ConfigError::Invalid {
+            name: format!("providers.{id}"),
+            message: "a provider id uses only a-z, 0-9, '-' and '_'".into(),
+        });
+    }
+    let p: FileProvider = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid {
+        name: format!("providers.{id}"),
+        message: e.message().to_owned(),
+    })?;
+    let env_prefix = id.to_ascii_uppercase().replace('-', "_");
+    let base_url = get(&format!("{env_prefix}_BASE_URL")).map(str::to_owned).or(p.base_url);
+    if let Some(url) = &base_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ConfigError::Invalid {
+            name: format!("{env_prefix}_BASE_URL"),
+            message: format!("must be an http(s) URL, got {url}"),
+        });
+    }
+    let mut settings: BTreeMap<String, String> = p
+        .settings
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Array(items) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        toml::Value::String(s) => s,
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect();
+    for (setting, var) in p.settings_env {
+        if let Some(v) = get(&var) {
+            settings.insert(setting, v.to_owned());
+        }
+    }
+    let defaults = SandboxLimits::default();
+    let sandbox = SandboxLimits {
+        memory_bytes: p.sandbox.memory_mb.map(|mb| mb << 20).unwrap_or(defaults.memory_bytes),
+        cpu_time: p.sandbox.cpu_ms.map(Duration::from_millis).unwrap_or(defaults.cpu_time),
+    };
+    if sandbox.memory_bytes == 0 || sandbox.memory_bytes > crate::plugins::MAX_MEMORY_BYTES {
+        return Err(ConfigError::Invalid {
+            name: format!("providers.{id}.sandbox.memory_mb"),
+            message: format!("must be between 1 and {}", crate::plugins::MAX_MEMORY_BYTES >> 20),
+        });
+    }
+    Ok(ProviderConfig {
+        id: id.to_owned(),
+        component: resolve(base_dir, &p.component),
+        enabled: p.enabled,
+        base_url: base_url.map(|u| u.trim_end_matches('/').to_owned()),
+        key_env: p.key_env,
+        settings: settings.into_iter().collect(),
+        sandbox,
+    })
+}
+
+/// A set, non-blank environment value, trimmed.
+fn env_get<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse().map_err(|_| ConfigError::Invalid { name: name.into(), message: format!("not a valid number: {v}") })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(toml).map_err(|e| ConfigError::Parse { path: "t".into(), message: e.to_string() })?;
+        Config::build(file, Path::new("/cfg"), env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    const TWO: &str = r#"
+        [providers.groq]
+        component = "groq.wasm"
+        [providers.ollama]
+        component = "/abs/ollama.wasm"
+        settings = { models = ["a", "b"] }
+        settings_env = { models = "OLLAMA_MODELS" }
+    "#;
+
+    #[test]
+    fn defaults_apply_and_providers_keep_file_order() {
+        let c = load(TWO, &[]).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.host.to_string(), "127.0.0.1");
+        assert_eq!(c.max_body_bytes, 2 << 20);
+        assert_eq!(c.providers.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["groq", "ollama"]);
+        assert_eq!(c.providers[0].component, Path::new("/cfg/groq.wasm"));
+        assert_eq!(c.providers[1].settings, vec![("models".to_owned(), "a,b".to_owned())]);
+        assert_eq!(c.cache_dir, Path::new("/cfg/data/components"));
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let c = load(TWO, &[("PORT", "4000"), ("OLLAMA_MODELS", "x,y"), ("GROQ_BASE_URL", "http://127.0.0.1:9/v1/")]).unwrap();
+        assert_eq!(c.port, 4000);
+        assert_eq!(c.providers[1].settings, vec![("models".to_owned(), "x,y".to_owned())]);
+        assert_eq!(c.providers[0].base_url.as_deref(), Some("http://127.0.0.1:9/v1"));
+    }
+
+    #[test]
+    fn keys_are_split_trimmed_and_empty_entries_dropped() {
+        let c = load(TWO, &[("GROQ_API_KEY", " k1, ,k2 ,")]).unwrap();
+        assert_eq!(c.keys_from("GROQ_API_KEY"), ["k1", "k2"]);
+        assert!(c.keys_from("MISSING").is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_named_in_the_error() {
+        let e = load(TWO, &[("PORT", "http")]).unwrap_err();
+        assert!(e.to_string().contains("PORT"), "{e}");
+        let e = load(TWO, &[("GROQ_BASE_URL", "ftp://x")]).unwrap_err();
+        assert!(e.to_string().contains("GROQ_BASE_URL"), "{e}");
+        let e = load("[providers.x]\ncomponent='a'\ncolour='red'\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = load("[providers.Bad]\ncomponent='a'\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("providers.Bad"), "{e}");
+    }
+
+    #[test]
+    fn zero_idle_timeout_disables_heartbeats() {
+        let c = load(TWO, &[("STREAM_IDLE_TIMEOUT_MS", "0")]).unwrap();
+        assert!(c.upstream.stream_idle_timeout.is_none());
+    }
+}

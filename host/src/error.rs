@@ -1,0 +1,181 @@
+//! Every error a client can see, and the one place that maps them to HTTP.
+//!
+//! Handlers return [`ApiError`]; its `IntoResponse` sets the status and
+//! parks the OpenAI-shaped body in a response extension. The request-id
+//! middleware ([`crate::server`]) then renders it as
+//! `{"error":{"type","code","message","request_id",...}}`, so every error,
+//! including fallbacks and extractor rejections, carries the request's id.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::validate::{Issue, issues_message};
+
+/// An error answer to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not a valid chat request.
+    #[error("{message}")]
+    InvalidRequest { message: String, issues: Vec<Issue> },
+    /// The body is larger than the configured limit.
+    #[error("request body exceeds {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// The body is not `application/json`.
+    #[error("unsupported content type")]
+    UnsupportedMediaType { got: Option<String> },
+    /// The model is neither a meta-model nor in an enabled provider's catalog.
+    #[error("model not found")]
+    ModelNotFound { model: String, reason: String, available: Vec<String> },
+    /// No provider is enabled at all.
+    #[error("no provider is configured")]
+    NoProvidersConfigured { hint: String },
+    /// Every candidate was rate-limited (or out of quota).
+    #[error("all providers exhausted")]
+    AllProvidersExhausted { model: String, retry_after_ms: Option<u64>, providers: Vec<Value> },
+    /// The provider refused the request, or every candidate failed.
+    #[error("provider error")]
+    ProviderUpstream { provider: String, message: String, upstream_code: Option<String> },
+    /// The provider's adapter component trapped or hit a sandbox limit.
+    #[error("adapter fault")]
+    AdapterFault { provider: String, message: String },
+    /// No such route.
+    #[error("not found")]
+    NotFound { path: String },
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A bug or an unexpected condition; details go to the log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The rendered error body (without `request_id`), waiting in the response
+/// extensions for the request-id middleware.
+#[derive(Clone, Debug)]
+pub struct PendingErrorBody(pub Map<String, Value>);
+
+impl ApiError {
+    /// Convenience for a validation failure with its issue list.
+    pub fn invalid(issues: Vec<Issue>) -> Self {
+        Self::InvalidRequest { message: issues_message(&issues), issues }
+    }
+
+    /// Convenience for a body-level problem (bad JSON, bad UTF-8).
+    pub fn invalid_body(message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self::invalid(vec![Issue { path: String::new(), message }])
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::ModelNotFound { .. } | Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NoProvidersConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::AllProvidersExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ProviderUpstream { .. } | Self::AdapterFault { .. } => StatusCode::BAD_GATEWAY,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// `(type, code)` as in OpenAI's and the reference gateway's envelope.
+    fn type_and_code(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::InvalidRequest { .. } => ("invalid_request_error", "invalid_request"),
+            Self::PayloadTooLarge { .. } => ("invalid_request_error", "payload_too_large"),
+            Self::UnsupportedMediaType { .. } => ("invalid_request_error", "unsupported_media_type"),
+            Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
+            Self::NoProvidersConfigured { .. } => ("server_error", "no_providers_configured"),
+            Self::AllProvidersExhausted { .. } => ("rate_limit_error", "all_providers_exhausted"),
+            Self::ProviderUpstream { .. } => ("provider_error", "provider_upstream_error"),
+            Self::AdapterFault { .. } => ("provider_error", "adapter_fault"),
+            Self::NotFound { .. } => ("not_found_error", "not_found"),
+            Self::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
+            Self::Internal(_) => ("internal_error", "internal_server_error"),
+        }
+    }
+
+    fn body(&self) -> Map<String, Value> {
+        let (kind, code) = self.type_and_code();
+        let mut body = Map::new();
+        body.insert("type".into(), kind.into());
+        body.insert("code".into(), code.into());
+        let message = match self {
+            Self::InvalidRequest { message, issues } => {
+                body.insert("issues".into(), json!(issues));
+                message.clone()
+            }
+            Self::PayloadTooLarge { limit } => format!("Request body exceeds the limit of {limit} bytes."),
+            Self::UnsupportedMediaType { got } => format!(
+                "Content-Type must be application/json, got {}.",
+                got.as_deref().unwrap_or("none")
+            ),
+            Self::ModelNotFound { model, reason, available } => {
+                body.insert("requested_model".into(), model.as_str().into());
+                body.insert("available_models".into(), json!(available));
+                format!("Model \"{model}\" not found: {reason}")
+            }
+            Self::NoProvidersConfigured { hint } => hint.clone(),
+            Self::AllProvidersExhausted { model, retry_after_ms, providers } => {
+                body.insert("requested_model".into(), model.as_str().into());
+                body.insert("retry_after_ms".into(), json!(retry_after_ms));
+                body.insert("providers".into(), Value::Array(providers.clone()));
+                body.insert("suggestions".into(), Value::Array(Vec::new()));
+                format!("All providers exhausted for model: {model}")
+            }
+            Self::ProviderUpstream { provider, message, upstream_code } => {
+                body.insert("provider".into(), provider.as_str().into());
+                if let Some(code) = upstream_code {
+                    body.insert("upstream_code".into(), code.as_str().into());
+                }
+                crate::redact::redact_secrets(message)
+            }
+            Self::AdapterFault { provider, message } => {
+                body.insert("provider".into(), provider.as_str().into());
+                message.clone()
+            }
+            Self::NotFound { path } => format!("No route for {path}."),
+            Self::MethodNotAllowed => "Method not allowed for this route.".into(),
+            Self::Internal(_) => "Internal server error".into(),
+        };
+        // Keep the documented key order: type, code, message, then context.
+        let mut ordered = Map::new();
+        ordered.insert("type".into(), kind.into());
+        ordered.insert("code".into(), code.into());
+        ordered.insert("message".into(), message.into());
+        for (k, v) in body {
+            ordered.entry(k).or_insert(v);
+        }
+        ordered
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(detail) = &self {
+            tracing::error!(detail = %detail, "internal error");
+        }
+        let mut response = self.status().into_response();
+        if let Self::AllProvidersExhausted { retry_after_ms: Some(ms), .. } = &self {
+            let secs = ms.div_ceil(1000).max(1);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::ProviderUpstream { provider, .. } | Self::AdapterFault { provider, .. } = &self
+            && let Ok(v) = HeaderValue::from_str(provider)
+        {
+            response.headers_mut().insert("x-freellm-provider", v);
+        }
+        response.extensions_mut().insert(PendingErrorBody(self.body()));
+        response
+    }
+}
+
+/// Renders a parked error body with the request id.
+pub fn render_error_body(mut body: Map<String, Value>, request_id: &str) -> Vec<u8> {
+    body.insert("request_id".into(), request_id.into());
+    let envelope = json!({ "error": body });
+    serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{\"error\":{}}".to_vec())
+}

@@ -1,0 +1,22 @@
+//! FreeLLM: an OpenAI-compatible gateway that routes chat requests across
+//! free LLM tiers, with every provider adapter a sandboxed WebAssembly
+//! component.
+//!
+//! Follow a request: [`server`] (middleware, routes) → [`api::chat`]
+//! (validate with [`validate`], plan with [`router`], pick a key from
+//! [`keys`], call the adapter in [`plugins`], send with [`upstream`], relay
+//! streams with [`stream`] and [`sse`]) → errors rendered by [`error`].
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod plugins;
+pub mod redact;
+pub mod router;
+pub mod server;
+pub mod sse;
+pub mod state;
+pub mod stream;
+pub mod upstream;
+pub mod validate;

@@ -1,0 +1,264 @@
+//! One loaded version of a provider adapter and the calls into it.
+//!
+//! Each call instantiates the pre-linked component in a fresh sandboxed
+//! store, calls one export and drops the store, so nothing is held across the
+//! upstream network wait. A stream keeps one instance (and its
+//! `stream-normalizer` resource) for its lifetime. A trap, a CPU-deadline hit
+//! or a memory-cap hit becomes an [`AdapterFault`]: a failure of that
+//! provider, never of the host.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use wasmtime::Store;
+use wasmtime::component::ResourceAny;
+
+use super::bindings::types::{
+    AdapterInfo, CallContext, Failure, NormalizedResponse, ResponseHead, StreamEvent, StreamOutput,
+    UpstreamRequest,
+};
+use super::bindings::{Provider, ProviderPre};
+use super::engine::PluginEngine;
+use super::loader::{Compiled, LoadError};
+use super::sandbox::{CallState, SandboxLimits, new_store};
+
+/// A call into an adapter failed inside the sandbox (trap, CPU deadline,
+/// memory cap). Rendered as `from adapter "<id>" version <v>: <what>`.
+#[derive(Debug, thiserror::Error)]
+#[error("from adapter \"{adapter}\" version {version}: {detail}")]
+pub struct AdapterFault {
+    /// Provider id.
+    pub adapter: Arc<str>,
+    /// Adapter version.
+    pub version: String,
+    /// What happened, with the guest's stderr when it wrote any.
+    pub detail: String,
+}
+
+/// Counters of one adapter version, for `/v1/plugins` and metrics.
+#[derive(Debug, Default)]
+pub struct AdapterStats {
+    /// Calls made (stream pushes included).
+    pub calls: AtomicU64,
+    /// Calls that trapped or hit a limit.
+    pub faults: AtomicU64,
+    /// Nanoseconds spent inside the component, instantiation included.
+    pub busy_nanos: AtomicU64,
+}
+
+/// A loaded, configured adapter version.
+pub struct Adapter {
+    /// Provider id (the slot name in `plugins.toml`).
+    pub id: Arc<str>,
+    /// What the adapter said about itself in `configure`.
+    pub info: AdapterInfo,
+    /// Hex SHA-256 of the component bytes.
+    pub hash: String,
+    /// When this version was loaded.
+    pub loaded_at: SystemTime,
+    /// Call counters.
+    pub stats: AdapterStats,
+    settings: Vec<(String, String)>,
+    limits: SandboxLimits,
+    pre: ProviderPre<CallState>,
+    engine: Arc<PluginEngine>,
+}
+
+impl Adapter {
+    /// Configures a compiled component for a slot: calls `configure` with the
+    /// slot's settings and checks that the adapter answers for that id.
+    pub async fn configure(
+        engine: Arc<PluginEngine>,
+        compiled: Compiled,
+        slot_id: &str,
+        settings: Vec<(String, String)>,
+        limits: SandboxLimits,
+    ) -> Result<Self, LoadError> {
+        let id: Arc<str> = Arc::from(slot_id);
+        let mut store = new_store(&engine, &id, limits);
+        let configure = async {
+            let provider = compiled.pre.instantiate_async(&mut store).await?;
+            provider.freellm_provider_adapter().call_configure(&mut store, &settings).await
+        };
+        let info = match configure.await {
+            Ok(Ok(info)) => info,
+            Ok(Err(message)) => return Err(LoadError::Configure(message)),
+            Err(e) => return Err(LoadError::Configure(describe_fault(&e, store.data()))),
+        };
+        validate_info(&info, slot_id).map_err(LoadError::Configure)?;
+        Ok(Self {
+            id,
+            info,
+            hash: compiled.hash,
+            loaded_at: SystemTime::now(),
+            stats: AdapterStats::default(),
+            settings,
+            limits,
+            pre: compiled.pre,
+            engine,
+        })
+    }
+
+    /// The per-call context for a request.
+    pub fn context(&self, request_id: &str, upstream_model: &str, is_stream: bool) -> CallContext {
+        CallContext {
+            request_id: request_id.to_owned(),
+            upstream_model: upstream_model.to_owned(),
+            is_stream,
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// `map-request`: OpenAI body → upstream request (or a classified refusal).
+    pub async fn map_request(
+        &self,
+        ctx: &CallContext,
+        body: &[u8],
+    ) -> Result<Result<UpstreamRequest, Failure>, AdapterFault> {
+        let started = Instant::now();
+        let mut store = new_store(&self.engine, &self.id, self.limits);
+        let result = async {
+            let p = self.pre.instantiate_async(&mut store).await?;
+            p.freellm_provider_adapter().call_map_request(&mut store, ctx, body).await
+        }
+        .await;
+        self.finish_call(started, result, &store)
+    }
+
+    /// `normalize-response`: a 2xx upstream body → OpenAI `chat.completion`.
+    pub async fn normalize_response(
+        &self,
+        ctx: &CallContext,
+        head: &ResponseHead,
+        body: &[u8],
+    ) -> Result<Result<NormalizedResponse, Failure>, AdapterFault> {
+        let started = Instant::now();
+        let mut store = new_store(&self.engine, &self.id, self.limits);
+        let result = async {
+            let p = self.pre.instantiate_async(&mut store).await?;
+            p.freellm_provider_adapter().call_normalize_response(&mut store, ctx, head, body).await
+        }
+        .await;
+        self.finish_call(started, result, &store)
+    }
+
+    /// `classify-failure`: a non-2xx upstream answer → a typed failure.
+    pub async fn classify_failure(
+        &self,
+        ctx: &CallContext,
+        head: &ResponseHead,
+        body: &[u8],
+    ) -> Result<Failure, AdapterFault> {
+        let started = Instant::now();
+        let mut store = new_store(&self.engine, &self.id, self.limits);
+        let result = async {
+            let p = self.pre.instantiate_async(&mut store).await?;
+            p.freellm_provider_adapter().call_classify_failure(&mut store, ctx, head, body).await
+        }
+        .await;
+        self.finish_call(started, result, &store)
+    }
+
+    /// Starts a stream normalizer for a 2xx streaming answer. The returned
+    /// session owns its instance until it is dropped.
+    pub async fn open_stream(
+        self: &Arc<Self>,
+        ctx: &CallContext,
+        head: &ResponseHead,
+    ) -> Result<StreamSession, AdapterFault> {
+        let started = Instant::now();
+        let mut store = new_store(&self.engine, &self.id, self.limits);
+        let result = async {
+            let p = self.pre.instantiate_async(&mut store).await?;
+            let handle =
+                p.freellm_provider_adapter().stream_normalizer().call_constructor(&mut store, ctx, head).await?;
+            Ok((p, handle))
+        }
+        .await;
+        let (provider, handle) = self.finish_call(started, result, &store)?;
+        Ok(StreamSession { adapter: self.clone(), store, provider, handle })
+    }
+
+    fn finish_call<R>(
+        &self,
+        started: Instant,
+        result: wasmtime::Result<R>,
+        store: &Store<CallState>,
+    ) -> Result<R, AdapterFault> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        result.map_err(|e| {
+            self.stats.faults.fetch_add(1, Ordering::Relaxed);
+            let fault = AdapterFault {
+                adapter: self.id.clone(),
+                version: self.info.adapter_version.clone(),
+                detail: describe_fault(&e, store.data()),
+            };
+            tracing::warn!(error = %fault, "adapter call failed");
+            fault
+        })
+    }
+}
+
+/// One streaming answer's normalizer: an instance kept alive for the stream.
+pub struct StreamSession {
+    adapter: Arc<Adapter>,
+    store: Store<CallState>,
+    provider: Provider,
+    handle: ResourceAny,
+}
+
+impl StreamSession {
+    /// Normalizes the events of one network read.
+    pub async fn push(&mut self, events: &[StreamEvent]) -> Result<Result<StreamOutput, Failure>, AdapterFault> {
+        let started = Instant::now();
+        self.store.set_epoch_deadline(PluginEngine::ticks_for(self.adapter.limits.cpu_time));
+        let result = self
+            .provider
+            .freellm_provider_adapter()
+            .stream_normalizer()
+            .call_push(&mut self.store, self.handle, events)
+            .await;
+        self.adapter.finish_call(started, result, &self.store)
+    }
+
+    /// Flushes the normalizer at upstream EOF.
+    pub async fn finish(&mut self) -> Result<Result<StreamOutput, Failure>, AdapterFault> {
+        let started = Instant::now();
+        self.store.set_epoch_deadline(PluginEngine::ticks_for(self.adapter.limits.cpu_time));
+        let result =
+            self.provider.freellm_provider_adapter().stream_normalizer().call_finish(&mut self.store, self.handle).await;
+        self.adapter.finish_call(started, result, &self.store)
+    }
+}
+
+/// Names what went wrong inside the guest: trap code, limit, and stderr.
+fn describe_fault(error: &wasmtime::Error, state: &CallState) -> String {
+    let what = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => "exceeded its CPU time limit".to_owned(),
+        Some(trap) => format!("trapped: {trap}"),
+        None => {
+            let text = format!("{error:#}");
+            if text.contains("memory") { format!("hit its memory limit: {text}") } else { text }
+        }
+    };
+    let stderr = state.stderr();
+    if stderr.is_empty() { what } else { format!("{what} (stderr: {stderr})") }
+}
+
+/// Checks what `configure` returned before the adapter may go live.
+fn validate_info(info: &AdapterInfo, slot_id: &str) -> Result<(), String> {
+    if info.id != slot_id {
+        return Err(format!("adapter describes itself as \"{}\" but is configured as \"{slot_id}\"", info.id));
+    }
+    if !info.models.is_empty() && !info.models.iter().any(|m| m.id == info.default_model) {
+        return Err(format!("default model \"{}\" is not in the model list", info.default_model));
+    }
+    if let Some(dup) = info.models.iter().enumerate().find_map(|(i, m)| {
+        info.models[..i].iter().any(|o| o.id == m.id).then_some(&m.id)
+    }) {
+        return Err(format!("model \"{dup}\" is listed twice"));
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! The one wasmtime engine of the process and everything configured once with it.
+//!
+//! The engine owns the compiler, the pooling allocator and the epoch counter
+//! that bounds CPU time. A background thread advances the epoch every
+//! [`EPOCH_TICK`]; each call sets its deadline in ticks. The linker offers
+//! WASI p2 (deny-all contexts are built per call in [`super::sandbox`]) and the
+//! contract's tiny `host` interface.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::bindings::freellm::provider::host as wit_host;
+use super::sandbox::CallState;
+
+/// How often the epoch advances; the unit of every CPU deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Hard cap on one component instance's linear memory, whatever an adapter's
+/// own limit says.
+pub const MAX_MEMORY_BYTES: usize = 256 << 20;
+
+/// Concurrent component instances the pool holds (calls plus open streams).
+const POOL_INSTANCES: u32 = 2000;
+
+/// The process-wide plugin engine: compiler, allocator, epoch ticker, linker.
+pub struct PluginEngine {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<CallState>,
+}
+
+impl PluginEngine {
+    /// Builds the engine with the pooling allocator and epoch interruption,
+    /// starts the epoch ticker and links WASI p2 plus the `host` interface.
+    pub fn new() -> anyhow::Result<Arc<Self>> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 2)
+            .total_memories(POOL_INSTANCES)
+            .total_tables(POOL_INSTANCES * 2)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(MAX_MEMORY_BYTES)
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
+
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            // Bounds-checked memories keep the pool's address-space reservation
+            // modest instead of 6 GiB of virtual memory per slot.
+            .memory_reservation(MAX_MEMORY_BYTES as u64)
+            .memory_guard_size(64 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        spawn_epoch_ticker(&engine);
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            ?;
+        wit_host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            ?;
+        Ok(Arc::new(Self { engine, linker }))
+    }
+
+    /// Converts a CPU budget to epoch ticks (at least two, so a deadline set
+    /// just before a tick still leaves one full tick).
+    pub fn ticks_for(cpu: Duration) -> u64 {
+        (cpu.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64) + 1
+    }
+}
+
+/// Advances the epoch until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("wasm-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the wasm epoch ticker; adapter CPU limits are off");
+    }
+}

@@ -1,0 +1,21 @@
+//! The plugin runtime: provider adapters as sandboxed WebAssembly components.
+//!
+//! - [`engine`]: the one wasmtime engine (pooling allocator, epoch ticker, linker).
+//! - [`loader`]: compile with an on-disk cache, sandbox policy, contract check.
+//! - [`sandbox`]: the deny-all store each call runs in.
+//! - [`adapter`]: a configured adapter version and the calls into it.
+//! - [`registry`]: the immutable snapshot of loaded providers, swapped atomically.
+
+pub mod adapter;
+pub mod bindings;
+pub mod engine;
+pub mod loader;
+pub mod registry;
+pub mod sandbox;
+
+pub use adapter::{Adapter, AdapterFault, StreamSession};
+pub use bindings::types;
+pub use engine::{MAX_MEMORY_BYTES, PluginEngine};
+pub use loader::LoadError;
+pub use registry::{ProviderEntry, Registry};
+pub use sandbox::SandboxLimits;

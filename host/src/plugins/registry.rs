@@ -1,0 +1,133 @@
+//! The set of configured providers as one immutable snapshot.
+//!
+//! A request takes the snapshot once (an `ArcSwap` load in the gateway
+//! state) and keeps it to the end, so a reload never changes the ground
+//! under a request in flight. Per-provider state that must outlive adapter
+//! versions (key cooldowns) lives in `Arc`s the next snapshot reuses.
+
+use std::sync::Arc;
+
+use super::adapter::Adapter;
+use super::engine::PluginEngine;
+use super::loader;
+use super::types::AuthPlacement;
+use crate::config::{Config, ProviderConfig};
+use crate::keys::KeyRing;
+
+/// One configured provider slot.
+pub struct ProviderEntry {
+    /// Provider id.
+    pub id: Arc<str>,
+    /// The live adapter version; `None` when it failed to load.
+    pub adapter: Option<Arc<Adapter>>,
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// Keys and cooldowns.
+    pub keys: Arc<KeyRing>,
+    /// True when requests may be routed here.
+    pub enabled: bool,
+    /// Why the provider is disabled or failed, for operators.
+    pub note: Option<String>,
+}
+
+impl ProviderEntry {
+    /// The adapter, when the provider is enabled and loaded.
+    pub fn live(&self) -> Option<&Arc<Adapter>> {
+        if self.enabled { self.adapter.as_ref() } else { None }
+    }
+}
+
+/// All provider slots, in registry order.
+#[derive(Default)]
+pub struct Registry {
+    /// Slots in the order of `plugins.toml`.
+    pub providers: Vec<ProviderEntry>,
+}
+
+impl Registry {
+    /// Finds a slot by id.
+    pub fn get(&self, id: &str) -> Option<&ProviderEntry> {
+        self.providers.iter().find(|p| &*p.id == id)
+    }
+
+    /// Slots that can take requests.
+    pub fn enabled(&self) -> impl Iterator<Item = &ProviderEntry> {
+        self.providers.iter().filter(|p| p.live().is_some())
+    }
+
+    /// Loads every configured provider. A provider that fails to load is kept
+    /// as a disabled slot with the error as its note; the gateway still starts.
+    pub async fn load(engine: &Arc<PluginEngine>, config: &Config) -> Self {
+        let mut providers = Vec::with_capacity(config.providers.len());
+        for pc in &config.providers {
+            let entry = match load_provider(engine, config, pc).await {
+                Ok(entry) => entry,
+                Err(e) => {
+                    let note = format!("failed to load {}: {e}", pc.component.display());
+                    tracing::error!(provider = %pc.id, error = %note, "provider not loaded");
+                    ProviderEntry {
+                        id: Arc::from(pc.id.as_str()),
+                        adapter: None,
+                        base_url: pc.base_url.clone().unwrap_or_default(),
+                        keys: Arc::new(KeyRing::new(Vec::new())),
+                        enabled: false,
+                        note: Some(note),
+                    }
+                }
+            };
+            if entry.enabled {
+                tracing::info!(provider = %entry.id, keys = entry.keys.len(), base_url = %entry.base_url, "provider enabled");
+            } else if entry.adapter.is_some() {
+                tracing::info!(provider = %entry.id, reason = entry.note.as_deref().unwrap_or(""), "provider disabled");
+            }
+            providers.push(entry);
+        }
+        Self { providers }
+    }
+}
+
+async fn load_provider(
+    engine: &Arc<PluginEngine>,
+    config: &Config,
+    pc: &ProviderConfig,
+) -> Result<ProviderEntry, loader::LoadError> {
+    let compiled = {
+        let engine = engine.clone();
+        let path = pc.component.clone();
+        let cache_dir = config.cache_dir.clone();
+        tokio::task::spawn_blocking(move || loader::load_file(&engine, &path, &cache_dir))
+            .await
+            .map_err(|e| loader::LoadError::Compile(format!("compile task failed: {e}")))??
+    };
+    let adapter = Adapter::configure(engine.clone(), compiled, &pc.id, pc.settings.clone(), pc.sandbox).await?;
+    let info = &adapter.info;
+
+    let needs_key = !matches!(info.auth, AuthPlacement::None);
+    let key_env = pc.key_env.clone().or_else(|| info.key_env.clone());
+    let keys = match (&key_env, needs_key) {
+        (Some(var), true) => config.keys_from(var),
+        _ => Vec::new(),
+    };
+    let (enabled, note) = if !pc.enabled {
+        (false, Some("disabled in plugins.toml".to_owned()))
+    } else if needs_key && keys.is_empty() {
+        let var = key_env.unwrap_or_else(|| format!("{}_API_KEY", pc.id.to_ascii_uppercase()));
+        (false, Some(format!("no API key: set {var}")))
+    } else if !needs_key && pc.base_url.is_none() {
+        let var = format!("{}_BASE_URL", pc.id.to_ascii_uppercase().replace('-', "_"));
+        (false, Some(format!("keyless provider: set {var} to enable it")))
+    } else {
+        (true, None)
+    };
+    let keys = if needs_key { KeyRing::new(keys) } else { KeyRing::keyless() };
+    let base_url = pc.base_url.clone().unwrap_or_else(|| info.default_base_url.trim_end_matches('/').to_owned());
+    tracing::debug!(provider = %pc.id, hash = %adapter.hash, version = %info.adapter_version, "adapter loaded");
+    Ok(ProviderEntry {
+        id: adapter.id.clone(),
+        adapter: Some(Arc::new(adapter)),
+        base_url,
+        keys: Arc::new(keys),
+        enabled,
+        note,
+    })
+}

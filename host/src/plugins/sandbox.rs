@@ -1,0 +1,116 @@
+//! The per-call sandbox: a deny-all WASI context, memory limits, a CPU
+//! deadline and a small captured stderr.
+//!
+//! Every call gets a fresh [`Store`] (a pooled instance slot makes that cheap)
+//! so no guest state survives between requests and a trap poisons nothing but
+//! the call that caused it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::freellm::provider::host::{Host, LogLevel};
+use super::engine::PluginEngine;
+
+/// Bytes of guest stderr kept for the log when a call fails.
+const STDERR_CAPTURE: usize = 8 << 10;
+/// Longest guest log line passed on.
+const MAX_LOG_LINE: usize = 2048;
+/// Guest log lines passed on per call; the rest are dropped.
+const MAX_LOG_LINES: u32 = 32;
+
+/// Per-adapter sandbox limits, from `plugins.toml`.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxLimits {
+    /// Linear memory cap per instance.
+    pub memory_bytes: usize,
+    /// CPU time one call may take.
+    pub cpu_time: Duration,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self { memory_bytes: 64 << 20, cpu_time: Duration::from_millis(250) }
+    }
+}
+
+/// What a store holds: the empty WASI context and the call's bookkeeping.
+pub struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+    adapter_id: Arc<str>,
+    log_lines: u32,
+}
+
+impl CallState {
+    /// What the guest wrote to stderr (a panic message, usually).
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.contents()).trim_end().to_owned()
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl Host for CallState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return;
+        }
+        let message = truncate(&message, MAX_LOG_LINE);
+        let adapter = &*self.adapter_id;
+        match level {
+            LogLevel::Debug => tracing::debug!(adapter, "{message}"),
+            LogLevel::Info => tracing::info!(adapter, "{message}"),
+            LogLevel::Warn => tracing::warn!(adapter, "{message}"),
+            LogLevel::Error => tracing::error!(adapter, "{message}"),
+        }
+    }
+}
+
+/// Makes a store with no capabilities: no environment, arguments, preopened
+/// directories or network; stdin empty, stdout discarded, stderr captured.
+pub fn new_store(engine: &PluginEngine, adapter_id: &Arc<str>, limits: SandboxLimits) -> Store<CallState> {
+    let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
+    let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+    let state = CallState {
+        wasi,
+        table: ResourceTable::new(),
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .instances(8)
+            .tables(8)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build(),
+        stderr,
+        adapter_id: adapter_id.clone(),
+        log_lines: 0,
+    };
+    let mut store = Store::new(&engine.engine, state);
+    store.limiter(|s| &mut s.limits);
+    // A new store's deadline is 0, which would trap at once.
+    store.set_epoch_deadline(PluginEngine::ticks_for(limits.cpu_time));
+    store
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

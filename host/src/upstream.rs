@@ -1,0 +1,282 @@
+//! Sending an adapter's request upstream: one pooled HTTP client, the guard
+//! rails around what an adapter may ask for, and per-attempt timeouts.
+//!
+//! The adapter returns a path relative to the host-configured base URL and a
+//! list of headers. Here the path is checked (no scheme, authority or `..`),
+//! auth and hop-by-hop headers the adapter set are dropped, and the key is
+//! injected where the adapter's `auth` placement says. So an adapter never
+//! sees a key and cannot send one anywhere else.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::UpstreamConfig;
+use crate::plugins::types::{AuthPlacement, HttpMethod, ResponseHead, UpstreamRequest};
+
+/// Largest non-streaming upstream body read.
+const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// Headers an adapter may not set: the host owns auth, framing and routing.
+const FORBIDDEN_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+];
+
+/// Why an attempt produced no upstream answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The adapter asked for something the host refuses.
+    #[error("adapter request rejected: {0}")]
+    BadAdapterRequest(String),
+    /// Connection refused, reset, DNS failure, TLS failure.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// No response head within the first-byte timeout.
+    #[error("no response within {0:?}")]
+    FirstByteTimeout(Duration),
+    /// The body broke off or stalled.
+    #[error("response body failed: {0}")]
+    Body(String),
+}
+
+/// The shared upstream client.
+#[derive(Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    timeouts: UpstreamConfig,
+}
+
+impl Upstream {
+    /// Builds the pooled client.
+    pub fn new(timeouts: UpstreamConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { client, timeouts })
+    }
+
+    /// The configured timeouts.
+    pub fn timeouts(&self) -> &UpstreamConfig {
+        &self.timeouts
+    }
+
+    /// Sends one attempt and waits for the response head.
+    pub async fn send(
+        &self,
+        base_url: &str,
+        request: UpstreamRequest,
+        auth: &AuthPlacement,
+        key: Option<&str>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let request = self.build(base_url, request, auth, key)?;
+        match tokio::time::timeout(self.timeouts.first_byte_timeout, self.client.execute(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
+            Err(_) => Err(UpstreamError::FirstByteTimeout(self.timeouts.first_byte_timeout)),
+        }
+    }
+
+    fn build(
+        &self,
+        base_url: &str,
+        request: UpstreamRequest,
+        auth: &AuthPlacement,
+        key: Option<&str>,
+    ) -> Result<reqwest::Request, UpstreamError> {
+        check_path(&request.path)?;
+        let mut url = reqwest::Url::parse(&format!("{base_url}{}", request.path))
+            .map_err(|e| UpstreamError::BadAdapterRequest(format!("bad path {:?}: {e}", request.path)))?;
+        let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
+        let auth_header = match auth {
+            AuthPlacement::Header(name) => Some(name.to_ascii_lowercase()),
+            _ => None,
+        };
+        for (name, value) in &request.headers {
+            let lower = name.to_ascii_lowercase();
+            if FORBIDDEN_HEADERS.contains(&lower.as_str()) || auth_header.as_deref() == Some(lower.as_str()) {
+                continue;
+            }
+            let (Ok(name), Ok(value)) = (HeaderName::from_bytes(lower.as_bytes()), HeaderValue::from_str(value)) else {
+                return Err(UpstreamError::BadAdapterRequest(format!("invalid header {name:?}")));
+            };
+            headers.append(name, value);
+        }
+        if let Some(key) = key {
+            let invalid = |_| UpstreamError::BadAdapterRequest("key is not a valid header value".into());
+            match auth {
+                AuthPlacement::None => {}
+                AuthPlacement::Bearer => {
+                    let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(invalid)?;
+                    v.set_sensitive(true);
+                    headers.insert(reqwest::header::AUTHORIZATION, v);
+                }
+                AuthPlacement::Header(name) => {
+                    let name = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| UpstreamError::BadAdapterRequest(format!("invalid auth header name {name:?}")))?;
+                    let mut v = HeaderValue::from_str(key).map_err(invalid)?;
+                    v.set_sensitive(true);
+                    headers.insert(name, v);
+                }
+                AuthPlacement::Query(name) => {
+                    url.query_pairs_mut().append_pair(name, key);
+                }
+            }
+        }
+        let method = match request.method {
+            HttpMethod::Get => reqwest::Method::GET,
+            HttpMethod::Post => reqwest::Method::POST,
+        };
+        let mut built = reqwest::Request::new(method, url);
+        *built.headers_mut() = headers;
+        *built.body_mut() = Some(request.body.into());
+        Ok(built)
+    }
+
+    /// Reads a whole (non-streaming) body, bounded in size and time.
+    pub async fn read_body(&self, response: reqwest::Response) -> Result<Bytes, UpstreamError> {
+        if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
+            return Err(UpstreamError::Body(format!("larger than {MAX_RESPONSE_BYTES} bytes")));
+        }
+        let read = async {
+            let mut response = response;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::Body(error_chain(&e)))? {
+                if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                    return Err(UpstreamError::Body(format!("larger than {MAX_RESPONSE_BYTES} bytes")));
+                }
+                if body.is_empty() {
+                    body.reserve(chunk.len());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Bytes::from(body))
+        };
+        tokio::time::timeout(self.timeouts.stream_stall_timeout, read)
+            .await
+            .map_err(|_| UpstreamError::Body(format!("stalled for {:?}", self.timeouts.stream_stall_timeout)))?
+    }
+}
+
+/// The response head as the adapter sees it (lower-case header names).
+pub fn response_head(response: &reqwest::Response) -> ResponseHead {
+    ResponseHead {
+        status: response.status().as_u16(),
+        headers: response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+    }
+}
+
+/// A path must be relative to the base URL: starts with one `/`, and carries
+/// no scheme, authority, `..` segment, fragment, backslash or control char.
+fn check_path(path: &str) -> Result<(), UpstreamError> {
+    let reject = |why: &str| Err(UpstreamError::BadAdapterRequest(format!("path {path:?} {why}")));
+    if !path.starts_with('/') || path.starts_with("//") {
+        return reject("must start with a single '/'");
+    }
+    if path.contains("://") || path.contains('@') {
+        return reject("must not name a scheme or authority");
+    }
+    let route = path.split(['?', '#']).next().unwrap_or("");
+    if route.split('/').any(|seg| seg == ".." || seg == "." || seg.eq_ignore_ascii_case("%2e%2e")) {
+        return reject("must not contain dot segments");
+    }
+    if path.contains(['#', '\\']) || path.chars().any(|c| c.is_control() || c == ' ') {
+        return reject("contains a forbidden character");
+    }
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream() -> Upstream {
+        Upstream::new(UpstreamConfig {
+            connect_timeout: Duration::from_secs(1),
+            first_byte_timeout: Duration::from_secs(1),
+            stream_stall_timeout: Duration::from_secs(1),
+            stream_idle_timeout: None,
+            route_timeout: Duration::from_secs(1),
+        })
+        .unwrap()
+    }
+
+    fn request(path: &str, headers: &[(&str, &str)]) -> UpstreamRequest {
+        UpstreamRequest {
+            method: HttpMethod::Post,
+            path: path.into(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: b"{}".to_vec(),
+        }
+    }
+
+    #[test]
+    fn paths_that_escape_the_base_url_are_rejected() {
+        for bad in ["chat", "//evil.com/x", "/x/../../admin", "http://evil/x", "/a@evil", "/a b", "/a\\b", "/x/./y"] {
+            assert!(check_path(bad).is_err(), "{bad} accepted");
+        }
+        for good in ["/chat/completions", "/v1/models/gemini-2.5-flash:generate?alt=sse"] {
+            assert!(check_path(good).is_ok(), "{good} rejected");
+        }
+    }
+
+    #[test]
+    fn adapter_auth_headers_are_dropped_and_the_key_injected() {
+        let req = upstream()
+            .build(
+                "http://127.0.0.1:9/v1",
+                request("/chat/completions", &[("Authorization", "Bearer stolen"), ("X-Extra", "1"), ("Host", "evil")]),
+                &AuthPlacement::Bearer,
+                Some("k1"),
+            )
+            .unwrap();
+        assert_eq!(req.url().as_str(), "http://127.0.0.1:9/v1/chat/completions");
+        assert_eq!(req.headers()["authorization"], "Bearer k1");
+        assert_eq!(req.headers()["x-extra"], "1");
+        assert!(req.headers().get("host").is_none());
+    }
+
+    #[test]
+    fn header_and_query_placements_carry_the_key() {
+        let u = upstream();
+        let h = u
+            .build("http://h", request("/x", &[("x-goog-api-key", "guest")]), &AuthPlacement::Header("x-goog-api-key".into()), Some("k"))
+            .unwrap();
+        assert_eq!(h.headers()["x-goog-api-key"], "k");
+        let q = u.build("http://h", request("/x?alt=sse", &[]), &AuthPlacement::Query("key".into()), Some("a b")).unwrap();
+        assert_eq!(q.url().query(), Some("alt=sse&key=a+b"));
+        let none = u.build("http://h", request("/x", &[]), &AuthPlacement::None, None).unwrap();
+        assert!(none.headers().get("authorization").is_none());
+    }
+}

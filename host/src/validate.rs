@@ -1,0 +1,1208 @@
+//! Validation of OpenAI chat-completions request bodies, done before any
+//! routing: a malformed request is answered at once with a 400 that lists
+//! every problem found, each at a JSON path such as `messages.0.role`,
+//! instead of travelling upstream to fail with a provider-specific message.
+//!
+//! Only the parameters of the OpenAI chat API are checked. Unknown keys, at
+//! the top level or inside messages, are allowed: they are forwarded to the
+//! provider untouched. Top-level parameters accept `null` where the OpenAI API
+//! does; inside messages, tools and other nested objects an optional key set
+//! to `null` counts as absent, since clients echo response messages back with
+//! `"tool_calls": null`.
+//!
+//! A valid body is checked without allocating: paths are kept on the stack
+//! and rendered only when a problem is recorded. At most [`MAX_ISSUES`]
+//! problems are listed, so a huge invalid body cannot produce a huger answer.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+/// The most problems reported for one body; past it, a last issue at the root
+/// says the list was cut.
+pub const MAX_ISSUES: usize = 100;
+
+const ROLES: &[&str] = &[
+    "system",
+    "user",
+    "assistant",
+    "tool",
+    "developer",
+    "function",
+];
+const ROLES_NEEDING_CONTENT: &[&str] = &["system", "user", "developer"];
+const MAX_MESSAGES: usize = 2048;
+const MAX_STOP_SEQUENCES: usize = 4;
+const TOOL_TYPES: &[&str] = &["function"];
+const TOOL_CHOICES: &[&str] = &["none", "auto", "required"];
+const RESPONSE_FORMATS: &[&str] = &["text", "json_object", "json_schema"];
+const REASONING_EFFORTS: &[&str] = &["none", "minimal", "low", "medium", "high"];
+const MAX_FUNCTION_NAME: usize = 64;
+
+/// One problem found in a request body: a JSON path and a message.
+///
+/// The path is dotted with array indices (`tools.1.function.name`); a problem
+/// with the whole body has the empty path.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Issue {
+    /// Where the problem is, e.g. `messages.0.role`; empty for the body itself.
+    pub path: String,
+    /// What is wrong, e.g. `expected a number between 0 and 2, got 3`.
+    pub message: String,
+}
+
+/// Validates a parsed chat request body. Returns every problem (up to
+/// [`MAX_ISSUES`]), not just the first.
+///
+/// # Errors
+///
+/// The issues found, in the order the body's parameters are checked, when
+/// there is at least one.
+pub fn validate_chat_request(body: &Value) -> Result<(), Vec<Issue>> {
+    let mut checker = Checker::default();
+    checker.body(body);
+    checker.finish()
+}
+
+/// Builds the human message for an `invalid_request` error: `<path>: <message>`
+/// for each issue (`body` standing for the empty path), joined by `"; "`.
+pub fn issues_message(issues: &[Issue]) -> String {
+    let mut out = String::new();
+    for (i, issue) in issues.iter().enumerate() {
+        if i > 0 {
+            out.push_str("; ");
+        }
+        out.push_str(if issue.path.is_empty() {
+            "body"
+        } else {
+            &issue.path
+        });
+        out.push_str(": ");
+        out.push_str(&issue.message);
+    }
+    out
+}
+
+/// A JSON path as a chain of stack frames, rendered only for an issue.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl<'a> Path<'a> {
+    fn key(&'a self, key: &'a str) -> Path<'a> {
+        Path::Key(self, key)
+    }
+
+    fn index(&'a self, index: usize) -> Path<'a> {
+        Path::Index(self, index)
+    }
+
+    /// Writes the path followed by a dot, or nothing for the root.
+    fn prefix(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Path::Root => Ok(()),
+            _ => write!(f, "{self}."),
+        }
+    }
+}
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Path::Root => Ok(()),
+            Path::Key(parent, key) => {
+                parent.prefix(f)?;
+                f.write_str(key)
+            }
+            Path::Index(parent, index) => {
+                parent.prefix(f)?;
+                write!(f, "{index}")
+            }
+        }
+    }
+}
+
+/// The JSON type of a value, as named in messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// What a message says was found: a number itself, otherwise its type.
+struct Got<'a>(&'a Value);
+
+impl fmt::Display for Got<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Value::Number(n) => write!(f, "{n}"),
+            other => f.write_str(kind(other)),
+        }
+    }
+}
+
+/// An integer value, whether it fits `i64` or only `u64`; `None` for a
+/// fraction (including `5.0`) or a non-number.
+fn as_integer(value: &Value) -> Option<i128> {
+    value
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| value.as_u64().map(i128::from))
+}
+
+/// The check for a number within `min..=max`.
+fn number(min: f64, max: f64) -> impl Fn(&mut Checker, &Path<'_>, &Value) {
+    move |c, path, value| c.number_between(path, value, min, max)
+}
+
+/// The check for an integer within the bounds given.
+fn integer(min: Option<i64>, max: Option<i64>) -> impl Fn(&mut Checker, &Path<'_>, &Value) {
+    move |c, path, value| c.integer_between(path, value, min, max)
+}
+
+/// The check for one of the `allowed` strings.
+fn one_of(allowed: &'static [&'static str]) -> impl Fn(&mut Checker, &Path<'_>, &Value) {
+    move |c, path, value| {
+        c.one_of(path, value, allowed);
+    }
+}
+
+/// Walks a body and collects its issues.
+#[derive(Default)]
+struct Checker {
+    issues: Vec<Issue>,
+    truncated: bool,
+}
+
+impl Checker {
+    fn finish(mut self) -> Result<(), Vec<Issue>> {
+        if self.truncated {
+            self.issues.push(Issue {
+                path: String::new(),
+                message: format!("too many problems; only the first {MAX_ISSUES} are listed"),
+            });
+        }
+        if self.issues.is_empty() {
+            Ok(())
+        } else {
+            Err(self.issues)
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.issues.len() >= MAX_ISSUES
+    }
+
+    fn fail(&mut self, path: &Path<'_>, message: impl Into<String>) {
+        if self.is_full() {
+            self.truncated = true;
+        } else {
+            self.issues.push(Issue {
+                path: path.to_string(),
+                message: message.into(),
+            });
+        }
+    }
+
+    fn wrong_type(&mut self, path: &Path<'_>, expected: &str, got: &Value) {
+        self.fail(path, format!("expected {expected}, got {}", kind(got)));
+    }
+
+    // ---- The body -------------------------------------------------------
+
+    fn body(&mut self, body: &Value) {
+        let root = Path::Root;
+        let Some(obj) = self.object(&root, body) else {
+            return;
+        };
+        let root = &root;
+        self.required(obj, root, "model", Self::non_empty_string);
+        self.required(obj, root, "messages", Self::messages);
+        self.nullable(obj, root, "stream", Self::boolean);
+        self.nullable(obj, root, "stream_options", Self::stream_options);
+        self.nullable(obj, root, "temperature", number(0.0, 2.0));
+        self.nullable(obj, root, "top_p", number(0.0, 1.0));
+        self.nullable(obj, root, "presence_penalty", number(-2.0, 2.0));
+        self.nullable(obj, root, "frequency_penalty", number(-2.0, 2.0));
+        self.nullable(obj, root, "max_tokens", integer(Some(1), None));
+        self.nullable(obj, root, "max_completion_tokens", integer(Some(1), None));
+        self.nullable(obj, root, "n", integer(Some(1), Some(128)));
+        self.nullable(obj, root, "seed", integer(None, None));
+        self.nullable(obj, root, "logprobs", Self::boolean);
+        self.nullable(obj, root, "top_logprobs", integer(Some(0), Some(20)));
+        self.nullable(obj, root, "logit_bias", |c, p, v| {
+            c.object_of(p, v, number(-100.0, 100.0))
+        });
+        self.nullable(obj, root, "stop", Self::stop);
+        self.optional(obj, root, "tools", |c, p, v| c.array_of(p, v, Self::tool));
+        self.optional(obj, root, "tool_choice", Self::tool_choice);
+        self.optional(obj, root, "parallel_tool_calls", Self::boolean);
+        self.optional(obj, root, "response_format", Self::response_format);
+        self.nullable(obj, root, "reasoning_effort", one_of(REASONING_EFFORTS));
+        self.optional(obj, root, "user", Self::string);
+        self.nullable(obj, root, "metadata", |c, p, v| {
+            c.object_of(p, v, Self::string)
+        });
+        self.nullable(obj, root, "store", Self::boolean);
+        self.nullable(obj, root, "service_tier", Self::string);
+        self.nullable(obj, root, "modalities", |c, p, v| {
+            c.array_of(p, v, Self::string)
+        });
+    }
+
+    fn stream_options(&mut self, path: &Path<'_>, value: &Value) {
+        let Some(options) = self.object(path, value) else {
+            return;
+        };
+        self.nullable(options, path, "include_usage", Self::boolean);
+    }
+
+    fn stop(&mut self, path: &Path<'_>, value: &Value) {
+        match value {
+            Value::String(_) => {}
+            Value::Array(items) => {
+                if items.len() > MAX_STOP_SEQUENCES {
+                    let message = format!(
+                        "expected at most {MAX_STOP_SEQUENCES} stop sequences, got {}",
+                        items.len()
+                    );
+                    self.fail(path, message);
+                }
+                self.each(path, items, Self::string);
+            }
+            other => self.wrong_type(path, "string or array of strings", other),
+        }
+    }
+
+    // ---- Messages -------------------------------------------------------
+
+    fn messages(&mut self, path: &Path<'_>, value: &Value) {
+        let Some(messages) = self.array(path, value) else {
+            return;
+        };
+        if messages.is_empty() {
+            self.fail(path, "expected at least 1 message");
+        } else if messages.len() > MAX_MESSAGES {
+            let message = format!(
+                "expected at most {MAX_MESSAGES} messages, got {}",
+                messages.len()
+            );
+            self.fail(path, message);
+        }
+        self.each(path, messages, Self::message);
+    }
+
+    fn message(&mut self, path: &Path<'_>, value: &Value) {
+        let Some(message) = self.object(path, value) else {
+            return;
+        };
+        let role = self
+            .required(message, path, "role", |c, p, v| c.one_of(p, v, ROLES))
+            .flatten();
+        let needs_content = role.is_some_and(|role| ROLES_NEEDING_CONTENT.contains(&role));
+        if needs_content {
+            self.required(message, path, "content", Self::content);
+        } else {
+            self.nullable(message, path, "content", Self::content);
+        }
+        if role == Some("tool") {
+            self.required(message, path, "tool_call_id", Self::string);
+        }
+        self.nullable(message, path, "name", Self::string);
+        self.nullable(message, path, "tool_calls", |c, p, v| {
+            c.array_of(p, v, Self::tool_call)
+        });
+    }
+
+    fn content(&mut self, path: &Path<'_>, value: &Value) {
+        match value {
+            Value::String(_) => {}
+            Value::Array(parts) => self.each(path, parts, Self::content_part),
+            other => self.wrong_type(path, "string or array", other),
+        }
+    }
+
+    fn content_part(&mut self, path: &Path<'_>, value: &Value) {
+        let Some(part) = self.object(path, value) else {
+            return;
+        };
+        match self.required(part, path, "type", Self::string).flatten() {
+            Some("text") => {
+                self.required(part, path, "text", Self::string);
+            }
+            Some("image_url") => {
+                self.required(part, path, "image_url", Self::image_url);
+            }
+            _ => {}
+        }
+    }
+
+    fn image_url(&mut self, path: &Path<'_>, value: &Value) {
+        match value {
+            Value::String(_) => {}
+            Value::Object(image) => {
+                self.required(image, path, "url", Self::string);
+            }
+            other => self.wrong_type(path, "object or string", other),
+        }
+    }
+
+    fn tool_call(&mut self, path: &Path<'_>, value: &Value) {
+        let Some(call) = self.object(path, value) else {
+            return;
+        };
+        self.required(call, path, "function", |c, p, v| {
+            let Some(function) = c.object(p, v) else {
+                return;
+            };
+            c.required(function, p, "name", Self::string);
+            c.required(function, p, "arguments", Self::string);
+        });
+    }
+
+    // ---- Tools and output format ------------------------------------------
+
+    fn tool(&mut self, path: &Path<'_>, value: &Value) {
+        let Some(tool) = self.object(path, value) else {
+            return;
+        };
+        self.required(tool, path, "type", one_of(TOOL_TYPES));
+        self.required(tool, path, "function", Self::function_definition);
+    }
+
+    fn function_definition(&mut self, path: &Path<'_>, value: &Value) {
+        let Some(function) = self.object(path, value) else {
+            return;
+        };
+        self.required(function, path, "name", Self::function_name);
+        self.nullable(function, path, "description", Self::string);
+        self.nullable(function, path, "parameters", Self::object);
+        self.nullable(function, path, "strict", Self::boolean);
+    }
+
+    /// A function name must match `^[A-Za-z0-9_-]{1,64}$`.
+    fn function_name(&mut self, path: &Path<'_>, value: &Value) {
+        let Some(name) = self.string(path, value) else {
+            return;
+        };
+        let valid = (1..=MAX_FUNCTION_NAME).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            self.fail(
+                path,
+                "expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -",
+            );
+        }
+    }
+
+    fn tool_choice(&mut self, path: &Path<'_>, value: &Value) {
+        match value {
+            Value::String(_) => {
+                self.one_of(path, value, TOOL_CHOICES);
+            }
+            Value::Object(choice) => {
+                self.required(choice, path, "type", one_of(TOOL_TYPES));
+                self.required(choice, path, "function", |c, p, v| {
+                    let Some(function) = c.object(p, v) else {
+                        return;
+                    };
+                    c.required(function, p, "name", Self::string);
+                });
+            }
+            other => self.wrong_type(path, "string or object", other),
+        }
+    }
+
+    fn response_format(&mut self, path: &Path<'_>, value: &Value) {
+        let Some(format) = self.object(path, value) else {
+            return;
+        };
+        let kind = self.required(format, path, "type", |c, p, v| {
+            c.one_of(p, v, RESPONSE_FORMATS)
+        });
+        if kind.flatten() == Some("json_schema") {
+            self.required(format, path, "json_schema", |c, p, v| {
+                let Some(schema) = c.object(p, v) else { return };
+                c.required(schema, p, "name", Self::string);
+                c.nullable(schema, p, "schema", Self::object);
+            });
+        }
+    }
+
+    // ---- Keys of an object ----------------------------------------------
+
+    /// `parent.key` must be present and not null; `check` runs on it.
+    fn required<'v, R>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        parent: &Path<'_>,
+        key: &str,
+        check: impl FnOnce(&mut Self, &Path<'_>, &'v Value) -> R,
+    ) -> Option<R> {
+        let path = parent.key(key);
+        match obj.get(key) {
+            Some(value) if !value.is_null() => Some(check(self, &path, value)),
+            _ => {
+                self.fail(&path, "required");
+                None
+            }
+        }
+    }
+
+    /// `parent.key` may be absent or null; otherwise `check` runs on it.
+    fn nullable<'v, R>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        parent: &Path<'_>,
+        key: &str,
+        check: impl FnOnce(&mut Self, &Path<'_>, &'v Value) -> R,
+    ) -> Option<R> {
+        let value = obj.get(key).filter(|value| !value.is_null())?;
+        Some(check(self, &parent.key(key), value))
+    }
+
+    /// `parent.key` may be absent; otherwise `check` runs on it, so `null`
+    /// is reported as the wrong type.
+    fn optional<'v, R>(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        parent: &Path<'_>,
+        key: &str,
+        check: impl FnOnce(&mut Self, &Path<'_>, &'v Value) -> R,
+    ) -> Option<R> {
+        let value = obj.get(key)?;
+        Some(check(self, &parent.key(key), value))
+    }
+
+    // ---- Values ---------------------------------------------------------
+
+    fn string<'v>(&mut self, path: &Path<'_>, value: &'v Value) -> Option<&'v str> {
+        let string = value.as_str();
+        if string.is_none() {
+            self.wrong_type(path, "string", value);
+        }
+        string
+    }
+
+    fn non_empty_string<'v>(&mut self, path: &Path<'_>, value: &'v Value) -> Option<&'v str> {
+        let string = self.string(path, value)?;
+        if string.is_empty() {
+            self.fail(path, "expected a non-empty string");
+            return None;
+        }
+        Some(string)
+    }
+
+    fn boolean(&mut self, path: &Path<'_>, value: &Value) -> Option<bool> {
+        let boolean = value.as_bool();
+        if boolean.is_none() {
+            self.wrong_type(path, "boolean", value);
+        }
+        boolean
+    }
+
+    fn object<'v>(&mut self, path: &Path<'_>, value: &'v Value) -> Option<&'v Map<String, Value>> {
+        let object = value.as_object();
+        if object.is_none() {
+            self.wrong_type(path, "object", value);
+        }
+        object
+    }
+
+    fn array<'v>(&mut self, path: &Path<'_>, value: &'v Value) -> Option<&'v [Value]> {
+        let array = value.as_array().map(Vec::as_slice);
+        if array.is_none() {
+            self.wrong_type(path, "array", value);
+        }
+        array
+    }
+
+    /// An array whose items each pass `check`.
+    fn array_of<'v, R>(
+        &mut self,
+        path: &Path<'_>,
+        value: &'v Value,
+        check: impl FnMut(&mut Self, &Path<'_>, &'v Value) -> R,
+    ) {
+        if let Some(items) = self.array(path, value) {
+            self.each(path, items, check);
+        }
+    }
+
+    /// An object whose values each pass `check`.
+    fn object_of<'v, R>(
+        &mut self,
+        path: &Path<'_>,
+        value: &'v Value,
+        mut check: impl FnMut(&mut Self, &Path<'_>, &'v Value) -> R,
+    ) {
+        let Some(object) = self.object(path, value) else {
+            return;
+        };
+        for (key, item) in object {
+            if self.is_full() {
+                self.truncated = true;
+                return;
+            }
+            check(self, &path.key(key), item);
+        }
+    }
+
+    /// Runs `check` on every item, at `path.<index>`.
+    fn each<'v, R>(
+        &mut self,
+        path: &Path<'_>,
+        items: &'v [Value],
+        mut check: impl FnMut(&mut Self, &Path<'_>, &'v Value) -> R,
+    ) {
+        for (index, item) in items.iter().enumerate() {
+            if self.is_full() {
+                self.truncated = true;
+                return;
+            }
+            check(self, &path.index(index), item);
+        }
+    }
+
+    fn one_of<'v>(
+        &mut self,
+        path: &Path<'_>,
+        value: &'v Value,
+        allowed: &[&str],
+    ) -> Option<&'v str> {
+        let string = self.string(path, value)?;
+        if allowed.contains(&string) {
+            return Some(string);
+        }
+        let message = match allowed {
+            [only] => format!("expected \"{only}\""),
+            _ => format!("expected one of: {}", allowed.join(", ")),
+        };
+        self.fail(path, message);
+        None
+    }
+
+    fn number_between(&mut self, path: &Path<'_>, value: &Value, min: f64, max: f64) {
+        if !value.as_f64().is_some_and(|x| (min..=max).contains(&x)) {
+            let message = format!(
+                "expected a number between {min} and {max}, got {}",
+                Got(value)
+            );
+            self.fail(path, message);
+        }
+    }
+
+    /// An integer (no fractional part, not even `.0`) within the bounds given.
+    fn integer_between(
+        &mut self,
+        path: &Path<'_>,
+        value: &Value,
+        min: Option<i64>,
+        max: Option<i64>,
+    ) {
+        let in_range = as_integer(value).is_some_and(|n| {
+            min.is_none_or(|min| n >= i128::from(min)) && max.is_none_or(|max| n <= i128::from(max))
+        });
+        if in_range {
+            return;
+        }
+        let expected = match (min, max) {
+            (Some(min), Some(max)) => format!("an integer between {min} and {max}"),
+            (Some(min), None) => format!("an integer >= {min}"),
+            (None, Some(max)) => format!("an integer <= {max}"),
+            (None, None) => "an integer".to_owned(),
+        };
+        self.fail(path, format!("expected {expected}, got {}", Got(value)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn minimal() -> Value {
+        json!({"model": "auto", "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    /// The minimal body with `key` set to `value`.
+    fn with(key: &str, value: Value) -> Value {
+        let mut body = minimal();
+        if let Value::Object(obj) = &mut body {
+            obj.insert(key.to_owned(), value);
+        }
+        body
+    }
+
+    /// The minimal body with one message replaced.
+    fn with_message(message: Value) -> Value {
+        with("messages", json!([message]))
+    }
+
+    fn issues(body: &Value) -> Vec<(String, String)> {
+        match validate_chat_request(body) {
+            Ok(()) => Vec::new(),
+            Err(issues) => issues.into_iter().map(|i| (i.path, i.message)).collect(),
+        }
+    }
+
+    /// Asserts the body has exactly one issue, at `path`, and returns its message.
+    #[track_caller]
+    fn only_issue(body: &Value, path: &str) -> String {
+        let found = issues(body);
+        assert_eq!(found.len(), 1, "expected one issue, got {found:?}");
+        assert_eq!(found[0].0, path, "{found:?}");
+        found[0].1.clone()
+    }
+
+    #[track_caller]
+    fn assert_valid(body: &Value) {
+        assert_eq!(issues(body), Vec::<(String, String)>::new());
+    }
+
+    #[test]
+    fn minimal_body_is_valid() {
+        assert_valid(&minimal());
+    }
+
+    #[test]
+    fn body_with_every_field_valid_is_accepted() {
+        let body = json!({
+            "model": "groq/llama-3.1-8b-instant",
+            "messages": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "system", "content": [{"type": "text", "text": "really"}]},
+                {"role": "user", "name": "ann", "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}},
+                    {"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}
+                ]},
+                {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "look", "arguments": "{}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "a cat"},
+                {"role": "function", "name": "look", "content": "a cat"},
+                {"role": "assistant", "content": "A cat.", "tool_calls": null, "refusal": null}
+            ],
+            "stream": true,
+            "stream_options": {"include_usage": true},
+            "temperature": 0.7,
+            "top_p": 1,
+            "presence_penalty": -2,
+            "frequency_penalty": 2.0,
+            "max_tokens": 100,
+            "max_completion_tokens": 1_000_000,
+            "n": 128,
+            "seed": u64::MAX,
+            "logprobs": true,
+            "top_logprobs": 20,
+            "logit_bias": {"50256": -100, "13": 100, "7": 0.5},
+            "stop": ["\n", "END", "###", "."],
+            "tools": [{"type": "function", "function": {
+                "name": "look_At-2",
+                "description": "look at a thing",
+                "parameters": {"type": "object", "properties": {}},
+                "strict": true
+            }}],
+            "tool_choice": {"type": "function", "function": {"name": "look_At-2"}},
+            "parallel_tool_calls": false,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": true}},
+            "reasoning_effort": "minimal",
+            "user": "user-1",
+            "metadata": {"team": "a"},
+            "store": false,
+            "service_tier": "auto",
+            "modalities": ["text"]
+        });
+        assert_valid(&body);
+    }
+
+    #[test]
+    fn nullable_parameters_accept_null() {
+        for key in [
+            "stream",
+            "stream_options",
+            "temperature",
+            "top_p",
+            "presence_penalty",
+            "frequency_penalty",
+            "max_tokens",
+            "max_completion_tokens",
+            "n",
+            "seed",
+            "logprobs",
+            "top_logprobs",
+            "logit_bias",
+            "stop",
+            "reasoning_effort",
+            "metadata",
+            "store",
+            "service_tier",
+            "modalities",
+        ] {
+            assert_valid(&with(key, Value::Null));
+        }
+    }
+
+    #[test]
+    fn non_nullable_parameters_reject_null() {
+        assert_eq!(
+            only_issue(
+                &with("parallel_tool_calls", Value::Null),
+                "parallel_tool_calls"
+            ),
+            "expected boolean, got null"
+        );
+        assert_eq!(
+            only_issue(&with("tools", Value::Null), "tools"),
+            "expected array, got null"
+        );
+        assert_eq!(
+            only_issue(&with("user", Value::Null), "user"),
+            "expected string, got null"
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_and_message_fields_are_accepted() {
+        let mut body = with("x_provider_hint", json!({"anything": [1, 2]}));
+        body["messages"][0]["cache_control"] = json!({"type": "ephemeral"});
+        assert_valid(&body);
+    }
+
+    #[test]
+    fn non_object_body_is_rejected_at_the_root() {
+        assert_eq!(only_issue(&json!([1]), ""), "expected object, got array");
+        assert_eq!(only_issue(&Value::Null, ""), "expected object, got null");
+    }
+
+    #[test]
+    fn missing_model_is_required() {
+        let mut body = minimal();
+        body.as_object_mut().map(|obj| obj.remove("model"));
+        assert_eq!(only_issue(&body, "model"), "required");
+        assert_eq!(only_issue(&with("model", Value::Null), "model"), "required");
+    }
+
+    #[test]
+    fn empty_model_is_rejected() {
+        assert_eq!(
+            only_issue(&with("model", json!("")), "model"),
+            "expected a non-empty string"
+        );
+        assert_eq!(
+            only_issue(&with("model", json!(7)), "model"),
+            "expected string, got number"
+        );
+    }
+
+    #[test]
+    fn missing_messages_is_required() {
+        let mut body = minimal();
+        body.as_object_mut().map(|obj| obj.remove("messages"));
+        assert_eq!(only_issue(&body, "messages"), "required");
+    }
+
+    #[test]
+    fn empty_messages_is_rejected() {
+        assert_eq!(
+            only_issue(&with("messages", json!([])), "messages"),
+            "expected at least 1 message"
+        );
+        assert_eq!(
+            only_issue(&with("messages", json!("hi")), "messages"),
+            "expected array, got string"
+        );
+    }
+
+    #[test]
+    fn more_than_2048_messages_is_rejected() {
+        let message = json!({"role": "user", "content": "hi"});
+        assert_valid(&with("messages", Value::Array(vec![message.clone(); 2048])));
+        let body = with("messages", Value::Array(vec![message; 2049]));
+        assert_eq!(
+            only_issue(&body, "messages"),
+            "expected at most 2048 messages, got 2049"
+        );
+    }
+
+    #[test]
+    fn unknown_role_is_rejected() {
+        let body = with_message(json!({"role": "robot", "content": "hi"}));
+        assert_eq!(
+            only_issue(&body, "messages.0.role"),
+            "expected one of: system, user, assistant, tool, developer, function"
+        );
+        let body = with_message(json!({"content": "hi"}));
+        assert_eq!(only_issue(&body, "messages.0.role"), "required");
+    }
+
+    #[test]
+    fn message_that_is_not_an_object_is_rejected() {
+        let body = with_message(json!("hi"));
+        assert_eq!(
+            only_issue(&body, "messages.0"),
+            "expected object, got string"
+        );
+    }
+
+    #[test]
+    fn tool_message_without_tool_call_id_is_rejected() {
+        let body = with_message(json!({"role": "tool", "content": "42"}));
+        assert_eq!(only_issue(&body, "messages.0.tool_call_id"), "required");
+        let body = with_message(json!({"role": "tool", "content": "42", "tool_call_id": 1}));
+        assert_eq!(
+            only_issue(&body, "messages.0.tool_call_id"),
+            "expected string, got number"
+        );
+    }
+
+    #[test]
+    fn user_message_without_content_is_rejected() {
+        for role in ["user", "system", "developer"] {
+            let body = with_message(json!({"role": role}));
+            assert_eq!(only_issue(&body, "messages.0.content"), "required");
+            let body = with_message(json!({"role": role, "content": null}));
+            assert_eq!(only_issue(&body, "messages.0.content"), "required");
+        }
+        let body = with_message(json!({"role": "user", "content": 5}));
+        assert_eq!(
+            only_issue(&body, "messages.0.content"),
+            "expected string or array, got number"
+        );
+    }
+
+    #[test]
+    fn assistant_message_with_tool_calls_and_no_content_is_accepted() {
+        let body = with_message(json!({"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ]}));
+        assert_valid(&body);
+    }
+
+    #[test]
+    fn tool_call_without_arguments_is_rejected() {
+        let body = with_message(json!({"role": "assistant", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}},
+            {"id": "d", "type": "function"}
+        ]}));
+        assert_eq!(
+            issues(&body),
+            vec![
+                (
+                    "messages.0.tool_calls.0.function.arguments".into(),
+                    "expected string, got object".into()
+                ),
+                ("messages.0.tool_calls.1.function".into(), "required".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn content_part_without_type_is_rejected() {
+        let body = with_message(json!({"role": "user", "content": [{"text": "hi"}]}));
+        assert_eq!(only_issue(&body, "messages.0.content.0.type"), "required");
+        let body = with_message(json!({"role": "user", "content": [{"type": "text"}]}));
+        assert_eq!(only_issue(&body, "messages.0.content.0.text"), "required");
+        let body = with_message(json!({"role": "user", "content": ["hi"]}));
+        assert_eq!(
+            only_issue(&body, "messages.0.content.0"),
+            "expected object, got string"
+        );
+    }
+
+    #[test]
+    fn image_part_with_url_object_or_string_is_accepted() {
+        let body = with_message(json!({"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "image_url", "image_url": "https://x/y.png"}
+        ]}));
+        assert_valid(&body);
+    }
+
+    #[test]
+    fn image_part_without_url_is_rejected() {
+        let body = with_message(json!({"role": "user", "content": [
+            {"type": "image_url", "image_url": {"detail": "high"}},
+            {"type": "image_url", "image_url": 3},
+            {"type": "image_url"}
+        ]}));
+        assert_eq!(
+            issues(&body),
+            vec![
+                (
+                    "messages.0.content.0.image_url.url".into(),
+                    "required".into()
+                ),
+                (
+                    "messages.0.content.1.image_url".into(),
+                    "expected object or string, got number".into()
+                ),
+                ("messages.0.content.2.image_url".into(), "required".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn temperature_above_two_is_rejected() {
+        let message = only_issue(&with("temperature", json!(3)), "temperature");
+        assert_eq!(message, "expected a number between 0 and 2, got 3");
+        let message = only_issue(&with("temperature", json!(-0.5)), "temperature");
+        assert_eq!(message, "expected a number between 0 and 2, got -0.5");
+        assert_valid(&with("temperature", json!(2)));
+        assert_valid(&with("temperature", json!(0)));
+    }
+
+    #[test]
+    fn temperature_of_the_wrong_type_is_rejected() {
+        let message = only_issue(&with("temperature", json!("0.5")), "temperature");
+        assert_eq!(message, "expected a number between 0 and 2, got string");
+    }
+
+    #[test]
+    fn other_sampling_parameters_are_range_checked() {
+        assert_eq!(
+            only_issue(&with("top_p", json!(1.5)), "top_p"),
+            "expected a number between 0 and 1, got 1.5"
+        );
+        let message = only_issue(&with("presence_penalty", json!(-3)), "presence_penalty");
+        assert_eq!(message, "expected a number between -2 and 2, got -3");
+        let message = only_issue(
+            &with("logit_bias", json!({"50256": 101})),
+            "logit_bias.50256",
+        );
+        assert_eq!(message, "expected a number between -100 and 100, got 101");
+        let message = only_issue(&with("top_logprobs", json!(21)), "top_logprobs");
+        assert_eq!(message, "expected an integer between 0 and 20, got 21");
+        assert_eq!(
+            only_issue(&with("n", json!(0)), "n"),
+            "expected an integer between 1 and 128, got 0"
+        );
+        assert_eq!(
+            only_issue(&with("seed", json!(1.5)), "seed"),
+            "expected an integer, got 1.5"
+        );
+    }
+
+    #[test]
+    fn max_tokens_zero_is_rejected() {
+        let message = only_issue(&with("max_tokens", json!(0)), "max_tokens");
+        assert_eq!(message, "expected an integer >= 1, got 0");
+        assert_valid(&with("max_tokens", json!(1)));
+    }
+
+    #[test]
+    fn max_tokens_with_a_fraction_is_rejected() {
+        let message = only_issue(&with("max_tokens", json!(1.5)), "max_tokens");
+        assert_eq!(message, "expected an integer >= 1, got 1.5");
+        let message = only_issue(
+            &with("max_completion_tokens", json!(5.0)),
+            "max_completion_tokens",
+        );
+        assert_eq!(message, "expected an integer >= 1, got 5.0");
+        let message = only_issue(&with("max_tokens", json!("10")), "max_tokens");
+        assert_eq!(message, "expected an integer >= 1, got string");
+    }
+
+    #[test]
+    fn stop_with_five_entries_is_rejected() {
+        let body = with("stop", json!(["a", "b", "c", "d", "e"]));
+        assert_eq!(
+            only_issue(&body, "stop"),
+            "expected at most 4 stop sequences, got 5"
+        );
+        assert_valid(&with("stop", json!("END")));
+        assert_eq!(
+            only_issue(&with("stop", json!(["a", 1])), "stop.1"),
+            "expected string, got number"
+        );
+        assert_eq!(
+            only_issue(&with("stop", json!(1)), "stop"),
+            "expected string or array of strings, got number"
+        );
+    }
+
+    #[test]
+    fn tool_with_non_function_type_is_rejected() {
+        let body = with(
+            "tools",
+            json!([{"type": "retrieval", "function": {"name": "f"}}]),
+        );
+        assert_eq!(only_issue(&body, "tools.0.type"), "expected \"function\"");
+        let body = with("tools", json!([{"type": "function"}]));
+        assert_eq!(only_issue(&body, "tools.0.function"), "required");
+    }
+
+    #[test]
+    fn tool_with_bad_name_is_rejected() {
+        let expected = "expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -";
+        for name in ["has space", "", "é", &"x".repeat(65)] {
+            let body = with(
+                "tools",
+                json!([{"type": "function", "function": {"name": name}}]),
+            );
+            assert_eq!(
+                only_issue(&body, "tools.0.function.name"),
+                expected,
+                "name {name:?}"
+            );
+        }
+        let body = with(
+            "tools",
+            json!([{"type": "function", "function": {"name": &"x".repeat(64)}}]),
+        );
+        assert_valid(&body);
+    }
+
+    #[test]
+    fn tool_choice_strings_and_object_are_accepted() {
+        for choice in ["none", "auto", "required"] {
+            assert_valid(&with("tool_choice", json!(choice)));
+        }
+        assert_valid(&with(
+            "tool_choice",
+            json!({"type": "function", "function": {"name": "f"}}),
+        ));
+    }
+
+    #[test]
+    fn bad_tool_choice_is_rejected() {
+        let message = only_issue(&with("tool_choice", json!("any")), "tool_choice");
+        assert_eq!(message, "expected one of: none, auto, required");
+        let body = with("tool_choice", json!({"type": "function", "function": {}}));
+        assert_eq!(only_issue(&body, "tool_choice.function.name"), "required");
+        let message = only_issue(&with("tool_choice", json!(true)), "tool_choice");
+        assert_eq!(message, "expected string or object, got boolean");
+    }
+
+    #[test]
+    fn json_schema_response_format_without_name_is_rejected() {
+        let body = with(
+            "response_format",
+            json!({"type": "json_schema", "json_schema": {"schema": {}}}),
+        );
+        assert_eq!(
+            only_issue(&body, "response_format.json_schema.name"),
+            "required"
+        );
+        let body = with("response_format", json!({"type": "json_schema"}));
+        assert_eq!(only_issue(&body, "response_format.json_schema"), "required");
+        assert_valid(&with("response_format", json!({"type": "json_object"})));
+        let body = with("response_format", json!({"type": "xml"}));
+        assert_eq!(
+            only_issue(&body, "response_format.type"),
+            "expected one of: text, json_object, json_schema"
+        );
+    }
+
+    #[test]
+    fn unknown_reasoning_effort_is_rejected() {
+        let message = only_issue(&with("reasoning_effort", json!("max")), "reasoning_effort");
+        assert_eq!(message, "expected one of: none, minimal, low, medium, high");
+    }
+
+    #[test]
+    fn metadata_with_a_non_string_value_is_rejected() {
+        let body = with("metadata", json!({"team": "a", "count": 2}));
+        assert_eq!(
+            only_issue(&body, "metadata.count"),
+            "expected string, got number"
+        );
+    }
+
+    #[test]
+    fn multiple_issues_are_reported_together_with_paths() {
+        let body = json!({
+            "model": "",
+            "messages": [
+                {"role": "user", "content": "ok"},
+                {"role": "wizard", "content": "hi"},
+                {"role": "tool", "content": "x"}
+            ],
+            "temperature": 3,
+            "tools": [
+                {"type": "function", "function": {"name": "ok"}},
+                {"type": "function", "function": {"name": "bad name"}}
+            ],
+            "stream": "yes"
+        });
+        assert_eq!(
+            issues(&body),
+            vec![
+                ("model".into(), "expected a non-empty string".into()),
+                (
+                    "messages.1.role".into(),
+                    "expected one of: system, user, assistant, tool, developer, function".into()
+                ),
+                ("messages.2.tool_call_id".into(), "required".into()),
+                ("stream".into(), "expected boolean, got string".into()),
+                (
+                    "temperature".into(),
+                    "expected a number between 0 and 2, got 3".into()
+                ),
+                (
+                    "tools.1.function.name".into(),
+                    "expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn issue_list_is_cut_at_the_maximum() {
+        let body = with("messages", Value::Array(vec![json!(1); 500]));
+        let Err(found) = validate_chat_request(&body) else {
+            panic!("expected issues")
+        };
+        assert_eq!(found.len(), MAX_ISSUES + 1);
+        assert_eq!(
+            found[MAX_ISSUES - 1].path,
+            format!("messages.{}", MAX_ISSUES - 1)
+        );
+        assert_eq!(found[MAX_ISSUES].path, "");
+        assert_eq!(
+            found[MAX_ISSUES].message,
+            "too many problems; only the first 100 are listed"
+        );
+    }
+
+    #[test]
+    fn issues_message_joins_paths_and_messages() {
+        let issues = [
+            Issue {
+                path: String::new(),
+                message: "expected object, got array".into(),
+            },
+            Issue {
+                path: "messages.0.role".into(),
+                message: "required".into(),
+            },
+        ];
+        assert_eq!(
+            issues_message(&issues),
+            "body: expected object, got array; messages.0.role: required"
+        );
+        assert_eq!(issues_message(&[]), "");
+    }
+
+    #[test]
+    fn issue_serializes_as_path_and_message() {
+        let issue = Issue {
+            path: "model".into(),
+            message: "required".into(),
+        };
+        let json = serde_json::to_value(&issue).ok();
+        assert_eq!(json, Some(json!({"path": "model", "message": "required"})));
+    }
+}
