@@ -1,0 +1,392 @@
+//! Shared harness for the end-to-end tests: the real `freellm` binary with
+//! the real provider components, against local mock upstreams.
+//!
+//! - [`build_artifacts`] builds the gateway binary and the components once
+//!   per test process (cargo makes concurrent builds wait for each other).
+//! - [`MockUpstream`] is a small axum server that records every request and
+//!   answers with whatever the test scripts: JSON, SSE with delays, a hang,
+//!   or a connection cut.
+//! - [`Gateway`] writes a `plugins.toml`, starts the binary on a free port
+//!   with a clean environment and waits for `/healthz`.
+
+use std::collections::VecDeque;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::process::{Child, Command};
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Where the wasm components are built.
+pub fn component_path(crate_name: &str) -> PathBuf {
+    workspace_root().join("target/wasm32-wasip2/wasm").join(format!("{}.wasm", crate_name.replace('-', "_")))
+}
+
+/// Builds the gateway binary and the provider components, once per process.
+pub fn build_artifacts() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = workspace_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new(&cargo)
+                .args(args)
+                .current_dir(&root)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "cargo {args:?} failed");
+        };
+        let mut wasm = vec!["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2"];
+        for p in PROVIDER_CRATES {
+            wasm.extend(["-p", p]);
+        }
+        run(&wasm);
+        run(&["build", "--quiet", "-p", "freellm", "--bin", "freellm"]);
+        root.join("target/debug/freellm")
+    })
+}
+
+/// Component crates the suite needs.
+pub const PROVIDER_CRATES: &[&str] = &["freellm-provider-groq", "freellm-provider-ollama", "freellm-provider-hostile"];
+
+// ---------------------------------------------------------------- mock upstream
+
+/// One request the mock received.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    /// Method.
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Headers (lower-case names).
+    pub headers: HeaderMap,
+    /// Body bytes.
+    pub body: Bytes,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+impl Recorded {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("upstream request body is JSON")
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap_or_default().to_owned())
+    }
+}
+
+/// What the mock answers.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// A status, extra headers and a JSON body.
+    Json { status: u16, headers: Vec<(String, String)>, body: serde_json::Value },
+    /// `text/event-stream` pieces, each sent after its delay. When `cut` is
+    /// true the connection is aborted after the last piece instead of
+    /// ending cleanly.
+    Stream { pieces: Vec<(Duration, String)>, cut: bool },
+    /// Never answers (until the client gives up).
+    Hang,
+}
+
+impl Reply {
+    /// 200 with a JSON body.
+    pub fn ok(body: serde_json::Value) -> Self {
+        Self::Json { status: 200, headers: Vec::new(), body }
+    }
+
+    /// A status with an OpenAI-style error body.
+    pub fn error(status: u16, message: &str) -> Self {
+        Self::Json { status, headers: Vec::new(), body: serde_json::json!({"error": {"message": message, "type": "error"}}) }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        if let Self::Json { headers, .. } = &mut self {
+            headers.push((name.to_owned(), value.to_owned()));
+        }
+        self
+    }
+
+    /// A clean SSE stream of the given `data:` payloads (no delays).
+    pub fn sse(data: &[&str]) -> Self {
+        Self::Stream { pieces: data.iter().map(|d| (Duration::ZERO, format!("data: {d}\n\n"))).collect(), cut: false }
+    }
+}
+
+type Script = Box<dyn Fn(&Recorded) -> Reply + Send + Sync>;
+
+struct MockState {
+    requests: Mutex<Vec<Recorded>>,
+    queue: Mutex<VecDeque<Reply>>,
+    fallback: Script,
+}
+
+/// A local mock of an OpenAI-compatible upstream.
+pub struct MockUpstream {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    state: Arc<MockState>,
+}
+
+impl MockUpstream {
+    /// Starts a mock that answers every request with `fallback(request)`,
+    /// unless a queued reply is waiting.
+    pub async fn start(fallback: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
+        let state = Arc::new(MockState {
+            requests: Mutex::new(Vec::new()),
+            queue: Mutex::new(VecDeque::new()),
+            fallback: Box::new(fallback),
+        });
+        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { url, state }
+    }
+
+    /// A mock answering every request with a canned chat completion.
+    pub async fn completing() -> Self {
+        Self::start(|r| Reply::ok(completion(&r.json()["model"].as_str().unwrap_or("m").to_owned(), "Hello from mock"))).await
+    }
+
+    /// Queues replies used (in order) before the fallback.
+    pub fn enqueue(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.queue.lock().expect("lock").extend(replies);
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().expect("lock").clone()
+    }
+}
+
+async fn handle(State(state): State<Arc<MockState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 64 << 20).await.unwrap_or_default();
+    let recorded = Recorded {
+        method: parts.method.to_string(),
+        path: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
+        headers: parts.headers,
+        body,
+        at: Instant::now(),
+    };
+    let reply = state.queue.lock().expect("lock").pop_front().unwrap_or_else(|| (state.fallback)(&recorded));
+    state.requests.lock().expect("lock").push(recorded);
+    match reply {
+        Reply::Json { status, headers, body } => {
+            let mut response = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(body)).into_response();
+            for (k, v) in headers {
+                if let (Ok(k), Ok(v)) = (k.parse::<axum::http::HeaderName>(), v.parse()) {
+                    response.headers_mut().insert(k, v);
+                }
+            }
+            response
+        }
+        Reply::Stream { pieces, cut } => {
+            let stream = futures_util::stream::unfold((pieces.into_iter(), cut), |(mut it, cut)| async move {
+                match it.next() {
+                    Some((delay, text)) => {
+                        tokio::time::sleep(delay).await;
+                        Some((Ok::<_, std::io::Error>(Bytes::from(text)), (it, cut)))
+                    }
+                    None if cut => Some((Err(std::io::Error::other("cut on purpose")), (it, false))),
+                    None => None,
+                }
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .expect("response")
+        }
+        Reply::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+    }
+}
+
+/// An OpenAI `chat.completion` body.
+pub fn completion(model: &str, content: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+    })
+}
+
+/// An OpenAI `chat.completion.chunk` payload.
+pub fn chunk(content: &str, finish: Option<&str>) -> String {
+    serde_json::json!({
+        "id": "chatcmpl-mock",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+    })
+    .to_string()
+}
+
+// ---------------------------------------------------------------- gateway
+
+/// A running gateway process.
+pub struct Gateway {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    /// The HTTP client tests use.
+    pub http: reqwest::Client,
+    /// The data directory (a temporary directory).
+    pub data_dir: tempfile::TempDir,
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+/// How to start a gateway.
+pub struct GatewayOptions {
+    /// The `plugins.toml` text (component paths may use `{component:<crate>}`).
+    pub config: String,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+/// A `plugins.toml` with groq and ollama, both real components.
+pub fn default_config() -> String {
+    "[providers.groq]\ncomponent = \"{component:freellm-provider-groq}\"\n\n\
+     [providers.ollama]\ncomponent = \"{component:freellm-provider-ollama}\"\n\
+     settings_env = { models = \"OLLAMA_MODELS\" }\n"
+        .to_owned()
+}
+
+impl Gateway {
+    /// Starts a gateway with the default config and the given environment.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with(GatewayOptions {
+            config: default_config(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        })
+        .await
+    }
+
+    /// Starts a gateway as described.
+    pub async fn start_with(options: GatewayOptions) -> Self {
+        let bin = build_artifacts();
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let mut config = options.config;
+        for krate in PROVIDER_CRATES {
+            config = config.replace(&format!("{{component:{krate}}}"), &component_path(krate).display().to_string());
+        }
+        let config_path = data_dir.path().join("plugins.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let port = free_port();
+        let cache = workspace_root().join("target/e2e-component-cache");
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env_clear()
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("FREELLM_DATA_DIR", data_dir.path().join("data"))
+            .env("FREELLM_CACHE_DIR", &cache)
+            .env("LOG_LEVEL", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn gateway");
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().expect("lock").push_str(&line);
+                    log.lock().expect("lock").push('\n');
+                }
+            });
+        }
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        let mut gateway = Self { url, http, data_dir, child, log };
+        gateway.wait_healthy().await;
+        gateway
+    }
+
+    async fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("gateway exited with {status} during start-up:\n{}", self.log());
+            }
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway did not become healthy:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Everything the gateway logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("lock").clone()
+    }
+
+    /// POSTs a JSON chat request.
+    pub async fn chat(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http.post(format!("{}/v1/chat/completions", self.url)).json(&body).send().await.expect("chat request")
+    }
+
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.url)).send().await.expect("get")
+    }
+
+    /// Asserts the gateway still answers `/healthz`.
+    pub async fn assert_healthy(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("gateway died with {status}:\n{}", self.log());
+        }
+        let r = self.get("/healthz").await;
+        assert_eq!(r.status(), 200, "gateway unhealthy:\n{}", self.log());
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A minimal chat request body.
+pub fn chat_body(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Hi"}]})
+}
+
+/// Reads an SSE response body and returns its `data:` payloads.
+pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
+    let text = response.text().await.expect("stream body");
+    text.split("\n\n")
+        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
+        .collect()
+}

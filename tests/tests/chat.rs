@@ -1,0 +1,195 @@
+//! End-to-end: chat completions through the real gateway and real adapter
+//! components, plain and streaming, against a local mock upstream.
+
+use std::time::Duration;
+
+use freellm_e2e::*;
+use serde_json::{Value, json};
+
+fn groq_env(mock: &MockUpstream) -> Vec<(String, String)> {
+    vec![("GROQ_API_KEY".into(), "gsk_test_key_one".into()), ("GROQ_BASE_URL".into(), format!("{}/openai/v1", mock.url))]
+}
+
+async fn groq_gateway(mock: &MockUpstream) -> Gateway {
+    Gateway::start_with(GatewayOptions { config: default_config(), env: groq_env(mock) }).await
+}
+
+#[tokio::test]
+async fn plain_completion_is_mapped_by_the_component_and_marked() {
+    let mock = MockUpstream::completing().await;
+    let gw = groq_gateway(&mock).await;
+    let mut body = chat_body("groq/llama-3.3-70b-versatile");
+    body["temperature"] = json!(0.5);
+    body["x_vendor_extra"] = json!({"keep": true});
+    let r = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-request-id", "trace-123")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    let h = r.headers().clone();
+    assert_eq!(h["x-request-id"], "trace-123");
+    assert_eq!(h["x-freellm-provider"], "groq");
+    assert_eq!(h["x-freellm-model"], "groq/llama-3.3-70b-versatile");
+    assert_eq!(h["x-freellm-requested-model"], "groq/llama-3.3-70b-versatile");
+    assert_eq!(h["x-freellm-cached"], "false");
+    assert_eq!(h["x-freellm-route-reason"], "direct");
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["x_freellm_provider"], "groq");
+    assert_eq!(answer["choices"][0]["message"]["content"], "Hello from mock");
+
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].path, "/openai/v1/chat/completions");
+    assert_eq!(seen[0].header("authorization").as_deref(), Some("Bearer gsk_test_key_one"));
+    let upstream = seen[0].json();
+    assert_eq!(upstream["model"], "llama-3.3-70b-versatile", "prefix stripped");
+    assert_eq!(upstream["temperature"], 0.5);
+    assert_eq!(upstream["x_vendor_extra"], json!({"keep": true}), "unknown fields forwarded");
+}
+
+#[tokio::test]
+async fn streaming_completion_is_relayed_and_ends_with_done() {
+    let mock = MockUpstream::start(|_| {
+        Reply::sse(&[&chunk("Hel", None), &chunk("lo", None), &chunk("", Some("stop")), "[DONE]"])
+    })
+    .await;
+    let gw = groq_gateway(&mock).await;
+    let mut body = chat_body("groq/llama-3.1-8b-instant");
+    body["stream"] = json!(true);
+    let r = gw.chat(body).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    assert_eq!(r.headers()["x-freellm-provider"], "groq");
+    assert_eq!(r.headers()["x-freellm-cached"], "false");
+    let data = sse_data(r).await;
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let text: String = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(text, "Hello");
+    assert_eq!(mock.requests()[0].json()["stream"], true);
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_answer_ends_with_an_error_event_not_done() {
+    let mock = MockUpstream::start(|_| Reply::Stream {
+        pieces: vec![(Duration::ZERO, format!("data: {}\n\n", chunk("partial", None)))],
+        cut: true,
+    })
+    .await;
+    let mut gw = groq_gateway(&mock).await;
+    let mut body = chat_body("groq/llama-3.1-8b-instant");
+    body["stream"] = json!(true);
+    let data = sse_data(gw.chat(body).await).await;
+    assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_interrupted", "{last}");
+    gw.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn ollama_gets_no_auth_header_and_its_configured_models() {
+    let mock = MockUpstream::completing().await;
+    let gw = Gateway::start(&[("OLLAMA_BASE_URL", &mock.url), ("OLLAMA_MODELS", "llama3, qwen2.5 ,")]).await;
+    let models: Value = gw.get("/v1/models").await.json().await.unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["free", "free-fast", "free-smart", "ollama/llama3", "ollama/qwen2.5"]);
+    let r = gw.chat(chat_body("ollama/qwen2.5")).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    let seen = &mock.requests()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert!(seen.header("authorization").is_none());
+    assert_eq!(seen.json()["model"], "qwen2.5");
+}
+
+#[tokio::test]
+async fn meta_model_routes_to_an_enabled_provider_default() {
+    let mock = MockUpstream::completing().await;
+    let gw = groq_gateway(&mock).await;
+    let r = gw.chat(chat_body("free-fast")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-freellm-route-reason"], "meta");
+    assert_eq!(r.headers()["x-freellm-model"], "groq/llama-3.3-70b-versatile");
+    assert_eq!(r.headers()["x-freellm-requested-model"], "free-fast");
+}
+
+#[tokio::test]
+async fn a_rate_limited_key_fails_over_to_the_next_key() {
+    let mock = MockUpstream::completing().await;
+    mock.enqueue([Reply::error(429, "Rate limit reached for requests").with_header("retry-after", "7")]);
+    let mut env = groq_env(&mock);
+    env[0].1 = "gsk_key_one_xxxxxxx,gsk_key_two_xxxxxxx".into();
+    let gw = Gateway::start_with(GatewayOptions { config: default_config(), env }).await;
+    let r = gw.chat(chat_body("groq/llama-3.3-70b-versatile")).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    assert_eq!(r.headers()["x-freellm-route-reason"], "failover");
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 2);
+    assert_ne!(seen[0].header("authorization"), seen[1].header("authorization"));
+    // The cooled key is skipped by the next request.
+    let r = gw.chat(chat_body("groq/llama-3.3-70b-versatile")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.requests()[2].header("authorization"), seen[1].header("authorization"));
+}
+
+#[tokio::test]
+async fn all_keys_rate_limited_is_all_providers_exhausted_with_retry_after() {
+    let mock = MockUpstream::start(|_| Reply::error(429, "slow down").with_header("retry-after", "7")).await;
+    let gw = groq_gateway(&mock).await;
+    let r = gw.chat(chat_body("groq/llama-3.3-70b-versatile")).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "all_providers_exhausted");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(body["error"]["retry_after_ms"].as_u64().unwrap() > 6000);
+}
+
+#[tokio::test]
+async fn an_invalid_request_upstream_is_surfaced_not_retried() {
+    let mock = MockUpstream::start(|_| Reply::error(400, "'messages' must contain the word 'json'")).await;
+    let gw = groq_gateway(&mock).await;
+    let r = gw.chat(chat_body("free")).await;
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "provider_upstream_error");
+    assert_eq!(body["error"]["provider"], "groq");
+    assert!(body["error"]["message"].as_str().unwrap().contains("must contain the word"));
+    assert_eq!(mock.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failing_provider_fails_over_to_the_next_provider() {
+    let groq = MockUpstream::start(|_| Reply::error(503, "over capacity")).await;
+    let ollama = MockUpstream::completing().await;
+    let mut env = groq_env(&groq);
+    env.push(("OLLAMA_BASE_URL".into(), ollama.url.clone()));
+    env.push(("OLLAMA_MODELS".into(), "llama3".into()));
+    let gw = Gateway::start_with(GatewayOptions { config: default_config(), env }).await;
+    let r = gw.chat(chat_body("free-fast")).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    assert_eq!(r.headers()["x-freellm-provider"], "ollama");
+    assert_eq!(r.headers()["x-freellm-route-reason"], "failover");
+    assert_eq!(groq.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_times_out_per_attempt() {
+    let mock = MockUpstream::start(|_| Reply::Hang).await;
+    let mut env = groq_env(&mock);
+    env.push(("UPSTREAM_FIRST_BYTE_TIMEOUT_MS".into(), "300".into()));
+    let mut gw = Gateway::start_with(GatewayOptions { config: default_config(), env }).await;
+    let started = std::time::Instant::now();
+    let r = gw.chat(chat_body("groq/llama-3.3-70b-versatile")).await;
+    assert_eq!(r.status(), 502);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("no response within"), "{body}");
+    gw.assert_healthy().await;
+}
