@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds every provider component under providers/ for wasm32-wasip2,
+# installing the target first if this machine lacks it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    echo "error: the wasm32-wasip2 target is not installed and could not be added" >&2
+    exit 1
+fi
+
+packages=()
+for manifest in providers/*/Cargo.toml; do
+    name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)
+    packages+=(-p "$name")
+done
+cargo build --profile wasm --target wasm32-wasip2 "${packages[@]}"
+echo "components: $(ls target/wasm32-wasip2/wasm/*.wasm | tr '\n' ' ')"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: builds the components and the gateway, then runs
+# every unit test and the end-to-end tests against real components.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build-components.sh
+cargo build -p freellm --bin freellm
+cargo test --workspace --no-fail-fast
