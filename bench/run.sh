@@ -1,0 +1,428 @@
+#!/usr/bin/env bash
+# FreeLLM benchmark: one command, run from the repository root.
+#
+#     bench/run.sh
+#
+# Measures the gateway against a mock upstream on this machine, in one run:
+#   - cold start: spawn -> first 200 on /healthz, warm compiled-component cache
+#   - idle RSS after start-up and a few requests
+#   - load, 16 connections and 1 connection, both direct to the mock and
+#     through the gateway, so every figure has a same-run baseline
+# then prints a markdown table with PASS/FAIL per target and writes
+# bench/results/latest.json (and latest.md). It is a report, not a test: it
+# exits 0 whatever the figures, and non-zero only when it cannot measure.
+#
+# Tunables (environment): BENCH_DURATION (10s per load phase),
+# BENCH_CONNECTIONS (16), BENCH_COLD_RUNS (5), BENCH_OHA_THREADS (1),
+# BENCH_MOCK_THREADS (1), BENCH_MOCK_PORT (18081), BENCH_GATEWAY_PORT (18080),
+# BENCH_SKIP_BUILD=1 (reuse existing binaries), BENCH_GATEWAY_BIN (another
+# freellm binary to measure, e.g. an older build for comparison).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-16}
+COLD_RUNS=${BENCH_COLD_RUNS:-5}
+# The load generator and the mock each get one worker thread by default: on a
+# small machine every thread they do not use is left to the gateway.
+OHA_THREADS=${BENCH_OHA_THREADS:-1}
+MOCK_THREADS=${BENCH_MOCK_THREADS:-1}
+OHA_VERSION_PIN=1.16.0 # known to build on rustc 1.95 (tried: cargo install oha --locked)
+
+BODY='{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}'
+
+# Targets (see docs/benchmarks.md).
+TARGET_THROUGHPUT_RATIO=0.50 # gateway req/s >= 50% of direct, 16 connections
+TARGET_ADDED_P50_US=60       # added latency, 1 connection
+TARGET_ADDED_P99_US=250
+TARGET_COLD_START_MS=150
+TARGET_IDLE_RSS_MIB=32
+
+RESULTS_DIR=$ROOT/bench/results
+WORK=""
+MOCK_PID=""
+GATEWAY_PID=""
+
+log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Every process this script starts is recorded in MOCK_PID / GATEWAY_PID and
+# stopped here, whatever way the script ends.
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    stop_pid "$GATEWAY_PID"
+    stop_pid "$MOCK_PID"
+    if [[ -n $WORK && -d $WORK ]]; then
+        rm -rf "$WORK"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# SIGTERM, then SIGKILL after ~2 s; reaps the child so no zombie is left.
+stop_pid() {
+    local pid=$1
+    [[ -n $pid ]] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 40); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- tools
+
+# jq computes and formats the results; curl probes the servers. Both come
+# from apt when missing (root or sudo needed then).
+ensure_apt_tools() {
+    local missing=()
+    command -v jq >/dev/null || missing+=(jq)
+    command -v curl >/dev/null || missing+=(curl)
+    ((${#missing[@]} == 0)) && return 0
+    log "installing ${missing[*]} (apt)"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq "${missing[@]}"
+}
+
+# oha: HTTP load generator with p50/p99 and req/s as JSON (--output-format json).
+ensure_oha() {
+    if command -v oha >/dev/null; then
+        return 0
+    fi
+    log "installing oha $OHA_VERSION_PIN (cargo install --locked)"
+    cargo install oha --version "$OHA_VERSION_PIN" --locked
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    command -v oha >/dev/null || die "oha is not on PATH after cargo install"
+}
+
+ensure_wasm_target() {
+    if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+        log "adding the wasm32-wasip2 target"
+        rustup target add wasm32-wasip2
+    fi
+}
+
+build_all() {
+    if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
+        log "BENCH_SKIP_BUILD=1: reusing existing binaries"
+    else
+        log "building the components, the gateway and the mock (release)"
+        cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-groq -p freellm-provider-ollama
+        cargo build --release -p freellm --bin freellm
+        cargo build --release -p freellm-mock-upstream --bins
+    fi
+    GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/freellm}
+    MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
+    COLDSTART_BIN=$ROOT/target/release/freellm-coldstart
+    GROQ_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm
+    for f in "$GATEWAY_BIN" "$MOCK_BIN" "$COLDSTART_BIN" "$GROQ_WASM"; do
+        [[ -f $f ]] || die "missing build output $f"
+    done
+}
+
+# ---------------------------------------------------------------- servers
+
+# First port at or above $1 with nothing listening on 127.0.0.1.
+free_port() {
+    local port=$1
+    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        port=$((port + 1))
+    done
+    echo "$port"
+}
+
+# Polls a URL until it answers 200; gives up after $2 seconds.
+wait_http_200() {
+    local url=$1 timeout_s=$2 pid=$3
+    local deadline=$((SECONDS + timeout_s))
+    until [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null || true) == 200 ]]; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        ((SECONDS < deadline)) || return 1
+        sleep 0.05
+    done
+}
+
+start_mock() {
+    MOCK_PORT=$(free_port "${BENCH_MOCK_PORT:-18081}")
+    "$MOCK_BIN" --port "$MOCK_PORT" --threads "$MOCK_THREADS" >"$WORK/mock.log" 2>&1 &
+    MOCK_PID=$!
+    for _ in $(seq 100); do
+        grep -q '^listening on' "$WORK/mock.log" && break
+        kill -0 "$MOCK_PID" 2>/dev/null || die "the mock exited: $(cat "$WORK/mock.log")"
+        sleep 0.05
+    done
+    grep -q '^listening on' "$WORK/mock.log" || die "the mock did not start"
+    log "mock upstream on 127.0.0.1:$MOCK_PORT ($MOCK_THREADS worker thread(s))"
+}
+
+# The gateway's whole configuration: a plugins.toml with the groq adapter
+# only, pointed at the mock, state and compiled-component cache in $WORK.
+write_gateway_config() {
+    GATEWAY_PORT=$(free_port "${BENCH_GATEWAY_PORT:-18080}")
+    [[ $GATEWAY_PORT != "$MOCK_PORT" ]] || GATEWAY_PORT=$(free_port $((MOCK_PORT + 1)))
+    mkdir -p "$WORK/data" "$WORK/cache"
+    printf '[providers.groq]\ncomponent = "%s"\n' "$GROQ_WASM" >"$WORK/plugins.toml"
+    GATEWAY_ENV=(
+        PORT="$GATEWAY_PORT"
+        HOST=127.0.0.1
+        FREELLM_DATA_DIR="$WORK/data"
+        FREELLM_CACHE_DIR="$WORK/cache"
+        GROQ_API_KEY=bench
+        GROQ_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1"
+        LOG_LEVEL=warn
+    )
+    GATEWAY_CMD=("$GATEWAY_BIN" serve --config "$WORK/plugins.toml")
+}
+
+start_gateway() {
+    env "${GATEWAY_ENV[@]}" "${GATEWAY_CMD[@]}" </dev/null >>"$WORK/gateway.log" 2>&1 &
+    GATEWAY_PID=$!
+    # Generous: the first start compiles the component (seconds, not ms).
+    if ! wait_http_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" 180 "$GATEWAY_PID"; then
+        tail -n 30 "$WORK/gateway.log" >&2 || true
+        die "the gateway did not become healthy"
+    fi
+}
+
+stop_gateway() {
+    stop_pid "$GATEWAY_PID"
+    GATEWAY_PID=""
+}
+
+# ---------------------------------------------------------------- measurements
+
+# One start with an empty cache compiles the component and stores it; the
+# timed starts after it then measure what a restart costs in production.
+warm_component_cache() {
+    log "warming the compiled-component cache"
+    start_gateway
+    stop_gateway
+    [[ -n $(ls -A "$WORK/cache") ]] || log "warning: the cache directory is still empty after a start"
+}
+
+measure_cold_start() {
+    log "cold start: $COLD_RUNS runs, spawn -> first 200 on /healthz (warm cache)"
+    # The helper polls with a raw connect() every 5 ms: forking curl per poll
+    # would cost as much as the interval being measured.
+    env "${GATEWAY_ENV[@]}" "$COLDSTART_BIN" --port "$GATEWAY_PORT" --path /healthz \
+        --runs "$COLD_RUNS" --poll-ms 5 --timeout-ms 30000 -- "${GATEWAY_CMD[@]}" \
+        2>>"$WORK/gateway.log" >"$WORK/coldstart.json" ||
+        {
+            tail -n 30 "$WORK/gateway.log" >&2
+            die "cold-start measurement failed"
+        }
+    log "cold start: $(jq -c .runs_ms "$WORK/coldstart.json") ms"
+}
+
+# A chat request through the gateway must succeed before anything is timed:
+# a fast stream of 4xx/5xx would make meaningless figures.
+smoke_test() {
+    local url=$1 out=$WORK/smoke.json code
+    code=$(curl -s -o "$out" -w '%{http_code}' -H 'content-type: application/json' -d "$BODY" "$url")
+    if [[ $code != 200 ]] || ! grep -q 'chat.completion' "$out"; then
+        echo "POST $url -> $code: $(head -c 500 "$out")" >&2
+        tail -n 30 "$WORK/gateway.log" >&2 || true
+        die "smoke test failed"
+    fi
+}
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+
+# Idle RSS: after start-up and a few requests (pools, lazy statics and the
+# adapter instance are then in place), then a pause for things to settle.
+measure_idle_rss() {
+    for _ in $(seq 20); do
+        curl -s -o /dev/null -H 'content-type: application/json' -d "$BODY" "$GATEWAY_URL"
+    done
+    sleep 1
+    IDLE_RSS_KIB=$(rss_kib "$GATEWAY_PID")
+    log "idle RSS: $IDLE_RSS_KIB KiB"
+}
+
+# oha run -> $WORK/<name>.json. Keep-alive connections, POST with the body.
+run_oha() {
+    local name=$1 url=$2 conns=$3 duration=$4
+    oha --no-tui --output-format json --worker-threads "$OHA_THREADS" \
+        -z "$duration" -c "$conns" -m POST -T application/json -d "$BODY" \
+        "$url" >"$WORK/$name.json"
+}
+
+measure_load() {
+    # Short untimed runs first: connection pools, allocator and caches warm up
+    # before anything counts.
+    log "warm-up (1 s each)"
+    run_oha warmup-direct "$DIRECT_URL" "$CONNECTIONS" 1s
+    run_oha warmup-gateway "$GATEWAY_URL" "$CONNECTIONS" 1s
+
+    log "load: $CONNECTIONS connections, $DURATION, direct to the mock"
+    run_oha direct-c16 "$DIRECT_URL" "$CONNECTIONS" "$DURATION"
+    log "load: $CONNECTIONS connections, $DURATION, through the gateway"
+    run_oha gateway-c16 "$GATEWAY_URL" "$CONNECTIONS" "$DURATION"
+    log "load: 1 connection, $DURATION, direct to the mock"
+    run_oha direct-c1 "$DIRECT_URL" 1 "$DURATION"
+    log "load: 1 connection, $DURATION, through the gateway"
+    run_oha gateway-c1 "$GATEWAY_URL" 1 "$DURATION"
+
+    AFTER_LOAD_RSS_KIB=$(rss_kib "$GATEWAY_PID")
+    PEAK_RSS_KIB=$(hwm_kib "$GATEWAY_PID")
+}
+
+# ---------------------------------------------------------------- report
+
+machine_json() {
+    local cpu
+    cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || true)
+    jq -n \
+        --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+        --arg cpu "${cpu:-unknown}" \
+        --argjson cores "$(nproc)" \
+        --arg kernel "$(uname -r)" \
+        --arg rustc "$(rustc --version)" \
+        --arg oha "$(oha --version 2>/dev/null | head -n1)" \
+        --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo none)" \
+        '{date: $date, cpu: $cpu, cores: $cores, kernel: $kernel, rustc: $rustc, load_generator: $oha, commit: $commit}'
+}
+
+# All arithmetic happens here, in one jq program, from the raw oha outputs.
+write_results() {
+    mkdir -p "$RESULTS_DIR"
+    jq -n \
+        --argjson machine "$(machine_json)" \
+        --slurpfile dc16 "$WORK/direct-c16.json" \
+        --slurpfile gc16 "$WORK/gateway-c16.json" \
+        --slurpfile dc1 "$WORK/direct-c1.json" \
+        --slurpfile gc1 "$WORK/gateway-c1.json" \
+        --slurpfile cold "$WORK/coldstart.json" \
+        --argjson idle_kib "$IDLE_RSS_KIB" \
+        --argjson after_kib "$AFTER_LOAD_RSS_KIB" \
+        --argjson peak_kib "$PEAK_RSS_KIB" \
+        --arg duration "$DURATION" \
+        --argjson conns "$CONNECTIONS" \
+        --argjson oha_threads "$OHA_THREADS" \
+        --argjson mock_threads "$MOCK_THREADS" \
+        --argjson t_ratio "$TARGET_THROUGHPUT_RATIO" \
+        --argjson t_p50 "$TARGET_ADDED_P50_US" \
+        --argjson t_p99 "$TARGET_ADDED_P99_US" \
+        --argjson t_cold "$TARGET_COLD_START_MS" \
+        --argjson t_rss "$TARGET_IDLE_RSS_MIB" \
+        '
+        def r(n): (. * pow(10; n) | round) / pow(10; n);
+        def phase(o): {
+            requests: ([o.statusCodeDistribution[]] | add // 0),
+            non_200: ([o.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0),
+            errors: ([o.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0),
+            rps: (o.summary.requestsPerSec | r(0)),
+            p50_us: (o.latencyPercentiles.p50 * 1e6 | r(1)),
+            p99_us: (o.latencyPercentiles.p99 * 1e6 | r(1)),
+            p999_us: (o.latencyPercentiles["p99.9"] * 1e6 | r(1))
+        };
+        (phase($dc16[0])) as $d16 | (phase($gc16[0])) as $g16 |
+        (phase($dc1[0])) as $d1 | (phase($gc1[0])) as $g1 |
+        ($g16.rps / $d16.rps) as $ratio |
+        ($g1.p50_us - $d1.p50_us) as $add50 |
+        ($g1.p99_us - $d1.p99_us) as $add99 |
+        ($idle_kib / 1024) as $idle_mib |
+        {
+            machine: $machine,
+            settings: {duration: $duration, connections: $conns, oha_worker_threads: $oha_threads,
+                       mock_worker_threads: $mock_threads, cold_start_runs: ($cold[0].runs_ms | length),
+                       cold_start_poll_ms: $cold[0].poll_ms},
+            load: {
+                direct_c16: $d16, gateway_c16: $g16,
+                direct_c1: $d1, gateway_c1: $g1
+            },
+            derived: {
+                throughput_ratio_c16: ($ratio | r(3)),
+                added_p50_us_c16: ($g16.p50_us - $d16.p50_us | r(1)),
+                added_p99_us_c16: ($g16.p99_us - $d16.p99_us | r(1)),
+                added_p50_us_c1: ($add50 | r(1)),
+                added_p99_us_c1: ($add99 | r(1))
+            },
+            cold_start_ms: $cold[0],
+            rss_mib: {
+                idle: ($idle_mib | r(1)),
+                after_load: ($after_kib / 1024 | r(1)),
+                peak: ($peak_kib / 1024 | r(1))
+            },
+            targets: {
+                throughput_ratio_c16: {target: (">= " + ($t_ratio | tostring)), value: ($ratio | r(3)), pass: ($ratio >= $t_ratio)},
+                added_p50_us_c1: {target: ("<= " + ($t_p50 | tostring)), value: ($add50 | r(1)), pass: ($add50 <= $t_p50)},
+                added_p99_us_c1: {target: ("<= " + ($t_p99 | tostring)), value: ($add99 | r(1)), pass: ($add99 <= $t_p99)},
+                cold_start_median_ms: {target: ("<= " + ($t_cold | tostring)), value: $cold[0].median_ms, pass: ($cold[0].median_ms <= $t_cold)},
+                idle_rss_mib: {target: ("<= " + ($t_rss | tostring)), value: ($idle_mib | r(1)), pass: ($idle_mib <= $t_rss)}
+            }
+        }' >"$RESULTS_DIR/latest.json"
+}
+
+print_table() {
+    jq -r '
+        def pf(b): if b then "PASS" else "FAIL" end;
+        def n: tostring;
+        .load as $l | .derived as $d | .targets as $t |
+        "Benchmark \(.machine.date), \(.machine.cores) cores (\(.machine.cpu)), \(.settings.duration) per load phase",
+        "",
+        "| Measure | Direct (mock) | Through gateway | Gateway vs direct | Target | Result |",
+        "|---|---:|---:|---:|---|---|",
+        "| Throughput, \(.settings.connections) conns (req/s) | \($l.direct_c16.rps|n) | \($l.gateway_c16.rps|n) | \($d.throughput_ratio_c16 * 100 | round)% | ≥ 50% | \(pf($t.throughput_ratio_c16.pass)) |",
+        "| p50, \(.settings.connections) conns (µs) | \($l.direct_c16.p50_us|n) | \($l.gateway_c16.p50_us|n) | +\($d.added_p50_us_c16|n) µs | – | |",
+        "| p99, \(.settings.connections) conns (µs) | \($l.direct_c16.p99_us|n) | \($l.gateway_c16.p99_us|n) | +\($d.added_p99_us_c16|n) µs | – | |",
+        "| p50, 1 conn (µs) | \($l.direct_c1.p50_us|n) | \($l.gateway_c1.p50_us|n) | +\($d.added_p50_us_c1|n) µs | ≤ +60 µs | \(pf($t.added_p50_us_c1.pass)) |",
+        "| p99, 1 conn (µs) | \($l.direct_c1.p99_us|n) | \($l.gateway_c1.p99_us|n) | +\($d.added_p99_us_c1|n) µs | ≤ +250 µs | \(pf($t.added_p99_us_c1.pass)) |",
+        "| Req/s, 1 conn | \($l.direct_c1.rps|n) | \($l.gateway_c1.rps|n) | \($l.gateway_c1.rps / $l.direct_c1.rps * 100 | round)% | – | |",
+        "| Cold start, median of \(.settings.cold_start_runs) (ms) | – | \(.cold_start_ms.median_ms|n) | – | ≤ 150 ms | \(pf($t.cold_start_median_ms.pass)) |",
+        "| Idle RSS (MiB) | – | \(.rss_mib.idle|n) | – | ≤ 32 MiB | \(pf($t.idle_rss_mib.pass)) |",
+        "",
+        "Cold-start runs (ms): \(.cold_start_ms.runs_ms | map(tostring) | join(", ")). RSS after load: \(.rss_mib.after_load) MiB, peak: \(.rss_mib.peak) MiB.",
+        (if ([$l[] | .non_200 + .errors] | add) > 0
+         then "WARNING: non-200 answers or errors during load: " + ([$l | to_entries[] | "\(.key): \(.value.non_200) non-200, \(.value.errors) errors"] | join("; "))
+         else "Every timed request answered 200." end)
+    ' "$RESULTS_DIR/latest.json" | tee "$RESULTS_DIR/latest.md"
+    echo
+    echo "Results: bench/results/latest.json, bench/results/latest.md"
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+    ensure_apt_tools
+    ensure_wasm_target
+    ensure_oha
+    build_all
+
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/freellm-bench.XXXXXX")
+    local started=$SECONDS
+    start_mock
+    write_gateway_config
+    DIRECT_URL="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
+    GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions"
+
+    warm_component_cache
+    measure_cold_start
+
+    start_gateway
+    smoke_test "$DIRECT_URL"
+    smoke_test "$GATEWAY_URL"
+    measure_idle_rss
+    measure_load
+    stop_gateway
+
+    write_results
+    log "measured in $((SECONDS - started)) s"
+    echo
+    print_table
+}
+
+main "$@"
