@@ -1,4 +1,5 @@
-//! The `freellm` command line: `freellm serve [--config PATH]`.
+//! The `freellm` command line: `freellm serve [--config PATH]` and
+//! `freellm plugin check <component.wasm> [--fixtures DIR]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,12 +23,49 @@ enum Command {
         #[arg(long, default_value = "plugins.toml")]
         config: PathBuf,
     },
+    /// Work with adapter components.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load a component as the gateway would, run the conformance cases and
+    /// golden fixtures against it, and report the first difference of each
+    /// failure. Exits non-zero when anything fails.
+    Check {
+        /// The component (`.wasm`) to check.
+        component: PathBuf,
+        /// A directory of golden fixtures (`*.json`) to run as well.
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+        /// A setting for `configure` in the conformance cases (repeatable),
+        /// e.g. `--setting models=llama3`.
+        #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = freellm::plugins::check::parse_setting)]
+        settings: Vec<(String, String)>,
+        /// Where compiled code is cached (default: the system temp directory).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(&config),
+        Command::Plugin { command: PluginCommand::Check { component, fixtures, settings, cache_dir } } => {
+            let options = freellm::plugins::check::CheckOptions {
+                component,
+                fixtures,
+                settings,
+                cache_dir: cache_dir.unwrap_or_else(freellm::plugins::check::default_cache_dir),
+            };
+            let result = freellm::plugins::check::run(&options);
+            print!("{}", result.text);
+            if result.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
     }
 }
 

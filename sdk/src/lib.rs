@@ -68,6 +68,7 @@
 #![warn(missing_docs)]
 
 pub mod chat;
+pub mod fixtures;
 pub mod openai_compat;
 pub mod retry;
 

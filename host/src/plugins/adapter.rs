@@ -67,16 +67,33 @@ pub struct Adapter {
 
 impl Adapter {
     /// Configures a compiled component for a slot: calls `configure` with the
-    /// slot's settings and checks that the adapter answers for that id.
+    /// slot's settings (plus `id` = the slot name, unless the settings give
+    /// one) and checks that the adapter answers for that id.
     pub async fn configure(
         engine: Arc<PluginEngine>,
         compiled: Compiled,
         slot_id: &str,
+        mut settings: Vec<(String, String)>,
+        limits: SandboxLimits,
+    ) -> Result<Self, LoadError> {
+        if !settings.iter().any(|(k, _)| k == "id") {
+            settings.insert(0, ("id".to_owned(), slot_id.to_owned()));
+        }
+        Self::configure_as(engine, compiled, Some(slot_id), settings, limits).await
+    }
+
+    /// Configures a compiled component with exactly `settings`. With a
+    /// `slot_id`, the adapter must describe itself under that id; without
+    /// one (`freellm plugin check`), its own id is taken.
+    pub async fn configure_as(
+        engine: Arc<PluginEngine>,
+        compiled: Compiled,
+        slot_id: Option<&str>,
         settings: Vec<(String, String)>,
         limits: SandboxLimits,
     ) -> Result<Self, LoadError> {
-        let id: Arc<str> = Arc::from(slot_id);
-        let mut store = new_store(&engine, &id, limits);
+        let label: Arc<str> = Arc::from(slot_id.unwrap_or("(unconfigured)"));
+        let mut store = new_store(&engine, &label, limits);
         let configure = async {
             let provider = compiled.pre.instantiate_async(&mut store).await?;
             provider.freellm_provider_adapter().call_configure(&mut store, &settings).await
@@ -86,9 +103,9 @@ impl Adapter {
             Ok(Err(message)) => return Err(LoadError::Configure(message)),
             Err(e) => return Err(LoadError::Configure(describe_fault(&e, store.data()))),
         };
-        validate_info(&info, slot_id).map_err(LoadError::Configure)?;
+        validate_info(&info, slot_id.unwrap_or(&info.id)).map_err(LoadError::Configure)?;
         Ok(Self {
-            id,
+            id: slot_id.map_or_else(|| Arc::from(info.id.as_str()), Arc::from),
             info,
             hash: compiled.hash,
             loaded_at: SystemTime::now(),

@@ -39,6 +39,7 @@ pub enum LoadError {
 }
 
 /// A compiled, policy-checked, type-checked component, ready to instantiate.
+#[derive(Clone)]
 pub struct Compiled {
     /// Ready-to-instantiate form; imports resolved and exports checked once.
     pub pre: ProviderPre<CallState>,

@@ -4,10 +4,12 @@
 //! - [`loader`]: compile with an on-disk cache, sandbox policy, contract check.
 //! - [`sandbox`]: the deny-all store each call runs in.
 //! - [`adapter`]: a configured adapter version and the calls into it.
+//! - [`check`]: `freellm plugin check`, conformance and fixtures against a component.
 //! - [`registry`]: the immutable snapshot of loaded providers, swapped atomically.
 
 pub mod adapter;
 pub mod bindings;
+pub mod check;
 pub mod engine;
 pub mod loader;
 pub mod registry;

@@ -103,17 +103,23 @@ async fn load_provider(
     let info = &adapter.info;
 
     let needs_key = !matches!(info.auth, AuthPlacement::None);
-    let key_env = pc.key_env.clone().or_else(|| info.key_env.clone());
-    let keys = match (&key_env, needs_key) {
-        (Some(var), true) => config.keys_from(var),
-        _ => Vec::new(),
-    };
+    // The key variable: plugins.toml, else what the adapter declares, else
+    // `<ID>_API_KEY`.
+    let key_env = pc
+        .key_env
+        .clone()
+        .or_else(|| info.key_env.clone())
+        .unwrap_or_else(|| format!("{}_API_KEY", pc.id.to_ascii_uppercase().replace('-', "_")));
+    let keys = if needs_key { config.keys_from(&key_env) } else { Vec::new() };
+    // A keyless provider (a local server) is enabled only when the operator
+    // says where it is: `base_url` in plugins.toml or `<ID>_BASE_URL`, or a
+    // `base_url` setting for adapters configured by settings alone.
+    let base_url_given = pc.base_url.is_some() || pc.settings.iter().any(|(k, _)| k == "base_url");
     let (enabled, note) = if !pc.enabled {
         (false, Some("disabled in plugins.toml".to_owned()))
     } else if needs_key && keys.is_empty() {
-        let var = key_env.unwrap_or_else(|| format!("{}_API_KEY", pc.id.to_ascii_uppercase()));
-        (false, Some(format!("no API key: set {var}")))
-    } else if !needs_key && pc.base_url.is_none() {
+        (false, Some(format!("no API key: set {key_env}")))
+    } else if !needs_key && !base_url_given {
         let var = format!("{}_BASE_URL", pc.id.to_ascii_uppercase().replace('-', "_"));
         (false, Some(format!("keyless provider: set {var} to enable it")))
     } else {

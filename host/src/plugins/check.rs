@@ -1,0 +1,357 @@
+//! `freellm plugin check`: loads any component the way the gateway does,
+//! then runs the common conformance cases and an adapter's golden fixtures
+//! against it through this runtime, and prints a pass/fail report with the
+//! first difference of each failure.
+//!
+//! The cases and the fixture format live in `freellm-fixtures`, shared with
+//! the SDK's native runner; this module only provides the [`Subject`] that
+//! calls into the sandboxed component.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use freellm_fixtures::{
+    Auth, Ctx, Described, FailureOut, Head, Mapped, Normalized, Streamed, Subject,
+    UsageJson,
+};
+
+use super::adapter::Adapter;
+use super::engine::PluginEngine;
+use super::loader::{self, Compiled};
+use super::sandbox::SandboxLimits;
+use super::types::{
+    AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod,
+    ResponseHead, StreamEvent, StreamOutput, Usage,
+};
+
+/// What to check.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The component file.
+    pub component: PathBuf,
+    /// A fixtures directory to run besides the conformance cases.
+    pub fixtures: Option<PathBuf>,
+    /// Settings for the conformance cases' `configure`.
+    pub settings: Vec<(String, String)>,
+    /// Where compiled code is cached.
+    pub cache_dir: PathBuf,
+}
+
+/// The outcome of a check: the printable report and whether all passed.
+pub struct CheckResult {
+    /// Human-readable report.
+    pub text: String,
+    /// Every step and case passed.
+    pub passed: bool,
+}
+
+/// Runs the whole check. Never panics on a bad component: every problem is
+/// a failed step in the report.
+pub fn run(options: &CheckOptions) -> CheckResult {
+    let mut text = String::new();
+    let _ = writeln!(text, "component  {}", options.component.display());
+    let fail = |mut text: String, step: &str, why: String| {
+        let _ = writeln!(text, "FAIL {step}: {why}");
+        let _ = writeln!(text, "\nresult: FAILED at {step}");
+        CheckResult { text, passed: false }
+    };
+    let engine = match PluginEngine::new() {
+        Ok(e) => e,
+        Err(e) => return fail(text, "engine", format!("{e:#}")),
+    };
+    let compiled = match loader::load_file(&engine, &options.component, &options.cache_dir) {
+        Ok(c) => c,
+        Err(e) => return fail(text, "load", e.to_string()),
+    };
+    let _ = writeln!(text, "sha256     {}", compiled.hash);
+    let _ = writeln!(
+        text,
+        "PASS load: compiled, sandbox policy and freellm:provider@0.1.0 world checked"
+    );
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(text, "runtime", e.to_string()),
+    };
+    let mut subject = RuntimeSubject {
+        runtime,
+        engine,
+        compiled,
+        adapter: None,
+    };
+
+    let conformance = freellm_fixtures::conformance(&mut subject, &options.settings);
+    if let Some(adapter) = &subject.adapter {
+        let info = &adapter.info;
+        let _ = writeln!(
+            text,
+            "adapter    {} {} \"{}\", {} model(s), default {}",
+            info.id,
+            info.adapter_version,
+            info.display_name,
+            info.models.len(),
+            info.default_model
+        );
+    }
+    let _ = writeln!(text, "conformance");
+    let _ = write!(text, "{conformance}");
+    let mut totals = (conformance.passed(), conformance.failures().count());
+
+    if let Some(dir) = &options.fixtures {
+        let _ = writeln!(text, "fixtures ({})", dir.display());
+        match freellm_fixtures::run_dir(&mut subject, dir) {
+            Ok(report) => {
+                let _ = write!(text, "{report}");
+                totals.0 += report.passed();
+                totals.1 += report.failures().count();
+            }
+            Err(e) => {
+                let _ = writeln!(text, "  FAIL {e}");
+                totals.1 += 1;
+            }
+        }
+    }
+    let passed = totals.1 == 0;
+    let _ = writeln!(
+        text,
+        "\nresult: {} ({} passed, {} failed)",
+        if passed { "PASSED" } else { "FAILED" },
+        totals.0,
+        totals.1
+    );
+    CheckResult { text, passed }
+}
+
+/// The default cache for `plugin check`: inside the system temp directory,
+/// so checking does not touch the gateway's data directory.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("freellm-plugin-check")
+}
+
+/// A component driven through the gateway's runtime, one call at a time.
+struct RuntimeSubject {
+    runtime: tokio::runtime::Runtime,
+    engine: Arc<PluginEngine>,
+    compiled: Compiled,
+    adapter: Option<Arc<Adapter>>,
+}
+
+impl RuntimeSubject {
+    fn adapter(&self) -> Result<&Arc<Adapter>, FailureOut> {
+        self.adapter
+            .as_ref()
+            .ok_or_else(|| FailureOut::fault("the adapter is not configured"))
+    }
+}
+
+fn context(ctx: &Ctx) -> CallContext {
+    CallContext {
+        request_id: freellm_fixtures::FIXTURE_REQUEST_ID.to_owned(),
+        upstream_model: ctx.upstream_model.clone(),
+        is_stream: ctx.is_stream,
+        settings: ctx.settings.clone(),
+    }
+}
+
+fn head(head: &Head) -> ResponseHead {
+    ResponseHead {
+        status: head.status,
+        headers: head.headers.clone(),
+    }
+}
+
+impl Subject for RuntimeSubject {
+    fn describe(&mut self, settings: &[(String, String)]) -> Result<Described, String> {
+        let adapter = self
+            .runtime
+            .block_on(Adapter::configure_as(
+                self.engine.clone(),
+                self.compiled.clone(),
+                None,
+                settings.to_vec(),
+                SandboxLimits::default(),
+            ))
+            .map_err(|e| e.to_string())?;
+        let info = &adapter.info;
+        let described = Described {
+            id: info.id.clone(),
+            base_url: info.default_base_url.trim_end_matches('/').to_owned(),
+            auth: match &info.auth {
+                AuthPlacement::None => Auth::None,
+                AuthPlacement::Bearer => Auth::Bearer,
+                AuthPlacement::Header(name) => Auth::Header(name.clone()),
+                AuthPlacement::Query(name) => Auth::Query(name.clone()),
+            },
+            default_model: info.default_model.clone(),
+            models: info.models.iter().map(|m| m.id.clone()).collect(),
+            tools: info.capabilities.contains(Capabilities::TOOLS),
+        };
+        self.adapter = Some(Arc::new(adapter));
+        Ok(described)
+    }
+
+    fn map(&mut self, ctx: &Ctx, body: &[u8]) -> Result<Mapped, FailureOut> {
+        let adapter = self.adapter()?;
+        let result = self
+            .runtime
+            .block_on(adapter.map_request(&context(ctx), body))
+            .map_err(|fault| FailureOut::fault(fault.to_string()))?;
+        let up = result.map_err(failure)?;
+        Ok(Mapped {
+            method: match up.method {
+                HttpMethod::Get => "GET",
+                HttpMethod::Post => "POST",
+            }
+            .to_owned(),
+            path: up.path,
+            headers: up.headers,
+            body: up.body,
+        })
+    }
+
+    fn normalize(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> Result<Normalized, FailureOut> {
+        let adapter = self.adapter()?;
+        let result = self
+            .runtime
+            .block_on(adapter.normalize_response(&context(ctx), &head(h), body))
+            .map_err(|fault| FailureOut::fault(fault.to_string()))?;
+        let out = result.map_err(failure)?;
+        Ok(Normalized {
+            body: out.body,
+            usage: out.usage.map(usage),
+            finish_reason: out.finish_reason.map(finish_name),
+        })
+    }
+
+    fn classify(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> FailureOut {
+        let adapter = match self.adapter() {
+            Ok(a) => a,
+            Err(fault) => return fault,
+        };
+        match self
+            .runtime
+            .block_on(adapter.classify_failure(&context(ctx), &head(h), body))
+        {
+            Ok(f) => failure(f),
+            Err(fault) => FailureOut::fault(fault.to_string()),
+        }
+    }
+
+    fn stream(
+        &mut self,
+        ctx: &Ctx,
+        h: &Head,
+        events: &[(Option<String>, String)],
+    ) -> Result<Streamed, FailureOut> {
+        let adapter = self.adapter()?.clone();
+        self.runtime.block_on(async {
+            let fault = |f: super::AdapterFault| FailureOut::fault(f.to_string());
+            let mut session = adapter
+                .open_stream(&context(ctx), &head(h))
+                .await
+                .map_err(fault)?;
+            let mut all = Streamed::default();
+            for (event, data) in events {
+                let batch = [StreamEvent {
+                    event: event.clone(),
+                    data: data.clone(),
+                }];
+                take(&mut all, session.push(&batch).await.map_err(fault)?.map_err(failure)?);
+            }
+            take(&mut all, session.finish().await.map_err(fault)?.map_err(failure)?);
+            Ok(all)
+        })
+    }
+}
+
+fn take(all: &mut Streamed, out: StreamOutput) {
+    all.chunks.extend(out.chunks);
+    if let Some(u) = out.usage {
+        all.usage = Some(usage(u));
+    }
+    if let Some(f) = out.finish_reason {
+        all.finish_reason = Some(finish_name(f));
+    }
+    all.done |= out.done;
+}
+
+fn failure(f: Failure) -> FailureOut {
+    FailureOut {
+        kind: kind_name(f.kind).to_owned(),
+        message: f.message,
+        retry_after_ms: f.retry_after_ms,
+        upstream_code: f.upstream_code,
+    }
+}
+
+/// The WIT spelling of a failure kind.
+pub fn kind_name(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::RateLimited => "rate-limited",
+        FailureKind::QuotaExhausted => "quota-exhausted",
+        FailureKind::KeyInvalid => "key-invalid",
+        FailureKind::RequestInvalid => "request-invalid",
+        FailureKind::ContextLength => "context-length",
+        FailureKind::ContentFilter => "content-filter",
+        FailureKind::Transient => "transient",
+        FailureKind::Unsupported => "unsupported",
+    }
+}
+
+fn finish_name(reason: FinishReason) -> String {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool-calls",
+        FinishReason::ContentFilter => "content-filter",
+        FinishReason::Other => "other",
+    }
+    .to_owned()
+}
+
+fn usage(u: Usage) -> UsageJson {
+    UsageJson {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
+
+/// Parses `KEY=VALUE` for `--setting`.
+pub fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_as_key_value() {
+        assert_eq!(
+            parse_setting("models=a,b").unwrap(),
+            ("models".to_owned(), "a,b".to_owned())
+        );
+        assert_eq!(parse_setting("x=").unwrap(), ("x".to_owned(), String::new()));
+        assert!(parse_setting("novalue").is_err());
+        assert!(parse_setting("=v").is_err());
+    }
+
+    #[test]
+    fn a_missing_component_fails_the_load_step() {
+        let result = run(&CheckOptions {
+            component: PathBuf::from("/nonexistent/adapter.wasm"),
+            fixtures: None,
+            settings: vec![],
+            cache_dir: default_cache_dir(),
+        });
+        assert!(!result.passed);
+        assert!(result.text.contains("FAIL load"), "{}", result.text);
+    }
+}

@@ -1,0 +1,227 @@
+//! Golden fixtures and conformance cases, run natively against an
+//! [`Adapter`] (fast unit tests; the same files also run against the built
+//! component with `freellm plugin check`). The file format is described in
+//! `docs/fixtures.md`.
+//!
+//! ```no_run
+//! # struct MyAdapter;
+//! # impl freellm_sdk::Adapter for MyAdapter {
+//! #     fn configure(_: &freellm_sdk::Settings) -> Result<freellm_sdk::AdapterInfo, String> { unimplemented!() }
+//! # }
+//! #[test]
+//! fn fixtures_pass_natively() {
+//!     freellm_sdk::fixtures::assert_dir::<MyAdapter>(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"));
+//! }
+//! ```
+
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+pub use freellm_fixtures::{
+    Auth, Ctx, Described, FailureOut, Head, Mapped, Normalized, Report, Streamed, Subject,
+    UsageJson, first_difference,
+};
+
+use crate::bindings::exports::freellm::provider::adapter::Guest as _;
+use crate::glue::Guest;
+use crate::{
+    Adapter, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason,
+    HttpMethod, ResponseHead, StreamEvent, Usage,
+};
+
+/// Runs every fixture in `dir` against `A` and panics with a report naming
+/// each failing fixture and its first difference.
+pub fn assert_dir<A: Adapter>(dir: impl AsRef<Path>) {
+    let dir = dir.as_ref();
+    let report = freellm_fixtures::run_dir(&mut Native::<A>::new(), dir)
+        .unwrap_or_else(|e| panic!("fixtures in {}: {e}", dir.display()));
+    assert!(
+        report.all_passed(),
+        "fixtures in {}: {} passed, {} failed\n{report}",
+        dir.display(),
+        report.passed(),
+        report.failures().count()
+    );
+}
+
+/// Runs the common conformance cases against `A` configured with
+/// `settings`, and panics with the report when one fails.
+pub fn assert_conformance<A: Adapter>(settings: &[(&str, &str)]) {
+    let settings: Vec<(String, String)> = settings
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let report = freellm_fixtures::conformance(&mut Native::<A>::new(), &settings);
+    assert!(report.all_passed(), "conformance:\n{report}");
+}
+
+/// An [`Adapter`] seen as a fixture [`Subject`], called in-process. A panic
+/// becomes an `adapter-fault` failure, as a trap does in the gateway.
+pub struct Native<A>(PhantomData<fn() -> A>);
+
+impl<A: Adapter> Native<A> {
+    /// The subject for adapter `A`.
+    pub fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<A: Adapter> Default for Native<A> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn guarded<T>(f: impl FnOnce() -> Result<T, FailureOut>) -> Result<T, FailureOut> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned());
+        Err(FailureOut::fault(format!("panicked: {why}")))
+    })
+}
+
+fn context(ctx: &Ctx) -> CallContext {
+    CallContext {
+        request_id: freellm_fixtures::FIXTURE_REQUEST_ID.to_owned(),
+        upstream_model: ctx.upstream_model.clone(),
+        is_stream: ctx.is_stream,
+        settings: ctx.settings.clone(),
+    }
+}
+
+fn head(head: &Head) -> ResponseHead {
+    ResponseHead {
+        status: head.status,
+        headers: head.headers.clone(),
+    }
+}
+
+impl<A: Adapter> Subject for Native<A> {
+    fn describe(&mut self, settings: &[(String, String)]) -> Result<Described, String> {
+        let info = guarded(|| A::configure(&settings.to_vec()).map_err(FailureOut::fault))
+            .map_err(|f| f.message)?;
+        Ok(Described {
+            id: info.id,
+            base_url: info.default_base_url.trim_end_matches('/').to_owned(),
+            auth: match info.auth {
+                AuthPlacement::None => Auth::None,
+                AuthPlacement::Bearer => Auth::Bearer,
+                AuthPlacement::Header(name) => Auth::Header(name),
+                AuthPlacement::Query(name) => Auth::Query(name),
+            },
+            default_model: info.default_model,
+            models: info.models.into_iter().map(|m| m.id).collect(),
+            tools: info.capabilities.contains(Capabilities::TOOLS),
+        })
+    }
+
+    fn map(&mut self, ctx: &Ctx, body: &[u8]) -> Result<Mapped, FailureOut> {
+        guarded(|| {
+            let up = Guest::<A>::map_request(context(ctx), body.to_vec()).map_err(failure)?;
+            Ok(Mapped {
+                method: match up.method {
+                    HttpMethod::Get => "GET",
+                    HttpMethod::Post => "POST",
+                }
+                .to_owned(),
+                path: up.path,
+                headers: up.headers,
+                body: up.body,
+            })
+        })
+    }
+
+    fn normalize(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> Result<Normalized, FailureOut> {
+        guarded(|| {
+            let out = Guest::<A>::normalize_response(context(ctx), head(h), body.to_vec())
+                .map_err(failure)?;
+            Ok(Normalized {
+                body: out.body,
+                usage: out.usage.map(usage),
+                finish_reason: out.finish_reason.map(finish_name),
+            })
+        })
+    }
+
+    fn classify(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> FailureOut {
+        guarded(|| Ok(failure(Guest::<A>::classify_failure(context(ctx), head(h), body.to_vec()))))
+            .unwrap_or_else(|fault| fault)
+    }
+
+    fn stream(
+        &mut self,
+        ctx: &Ctx,
+        h: &Head,
+        events: &[(Option<String>, String)],
+    ) -> Result<Streamed, FailureOut> {
+        guarded(|| {
+            let mut normalizer = A::stream_normalizer(&context(ctx), &head(h));
+            let mut all = Streamed::default();
+            let mut take = |out: crate::StreamOutput| {
+                all.chunks.extend(out.chunks);
+                if let Some(u) = out.usage {
+                    all.usage = Some(usage(u));
+                }
+                if let Some(f) = out.finish_reason {
+                    all.finish_reason = Some(finish_name(f));
+                }
+                all.done |= out.done;
+            };
+            for (event, data) in events {
+                let batch = vec![StreamEvent {
+                    event: event.clone(),
+                    data: data.clone(),
+                }];
+                take(normalizer.push(batch).map_err(failure)?);
+            }
+            take(normalizer.finish().map_err(failure)?);
+            Ok(all)
+        })
+    }
+}
+
+fn failure(f: Failure) -> FailureOut {
+    FailureOut {
+        kind: kind_name(f.kind).to_owned(),
+        message: f.message,
+        retry_after_ms: f.retry_after_ms,
+        upstream_code: f.upstream_code,
+    }
+}
+
+/// The WIT spelling of a failure kind.
+pub fn kind_name(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::RateLimited => "rate-limited",
+        FailureKind::QuotaExhausted => "quota-exhausted",
+        FailureKind::KeyInvalid => "key-invalid",
+        FailureKind::RequestInvalid => "request-invalid",
+        FailureKind::ContextLength => "context-length",
+        FailureKind::ContentFilter => "content-filter",
+        FailureKind::Transient => "transient",
+        FailureKind::Unsupported => "unsupported",
+    }
+}
+
+fn finish_name(reason: FinishReason) -> String {
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool-calls",
+        FinishReason::ContentFilter => "content-filter",
+        FinishReason::Other => "other",
+    }
+    .to_owned()
+}
+
+fn usage(u: Usage) -> UsageJson {
+    UsageJson {
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        total_tokens: u.total_tokens,
+    }
+}
