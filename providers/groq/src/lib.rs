@@ -1,22 +1,30 @@
 //! The Groq adapter: an OpenAI-compatible provider, so it is mostly data.
 //!
-//! On top of the SDK's defaults it drops the request fields Groq rejects,
-//! skips Groq for `n > 1` (another provider may serve it), and reads Groq's
-//! `x-ratelimit-reset-*` headers when a 429 carries no `retry-after`.
-//! Daily limits ("requests per day (RPD)", "tokens per day (TPD)") are
-//! recognised by the SDK's classifier as `quota-exhausted`.
+//! On top of the SDK's defaults it drops the request fields Groq rejects
+//! (including `name` on messages other than tool results), skips Groq for
+//! `n > 1` (another provider may serve it), reads Groq's
+//! `x-ratelimit-reset-*` headers when a 429 carries no `retry-after`, and
+//! picks up the usage Groq puts in `x_groq.usage` on the last stream chunk
+//! ([`GroqStream`]). Daily limits ("requests per day (RPD)", "tokens per day
+//! (TPD)") are recognised by the SDK's classifier as `quota-exhausted`.
 
 #![warn(missing_docs)]
 
-use freellm_sdk::openai_compat;
+use freellm_sdk::openai_compat::{
+    self, StreamData, note_chunk, parse_stream_event, stream_error, usage_from_json,
+};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
-    FailureKind, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead,
-    Settings, StreamFraming, UpstreamRequest,
+    FailureKind, LogLevel, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits,
+    ResponseHead, Settings, StreamEvent, StreamFraming, StreamNormalizer, StreamOutput,
+    UpstreamRequest, log,
 };
+use serde_json::Value;
 
 /// Request fields Groq answers with a 400; they are dropped before sending.
+/// (Groq's OpenAI-compatibility page also lists `messages[].name`, which
+/// [`Groq::map_request`] removes from every message but tool results.)
 pub const DROP_FIELDS: &[&str] = &["n", "logprobs", "top_logprobs", "logit_bias"];
 
 /// The Groq adapter.
@@ -71,16 +79,17 @@ impl Adapter for Groq {
         })
     }
 
-    fn map_request(ctx: &CallContext, req: ChatRequest) -> Result<UpstreamRequest, Failure> {
-        let choices = req
-            .n
-            .as_ref()
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(1);
+    fn map_request(ctx: &CallContext, mut req: ChatRequest) -> Result<UpstreamRequest, Failure> {
+        let choices = req.n.as_ref().and_then(Value::as_u64).unwrap_or(1);
         if choices > 1 {
             return Err(Failure::unsupported(
                 "Groq returns a single choice (n must be 1)",
             ));
+        }
+        for message in req.messages.iter_mut().filter_map(Value::as_object_mut) {
+            if message.get("role").and_then(Value::as_str) != Some("tool") {
+                message.shift_remove("name");
+            }
         }
         openai_compat::map_request(ctx, req, DROP_FIELDS)
     }
@@ -92,21 +101,103 @@ impl Adapter for Groq {
             FailureKind::RateLimited | FailureKind::QuotaExhausted
         );
         if limited && failure.retry_after_ms.is_none() {
-            failure.retry_after_ms = reset_after_ms(head);
+            failure.retry_after_ms =
+                message_hint_ms(&failure.message).or_else(|| reset_after_ms(head));
         }
         failure
     }
+
+    fn stream_normalizer(ctx: &CallContext, head: &ResponseHead) -> Box<dyn StreamNormalizer> {
+        let _ = (ctx, head);
+        Box::new(GroqStream::default())
+    }
 }
 
-/// The later of Groq's `x-ratelimit-reset-requests` and
-/// `x-ratelimit-reset-tokens` (durations such as `2m59.56s`), clamped like a
-/// `retry-after`; `None` when neither parses.
+/// The wait Groq names in its error message ("... Please try again in
+/// 1m26.4s."), clamped like a `retry-after`: it is for the limit actually
+/// hit, which the headers do not say.
+pub fn message_hint_ms(message: &str) -> Option<u64> {
+    let (_, rest) = message.split_once("try again in ")?;
+    let duration = rest.split_whitespace().next()?.trim_end_matches(['.', ',']);
+    parse_reset_duration(duration).map(clamp_retry_after_ms)
+}
+
+/// When Groq's limits reset, from `x-ratelimit-reset-requests` (the daily
+/// request budget) and `x-ratelimit-reset-tokens` (the per-minute token
+/// budget), durations such as `2m59.56s`: the reset of the budget whose
+/// `x-ratelimit-remaining-*` is 0, or the later of both when neither is
+/// known to be spent; clamped like a `retry-after`, `None` when none parses.
 pub fn reset_after_ms(head: &ResponseHead) -> Option<u64> {
-    ["x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"]
+    let spent = |budget: &&str| {
+        head.header(&format!("x-ratelimit-remaining-{budget}"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|left| left <= 0.0)
+    };
+    let all = ["requests", "tokens"];
+    let spent: Vec<&str> = all.iter().copied().filter(|b| spent(b)).collect();
+    let budgets = if spent.is_empty() {
+        &all[..]
+    } else {
+        &spent[..]
+    };
+    budgets
         .iter()
-        .filter_map(|name| parse_reset_duration(head.header(name)?))
+        .filter_map(|budget| {
+            parse_reset_duration(head.header(&format!("x-ratelimit-reset-{budget}"))?)
+        })
         .max()
         .map(clamp_retry_after_ms)
+}
+
+/// Groq's stream normalizer: the SDK's passthrough (chunks forwarded
+/// unchanged, `[DONE]` ends, malformed events skipped, error events fail the
+/// stream), plus the usage Groq reports in `x_groq.usage` on the last chunk
+/// when the client did not ask for `stream_options.include_usage` (a
+/// top-level `usage`, when present, wins).
+#[derive(Debug, Default)]
+pub struct GroqStream {
+    done: bool,
+}
+
+impl StreamNormalizer for GroqStream {
+    fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
+        let mut out = StreamOutput::empty();
+        for event in events {
+            if self.done {
+                break;
+            }
+            match parse_stream_event(&event) {
+                StreamData::Done => self.done = true,
+                StreamData::Chunk(chunk) => {
+                    if let Some(failure) = stream_error(&chunk) {
+                        return Err(failure);
+                    }
+                    let top_level = chunk.get("usage").and_then(usage_from_json);
+                    if top_level.is_none()
+                        && let Some(usage) = chunk
+                            .get("x_groq")
+                            .and_then(|x| x.get("usage"))
+                            .and_then(usage_from_json)
+                    {
+                        out.usage = Some(usage);
+                    }
+                    note_chunk(&chunk, &mut out);
+                    out.chunks.push(event.data.into_bytes());
+                }
+                StreamData::Empty => {}
+                StreamData::Malformed(why) => log(
+                    LogLevel::Warn,
+                    &format!("skipped a malformed stream event ({why})"),
+                ),
+            }
+        }
+        out.done = self.done;
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<StreamOutput, Failure> {
+        Ok(StreamOutput::empty())
+    }
 }
 
 freellm_sdk::export_adapter!(Groq);
@@ -169,6 +260,50 @@ mod tests {
     }
 
     #[test]
+    fn message_names_are_dropped_except_on_tool_results() {
+        let body = br#"{"model":"m","messages":[{"role":"system","content":"s","name":"ops"},{"role":"user","content":"u","name":"ann"},{"role":"assistant","content":"a","name":"bot"},{"role":"tool","tool_call_id":"c","name":"f","content":"r"}]}"#;
+        let up = Groq::map_request(&ctx(), ChatRequest::from_slice(body).unwrap()).unwrap();
+        let sent: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(
+            sent["messages"],
+            serde_json::json!([
+                {"role": "system", "content": "s"},
+                {"role": "user", "content": "u"},
+                {"role": "assistant", "content": "a"},
+                {"role": "tool", "tool_call_id": "c", "name": "f", "content": "r"}
+            ])
+        );
+    }
+
+    fn event(data: &str) -> StreamEvent {
+        StreamEvent {
+            event: None,
+            data: data.to_owned(),
+        }
+    }
+
+    #[test]
+    fn stream_usage_comes_from_x_groq_or_the_usage_chunk() {
+        let last = r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"x_groq":{"id":"req_1","usage":{"queue_time":0.01,"prompt_tokens":12,"prompt_time":0.001,"completion_tokens":3,"completion_time":0.004,"total_tokens":15,"total_time":0.005}}}"#;
+        let mut s = GroqStream::default();
+        let out = s.push(vec![event(last), event("[DONE]")]).unwrap();
+        assert_eq!(out.chunks, [last.as_bytes().to_vec()]);
+        assert_eq!(out.usage.map(|u| u.total_tokens), Some(15));
+        assert!(out.done);
+
+        let usage_chunk = r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":16},"x_groq":{"id":"req_1","usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}}"#;
+        let mut s = GroqStream::default();
+        let out = s.push(vec![event(usage_chunk)]).unwrap();
+        assert_eq!(out.usage.map(|u| u.total_tokens), Some(16));
+        let f = s
+            .push(vec![event(
+                r#"{"error":{"message":"boom","type":"internal_server_error"}}"#,
+            )])
+            .unwrap_err();
+        assert_eq!(f.kind, FailureKind::Transient);
+    }
+
+    #[test]
     fn several_choices_skip_groq() {
         let body = br#"{"model":"m","messages":[],"n":2}"#;
         let f = Groq::map_request(&ctx(), ChatRequest::from_slice(body).unwrap()).unwrap_err();
@@ -196,6 +331,9 @@ mod tests {
         assert_eq!(f.upstream_code.as_deref(), Some("rate_limit_exceeded"));
     }
 
+    /// A 429 whose message names no wait.
+    const BARE_429: &str = r#"{"error":{"message":"Rate limit reached for model `llama-3.1-8b-instant`.","type":"requests","code":"rate_limit_exceeded"}}"#;
+
     #[test]
     fn reset_headers_stand_in_for_retry_after() {
         let h = head(
@@ -205,21 +343,55 @@ mod tests {
                 ("x-ratelimit-reset-tokens", "7.66s"),
             ],
         );
-        let f = Groq::classify_failure(&ctx(), &h, RPM.as_bytes());
+        let f = Groq::classify_failure(&ctx(), &h, BARE_429.as_bytes());
         assert_eq!(
             (f.kind, f.retry_after_ms),
             (FailureKind::RateLimited, Some(179_560))
         );
         let h = head(429, &[("x-ratelimit-reset-tokens", "120ms")]);
         assert_eq!(
-            Groq::classify_failure(&ctx(), &h, RPM.as_bytes()).retry_after_ms,
+            Groq::classify_failure(&ctx(), &h, BARE_429.as_bytes()).retry_after_ms,
             Some(1_000)
         );
         let h = head(429, &[("x-ratelimit-reset-tokens", "soon")]);
         assert_eq!(
-            Groq::classify_failure(&ctx(), &h, RPM.as_bytes()).retry_after_ms,
+            Groq::classify_failure(&ctx(), &h, BARE_429.as_bytes()).retry_after_ms,
             None
         );
+    }
+
+    #[test]
+    fn the_spent_budget_picks_the_reset_header() {
+        // Tokens per minute spent; the daily request bucket is not.
+        let h = head(
+            429,
+            &[
+                ("x-ratelimit-remaining-requests", "999"),
+                ("x-ratelimit-reset-requests", "1m26.4s"),
+                ("x-ratelimit-remaining-tokens", "0"),
+                ("x-ratelimit-reset-tokens", "7.66s"),
+            ],
+        );
+        let f = Groq::classify_failure(&ctx(), &h, BARE_429.as_bytes());
+        assert_eq!(f.retry_after_ms, Some(7_660));
+    }
+
+    #[test]
+    fn the_message_hint_wins_over_reset_headers() {
+        let h = head(429, &[("x-ratelimit-reset-requests", "2m59.56s")]);
+        let f = Groq::classify_failure(&ctx(), &h, RPM.as_bytes());
+        assert_eq!(
+            (f.kind, f.retry_after_ms),
+            (FailureKind::RateLimited, Some(2_000))
+        );
+        let f = Groq::classify_failure(&ctx(), &head(429, &[]), RPD.as_bytes());
+        assert_eq!(
+            (f.kind, f.retry_after_ms),
+            (FailureKind::QuotaExhausted, Some(86_400))
+        );
+        assert_eq!(message_hint_ms("Please try again in 2.25s."), Some(2_250));
+        assert_eq!(message_hint_ms("Please try again in a bit."), None);
+        assert_eq!(message_hint_ms("no hint"), None);
     }
 
     #[test]
@@ -245,5 +417,15 @@ mod tests {
             b"",
         );
         assert_eq!((f.kind, f.retry_after_ms), (FailureKind::KeyInvalid, None));
+    }
+
+    #[test]
+    fn fixtures_pass_natively() {
+        freellm_sdk::fixtures::assert_dir::<Groq>(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"));
+    }
+
+    #[test]
+    fn passes_conformance() {
+        freellm_sdk::fixtures::assert_conformance::<Groq>(&[]);
     }
 }

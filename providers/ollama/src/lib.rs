@@ -6,14 +6,21 @@
 //! Ollama's streamed tool calls stray from OpenAI's shape (missing `index`
 //! and `type`, arguments beside `function` or as objects), so streams go
 //! through [`ToolCallStream`], which repairs them.
+//!
+//! A 404 from Ollama is about this server, never about the request: the
+//! model is not pulled (`model "x" not found, try pulling it first`) or the
+//! base URL is wrong (`404 page not found`, typically a base URL ending in
+//! `/v1`). Both are `transient` (the router tries another provider) instead
+//! of the SDK's `request-invalid`, which would stop the whole route.
 
 #![warn(missing_docs)]
 
 use freellm_sdk::openai_compat::{self, StreamData, note_chunk, parse_stream_event, stream_error};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, LogLevel,
-    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings,
-    StreamEvent, StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, log, setting,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
+    FailureKind, LogLevel, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits,
+    ResponseHead, Settings, StreamEvent, StreamFraming, StreamNormalizer, StreamOutput,
+    UpstreamRequest, log, setting,
 };
 use serde_json::{Map, Value};
 
@@ -93,6 +100,22 @@ impl Adapter for Ollama {
 
     fn map_request(ctx: &CallContext, req: ChatRequest) -> Result<UpstreamRequest, Failure> {
         openai_compat::map_request_to(ctx, req, CHAT_PATH, &[])
+    }
+
+    fn classify_failure(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure {
+        let mut failure = openai_compat::classify_failure(ctx, head, body);
+        if head.status == 404 {
+            failure.kind = FailureKind::Transient;
+            let lower = failure.message.to_lowercase();
+            if !(lower.contains("model") && lower.contains("not found")) {
+                failure.message = format!(
+                    "{} (Ollama has no {CHAT_PATH}: is the base URL the server root, \
+                     without /v1?)",
+                    failure.message
+                );
+            }
+        }
+        failure
     }
 
     fn stream_normalizer(_ctx: &CallContext, _head: &ResponseHead) -> Box<dyn StreamNormalizer> {
@@ -424,6 +447,53 @@ mod tests {
             explicit.to_string().into_bytes(),
             "a well-formed chunk passes byte for byte"
         );
+    }
+
+    #[test]
+    fn not_found_is_transient_not_request_invalid() {
+        let ctx = CallContext {
+            request_id: "r".into(),
+            upstream_model: "llama3".into(),
+            is_stream: false,
+            settings: vec![],
+        };
+        let head = |status| ResponseHead {
+            status,
+            headers: vec![],
+        };
+        let f = Ollama::classify_failure(
+            &ctx,
+            &head(404),
+            br#"{"error":{"message":"model \"llama3\" not found, try pulling it first","type":"not_found_error","param":null,"code":null}}"#,
+        );
+        assert_eq!(f.kind, FailureKind::Transient);
+        assert_eq!(
+            f.message,
+            "model \"llama3\" not found, try pulling it first"
+        );
+        assert_eq!(f.upstream_code.as_deref(), Some("not_found_error"));
+        let f = Ollama::classify_failure(&ctx, &head(404), b"404 page not found");
+        assert_eq!(f.kind, FailureKind::Transient);
+        assert!(f.message.contains("without /v1"), "{}", f.message);
+        let f = Ollama::classify_failure(
+            &ctx,
+            &head(400),
+            br#"{"error":{"message":"invalid message format","type":"invalid_request_error"}}"#,
+        );
+        assert_eq!(f.kind, FailureKind::RequestInvalid);
+    }
+
+    #[test]
+    fn fixtures_pass_natively() {
+        freellm_sdk::fixtures::assert_dir::<Ollama>(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures"
+        ));
+    }
+
+    #[test]
+    fn conformance() {
+        freellm_sdk::fixtures::assert_conformance::<Ollama>(&[("models", "llama3.2,qwen2.5")]);
     }
 
     #[test]
