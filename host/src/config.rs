@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::breaker::BreakerConfig;
 use crate::plugins::SandboxLimits;
+use crate::router::Strategy;
 
 /// A configuration problem, reported at start-up (or on reload).
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,52 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Providers in registry order (the order of the file).
     pub providers: Vec<ProviderConfig>,
+    /// Routing policy: strategy, retries, breakers.
+    pub routing: RoutingConfig,
+    /// User-defined routes (`[routes.<name>]`), in file order; a route named
+    /// like a built-in meta-model replaces it.
+    pub routes: Vec<RouteConfig>,
     env: HashMap<String, String>,
+}
+
+/// How requests are spread and retried (`[routing]`, env wins).
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    /// Initial strategy (`ROUTING_STRATEGY`: `quota_aware`, `round_robin`,
+    /// `random`); switchable at runtime with `PATCH /v1/status/routing`.
+    pub strategy: Strategy,
+    /// Retries of a transient failure on the same target before moving on
+    /// (`ROUTE_TRANSIENT_RETRIES`, 1).
+    pub transient_retries: u32,
+    /// Base of the jittered exponential backoff between retries on one
+    /// target (`ROUTE_RETRY_BACKOFF_MS`, 200).
+    pub retry_backoff: Duration,
+    /// A `Retry-After` up to this long on a route's primary target is waited
+    /// out and retried once (`ROUTE_MAX_RETRY_AFTER_WAIT_MS`, 3000; 0 = never).
+    pub max_retry_after_wait: Duration,
+    /// A stream whose first token takes longer fails over before anything
+    /// was sent (`STREAM_FIRST_TOKEN_TIMEOUT_MS`, 15000).
+    pub first_token_timeout: Duration,
+    /// Circuit breaker thresholds (`CB_FAILURE_THRESHOLD`, `CB_SUCCESS_THRESHOLD`, `CB_TIMEOUT_MS`).
+    pub breaker: BreakerConfig,
+}
+
+/// One `[routes.<name>]` table: a model name clients may send and the
+/// ordered targets behind it.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The model name (e.g. `my-chat`, or `free` to redefine it).
+    pub name: String,
+    /// Targets in priority order: `<provider>` (its default model) or
+    /// `<provider>/<model>`.
+    pub targets: Vec<String>,
+    /// Strategy for this route; the global one when absent.
+    pub strategy: Option<Strategy>,
+    /// Transient retries per target; the global count when absent.
+    pub retries: Option<u32>,
+    /// Targets tried only when a target reports the prompt is too long for
+    /// its context window (larger-context models).
+    pub context_fallbacks: Vec<String>,
 }
 
 /// Upstream timeouts, per attempt unless noted.
@@ -94,6 +141,30 @@ struct FileConfig {
     upstream: FileUpstream,
     #[serde(default)]
     providers: toml::Table,
+    #[serde(default)]
+    routing: FileRouting,
+    #[serde(default)]
+    routes: toml::Table,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileRouting {
+    strategy: Option<String>,
+    transient_retries: Option<u32>,
+    retry_backoff_ms: Option<u64>,
+    max_retry_after_wait_ms: Option<u64>,
+    first_token_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    targets: Vec<String>,
+    strategy: Option<String>,
+    retries: Option<u32>,
+    #[serde(default)]
+    context_fallbacks: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -224,6 +295,47 @@ impl Config {
             providers.push(provider_config(&id, value, base_dir, &env)?);
         }
 
+        let r = &file.routing;
+        let strategy_text = get("ROUTING_STRATEGY").map(str::to_owned).or(r.strategy.clone());
+        let strategy = match strategy_text {
+            Some(text) => text.parse::<Strategy>().map_err(|message| ConfigError::Invalid {
+                name: "ROUTING_STRATEGY".into(),
+                message,
+            })?,
+            None => Strategy::QuotaAware,
+        };
+        let transient_retries = match get("ROUTE_TRANSIENT_RETRIES") {
+            Some(v) => parse_num("ROUTE_TRANSIENT_RETRIES", v)?,
+            None => r.transient_retries.unwrap_or(1),
+        };
+        if transient_retries > 5 {
+            return Err(ConfigError::Invalid {
+                name: "ROUTE_TRANSIENT_RETRIES".into(),
+                message: "at most 5 (attempts on one target are bounded)".into(),
+            });
+        }
+        let routing = RoutingConfig {
+            strategy,
+            transient_retries,
+            retry_backoff: positive("ROUTE_RETRY_BACKOFF_MS", ms("ROUTE_RETRY_BACKOFF_MS", r.retry_backoff_ms, 200)?)?,
+            max_retry_after_wait: Duration::from_millis(ms(
+                "ROUTE_MAX_RETRY_AFTER_WAIT_MS",
+                r.max_retry_after_wait_ms,
+                3_000,
+            )?),
+            first_token_timeout: positive(
+                "STREAM_FIRST_TOKEN_TIMEOUT_MS",
+                ms("STREAM_FIRST_TOKEN_TIMEOUT_MS", r.first_token_timeout_ms, 15_000)?,
+            )?,
+            breaker: BreakerConfig::from_env(|name| get(name).map(str::to_owned))
+                .map_err(|e| ConfigError::Invalid { name: "CB_*".into(), message: e.to_string() })?,
+        };
+
+        let mut routes = Vec::with_capacity(file.routes.len());
+        for (name, value) in file.routes {
+            routes.push(route_config(&name, value)?);
+        }
+
         Ok(Self {
             host,
             port,
@@ -233,6 +345,8 @@ impl Config {
             log_json,
             upstream,
             providers,
+            routing,
+            routes,
             env,
         })
     }
@@ -320,6 +434,33 @@ fn provider_config(
     })
 }
 
+fn route_config(name: &str, value: toml::Value) -> Result<RouteConfig, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { name: format!("routes.{name}"), message };
+    if name.is_empty() || name.contains('/') || name.len() > 128 {
+        return Err(invalid("a route name is 1-128 characters without '/'".into()));
+    }
+    let r: FileRoute = value.try_into().map_err(|e: toml::de::Error| invalid(e.message().to_owned()))?;
+    if r.targets.is_empty() {
+        return Err(invalid("needs at least one target".into()));
+    }
+    for t in r.targets.iter().chain(&r.context_fallbacks) {
+        if t.trim().is_empty() || t.starts_with('/') || t.ends_with('/') {
+            return Err(invalid(format!("target {t:?} is not `<provider>` or `<provider>/<model>`")));
+        }
+    }
+    let strategy = r.strategy.map(|s| s.parse::<Strategy>()).transpose().map_err(invalid)?;
+    if r.retries.is_some_and(|n| n > 5) {
+        return Err(invalid("retries: at most 5".into()));
+    }
+    Ok(RouteConfig {
+        name: name.to_owned(),
+        targets: r.targets,
+        strategy,
+        retries: r.retries,
+        context_fallbacks: r.context_fallbacks,
+    })
+}
+
 /// A set, non-blank environment value, trimmed.
 fn env_get<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
     env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
@@ -394,5 +535,37 @@ mod tests {
     fn zero_idle_timeout_disables_heartbeats() {
         let c = load(TWO, &[("STREAM_IDLE_TIMEOUT_MS", "0")]).unwrap();
         assert!(c.upstream.stream_idle_timeout.is_none());
+    }
+
+    #[test]
+    fn routes_and_routing_are_read_and_checked() {
+        let text = format!(
+            "{TWO}\n[routing]\nstrategy = \"round_robin\"\ntransient_retries = 2\n\
+             [routes.my-chat]\ntargets = [\"groq/llama-3.3-70b-versatile\", \"ollama\"]\nretries = 0\n\
+             context_fallbacks = [\"gemini/gemini-2.5-pro\"]\n"
+        );
+        let c = load(&text, &[]).unwrap();
+        assert_eq!(c.routing.strategy, Strategy::RoundRobin);
+        assert_eq!(c.routing.transient_retries, 2);
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].name, "my-chat");
+        assert_eq!(c.routes[0].targets, ["groq/llama-3.3-70b-versatile", "ollama"]);
+        assert_eq!(c.routes[0].retries, Some(0));
+        assert_eq!(c.routes[0].context_fallbacks, ["gemini/gemini-2.5-pro"]);
+        let env = load(&text, &[("ROUTING_STRATEGY", "random")]).unwrap();
+        assert_eq!(env.routing.strategy, Strategy::Random);
+        assert_eq!(load(TWO, &[]).unwrap().routing.strategy, Strategy::QuotaAware);
+
+        for bad in [
+            "[routes.x]\ntargets = []\n",
+            "[routes.x]\ntargets = [\"/m\"]\n",
+            "[routes.x]\ntargets = [\"groq\"]\nstrategy = \"fastest\"\n",
+            "[routes.x]\ntargets = [\"groq\"]\nbogus = 1\n",
+            "[routing]\ntransient_retries = 50\n",
+        ] {
+            assert!(load(bad, &[]).is_err(), "{bad}");
+        }
+        assert!(load(TWO, &[("ROUTING_STRATEGY", "fastest")]).is_err());
+        assert!(load(TWO, &[("CB_FAILURE_THRESHOLD", "zero")]).is_err());
     }
 }

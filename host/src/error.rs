@@ -30,9 +30,29 @@ pub enum ApiError {
     /// No provider is enabled at all.
     #[error("no provider is configured")]
     NoProvidersConfigured { hint: String },
-    /// Every candidate was rate-limited (or out of quota).
+    /// Strict mode forbids meta-models and routes.
+    #[error("strict mode forbids meta-model")]
+    StrictMetaForbidden { model: String },
+    /// No enabled provider can serve this request (privacy posture,
+    /// capabilities such as vision).
+    #[error("model not supported")]
+    ModelNotSupported { model: String, message: String },
+    /// Strict mode: the one provider tried rate-limited the request.
+    #[error("provider rate limited")]
+    ProviderRateLimited { provider: String, message: String, retry_after_ms: Option<u64> },
+    /// Every candidate was rate-limited, out of quota or failed, or the
+    /// route deadline passed.
     #[error("all providers exhausted")]
-    AllProvidersExhausted { model: String, retry_after_ms: Option<u64>, providers: Vec<Value> },
+    AllProvidersExhausted {
+        model: String,
+        message: String,
+        retry_after_ms: Option<u64>,
+        providers: Vec<Value>,
+        suggestions: Vec<Value>,
+    },
+    /// An admin call named an unknown provider.
+    #[error("provider not found")]
+    ProviderNotFound { id: String },
     /// The provider refused the request, or every candidate failed.
     #[error("provider error")]
     ProviderUpstream { provider: String, message: String, upstream_code: Option<String> },
@@ -67,14 +87,23 @@ impl ApiError {
         Self::invalid(vec![Issue { path: String::new(), message }])
     }
 
+    /// The message clients see (secrets redacted).
+    pub fn message(&self) -> String {
+        self.body().get("message").and_then(Value::as_str).unwrap_or_default().to_owned()
+    }
+
     fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidRequest { .. } | Self::StrictMetaForbidden { .. } | Self::ModelNotSupported { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::ModelNotFound { .. } | Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::ModelNotFound { .. } | Self::NotFound { .. } | Self::ProviderNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::NoProvidersConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Self::AllProvidersExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::AllProvidersExhausted { .. } | Self::ProviderRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ProviderUpstream { .. } | Self::AdapterFault { .. } => StatusCode::BAD_GATEWAY,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -89,7 +118,11 @@ impl ApiError {
             Self::UnsupportedMediaType { .. } => ("invalid_request_error", "unsupported_media_type"),
             Self::ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             Self::NoProvidersConfigured { .. } => ("server_error", "no_providers_configured"),
+            Self::StrictMetaForbidden { .. } => ("invalid_request_error", "strict_mode_meta_model_forbidden"),
+            Self::ModelNotSupported { .. } => ("invalid_request_error", "model_not_supported"),
+            Self::ProviderRateLimited { .. } => ("rate_limit_error", "provider_rate_limited"),
             Self::AllProvidersExhausted { .. } => ("rate_limit_error", "all_providers_exhausted"),
+            Self::ProviderNotFound { .. } => ("not_found_error", "provider_not_found"),
             Self::ProviderUpstream { .. } => ("provider_error", "provider_upstream_error"),
             Self::AdapterFault { .. } => ("provider_error", "adapter_fault"),
             Self::NotFound { .. } => ("not_found_error", "not_found"),
@@ -119,13 +152,30 @@ impl ApiError {
                 format!("Model \"{model}\" not found: {reason}")
             }
             Self::NoProvidersConfigured { hint } => hint.clone(),
-            Self::AllProvidersExhausted { model, retry_after_ms, providers } => {
+            Self::StrictMetaForbidden { model } => {
+                body.insert("requested_model".into(), model.as_str().into());
+                format!(
+                    "Strict mode forbids meta-model \"{model}\". Specify a concrete model like \
+                     \"groq/llama-3.3-70b-versatile\" or disable strict mode."
+                )
+            }
+            Self::ModelNotSupported { model, message } => {
+                body.insert("requested_model".into(), model.as_str().into());
+                message.clone()
+            }
+            Self::ProviderRateLimited { provider, message, retry_after_ms } => {
+                body.insert("provider".into(), provider.as_str().into());
+                body.insert("retry_after_ms".into(), json!(retry_after_ms));
+                crate::redact::redact_secrets(message)
+            }
+            Self::AllProvidersExhausted { model, message, retry_after_ms, providers, suggestions } => {
                 body.insert("requested_model".into(), model.as_str().into());
                 body.insert("retry_after_ms".into(), json!(retry_after_ms));
                 body.insert("providers".into(), Value::Array(providers.clone()));
-                body.insert("suggestions".into(), Value::Array(Vec::new()));
-                format!("All providers exhausted for model: {model}")
+                body.insert("suggestions".into(), Value::Array(suggestions.clone()));
+                crate::redact::redact_secrets(message)
             }
+            Self::ProviderNotFound { id } => format!("Provider not found: {id}"),
             Self::ProviderUpstream { provider, message, upstream_code } => {
                 body.insert("provider".into(), provider.as_str().into());
                 if let Some(code) = upstream_code {
@@ -159,11 +209,15 @@ impl IntoResponse for ApiError {
             tracing::error!(detail = %detail, "internal error");
         }
         let mut response = self.status().into_response();
-        if let Self::AllProvidersExhausted { retry_after_ms: Some(ms), .. } = &self {
+        if let Self::AllProvidersExhausted { retry_after_ms: Some(ms), .. }
+        | Self::ProviderRateLimited { retry_after_ms: Some(ms), .. } = &self
+        {
             let secs = ms.div_ceil(1000).max(1);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Self::ProviderUpstream { provider, .. } | Self::AdapterFault { provider, .. } = &self
+        if let Self::ProviderUpstream { provider, .. }
+        | Self::AdapterFault { provider, .. }
+        | Self::ProviderRateLimited { provider, .. } = &self
             && let Ok(v) = HeaderValue::from_str(provider)
         {
             response.headers_mut().insert("x-freellm-provider", v);

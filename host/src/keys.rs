@@ -1,27 +1,49 @@
-//! API keys of one provider: rotation and per-key cooldowns.
+//! API keys of one provider: rotation, per-key windows, cooldowns and
+//! invalid keys.
 //!
-//! Keys are tried in rotation so concurrent requests spread across them. A
-//! key that the upstream rate-limits is cooled down until its `Retry-After`
-//! passes; the next key (or provider) answers meanwhile. Everything here is
-//! lock-free: a pick is two atomic loads per key.
+//! Keys are tried in rotation so concurrent requests spread across them.
+//! Each key has its own sliding windows ([`crate::quota`]) sized by the
+//! limits its adapter declares: a key whose window is full is not picked,
+//! so the gateway avoids sending what the upstream would rate-limit. A key
+//! the upstream rate-limits anyway cools down for the clamped `Retry-After`
+//! (1 s..10 min, 60 s default); a key whose daily quota is spent rests
+//! until the quota resets; a key the upstream rejects as invalid is taken
+//! out and reported. Cooldown checks are atomic loads; only the window
+//! check takes a short lock.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::quota::{Headroom, KeyWindows, Limits, Reservation, WindowUse};
 
 /// Cooldown applied on a 429 that names no `Retry-After`.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
-/// Bounds of any cooldown taken from an upstream `Retry-After`.
+/// Lower bound of a cooldown taken from an upstream `Retry-After`.
 pub const MIN_COOLDOWN: Duration = Duration::from_secs(1);
 /// Upper bound of a rate-limit cooldown.
 pub const MAX_COOLDOWN: Duration = Duration::from_secs(600);
+/// Upper bound of a quota-exhausted rest (a daily quota resets within a day).
+pub const MAX_QUOTA_REST: Duration = Duration::from_secs(24 * 3600);
 
-/// One key and its cooldown.
+/// Clamps a rate-limit cooldown to [`MIN_COOLDOWN`]..[`MAX_COOLDOWN`].
+pub fn clamp_cooldown(d: Duration) -> Duration {
+    d.clamp(MIN_COOLDOWN, MAX_COOLDOWN)
+}
+
+/// One key and its state.
 #[derive(Debug)]
 pub struct Key {
     /// The secret; `None` for a provider that takes no key (one sentinel slot).
     pub secret: Option<String>,
     /// Milliseconds since the ring's epoch until which the key rests (0 = ready).
     cooled_until_ms: AtomicU64,
+    /// Taken out of rotation (the upstream rejected it).
+    invalid: AtomicBool,
+    invalid_reason: Mutex<Option<String>>,
+    windows: KeyWindows,
 }
 
 /// The keys of one provider.
@@ -30,34 +52,76 @@ pub struct KeyRing {
     keys: Vec<Key>,
     next: AtomicUsize,
     epoch: Instant,
+    limits: Limits,
 }
 
-/// A picked key: its index in the ring and its secret.
-#[derive(Debug, Clone, Copy)]
+/// A picked key: its index, its secret, and its counted request.
+#[derive(Debug)]
 pub struct Picked<'a> {
     /// Index in the ring (stable for the ring's life).
     pub index: usize,
     /// The secret, if the provider takes one.
     pub secret: Option<&'a str>,
+    /// The request counted in the key's windows.
+    pub reservation: Reservation,
+}
+
+/// One key as `/v1/status` shows it (never the secret).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    /// Position in the ring.
+    pub index: usize,
+    /// Cooling down, out of quota or with a full window.
+    pub rate_limited: bool,
+    /// Requests in the sliding minute.
+    pub requests_in_window: u64,
+    /// The per-minute limit the adapter declares (null = none).
+    pub max_requests: Option<u32>,
+    /// Time until the key is usable again.
+    pub retry_after_ms: Option<u64>,
+    /// Taken out because the upstream rejected it.
+    pub invalid: bool,
+    /// Why, when invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_reason: Option<String>,
+    /// Use of every window.
+    pub windows: WindowUse,
 }
 
 impl KeyRing {
-    /// A ring of real keys.
-    pub fn new(secrets: Vec<String>) -> Self {
-        Self::from_keys(secrets.into_iter().map(Some).collect())
+    /// A ring of real keys with the adapter's declared limits.
+    pub fn new(secrets: Vec<String>, limits: Limits) -> Self {
+        Self::from_keys(secrets.into_iter().map(Some).collect(), limits)
     }
 
     /// A ring with the single keyless slot (e.g. a local Ollama).
-    pub fn keyless() -> Self {
-        Self::from_keys(vec![None])
+    pub fn keyless(limits: Limits) -> Self {
+        Self::from_keys(vec![None], limits)
     }
 
-    fn from_keys(secrets: Vec<Option<String>>) -> Self {
+    fn from_keys(secrets: Vec<Option<String>>, limits: Limits) -> Self {
+        let epoch = Instant::now();
         Self {
-            keys: secrets.into_iter().map(|secret| Key { secret, cooled_until_ms: AtomicU64::new(0) }).collect(),
+            keys: secrets
+                .into_iter()
+                .map(|secret| Key {
+                    secret,
+                    cooled_until_ms: AtomicU64::new(0),
+                    invalid: AtomicBool::new(false),
+                    invalid_reason: Mutex::new(None),
+                    windows: KeyWindows::new(epoch),
+                })
+                .collect(),
             next: AtomicUsize::new(0),
-            epoch: Instant::now(),
+            epoch,
+            limits,
         }
+    }
+
+    /// The limits each key is held to.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Number of keys.
@@ -70,97 +134,269 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// Picks the next key in rotation that is not cooling down, skipping the
-    /// indices in `exclude` (keys already tried by this request).
-    pub fn pick(&self, exclude: &[usize]) -> Option<Picked<'_>> {
+    /// Picks the next key in rotation that is valid, not cooling down and
+    /// has room in its windows for a request of `estimated_tokens`, skipping
+    /// `exclude` (keys this request already tried), and counts the request
+    /// in that key's windows. `Err` holds how long until some key frees up
+    /// (`Duration::MAX` when none ever will: all excluded or invalid).
+    pub fn pick(&self, exclude: &[usize], now: Instant, estimated_tokens: u32) -> Result<Picked<'_>, Duration> {
         let n = self.keys.len();
-        if n == 0 {
-            return None;
-        }
-        let now = self.now_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n).map(|i| (start + i) % n).find_map(|index| {
+        let now_ms = self.ms(now);
+        let mut wait = Duration::MAX;
+        for index in (0..n).map(|i| (start + i) % n) {
             let key = &self.keys[index];
-            let ready = key.cooled_until_ms.load(Ordering::Relaxed) <= now;
-            (ready && !exclude.contains(&index)).then(|| Picked { index, secret: key.secret.as_deref() })
-        })
+            if exclude.contains(&index) || key.invalid.load(Ordering::Relaxed) {
+                continue;
+            }
+            let until = key.cooled_until_ms.load(Ordering::Relaxed);
+            if until > now_ms {
+                wait = wait.min(Duration::from_millis(until - now_ms));
+                continue;
+            }
+            match key.windows.try_reserve(&self.limits, now, estimated_tokens) {
+                Ok(reservation) => return Ok(Picked { index, secret: key.secret.as_deref(), reservation }),
+                Err(w) => wait = wait.min(w),
+            }
+        }
+        Err(wait)
     }
 
-    /// Rests a key for `retry_after` (clamped to 1 s..10 min), or the default
-    /// 60 s when the upstream gave none.
-    pub fn cool_down(&self, index: usize, retry_after: Option<Duration>) {
-        let wait = retry_after.map_or(DEFAULT_COOLDOWN, |d| d.clamp(MIN_COOLDOWN, MAX_COOLDOWN));
+    /// `None` when some key could take a request of `estimated_tokens` now,
+    /// else how long until one can (`Duration::MAX`: never).
+    pub fn wait_for_headroom(&self, now: Instant, estimated_tokens: u32) -> Option<Duration> {
+        let now_ms = self.ms(now);
+        let mut wait = Duration::MAX;
+        for key in &self.keys {
+            if key.invalid.load(Ordering::Relaxed) {
+                continue;
+            }
+            let until = key.cooled_until_ms.load(Ordering::Relaxed);
+            if until > now_ms {
+                wait = wait.min(Duration::from_millis(until - now_ms));
+                continue;
+            }
+            match key.windows.headroom(&self.limits, now, estimated_tokens) {
+                Headroom::Ok { .. } => return None,
+                Headroom::Exhausted { wait: w } => wait = wait.min(w),
+            }
+        }
+        Some(wait)
+    }
+
+    /// Number of keys usable right now.
+    pub fn available(&self, now: Instant) -> usize {
+        let now_ms = self.ms(now);
+        self.keys
+            .iter()
+            .filter(|k| {
+                !k.invalid.load(Ordering::Relaxed)
+                    && k.cooled_until_ms.load(Ordering::Relaxed) <= now_ms
+                    && matches!(k.windows.headroom(&self.limits, now, 0), Headroom::Ok { .. })
+            })
+            .count()
+    }
+
+    /// Rests a key for `wait` (callers clamp it; see [`clamp_cooldown`]).
+    pub fn cool_down(&self, index: usize, wait: Duration) {
         if let Some(key) = self.keys.get(index) {
-            key.cooled_until_ms.fetch_max(self.now_ms() + wait.as_millis() as u64, Ordering::Relaxed);
+            let until = self.ms(Instant::now()) + wait.as_millis() as u64;
+            key.cooled_until_ms.fetch_max(until, Ordering::Relaxed);
         }
     }
 
-    /// Makes a key usable again (after it answered successfully).
+    /// Rests a key whose daily quota is spent: for `retry_after` when the
+    /// upstream said, else until the next midnight UTC (when daily quotas
+    /// commonly reset), at most a day.
+    pub fn exhaust_quota(&self, index: usize, retry_after: Option<Duration>, now: SystemTime) {
+        let wait = retry_after.unwrap_or_else(|| until_utc_midnight(now)).clamp(MIN_COOLDOWN, MAX_QUOTA_REST);
+        self.cool_down(index, wait);
+    }
+
+    /// Takes a key out of rotation (the upstream says it is invalid).
+    pub fn disable(&self, index: usize, reason: &str) {
+        if let Some(key) = self.keys.get(index) {
+            key.invalid.store(true, Ordering::Relaxed);
+            let mut r = key.invalid_reason.lock().unwrap_or_else(|e| e.into_inner());
+            *r = Some(crate::redact::redact_secrets(reason));
+        }
+    }
+
+    /// Makes a key usable again (after it answered successfully, or an
+    /// admin reset).
     pub fn clear(&self, index: usize) {
         if let Some(key) = self.keys.get(index) {
             key.cooled_until_ms.store(0, Ordering::Relaxed);
         }
     }
 
+    /// Clears every cooldown and invalid mark (admin reset).
+    pub fn reset(&self) {
+        for (i, key) in self.keys.iter().enumerate() {
+            self.clear(i);
+            key.invalid.store(false, Ordering::Relaxed);
+            *key.invalid_reason.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// Corrects a reservation to the real token use (`None`: keep the estimate).
+    pub fn settle(&self, index: usize, reservation: Reservation, actual_tokens: Option<u32>) {
+        if let (Some(key), Some(tokens)) = (self.keys.get(index), actual_tokens) {
+            key.windows.settle(reservation, tokens, Instant::now());
+        }
+    }
+
+    /// Undoes a reservation (the request never reached the upstream).
+    pub fn release(&self, index: usize, reservation: Reservation) {
+        if let Some(key) = self.keys.get(index) {
+            key.windows.release(reservation, Instant::now());
+        }
+    }
+
     /// Time until the key is usable, or `None` when it already is.
     pub fn cooldown_left(&self, index: usize) -> Option<Duration> {
         let until = self.keys.get(index)?.cooled_until_ms.load(Ordering::Relaxed);
-        let now = self.now_ms();
+        let now = self.ms(Instant::now());
         (until > now).then(|| Duration::from_millis(until - now))
     }
 
-    /// Time until the first key becomes usable; zero when one already is.
-    pub fn earliest_ready(&self) -> Duration {
-        (0..self.keys.len()).map(|i| self.cooldown_left(i).unwrap_or_default()).min().unwrap_or_default()
+    /// Every key's state, for `/v1/status`.
+    pub fn status(&self, now: Instant) -> Vec<KeyStatus> {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(index, key)| {
+                let invalid = key.invalid.load(Ordering::Relaxed);
+                let cooldown = self.cooldown_left(index);
+                let full = match key.windows.headroom(&self.limits, now, 0) {
+                    Headroom::Ok { .. } => None,
+                    Headroom::Exhausted { wait } => Some(wait),
+                };
+                let windows = key.windows.usage(now);
+                KeyStatus {
+                    index,
+                    rate_limited: invalid || cooldown.is_some() || full.is_some(),
+                    requests_in_window: windows.requests_minute,
+                    max_requests: self.limits.requests_per_minute,
+                    retry_after_ms: cooldown.max(full).map(|d| d.as_millis() as u64),
+                    invalid,
+                    invalid_reason: key.invalid_reason.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                    windows,
+                }
+            })
+            .collect()
     }
+}
+
+/// Time from `now` to the next 00:00 UTC.
+fn until_utc_midnight(now: SystemTime) -> Duration {
+    let secs = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Duration::from_secs(86_400 - secs % 86_400)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ring(n: usize, limits: Limits) -> KeyRing {
+        KeyRing::new((0..n).map(|i| format!("k{i}")).collect(), limits)
+    }
+
+    fn pick_index(r: &KeyRing, exclude: &[usize]) -> Option<usize> {
+        r.pick(exclude, Instant::now(), 10).ok().map(|p| p.index)
+    }
+
     #[test]
     fn picks_rotate_across_keys() {
-        let ring = KeyRing::new(vec!["a".into(), "b".into(), "c".into()]);
-        let picked: Vec<_> = (0..4).map(|_| ring.pick(&[]).unwrap().secret.unwrap()).collect();
-        assert_eq!(picked, ["a", "b", "c", "a"]);
+        let r = ring(3, Limits::default());
+        let picked: Vec<_> = (0..4).map(|_| r.pick(&[], Instant::now(), 1).unwrap().secret.unwrap().to_owned()).collect();
+        assert_eq!(picked, ["k0", "k1", "k2", "k0"]);
     }
 
     #[test]
-    fn cooled_key_is_skipped_until_retry_after() {
-        let ring = KeyRing::new(vec!["a".into(), "b".into()]);
-        ring.cool_down(0, Some(Duration::from_secs(5)));
+    fn cooled_key_is_skipped_until_it_is_cleared() {
+        let r = ring(2, Limits::default());
+        r.cool_down(0, Duration::from_secs(5));
         for _ in 0..3 {
-            assert_eq!(ring.pick(&[]).unwrap().index, 1);
+            assert_eq!(pick_index(&r, &[]), Some(1));
         }
-        let left = ring.cooldown_left(0).unwrap();
+        let left = r.cooldown_left(0).unwrap();
         assert!(left > Duration::from_secs(4) && left <= Duration::from_secs(5), "{left:?}");
-        ring.clear(0);
-        assert!(ring.cooldown_left(0).is_none());
+        r.clear(0);
+        assert!(r.cooldown_left(0).is_none());
     }
 
     #[test]
-    fn cooldowns_are_clamped_and_default_to_sixty_seconds() {
-        let ring = KeyRing::new(vec!["a".into(), "b".into(), "c".into()]);
-        ring.cool_down(0, Some(Duration::from_millis(10)));
-        ring.cool_down(1, Some(Duration::from_secs(99_999)));
-        ring.cool_down(2, None);
-        assert!(ring.cooldown_left(0).unwrap() > Duration::from_millis(900));
-        assert!(ring.cooldown_left(1).unwrap() <= MAX_COOLDOWN);
-        assert!(ring.cooldown_left(2).unwrap() > Duration::from_secs(59));
-        assert!(ring.pick(&[]).is_none());
-        assert!(ring.earliest_ready() > Duration::from_millis(900));
+    fn cooldowns_clamp_and_report_the_wait() {
+        assert_eq!(clamp_cooldown(Duration::from_millis(10)), MIN_COOLDOWN);
+        assert_eq!(clamp_cooldown(Duration::from_secs(99_999)), MAX_COOLDOWN);
+        let r = ring(1, Limits::default());
+        r.cool_down(0, Duration::from_secs(30));
+        let wait = r.pick(&[], Instant::now(), 1).unwrap_err();
+        assert!(wait > Duration::from_secs(29) && wait <= Duration::from_secs(30));
+        assert!(r.wait_for_headroom(Instant::now(), 1).is_some());
+        assert_eq!(r.available(Instant::now()), 0);
+    }
+
+    #[test]
+    fn full_windows_are_not_picked() {
+        let limits = Limits { requests_per_minute: Some(2), ..Limits::default() };
+        let r = ring(2, limits);
+        let now = Instant::now();
+        let picks: Vec<usize> = (0..4).map(|_| r.pick(&[], now, 1).unwrap().index).collect();
+        assert_eq!(picks.iter().filter(|i| **i == 0).count(), 2);
+        let wait = r.pick(&[], now, 1).unwrap_err();
+        assert!(wait <= Duration::from_secs(60) && wait > Duration::ZERO, "{wait:?}");
+        assert!(r.wait_for_headroom(now, 1).is_some());
+        assert!(r.status(now).iter().all(|k| k.rate_limited && k.requests_in_window == 2));
+    }
+
+    #[test]
+    fn a_released_reservation_frees_the_window() {
+        let limits = Limits { requests_per_minute: Some(1), ..Limits::default() };
+        let r = ring(1, limits);
+        let p = r.pick(&[], Instant::now(), 1).unwrap();
+        let (index, reservation) = (p.index, p.reservation);
+        assert!(r.pick(&[], Instant::now(), 1).is_err());
+        r.release(index, reservation);
+        assert!(r.pick(&[], Instant::now(), 1).is_ok());
+    }
+
+    #[test]
+    fn invalid_keys_leave_rotation_until_reset() {
+        let r = ring(2, Limits::default());
+        r.disable(0, "invalid api key gsk_abcdefghijklmnopqrstuvwxyz");
+        for _ in 0..3 {
+            assert_eq!(pick_index(&r, &[]), Some(1));
+        }
+        assert_eq!(r.pick(&[1], Instant::now(), 1).unwrap_err(), Duration::MAX);
+        let status = r.status(Instant::now());
+        assert!(status[0].invalid && !status[0].invalid_reason.as_deref().unwrap().contains("gsk_abc"));
+        r.reset();
+        assert!(!r.status(Instant::now())[0].invalid);
+    }
+
+    #[test]
+    fn quota_exhaustion_rests_until_midnight_utc() {
+        let r = ring(1, Limits::default());
+        let noon = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 43_200);
+        r.exhaust_quota(0, None, noon);
+        let left = r.cooldown_left(0).unwrap();
+        assert!(left > Duration::from_secs(43_100) && left <= Duration::from_secs(43_200), "{left:?}");
+        let r = ring(1, Limits::default());
+        r.exhaust_quota(0, Some(Duration::from_secs(7_200)), noon);
+        assert!(r.cooldown_left(0).unwrap() > Duration::from_secs(7_100));
     }
 
     #[test]
     fn excluded_keys_are_not_picked_again() {
-        let ring = KeyRing::new(vec!["a".into(), "b".into()]);
-        assert_eq!(ring.pick(&[0]).unwrap().index, 1);
-        assert!(ring.pick(&[0, 1]).is_none());
-        assert!(KeyRing::keyless().pick(&[]).unwrap().secret.is_none());
+        let r = ring(2, Limits::default());
+        assert_eq!(pick_index(&r, &[0]), Some(1));
+        assert!(r.pick(&[0, 1], Instant::now(), 1).is_err());
+        assert!(KeyRing::keyless(Limits::default()).pick(&[], Instant::now(), 1).unwrap().secret.is_none());
     }
 }

@@ -8,15 +8,19 @@
 //! streams with [`stream`] and [`sse`]) → errors rendered by [`error`].
 
 pub mod api;
+pub mod breaker;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod keys;
 pub mod plugins;
+pub mod quota;
 pub mod redact;
 pub mod router;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod stats;
 pub mod stream;
 pub mod upstream;
 pub mod validate;

@@ -1,62 +1,339 @@
-//! Where a request may go: model resolution and the ordered candidate list.
+//! Where a request may go: model resolution, candidate filtering and
+//! ordering.
 //!
-//! A model is either a meta-model (`free`, `free-fast`, `free-smart`), which
-//! fans out over the enabled providers in the meta-model's priority order
-//! using each provider's default model, or a concrete `<provider>/<model>`
-//! id (the model part may itself contain slashes), which must be in that
-//! provider's catalog. The failover loop in [`crate::api::chat`] walks the
-//! plan.
+//! A model is a route name (the built-in meta-models `free`, `free-fast`,
+//! `free-smart`, or a `[routes.<name>]` from `plugins.toml`, which may also
+//! redefine the built-ins) or a concrete `<provider>/<model>` id (the model
+//! part may contain slashes). A route expands to its targets; each target is
+//! checked against what the request needs (tools, JSON schema, images,
+//! context window, privacy posture) and skipped, not failed, when its
+//! provider cannot serve it. The survivors are ordered by the strategy:
+//! `quota_aware` (priority order, but targets without headroom in their
+//! declared per-key limits go last), `round_robin` or `random`. The
+//! failover loop in [`crate::failover`] walks the plan.
 
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::config::RouteConfig;
 use crate::error::ApiError;
+use crate::plugins::types::{Capabilities, ModelInfo, ModelTags, PrivacyPolicy};
 use crate::plugins::{ProviderEntry, Registry};
 
-/// A meta-model and its provider priority.
-pub struct MetaModel {
-    /// Model name clients send.
-    pub name: &'static str,
-    /// Providers in priority order; `None` means registry order.
-    pub order: Option<&'static [&'static str]>,
+/// How a route orders its candidates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Priority order, skipping ahead past targets with no headroom in their
+    /// declared per-key windows (the default).
+    QuotaAware,
+    /// Rotate the starting target per request.
+    RoundRobin,
+    /// Uniformly random order.
+    Random,
 }
 
-/// The built-in meta-models.
-pub const META_MODELS: &[MetaModel] = &[
-    MetaModel { name: "free", order: None },
-    MetaModel { name: "free-fast", order: Some(&["groq", "cerebras", "gemini", "nim", "mistral", "ollama"]) },
-    MetaModel { name: "free-smart", order: Some(&["gemini", "nim", "groq", "mistral", "cerebras", "ollama"]) },
+impl Strategy {
+    /// The name used in configuration and the status API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::QuotaAware => "quota_aware",
+            Self::RoundRobin => "round_robin",
+            Self::Random => "random",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::RoundRobin,
+            2 => Self::Random,
+            _ => Self::QuotaAware,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::QuotaAware => 0,
+            Self::RoundRobin => 1,
+            Self::Random => 2,
+        }
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "quota_aware" => Ok(Self::QuotaAware),
+            "round_robin" => Ok(Self::RoundRobin),
+            "random" => Ok(Self::Random),
+            other => Err(format!("unknown strategy {other:?}: use quota_aware, round_robin or random")),
+        }
+    }
+}
+
+/// The global strategy, switchable at runtime.
+#[derive(Debug)]
+pub struct StrategyCell(AtomicU8);
+
+impl StrategyCell {
+    /// Starts with `s`.
+    pub fn new(s: Strategy) -> Self {
+        Self(AtomicU8::new(s.to_u8()))
+    }
+
+    /// The current strategy.
+    pub fn get(&self) -> Strategy {
+        Strategy::from_u8(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Switches strategy.
+    pub fn set(&self, s: Strategy) {
+        self.0.store(s.to_u8(), Ordering::Relaxed);
+    }
+}
+
+/// One target of a route: a provider, and a model or its default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every provider in registry order, each with its default model.
+    AllProviders,
+    /// One provider; `model: None` means its default model.
+    Provider {
+        /// Provider id.
+        id: String,
+        /// Upstream model id.
+        model: Option<String>,
+    },
+}
+
+impl Target {
+    fn parse(text: &str) -> Self {
+        let text = text.trim();
+        if text == "*" {
+            return Self::AllProviders;
+        }
+        match text.split_once('/') {
+            Some((id, model)) => Self::Provider { id: id.to_owned(), model: Some(model.to_owned()) },
+            None => Self::Provider { id: text.to_owned(), model: None },
+        }
+    }
+}
+
+/// A named route: a model name and its ordered targets.
+#[derive(Debug)]
+pub struct Route {
+    /// The model name clients send.
+    pub name: String,
+    /// Targets in priority order.
+    pub targets: Vec<Target>,
+    /// This route's strategy, or the global one.
+    pub strategy: Option<Strategy>,
+    /// Transient retries per target, or the global count.
+    pub retries: Option<u32>,
+    /// Targets tried when the prompt is too long for a target's context.
+    pub context_fallbacks: Vec<Target>,
+    /// True for `free`, `free-fast` and `free-smart`.
+    pub builtin: bool,
+    counter: AtomicUsize,
+}
+
+/// Built-in meta-models: name and provider priority (`*` = registry order).
+pub const META_MODELS: &[(&str, &[&str])] = &[
+    ("free", &["*"]),
+    ("free-fast", &["groq", "cerebras", "gemini", "nim", "mistral", "ollama"]),
+    ("free-smart", &["gemini", "nim", "groq", "mistral", "cerebras", "ollama"]),
 ];
 
+/// Every route a client may name.
+#[derive(Debug)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// The built-in meta-models, then the configured routes (a configured
+    /// route named like a built-in replaces it, keeping its place).
+    pub fn new(configured: &[RouteConfig]) -> Self {
+        let mut routes: Vec<Route> = META_MODELS
+            .iter()
+            .map(|(name, targets)| Route {
+                name: (*name).to_owned(),
+                targets: targets.iter().map(|t| Target::parse(t)).collect(),
+                strategy: None,
+                retries: None,
+                context_fallbacks: Vec::new(),
+                builtin: true,
+                counter: AtomicUsize::new(0),
+            })
+            .collect();
+        for rc in configured {
+            let route = Route {
+                name: rc.name.clone(),
+                targets: rc.targets.iter().map(|t| Target::parse(t)).collect(),
+                strategy: rc.strategy,
+                retries: rc.retries,
+                context_fallbacks: rc.context_fallbacks.iter().map(|t| Target::parse(t)).collect(),
+                builtin: false,
+                counter: AtomicUsize::new(0),
+            };
+            match routes.iter_mut().find(|r| r.name == rc.name) {
+                Some(slot) => *slot = route,
+                None => routes.push(route),
+            }
+        }
+        Self { routes }
+    }
+
+    /// The route called `name`.
+    pub fn get(&self, name: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// Every route name, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.name.as_str())
+    }
+
+    /// The routes, in order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+/// What a request needs from a provider, read once from the body.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Needs {
+    /// The request carries at least one tool.
+    pub tools: bool,
+    /// `response_format.type == "json_schema"`.
+    pub json_schema: bool,
+    /// `response_format.type == "json_object"`.
+    pub json_mode: bool,
+    /// A message has an `image_url` part.
+    pub vision: bool,
+    /// Rough prompt size in tokens.
+    pub estimated_tokens: u32,
+    /// `X-FreeLLM-Privacy: no-training`.
+    pub no_training: bool,
+}
+
+impl Needs {
+    /// Reads the needs of a validated request body.
+    pub fn of(request: &Value, body_len: usize, no_training: bool) -> Self {
+        let format = request.pointer("/response_format/type").and_then(Value::as_str);
+        let vision = request.get("messages").and_then(Value::as_array).is_some_and(|msgs| {
+            msgs.iter().any(|m| {
+                m.get("content").and_then(Value::as_array).is_some_and(|parts| {
+                    parts.iter().any(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
+                })
+            })
+        });
+        Self {
+            tools: request.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()),
+            json_schema: format == Some("json_schema"),
+            json_mode: format == Some("json_object"),
+            vision,
+            estimated_tokens: crate::quota::estimate_tokens(body_len),
+            no_training,
+        }
+    }
+}
+
 /// One place a request may be sent.
-pub struct Candidate<'r> {
+#[derive(Clone)]
+pub struct Candidate {
     /// The provider slot.
-    pub provider: &'r ProviderEntry,
+    pub provider: Arc<ProviderEntry>,
     /// Upstream model id, without the provider prefix.
     pub upstream_model: String,
+    /// Transient retries allowed on this target.
+    pub retries: u32,
+}
+
+impl std::fmt::Debug for Candidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.provider.id, self.upstream_model)
+    }
+}
+
+/// What was requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlanKind {
+    /// A built-in meta-model.
+    Meta,
+    /// A configured route.
+    Route,
+    /// A concrete `<provider>/<model>`.
+    Concrete,
+}
+
+/// A target that was left out, and why (reported in errors and logs).
+#[derive(Clone, Debug)]
+pub struct Skipped {
+    /// Provider id.
+    pub provider: String,
+    /// Why it cannot serve this request.
+    pub reason: String,
 }
 
 /// The ordered candidates for one request.
-pub struct Plan<'r> {
-    /// True for a meta-model.
-    pub is_meta: bool,
+pub struct Plan {
+    /// What kind of model was requested.
+    pub kind: PlanKind,
     /// Candidates in the order to try.
-    pub candidates: Vec<Candidate<'r>>,
+    pub candidates: Vec<Candidate>,
+    /// Tried only after a context-length failure.
+    pub context_fallbacks: Vec<Candidate>,
+    /// Targets left out.
+    pub skipped: Vec<Skipped>,
+    /// The strategy that ordered the candidates.
+    pub strategy: Strategy,
 }
 
-/// Resolves `model` against the registry snapshot.
-pub fn plan<'r>(registry: &'r Registry, model: &str) -> Result<Plan<'r>, ApiError> {
+/// Inputs of [`plan`].
+pub struct PlanRequest<'a> {
+    /// The requested model.
+    pub model: &'a str,
+    /// What the request needs.
+    pub needs: Needs,
+    /// Global strategy now.
+    pub strategy: Strategy,
+    /// Global transient retries.
+    pub retries: u32,
+    /// `X-FreeLLM-Strict`.
+    pub strict: bool,
+}
+
+/// Resolves a model against the registry snapshot and the route table.
+pub fn plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>) -> Result<Plan, ApiError> {
     if registry.enabled().next().is_none() {
         return Err(no_providers(registry));
     }
-    if let Some(meta) = META_MODELS.iter().find(|m| m.name == model) {
-        return Ok(Plan { is_meta: true, candidates: meta_candidates(registry, meta) });
+    let model = req.model;
+    if let Some(route) = table.get(model) {
+        if req.strict {
+            return Err(ApiError::StrictMetaForbidden { model: model.to_owned() });
+        }
+        return Ok(route_plan(registry, route, req));
     }
+    concrete_plan(registry, table, req)
+}
+
+fn concrete_plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>) -> Result<Plan, ApiError> {
+    let model = req.model;
     let not_found = |reason: String| ApiError::ModelNotFound {
         model: model.to_owned(),
         reason,
-        available: available_models(registry),
+        available: available_models(registry, table),
     };
     let Some((provider_id, upstream_model)) = model.split_once('/') else {
         return Err(not_found(
-            "use a meta-model (free, free-fast, free-smart) or a <provider>/<model> id".into(),
+            "use a route or meta-model (free, free-fast, free-smart) or a <provider>/<model> id".into(),
         ));
     };
     let Some(entry) = registry.get(provider_id) else {
@@ -66,36 +343,177 @@ pub fn plan<'r>(registry: &'r Registry, model: &str) -> Result<Plan<'r>, ApiErro
         let why = entry.note.as_deref().unwrap_or("disabled");
         return Err(not_found(format!("provider \"{provider_id}\" is not enabled ({why})")));
     };
-    if !adapter.info.models.iter().any(|m| m.id == upstream_model) {
+    let Some(info) = adapter.info.models.iter().find(|m| m.id == upstream_model) else {
         return Err(not_found(format!("provider \"{provider_id}\" has no model \"{upstream_model}\"")));
+    };
+    if let Err(reason) = serves(entry, info, &req.needs) {
+        return Err(ApiError::ModelNotSupported { model: model.to_owned(), message: reason });
     }
     Ok(Plan {
-        is_meta: false,
-        candidates: vec![Candidate { provider: entry, upstream_model: upstream_model.to_owned() }],
+        kind: PlanKind::Concrete,
+        candidates: vec![Candidate {
+            provider: entry.clone(),
+            upstream_model: upstream_model.to_owned(),
+            retries: if req.strict { 0 } else { req.retries },
+        }],
+        context_fallbacks: Vec::new(),
+        skipped: Vec::new(),
+        strategy: req.strategy,
     })
 }
 
-fn meta_candidates<'r>(registry: &'r Registry, meta: &MetaModel) -> Vec<Candidate<'r>> {
-    let ordered: Vec<&ProviderEntry> = match meta.order {
-        None => registry.enabled().collect(),
-        Some(order) => order.iter().filter_map(|id| registry.get(id)).filter(|p| p.live().is_some()).collect(),
+fn route_plan(registry: &Registry, route: &Route, req: &PlanRequest<'_>) -> Plan {
+    let retries = route.retries.unwrap_or(req.retries);
+    let mut skipped = Vec::new();
+    let mut candidates = expand(registry, &route.targets, &req.needs, retries, &mut skipped);
+    let context_fallbacks = {
+        let needs = Needs { estimated_tokens: 0, ..req.needs };
+        let mut ignored = Vec::new();
+        expand(registry, &route.context_fallbacks, &needs, retries, &mut ignored)
     };
-    ordered
-        .into_iter()
-        .filter_map(|provider| {
-            let info = &provider.live()?.info;
-            (!info.default_model.is_empty())
-                .then(|| Candidate { provider, upstream_model: info.default_model.clone() })
-        })
-        .collect()
+    let strategy = route.strategy.unwrap_or(req.strategy);
+    order(&mut candidates, strategy, &route.counter, req.needs.estimated_tokens);
+    Plan {
+        kind: if route.builtin { PlanKind::Meta } else { PlanKind::Route },
+        candidates,
+        context_fallbacks,
+        skipped,
+        strategy,
+    }
 }
 
-/// Every model id a client may use right now: meta-models, then each enabled
+/// Expands targets into candidates, skipping what cannot serve `needs`.
+/// A provider appears at most once per list.
+fn expand(
+    registry: &Registry,
+    targets: &[Target],
+    needs: &Needs,
+    retries: u32,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = Vec::new();
+    let mut add = |entry: &Arc<ProviderEntry>, model: Option<&str>, out: &mut Vec<Candidate>| {
+        if out.iter().any(|c| Arc::ptr_eq(&c.provider, entry) && model.is_none_or(|m| m == c.upstream_model)) {
+            return;
+        }
+        let Some(adapter) = entry.live() else { return };
+        let info = &adapter.info;
+        let chosen = match model {
+            Some(m) => info.models.iter().find(|x| x.id == m),
+            // With images, the provider's first vision model stands in for
+            // a default that cannot see.
+            None if needs.vision => info
+                .models
+                .iter()
+                .find(|x| x.id == info.default_model && x.tags.contains(ModelTags::VISION))
+                .or_else(|| info.models.iter().find(|x| x.tags.contains(ModelTags::VISION))),
+            None => info.models.iter().find(|x| x.id == info.default_model).or(info.models.first()),
+        };
+        let Some(chosen) = chosen else {
+            let reason = match model {
+                Some(m) => format!("has no model \"{m}\""),
+                None if needs.vision => "has no vision model".to_owned(),
+                None => "has no models".to_owned(),
+            };
+            skipped.push(Skipped { provider: entry.id.to_string(), reason });
+            return;
+        };
+        match serves(entry, chosen, needs) {
+            Ok(()) => out.push(Candidate { provider: entry.clone(), upstream_model: chosen.id.clone(), retries }),
+            Err(reason) => skipped.push(Skipped { provider: entry.id.to_string(), reason }),
+        }
+    };
+    for target in targets {
+        match target {
+            Target::AllProviders => {
+                for entry in registry.providers.iter() {
+                    add(entry, None, &mut out);
+                }
+            }
+            Target::Provider { id, model } => {
+                if let Some(entry) = registry.get(id) {
+                    add(entry, model.as_deref(), &mut out);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether `entry` can serve a request with `needs` on `model`; the reason
+/// when it cannot.
+fn serves(entry: &ProviderEntry, model: &ModelInfo, needs: &Needs) -> Result<(), String> {
+    let Some(adapter) = entry.live() else { return Err("is not enabled".into()) };
+    let info = &adapter.info;
+    let caps = info.capabilities;
+    if needs.no_training && !matches!(info.privacy.policy, PrivacyPolicy::NoTraining | PrivacyPolicy::Local) {
+        return Err(format!("privacy policy is {} (no-training requested)", privacy_name(info.privacy.policy)));
+    }
+    if needs.tools && !caps.contains(Capabilities::TOOLS) {
+        return Err("does not support tools".into());
+    }
+    if needs.json_schema && !caps.contains(Capabilities::JSON_SCHEMA) {
+        return Err("does not support json_schema".into());
+    }
+    if needs.json_mode && !caps.contains(Capabilities::JSON_MODE) {
+        return Err("does not support JSON mode".into());
+    }
+    if needs.vision && !(caps.contains(Capabilities::VISION) && model.tags.contains(ModelTags::VISION)) {
+        return Err(format!("model \"{}\" does not support vision/image inputs", model.id));
+    }
+    if model.context_window > 0 && needs.estimated_tokens > model.context_window {
+        return Err(format!(
+            "the prompt (~{} tokens) exceeds the context window of \"{}\" ({} tokens)",
+            needs.estimated_tokens, model.id, model.context_window
+        ));
+    }
+    Ok(())
+}
+
+/// The WIT spelling of a privacy policy.
+pub fn privacy_name(policy: PrivacyPolicy) -> &'static str {
+    match policy {
+        PrivacyPolicy::NoTraining => "no-training",
+        PrivacyPolicy::Configurable => "configurable",
+        PrivacyPolicy::FreeTierTrains => "free-tier-trains",
+        PrivacyPolicy::Local => "local",
+    }
+}
+
+/// Orders candidates by strategy.
+fn order(candidates: &mut [Candidate], strategy: Strategy, counter: &AtomicUsize, tokens: u32) {
+    let n = candidates.len();
+    if n < 2 {
+        return;
+    }
+    match strategy {
+        Strategy::RoundRobin => {
+            let start = counter.fetch_add(1, Ordering::Relaxed) % n;
+            candidates.rotate_left(start);
+        }
+        Strategy::Random => fastrand::shuffle(candidates),
+        Strategy::QuotaAware => {
+            let now = Instant::now();
+            // Stable: priority order among those with headroom, then the
+            // rest by how soon they free up.
+            let mut keyed: Vec<(Option<std::time::Duration>, usize)> = candidates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.provider.wait_for_headroom(now, tokens), i))
+                .collect();
+            keyed.sort_by_key(|(wait, i)| (wait.is_some(), wait.unwrap_or_default(), *i));
+            let reordered: Vec<Candidate> = keyed.iter().map(|(_, i)| candidates[*i].clone()).collect();
+            candidates.clone_from_slice(&reordered);
+        }
+    }
+}
+
+/// Every model id a client may use right now: routes, then each enabled
 /// provider's catalog in registry order.
-pub fn available_models(registry: &Registry) -> Vec<String> {
-    META_MODELS
-        .iter()
-        .map(|m| m.name.to_owned())
+pub fn available_models(registry: &Registry, table: &RouteTable) -> Vec<String> {
+    table
+        .names()
+        .map(str::to_owned)
         .chain(registry.enabled().flat_map(|p| {
             let info = p.live().map(|a| &a.info);
             info.into_iter().flat_map(|i| i.models.iter()).map(move |m| format!("{}/{}", p.id, m.id))
@@ -114,5 +532,72 @@ fn no_providers(registry: &Registry) -> ApiError {
              CEREBRAS_API_KEY, NVIDIA_NIM_API_KEY, or OLLAMA_BASE_URL with OLLAMA_MODELS. Providers: {}.",
             hints.join("; ")
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn strategies_parse_and_round_trip() {
+        for s in [Strategy::QuotaAware, Strategy::RoundRobin, Strategy::Random] {
+            assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
+            let cell = StrategyCell::new(Strategy::QuotaAware);
+            cell.set(s);
+            assert_eq!(cell.get(), s);
+        }
+        assert!("fastest".parse::<Strategy>().is_err());
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(Target::parse("*"), Target::AllProviders);
+        assert_eq!(Target::parse("groq"), Target::Provider { id: "groq".into(), model: None });
+        assert_eq!(
+            Target::parse("nim/meta/llama-3.3-70b-instruct"),
+            Target::Provider { id: "nim".into(), model: Some("meta/llama-3.3-70b-instruct".into()) }
+        );
+    }
+
+    #[test]
+    fn configured_routes_add_to_and_replace_builtins() {
+        let table = RouteTable::new(&[
+            RouteConfig {
+                name: "free-fast".into(),
+                targets: vec!["ollama".into()],
+                strategy: Some(Strategy::Random),
+                retries: None,
+                context_fallbacks: vec![],
+            },
+            RouteConfig {
+                name: "my-chat".into(),
+                targets: vec!["groq/llama-3.3-70b-versatile".into()],
+                strategy: None,
+                retries: Some(0),
+                context_fallbacks: vec!["gemini/gemini-2.5-pro".into()],
+            },
+        ]);
+        assert_eq!(table.names().collect::<Vec<_>>(), ["free", "free-fast", "free-smart", "my-chat"]);
+        let fast = table.get("free-fast").unwrap();
+        assert!(!fast.builtin);
+        assert_eq!(fast.targets, [Target::Provider { id: "ollama".into(), model: None }]);
+        assert!(table.get("free").unwrap().builtin);
+    }
+
+    #[test]
+    fn needs_are_read_from_the_body() {
+        let body = json!({
+            "model": "free",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:"}}]}],
+            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
+        });
+        let n = Needs::of(&body, 4000, true);
+        assert!(n.tools && n.vision && n.json_schema && !n.json_mode && n.no_training);
+        assert!(n.estimated_tokens >= 1000);
+        let plain = Needs::of(&json!({"messages": [{"role": "user", "content": "hi"}], "tools": []}), 10, false);
+        assert!(!plain.tools && !plain.vision && !plain.json_schema);
     }
 }

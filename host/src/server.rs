@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 use crate::api;
 use crate::error::{ApiError, PendingErrorBody, render_error_body};
@@ -26,7 +26,10 @@ pub fn app(gw: SharedGateway) -> Router {
     let routes = Router::new()
         .route("/healthz", get(api::health::healthz))
         .route("/v1/chat/completions", post(api::chat::chat_completions))
-        .route("/v1/models", get(api::models::list_models));
+        .route("/v1/models", get(api::models::list_models))
+        .route("/v1/status", get(api::status::status))
+        .route("/v1/status/routing", patch(api::status::set_routing))
+        .route("/v1/status/providers/{id}/reset", post(api::status::reset_provider));
     Router::new()
         .merge(routes.clone())
         .nest("/api", routes)

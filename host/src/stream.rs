@@ -1,31 +1,49 @@
 //! Relaying a streaming answer: upstream bytes → framer (host) → the
 //! adapter's stream normalizer (wasm) → `data: <chunk>` events to the client.
 //!
-//! The relay runs in its own task and hands finished SSE bytes to the
-//! response body through a small channel; a client that goes away closes the
-//! channel and the task stops reading upstream. While the upstream is silent
-//! the client gets `: keep-alive` comments (after `STREAM_IDLE_TIMEOUT_MS`);
-//! past `STREAM_STALL_TIMEOUT_MS` of silence the stream is cut. A stream that
-//! breaks off ends with an OpenAI-style error event and no `[DONE]`, so no
-//! client mistakes a truncated answer for a complete one.
+//! * **Commit on the first chunk.** [`start`] reads the upstream until the
+//!   normalizer emits its first chunk (within `STREAM_FIRST_TOKEN_TIMEOUT_MS`)
+//!   before answering the client, so a provider that is slow to start, or
+//!   breaks before saying anything, can still be failed over.
+//! * **Relay.** A task then forwards chunks through a small channel; a client
+//!   that goes away closes it and the task stops reading upstream. While the
+//!   upstream is silent the client gets `: keep-alive` comments (after
+//!   `STREAM_IDLE_TIMEOUT_MS`, 0 = never); past `STREAM_STALL_TIMEOUT_MS` of
+//!   silence the upstream is given up.
+//! * **Continuation.** If the upstream breaks off (or stalls) after content
+//!   reached the client, the answer is resumed on another candidate that
+//!   accepts an assistant prefill: same messages plus the partial answer,
+//!   spliced into the same stream (route reason `continuation` in the log and
+//!   status). If none can, the stream ends with an OpenAI-style error event
+//!   and no `[DONE]`, so no client mistakes a truncated answer for a
+//!   complete one.
+//! * **Usage.** The last usage a stream reports is recorded for its provider
+//!   and key.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
 use crate::config::UpstreamConfig;
 use crate::error::ApiError;
-use crate::plugins::types::{CallContext, ResponseHead, StreamEvent, StreamFraming, StreamOutput};
-use crate::plugins::{Adapter, StreamSession};
+use crate::plugins::types::{CallContext, Capabilities, ResponseHead, StreamEvent, StreamOutput, Usage};
+use crate::plugins::{Adapter, ProviderEntry, StreamSession};
+use crate::quota::Reservation;
+use crate::router::Candidate;
 use crate::sse::Framer;
+use crate::state::SharedGateway;
+use crate::stats::unix_ms;
+use crate::upstream::response_head;
 
-/// Everything needed to start relaying one committed stream.
+/// Everything needed to start relaying one stream.
 pub struct StreamStart {
     /// The adapter version that mapped the request.
     pub adapter: Arc<Adapter>,
@@ -35,35 +53,71 @@ pub struct StreamStart {
     pub head: ResponseHead,
     /// The upstream response (body not yet read).
     pub response: reqwest::Response,
-    /// How the upstream frames events.
-    pub framing: StreamFraming,
     /// Stall and idle timeouts.
     pub timeouts: UpstreamConfig,
+    /// Longest wait for the first chunk before failing over.
+    pub first_token_timeout: Duration,
     /// For log lines and error events.
     pub request_id: String,
-    /// Provider id.
-    pub provider: Arc<str>,
+    /// The provider answering.
+    pub provider: Arc<ProviderEntry>,
+    /// The key it answers with.
+    pub key_index: usize,
+    /// The request counted in that key's windows (settled with the real usage).
+    pub reservation: Reservation,
+    /// Where a cut stream may be resumed.
+    pub continuation: Continuation,
 }
 
-/// Opens the adapter's normalizer, then commits: returns the SSE response
-/// whose body the relay task feeds. An adapter fault here still allows
-/// failover, since nothing has reached the client yet.
+/// Opens the adapter's normalizer and waits for the first chunk, then
+/// commits: returns the SSE response whose body the relay task feeds. Any
+/// failure before that allows failover, since nothing has reached the client.
 pub async fn start(s: StreamStart) -> Result<Response, ApiError> {
+    let provider_error = |message: String| ApiError::ProviderUpstream {
+        provider: s.provider.id.to_string(),
+        message,
+        upstream_code: None,
+    };
     let session = s.adapter.open_stream(&s.ctx, &s.head).await.map_err(|fault| ApiError::AdapterFault {
-        provider: s.provider.to_string(),
+        provider: s.provider.id.to_string(),
         message: fault.to_string(),
     })?;
+    let mut source = Source::new(session, s.response, &s.adapter, s.provider.clone(), s.key_index, s.reservation);
+    let first_deadline = Instant::now() + s.first_token_timeout;
+    let mut first = Vec::new();
+    loop {
+        let stall_at = (Instant::now() + s.timeouts.stream_stall_timeout).min(first_deadline);
+        match source.next(stall_at).await {
+            Step::Output(out) => {
+                let ready = !out.chunks.is_empty() || out.done;
+                first.push(out);
+                if ready {
+                    break;
+                }
+            }
+            Step::Eof => break,
+            Step::Idle => {}
+            Step::Cut { message, .. } if Instant::now() >= first_deadline => {
+                return Err(provider_error(format!(
+                    "no first token within {} ms ({message})",
+                    s.first_token_timeout.as_millis()
+                )));
+            }
+            Step::Cut { message, .. } => return Err(provider_error(message)),
+        }
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let relay = Relay {
-        session,
-        response: s.response,
-        framer: Framer::new(s.framing),
+        source,
         timeouts: s.timeouts,
         request_id: s.request_id,
-        provider: s.provider,
         tx,
+        continuation: s.continuation,
+        answered_text: String::new(),
+        stream_id: None,
+        splice: None,
     };
-    tokio::spawn(relay.run());
+    tokio::spawn(relay.run(first));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|bytes| (Ok::<_, Infallible>(bytes), rx))
     });
@@ -75,6 +129,143 @@ pub async fn start(s: StreamStart) -> Result<Response, ApiError> {
     Ok(response)
 }
 
+/// One step of an upstream source.
+enum Step {
+    /// Normalized output.
+    Output(StreamOutput),
+    /// Nothing arrived before the wake-up time (heartbeat opportunity).
+    Idle,
+    /// The upstream ended and everything is flushed.
+    Eof,
+    /// The upstream broke off, stalled or sent something unusable.
+    Cut { code: &'static str, message: String },
+}
+
+/// The upstream side of a stream: bytes → events → normalized output.
+struct Source {
+    session: StreamSession,
+    response: reqwest::Response,
+    framer: Framer,
+    events: Vec<StreamEvent>,
+    ended: bool,
+    /// A finish reason or done was seen.
+    finished: bool,
+    usage: Option<Usage>,
+    provider: Arc<ProviderEntry>,
+    key_index: usize,
+    reservation: Option<Reservation>,
+    last_data: Instant,
+}
+
+impl Source {
+    fn new(
+        session: StreamSession,
+        response: reqwest::Response,
+        adapter: &Adapter,
+        provider: Arc<ProviderEntry>,
+        key_index: usize,
+        reservation: Reservation,
+    ) -> Self {
+        Self {
+            session,
+            response,
+            framer: Framer::new(adapter.info.stream_framing),
+            events: Vec::new(),
+            ended: false,
+            finished: false,
+            usage: None,
+            provider,
+            key_index,
+            reservation: Some(reservation),
+            last_data: Instant::now(),
+        }
+    }
+
+    /// The next normalized output, waiting at most until `wake_at`.
+    async fn next(&mut self, wake_at: Instant) -> Step {
+        if self.ended {
+            return Step::Eof;
+        }
+        loop {
+            let chunk = match timeout_at(wake_at.into(), self.response.chunk()).await {
+                Ok(Ok(Some(chunk))) => chunk,
+                Ok(Ok(None)) => {
+                    self.ended = true;
+                    self.framer.finish(&mut self.events);
+                    let events = std::mem::take(&mut self.events);
+                    let mut out = match self.normalize(&events, false).await {
+                        Ok(o) => o,
+                        Err(cut) => return cut,
+                    };
+                    match self.normalize(&[], true).await {
+                        Ok(tail) => {
+                            out.chunks.extend(tail.chunks);
+                            out.usage = tail.usage.or(out.usage);
+                            out.finish_reason = tail.finish_reason.or(out.finish_reason);
+                            out.done |= tail.done;
+                        }
+                        Err(cut) => return cut,
+                    }
+                    self.note(&out);
+                    return Step::Output(out);
+                }
+                Ok(Err(e)) => {
+                    return Step::Cut {
+                        code: "stream_interrupted",
+                        message: format!("the upstream stream broke off: {}", crate::upstream::error_chain(&e)),
+                    };
+                }
+                Err(_) => return Step::Idle,
+            };
+            self.last_data = Instant::now();
+            if let Err(e) = self.framer.push(&chunk, &mut self.events) {
+                return Step::Cut { code: "stream_malformed", message: e.to_string() };
+            }
+            if self.events.is_empty() {
+                continue;
+            }
+            let events = std::mem::take(&mut self.events);
+            return match self.normalize(&events, false).await {
+                Ok(out) => {
+                    self.note(&out);
+                    Step::Output(out)
+                }
+                Err(cut) => cut,
+            };
+        }
+    }
+
+    fn note(&mut self, out: &StreamOutput) {
+        self.finished |= out.finish_reason.is_some() || out.done;
+        if out.usage.is_some() {
+            self.usage = out.usage;
+        }
+    }
+
+    async fn normalize(&mut self, events: &[StreamEvent], finish: bool) -> Result<StreamOutput, Step> {
+        let result = if finish { self.session.finish().await } else { self.session.push(events).await };
+        match result {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(failure)) => Err(Step::Cut { code: "stream_failed", message: failure.message }),
+            Err(fault) => Err(Step::Cut { code: "adapter_fault", message: fault.to_string() }),
+        }
+    }
+
+    /// Records the stream's usage for its provider and key (once).
+    fn account(&mut self) {
+        if let Some(u) = self.usage {
+            self.provider.stats.usage.record(
+                unix_ms(SystemTime::now()),
+                u64::from(u.prompt_tokens),
+                u64::from(u.completion_tokens),
+            );
+        }
+        if let Some(reservation) = self.reservation.take() {
+            self.provider.keys.settle(self.key_index, reservation, self.usage.map(|u| u.total_tokens));
+        }
+    }
+}
+
 /// Why a committed stream could not complete.
 enum Cut {
     /// The client went away; nothing more to say.
@@ -83,134 +274,289 @@ enum Cut {
     Failed { code: &'static str, message: String },
 }
 
+/// A resumed answer being spliced into the client's stream.
+struct Splice {
+    /// The partial answer the continuation was asked to continue; a
+    /// provider that echoes it before continuing has the echo removed.
+    echo: String,
+    /// Continuation text held back while it still matches `echo`.
+    held: String,
+    /// The echo is settled (removed or ruled out).
+    settled: bool,
+}
+
 struct Relay {
-    session: StreamSession,
-    response: reqwest::Response,
-    framer: Framer,
+    source: Source,
     timeouts: UpstreamConfig,
     request_id: String,
-    provider: Arc<str>,
     tx: mpsc::Sender<Bytes>,
+    continuation: Continuation,
+    /// Content sent to the client so far (the prefill for a continuation).
+    answered_text: String,
+    /// The `id` of the stream's chunks, kept across a continuation.
+    stream_id: Option<String>,
+    splice: Option<Splice>,
 }
 
 impl Relay {
-    async fn run(mut self) {
+    async fn run(mut self, first: Vec<StreamOutput>) {
         let started = Instant::now();
-        let result = self.relay().await;
+        let result = self.relay(first).await;
+        self.source.account();
+        let provider = self.source.provider.id.clone();
         match result {
             Ok(()) => {
-                tracing::info!(request_id = %self.request_id, provider = %self.provider,
-                    latency_ms = started.elapsed().as_millis() as u64, "stream completed");
+                tracing::info!(request_id = %self.request_id, provider = %provider,
+                    continued = self.splice.is_some(), latency_ms = started.elapsed().as_millis() as u64, "stream completed");
             }
             Err(Cut::ClientGone) => {
-                tracing::info!(request_id = %self.request_id, provider = %self.provider, "client closed the stream");
+                tracing::info!(request_id = %self.request_id, provider = %provider, "client closed the stream");
             }
             Err(Cut::Failed { code, message }) => {
-                tracing::warn!(request_id = %self.request_id, provider = %self.provider, code, error = %message, "stream cut");
+                tracing::warn!(request_id = %self.request_id, provider = %provider, code, error = %message, "stream cut");
                 let event = serde_json::json!({ "error": {
                     "type": "provider_error",
                     "code": code,
                     "message": message,
                     "request_id": self.request_id,
-                    "provider": self.provider.as_ref(),
+                    "provider": provider.as_ref(),
                 }});
                 let _ = self.tx.send(Bytes::from(format!("data: {event}\n\n"))).await;
             }
         }
     }
 
-    async fn relay(&mut self) -> Result<(), Cut> {
-        let mut events: Vec<StreamEvent> = Vec::new();
-        let mut finished = false;
-        let mut last_data = Instant::now();
+    async fn relay(&mut self, first: Vec<StreamOutput>) -> Result<(), Cut> {
+        for out in first {
+            if self.emit(out).await? {
+                return self.done().await;
+            }
+        }
         loop {
-            let stall_at = last_data + self.timeouts.stream_stall_timeout;
+            let stall_at = self.source.last_data + self.timeouts.stream_stall_timeout;
             let wake_at = match self.timeouts.stream_idle_timeout {
                 Some(idle) => (Instant::now() + idle).min(stall_at),
                 None => stall_at,
             };
-            let chunk = match timeout_at(wake_at.into(), self.response.chunk()).await {
-                Ok(Ok(Some(chunk))) => chunk,
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => {
-                    return Err(Cut::Failed {
-                        code: "stream_interrupted",
-                        message: format!("the upstream stream broke off: {e}"),
-                    });
+            match self.source.next(wake_at).await {
+                Step::Output(out) => {
+                    if self.emit(out).await? {
+                        return self.done().await;
+                    }
                 }
-                Err(_) if Instant::now() >= stall_at => {
-                    return Err(Cut::Failed {
-                        code: "stream_stalled",
-                        message: format!("the upstream sent nothing for {:?}", self.timeouts.stream_stall_timeout),
-                    });
+                Step::Eof if self.source.finished => return self.done().await,
+                Step::Eof => {
+                    self.resume_or_fail(
+                        "stream_incomplete",
+                        "the upstream stream ended before the answer was complete".into(),
+                    )
+                    .await?;
                 }
-                Err(_) => {
-                    self.send(Bytes::from_static(b": keep-alive\n\n")).await?;
-                    continue;
+                Step::Idle if Instant::now() >= stall_at => {
+                    let message = format!("the upstream sent nothing for {:?}", self.timeouts.stream_stall_timeout);
+                    self.resume_or_fail("stream_stalled", message).await?;
                 }
-            };
-            last_data = Instant::now();
-            self.framer.push(&chunk, &mut events).map_err(|e| Cut::Failed {
-                code: "stream_malformed",
-                message: e.to_string(),
-            })?;
-            if events.is_empty() {
-                continue;
+                Step::Idle => self.send(Bytes::from_static(b": keep-alive\n\n")).await?,
+                Step::Cut { code, message } => self.resume_or_fail(code, message).await?,
             }
-            let output = self.normalize(&events, false).await?;
-            events.clear();
-            finished |= output.finish_reason.is_some();
-            let done = output.done;
-            self.emit(output).await?;
-            if done {
-                return self.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-            }
-        }
-        // Upstream EOF without a [DONE]: flush what is buffered.
-        self.framer.finish(&mut events);
-        if !events.is_empty() {
-            let output = self.normalize(&events, false).await?;
-            finished |= output.finish_reason.is_some() || output.done;
-            self.emit(output).await?;
-        }
-        let output = self.normalize(&[], true).await?;
-        finished |= output.finish_reason.is_some() || output.done;
-        self.emit(output).await?;
-        if finished {
-            self.send(Bytes::from_static(b"data: [DONE]\n\n")).await
-        } else {
-            Err(Cut::Failed {
-                code: "stream_incomplete",
-                message: "the upstream stream ended before the answer was complete".into(),
-            })
         }
     }
 
-    async fn normalize(&mut self, events: &[StreamEvent], finish: bool) -> Result<StreamOutput, Cut> {
-        let result = if finish { self.session.finish().await } else { self.session.push(events).await };
-        match result {
-            Ok(Ok(output)) => Ok(output),
-            Ok(Err(failure)) => Err(Cut::Failed { code: "stream_failed", message: failure.message }),
-            Err(fault) => Err(Cut::Failed { code: "adapter_fault", message: fault.to_string() }),
+    /// Resumes the answer elsewhere, or fails the stream with the original
+    /// reason.
+    async fn resume_or_fail(&mut self, code: &'static str, message: String) -> Result<(), Cut> {
+        if self.answered_text.is_empty() {
+            return Err(Cut::Failed { code, message });
+        }
+        let failed = self.source.provider.clone();
+        tracing::warn!(request_id = %self.request_id, provider = %failed.id, code, error = %message,
+            "stream cut after content; looking for a continuation");
+        match self.continuation.resume(&self.answered_text, &failed, &self.request_id).await {
+            Some(source) => {
+                tracing::info!(request_id = %self.request_id, from = %failed.id, to = %source.provider.id,
+                    "stream continued on another provider");
+                self.source.account();
+                self.source = source;
+                self.splice = Some(Splice { echo: self.answered_text.clone(), held: String::new(), settled: false });
+                self.continuation.gw.log.continuations.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(Cut::Failed { code, message }),
         }
     }
 
-    /// Writes one batch of chunks as SSE events in a single body frame.
-    async fn emit(&mut self, output: StreamOutput) -> Result<(), Cut> {
+    async fn done(&mut self) -> Result<(), Cut> {
+        self.flush_held().await?;
+        self.send(Bytes::from_static(b"data: [DONE]\n\n")).await
+    }
+
+    /// Writes one batch of chunks; returns whether the stream is done.
+    async fn emit(&mut self, output: StreamOutput) -> Result<bool, Cut> {
+        let done = output.done;
         if output.chunks.is_empty() {
-            return Ok(());
+            return Ok(done);
         }
-        let size: usize = output.chunks.iter().map(|c| c.len() + 8).sum();
-        let mut buf = Vec::with_capacity(size);
+        let mut buf = Vec::with_capacity(output.chunks.iter().map(|c| c.len() + 8).sum());
         for chunk in output.chunks {
+            let Some(chunk) = self.prepare(chunk) else { continue };
             buf.extend_from_slice(b"data: ");
             buf.extend_from_slice(&chunk);
             buf.extend_from_slice(b"\n\n");
         }
-        self.send(Bytes::from(buf)).await
+        if !buf.is_empty() {
+            self.send(Bytes::from(buf)).await?;
+        }
+        Ok(done)
+    }
+
+    /// Notes the content of a chunk and, during a continuation, rewrites it
+    /// to belong to the original stream (its `id`, the echo removed).
+    /// `None` drops the chunk.
+    fn prepare(&mut self, chunk: Vec<u8>) -> Option<Vec<u8>> {
+        let Ok(mut value) = serde_json::from_slice::<Value>(&chunk) else { return Some(chunk) };
+        let content = value.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned);
+        let Some(splice) = self.splice.as_mut() else {
+            if self.stream_id.is_none() {
+                self.stream_id = value.get("id").and_then(Value::as_str).map(str::to_owned);
+            }
+            if let Some(text) = content {
+                self.answered_text.push_str(&text);
+            }
+            return Some(chunk);
+        };
+        if let (Some(id), Some(slot)) = (&self.stream_id, value.get_mut("id")) {
+            *slot = Value::String(id.clone());
+        }
+        // The continuation's own role chunk would repeat the opening.
+        if let Some(delta) = value.pointer_mut("/choices/0/delta").and_then(Value::as_object_mut) {
+            delta.remove("role");
+        }
+        if let Some(text) = content {
+            let out = if splice.settled {
+                text
+            } else {
+                splice.held.push_str(&text);
+                if splice.held.len() < splice.echo.len() && splice.echo.starts_with(&splice.held) {
+                    String::new() // may still be an echo: hold it
+                } else {
+                    splice.settled = true;
+                    let held = std::mem::take(&mut splice.held);
+                    match held.strip_prefix(splice.echo.as_str()) {
+                        Some(rest) => rest.to_owned(),
+                        None => held,
+                    }
+                }
+            };
+            self.answered_text.push_str(&out);
+            if let Some(slot) = value.pointer_mut("/choices/0/delta/content") {
+                *slot = Value::String(out.clone());
+            }
+            let has_more = value.pointer("/choices/0/finish_reason").is_some_and(|f| !f.is_null())
+                || value.pointer("/choices/0/delta/tool_calls").is_some()
+                || value.get("usage").is_some_and(|u| !u.is_null());
+            if out.is_empty() && !has_more {
+                return None;
+            }
+        }
+        serde_json::to_vec(&value).ok()
+    }
+
+    /// At the end of a continuation, text held as a possible echo that never
+    /// completed is real content: send it.
+    async fn flush_held(&mut self) -> Result<(), Cut> {
+        let Some(splice) = self.splice.as_mut() else { return Ok(()) };
+        if splice.settled || splice.held.is_empty() {
+            return Ok(());
+        }
+        splice.settled = true;
+        let held = std::mem::take(&mut splice.held);
+        let chunk = serde_json::json!({
+            "id": self.stream_id.clone().unwrap_or_default(),
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": held}, "finish_reason": null}],
+        });
+        self.send(Bytes::from(format!("data: {chunk}\n\n"))).await
     }
 
     async fn send(&mut self, bytes: Bytes) -> Result<(), Cut> {
         self.tx.send(bytes).await.map_err(|_| Cut::ClientGone)
+    }
+}
+
+/// Where a cut stream may be resumed: the request's other candidates that
+/// accept an assistant prefill.
+pub struct Continuation {
+    gw: SharedGateway,
+    request: Arc<Value>,
+    candidates: Vec<Candidate>,
+}
+
+impl Continuation {
+    /// The continuation options of a request.
+    pub fn new(gw: SharedGateway, request: Arc<Value>, candidates: Vec<Candidate>) -> Self {
+        Self { gw, request, candidates }
+    }
+
+    /// Starts the continuation on the first candidate (other than `failed`)
+    /// that accepts a prefill and answers 2xx.
+    async fn resume(&self, partial: &str, failed: &Arc<ProviderEntry>, request_id: &str) -> Option<Source> {
+        let body = continuation_body(&self.request, partial)?;
+        for candidate in &self.candidates {
+            let provider = &candidate.provider;
+            if Arc::ptr_eq(provider, failed) {
+                continue;
+            }
+            let Some(adapter) = provider.live().cloned() else { continue };
+            if !adapter.info.capabilities.contains(Capabilities::ASSISTANT_PREFILL)
+                || !provider.breaker.is_available(Instant::now())
+            {
+                continue;
+            }
+            let Ok(key) = provider.keys.pick(&[], Instant::now(), 0) else { continue };
+            let (key_index, secret, reservation) = (key.index, key.secret.map(str::to_owned), key.reservation);
+            let ctx = adapter.context(request_id, &candidate.upstream_model, true);
+            let Ok(Ok(up)) = adapter.map_request(&ctx, &body).await else { continue };
+            let Ok(response) = self.gw.upstream.send(&provider.base_url, up, &adapter.info.auth, secret.as_deref()).await
+            else {
+                continue;
+            };
+            if !response.status().is_success() {
+                tracing::info!(request_id, provider = %provider.id, status = response.status().as_u16(),
+                    "continuation refused");
+                continue;
+            }
+            let head = response_head(&response);
+            let Ok(session) = adapter.open_stream(&ctx, &head).await else { continue };
+            return Some(Source::new(session, response, &adapter, provider.clone(), key_index, reservation));
+        }
+        None
+    }
+}
+
+/// The original request with the partial answer appended as an assistant
+/// prefill, streaming.
+fn continuation_body(request: &Value, partial: &str) -> Option<Vec<u8>> {
+    let mut request = request.clone();
+    let messages = request.get_mut("messages")?.as_array_mut()?;
+    messages.push(serde_json::json!({"role": "assistant", "content": partial}));
+    request["stream"] = Value::Bool(true);
+    serde_json::to_vec(&request).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_continuation_body_appends_the_partial_answer() {
+        let request = json!({"model": "free", "messages": [{"role": "user", "content": "Count"}], "stream": true});
+        let body: Value = serde_json::from_slice(&continuation_body(&request, "1, 2, 3").unwrap()).unwrap();
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": "Count"}, {"role": "assistant", "content": "1, 2, 3"}])
+        );
+        assert_eq!(body["stream"], json!(true));
+        assert!(continuation_body(&json!({"messages": "x"}), "p").is_none());
     }
 }

@@ -206,7 +206,7 @@ fn check_path(path: &str) -> Result<(), UpstreamError> {
     Ok(())
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

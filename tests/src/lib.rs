@@ -58,7 +58,16 @@ pub fn build_artifacts() -> &'static Path {
 }
 
 /// Component crates the suite needs.
-pub const PROVIDER_CRATES: &[&str] = &["freellm-provider-groq", "freellm-provider-ollama", "freellm-provider-hostile"];
+pub const PROVIDER_CRATES: &[&str] = &[
+    "freellm-provider-groq",
+    "freellm-provider-gemini",
+    "freellm-provider-mistral",
+    "freellm-provider-cerebras",
+    "freellm-provider-nim",
+    "freellm-provider-ollama",
+    "freellm-provider-openai-compatible",
+    "freellm-provider-hostile",
+];
 
 // ---------------------------------------------------------------- mock upstream
 
@@ -369,7 +378,9 @@ impl Gateway {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("gateway died with {status}:\n{}", self.log());
         }
-        let r = self.get("/healthz").await;
+        // A fresh connection: the previous request may have ended its own
+        // (e.g. a 413 answered before the body was read).
+        let r = reqwest::Client::new().get(format!("{}/healthz", self.url)).send().await.expect("healthz");
         assert_eq!(r.status(), 200, "gateway unhealthy:\n{}", self.log());
     }
 }

@@ -79,16 +79,21 @@ async fn streaming_completion_is_relayed_and_ends_with_done() {
 #[tokio::test]
 async fn a_stream_cut_mid_answer_ends_with_an_error_event_not_done() {
     let mock = MockUpstream::start(|_| Reply::Stream {
-        pieces: vec![(Duration::ZERO, format!("data: {}\n\n", chunk("partial", None)))],
+        pieces: vec![
+            (Duration::ZERO, format!("data: {}\n\n", chunk("partial", None))),
+            (Duration::from_millis(50), format!("data: {}\n\n", chunk(" more", None))),
+        ],
         cut: true,
     })
     .await;
     let mut gw = groq_gateway(&mock).await;
     let mut body = chat_body("groq/llama-3.1-8b-instant");
     body["stream"] = json!(true);
-    let data = sse_data(gw.chat(body).await).await;
+    let r = gw.chat(body).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    let data = sse_data(r).await;
     assert!(!data.iter().any(|d| d == "[DONE]"), "{data:?}");
-    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    let last: Value = serde_json::from_str(data.last().expect("events")).unwrap();
     assert_eq!(last["error"]["code"], "stream_interrupted", "{last}");
     gw.assert_healthy().await;
 }
@@ -176,7 +181,11 @@ async fn a_failing_provider_fails_over_to_the_next_provider() {
     assert_eq!(r.status(), 200, "{}", gw.log());
     assert_eq!(r.headers()["x-freellm-provider"], "ollama");
     assert_eq!(r.headers()["x-freellm-route-reason"], "failover");
-    assert_eq!(groq.requests().len(), 1);
+    // One retry on the same target (ROUTE_TRANSIENT_RETRIES=1), spaced by a
+    // jittered backoff, then failover: never hammered.
+    let seen = groq.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(seen[1].at - seen[0].at >= Duration::from_millis(90), "{:?}", seen[1].at - seen[0].at);
 }
 
 #[tokio::test]

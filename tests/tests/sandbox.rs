@@ -7,13 +7,20 @@ use freellm_e2e::*;
 use serde_json::Value;
 
 async fn hostile_gateway(mock: &MockUpstream, extra_settings: &str) -> Gateway {
+    hostile_gateway_with(mock, extra_settings, &[("CB_FAILURE_THRESHOLD", "10")]).await
+}
+
+async fn hostile_gateway_with(mock: &MockUpstream, extra_settings: &str, env: &[(&str, &str)]) -> Gateway {
     let config = format!(
         "[providers.hostile]\ncomponent = \"{{component:freellm-provider-hostile}}\"\n{extra_settings}\
          [providers.hostile.sandbox]\nmemory_mb = 16\ncpu_ms = 100\n"
     );
     Gateway::start_with(GatewayOptions {
         config,
-        env: vec![("HOSTILE_API_KEY".into(), "k".into()), ("HOSTILE_BASE_URL".into(), format!("{}/v1", mock.url))],
+        env: [("HOSTILE_API_KEY".to_owned(), "k".to_owned()), ("HOSTILE_BASE_URL".to_owned(), format!("{}/v1", mock.url))]
+            .into_iter()
+            .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+            .collect(),
     })
     .await
 }
@@ -56,5 +63,30 @@ async fn a_trap_after_the_upstream_call_is_a_provider_failure() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "adapter_fault");
     assert_eq!(mock.requests().len(), 1);
+    gw.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn an_adapter_that_traps_repeatedly_is_quarantined_by_its_breaker() {
+    let mock = MockUpstream::completing().await;
+    let mut gw = hostile_gateway_with(&mock, "", &[("CB_FAILURE_THRESHOLD", "3"), ("CB_TIMEOUT_MS", "60000")]).await;
+    for _ in 0..3 {
+        expect_fault(&gw, "hostile/panic", "panicked on purpose").await;
+    }
+    // The breaker is open: even well-behaved calls are not sent to it.
+    let r = gw.chat(chat_body("hostile/ok")).await;
+    assert_eq!(r.status(), 429, "{}", gw.log());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "all_providers_exhausted", "{body}");
+    assert_eq!(body["error"]["providers"][0]["circuit_state"], "open", "{body}");
+    let status: Value = gw.get("/v1/status").await.json().await.unwrap();
+    let hostile = status["providers"].as_array().unwrap().iter().find(|p| p["id"] == "hostile").unwrap().clone();
+    assert_eq!(hostile["circuitBreakerState"], "open", "{hostile}");
+    assert!(mock.requests().is_empty());
+    // An admin reset closes it again.
+    let r = gw.http.post(format!("{}/v1/status/providers/hostile/reset", gw.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = gw.chat(chat_body("hostile/ok")).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
     gw.assert_healthy().await;
 }

@@ -1,11 +1,10 @@
-//! `GET /v1/models`: the meta-models, then every enabled provider's catalog
-//! in registry order, in OpenAI's list shape.
+//! `GET /v1/models`: the meta-models and configured routes, then every
+//! enabled provider's catalog in registry order, in OpenAI's list shape.
 
 use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use crate::router::META_MODELS;
 use crate::state::SharedGateway;
 
 /// `created` of every entry (catalogs carry no dates).
@@ -14,9 +13,10 @@ const CREATED: u64 = 1_700_000_000;
 /// Lists the models a client may ask for right now.
 pub async fn list_models(State(gw): State<SharedGateway>) -> Json<Value> {
     let registry = gw.registry.load();
-    let mut data: Vec<Value> = META_MODELS
-        .iter()
-        .map(|m| json!({ "id": m.name, "object": "model", "created": CREATED, "owned_by": "freellm", "provider": "freellm" }))
+    let mut data: Vec<Value> = gw
+        .routes
+        .names()
+        .map(|name| json!({ "id": name, "object": "model", "created": CREATED, "owned_by": "freellm", "provider": "freellm" }))
         .collect();
     for provider in registry.enabled() {
         let Some(adapter) = provider.live() else { continue };

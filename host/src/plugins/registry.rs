@@ -6,13 +6,17 @@
 //! versions (key cooldowns) lives in `Arc`s the next snapshot reuses.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::adapter::Adapter;
 use super::engine::PluginEngine;
 use super::loader;
 use super::types::AuthPlacement;
 use crate::config::{Config, ProviderConfig};
+use crate::breaker::Breaker;
 use crate::keys::KeyRing;
+use crate::quota::Limits;
+use crate::stats::ProviderStats;
 
 /// One configured provider slot.
 pub struct ProviderEntry {
@@ -22,8 +26,12 @@ pub struct ProviderEntry {
     pub adapter: Option<Arc<Adapter>>,
     /// Base URL without a trailing slash.
     pub base_url: String,
-    /// Keys and cooldowns.
+    /// Keys, their windows and cooldowns.
     pub keys: Arc<KeyRing>,
+    /// The provider's circuit breaker (shared by its keys).
+    pub breaker: Arc<Breaker>,
+    /// Counters and token usage.
+    pub stats: Arc<ProviderStats>,
     /// True when requests may be routed here.
     pub enabled: bool,
     /// Why the provider is disabled or failed, for operators.
@@ -35,32 +43,58 @@ impl ProviderEntry {
     pub fn live(&self) -> Option<&Arc<Adapter>> {
         if self.enabled { self.adapter.as_ref() } else { None }
     }
+
+    /// `None` when the provider could take a request of `tokens` now (breaker
+    /// admits, a key has room), else how long until it can.
+    pub fn wait_for_headroom(&self, now: Instant, tokens: u32) -> Option<Duration> {
+        let breaker = (!self.breaker.is_available(now))
+            .then(|| self.breaker.snapshot(now).opened_for_ms_remaining.map_or(Duration::ZERO, Duration::from_millis));
+        let keys = self.keys.wait_for_headroom(now, tokens);
+        match (breaker, keys) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or_default().max(b.unwrap_or_default())),
+        }
+    }
+
+    /// When an enabled provider can take a request again: `Some(0)` now,
+    /// `None` never (disabled, or every key invalid).
+    pub fn available_in(&self, now: Instant) -> Option<Duration> {
+        self.live()?;
+        match self.keys.wait_for_headroom(now, 0) {
+            None => Some(Duration::ZERO),
+            Some(Duration::MAX) => None,
+            Some(d) => Some(d),
+        }
+    }
 }
 
 /// All provider slots, in registry order.
 #[derive(Default)]
 pub struct Registry {
     /// Slots in the order of `plugins.toml`.
-    pub providers: Vec<ProviderEntry>,
+    pub providers: Vec<Arc<ProviderEntry>>,
 }
 
 impl Registry {
     /// Finds a slot by id.
-    pub fn get(&self, id: &str) -> Option<&ProviderEntry> {
+    pub fn get(&self, id: &str) -> Option<&Arc<ProviderEntry>> {
         self.providers.iter().find(|p| &*p.id == id)
     }
 
     /// Slots that can take requests.
-    pub fn enabled(&self) -> impl Iterator<Item = &ProviderEntry> {
+    pub fn enabled(&self) -> impl Iterator<Item = &Arc<ProviderEntry>> {
         self.providers.iter().filter(|p| p.live().is_some())
     }
 
     /// Loads every configured provider. A provider that fails to load is kept
     /// as a disabled slot with the error as its note; the gateway still starts.
     pub async fn load(engine: &Arc<PluginEngine>, config: &Config) -> Self {
+        // Components load concurrently (compilation runs on blocking threads);
+        // the registry keeps the file's order.
+        let loaded = futures_util::future::join_all(config.providers.iter().map(|pc| load_provider(engine, config, pc))).await;
         let mut providers = Vec::with_capacity(config.providers.len());
-        for pc in &config.providers {
-            let entry = match load_provider(engine, config, pc).await {
+        for (pc, loaded) in config.providers.iter().zip(loaded) {
+            let entry = match loaded {
                 Ok(entry) => entry,
                 Err(e) => {
                     let note = format!("failed to load {}: {e}", pc.component.display());
@@ -69,7 +103,9 @@ impl Registry {
                         id: Arc::from(pc.id.as_str()),
                         adapter: None,
                         base_url: pc.base_url.clone().unwrap_or_default(),
-                        keys: Arc::new(KeyRing::new(Vec::new())),
+                        keys: Arc::new(KeyRing::new(Vec::new(), Limits::default())),
+                        breaker: Arc::new(Breaker::new(config.routing.breaker)),
+                        stats: Arc::new(ProviderStats::default()),
                         enabled: false,
                         note: Some(note),
                     }
@@ -80,7 +116,7 @@ impl Registry {
             } else if entry.adapter.is_some() {
                 tracing::info!(provider = %entry.id, reason = entry.note.as_deref().unwrap_or(""), "provider disabled");
             }
-            providers.push(entry);
+            providers.push(Arc::new(entry));
         }
         Self { providers }
     }
@@ -125,7 +161,14 @@ async fn load_provider(
     } else {
         (true, None)
     };
-    let keys = if needs_key { KeyRing::new(keys) } else { KeyRing::keyless() };
+    let l = &info.limits;
+    let limits = Limits {
+        requests_per_minute: l.requests_per_minute,
+        requests_per_day: l.requests_per_day,
+        tokens_per_minute: l.tokens_per_minute,
+        tokens_per_day: l.tokens_per_day,
+    };
+    let keys = if needs_key { KeyRing::new(keys, limits) } else { KeyRing::keyless(limits) };
     let base_url = pc.base_url.clone().unwrap_or_else(|| info.default_base_url.trim_end_matches('/').to_owned());
     tracing::debug!(provider = %pc.id, hash = %adapter.hash, version = %info.adapter_version, "adapter loaded");
     Ok(ProviderEntry {
@@ -133,6 +176,8 @@ async fn load_provider(
         adapter: Some(Arc::new(adapter)),
         base_url,
         keys: Arc::new(keys),
+        breaker: Arc::new(Breaker::new(config.routing.breaker)),
+        stats: Arc::new(ProviderStats::default()),
         enabled,
         note,
     })

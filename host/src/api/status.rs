@@ -1,0 +1,141 @@
+//! `GET /v1/status` (the reference's field names: providers, keys, breakers,
+//! usage, recent requests), `PATCH /v1/status/routing` (switch strategy) and
+//! `POST /v1/status/providers/{id}/reset` (close the breaker, clear key
+//! cooldowns and invalid marks).
+
+use std::time::{Instant, SystemTime};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::plugins::ProviderEntry;
+use crate::router::{Strategy, privacy_name};
+use crate::state::SharedGateway;
+use crate::stats::{UsageTotals, iso8601, unix_ms};
+
+/// The built-in providers, always listed, in registry order.
+pub const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
+    ("groq", "Groq"),
+    ("gemini", "Gemini"),
+    ("mistral", "Mistral"),
+    ("cerebras", "Cerebras"),
+    ("nim", "NVIDIA NIM"),
+    ("ollama", "Ollama"),
+];
+
+/// Recent requests shown.
+const RECENT: usize = 50;
+
+/// The gateway's state at a glance.
+pub async fn status(State(gw): State<SharedGateway>) -> Json<Value> {
+    let registry = gw.registry.load();
+    let now = Instant::now();
+    let now_ms = unix_ms(SystemTime::now());
+    let mut providers = Vec::new();
+    let mut usage = UsageTotals::default();
+    for (id, name) in BUILTIN_PROVIDERS {
+        match registry.get(id) {
+            Some(p) => {
+                usage.add(&p.stats.usage.totals(now_ms));
+                providers.push(provider_json(p, now, now_ms));
+            }
+            None => providers.push(json!({
+                "id": id, "name": name, "enabled": false, "note": "not configured in plugins.toml",
+                "circuitBreakerState": "closed", "totalRequests": 0, "successRequests": 0, "failedRequests": 0,
+                "rateLimitedRequests": 0, "lastError": null, "lastErrorMessage": null, "lastUsedAt": null,
+                "models": [], "keyCount": 0, "keysAvailable": 0, "keys": [],
+                "usage": UsageTotals::default(), "privacy": null, "limits": null,
+            })),
+        }
+    }
+    for p in registry.providers.iter().filter(|p| !BUILTIN_PROVIDERS.iter().any(|(id, _)| *id == &*p.id)) {
+        usage.add(&p.stats.usage.totals(now_ms));
+        providers.push(provider_json(p, now, now_ms));
+    }
+    let log = &gw.log;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    Json(json!({
+        "routingStrategy": gw.strategy.get().as_str(),
+        "totalRequests": load(&log.total),
+        "successRequests": load(&log.success),
+        "failedRequests": load(&log.failed),
+        "continuations": load(&log.continuations),
+        "providers": providers,
+        "routes": gw.routes.routes().iter().map(|r| json!({
+            "name": r.name,
+            "builtin": r.builtin,
+            "strategy": r.strategy.map(Strategy::as_str),
+        })).collect::<Vec<_>>(),
+        "recentRequests": log.recent(RECENT),
+        "usage": usage,
+    }))
+}
+
+fn provider_json(p: &ProviderEntry, now: Instant, now_ms: u64) -> Value {
+    let info = p.adapter.as_ref().map(|a| &a.info);
+    let stats = &p.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let at = |ms: u64| (ms > 0).then(|| iso8601(ms));
+    let breaker = p.breaker.snapshot(now);
+    let keys = p.keys.status(now);
+    let limits = p.keys.limits();
+    json!({
+        "id": p.id.as_ref(),
+        "name": info.map_or_else(|| p.id.to_string(), |i| i.display_name.clone()),
+        "enabled": p.live().is_some(),
+        "note": p.note,
+        "circuitBreakerState": breaker.state,
+        "circuitBreaker": breaker,
+        "totalRequests": load(&stats.total),
+        "successRequests": load(&stats.success),
+        "failedRequests": load(&stats.failed),
+        "rateLimitedRequests": load(&stats.rate_limited),
+        "lastError": at(load(&stats.last_error_ms)),
+        "lastErrorMessage": stats.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        "lastUsedAt": at(load(&stats.last_used_ms)),
+        "models": info.map(|i| i.models.iter().map(|m| format!("{}/{}", p.id, m.id)).collect::<Vec<_>>()).unwrap_or_default(),
+        "keyCount": p.keys.len(),
+        "keysAvailable": p.keys.available(now),
+        "keys": keys,
+        "usage": stats.usage.totals(now_ms),
+        "privacy": info.map(|i| json!({
+            "policy": privacy_name(i.privacy.policy),
+            "sourceUrl": i.privacy.source_url,
+            "lastVerified": i.privacy.last_verified,
+            "note": i.privacy.note,
+        })),
+        "limits": {
+            "requestsPerMinute": limits.requests_per_minute,
+            "requestsPerDay": limits.requests_per_day,
+            "tokensPerMinute": limits.tokens_per_minute,
+            "tokensPerDay": limits.tokens_per_day,
+        },
+    })
+}
+
+/// `PATCH /v1/status/routing` with `{"strategy": "quota_aware" | "round_robin" | "random"}`.
+pub async fn set_routing(State(gw): State<SharedGateway>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))?;
+    let text = value
+        .get("strategy")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid_body("expected {\"strategy\": \"quota_aware\" | \"round_robin\" | \"random\"}"))?;
+    let strategy: Strategy = text.parse().map_err(ApiError::invalid_body)?;
+    gw.strategy.set(strategy);
+    tracing::info!(strategy = strategy.as_str(), "routing strategy changed");
+    Ok(Json(json!({ "routingStrategy": strategy.as_str() })))
+}
+
+/// `POST /v1/status/providers/{id}/reset`.
+pub async fn reset_provider(State(gw): State<SharedGateway>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let registry = gw.registry.load();
+    let provider = registry.get(&id).ok_or_else(|| ApiError::ProviderNotFound { id: id.clone() })?;
+    provider.breaker.reset();
+    provider.keys.reset();
+    tracing::info!(provider = %id, "provider reset by admin");
+    Ok(Json(json!({ "ok": true, "provider": id, "circuitBreakerState": "closed" })))
+}

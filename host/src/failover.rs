@@ -1,0 +1,636 @@
+//! The failover loop: walks a [`Plan`]'s candidates until one answers.
+//!
+//! Per target: the circuit breaker must admit the call; a key with room in
+//! its windows is picked; the adapter maps the request (wasm); the host
+//! sends it; a 2xx is normalized (or, for a stream, committed once its first
+//! chunk arrives), anything else is classified by the adapter.
+//!
+//! | Failure | Effect |
+//! |---|---|
+//! | rate-limited | key cools for the clamped `Retry-After` (60 s default); next key, else next target. A short wait on the route's primary target is waited out once when the deadline allows. |
+//! | quota-exhausted | key cools until the quota resets; next key, else next target |
+//! | key-invalid | key taken out (reported in status); next key |
+//! | transient, timeout, connection error, adapter fault | retried on the same target with jittered backoff (bounded), then breaker failure and next target |
+//! | unsupported | next target, no breaker effect |
+//! | context-length | the route's context fallbacks are tried, else the error is returned |
+//! | request-invalid, content-filter | returned at once with the provider's reason |
+//!
+//! Failover only happens before the first byte reaches the client. Strict
+//! mode makes exactly one attempt with one key.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::breaker::Outcome as BreakerOutcome;
+use crate::error::ApiError;
+use crate::keys::{DEFAULT_COOLDOWN, clamp_cooldown};
+use crate::plugins::types::{CallContext, Failure, FailureKind, FinishReason, ResponseHead, Usage};
+use crate::plugins::{Adapter, ProviderEntry, Registry};
+use crate::router::{Candidate, Plan, PlanKind, RouteTable};
+use crate::state::SharedGateway;
+use crate::stats::unix_ms;
+use crate::stream::{self, StreamStart};
+use crate::upstream::{UpstreamError, response_head};
+
+/// How an answer was routed, for `X-FreeLLM-Route-Reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteReason {
+    /// A concrete model answered by its provider on the first try.
+    Direct,
+    /// A meta-model or route answered by its first candidate.
+    Meta,
+    /// An earlier attempt failed and another key or provider answered.
+    Failover,
+}
+
+impl RouteReason {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Meta => "meta",
+            Self::Failover => "failover",
+        }
+    }
+}
+
+/// One request to route.
+pub struct RouteRequest<'a> {
+    /// The gateway.
+    pub gw: &'a SharedGateway,
+    /// The request id.
+    pub request_id: &'a str,
+    /// The model as sent.
+    pub model: &'a str,
+    /// The client's body.
+    pub body: Bytes,
+    /// The parsed body (for continuations).
+    pub request: Arc<Value>,
+    /// `stream: true`.
+    pub is_stream: bool,
+    /// `X-FreeLLM-Strict`.
+    pub strict: bool,
+    /// Rough prompt tokens, for key windows.
+    pub estimated_tokens: u32,
+    /// The registry snapshot the plan was made from.
+    pub registry: Arc<Registry>,
+    /// The route table.
+    pub routes: &'a RouteTable,
+}
+
+/// A successful answer and how it was routed.
+pub struct Answered {
+    /// The response to send (headers not yet decorated).
+    pub response: Response,
+    /// The provider that answered.
+    pub provider: Arc<ProviderEntry>,
+    /// Its upstream model.
+    pub upstream_model: String,
+    /// Why this provider.
+    pub reason: RouteReason,
+    /// Providers tried, in order.
+    pub attempted: Vec<String>,
+    /// Usage (non-streaming).
+    pub usage: Option<Usage>,
+    /// Finish reason (non-streaming).
+    pub finish_reason: Option<FinishReason>,
+}
+
+/// A route that found no answer.
+pub struct Unanswered {
+    /// What the client gets.
+    pub error: ApiError,
+    /// Providers tried, in order.
+    pub attempted: Vec<String>,
+}
+
+/// What one target attempt came to.
+enum TargetOutcome {
+    Answered(Box<AnsweredTarget>),
+    /// Move on; the error is kept for the final report.
+    Next(Option<ApiError>),
+    /// The prompt is too long for this target.
+    ContextLength(ApiError),
+    /// Stop routing and return this error.
+    Stop(ApiError),
+}
+
+struct AnsweredTarget {
+    response: Response,
+    usage: Option<Usage>,
+    finish_reason: Option<FinishReason>,
+}
+
+/// Per-request routing memory.
+#[derive(Default)]
+struct Memory {
+    attempted: Vec<String>,
+    failures: u32,
+    rate_limited: bool,
+    last_error: Option<ApiError>,
+}
+
+impl Memory {
+    fn note(&mut self, id: &str) {
+        if !self.attempted.iter().any(|a| a == id) {
+            self.attempted.push(id.to_owned());
+        }
+    }
+}
+
+/// Routes a request through its plan.
+pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unanswered> {
+    let started = Instant::now();
+    let deadline = started + req.gw.config.upstream.route_timeout;
+    let mut memory = Memory::default();
+    let all: Vec<Candidate> = plan.candidates.clone();
+    let mut queue: VecDeque<Candidate> = plan.candidates.into();
+    let mut fallbacks = Some(plan.context_fallbacks);
+    let mut primary = true;
+    while let Some(candidate) = queue.pop_front() {
+        if Instant::now() >= deadline {
+            let message = format!(
+                "Routing timeout ({}ms) exceeded for model: {}",
+                req.gw.config.upstream.route_timeout.as_millis(),
+                req.model
+            );
+            return Err(Unanswered { error: exhausted(req, &memory, message), attempted: memory.attempted });
+        }
+        let outcome = attempt_target(req, &candidate, &all, primary, deadline, &mut memory).await;
+        primary = false;
+        match outcome {
+            TargetOutcome::Answered(a) => {
+                let reason = if memory.failures > 0 || memory.rate_limited {
+                    RouteReason::Failover
+                } else if plan.kind == PlanKind::Concrete {
+                    RouteReason::Direct
+                } else {
+                    RouteReason::Meta
+                };
+                return Ok(Answered {
+                    response: a.response,
+                    provider: candidate.provider.clone(),
+                    upstream_model: candidate.upstream_model.clone(),
+                    reason,
+                    attempted: memory.attempted,
+                    usage: a.usage,
+                    finish_reason: a.finish_reason,
+                });
+            }
+            TargetOutcome::Next(error) => {
+                if let Some(e) = error {
+                    memory.failures += 1;
+                    memory.last_error = Some(e);
+                }
+            }
+            TargetOutcome::ContextLength(error) => match fallbacks.take() {
+                Some(more) if !more.is_empty() && !req.strict => {
+                    tracing::info!(request_id = %req.request_id, provider = %candidate.provider.id,
+                        "prompt too long; trying the route's context fallbacks");
+                    memory.failures += 1;
+                    memory.last_error = Some(error);
+                    queue.extend(more.into_iter().filter(|c| !Arc::ptr_eq(&c.provider, &candidate.provider)));
+                }
+                _ => return Err(Unanswered { error, attempted: memory.attempted }),
+            },
+            TargetOutcome::Stop(error) => return Err(Unanswered { error, attempted: memory.attempted }),
+        }
+    }
+    // Every candidate failed outright (no rate limit involved): the last
+    // failure says more than a generic exhaustion. Otherwise the client gets
+    // `all_providers_exhausted` with when to retry.
+    let error = match memory.last_error.take() {
+        Some(e) if !memory.rate_limited => e,
+        _ => exhausted(req, &memory, format!("All providers exhausted for model: {}", req.model)),
+    };
+    Err(Unanswered { error, attempted: memory.attempted })
+}
+
+/// Tries one target: keys in rotation, bounded retries, breaker accounting.
+async fn attempt_target(
+    req: &RouteRequest<'_>,
+    candidate: &Candidate,
+    all: &[Candidate],
+    primary: bool,
+    deadline: Instant,
+    memory: &mut Memory,
+) -> TargetOutcome {
+    let provider = &candidate.provider;
+    let Some(adapter) = provider.live().cloned() else { return TargetOutcome::Next(None) };
+    let permit = match provider.breaker.try_acquire(Instant::now()) {
+        Ok(p) => p,
+        Err(open) => {
+            tracing::debug!(request_id = %req.request_id, provider = %provider.id, retry_in_ms = open.retry_in.as_millis() as u64,
+                "circuit open; skipping");
+            return TargetOutcome::Next(None);
+        }
+    };
+    let routing = &req.gw.config.routing;
+    let ctx = adapter.context(req.request_id, &candidate.upstream_model, req.is_stream);
+    let mut tried_keys: Vec<usize> = Vec::new();
+    let mut transient_tries = 0u32;
+    let mut waited_retry_after = false;
+    let mut breaker_outcome = BreakerOutcome::Neutral;
+    let result = loop {
+        if Instant::now() >= deadline {
+            break TargetOutcome::Next(None);
+        }
+        let picked = match provider.keys.pick(&tried_keys, Instant::now(), req.estimated_tokens) {
+            Ok(p) => p,
+            Err(_wait) => {
+                memory.rate_limited = true;
+                break TargetOutcome::Next(None);
+            }
+        };
+        memory.note(&provider.id);
+        let key_index = picked.index;
+        let secret = picked.secret.map(str::to_owned);
+        let reservation = picked.reservation;
+
+        let upstream_request = match adapter.map_request(&ctx, &req.body).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(failure)) => {
+                provider.keys.release(key_index, reservation);
+                break match failure.kind {
+                    FailureKind::Unsupported => TargetOutcome::Next(None),
+                    FailureKind::ContextLength => TargetOutcome::ContextLength(provider_error(provider, &failure)),
+                    FailureKind::RequestInvalid | FailureKind::ContentFilter => {
+                        TargetOutcome::Stop(provider_error(provider, &failure))
+                    }
+                    _ => TargetOutcome::Next(Some(provider_error(provider, &failure))),
+                };
+            }
+            Err(fault) => {
+                provider.keys.release(key_index, reservation);
+                breaker_outcome = BreakerOutcome::Failure;
+                let error = ApiError::AdapterFault { provider: provider.id.to_string(), message: fault.to_string() };
+                provider.stats.failure(unix_ms(SystemTime::now()), false, &fault.to_string());
+                break TargetOutcome::Next(Some(error));
+            }
+        };
+
+        provider.stats.attempt(unix_ms(SystemTime::now()));
+        let sent = req.gw.upstream.send(&provider.base_url, upstream_request, &adapter.info.auth, secret.as_deref()).await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(request_id = %req.request_id, provider = %provider.id, error = %e, "upstream attempt failed");
+                provider.stats.failure(unix_ms(SystemTime::now()), false, &e.to_string());
+                if let UpstreamError::BadAdapterRequest(m) = e {
+                    provider.keys.release(key_index, reservation);
+                    breaker_outcome = BreakerOutcome::Failure;
+                    break TargetOutcome::Next(Some(ApiError::AdapterFault {
+                        provider: provider.id.to_string(),
+                        message: m,
+                    }));
+                }
+                let error = ApiError::ProviderUpstream {
+                    provider: provider.id.to_string(),
+                    message: format!("Provider {} failed: {e}", provider.id),
+                    upstream_code: None,
+                };
+                if req.strict {
+                    break TargetOutcome::Stop(error);
+                }
+                if transient_tries < candidate.retries && backoff(routing.retry_backoff, transient_tries, deadline).await {
+                    transient_tries += 1;
+                    tried_keys.clear();
+                    continue;
+                }
+                breaker_outcome = BreakerOutcome::Failure;
+                break TargetOutcome::Next(Some(error));
+            }
+        };
+        let head = response_head(&response);
+
+        if response.status().is_success() {
+            let answered = if req.is_stream {
+                let start = StreamStart {
+                    adapter: adapter.clone(),
+                    ctx: ctx.clone(),
+                    head,
+                    response,
+                    timeouts: *req.gw.upstream.timeouts(),
+                    first_token_timeout: req.gw.config.routing.first_token_timeout,
+                    request_id: req.request_id.to_owned(),
+                    provider: provider.clone(),
+                    key_index,
+                    reservation,
+                    continuation: stream::Continuation::new(req.gw.clone(), req.request.clone(), all.to_vec()),
+                };
+                // The stream settles its own reservation when it ends.
+                stream::start(start).await.map(|response| AnsweredTarget { response, usage: None, finish_reason: None })
+            } else {
+                let answered = complete(req, &adapter, &ctx, head, response, provider).await;
+                let tokens = answered.as_ref().ok().and_then(|a| a.usage.map(|u| u.total_tokens));
+                provider.keys.settle(key_index, reservation, tokens);
+                answered
+            };
+            match answered {
+                Ok(a) => {
+                    provider.keys.clear(key_index);
+                    if let Some(u) = a.usage {
+                        provider.stats.usage.record(
+                            unix_ms(SystemTime::now()),
+                            u64::from(u.prompt_tokens),
+                            u64::from(u.completion_tokens),
+                        );
+                    }
+                    provider.stats.success();
+                    breaker_outcome = BreakerOutcome::Success;
+                    break TargetOutcome::Answered(Box::new(a));
+                }
+                Err(error) => {
+                    provider.stats.failure(unix_ms(SystemTime::now()), false, &error.message());
+                    if req.strict {
+                        break TargetOutcome::Stop(error);
+                    }
+                    // A trapping adapter would trap again: no retry on it.
+                    let retryable = !matches!(error, ApiError::AdapterFault { .. });
+                    if retryable
+                        && transient_tries < candidate.retries
+                        && backoff(routing.retry_backoff, transient_tries, deadline).await
+                    {
+                        transient_tries += 1;
+                        continue;
+                    }
+                    breaker_outcome = BreakerOutcome::Failure;
+                    break TargetOutcome::Next(Some(error));
+                }
+            }
+        }
+
+        let status = head.status;
+        let error_body = req.gw.upstream.read_body(response).await.unwrap_or_default();
+        let failure = match adapter.classify_failure(&ctx, &head, &error_body).await {
+            Ok(f) => f,
+            Err(fault) => Failure {
+                kind: FailureKind::Transient,
+                message: format!("{status} from upstream; {fault}"),
+                retry_after_ms: None,
+                upstream_code: None,
+            },
+        };
+        let limited = matches!(failure.kind, FailureKind::RateLimited | FailureKind::QuotaExhausted);
+        provider.stats.failure(unix_ms(SystemTime::now()), limited, &failure.message);
+        tracing::warn!(
+            request_id = %req.request_id, provider = %provider.id, key_index, status, kind = ?failure.kind,
+            retry_after_ms = failure.retry_after_ms, "upstream refused"
+        );
+        match failure.kind {
+            FailureKind::RateLimited => {
+                memory.rate_limited = true;
+                let wait = failure.retry_after_ms.map(Duration::from_millis);
+                provider.keys.cool_down(key_index, clamp_cooldown(wait.unwrap_or(DEFAULT_COOLDOWN)));
+                if req.strict {
+                    break TargetOutcome::Stop(ApiError::ProviderRateLimited {
+                        provider: provider.id.to_string(),
+                        message: failure.message.clone(),
+                        retry_after_ms: Some(clamp_cooldown(wait.unwrap_or(DEFAULT_COOLDOWN)).as_millis() as u64),
+                    });
+                }
+                // A short wait on the primary target is cheaper than failing over.
+                if let Some(wait) = wait
+                    && primary
+                    && !waited_retry_after
+                    && wait <= routing.max_retry_after_wait
+                    && Instant::now() + wait < deadline
+                {
+                    tracing::info!(request_id = %req.request_id, provider = %provider.id, wait_ms = wait.as_millis() as u64,
+                        "waiting out a short Retry-After on the primary target");
+                    waited_retry_after = true;
+                    tokio::time::sleep(wait).await;
+                    provider.keys.clear(key_index);
+                    continue;
+                }
+                memory.last_error = Some(provider_error(provider, &failure));
+                tried_keys.push(key_index);
+            }
+            FailureKind::QuotaExhausted => {
+                memory.rate_limited = true;
+                provider.keys.exhaust_quota(key_index, failure.retry_after_ms.map(Duration::from_millis), SystemTime::now());
+                if req.strict {
+                    break TargetOutcome::Stop(ApiError::ProviderRateLimited {
+                        provider: provider.id.to_string(),
+                        message: failure.message.clone(),
+                        retry_after_ms: provider.keys.cooldown_left(key_index).map(|d| d.as_millis() as u64),
+                    });
+                }
+                memory.last_error = Some(provider_error(provider, &failure));
+                tried_keys.push(key_index);
+            }
+            FailureKind::KeyInvalid => {
+                tracing::error!(provider = %provider.id, key_index, "upstream rejected the key; taking it out of rotation");
+                provider.keys.disable(key_index, &failure.message);
+                let error = provider_error(provider, &failure);
+                if req.strict {
+                    break TargetOutcome::Stop(error);
+                }
+                memory.failures += 1;
+                memory.last_error = Some(error);
+                tried_keys.push(key_index);
+            }
+            FailureKind::Transient => {
+                let error = provider_error(provider, &failure);
+                if let Some(ms) = failure.retry_after_ms {
+                    provider.keys.cool_down(key_index, clamp_cooldown(Duration::from_millis(ms)));
+                }
+                if req.strict {
+                    breaker_outcome = BreakerOutcome::Failure;
+                    break TargetOutcome::Stop(error);
+                }
+                if transient_tries < candidate.retries && backoff(routing.retry_backoff, transient_tries, deadline).await {
+                    transient_tries += 1;
+                    tried_keys.clear();
+                    continue;
+                }
+                breaker_outcome = BreakerOutcome::Failure;
+                break TargetOutcome::Next(Some(error));
+            }
+            FailureKind::Unsupported => break TargetOutcome::Next(None),
+            FailureKind::ContextLength => break TargetOutcome::ContextLength(provider_error(provider, &failure)),
+            FailureKind::RequestInvalid | FailureKind::ContentFilter => {
+                break TargetOutcome::Stop(provider_error(provider, &failure));
+            }
+        }
+        if req.strict {
+            break TargetOutcome::Stop(memory.last_error.take().unwrap_or_else(|| provider_error(provider, &failure)));
+        }
+    };
+    provider.breaker.record(permit, breaker_outcome, Instant::now());
+    result
+}
+
+/// Sleeps `base * 2^attempt`, jittered to 50-150 %, if the deadline allows.
+/// Returns false (without sleeping) when it does not.
+async fn backoff(base: Duration, attempt: u32, deadline: Instant) -> bool {
+    let nominal = base.saturating_mul(1u32 << attempt.min(6));
+    let jittered = nominal.mul_f64(0.5 + fastrand::f64());
+    if Instant::now() + jittered >= deadline {
+        return false;
+    }
+    tokio::time::sleep(jittered).await;
+    true
+}
+
+fn provider_error(provider: &ProviderEntry, failure: &Failure) -> ApiError {
+    ApiError::ProviderUpstream {
+        provider: provider.id.to_string(),
+        message: failure.message.clone(),
+        upstream_code: failure.upstream_code.clone(),
+    }
+}
+
+/// The `all_providers_exhausted` error with the reference's advice fields.
+fn exhausted(req: &RouteRequest<'_>, memory: &Memory, message: String) -> ApiError {
+    let now = Instant::now();
+    let registry = &req.registry;
+    // Providers tried first, then every other enabled one.
+    let mut order: Vec<&Arc<ProviderEntry>> =
+        memory.attempted.iter().filter_map(|id| registry.get(id)).collect();
+    for p in registry.enabled() {
+        if !order.iter().any(|o| Arc::ptr_eq(o, p)) {
+            order.push(p);
+        }
+    }
+    let providers: Vec<Value> = order
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id.as_ref(),
+                "retry_after_ms": p.available_in(now).map(|d| d.as_millis() as u64),
+                "keys_available": p.keys.available(now),
+                "keys_total": p.keys.len(),
+                "circuit_state": p.breaker.snapshot(now).state,
+            })
+        })
+        .collect();
+    let retry_after_ms = registry.enabled().filter_map(|p| p.available_in(now)).min().map(|d| d.as_millis() as u64);
+    let suggestions: Vec<Value> = ["free-fast", "free-smart"]
+        .iter()
+        .filter(|name| **name != req.model)
+        .filter_map(|name| {
+            let route = req.routes.get(name)?;
+            let eta = route_eta(registry, route, now)?;
+            Some(json!({"model": name, "available_in_ms": eta.as_millis() as u64}))
+        })
+        .collect();
+    ApiError::AllProvidersExhausted { model: req.model.to_owned(), message, retry_after_ms, providers, suggestions }
+}
+
+/// When the first provider of `route` can take a request again.
+fn route_eta(registry: &Registry, route: &crate::router::Route, now: Instant) -> Option<Duration> {
+    use crate::router::Target;
+    let mut best: Option<Duration> = None;
+    let mut consider = |p: &ProviderEntry| {
+        if let Some(d) = p.available_in(now) {
+            best = Some(best.map_or(d, |b| b.min(d)));
+        }
+    };
+    for t in &route.targets {
+        match t {
+            Target::AllProviders => registry.enabled().for_each(|p| consider(p)),
+            Target::Provider { id, .. } => {
+                if let Some(p) = registry.get(id).filter(|p| p.live().is_some()) {
+                    consider(p);
+                }
+            }
+        }
+    }
+    best
+}
+
+/// Reads, normalizes (wasm) and returns a 2xx non-streaming answer.
+async fn complete(
+    req: &RouteRequest<'_>,
+    adapter: &Adapter,
+    ctx: &CallContext,
+    head: ResponseHead,
+    response: reqwest::Response,
+    provider: &ProviderEntry,
+) -> Result<AnsweredTarget, ApiError> {
+    let upstream_error = |message: String| ApiError::ProviderUpstream {
+        provider: provider.id.to_string(),
+        message,
+        upstream_code: None,
+    };
+    let body = req.gw.upstream.read_body(response).await.map_err(|e| upstream_error(e.to_string()))?;
+    let normalized = match adapter.normalize_response(ctx, &head, &body).await {
+        Ok(Ok(n)) => n,
+        Ok(Err(failure)) => return Err(upstream_error(failure.message)),
+        Err(fault) => {
+            return Err(ApiError::AdapterFault { provider: provider.id.to_string(), message: fault.to_string() });
+        }
+    };
+    let out = with_provider_marker(normalized.body, &provider.id).ok_or_else(|| ApiError::AdapterFault {
+        provider: provider.id.to_string(),
+        message: format!("adapter \"{}\" returned a body that is not a JSON object", provider.id),
+    })?;
+    let mut response = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out).into_response();
+    if normalized.finish_reason == Some(FinishReason::Length) && wants_json(&req.request) {
+        response.headers_mut().insert("x-freellm-warning", HeaderValue::from_static("json-possibly-truncated"));
+    }
+    Ok(AnsweredTarget { response, usage: normalized.usage, finish_reason: normalized.finish_reason })
+}
+
+/// Inserts `"x_freellm_provider":"<id>"` as the first field of a JSON object
+/// without re-serializing it.
+fn with_provider_marker(body: Vec<u8>, provider: &str) -> Option<Vec<u8>> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    if body[start] != b'{' {
+        return None;
+    }
+    let rest = &body[start + 1..];
+    let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+    let mut out = Vec::with_capacity(body.len() + provider.len() + 24);
+    out.extend_from_slice(b"{\"x_freellm_provider\":");
+    out.extend_from_slice(serde_json::to_string(provider).ok()?.as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
+/// True when the request asked for JSON output (`json_object`/`json_schema`).
+fn wants_json(request: &Value) -> bool {
+    matches!(request.pointer("/response_format/type").and_then(Value::as_str), Some("json_object" | "json_schema"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_marker_is_inserted_first() {
+        let out = with_provider_marker(br#" {"id":"x","choices":[]}"#.to_vec(), "groq").unwrap();
+        assert_eq!(out, br#"{"x_freellm_provider":"groq","id":"x","choices":[]}"#);
+        assert_eq!(with_provider_marker(b"{ }".to_vec(), "g").unwrap(), br#"{"x_freellm_provider":"g" }"#);
+        assert!(with_provider_marker(b"[1]".to_vec(), "g").is_none());
+        assert!(with_provider_marker(b"".to_vec(), "g").is_none());
+    }
+
+    #[tokio::test]
+    async fn backoff_respects_the_deadline() {
+        let soon = Instant::now() + Duration::from_millis(5);
+        assert!(!backoff(Duration::from_secs(1), 0, soon).await);
+        let later = Instant::now() + Duration::from_secs(5);
+        let t = Instant::now();
+        assert!(backoff(Duration::from_millis(10), 1, later).await);
+        let slept = t.elapsed();
+        assert!(slept >= Duration::from_millis(10) && slept < Duration::from_millis(200), "{slept:?}");
+    }
+
+    #[test]
+    fn json_mode_is_detected() {
+        assert!(wants_json(&json!({"response_format": {"type": "json_object"}})));
+        assert!(!wants_json(&json!({"response_format": {"type": "text"}})));
+        assert!(!wants_json(&json!({})));
+    }
+}
