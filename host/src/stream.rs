@@ -96,6 +96,18 @@ pub async fn start(s: StreamStart) -> Result<Response, ApiError> {
                 }
             }
             Step::Eof => break,
+            Step::Idle if Instant::now() >= first_deadline => {
+                return Err(provider_error(format!(
+                    "no first token within {} ms",
+                    s.first_token_timeout.as_millis()
+                )));
+            }
+            Step::Idle if Instant::now() >= stall_at => {
+                return Err(provider_error(format!(
+                    "the upstream sent nothing for {:?}",
+                    s.timeouts.stream_stall_timeout
+                )));
+            }
             Step::Idle => {}
             Step::Cut { message, .. } if Instant::now() >= first_deadline => {
                 return Err(provider_error(format!(
