@@ -233,6 +233,12 @@ async fn attempt_target(
     };
     let routing = &req.gw.config.routing;
     let ctx = adapter.context(req.request_id, &candidate.upstream_model, req.is_stream);
+    // Streams report usage only when asked: ask the providers that can, and
+    // keep the extra usage chunk from clients that did not ask themselves.
+    let (body, hide_usage_chunks) = match with_stream_usage(req, &adapter) {
+        Some(body) => (body, true),
+        None => (req.body.clone(), false),
+    };
     let mut tried_keys: Vec<usize> = Vec::new();
     let mut transient_tries = 0u32;
     let mut waited_retry_after = false;
@@ -253,7 +259,7 @@ async fn attempt_target(
         let secret = picked.secret.map(str::to_owned);
         let reservation = picked.reservation;
 
-        let upstream_request = match adapter.map_request(&ctx, &req.body).await {
+        let upstream_request = match adapter.map_request(&ctx, &body).await {
             Ok(Ok(r)) => r,
             Ok(Err(failure)) => {
                 provider.keys.release(key_index, reservation);
@@ -322,6 +328,7 @@ async fn attempt_target(
                     provider: provider.clone(),
                     key_index,
                     reservation,
+                    hide_usage_chunks,
                     continuation: stream::Continuation::new(req.gw.clone(), req.request.clone(), all.to_vec()),
                 };
                 // The stream settles its own reservation when it ends.
@@ -465,6 +472,23 @@ async fn attempt_target(
     };
     provider.breaker.record(permit, breaker_outcome, Instant::now());
     result
+}
+
+/// For a stream to a provider that reports usage on request: the body with
+/// `stream_options.include_usage = true`, unless the client set it.
+fn with_stream_usage(req: &RouteRequest<'_>, adapter: &Adapter) -> Option<Bytes> {
+    use crate::plugins::types::Capabilities;
+    if !req.is_stream || !adapter.info.capabilities.contains(Capabilities::STREAM_USAGE) {
+        return None;
+    }
+    if req.request.pointer("/stream_options/include_usage").is_some() {
+        return None;
+    }
+    let mut request = (*req.request).clone();
+    let object = request.as_object_mut()?;
+    let options = object.entry("stream_options").or_insert_with(|| json!({}));
+    options.as_object_mut()?.insert("include_usage".into(), Value::Bool(true));
+    serde_json::to_vec(&request).ok().map(Bytes::from)
 }
 
 /// Sleeps `base * 2^attempt`, jittered to 50-150 %, if the deadline allows.

@@ -65,6 +65,8 @@ pub struct StreamStart {
     pub key_index: usize,
     /// The request counted in that key's windows (settled with the real usage).
     pub reservation: Reservation,
+    /// The gateway asked for usage the client did not: drop usage-only chunks.
+    pub hide_usage_chunks: bool,
     /// Where a cut stream may be resumed.
     pub continuation: Continuation,
 }
@@ -128,6 +130,7 @@ pub async fn start(s: StreamStart) -> Result<Response, ApiError> {
         answered_text: String::new(),
         stream_id: None,
         splice: None,
+        hide_usage_chunks: s.hide_usage_chunks,
     };
     tokio::spawn(relay.run(first));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -308,6 +311,7 @@ struct Relay {
     /// The `id` of the stream's chunks, kept across a continuation.
     stream_id: Option<String>,
     splice: Option<Splice>,
+    hide_usage_chunks: bool,
 }
 
 impl Relay {
@@ -426,6 +430,12 @@ impl Relay {
     /// `None` drops the chunk.
     fn prepare(&mut self, chunk: Vec<u8>) -> Option<Vec<u8>> {
         let Ok(mut value) = serde_json::from_slice::<Value>(&chunk) else { return Some(chunk) };
+        if self.hide_usage_chunks
+            && value.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+            && value.get("usage").is_some_and(|u| !u.is_null())
+        {
+            return None; // counted by the source already
+        }
         let content = value.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned);
         let Some(splice) = self.splice.as_mut() else {
             if self.stream_id.is_none() {

@@ -420,3 +420,27 @@ async fn quota_aware_routing_avoids_a_key_whose_declared_window_is_full() {
     assert_eq!(first["keys"][0]["requestsInWindow"], 2);
     assert_eq!(first["keys"][0]["maxRequests"], 2);
 }
+
+#[tokio::test]
+async fn stream_usage_is_requested_recorded_and_hidden_from_clients_that_did_not_ask() {
+    let usage_chunk = json!({"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}})
+    .to_string();
+    let u = usage_chunk.clone();
+    let groq = MockUpstream::start(move |_| Reply::sse(&[&chunk("Hi", None), &chunk("", Some("stop")), &u, "[DONE]"])).await;
+    let ollama = MockUpstream::completing().await;
+    let gw = two_providers(&groq, &ollama, "k1", &[]).await;
+    let data = sse_data(gw.chat(stream_body("groq/llama-3.3-70b-versatile")).await).await;
+    assert_eq!(content_of(&data), "Hi");
+    assert!(!data.iter().any(|d| d.contains("\"usage\"")), "{data:?}");
+    assert_eq!(groq.requests()[0].json()["stream_options"], json!({"include_usage": true}));
+    let status: Value = gw.get("/v1/status").await.json().await.unwrap();
+    assert_eq!(status["providers"][0]["usage"]["totalTokens"], 15, "{}", status["providers"][0]);
+    assert_eq!(status["providers"][0]["keys"][0]["windows"]["tokensMinute"], 15);
+
+    // A client that asks for usage gets the chunk.
+    let mut body = stream_body("groq/llama-3.3-70b-versatile");
+    body["stream_options"] = json!({"include_usage": true});
+    let data = sse_data(gw.chat(body).await).await;
+    assert!(data.iter().any(|d| d.contains("\"total_tokens\":15")), "{data:?}");
+}
