@@ -423,6 +423,9 @@ main() {
     log "measured in $((SECONDS - started)) s"
     echo
     print_table
+    echo
+    log "routing benchmark"
+    BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0} bench/routing.sh
 }
 
 main "$@"

@@ -152,7 +152,7 @@ pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unans
     let all: Vec<Candidate> = plan.candidates.clone();
     let mut queue: VecDeque<Candidate> = plan.candidates.into();
     let mut fallbacks = Some(plan.context_fallbacks);
-    let mut primary = true;
+    let mut first_try = true;
     while let Some(candidate) = queue.pop_front() {
         if Instant::now() >= deadline {
             let message = format!(
@@ -162,8 +162,11 @@ pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unans
             );
             return Err(Unanswered { error: exhausted(req, &memory, message), attempted: memory.attempted });
         }
+        // Only the route's priority-first target, tried first, waits out a
+        // short Retry-After: a rotated-in target simply fails over.
+        let primary = first_try && plan.primary.as_ref().is_some_and(|p| Arc::ptr_eq(p, &candidate.provider));
+        first_try = false;
         let outcome = attempt_target(req, &candidate, &all, primary, deadline, &mut memory).await;
-        primary = false;
         match outcome {
             TargetOutcome::Answered(a) => {
                 let reason = if memory.failures > 0 || memory.rate_limited {

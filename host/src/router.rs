@@ -293,6 +293,9 @@ pub struct Plan {
     pub skipped: Vec<Skipped>,
     /// The strategy that ordered the candidates.
     pub strategy: Strategy,
+    /// The route's first target by priority (before the strategy reordered
+    /// them): the one whose short `Retry-After` is worth waiting out.
+    pub primary: Option<Arc<ProviderEntry>>,
 }
 
 /// Inputs of [`plan`].
@@ -351,6 +354,7 @@ fn concrete_plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>)
     }
     Ok(Plan {
         kind: PlanKind::Concrete,
+        primary: Some(entry.clone()),
         candidates: vec![Candidate {
             provider: entry.clone(),
             upstream_model: upstream_model.to_owned(),
@@ -372,6 +376,7 @@ fn route_plan(registry: &Registry, route: &Route, req: &PlanRequest<'_>) -> Plan
         expand(registry, &route.context_fallbacks, &needs, retries, &mut ignored)
     };
     let strategy = route.strategy.unwrap_or(req.strategy);
+    let primary = candidates.first().map(|c| c.provider.clone());
     order(&mut candidates, strategy, &route.counter, req.needs.estimated_tokens);
     Plan {
         kind: if route.builtin { PlanKind::Meta } else { PlanKind::Route },
@@ -379,6 +384,7 @@ fn route_plan(registry: &Registry, route: &Route, req: &PlanRequest<'_>) -> Plan
         context_fallbacks,
         skipped,
         strategy,
+        primary,
     }
 }
 

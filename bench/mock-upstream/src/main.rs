@@ -68,6 +68,8 @@ struct Mock {
     rate_limit_every: u64,
     /// Chat requests seen so far; drives `--rate-limit-every`.
     chat_requests: AtomicU64,
+    /// Chat requests answered with a 429.
+    rate_limited: AtomicU64,
 }
 
 fn main() {
@@ -101,7 +103,11 @@ async fn serve(opts: Options) -> std::io::Result<()> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
-    let mock = Arc::new(Mock { rate_limit_every: opts.rate_limit_every, chat_requests: AtomicU64::new(0) });
+    let mock = Arc::new(Mock {
+        rate_limit_every: opts.rate_limit_every,
+        chat_requests: AtomicU64::new(0),
+        rate_limited: AtomicU64::new(0),
+    });
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -123,6 +129,18 @@ async fn serve(opts: Options) -> std::io::Result<()> {
 
 impl Mock {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() == Method::GET && req.uri().path() == "/stats" {
+            // Counters for the routing benchmark: how many chat requests this
+            // upstream saw, and how many it refused with a 429.
+            let stats = format!(
+                "{{\"chat_requests\":{},\"rate_limited\":{}}}",
+                self.chat_requests.load(Ordering::Relaxed),
+                self.rate_limited.load(Ordering::Relaxed)
+            );
+            let mut resp = Response::new(Full::new(Bytes::from(stats)));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return resp;
+        }
         let is_chat = req.method() == Method::POST && req.uri().path().ends_with("/chat/completions");
         // Read the whole body even when it is not used, so the connection stays
         // reusable and the client never sees a reset.
@@ -135,6 +153,7 @@ impl Mock {
         }
         let n = self.chat_requests.fetch_add(1, Ordering::Relaxed) + 1;
         if self.rate_limit_every > 0 && n % self.rate_limit_every == 0 {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
             let mut resp = respond(StatusCode::TOO_MANY_REQUESTS, "application/json", RATE_LIMITED);
             resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
             return resp;
