@@ -234,9 +234,10 @@ impl Config {
     fn build(file: FileConfig, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| env_get(&env, name);
         let host_text = get("HOST").map(str::to_owned).or(file.server.host).unwrap_or_else(|| "127.0.0.1".into());
-        let host = host_text
-            .parse()
-            .map_err(|_| ConfigError::Invalid { name: "HOST".into(), message: format!("not an IP address: {host_text}") })?;
+        let host = host_text.parse().map_err(|_| ConfigError::Invalid {
+            name: "HOST".into(),
+            message: format!("not an IP address: {host_text}"),
+        })?;
         let port = match get("PORT") {
             Some(p) => parse_num::<u16>("PORT", p)?,
             None => file.server.port.unwrap_or(3000),
@@ -248,7 +249,8 @@ impl Config {
         if max_body_bytes == 0 {
             return Err(ConfigError::Invalid { name: "FREELLM_MAX_BODY_BYTES".into(), message: "must be > 0".into() });
         }
-        let data_dir = get("FREELLM_DATA_DIR").map(PathBuf::from).or(file.server.data_dir).unwrap_or_else(|| "data".into());
+        let data_dir =
+            get("FREELLM_DATA_DIR").map(PathBuf::from).or(file.server.data_dir).unwrap_or_else(|| "data".into());
         let data_dir = resolve(base_dir, &data_dir);
         let cache_dir = get("FREELLM_CACHE_DIR")
             .map(PathBuf::from)
@@ -298,10 +300,9 @@ impl Config {
         let r = &file.routing;
         let strategy_text = get("ROUTING_STRATEGY").map(str::to_owned).or(r.strategy.clone());
         let strategy = match strategy_text {
-            Some(text) => text.parse::<Strategy>().map_err(|message| ConfigError::Invalid {
-                name: "ROUTING_STRATEGY".into(),
-                message,
-            })?,
+            Some(text) => text
+                .parse::<Strategy>()
+                .map_err(|message| ConfigError::Invalid { name: "ROUTING_STRATEGY".into(), message })?,
             None => Strategy::QuotaAware,
         };
         let transient_retries = match get("ROUTE_TRANSIENT_RETRIES") {
@@ -479,7 +480,8 @@ mod tests {
     use super::*;
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(toml).map_err(|e| ConfigError::Parse { path: "t".into(), message: e.to_string() })?;
+        let file: FileConfig =
+            toml::from_str(toml).map_err(|e| ConfigError::Parse { path: "t".into(), message: e.to_string() })?;
         Config::build(file, Path::new("/cfg"), env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
@@ -506,7 +508,8 @@ mod tests {
 
     #[test]
     fn environment_wins_over_the_file() {
-        let c = load(TWO, &[("PORT", "4000"), ("OLLAMA_MODELS", "x,y"), ("GROQ_BASE_URL", "http://127.0.0.1:9/v1/")]).unwrap();
+        let c = load(TWO, &[("PORT", "4000"), ("OLLAMA_MODELS", "x,y"), ("GROQ_BASE_URL", "http://127.0.0.1:9/v1/")])
+            .unwrap();
         assert_eq!(c.port, 4000);
         assert_eq!(c.providers[1].settings, vec![("models".to_owned(), "x,y".to_owned())]);
         assert_eq!(c.providers[0].base_url.as_deref(), Some("http://127.0.0.1:9/v1"));

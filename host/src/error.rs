@@ -99,9 +99,7 @@ impl ApiError {
             }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::ModelNotFound { .. } | Self::NotFound { .. } | Self::ProviderNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            Self::ModelNotFound { .. } | Self::NotFound { .. } | Self::ProviderNotFound { .. } => StatusCode::NOT_FOUND,
             Self::NoProvidersConfigured { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::AllProvidersExhausted { .. } | Self::ProviderRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ProviderUpstream { .. } | Self::AdapterFault { .. } => StatusCode::BAD_GATEWAY,
@@ -142,10 +140,9 @@ impl ApiError {
                 message.clone()
             }
             Self::PayloadTooLarge { limit } => format!("Request body exceeds the limit of {limit} bytes."),
-            Self::UnsupportedMediaType { got } => format!(
-                "Content-Type must be application/json, got {}.",
-                got.as_deref().unwrap_or("none")
-            ),
+            Self::UnsupportedMediaType { got } => {
+                format!("Content-Type must be application/json, got {}.", got.as_deref().unwrap_or("none"))
+            }
             Self::ModelNotFound { model, reason, available } => {
                 body.insert("requested_model".into(), model.as_str().into());
                 body.insert("available_models".into(), json!(available));

@@ -285,7 +285,8 @@ async fn attempt_target(
         };
 
         provider.stats.attempt(unix_ms(SystemTime::now()));
-        let sent = req.gw.upstream.send(&provider.base_url, upstream_request, &adapter.info.auth, secret.as_deref()).await;
+        let sent =
+            req.gw.upstream.send(&provider.base_url, upstream_request, &adapter.info.auth, secret.as_deref()).await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -307,7 +308,9 @@ async fn attempt_target(
                 if req.strict {
                     break TargetOutcome::Stop(error);
                 }
-                if transient_tries < candidate.retries && backoff(routing.retry_backoff, transient_tries, deadline).await {
+                if transient_tries < candidate.retries
+                    && backoff(routing.retry_backoff, transient_tries, deadline).await
+                {
                     transient_tries += 1;
                     tried_keys.clear();
                     continue;
@@ -424,7 +427,11 @@ async fn attempt_target(
             }
             FailureKind::QuotaExhausted => {
                 memory.rate_limited = true;
-                provider.keys.exhaust_quota(key_index, failure.retry_after_ms.map(Duration::from_millis), SystemTime::now());
+                provider.keys.exhaust_quota(
+                    key_index,
+                    failure.retry_after_ms.map(Duration::from_millis),
+                    SystemTime::now(),
+                );
                 if req.strict {
                     break TargetOutcome::Stop(ApiError::ProviderRateLimited {
                         provider: provider.id.to_string(),
@@ -455,7 +462,9 @@ async fn attempt_target(
                     breaker_outcome = BreakerOutcome::Failure;
                     break TargetOutcome::Stop(error);
                 }
-                if transient_tries < candidate.retries && backoff(routing.retry_backoff, transient_tries, deadline).await {
+                if transient_tries < candidate.retries
+                    && backoff(routing.retry_backoff, transient_tries, deadline).await
+                {
                     transient_tries += 1;
                     tried_keys.clear();
                     continue;
@@ -519,8 +528,7 @@ fn exhausted(req: &RouteRequest<'_>, memory: &Memory, message: String) -> ApiErr
     let now = Instant::now();
     let registry = &req.registry;
     // Providers tried first, then every other enabled one.
-    let mut order: Vec<&Arc<ProviderEntry>> =
-        memory.attempted.iter().filter_map(|id| registry.get(id)).collect();
+    let mut order: Vec<&Arc<ProviderEntry>> = memory.attempted.iter().filter_map(|id| registry.get(id)).collect();
     for p in registry.enabled() {
         if !order.iter().any(|o| Arc::ptr_eq(o, p)) {
             order.push(p);

@@ -313,7 +313,8 @@ mod tests {
     #[test]
     fn picks_rotate_across_keys() {
         let r = ring(3, Limits::default());
-        let picked: Vec<_> = (0..4).map(|_| r.pick(&[], Instant::now(), 1).unwrap().secret.unwrap().to_owned()).collect();
+        let picked: Vec<_> =
+            (0..4).map(|_| r.pick(&[], Instant::now(), 1).unwrap().secret.unwrap().to_owned()).collect();
         assert_eq!(picked, ["k0", "k1", "k2", "k0"]);
     }
 

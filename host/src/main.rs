@@ -9,7 +9,11 @@ use freellm::config::Config;
 use freellm::state::Gateway;
 
 #[derive(Parser)]
-#[command(name = "freellm", version, about = "OpenAI-compatible gateway over free LLM tiers, with WebAssembly provider adapters")]
+#[command(
+    name = "freellm",
+    version,
+    about = "OpenAI-compatible gateway over free LLM tiers, with WebAssembly provider adapters"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -58,10 +58,7 @@ mod tests {
 
     #[test]
     fn provider_key_shapes_are_redacted() {
-        assert_eq!(
-            redact_secrets("Invalid API Key: gsk_abcdefghijklmnopqrstuv!"),
-            "Invalid API Key: [REDACTED_KEY]!"
-        );
+        assert_eq!(redact_secrets("Invalid API Key: gsk_abcdefghijklmnopqrstuv!"), "Invalid API Key: [REDACTED_KEY]!");
         assert_eq!(redact_secrets("key AIzaSyA1234567890123456789 bad"), "key [REDACTED_KEY] bad");
     }
 

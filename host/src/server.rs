@@ -80,9 +80,8 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 /// Serves until SIGINT/SIGTERM, then drains in-flight requests.
 pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
     let addr = SocketAddr::new(gw.config.host, gw.config.port);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, "FreeLLM gateway listening");
     let app = app(gw);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;

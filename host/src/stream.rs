@@ -80,10 +80,11 @@ pub async fn start(s: StreamStart) -> Result<Response, ApiError> {
         message,
         upstream_code: None,
     };
-    let session = s.adapter.open_stream(&s.ctx, &s.head).await.map_err(|fault| ApiError::AdapterFault {
-        provider: s.provider.id.to_string(),
-        message: fault.to_string(),
-    })?;
+    let session = s
+        .adapter
+        .open_stream(&s.ctx, &s.head)
+        .await
+        .map_err(|fault| ApiError::AdapterFault { provider: s.provider.id.to_string(), message: fault.to_string() })?;
     let mut source = Source::new(session, s.response, &s.adapter, s.provider.clone(), s.key_index, s.reservation);
     let first_deadline = Instant::now() + s.first_token_timeout;
     let mut first = Vec::new();
@@ -99,10 +100,7 @@ pub async fn start(s: StreamStart) -> Result<Response, ApiError> {
             }
             Step::Eof => break,
             Step::Idle if Instant::now() >= first_deadline => {
-                return Err(provider_error(format!(
-                    "no first token within {} ms",
-                    s.first_token_timeout.as_millis()
-                )));
+                return Err(provider_error(format!("no first token within {} ms", s.first_token_timeout.as_millis())));
             }
             Step::Idle if Instant::now() >= stall_at => {
                 return Err(provider_error(format!(
@@ -538,7 +536,8 @@ impl Continuation {
             let (key_index, secret, reservation) = (key.index, key.secret.map(str::to_owned), key.reservation);
             let ctx = adapter.context(request_id, &candidate.upstream_model, true);
             let Ok(Ok(up)) = adapter.map_request(&ctx, &body).await else { continue };
-            let Ok(response) = self.gw.upstream.send(&provider.base_url, up, &adapter.info.auth, secret.as_deref()).await
+            let Ok(response) =
+                self.gw.upstream.send(&provider.base_url, up, &adapter.info.auth, secret.as_deref()).await
             else {
                 continue;
             };

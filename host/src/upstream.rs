@@ -271,10 +271,16 @@ mod tests {
     fn header_and_query_placements_carry_the_key() {
         let u = upstream();
         let h = u
-            .build("http://h", request("/x", &[("x-goog-api-key", "guest")]), &AuthPlacement::Header("x-goog-api-key".into()), Some("k"))
+            .build(
+                "http://h",
+                request("/x", &[("x-goog-api-key", "guest")]),
+                &AuthPlacement::Header("x-goog-api-key".into()),
+                Some("k"),
+            )
             .unwrap();
         assert_eq!(h.headers()["x-goog-api-key"], "k");
-        let q = u.build("http://h", request("/x?alt=sse", &[]), &AuthPlacement::Query("key".into()), Some("a b")).unwrap();
+        let q =
+            u.build("http://h", request("/x?alt=sse", &[]), &AuthPlacement::Query("key".into()), Some("a b")).unwrap();
         assert_eq!(q.url().query(), Some("alt=sse&key=a+b"));
         let none = u.build("http://h", request("/x", &[]), &AuthPlacement::None, None).unwrap();
         assert!(none.headers().get("authorization").is_none());

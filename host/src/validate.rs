@@ -22,14 +22,7 @@ use serde_json::{Map, Value};
 /// says the list was cut.
 pub const MAX_ISSUES: usize = 100;
 
-const ROLES: &[&str] = &[
-    "system",
-    "user",
-    "assistant",
-    "tool",
-    "developer",
-    "function",
-];
+const ROLES: &[&str] = &["system", "user", "assistant", "tool", "developer", "function"];
 const ROLES_NEEDING_CONTENT: &[&str] = &["system", "user", "developer"];
 const MAX_MESSAGES: usize = 2048;
 const MAX_STOP_SEQUENCES: usize = 4;
@@ -72,11 +65,7 @@ pub fn issues_message(issues: &[Issue]) -> String {
         if i > 0 {
             out.push_str("; ");
         }
-        out.push_str(if issue.path.is_empty() {
-            "body"
-        } else {
-            &issue.path
-        });
+        out.push_str(if issue.path.is_empty() { "body" } else { &issue.path });
         out.push_str(": ");
         out.push_str(&issue.message);
     }
@@ -152,10 +141,7 @@ impl fmt::Display for Got<'_> {
 /// An integer value, whether it fits `i64` or only `u64`; `None` for a
 /// fraction (including `5.0`) or a non-number.
 fn as_integer(value: &Value) -> Option<i128> {
-    value
-        .as_i64()
-        .map(i128::from)
-        .or_else(|| value.as_u64().map(i128::from))
+    value.as_i64().map(i128::from).or_else(|| value.as_u64().map(i128::from))
 }
 
 /// The check for a number within `min..=max`.
@@ -190,11 +176,7 @@ impl Checker {
                 message: format!("too many problems; only the first {MAX_ISSUES} are listed"),
             });
         }
-        if self.issues.is_empty() {
-            Ok(())
-        } else {
-            Err(self.issues)
-        }
+        if self.issues.is_empty() { Ok(()) } else { Err(self.issues) }
     }
 
     fn is_full(&self) -> bool {
@@ -205,10 +187,7 @@ impl Checker {
         if self.is_full() {
             self.truncated = true;
         } else {
-            self.issues.push(Issue {
-                path: path.to_string(),
-                message: message.into(),
-            });
+            self.issues.push(Issue { path: path.to_string(), message: message.into() });
         }
     }
 
@@ -238,9 +217,7 @@ impl Checker {
         self.nullable(obj, root, "seed", integer(None, None));
         self.nullable(obj, root, "logprobs", Self::boolean);
         self.nullable(obj, root, "top_logprobs", integer(Some(0), Some(20)));
-        self.nullable(obj, root, "logit_bias", |c, p, v| {
-            c.object_of(p, v, number(-100.0, 100.0))
-        });
+        self.nullable(obj, root, "logit_bias", |c, p, v| c.object_of(p, v, number(-100.0, 100.0)));
         self.nullable(obj, root, "stop", Self::stop);
         self.optional(obj, root, "tools", |c, p, v| c.array_of(p, v, Self::tool));
         self.optional(obj, root, "tool_choice", Self::tool_choice);
@@ -248,14 +225,10 @@ impl Checker {
         self.optional(obj, root, "response_format", Self::response_format);
         self.nullable(obj, root, "reasoning_effort", one_of(REASONING_EFFORTS));
         self.optional(obj, root, "user", Self::string);
-        self.nullable(obj, root, "metadata", |c, p, v| {
-            c.object_of(p, v, Self::string)
-        });
+        self.nullable(obj, root, "metadata", |c, p, v| c.object_of(p, v, Self::string));
         self.nullable(obj, root, "store", Self::boolean);
         self.nullable(obj, root, "service_tier", Self::string);
-        self.nullable(obj, root, "modalities", |c, p, v| {
-            c.array_of(p, v, Self::string)
-        });
+        self.nullable(obj, root, "modalities", |c, p, v| c.array_of(p, v, Self::string));
     }
 
     fn stream_options(&mut self, path: &Path<'_>, value: &Value) {
@@ -270,10 +243,7 @@ impl Checker {
             Value::String(_) => {}
             Value::Array(items) => {
                 if items.len() > MAX_STOP_SEQUENCES {
-                    let message = format!(
-                        "expected at most {MAX_STOP_SEQUENCES} stop sequences, got {}",
-                        items.len()
-                    );
+                    let message = format!("expected at most {MAX_STOP_SEQUENCES} stop sequences, got {}", items.len());
                     self.fail(path, message);
                 }
                 self.each(path, items, Self::string);
@@ -291,10 +261,7 @@ impl Checker {
         if messages.is_empty() {
             self.fail(path, "expected at least 1 message");
         } else if messages.len() > MAX_MESSAGES {
-            let message = format!(
-                "expected at most {MAX_MESSAGES} messages, got {}",
-                messages.len()
-            );
+            let message = format!("expected at most {MAX_MESSAGES} messages, got {}", messages.len());
             self.fail(path, message);
         }
         self.each(path, messages, Self::message);
@@ -304,9 +271,7 @@ impl Checker {
         let Some(message) = self.object(path, value) else {
             return;
         };
-        let role = self
-            .required(message, path, "role", |c, p, v| c.one_of(p, v, ROLES))
-            .flatten();
+        let role = self.required(message, path, "role", |c, p, v| c.one_of(p, v, ROLES)).flatten();
         let needs_content = role.is_some_and(|role| ROLES_NEEDING_CONTENT.contains(&role));
         if needs_content {
             self.required(message, path, "content", Self::content);
@@ -317,9 +282,7 @@ impl Checker {
             self.required(message, path, "tool_call_id", Self::string);
         }
         self.nullable(message, path, "name", Self::string);
-        self.nullable(message, path, "tool_calls", |c, p, v| {
-            c.array_of(p, v, Self::tool_call)
-        });
+        self.nullable(message, path, "tool_calls", |c, p, v| c.array_of(p, v, Self::tool_call));
     }
 
     fn content(&mut self, path: &Path<'_>, value: &Value) {
@@ -394,14 +357,9 @@ impl Checker {
             return;
         };
         let valid = (1..=MAX_FUNCTION_NAME).contains(&name.len())
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid {
-            self.fail(
-                path,
-                "expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -",
-            );
+            self.fail(path, "expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -");
         }
     }
 
@@ -427,9 +385,7 @@ impl Checker {
         let Some(format) = self.object(path, value) else {
             return;
         };
-        let kind = self.required(format, path, "type", |c, p, v| {
-            c.one_of(p, v, RESPONSE_FORMATS)
-        });
+        let kind = self.required(format, path, "type", |c, p, v| c.one_of(p, v, RESPONSE_FORMATS));
         if kind.flatten() == Some("json_schema") {
             self.required(format, path, "json_schema", |c, p, v| {
                 let Some(schema) = c.object(p, v) else { return };
@@ -574,12 +530,7 @@ impl Checker {
         }
     }
 
-    fn one_of<'v>(
-        &mut self,
-        path: &Path<'_>,
-        value: &'v Value,
-        allowed: &[&str],
-    ) -> Option<&'v str> {
+    fn one_of<'v>(&mut self, path: &Path<'_>, value: &'v Value, allowed: &[&str]) -> Option<&'v str> {
         let string = self.string(path, value)?;
         if allowed.contains(&string) {
             return Some(string);
@@ -594,25 +545,15 @@ impl Checker {
 
     fn number_between(&mut self, path: &Path<'_>, value: &Value, min: f64, max: f64) {
         if !value.as_f64().is_some_and(|x| (min..=max).contains(&x)) {
-            let message = format!(
-                "expected a number between {min} and {max}, got {}",
-                Got(value)
-            );
+            let message = format!("expected a number between {min} and {max}, got {}", Got(value));
             self.fail(path, message);
         }
     }
 
     /// An integer (no fractional part, not even `.0`) within the bounds given.
-    fn integer_between(
-        &mut self,
-        path: &Path<'_>,
-        value: &Value,
-        min: Option<i64>,
-        max: Option<i64>,
-    ) {
-        let in_range = as_integer(value).is_some_and(|n| {
-            min.is_none_or(|min| n >= i128::from(min)) && max.is_none_or(|max| n <= i128::from(max))
-        });
+    fn integer_between(&mut self, path: &Path<'_>, value: &Value, min: Option<i64>, max: Option<i64>) {
+        let in_range = as_integer(value)
+            .is_some_and(|n| min.is_none_or(|min| n >= i128::from(min)) && max.is_none_or(|max| n <= i128::from(max)));
         if in_range {
             return;
         }
@@ -758,20 +699,11 @@ mod tests {
     #[test]
     fn non_nullable_parameters_reject_null() {
         assert_eq!(
-            only_issue(
-                &with("parallel_tool_calls", Value::Null),
-                "parallel_tool_calls"
-            ),
+            only_issue(&with("parallel_tool_calls", Value::Null), "parallel_tool_calls"),
             "expected boolean, got null"
         );
-        assert_eq!(
-            only_issue(&with("tools", Value::Null), "tools"),
-            "expected array, got null"
-        );
-        assert_eq!(
-            only_issue(&with("user", Value::Null), "user"),
-            "expected string, got null"
-        );
+        assert_eq!(only_issue(&with("tools", Value::Null), "tools"), "expected array, got null");
+        assert_eq!(only_issue(&with("user", Value::Null), "user"), "expected string, got null");
     }
 
     #[test]
@@ -797,14 +729,8 @@ mod tests {
 
     #[test]
     fn empty_model_is_rejected() {
-        assert_eq!(
-            only_issue(&with("model", json!("")), "model"),
-            "expected a non-empty string"
-        );
-        assert_eq!(
-            only_issue(&with("model", json!(7)), "model"),
-            "expected string, got number"
-        );
+        assert_eq!(only_issue(&with("model", json!("")), "model"), "expected a non-empty string");
+        assert_eq!(only_issue(&with("model", json!(7)), "model"), "expected string, got number");
     }
 
     #[test]
@@ -816,14 +742,8 @@ mod tests {
 
     #[test]
     fn empty_messages_is_rejected() {
-        assert_eq!(
-            only_issue(&with("messages", json!([])), "messages"),
-            "expected at least 1 message"
-        );
-        assert_eq!(
-            only_issue(&with("messages", json!("hi")), "messages"),
-            "expected array, got string"
-        );
+        assert_eq!(only_issue(&with("messages", json!([])), "messages"), "expected at least 1 message");
+        assert_eq!(only_issue(&with("messages", json!("hi")), "messages"), "expected array, got string");
     }
 
     #[test]
@@ -831,10 +751,7 @@ mod tests {
         let message = json!({"role": "user", "content": "hi"});
         assert_valid(&with("messages", Value::Array(vec![message.clone(); 2048])));
         let body = with("messages", Value::Array(vec![message; 2049]));
-        assert_eq!(
-            only_issue(&body, "messages"),
-            "expected at most 2048 messages, got 2049"
-        );
+        assert_eq!(only_issue(&body, "messages"), "expected at most 2048 messages, got 2049");
     }
 
     #[test]
@@ -851,10 +768,7 @@ mod tests {
     #[test]
     fn message_that_is_not_an_object_is_rejected() {
         let body = with_message(json!("hi"));
-        assert_eq!(
-            only_issue(&body, "messages.0"),
-            "expected object, got string"
-        );
+        assert_eq!(only_issue(&body, "messages.0"), "expected object, got string");
     }
 
     #[test]
@@ -862,10 +776,7 @@ mod tests {
         let body = with_message(json!({"role": "tool", "content": "42"}));
         assert_eq!(only_issue(&body, "messages.0.tool_call_id"), "required");
         let body = with_message(json!({"role": "tool", "content": "42", "tool_call_id": 1}));
-        assert_eq!(
-            only_issue(&body, "messages.0.tool_call_id"),
-            "expected string, got number"
-        );
+        assert_eq!(only_issue(&body, "messages.0.tool_call_id"), "expected string, got number");
     }
 
     #[test]
@@ -877,10 +788,7 @@ mod tests {
             assert_eq!(only_issue(&body, "messages.0.content"), "required");
         }
         let body = with_message(json!({"role": "user", "content": 5}));
-        assert_eq!(
-            only_issue(&body, "messages.0.content"),
-            "expected string or array, got number"
-        );
+        assert_eq!(only_issue(&body, "messages.0.content"), "expected string or array, got number");
     }
 
     #[test]
@@ -900,10 +808,7 @@ mod tests {
         assert_eq!(
             issues(&body),
             vec![
-                (
-                    "messages.0.tool_calls.0.function.arguments".into(),
-                    "expected string, got object".into()
-                ),
+                ("messages.0.tool_calls.0.function.arguments".into(), "expected string, got object".into()),
                 ("messages.0.tool_calls.1.function".into(), "required".into()),
             ]
         );
@@ -916,10 +821,7 @@ mod tests {
         let body = with_message(json!({"role": "user", "content": [{"type": "text"}]}));
         assert_eq!(only_issue(&body, "messages.0.content.0.text"), "required");
         let body = with_message(json!({"role": "user", "content": ["hi"]}));
-        assert_eq!(
-            only_issue(&body, "messages.0.content.0"),
-            "expected object, got string"
-        );
+        assert_eq!(only_issue(&body, "messages.0.content.0"), "expected object, got string");
     }
 
     #[test]
@@ -941,14 +843,8 @@ mod tests {
         assert_eq!(
             issues(&body),
             vec![
-                (
-                    "messages.0.content.0.image_url.url".into(),
-                    "required".into()
-                ),
-                (
-                    "messages.0.content.1.image_url".into(),
-                    "expected object or string, got number".into()
-                ),
+                ("messages.0.content.0.image_url.url".into(), "required".into()),
+                ("messages.0.content.1.image_url".into(), "expected object or string, got number".into()),
                 ("messages.0.content.2.image_url".into(), "required".into()),
             ]
         );
@@ -972,27 +868,15 @@ mod tests {
 
     #[test]
     fn other_sampling_parameters_are_range_checked() {
-        assert_eq!(
-            only_issue(&with("top_p", json!(1.5)), "top_p"),
-            "expected a number between 0 and 1, got 1.5"
-        );
+        assert_eq!(only_issue(&with("top_p", json!(1.5)), "top_p"), "expected a number between 0 and 1, got 1.5");
         let message = only_issue(&with("presence_penalty", json!(-3)), "presence_penalty");
         assert_eq!(message, "expected a number between -2 and 2, got -3");
-        let message = only_issue(
-            &with("logit_bias", json!({"50256": 101})),
-            "logit_bias.50256",
-        );
+        let message = only_issue(&with("logit_bias", json!({"50256": 101})), "logit_bias.50256");
         assert_eq!(message, "expected a number between -100 and 100, got 101");
         let message = only_issue(&with("top_logprobs", json!(21)), "top_logprobs");
         assert_eq!(message, "expected an integer between 0 and 20, got 21");
-        assert_eq!(
-            only_issue(&with("n", json!(0)), "n"),
-            "expected an integer between 1 and 128, got 0"
-        );
-        assert_eq!(
-            only_issue(&with("seed", json!(1.5)), "seed"),
-            "expected an integer, got 1.5"
-        );
+        assert_eq!(only_issue(&with("n", json!(0)), "n"), "expected an integer between 1 and 128, got 0");
+        assert_eq!(only_issue(&with("seed", json!(1.5)), "seed"), "expected an integer, got 1.5");
     }
 
     #[test]
@@ -1006,10 +890,7 @@ mod tests {
     fn max_tokens_with_a_fraction_is_rejected() {
         let message = only_issue(&with("max_tokens", json!(1.5)), "max_tokens");
         assert_eq!(message, "expected an integer >= 1, got 1.5");
-        let message = only_issue(
-            &with("max_completion_tokens", json!(5.0)),
-            "max_completion_tokens",
-        );
+        let message = only_issue(&with("max_completion_tokens", json!(5.0)), "max_completion_tokens");
         assert_eq!(message, "expected an integer >= 1, got 5.0");
         let message = only_issue(&with("max_tokens", json!("10")), "max_tokens");
         assert_eq!(message, "expected an integer >= 1, got string");
@@ -1018,27 +899,15 @@ mod tests {
     #[test]
     fn stop_with_five_entries_is_rejected() {
         let body = with("stop", json!(["a", "b", "c", "d", "e"]));
-        assert_eq!(
-            only_issue(&body, "stop"),
-            "expected at most 4 stop sequences, got 5"
-        );
+        assert_eq!(only_issue(&body, "stop"), "expected at most 4 stop sequences, got 5");
         assert_valid(&with("stop", json!("END")));
-        assert_eq!(
-            only_issue(&with("stop", json!(["a", 1])), "stop.1"),
-            "expected string, got number"
-        );
-        assert_eq!(
-            only_issue(&with("stop", json!(1)), "stop"),
-            "expected string or array of strings, got number"
-        );
+        assert_eq!(only_issue(&with("stop", json!(["a", 1])), "stop.1"), "expected string, got number");
+        assert_eq!(only_issue(&with("stop", json!(1)), "stop"), "expected string or array of strings, got number");
     }
 
     #[test]
     fn tool_with_non_function_type_is_rejected() {
-        let body = with(
-            "tools",
-            json!([{"type": "retrieval", "function": {"name": "f"}}]),
-        );
+        let body = with("tools", json!([{"type": "retrieval", "function": {"name": "f"}}]));
         assert_eq!(only_issue(&body, "tools.0.type"), "expected \"function\"");
         let body = with("tools", json!([{"type": "function"}]));
         assert_eq!(only_issue(&body, "tools.0.function"), "required");
@@ -1048,20 +917,10 @@ mod tests {
     fn tool_with_bad_name_is_rejected() {
         let expected = "expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -";
         for name in ["has space", "", "é", &"x".repeat(65)] {
-            let body = with(
-                "tools",
-                json!([{"type": "function", "function": {"name": name}}]),
-            );
-            assert_eq!(
-                only_issue(&body, "tools.0.function.name"),
-                expected,
-                "name {name:?}"
-            );
+            let body = with("tools", json!([{"type": "function", "function": {"name": name}}]));
+            assert_eq!(only_issue(&body, "tools.0.function.name"), expected, "name {name:?}");
         }
-        let body = with(
-            "tools",
-            json!([{"type": "function", "function": {"name": &"x".repeat(64)}}]),
-        );
+        let body = with("tools", json!([{"type": "function", "function": {"name": &"x".repeat(64)}}]));
         assert_valid(&body);
     }
 
@@ -1070,10 +929,7 @@ mod tests {
         for choice in ["none", "auto", "required"] {
             assert_valid(&with("tool_choice", json!(choice)));
         }
-        assert_valid(&with(
-            "tool_choice",
-            json!({"type": "function", "function": {"name": "f"}}),
-        ));
+        assert_valid(&with("tool_choice", json!({"type": "function", "function": {"name": "f"}})));
     }
 
     #[test]
@@ -1088,22 +944,13 @@ mod tests {
 
     #[test]
     fn json_schema_response_format_without_name_is_rejected() {
-        let body = with(
-            "response_format",
-            json!({"type": "json_schema", "json_schema": {"schema": {}}}),
-        );
-        assert_eq!(
-            only_issue(&body, "response_format.json_schema.name"),
-            "required"
-        );
+        let body = with("response_format", json!({"type": "json_schema", "json_schema": {"schema": {}}}));
+        assert_eq!(only_issue(&body, "response_format.json_schema.name"), "required");
         let body = with("response_format", json!({"type": "json_schema"}));
         assert_eq!(only_issue(&body, "response_format.json_schema"), "required");
         assert_valid(&with("response_format", json!({"type": "json_object"})));
         let body = with("response_format", json!({"type": "xml"}));
-        assert_eq!(
-            only_issue(&body, "response_format.type"),
-            "expected one of: text, json_object, json_schema"
-        );
+        assert_eq!(only_issue(&body, "response_format.type"), "expected one of: text, json_object, json_schema");
     }
 
     #[test]
@@ -1115,10 +962,7 @@ mod tests {
     #[test]
     fn metadata_with_a_non_string_value_is_rejected() {
         let body = with("metadata", json!({"team": "a", "count": 2}));
-        assert_eq!(
-            only_issue(&body, "metadata.count"),
-            "expected string, got number"
-        );
+        assert_eq!(only_issue(&body, "metadata.count"), "expected string, got number");
     }
 
     #[test]
@@ -1147,14 +991,8 @@ mod tests {
                 ),
                 ("messages.2.tool_call_id".into(), "required".into()),
                 ("stream".into(), "expected boolean, got string".into()),
-                (
-                    "temperature".into(),
-                    "expected a number between 0 and 2, got 3".into()
-                ),
-                (
-                    "tools.1.function.name".into(),
-                    "expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -".into()
-                ),
+                ("temperature".into(), "expected a number between 0 and 2, got 3".into()),
+                ("tools.1.function.name".into(), "expected 1 to 64 characters from A-Z, a-z, 0-9, _ and -".into()),
             ]
         );
     }
@@ -1162,46 +1000,26 @@ mod tests {
     #[test]
     fn issue_list_is_cut_at_the_maximum() {
         let body = with("messages", Value::Array(vec![json!(1); 500]));
-        let Err(found) = validate_chat_request(&body) else {
-            panic!("expected issues")
-        };
+        let Err(found) = validate_chat_request(&body) else { panic!("expected issues") };
         assert_eq!(found.len(), MAX_ISSUES + 1);
-        assert_eq!(
-            found[MAX_ISSUES - 1].path,
-            format!("messages.{}", MAX_ISSUES - 1)
-        );
+        assert_eq!(found[MAX_ISSUES - 1].path, format!("messages.{}", MAX_ISSUES - 1));
         assert_eq!(found[MAX_ISSUES].path, "");
-        assert_eq!(
-            found[MAX_ISSUES].message,
-            "too many problems; only the first 100 are listed"
-        );
+        assert_eq!(found[MAX_ISSUES].message, "too many problems; only the first 100 are listed");
     }
 
     #[test]
     fn issues_message_joins_paths_and_messages() {
         let issues = [
-            Issue {
-                path: String::new(),
-                message: "expected object, got array".into(),
-            },
-            Issue {
-                path: "messages.0.role".into(),
-                message: "required".into(),
-            },
+            Issue { path: String::new(), message: "expected object, got array".into() },
+            Issue { path: "messages.0.role".into(), message: "required".into() },
         ];
-        assert_eq!(
-            issues_message(&issues),
-            "body: expected object, got array; messages.0.role: required"
-        );
+        assert_eq!(issues_message(&issues), "body: expected object, got array; messages.0.role: required");
         assert_eq!(issues_message(&[]), "");
     }
 
     #[test]
     fn issue_serializes_as_path_and_message() {
-        let issue = Issue {
-            path: "model".into(),
-            message: "required".into(),
-        };
+        let issue = Issue { path: "model".into(), message: "required".into() };
         let json = serde_json::to_value(&issue).ok();
         assert_eq!(json, Some(json!({"path": "model", "message": "required"})));
     }

@@ -37,137 +37,61 @@ pub struct ChatRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Stream options, e.g. `{"include_usage": true}`.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<Value>,
     /// Sampling temperature.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub temperature: Option<Value>,
     /// Nucleus sampling.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub top_p: Option<Value>,
     /// Completion token limit (legacy name).
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<Value>,
     /// Completion token limit (current name, includes reasoning tokens).
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<Value>,
     /// Number of choices.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub n: Option<Value>,
     /// Stop sequence(s): a string or a list of strings.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub stop: Option<Value>,
     /// Sampling seed.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub seed: Option<Value>,
     /// Frequency penalty.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<Value>,
     /// Presence penalty.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<Value>,
     /// Whether to return log probabilities.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Value>,
     /// How many top log probabilities to return per token.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<Value>,
     /// Token id → bias map.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub logit_bias: Option<Value>,
     /// End-user id.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub user: Option<Value>,
     /// Tool (function) definitions.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub tools: Option<Value>,
     /// Tool choice: `"auto"`, `"none"`, `"required"` or a named function.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
     /// Whether several tool calls may come in one turn.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub parallel_tool_calls: Option<Value>,
     /// Output format: `{"type": "json_object"}` or a JSON schema.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub response_format: Option<Value>,
     /// Reasoning effort (`"low"`, `"medium"`, `"high"`, ...).
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub reasoning_effort: Option<Value>,
     /// Every other field of the body, in its original order.
     #[serde(flatten)]
@@ -248,18 +172,10 @@ pub struct ChatCompletion {
     #[serde(default)]
     pub choices: Vec<Value>,
     /// Token usage: `{"prompt_tokens", "completion_tokens", "total_tokens"}`.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub usage: Option<Value>,
     /// Backend fingerprint.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<Value>,
     /// Every other field, in order.
     #[serde(flatten)]
@@ -314,18 +230,10 @@ pub struct ChatCompletionChunk {
     #[serde(default)]
     pub choices: Vec<Value>,
     /// Token usage, on the final chunk when the client asked for it.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub usage: Option<Value>,
     /// Backend fingerprint.
-    #[serde(
-        default,
-        deserialize_with = "present",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub system_fingerprint: Option<Value>,
     /// Every other field, in order.
     #[serde(flatten)]
@@ -360,11 +268,7 @@ impl ChatCompletionChunk {
 }
 
 fn first_finish_reason(choices: &[Value]) -> Option<FinishReason> {
-    choices
-        .first()?
-        .get("finish_reason")?
-        .as_str()
-        .map(finish_reason_from_str)
+    choices.first()?.get("finish_reason")?.as_str().map(finish_reason_from_str)
 }
 
 #[cfg(test)]
@@ -413,10 +317,7 @@ mod tests {
     fn bad_bodies_are_errors() {
         assert!(ChatRequest::from_slice(b"[]").is_err());
         assert!(ChatRequest::from_slice(b"{\"model\":\"m\"}").is_err());
-        assert!(
-            ChatRequest::from_slice(b"{\"model\":\"m\",\"messages\":[],\"stream\":\"yes\"}")
-                .is_err()
-        );
+        assert!(ChatRequest::from_slice(b"{\"model\":\"m\",\"messages\":[],\"stream\":\"yes\"}").is_err());
         assert!(ChatRequest::from_slice(b"not json").is_err());
     }
 
@@ -428,10 +329,9 @@ mod tests {
         assert_eq!(c.usage().map(|u| u.total_tokens), Some(5));
         assert_eq!(serde_json::to_string(&c).unwrap(), text);
 
-        let chunk: ChatCompletionChunk = serde_json::from_str(
-            r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"o"},"finish_reason":null}]}"#,
-        )
-        .unwrap();
+        let chunk: ChatCompletionChunk =
+            serde_json::from_str(r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"o"},"finish_reason":null}]}"#)
+                .unwrap();
         assert_eq!(chunk.object, "chat.completion.chunk");
         assert_eq!(chunk.finish_reason(), None);
         assert_eq!(ChatCompletion::default().object, "chat.completion");

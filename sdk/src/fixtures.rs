@@ -19,15 +19,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 pub use freellm_fixtures::{
-    Auth, Ctx, Described, FailureOut, Head, Mapped, Normalized, Report, Streamed, Subject,
-    UsageJson, first_difference,
+    Auth, Ctx, Described, FailureOut, Head, Mapped, Normalized, Report, Streamed, Subject, UsageJson, first_difference,
 };
 
 use crate::bindings::exports::freellm::provider::adapter::Guest as _;
 use crate::glue::Guest;
 use crate::{
-    Adapter, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason,
-    HttpMethod, ResponseHead, StreamEvent, Usage,
+    Adapter, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod, ResponseHead,
+    StreamEvent, Usage,
 };
 
 /// Runs every fixture in `dir` against `A` and panics with a report naming
@@ -48,10 +47,7 @@ pub fn assert_dir<A: Adapter>(dir: impl AsRef<Path>) {
 /// Runs the common conformance cases against `A` configured with
 /// `settings`, and panics with the report when one fails.
 pub fn assert_conformance<A: Adapter>(settings: &[(&str, &str)]) {
-    let settings: Vec<(String, String)> = settings
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let report = freellm_fixtures::conformance(&mut Native::<A>::new(), &settings);
     assert!(report.all_passed(), "conformance:\n{report}");
 }
@@ -94,16 +90,12 @@ fn context(ctx: &Ctx) -> CallContext {
 }
 
 fn head(head: &Head) -> ResponseHead {
-    ResponseHead {
-        status: head.status,
-        headers: head.headers.clone(),
-    }
+    ResponseHead { status: head.status, headers: head.headers.clone() }
 }
 
 impl<A: Adapter> Subject for Native<A> {
     fn describe(&mut self, settings: &[(String, String)]) -> Result<Described, String> {
-        let info = guarded(|| A::configure(&settings.to_vec()).map_err(FailureOut::fault))
-            .map_err(|f| f.message)?;
+        let info = guarded(|| A::configure(&settings.to_vec()).map_err(FailureOut::fault)).map_err(|f| f.message)?;
         Ok(Described {
             id: info.id,
             base_url: info.default_base_url.trim_end_matches('/').to_owned(),
@@ -137,8 +129,7 @@ impl<A: Adapter> Subject for Native<A> {
 
     fn normalize(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> Result<Normalized, FailureOut> {
         guarded(|| {
-            let out = Guest::<A>::normalize_response(context(ctx), head(h), body.to_vec())
-                .map_err(failure)?;
+            let out = Guest::<A>::normalize_response(context(ctx), head(h), body.to_vec()).map_err(failure)?;
             Ok(Normalized {
                 body: out.body,
                 usage: out.usage.map(usage),
@@ -152,12 +143,7 @@ impl<A: Adapter> Subject for Native<A> {
             .unwrap_or_else(|fault| fault)
     }
 
-    fn stream(
-        &mut self,
-        ctx: &Ctx,
-        h: &Head,
-        events: &[(Option<String>, String)],
-    ) -> Result<Streamed, FailureOut> {
+    fn stream(&mut self, ctx: &Ctx, h: &Head, events: &[(Option<String>, String)]) -> Result<Streamed, FailureOut> {
         guarded(|| {
             let mut normalizer = A::stream_normalizer(&context(ctx), &head(h));
             let mut all = Streamed::default();
@@ -172,10 +158,7 @@ impl<A: Adapter> Subject for Native<A> {
                 all.done |= out.done;
             };
             for (event, data) in events {
-                let batch = vec![StreamEvent {
-                    event: event.clone(),
-                    data: data.clone(),
-                }];
+                let batch = vec![StreamEvent { event: event.clone(), data: data.clone() }];
                 take(normalizer.push(batch).map_err(failure)?);
             }
             take(normalizer.finish().map_err(failure)?);
@@ -219,9 +202,5 @@ fn finish_name(reason: FinishReason) -> String {
 }
 
 fn usage(u: Usage) -> UsageJson {
-    UsageJson {
-        prompt_tokens: u.prompt_tokens,
-        completion_tokens: u.completion_tokens,
-        total_tokens: u.total_tokens,
-    }
+    UsageJson { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
 }

@@ -10,8 +10,8 @@ use std::marker::PhantomData;
 
 use crate::bindings::exports::freellm::provider::adapter;
 use crate::{
-    Adapter, AdapterInfo, CallContext, ChatRequest, Failure, NormalizedResponse, ResponseHead,
-    Settings, StreamEvent, StreamNormalizer, StreamOutput, UpstreamRequest,
+    Adapter, AdapterInfo, CallContext, ChatRequest, Failure, NormalizedResponse, ResponseHead, Settings, StreamEvent,
+    StreamNormalizer, StreamOutput, UpstreamRequest,
 };
 
 /// The exported `adapter` interface, implemented for any [`Adapter`].
@@ -36,11 +36,7 @@ impl<A: Adapter> adapter::Guest for Guest<A> {
         A::map_request(&ctx, req)
     }
 
-    fn normalize_response(
-        ctx: CallContext,
-        head: ResponseHead,
-        body: Vec<u8>,
-    ) -> Result<NormalizedResponse, Failure> {
+    fn normalize_response(ctx: CallContext, head: ResponseHead, body: Vec<u8>) -> Result<NormalizedResponse, Failure> {
         A::normalize_response(&ctx, &head, &body)
     }
 
@@ -51,10 +47,7 @@ impl<A: Adapter> adapter::Guest for Guest<A> {
 
 impl<A: Adapter> adapter::GuestStreamNormalizer for Stream<A> {
     fn new(ctx: CallContext, head: ResponseHead) -> Self {
-        Self {
-            inner: RefCell::new(A::stream_normalizer(&ctx, &head)),
-            adapter: PhantomData,
-        }
+        Self { inner: RefCell::new(A::stream_normalizer(&ctx, &head)), adapter: PhantomData }
     }
 
     fn push(&self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
@@ -69,13 +62,8 @@ impl<A: Adapter> adapter::GuestStreamNormalizer for Stream<A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::exports::freellm::provider::adapter::{
-        Guest as _, GuestStreamNormalizer as _,
-    };
-    use crate::{
-        AuthPlacement, Capabilities, FailureKind, PrivacyInfo, PrivacyPolicy, RateLimits,
-        StreamFraming,
-    };
+    use crate::bindings::exports::freellm::provider::adapter::{Guest as _, GuestStreamNormalizer as _};
+    use crate::{AuthPlacement, Capabilities, FailureKind, PrivacyInfo, PrivacyPolicy, RateLimits, StreamFraming};
 
     struct Minimal;
 
@@ -110,39 +98,22 @@ mod tests {
     }
 
     fn ctx() -> CallContext {
-        CallContext {
-            request_id: "r".into(),
-            upstream_model: "m".into(),
-            is_stream: true,
-            settings: vec![],
-        }
+        CallContext { request_id: "r".into(), upstream_model: "m".into(), is_stream: true, settings: vec![] }
     }
 
     fn head() -> ResponseHead {
-        ResponseHead {
-            status: 200,
-            headers: vec![],
-        }
+        ResponseHead { status: 200, headers: vec![] }
     }
 
     #[test]
     fn exported_functions_forward_to_the_adapter() {
         let info = Guest::<Minimal>::configure(vec![("id".into(), "x".into())]).unwrap();
         assert_eq!(info.id, "x");
-        let up = Guest::<Minimal>::map_request(ctx(), br#"{"model":"p/m","messages":[]}"#.to_vec())
-            .unwrap();
+        let up = Guest::<Minimal>::map_request(ctx(), br#"{"model":"p/m","messages":[]}"#.to_vec()).unwrap();
         assert_eq!(up.body, br#"{"model":"m","messages":[],"stream":true}"#);
-        let f = Guest::<Minimal>::classify_failure(
-            ctx(),
-            ResponseHead {
-                status: 401,
-                headers: vec![],
-            },
-            vec![],
-        );
+        let f = Guest::<Minimal>::classify_failure(ctx(), ResponseHead { status: 401, headers: vec![] }, vec![]);
         assert_eq!(f.kind, FailureKind::KeyInvalid);
-        let n = Guest::<Minimal>::normalize_response(ctx(), head(), br#"{"choices":[]}"#.to_vec())
-            .unwrap();
+        let n = Guest::<Minimal>::normalize_response(ctx(), head(), br#"{"choices":[]}"#.to_vec()).unwrap();
         assert_eq!(n.body, br#"{"choices":[]}"#);
     }
 
@@ -151,11 +122,7 @@ mod tests {
         for body in [&b"{"[..], b"[]", br#"{"model":"m"}"#] {
             let f = Guest::<Minimal>::map_request(ctx(), body.to_vec()).unwrap_err();
             assert_eq!(f.kind, FailureKind::RequestInvalid);
-            assert!(
-                f.message.starts_with("invalid chat request body"),
-                "{}",
-                f.message
-            );
+            assert!(f.message.starts_with("invalid chat request body"), "{}", f.message);
         }
     }
 
@@ -163,14 +130,8 @@ mod tests {
     fn the_stream_resource_wraps_the_default_normalizer() {
         let stream = Stream::<Minimal>::new(ctx(), head());
         let events = vec![
-            StreamEvent {
-                event: None,
-                data: r#"{"choices":[]}"#.into(),
-            },
-            StreamEvent {
-                event: None,
-                data: "[DONE]".into(),
-            },
+            StreamEvent { event: None, data: r#"{"choices":[]}"#.into() },
+            StreamEvent { event: None, data: "[DONE]".into() },
         ];
         let out = stream.push(events).unwrap();
         assert_eq!((out.chunks.len(), out.done), (1, true));

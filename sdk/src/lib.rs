@@ -94,10 +94,9 @@ pub mod bindings {
 
 pub use bindings::freellm::provider::host::LogLevel;
 pub use bindings::freellm::provider::types::{
-    AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason,
-    Headers, HttpMethod, ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy,
-    RateLimits, ResponseHead, Settings, StreamEvent, StreamFraming, StreamOutput, UpstreamRequest,
-    Usage,
+    AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, Headers, HttpMethod,
+    ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings,
+    StreamEvent, StreamFraming, StreamOutput, UpstreamRequest, Usage,
 };
 
 /// A provider adapter, written as plain Rust.
@@ -127,11 +126,7 @@ pub trait Adapter: 'static {
     ///
     /// Default: [`openai_compat::normalize_response`] (validates the body and
     /// returns it unchanged, with usage and finish reason).
-    fn normalize_response(
-        ctx: &CallContext,
-        head: &ResponseHead,
-        body: &[u8],
-    ) -> Result<NormalizedResponse, Failure> {
+    fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Result<NormalizedResponse, Failure> {
         openai_compat::normalize_response(ctx, head, body)
     }
 
@@ -199,20 +194,13 @@ pub fn log(level: LogLevel, message: &str) {
 
 /// The value of `key` in `settings` (the last one wins if a key repeats).
 pub fn setting<'a>(settings: &'a Settings, key: &str) -> Option<&'a str> {
-    settings
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    settings.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// The value of header `name` (compared case-insensitively), the first one
 /// if it repeats.
 pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
+    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
 }
 
 impl CallContext {
@@ -233,23 +221,14 @@ impl ModelInfo {
     /// A catalog entry: upstream id (without the provider prefix), context
     /// window in tokens (0 when unknown) and tags.
     pub fn new(id: impl Into<String>, context_window: u32, tags: ModelTags) -> Self {
-        Self {
-            id: id.into(),
-            context_window,
-            tags,
-        }
+        Self { id: id.into(), context_window, tags }
     }
 }
 
 impl Failure {
     /// A failure of `kind` with `message`, no retry hint and no upstream code.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            retry_after_ms: None,
-            upstream_code: None,
-        }
+        Self { kind, message: message.into(), retry_after_ms: None, upstream_code: None }
     }
 
     /// A `request-invalid` failure: the request itself is wrong.
@@ -272,12 +251,7 @@ impl Failure {
 impl StreamOutput {
     /// An output with no chunks, no usage, no finish reason, not done.
     pub fn empty() -> Self {
-        Self {
-            chunks: Vec::new(),
-            usage: None,
-            finish_reason: None,
-            done: false,
-        }
+        Self { chunks: Vec::new(), usage: None, finish_reason: None, done: false }
     }
 }
 

@@ -16,9 +16,8 @@ use serde_json::{Map, Value};
 
 use crate::retry::retry_after_ms;
 use crate::{
-    CallContext, ChatRequest, Failure, FailureKind, FinishReason, HttpMethod, LogLevel,
-    NormalizedResponse, ResponseHead, StreamEvent, StreamNormalizer, StreamOutput, UpstreamRequest,
-    Usage, log,
+    CallContext, ChatRequest, Failure, FailureKind, FinishReason, HttpMethod, LogLevel, NormalizedResponse,
+    ResponseHead, StreamEvent, StreamNormalizer, StreamOutput, UpstreamRequest, Usage, log,
 };
 
 /// Path of the chat endpoint relative to an OpenAI-compatible base URL.
@@ -29,11 +28,7 @@ const MAX_MESSAGE_LEN: usize = 1_000;
 
 /// Maps a chat request for an OpenAI-compatible provider: `POST
 /// /chat/completions` (see [`map_request_to`]).
-pub fn map_request(
-    ctx: &CallContext,
-    req: ChatRequest,
-    drop_fields: &[&str],
-) -> Result<UpstreamRequest, Failure> {
+pub fn map_request(ctx: &CallContext, req: ChatRequest, drop_fields: &[&str]) -> Result<UpstreamRequest, Failure> {
     map_request_to(ctx, req, CHAT_COMPLETIONS_PATH, drop_fields)
 }
 
@@ -54,14 +49,11 @@ pub fn map_request_to(
     } else if req.stream == Some(true) {
         req.stream = Some(false);
     }
-    let mut map = req
-        .to_map()
-        .map_err(|e| Failure::request_invalid(format!("cannot encode request: {e}")))?;
+    let mut map = req.to_map().map_err(|e| Failure::request_invalid(format!("cannot encode request: {e}")))?;
     for field in drop_fields {
         map.shift_remove(*field);
     }
-    let body = serde_json::to_vec(&map)
-        .map_err(|e| Failure::request_invalid(format!("cannot encode request: {e}")))?;
+    let body = serde_json::to_vec(&map).map_err(|e| Failure::request_invalid(format!("cannot encode request: {e}")))?;
     Ok(UpstreamRequest {
         method: HttpMethod::Post,
         path: path.to_owned(),
@@ -75,18 +67,11 @@ pub fn map_request_to(
 /// choice's finish reason. Anything else is a `transient` failure ("malformed
 /// upstream answer"), or the upstream's own error when the body is an error
 /// object.
-pub fn normalize_response(
-    ctx: &CallContext,
-    head: &ResponseHead,
-    body: &[u8],
-) -> Result<NormalizedResponse, Failure> {
+pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Result<NormalizedResponse, Failure> {
     let _ = (ctx, head);
     let malformed = |why: &str| Failure::transient(format!("malformed upstream answer: {why}"));
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| malformed(&format!("not JSON ({e})")))?;
-    let object = value
-        .as_object()
-        .ok_or_else(|| malformed("not a JSON object"))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| malformed(&format!("not JSON ({e})")))?;
+    let object = value.as_object().ok_or_else(|| malformed("not a JSON object"))?;
     let Some(choices) = object.get("choices").and_then(Value::as_array) else {
         return Err(stream_error(object).unwrap_or_else(|| malformed("no `choices` array")));
     };
@@ -115,17 +100,8 @@ pub fn finish_reason_from_str(reason: &str) -> FinishReason {
 /// object or names none of the three.
 pub fn usage_from_json(usage: &Value) -> Option<Usage> {
     let usage = usage.as_object()?;
-    let field = |name: &str| {
-        usage
-            .get(name)
-            .and_then(Value::as_u64)
-            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
-    };
-    let (prompt, completion, total) = (
-        field("prompt_tokens"),
-        field("completion_tokens"),
-        field("total_tokens"),
-    );
+    let field = |name: &str| usage.get(name).and_then(Value::as_u64).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let (prompt, completion, total) = (field("prompt_tokens"), field("completion_tokens"), field("total_tokens"));
     if prompt.is_none() && completion.is_none() && total.is_none() {
         return None;
     }
@@ -138,11 +114,7 @@ pub fn usage_from_json(usage: &Value) -> Option<Usage> {
 }
 
 fn first_finish_reason(choices: &[Value]) -> Option<FinishReason> {
-    choices
-        .first()?
-        .get("finish_reason")?
-        .as_str()
-        .map(finish_reason_from_str)
+    choices.first()?.get("finish_reason")?.as_str().map(finish_reason_from_str)
 }
 
 /// The parts of an upstream error body a router cares about.
@@ -169,10 +141,7 @@ impl UpstreamError {
                 let text = String::from_utf8_lossy(body);
                 let text = text.trim();
                 let plain = !text.is_empty() && text.len() <= 300 && !text.starts_with('<');
-                Self {
-                    message: plain.then(|| truncate(text)),
-                    ..Self::default()
-                }
+                Self { message: plain.then(|| truncate(text)), ..Self::default() }
             }
         }
     }
@@ -185,10 +154,7 @@ impl UpstreamError {
             _ => None,
         };
         match value {
-            Value::String(s) => Self {
-                message: text(Some(&Value::String(s.clone()))),
-                ..Self::default()
-            },
+            Value::String(s) => Self { message: text(Some(&Value::String(s.clone()))), ..Self::default() },
             Value::Array(items) => items.first().map(Self::from_json).unwrap_or_default(),
             Value::Object(object) => match object.get("error") {
                 Some(Value::Object(error)) => Self {
@@ -274,9 +240,7 @@ pub fn classify_failure(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> 
     };
     Failure {
         kind,
-        message: error
-            .message
-            .unwrap_or_else(|| format!("{status} from upstream")),
+        message: error.message.unwrap_or_else(|| format!("{status} from upstream")),
         retry_after_ms,
         upstream_code: error.code.or(error.error_type),
     }
@@ -301,31 +265,14 @@ pub fn is_quota_exhausted(error_text: &str) -> bool {
     let lower = error_text.to_lowercase();
     let long_period = contains_any(
         &lower,
-        &[
-            "per day",
-            "per_day",
-            "perday",
-            "daily",
-            "per month",
-            "per_month",
-            "permonth",
-            "monthly",
-        ],
+        &["per day", "per_day", "perday", "daily", "per month", "per_month", "permonth", "monthly"],
     ) || contains_word(error_text, "RPD")
         || contains_word(error_text, "TPD");
     if long_period {
         return true;
     }
-    let short_period = contains_any(
-        &lower,
-        &[
-            "per minute",
-            "per_minute",
-            "perminute",
-            "per second",
-            "per_second",
-        ],
-    ) || contains_word(error_text, "RPM")
+    let short_period = contains_any(&lower, &["per minute", "per_minute", "perminute", "per second", "per_second"])
+        || contains_word(error_text, "RPM")
         || contains_word(error_text, "TPM");
     !short_period
         && contains_any(
@@ -359,31 +306,14 @@ fn is_context_length(text: &str) -> bool {
 }
 
 fn is_content_filter(error: &UpstreamError) -> bool {
-    let labels = [&error.code, &error.error_type]
+    let labels = [&error.code, &error.error_type].into_iter().flatten().map(|s| s.to_lowercase());
+    let label_says = labels
         .into_iter()
-        .flatten()
-        .map(|s| s.to_lowercase());
-    let label_says = labels.into_iter().any(|l| {
-        contains_any(
-            &l,
-            &[
-                "content_filter",
-                "content-filter",
-                "content_policy",
-                "moderation",
-                "safety",
-            ],
-        )
-    });
+        .any(|l| contains_any(&l, &["content_filter", "content-filter", "content_policy", "moderation", "safety"]));
     let message_says = error.message.as_deref().is_some_and(|m| {
         contains_any(
             &m.to_lowercase(),
-            &[
-                "content filter",
-                "content_filter",
-                "content policy",
-                "content management policy",
-            ],
+            &["content filter", "content_filter", "content policy", "content management policy"],
         )
     });
     label_says || message_says
@@ -392,8 +322,7 @@ fn is_content_filter(error: &UpstreamError) -> bool {
 fn is_invalid_key(text: &str) -> bool {
     let lower = text.to_lowercase();
     lower.contains("invalid_api_key")
-        || (lower.contains("api key")
-            && contains_any(&lower, &["invalid", "not valid", "incorrect"]))
+        || (lower.contains("api key") && contains_any(&lower, &["invalid", "not valid", "incorrect"]))
 }
 
 /// What one stream event holds.
@@ -431,11 +360,7 @@ pub fn note_chunk(chunk: &Map<String, Value>, out: &mut StreamOutput) {
     if let Some(usage) = chunk.get("usage").and_then(usage_from_json) {
         out.usage = Some(usage);
     }
-    if let Some(reason) = chunk
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| first_finish_reason(c))
-    {
+    if let Some(reason) = chunk.get("choices").and_then(Value::as_array).and_then(|c| first_finish_reason(c)) {
         out.finish_reason = Some(reason);
     }
 }
@@ -450,9 +375,7 @@ pub fn stream_error(chunk: &Map<String, Value>) -> Option<Failure> {
     let error = UpstreamError::from_json(&Value::Object(chunk.clone()));
     Some(Failure {
         kind: FailureKind::Transient,
-        message: error
-            .message
-            .unwrap_or_else(|| "the upstream reported an error".to_owned()),
+        message: error.message.unwrap_or_else(|| "the upstream reported an error".to_owned()),
         retry_after_ms: None,
         upstream_code: error.code.or(error.error_type),
     })
@@ -485,10 +408,7 @@ impl StreamNormalizer for PassthroughStream {
                 }
                 StreamData::Empty => {}
                 StreamData::Malformed(why) => {
-                    log(
-                        LogLevel::Warn,
-                        &format!("skipped a malformed stream event ({why})"),
-                    );
+                    log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})"));
                 }
             }
         }
@@ -516,13 +436,7 @@ mod tests {
     }
 
     fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
-        ResponseHead {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        }
+        ResponseHead { status, headers: headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect() }
     }
 
     fn classify(status: u16, headers: &[(&str, &str)], body: &str) -> Failure {
@@ -530,10 +444,7 @@ mod tests {
     }
 
     fn event(data: &str) -> StreamEvent {
-        StreamEvent {
-            event: None,
-            data: data.to_owned(),
-        }
+        StreamEvent { event: None, data: data.to_owned() }
     }
 
     #[test]
@@ -543,10 +454,7 @@ mod tests {
         let up = map_request(&ctx(false), req, &[]).unwrap();
         assert_eq!(up.method, HttpMethod::Post);
         assert_eq!(up.path, "/chat/completions");
-        assert_eq!(
-            up.headers,
-            [("content-type".to_owned(), "application/json".to_owned())]
-        );
+        assert_eq!(up.headers, [("content-type".to_owned(), "application/json".to_owned())]);
         assert_eq!(
             String::from_utf8(up.body).unwrap(),
             r#"{"model":"llama-3.3-70b-versatile","messages":[{"role":"user","content":"hi"}],"top_k":3,"temperature":0.5,"metadata":{"a":1}}"#
@@ -557,12 +465,7 @@ mod tests {
     fn map_request_drops_fields_and_follows_stream_flag() {
         let body = r#"{"model":"m","logprobs":true,"messages":[],"stream":true,"stream_options":{"include_usage":true},"logit_bias":{"1":2},"x":1}"#;
         let req = ChatRequest::from_slice(body.as_bytes()).unwrap();
-        let up = map_request(
-            &ctx(true),
-            req.clone(),
-            &["logprobs", "logit_bias", "x", "absent"],
-        )
-        .unwrap();
+        let up = map_request(&ctx(true), req.clone(), &["logprobs", "logit_bias", "x", "absent"]).unwrap();
         assert_eq!(
             String::from_utf8(up.body).unwrap(),
             r#"{"model":"llama-3.3-70b-versatile","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#
@@ -590,14 +493,7 @@ mod tests {
         let n = normalize_response(&ctx(false), &head(200, &[]), body).unwrap();
         assert_eq!(n.body, body);
         let usage = n.usage.unwrap();
-        assert_eq!(
-            (
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.total_tokens
-            ),
-            (10, 5, 15)
-        );
+        assert_eq!((usage.prompt_tokens, usage.completion_tokens, usage.total_tokens), (10, 5, 15));
         assert_eq!(n.finish_reason, Some(FinishReason::ToolCalls));
 
         let n = normalize_response(&ctx(false), &head(200, &[]), br#"{"choices":[]}"#).unwrap();
@@ -627,33 +523,22 @@ mod tests {
 
     #[test]
     fn malformed_answers_are_transient() {
-        for body in [
-            &b"<html>"[..],
-            b"[]",
-            br#"{"id":"x"}"#,
-            br#"{"choices":{}}"#,
-        ] {
+        for body in [&b"<html>"[..], b"[]", br#"{"id":"x"}"#, br#"{"choices":{}}"#] {
             let f = normalize_response(&ctx(false), &head(200, &[]), body).unwrap_err();
             assert_eq!(f.kind, FailureKind::Transient);
-            assert!(
-                f.message.starts_with("malformed upstream answer: "),
-                "{}",
-                f.message
-            );
+            assert!(f.message.starts_with("malformed upstream answer: "), "{}", f.message);
         }
-        let f = normalize_response(
-            &ctx(false),
-            &head(200, &[]),
-            br#"{"error":{"message":"overloaded","code":"busy"}}"#,
-        )
-        .unwrap_err();
+        let f =
+            normalize_response(&ctx(false), &head(200, &[]), br#"{"error":{"message":"overloaded","code":"busy"}}"#)
+                .unwrap_err();
         assert_eq!(
             (f.kind, f.message.as_str(), f.upstream_code.as_deref()),
             (FailureKind::Transient, "overloaded", Some("busy"))
         );
     }
 
-    const OPENAI_429: &str = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}"#;
+    const OPENAI_429: &str =
+        r#"{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}"#;
 
     #[test]
     fn rate_limited_with_and_without_retry_after() {
@@ -669,21 +554,9 @@ mod tests {
         assert_eq!(f.retry_after_ms, Some(1_000));
         let f = classify(429, &[("retry-after", "tomorrow")], OPENAI_429);
         assert_eq!((f.kind, f.retry_after_ms), (FailureKind::RateLimited, None));
-        let f = classify(
-            429,
-            &[("Retry-After", "Thu, 01 Jan 1970 00:00:00 GMT")],
-            OPENAI_429,
-        );
-        assert_eq!(
-            f.retry_after_ms,
-            Some(1_000),
-            "a past date means now, clamped"
-        );
-        let f = classify(
-            429,
-            &[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")],
-            OPENAI_429,
-        );
+        let f = classify(429, &[("Retry-After", "Thu, 01 Jan 1970 00:00:00 GMT")], OPENAI_429);
+        assert_eq!(f.retry_after_ms, Some(1_000), "a past date means now, clamped");
+        let f = classify(429, &[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")], OPENAI_429);
         assert_eq!(f.retry_after_ms, Some(600_000), "a far date is clamped");
     }
 
@@ -697,22 +570,14 @@ mod tests {
             r#"{"error":{"message":"Quota exceeded for metric: generate_content_free_tier_requests, limit: 50, PerDay"}}"#,
             r#"{"error":{"message":"Quota exceeded"}}"#,
         ] {
-            assert_eq!(
-                classify(429, &[], body).kind,
-                FailureKind::QuotaExhausted,
-                "{body}"
-            );
+            assert_eq!(classify(429, &[], body).kind, FailureKind::QuotaExhausted, "{body}");
         }
         for body in [
             r#"{"error":{"message":"Quota exceeded for quota metric 'requests per minute'"}}"#,
             r#"{"error":{"message":"Limit reached on tokens per minute (TPM)"}}"#,
             r#"{"error":{"message":"slow down, STPDX"}}"#,
         ] {
-            assert_eq!(
-                classify(429, &[], body).kind,
-                FailureKind::RateLimited,
-                "{body}"
-            );
+            assert_eq!(classify(429, &[], body).kind, FailureKind::RateLimited, "{body}");
         }
     }
 
@@ -725,39 +590,21 @@ mod tests {
         );
         assert_eq!(
             (f.kind, f.message.as_str(), f.upstream_code.as_deref()),
-            (
-                FailureKind::KeyInvalid,
-                "Invalid API Key",
-                Some("invalid_api_key")
-            )
+            (FailureKind::KeyInvalid, "Invalid API Key", Some("invalid_api_key"))
         );
         assert_eq!(classify(403, &[], "").kind, FailureKind::KeyInvalid);
         assert_eq!(
-            classify(
-                400,
-                &[],
-                r#"{"error":{"message":"API key not valid. Please pass a valid API key."}}"#
-            )
-            .kind,
+            classify(400, &[], r#"{"error":{"message":"API key not valid. Please pass a valid API key."}}"#).kind,
             FailureKind::KeyInvalid
         );
     }
 
     #[test]
     fn request_invalid_context_length_and_content_filter() {
-        let f = classify(
-            400,
-            &[],
-            r#"{"error":{"message":"'messages' must be an array","type":"invalid_request_error"}}"#,
-        );
-        assert_eq!(
-            (f.kind, f.upstream_code.as_deref()),
-            (FailureKind::RequestInvalid, Some("invalid_request_error"))
-        );
-        assert_eq!(
-            classify(404, &[], r#"{"error":{"message":"model not found"}}"#).kind,
-            FailureKind::RequestInvalid
-        );
+        let f =
+            classify(400, &[], r#"{"error":{"message":"'messages' must be an array","type":"invalid_request_error"}}"#);
+        assert_eq!((f.kind, f.upstream_code.as_deref()), (FailureKind::RequestInvalid, Some("invalid_request_error")));
+        assert_eq!(classify(404, &[], r#"{"error":{"message":"model not found"}}"#).kind, FailureKind::RequestInvalid);
         assert_eq!(classify(422, &[], "{}").kind, FailureKind::RequestInvalid);
 
         let f = classify(
@@ -765,46 +612,21 @@ mod tests {
             &[],
             r#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#,
         );
+        assert_eq!((f.kind, f.upstream_code.as_deref()), (FailureKind::ContextLength, Some("context_length_exceeded")));
         assert_eq!(
-            (f.kind, f.upstream_code.as_deref()),
-            (FailureKind::ContextLength, Some("context_length_exceeded"))
-        );
-        assert_eq!(
-            classify(
-                400,
-                &[],
-                r#"{"error":{"message":"Please reduce the length of the messages"}}"#
-            )
-            .kind,
+            classify(400, &[], r#"{"error":{"message":"Please reduce the length of the messages"}}"#).kind,
             FailureKind::ContextLength
         );
-        assert_eq!(
-            classify(413, &[], r#"{"error":{"message":"Request too large"}}"#).kind,
-            FailureKind::ContextLength
-        );
+        assert_eq!(classify(413, &[], r#"{"error":{"message":"Request too large"}}"#).kind, FailureKind::ContextLength);
 
-        let f = classify(
-            400,
-            &[],
-            r#"{"error":{"message":"The response was filtered","code":"content_filter"}}"#,
-        );
+        let f = classify(400, &[], r#"{"error":{"message":"The response was filtered","code":"content_filter"}}"#);
         assert_eq!(f.kind, FailureKind::ContentFilter);
         assert_eq!(
-            classify(
-                400,
-                &[],
-                r#"{"error":{"message":"flagged","type":"moderation_error"}}"#
-            )
-            .kind,
+            classify(400, &[], r#"{"error":{"message":"flagged","type":"moderation_error"}}"#).kind,
             FailureKind::ContentFilter
         );
         assert_eq!(
-            classify(
-                400,
-                &[],
-                r#"{"error":{"message":"blocked","code":"SAFETY"}}"#
-            )
-            .kind,
+            classify(400, &[], r#"{"error":{"message":"blocked","code":"SAFETY"}}"#).kind,
             FailureKind::ContentFilter
         );
     }
@@ -812,10 +634,7 @@ mod tests {
     #[test]
     fn server_errors_are_transient() {
         let f = classify(500, &[], r#"{"error":{"message":"internal error"}}"#);
-        assert_eq!(
-            (f.kind, f.message.as_str(), f.retry_after_ms),
-            (FailureKind::Transient, "internal error", None)
-        );
+        assert_eq!((f.kind, f.message.as_str(), f.retry_after_ms), (FailureKind::Transient, "internal error", None));
         let f = classify(503, &[("retry-after", "30")], "");
         assert_eq!(
             (f.kind, f.message.as_str(), f.retry_after_ms),
@@ -830,43 +649,19 @@ mod tests {
     #[test]
     fn odd_error_bodies() {
         let f = classify(502, &[], "<html><body>Bad Gateway</body></html>");
-        assert_eq!(
-            (f.message.as_str(), f.upstream_code),
-            ("502 from upstream", None)
-        );
-        assert_eq!(
-            classify(500, &[], "upstream connect error").message,
-            "upstream connect error"
-        );
-        assert_eq!(
-            classify(500, &[], r#""plain string""#).message,
-            "plain string"
-        );
+        assert_eq!((f.message.as_str(), f.upstream_code), ("502 from upstream", None));
+        assert_eq!(classify(500, &[], "upstream connect error").message, "upstream connect error");
+        assert_eq!(classify(500, &[], r#""plain string""#).message, "plain string");
         let f = classify(429, &[], r#"{"error":"too many requests","code":429}"#);
         assert_eq!(
             (f.kind, f.message.as_str(), f.upstream_code.as_deref()),
             (FailureKind::RateLimited, "too many requests", Some("429"))
         );
-        assert_eq!(
-            classify(400, &[], r#"{"detail":"bad field"}"#).message,
-            "bad field"
-        );
-        let f = classify(
-            400,
-            &[],
-            r#"[{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}]"#,
-        );
-        assert_eq!(
-            (f.message.as_str(), f.upstream_code.as_deref()),
-            ("bad", Some("400"))
-        );
+        assert_eq!(classify(400, &[], r#"{"detail":"bad field"}"#).message, "bad field");
+        let f = classify(400, &[], r#"[{"error":{"code":400,"message":"bad","status":"INVALID_ARGUMENT"}}]"#);
+        assert_eq!((f.message.as_str(), f.upstream_code.as_deref()), ("bad", Some("400")));
         let long = "x".repeat(5_000);
-        assert!(
-            classify(500, &[], &format!(r#"{{"error":{{"message":"{long}"}}}}"#))
-                .message
-                .len()
-                < 1_100
-        );
+        assert!(classify(500, &[], &format!(r#"{{"error":{{"message":"{long}"}}}}"#)).message.len() < 1_100);
     }
 
     #[test]
@@ -875,9 +670,7 @@ mod tests {
         let c1 = r#"{"id":"1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}],"usage":null}"#;
         let c2 = r#"{"id":"1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
         let c3 = r#"{"id":"1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
-        let out = s
-            .push(vec![event(c1), event("{\"broken"), event("42"), event(c2)])
-            .unwrap();
+        let out = s.push(vec![event(c1), event("{\"broken"), event("42"), event(c2)]).unwrap();
         assert_eq!(out.chunks, [c1.as_bytes().to_vec(), c2.as_bytes().to_vec()]);
         assert_eq!(out.finish_reason, Some(FinishReason::Stop));
         assert!(out.usage.is_none() && !out.done);
@@ -893,20 +686,8 @@ mod tests {
     #[test]
     fn passthrough_turns_an_error_event_into_a_failure() {
         let mut s = PassthroughStream::default();
-        let f = s
-            .push(vec![event(
-                r#"{"error":{"message":"model overloaded","type":"server_error"}}"#,
-            )])
-            .unwrap_err();
-        assert_eq!(
-            (f.kind, f.message.as_str()),
-            (FailureKind::Transient, "model overloaded")
-        );
-        assert!(
-            s.push(vec![event(""), event("  ")])
-                .unwrap()
-                .chunks
-                .is_empty()
-        );
+        let f = s.push(vec![event(r#"{"error":{"message":"model overloaded","type":"server_error"}}"#)]).unwrap_err();
+        assert_eq!((f.kind, f.message.as_str()), (FailureKind::Transient, "model overloaded"));
+        assert!(s.push(vec![event(""), event("  ")]).unwrap().chunks.is_empty());
     }
 }

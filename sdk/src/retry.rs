@@ -73,9 +73,7 @@ pub fn parse_reset_duration(value: &str) -> Option<u64> {
     }
     let mut total_ms = 0.0_f64;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         let (number, tail) = rest.split_at(number_len);
         if number.is_empty() || number.matches('.').count() > 1 || number == "." {
             return None;
@@ -126,20 +124,13 @@ pub fn parse_http_date(value: &str) -> Option<SystemTime> {
         [_wkday, month, day, time, year] => (day.parse().ok()?, *month, year.parse().ok()?, *time),
         _ => return None,
     };
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| *m == month)? as u32
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == month)? as u32
         + 1;
     let mut hms = time.split(':');
-    let (h, m, s): (u32, u32, u32) = (
-        hms.next()?.parse().ok()?,
-        hms.next()?.parse().ok()?,
-        hms.next()?.parse().ok()?,
-    );
-    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 || year < 1970
-    {
+    let (h, m, s): (u32, u32, u32) = (hms.next()?.parse().ok()?, hms.next()?.parse().ok()?, hms.next()?.parse().ok()?);
+    if hms.next().is_some() || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 || year < 1970 {
         return None;
     }
     let days = days_from_civil(year, month, day);
@@ -176,28 +167,13 @@ mod tests {
         assert_eq!(parse_retry_after("0", now), Some(MIN_RETRY_AFTER_MS));
         assert_eq!(parse_retry_after("0.2", now), Some(MIN_RETRY_AFTER_MS));
         assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER_MS));
-        assert_eq!(
-            parse_retry_after("99999999999999999999999", now),
-            Some(MAX_RETRY_AFTER_MS)
-        );
+        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(MAX_RETRY_AFTER_MS));
     }
 
     #[test]
     fn garbage_is_none() {
         let now = SystemTime::now();
-        for bad in [
-            "",
-            "soon",
-            "-1",
-            "+3",
-            "1e3",
-            "inf",
-            "NaN",
-            "1.2.3",
-            ".",
-            "7s",
-            "Sun, 06 Nov 1994 08:49:37",
-        ] {
+        for bad in ["", "soon", "-1", "+3", "1e3", "inf", "NaN", "1.2.3", ".", "7s", "Sun, 06 Nov 1994 08:49:37"] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
         }
     }
@@ -206,23 +182,11 @@ mod tests {
     fn http_dates() {
         // 1994-11-06T08:49:37Z
         let t = 784_111_777;
-        assert_eq!(
-            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(at(t))
-        );
-        assert_eq!(
-            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
-            Some(at(t))
-        );
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(at(t)));
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Some(at(t)));
         assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Some(at(t)));
-        assert_eq!(
-            parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"),
-            Some(UNIX_EPOCH)
-        );
-        assert_eq!(
-            parse_http_date("Wed, 29 Feb 2028 23:59:59 GMT"),
-            Some(at(1_835_481_599))
-        );
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(UNIX_EPOCH));
+        assert_eq!(parse_http_date("Wed, 29 Feb 2028 23:59:59 GMT"), Some(at(1_835_481_599)));
         assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
         assert_eq!(parse_http_date("Sun, 06 Nov 1994 25:49:37 GMT"), None);
     }
@@ -230,18 +194,9 @@ mod tests {
     #[test]
     fn retry_after_http_date_is_relative_to_now() {
         let now = at(784_111_777);
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
-            Some(30_000)
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now),
-            Some(MIN_RETRY_AFTER_MS)
-        );
-        assert_eq!(
-            parse_retry_after("Mon, 07 Nov 1994 08:49:37 GMT", now),
-            Some(MAX_RETRY_AFTER_MS)
-        );
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now), Some(30_000));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:40:00 GMT", now), Some(MIN_RETRY_AFTER_MS));
+        assert_eq!(parse_retry_after("Mon, 07 Nov 1994 08:49:37 GMT", now), Some(MAX_RETRY_AFTER_MS));
     }
 
     #[test]

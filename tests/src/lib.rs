@@ -40,11 +40,7 @@ pub fn build_artifacts() -> &'static Path {
         let root = workspace_root();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let run = |args: &[&str]| {
-            let status = std::process::Command::new(&cargo)
-                .args(args)
-                .current_dir(&root)
-                .status()
-                .expect("cargo runs");
+            let status = std::process::Command::new(&cargo).args(args).current_dir(&root).status().expect("cargo runs");
             assert!(status.success(), "cargo {args:?} failed");
         };
         let mut wasm = vec!["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2"];
@@ -119,7 +115,11 @@ impl Reply {
 
     /// A status with an OpenAI-style error body.
     pub fn error(status: u16, message: &str) -> Self {
-        Self::Json { status, headers: Vec::new(), body: serde_json::json!({"error": {"message": message, "type": "error"}}) }
+        Self::Json {
+            status,
+            headers: Vec::new(),
+            body: serde_json::json!({"error": {"message": message, "type": "error"}}),
+        }
     }
 
     /// Adds a response header.
@@ -171,7 +171,8 @@ impl MockUpstream {
 
     /// A mock answering every request with a canned chat completion.
     pub async fn completing() -> Self {
-        Self::start(|r| Reply::ok(completion(&r.json()["model"].as_str().unwrap_or("m").to_owned(), "Hello from mock"))).await
+        Self::start(|r| Reply::ok(completion(&r.json()["model"].as_str().unwrap_or("m").to_owned(), "Hello from mock")))
+            .await
     }
 
     /// Queues replies used (in order) before the fallback.
@@ -199,7 +200,8 @@ async fn handle(State(state): State<Arc<MockState>>, req: Request) -> Response {
     state.requests.lock().expect("lock").push(recorded);
     match reply {
         Reply::Json { status, headers, body } => {
-            let mut response = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(body)).into_response();
+            let mut response =
+                (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(body)).into_response();
             for (k, v) in headers {
                 if let (Ok(k), Ok(v)) = (k.parse::<axum::http::HeaderName>(), v.parse()) {
                     response.headers_mut().insert(k, v);

@@ -7,7 +7,10 @@ use freellm_e2e::*;
 use serde_json::{Value, json};
 
 fn groq_env(mock: &MockUpstream) -> Vec<(String, String)> {
-    vec![("GROQ_API_KEY".into(), "gsk_test_key_one".into()), ("GROQ_BASE_URL".into(), format!("{}/openai/v1", mock.url))]
+    vec![
+        ("GROQ_API_KEY".into(), "gsk_test_key_one".into()),
+        ("GROQ_BASE_URL".into(), format!("{}/openai/v1", mock.url)),
+    ]
 }
 
 async fn groq_gateway(mock: &MockUpstream) -> Gateway {
@@ -70,7 +73,12 @@ async fn streaming_completion_is_relayed_and_ends_with_done() {
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
     let text: String = data[..data.len() - 1]
         .iter()
-        .map(|d| serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"].as_str().unwrap_or("").to_owned())
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect();
     assert_eq!(text, "Hello");
     assert_eq!(mock.requests()[0].json()["stream"], true);

@@ -115,7 +115,10 @@ async fn models_lists_meta_models_then_enabled_catalogs() {
     let (_mock, gw) = gateway().await;
     let models: Value = gw.get("/v1/models").await.json().await.unwrap();
     let data = models["data"].as_array().unwrap();
-    assert_eq!(data[0], json!({"id": "free", "object": "model", "created": 1700000000, "owned_by": "freellm", "provider": "freellm"}));
+    assert_eq!(
+        data[0],
+        json!({"id": "free", "object": "model", "created": 1700000000, "owned_by": "freellm", "provider": "freellm"})
+    );
     let ids: Vec<&str> = data.iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert!(ids.contains(&"groq/meta-llama/llama-4-scout-17b-16e-instruct"));
     assert!(!ids.iter().any(|id| id.starts_with("ollama/")), "ollama is not enabled");

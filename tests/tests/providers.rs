@@ -93,7 +93,8 @@ async fn each_component_builds_its_providers_request() {
         ("lmstudio/qwen2.5-7b-instruct", "/v1/chat/completions", None),
     ];
     for (i, (model, path, auth)) in cases.iter().enumerate() {
-        let r = gw.chat(json!({"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 64})).await;
+        let r =
+            gw.chat(json!({"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 64})).await;
         assert_eq!(r.status(), 200, "{model}: {}", gw.log());
         let (provider, upstream_model) = model.split_once('/').unwrap();
         assert_eq!(r.headers()["x-freellm-provider"], *provider);
@@ -117,15 +118,16 @@ async fn cerebras_is_skipped_for_tools_and_nim_gets_guided_json() {
     let gw = all_providers(&mock).await;
     let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
     // A concrete Cerebras model cannot take tools: refused up front, nothing sent.
-    let r = gw.chat(json!({"model": "cerebras/llama3.1-8b", "messages": [{"role": "user", "content": "Hi"}], "tools": tools})).await;
+    let r = gw
+        .chat(json!({"model": "cerebras/llama3.1-8b", "messages": [{"role": "user", "content": "Hi"}], "tools": tools}))
+        .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "model_not_supported", "{body}");
     assert!(mock.requests().is_empty());
     // A route that lists Cerebras first skips it.
-    let r = gw
-        .chat(json!({"model": "free-fast", "messages": [{"role": "user", "content": "Hi"}], "tools": tools}))
-        .await;
+    let r =
+        gw.chat(json!({"model": "free-fast", "messages": [{"role": "user", "content": "Hi"}], "tools": tools})).await;
     assert_eq!(r.status(), 200, "{}", gw.log());
     assert_ne!(r.headers()["x-freellm-provider"], "cerebras");
 

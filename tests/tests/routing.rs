@@ -35,7 +35,9 @@ fn content_of(data: &[String]) -> String {
 #[tokio::test]
 async fn a_short_retry_after_on_the_primary_target_is_waited_out_once() {
     let groq = MockUpstream::completing().await;
-    groq.enqueue([Reply::error(429, "Rate limit reached on requests per minute (RPM)").with_header("retry-after", "1")]);
+    groq.enqueue(
+        [Reply::error(429, "Rate limit reached on requests per minute (RPM)").with_header("retry-after", "1")],
+    );
     let ollama = MockUpstream::completing().await;
     let gw = two_providers(&groq, &ollama, "k1", &[]).await;
     let r = gw.chat(chat_body("free-fast")).await;
@@ -143,7 +145,8 @@ async fn a_slow_first_token_fails_over_before_anything_is_sent() {
         cut: false,
     })
     .await;
-    let ollama = MockUpstream::start(|_| Reply::sse(&[&chunk("Hello", None), &chunk(" there", Some("stop")), "[DONE]"])).await;
+    let ollama =
+        MockUpstream::start(|_| Reply::sse(&[&chunk("Hello", None), &chunk(" there", Some("stop")), "[DONE]"])).await;
     let gw = two_providers(&groq, &ollama, "k1", &[("STREAM_FIRST_TOKEN_TIMEOUT_MS", "300")]).await;
     let started = Instant::now();
     let r = gw.chat(stream_body("free-fast")).await;
@@ -197,7 +200,8 @@ async fn a_continuation_that_echoes_the_prefill_is_not_duplicated() {
     .await;
     // Some providers answer a prefill by repeating it first.
     let ollama =
-        MockUpstream::start(|_| Reply::sse(&[&chunk("One, ", None), &chunk("two, three.", Some("stop")), "[DONE]"])).await;
+        MockUpstream::start(|_| Reply::sse(&[&chunk("One, ", None), &chunk("two, three.", Some("stop")), "[DONE]"]))
+            .await;
     let gw = two_providers(&groq, &ollama, "k1", &[]).await;
     let data = sse_data(gw.chat(stream_body("free-fast")).await).await;
     assert_eq!(content_of(&data), "One, two, three.", "{data:?}");
@@ -306,7 +310,10 @@ async fn a_route_falls_back_to_a_larger_context_on_context_length() {
 
 #[tokio::test]
 async fn strict_mode_makes_exactly_one_attempt() {
-    let groq = MockUpstream::start(|_| Reply::error(429, "Rate limit reached on requests per minute (RPM)").with_header("retry-after", "7")).await;
+    let groq = MockUpstream::start(|_| {
+        Reply::error(429, "Rate limit reached on requests per minute (RPM)").with_header("retry-after", "7")
+    })
+    .await;
     let ollama = MockUpstream::completing().await;
     let gw = two_providers(&groq, &ollama, "k1,k2", &[]).await;
     let strict = |model: &str| {
@@ -360,7 +367,14 @@ async fn privacy_no_training_routes_only_to_eligible_providers() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "model_not_supported", "{body}");
     assert_eq!(mock.requests().len(), 1);
-    let r = gw.http.post(format!("{}/v1/chat/completions", gw.url)).header("x-freellm-privacy", "maybe").json(&chat_body("free")).send().await.unwrap();
+    let r = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("x-freellm-privacy", "maybe")
+        .json(&chat_body("free"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -375,7 +389,13 @@ async fn the_strategy_switches_at_runtime() {
     for _ in 0..4 {
         assert_eq!(gw.chat(chat_body("free-fast")).await.headers()["x-freellm-provider"], "groq");
     }
-    let r = gw.http.patch(format!("{}/v1/status/routing", gw.url)).json(&json!({"strategy": "round_robin"})).send().await.unwrap();
+    let r = gw
+        .http
+        .patch(format!("{}/v1/status/routing", gw.url))
+        .json(&json!({"strategy": "round_robin"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -383,7 +403,13 @@ async fn the_strategy_switches_at_runtime() {
     }
     assert_eq!(seen.iter().filter(|p| *p == "groq").count(), 2, "{seen:?}");
     assert_eq!(seen.iter().filter(|p| *p == "ollama").count(), 2, "{seen:?}");
-    let r = gw.http.patch(format!("{}/v1/status/routing", gw.url)).json(&json!({"strategy": "fastest"})).send().await.unwrap();
+    let r = gw
+        .http
+        .patch(format!("{}/v1/status/routing", gw.url))
+        .json(&json!({"strategy": "fastest"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let r = gw.http.post(format!("{}/v1/status/providers/nope/reset", gw.url)).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -427,7 +453,8 @@ async fn stream_usage_is_requested_recorded_and_hidden_from_clients_that_did_not
         "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 4, "total_tokens": 15}})
     .to_string();
     let u = usage_chunk.clone();
-    let groq = MockUpstream::start(move |_| Reply::sse(&[&chunk("Hi", None), &chunk("", Some("stop")), &u, "[DONE]"])).await;
+    let groq =
+        MockUpstream::start(move |_| Reply::sse(&[&chunk("Hi", None), &chunk("", Some("stop")), &u, "[DONE]"])).await;
     let ollama = MockUpstream::completing().await;
     let gw = two_providers(&groq, &ollama, "k1", &[]).await;
     let data = sse_data(gw.chat(stream_body("groq/llama-3.3-70b-versatile")).await).await;

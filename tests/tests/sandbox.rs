@@ -17,10 +17,13 @@ async fn hostile_gateway_with(mock: &MockUpstream, extra_settings: &str, env: &[
     );
     Gateway::start_with(GatewayOptions {
         config,
-        env: [("HOSTILE_API_KEY".to_owned(), "k".to_owned()), ("HOSTILE_BASE_URL".to_owned(), format!("{}/v1", mock.url))]
-            .into_iter()
-            .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
-            .collect(),
+        env: [
+            ("HOSTILE_API_KEY".to_owned(), "k".to_owned()),
+            ("HOSTILE_BASE_URL".to_owned(), format!("{}/v1", mock.url)),
+        ]
+        .into_iter()
+        .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+        .collect(),
     })
     .await
 }

@@ -54,8 +54,10 @@ const STREAM: &str = concat!(
     "data: [DONE]\n\n",
 );
 
-const RATE_LIMITED: &str = r#"{"error":{"message":"Rate limit reached (mock)","type":"requests","code":"rate_limit_exceeded"}}"#;
-const NOT_FOUND: &str = r#"{"error":{"message":"Unknown path (mock upstream)","type":"invalid_request_error","code":"not_found"}}"#;
+const RATE_LIMITED: &str =
+    r#"{"error":{"message":"Rate limit reached (mock)","type":"requests","code":"rate_limit_exceeded"}}"#;
+const NOT_FOUND: &str =
+    r#"{"error":{"message":"Unknown path (mock upstream)","type":"invalid_request_error","code":"not_found"}}"#;
 
 struct Options {
     host: String,
@@ -77,9 +79,7 @@ fn main() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("freellm-mock-upstream: {e}");
-            eprintln!(
-                "usage: freellm-mock-upstream [--port N] [--host ADDR] [--threads N] [--rate-limit-every N]"
-            );
+            eprintln!("usage: freellm-mock-upstream [--port N] [--host ADDR] [--threads N] [--rate-limit-every N]");
             std::process::exit(2);
         }
     };

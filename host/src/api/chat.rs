@@ -90,9 +90,21 @@ pub async fn chat_completions(
 }
 
 /// Decorates a successful answer with the routing headers and logs it.
-fn finish(gw: &SharedGateway, request_id: &str, model: &str, is_stream: bool, started: Instant, a: Answered) -> Response {
+fn finish(
+    gw: &SharedGateway,
+    request_id: &str,
+    model: &str,
+    is_stream: bool,
+    started: Instant,
+    a: Answered,
+) -> Response {
     let mut response = a.response;
-    let route = RouteHeaders { provider: &a.provider.id, upstream_model: &a.upstream_model, requested: model, reason: a.reason };
+    let route = RouteHeaders {
+        provider: &a.provider.id,
+        upstream_model: &a.upstream_model,
+        requested: model,
+        reason: a.reason,
+    };
     route.apply(response.headers_mut());
     let latency_ms = started.elapsed().as_millis() as u64;
     tracing::info!(request_id, model, provider = %a.provider.id, reason = a.reason.as_str(), latency_ms,
@@ -156,9 +168,10 @@ fn error_text(error: &ApiError) -> String {
 
 /// `true`, `1`, `yes` or `on` (case-insensitive).
 fn header_flag(headers: &HeaderMap, name: &str) -> bool {
-    headers.get(name).and_then(|v| v.to_str().ok()).is_some_and(|v| {
-        matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
-    })
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on"))
 }
 
 /// `X-FreeLLM-Privacy`: absent or `no-training`; anything else is a 400.
@@ -209,9 +222,12 @@ async fn read_limited(body: Body, content_length: Option<&HeaderValue>, limit: u
         return Err(ApiError::PayloadTooLarge { limit });
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large { ApiError::PayloadTooLarge { limit } } else { ApiError::invalid_body(format!("cannot read body: {e}")) }
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge { limit }
+        } else {
+            ApiError::invalid_body(format!("cannot read body: {e}"))
+        }
     })
 }
 

@@ -118,12 +118,11 @@ fn provider_json(p: &ProviderEntry, now: Instant, now_ms: u64) -> Value {
 
 /// `PATCH /v1/status/routing` with `{"strategy": "quota_aware" | "round_robin" | "random"}`.
 pub async fn set_routing(State(gw): State<SharedGateway>, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))?;
-    let text = value
-        .get("strategy")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid_body("expected {\"strategy\": \"quota_aware\" | \"round_robin\" | \"random\"}"))?;
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))?;
+    let text = value.get("strategy").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::invalid_body("expected {\"strategy\": \"quota_aware\" | \"round_robin\" | \"random\"}")
+    })?;
     let strategy: Strategy = text.parse().map_err(ApiError::invalid_body)?;
     gw.strategy.set(strategy);
     tracing::info!(strategy = strategy.as_str(), "routing strategy changed");

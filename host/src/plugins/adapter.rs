@@ -15,8 +15,7 @@ use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
 use super::bindings::types::{
-    AdapterInfo, CallContext, Failure, NormalizedResponse, ResponseHead, StreamEvent, StreamOutput,
-    UpstreamRequest,
+    AdapterInfo, CallContext, Failure, NormalizedResponse, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest,
 };
 use super::bindings::{Provider, ProviderPre};
 use super::engine::PluginEngine;
@@ -244,8 +243,12 @@ impl StreamSession {
     pub async fn finish(&mut self) -> Result<Result<StreamOutput, Failure>, AdapterFault> {
         let started = Instant::now();
         self.store.set_epoch_deadline(PluginEngine::ticks_for(self.adapter.limits.cpu_time));
-        let result =
-            self.provider.freellm_provider_adapter().stream_normalizer().call_finish(&mut self.store, self.handle).await;
+        let result = self
+            .provider
+            .freellm_provider_adapter()
+            .stream_normalizer()
+            .call_finish(&mut self.store, self.handle)
+            .await;
         self.adapter.finish_call(started, result, &self.store)
     }
 }
@@ -272,9 +275,9 @@ fn validate_info(info: &AdapterInfo, slot_id: &str) -> Result<(), String> {
     if !info.models.is_empty() && !info.models.iter().any(|m| m.id == info.default_model) {
         return Err(format!("default model \"{}\" is not in the model list", info.default_model));
     }
-    if let Some(dup) = info.models.iter().enumerate().find_map(|(i, m)| {
-        info.models[..i].iter().any(|o| o.id == m.id).then_some(&m.id)
-    }) {
+    if let Some(dup) =
+        info.models.iter().enumerate().find_map(|(i, m)| info.models[..i].iter().any(|o| o.id == m.id).then_some(&m.id))
+    {
         return Err(format!("model \"{dup}\" is listed twice"));
     }
     Ok(())

@@ -11,18 +11,15 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use freellm_fixtures::{
-    Auth, Ctx, Described, FailureOut, Head, Mapped, Normalized, Streamed, Subject,
-    UsageJson,
-};
+use freellm_fixtures::{Auth, Ctx, Described, FailureOut, Head, Mapped, Normalized, Streamed, Subject, UsageJson};
 
 use super::adapter::Adapter;
 use super::engine::PluginEngine;
 use super::loader::{self, Compiled};
 use super::sandbox::SandboxLimits;
 use super::types::{
-    AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod,
-    ResponseHead, StreamEvent, StreamOutput, Usage,
+    AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod, ResponseHead,
+    StreamEvent, StreamOutput, Usage,
 };
 
 /// What to check.
@@ -65,23 +62,12 @@ pub fn run(options: &CheckOptions) -> CheckResult {
         Err(e) => return fail(text, "load", e.to_string()),
     };
     let _ = writeln!(text, "sha256     {}", compiled.hash);
-    let _ = writeln!(
-        text,
-        "PASS load: compiled, sandbox policy and freellm:provider@0.1.0 world checked"
-    );
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let _ = writeln!(text, "PASS load: compiled, sandbox policy and freellm:provider@0.1.0 world checked");
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(text, "runtime", e.to_string()),
     };
-    let mut subject = RuntimeSubject {
-        runtime,
-        engine,
-        compiled,
-        adapter: None,
-    };
+    let mut subject = RuntimeSubject { runtime, engine, compiled, adapter: None };
 
     let conformance = freellm_fixtures::conformance(&mut subject, &options.settings);
     if let Some(adapter) = &subject.adapter {
@@ -141,9 +127,7 @@ struct RuntimeSubject {
 
 impl RuntimeSubject {
     fn adapter(&self) -> Result<&Arc<Adapter>, FailureOut> {
-        self.adapter
-            .as_ref()
-            .ok_or_else(|| FailureOut::fault("the adapter is not configured"))
+        self.adapter.as_ref().ok_or_else(|| FailureOut::fault("the adapter is not configured"))
     }
 }
 
@@ -157,10 +141,7 @@ fn context(ctx: &Ctx) -> CallContext {
 }
 
 fn head(head: &Head) -> ResponseHead {
-    ResponseHead {
-        status: head.status,
-        headers: head.headers.clone(),
-    }
+    ResponseHead { status: head.status, headers: head.headers.clone() }
 }
 
 impl Subject for RuntimeSubject {
@@ -231,34 +212,20 @@ impl Subject for RuntimeSubject {
             Ok(a) => a,
             Err(fault) => return fault,
         };
-        match self
-            .runtime
-            .block_on(adapter.classify_failure(&context(ctx), &head(h), body))
-        {
+        match self.runtime.block_on(adapter.classify_failure(&context(ctx), &head(h), body)) {
             Ok(f) => failure(f),
             Err(fault) => FailureOut::fault(fault.to_string()),
         }
     }
 
-    fn stream(
-        &mut self,
-        ctx: &Ctx,
-        h: &Head,
-        events: &[(Option<String>, String)],
-    ) -> Result<Streamed, FailureOut> {
+    fn stream(&mut self, ctx: &Ctx, h: &Head, events: &[(Option<String>, String)]) -> Result<Streamed, FailureOut> {
         let adapter = self.adapter()?.clone();
         self.runtime.block_on(async {
             let fault = |f: super::AdapterFault| FailureOut::fault(f.to_string());
-            let mut session = adapter
-                .open_stream(&context(ctx), &head(h))
-                .await
-                .map_err(fault)?;
+            let mut session = adapter.open_stream(&context(ctx), &head(h)).await.map_err(fault)?;
             let mut all = Streamed::default();
             for (event, data) in events {
-                let batch = [StreamEvent {
-                    event: event.clone(),
-                    data: data.clone(),
-                }];
+                let batch = [StreamEvent { event: event.clone(), data: data.clone() }];
                 take(&mut all, session.push(&batch).await.map_err(fault)?.map_err(failure)?);
             }
             take(&mut all, session.finish().await.map_err(fault)?.map_err(failure)?);
@@ -313,11 +280,7 @@ fn finish_name(reason: FinishReason) -> String {
 }
 
 fn usage(u: Usage) -> UsageJson {
-    UsageJson {
-        prompt_tokens: u.prompt_tokens,
-        completion_tokens: u.completion_tokens,
-        total_tokens: u.total_tokens,
-    }
+    UsageJson { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
 }
 
 /// Parses `KEY=VALUE` for `--setting`.
@@ -334,10 +297,7 @@ mod tests {
 
     #[test]
     fn settings_parse_as_key_value() {
-        assert_eq!(
-            parse_setting("models=a,b").unwrap(),
-            ("models".to_owned(), "a,b".to_owned())
-        );
+        assert_eq!(parse_setting("models=a,b").unwrap(), ("models".to_owned(), "a,b".to_owned()));
         assert_eq!(parse_setting("x=").unwrap(), ("x".to_owned(), String::new()));
         assert!(parse_setting("novalue").is_err());
         assert!(parse_setting("=v").is_err());

@@ -57,10 +57,8 @@ impl PluginEngine {
         spawn_epoch_ticker(&engine);
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            ?;
-        wit_host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
-            ?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wit_host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         Ok(Arc::new(Self { engine, linker }))
     }
 
@@ -74,15 +72,13 @@ impl PluginEngine {
 /// Advances the epoch until the engine is dropped.
 fn spawn_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        });
+    let spawned = std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the wasm epoch ticker; adapter CPU limits are off");
     }

@@ -66,8 +66,7 @@ const ALLOWED_IMPORTS: &[&str] = &[
 
 /// Reads a component file, then [`compile`]s it.
 pub fn load_file(engine: &PluginEngine, path: &Path, cache_dir: &Path) -> Result<Compiled, LoadError> {
-    let bytes = std::fs::read(path)
-        .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
     compile(engine, &bytes, cache_dir)
 }
 
@@ -76,20 +75,12 @@ pub fn compile(engine: &PluginEngine, bytes: &[u8], cache_dir: &Path) -> Result<
     let hash = hex::encode(Sha256::digest(bytes));
     let component = cached_compile(engine, bytes, &hash, cache_dir)?;
     check_imports(engine, &component)?;
-    let instance_pre = engine
-        .linker
-        .instantiate_pre(&component)
-        .map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+    let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
     let pre = ProviderPre::new(instance_pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
     Ok(Compiled { pre, hash })
 }
 
-fn cached_compile(
-    engine: &PluginEngine,
-    bytes: &[u8],
-    hash: &str,
-    cache_dir: &Path,
-) -> Result<Component, LoadError> {
+fn cached_compile(engine: &PluginEngine, bytes: &[u8], hash: &str, cache_dir: &Path) -> Result<Component, LoadError> {
     let path = cache_path(engine, hash, cache_dir);
     if path.is_file() {
         // SAFETY: files in the cache directory are written only by
@@ -98,7 +89,9 @@ fn cached_compile(
         // and are never modified after the atomic rename.
         match unsafe { Component::deserialize_file(&engine.engine, &path) } {
             Ok(component) => return Ok(component),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-component cache entry"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled-component cache entry")
+            }
         }
     }
     if wasmtime::Engine::detect_precompiled(bytes).is_some() {

@@ -12,8 +12,8 @@ use super::adapter::Adapter;
 use super::engine::PluginEngine;
 use super::loader;
 use super::types::AuthPlacement;
-use crate::config::{Config, ProviderConfig};
 use crate::breaker::Breaker;
+use crate::config::{Config, ProviderConfig};
 use crate::keys::KeyRing;
 use crate::quota::Limits;
 use crate::stats::ProviderStats;
@@ -91,7 +91,8 @@ impl Registry {
     pub async fn load(engine: &Arc<PluginEngine>, config: &Config) -> Self {
         // Components load concurrently (compilation runs on blocking threads);
         // the registry keeps the file's order.
-        let loaded = futures_util::future::join_all(config.providers.iter().map(|pc| load_provider(engine, config, pc))).await;
+        let loaded =
+            futures_util::future::join_all(config.providers.iter().map(|pc| load_provider(engine, config, pc))).await;
         let mut providers = Vec::with_capacity(config.providers.len());
         for (pc, loaded) in config.providers.iter().zip(loaded) {
             let entry = match loaded {

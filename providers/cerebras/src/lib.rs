@@ -24,9 +24,8 @@
 use freellm_sdk::openai_compat::{self, UpstreamError};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration, retry_after_ms};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
-    FailureKind, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead,
-    Settings, StreamFraming, UpstreamRequest,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, ModelInfo,
+    ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest,
 };
 use serde_json::Value;
 
@@ -60,11 +59,7 @@ pub const DROP_FIELDS: &[&str] = &[
 const MODELS: &[(&str, u32, ModelTags)] = &[
     ("llama3.1-8b", 8_192, ModelTags::FAST),
     ("qwen-3-235b-a22b-instruct-2507", 65_536, ModelTags::SMART),
-    (
-        "gpt-oss-120b",
-        65_536,
-        ModelTags::SMART.union(ModelTags::REASONING),
-    ),
+    ("gpt-oss-120b", 65_536, ModelTags::SMART.union(ModelTags::REASONING)),
 ];
 
 /// The model meta-models use.
@@ -87,10 +82,7 @@ impl Adapter for Cerebras {
                 | Capabilities::JSON_SCHEMA
                 | Capabilities::STREAM_USAGE
                 | Capabilities::REASONING,
-            models: MODELS
-                .iter()
-                .map(|(id, window, tags)| ModelInfo::new(*id, *window, *tags))
-                .collect(),
+            models: MODELS.iter().map(|(id, window, tags)| ModelInfo::new(*id, *window, *tags)).collect(),
             default_model: DEFAULT_MODEL.into(),
             privacy: PrivacyInfo {
                 policy: PrivacyPolicy::NoTraining,
@@ -110,15 +102,11 @@ impl Adapter for Cerebras {
 
     fn map_request(ctx: &CallContext, mut req: ChatRequest) -> Result<UpstreamRequest, Failure> {
         if non_empty(req.tools.as_ref()) || non_empty(req.extra.get("functions")) {
-            return Err(Failure::unsupported(
-                "tool calling is not offered through Cerebras",
-            ));
+            return Err(Failure::unsupported("tool calling is not offered through Cerebras"));
         }
         let choices = req.n.as_ref().and_then(Value::as_u64).unwrap_or(1);
         if choices > 1 {
-            return Err(Failure::unsupported(
-                "Cerebras returns a single choice (n must be 1)",
-            ));
+            return Err(Failure::unsupported("Cerebras returns a single choice (n must be 1)"));
         }
         req.tools = None;
         req.tool_choice = None;
@@ -172,8 +160,8 @@ fn cerebras_effort(effort: Value) -> Option<Value> {
 }
 
 fn classify_429(failure: &mut Failure, head: &ResponseHead, error: &UpstreamError) {
-    let overloaded = error.code.as_deref() == Some("queue_exceeded")
-        || failure.message.to_lowercase().contains("high traffic");
+    let overloaded =
+        error.code.as_deref() == Some("queue_exceeded") || failure.message.to_lowercase().contains("high traffic");
     if overloaded {
         // Cerebras' own queue is full: not this key's limit.
         failure.kind = FailureKind::Transient;
@@ -183,8 +171,7 @@ fn classify_429(failure: &mut Failure, head: &ResponseHead, error: &UpstreamErro
     let day_spent = spent(head, "day");
     if failure.kind == FailureKind::QuotaExhausted || !day_spent.is_empty() {
         failure.kind = FailureKind::QuotaExhausted;
-        failure.retry_after_ms =
-            retry_after_ms(&head.headers).or_else(|| reset_after_ms(head, "day", &day_spent));
+        failure.retry_after_ms = retry_after_ms(&head.headers).or_else(|| reset_after_ms(head, "day", &day_spent));
     } else {
         failure.kind = FailureKind::RateLimited;
         let minute_spent = spent(head, "minute");
@@ -211,16 +198,10 @@ fn spent(head: &ResponseHead, window: &str) -> Vec<&'static str> {
 /// or of both budgets when none is known to be spent; clamped like a
 /// `retry-after`.
 fn reset_after_ms(head: &ResponseHead, window: &str, spent: &[&str]) -> Option<u64> {
-    let budgets: &[&str] = if spent.is_empty() {
-        &["requests", "tokens"]
-    } else {
-        spent
-    };
+    let budgets: &[&str] = if spent.is_empty() { &["requests", "tokens"] } else { spent };
     budgets
         .iter()
-        .filter_map(|budget| {
-            parse_reset_duration(head.header(&format!("x-ratelimit-reset-{budget}-{window}"))?)
-        })
+        .filter_map(|budget| parse_reset_duration(head.header(&format!("x-ratelimit-reset-{budget}-{window}"))?))
         .max()
         .map(clamp_retry_after_ms)
 }

@@ -3,31 +3,17 @@ use freellm_sdk::HttpMethod;
 use serde_json::json;
 
 fn ctx(model: &str) -> CallContext {
-    CallContext {
-        request_id: "r".into(),
-        upstream_model: model.into(),
-        is_stream: false,
-        settings: vec![],
-    }
+    CallContext { request_id: "r".into(), upstream_model: model.into(), is_stream: false, settings: vec![] }
 }
 
 fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
-    ResponseHead {
-        status,
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
-    }
+    ResponseHead { status, headers: headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect() }
 }
 
 fn map_for(model: &str, body: Value) -> Result<Value, Failure> {
     let req = ChatRequest::from_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
     let up = Cerebras::map_request(&ctx(model), req)?;
-    assert_eq!(
-        (up.method, up.path.as_str()),
-        (HttpMethod::Post, "/chat/completions")
-    );
+    assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
     Ok(serde_json::from_slice(&up.body).unwrap())
 }
 
@@ -42,29 +28,18 @@ fn classify(status: u16, headers: &[(&str, &str)], body: &str) -> Failure {
 #[test]
 fn describes_cerebras() {
     let info = Cerebras::configure(&vec![]).unwrap();
-    assert_eq!(
-        (info.id.as_str(), info.display_name.as_str()),
-        ("cerebras", "Cerebras")
-    );
+    assert_eq!((info.id.as_str(), info.display_name.as_str()), ("cerebras", "Cerebras"));
     assert_eq!(info.default_base_url, "https://api.cerebras.ai/v1");
     assert_eq!(info.key_env.as_deref(), Some("CEREBRAS_API_KEY"));
     assert_eq!(info.default_model, "llama3.1-8b");
     assert!(info.models.iter().any(|m| m.id == info.default_model));
     assert!(!info.capabilities.contains(Capabilities::TOOLS));
     assert!(!info.capabilities.contains(Capabilities::VISION));
-    assert!(
-        info.capabilities
-            .contains(Capabilities::JSON_SCHEMA | Capabilities::STREAM_USAGE)
-    );
+    assert!(info.capabilities.contains(Capabilities::JSON_SCHEMA | Capabilities::STREAM_USAGE));
     assert_eq!(info.privacy.policy, PrivacyPolicy::NoTraining);
     let l = info.limits;
     assert_eq!(
-        (
-            l.requests_per_minute,
-            l.requests_per_day,
-            l.tokens_per_minute,
-            l.tokens_per_day
-        ),
+        (l.requests_per_minute, l.requests_per_day, l.tokens_per_minute, l.tokens_per_day),
         (Some(30), Some(14_400), Some(60_000), Some(1_000_000))
     );
 }
@@ -88,25 +63,19 @@ fn rejected_fields_are_dropped() {
     for field in DROP_FIELDS {
         body[*field] = json!(1);
     }
-    assert_eq!(
-        map(body).unwrap(),
-        json!({"model": "llama3.1-8b", "messages": []})
-    );
+    assert_eq!(map(body).unwrap(), json!({"model": "llama3.1-8b", "messages": []}));
 }
 
 #[test]
 fn tools_skip_cerebras() {
-    let tool =
-        json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
+    let tool = json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
     let f = map(json!({"model": "m", "messages": [], "tools": [tool]})).unwrap_err();
     assert_eq!(f.kind, FailureKind::Unsupported);
     let f = map(json!({"model": "m", "messages": [], "functions": [{"name": "f"}]})).unwrap_err();
     assert_eq!(f.kind, FailureKind::Unsupported);
     // No tools in fact: the empty and null forms are dropped.
-    let sent = map(
-        json!({"model": "m", "messages": [], "tools": [], "tool_choice": "auto",
-                          "parallel_tool_calls": true, "functions": null}),
-    )
+    let sent = map(json!({"model": "m", "messages": [], "tools": [], "tool_choice": "auto",
+                          "parallel_tool_calls": true, "functions": null}))
     .unwrap();
     assert_eq!(sent, json!({"model": "llama3.1-8b", "messages": []}));
 }
@@ -121,27 +90,12 @@ fn several_choices_skip_cerebras() {
 #[test]
 fn reasoning_effort_reaches_gpt_oss_only() {
     let body = json!({"model": "m", "messages": [], "reasoning_effort": "high"});
-    assert_eq!(
-        map_for("gpt-oss-120b", body.clone()).unwrap()["reasoning_effort"],
-        json!("high")
-    );
+    assert_eq!(map_for("gpt-oss-120b", body.clone()).unwrap()["reasoning_effort"], json!("high"));
     assert!(map(body).unwrap().get("reasoning_effort").is_none());
-    for (asked, sent) in [
-        ("minimal", Some("low")),
-        ("xhigh", Some("high")),
-        ("medium", Some("medium")),
-        ("none", None),
-    ] {
-        let out = map_for(
-            "gpt-oss-120b",
-            json!({"model": "m", "messages": [], "reasoning_effort": asked}),
-        )
-        .unwrap();
-        assert_eq!(
-            out.get("reasoning_effort").and_then(Value::as_str),
-            sent,
-            "{asked}"
-        );
+    for (asked, sent) in [("minimal", Some("low")), ("xhigh", Some("high")), ("medium", Some("medium")), ("none", None)]
+    {
+        let out = map_for("gpt-oss-120b", json!({"model": "m", "messages": [], "reasoning_effort": asked})).unwrap();
+        assert_eq!(out.get("reasoning_effort").and_then(Value::as_str), sent, "{asked}");
     }
 }
 
@@ -151,7 +105,8 @@ const TPM: &str = r#"{"message":"Tokens per minute limit exceeded - too many tok
 const RPD: &str = r#"{"message":"Requests per day limit exceeded - too many requests sent.","type":"too_many_requests_error","param":"quota","code":"request_quota_exceeded"}"#;
 const TPD: &str = r#"{"message":"Tokens per day limit exceeded - too many tokens processed.","type":"too_many_requests_error","param":"quota","code":"token_quota_exceeded"}"#;
 const QUEUE: &str = r#"{"message":"We're experiencing high traffic right now! Please try again soon.","type":"too_many_requests_error","param":"queue","code":"queue_exceeded"}"#;
-const WRONG_KEY: &str = r#"{"message":"Wrong API Key","type":"invalid_request_error","param":"api_key","code":"wrong_api_key"}"#;
+const WRONG_KEY: &str =
+    r#"{"message":"Wrong API Key","type":"invalid_request_error","param":"api_key","code":"wrong_api_key"}"#;
 const CONTEXT: &str = r#"{"message":"Please reduce the length of the messages or completion.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}"#;
 
 #[test]
@@ -167,17 +122,10 @@ fn per_minute_limits_wait_for_the_minute_reset() {
     let f = classify(429, &headers, RPM);
     assert_eq!(
         (f.kind, f.retry_after_ms, f.upstream_code.as_deref()),
-        (
-            FailureKind::RateLimited,
-            Some(11_383),
-            Some("request_quota_exceeded")
-        )
+        (FailureKind::RateLimited, Some(11_383), Some("request_quota_exceeded"))
     );
     let f = classify(429, &[("retry-after", "4")], TPM);
-    assert_eq!(
-        (f.kind, f.retry_after_ms),
-        (FailureKind::RateLimited, Some(4_000))
-    );
+    assert_eq!((f.kind, f.retry_after_ms), (FailureKind::RateLimited, Some(4_000)));
     assert_eq!(classify(429, &[], RPM).retry_after_ms, None);
 }
 
@@ -191,28 +139,15 @@ fn a_spent_day_is_quota_exhausted_until_the_day_resets() {
         ("x-ratelimit-reset-tokens-minute", "11.38"),
     ];
     let f = classify(429, &headers, RPM);
-    assert_eq!(
-        (f.kind, f.retry_after_ms),
-        (FailureKind::QuotaExhausted, Some(245_500))
-    );
+    assert_eq!((f.kind, f.retry_after_ms), (FailureKind::QuotaExhausted, Some(245_500)));
     // Long resets are clamped like a retry-after.
-    let headers = [
-        ("x-ratelimit-remaining-requests-day", "0"),
-        ("x-ratelimit-reset-requests-day", "33011.382867"),
-    ];
-    assert_eq!(
-        classify(429, &headers, RPD).retry_after_ms,
-        Some(freellm_sdk::retry::MAX_RETRY_AFTER_MS)
-    );
+    let headers = [("x-ratelimit-remaining-requests-day", "0"), ("x-ratelimit-reset-requests-day", "33011.382867")];
+    assert_eq!(classify(429, &headers, RPD).retry_after_ms, Some(freellm_sdk::retry::MAX_RETRY_AFTER_MS));
     // By the message, with the day's reset.
     let f = classify(429, &[("x-ratelimit-reset-requests-day", "120")], TPD);
     assert_eq!(
         (f.kind, f.retry_after_ms, f.upstream_code.as_deref()),
-        (
-            FailureKind::QuotaExhausted,
-            Some(120_000),
-            Some("token_quota_exceeded")
-        )
+        (FailureKind::QuotaExhausted, Some(120_000), Some("token_quota_exceeded"))
     );
     let headers = [
         ("x-ratelimit-remaining-tokens-day", "0"),
@@ -237,21 +172,14 @@ fn a_wrong_key_is_key_invalid() {
     let f = classify(401, &[], WRONG_KEY);
     assert_eq!(
         (f.kind, f.message.as_str(), f.upstream_code.as_deref()),
-        (
-            FailureKind::KeyInvalid,
-            "Wrong API Key",
-            Some("wrong_api_key")
-        )
+        (FailureKind::KeyInvalid, "Wrong API Key", Some("wrong_api_key"))
     );
 }
 
 #[test]
 fn a_long_prompt_is_context_length() {
     let f = classify(400, &[], CONTEXT);
-    assert_eq!(
-        (f.kind, f.upstream_code.as_deref()),
-        (FailureKind::ContextLength, Some("context_length_exceeded"))
-    );
+    assert_eq!((f.kind, f.upstream_code.as_deref()), (FailureKind::ContextLength, Some("context_length_exceeded")));
 }
 
 #[test]
@@ -273,10 +201,7 @@ fn server_errors_are_transient() {
     let body = r#"{"message":"Encountered a server error, please try again.","type":"server_error","param":"","code":"internal_server_error"}"#;
     assert_eq!(classify(500, &[], body).kind, FailureKind::Transient);
     assert_eq!(classify(503, &[], "").kind, FailureKind::Transient);
-    assert_eq!(
-        classify(502, &[], "<html>Bad Gateway</html>").kind,
-        FailureKind::Transient
-    );
+    assert_eq!(classify(502, &[], "<html>Bad Gateway</html>").kind, FailureKind::Transient);
 }
 
 #[test]

@@ -54,12 +54,7 @@ impl GoogleError {
         };
         let error = value.get("error")?.as_object()?;
         let text = |key: &str| {
-            error
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
+            error.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
         };
         let mut parsed = Self {
             code: error.get("code").and_then(Value::as_u64),
@@ -71,20 +66,10 @@ impl GoogleError {
         if parsed.code.is_none() && parsed.status.is_none() {
             return None;
         }
-        for detail in error
-            .get("details")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for detail in error.get("details").and_then(Value::as_array).into_iter().flatten() {
             let kind = detail.get("@type").and_then(Value::as_str).unwrap_or("");
             if kind.ends_with("google.rpc.QuotaFailure") {
-                for violation in detail
-                    .get("violations")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for violation in detail.get("violations").and_then(Value::as_array).into_iter().flatten() {
                     for key in ["quotaId", "quotaMetric"] {
                         if let Some(s) = violation.get(key).and_then(Value::as_str) {
                             parsed.quotas.push(s.to_owned());
@@ -92,15 +77,9 @@ impl GoogleError {
                     }
                 }
             } else if kind.ends_with("google.rpc.RetryInfo") {
-                parsed.retry_delay_ms = detail
-                    .get("retryDelay")
-                    .and_then(Value::as_str)
-                    .and_then(parse_reset_duration);
+                parsed.retry_delay_ms = detail.get("retryDelay").and_then(Value::as_str).and_then(parse_reset_duration);
             } else if kind.ends_with("google.rpc.ErrorInfo") && parsed.reason.is_none() {
-                parsed.reason = detail
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                parsed.reason = detail.get("reason").and_then(Value::as_str).map(str::to_owned);
             }
         }
         Some(parsed)
@@ -137,12 +116,9 @@ impl GoogleError {
     /// project's tier at all, waiting a minute will not help.
     pub fn zero_limit(&self) -> bool {
         let message = self.lower_message();
-        message.match_indices("limit: 0").any(|(at, m)| {
-            !message[at + m.len()..]
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_digit() || c == '.')
-        })
+        message
+            .match_indices("limit: 0")
+            .any(|(at, m)| !message[at + m.len()..].chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.'))
     }
 
     /// The delay named in the message ("Please retry in 43.52s."), in
@@ -212,11 +188,7 @@ pub fn classify(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure 
         kind,
         message: base.message,
         retry_after_ms,
-        upstream_code: google
-            .reason
-            .clone()
-            .or_else(|| google.status.clone())
-            .or(base.upstream_code),
+        upstream_code: google.reason.clone().or_else(|| google.status.clone()).or(base.upstream_code),
     }
 }
 
@@ -261,10 +233,7 @@ fn is_key_problem(status: u16, google: &GoogleError, message: &str) -> bool {
     let canonical = google.status.as_deref().unwrap_or("");
     matches!(status, 401 | 403)
         || matches!(canonical, "UNAUTHENTICATED" | "PERMISSION_DENIED")
-        || google
-            .reason
-            .as_deref()
-            .is_some_and(|r| KEY_REASONS.contains(&r))
+        || google.reason.as_deref().is_some_and(|r| KEY_REASONS.contains(&r))
         || message.contains("api key not valid")
         || message.contains("api key expired")
         || message.contains("api_key_invalid")
@@ -290,17 +259,9 @@ fn is_content_filter(google: &GoogleError, message: &str) -> bool {
     let reason = google.reason.as_deref().unwrap_or("").to_lowercase();
     let labels = [reason.as_str(), message];
     labels.iter().any(|text| {
-        [
-            "safety",
-            "prohibited_content",
-            "prohibited content",
-            "blocklist",
-            "blocked",
-            "spii",
-            "content filter",
-        ]
-        .iter()
-        .any(|n| text.contains(n))
+        ["safety", "prohibited_content", "prohibited content", "blocklist", "blocked", "spii", "content filter"]
+            .iter()
+            .any(|n| text.contains(n))
     })
 }
 
@@ -327,13 +288,7 @@ mod tests {
     }
 
     fn classify_with(status: u16, headers: &[(&str, &str)], body: &str) -> Failure {
-        let head = ResponseHead {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-        };
+        let head = ResponseHead { status, headers: headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect() };
         classify(&ctx(), &head, body.as_bytes())
     }
 
@@ -376,38 +331,19 @@ mod tests {
     fn per_minute_quota_is_rate_limited() {
         let body = quota_body("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "7s");
         let f = classify_with(429, &[], &body);
-        assert_eq!(
-            (f.kind, f.retry_after_ms),
-            (FailureKind::RateLimited, Some(7_000))
-        );
-        let body = quota_body(
-            "GenerateContentInputTokensPerModelPerMinute-FreeTier",
-            "0.2s",
-        );
+        assert_eq!((f.kind, f.retry_after_ms), (FailureKind::RateLimited, Some(7_000)));
+        let body = quota_body("GenerateContentInputTokensPerModelPerMinute-FreeTier", "0.2s");
         let f = classify_with(429, &[], &body);
-        assert_eq!(
-            (f.kind, f.retry_after_ms),
-            (FailureKind::RateLimited, Some(1_000)),
-            "clamped up to 1 s"
-        );
-        let body = quota_body(
-            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
-            "3600s",
-        );
+        assert_eq!((f.kind, f.retry_after_ms), (FailureKind::RateLimited, Some(1_000)), "clamped up to 1 s");
+        let body = quota_body("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "3600s");
         assert_eq!(classify_with(429, &[], &body).retry_after_ms, Some(600_000));
     }
 
     #[test]
     fn retry_after_header_wins_over_retry_info() {
-        let body = quota_body(
-            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
-            "43s",
-        );
+        let body = quota_body("GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "43s");
         let f = classify_with(429, &[("retry-after", "12")], &body);
-        assert_eq!(
-            (f.kind, f.retry_after_ms),
-            (FailureKind::RateLimited, Some(12_000))
-        );
+        assert_eq!((f.kind, f.retry_after_ms), (FailureKind::RateLimited, Some(12_000)));
     }
 
     #[test]
@@ -423,24 +359,15 @@ mod tests {
             "Google's quota wording alone does not make a daily quota"
         );
         let body = r#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Generate Content API requests per day'","status":"RESOURCE_EXHAUSTED"}}"#;
-        assert_eq!(
-            classify_with(429, &[], body).kind,
-            FailureKind::QuotaExhausted
-        );
+        assert_eq!(classify_with(429, &[], body).kind, FailureKind::QuotaExhausted);
     }
 
     #[test]
     fn a_zero_limit_is_exhausted() {
         let body = r#"[{"error":{"code":429,"message":"You exceeded your current quota.\n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_input_token_count, limit: 0, model: gemini-2.5-pro\nPlease retry in 9s.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_input_token_count","quotaId":"GenerateContentInputTokensPerModelPerMinute-FreeTier"}]}]}}]"#;
         let f = classify_with(429, &[], body);
-        assert_eq!(
-            (f.kind, f.retry_after_ms),
-            (FailureKind::QuotaExhausted, Some(9_000))
-        );
-        let g = GoogleError {
-            message: Some("limit: 05".into()),
-            ..GoogleError::default()
-        };
+        assert_eq!((f.kind, f.retry_after_ms), (FailureKind::QuotaExhausted, Some(9_000)));
+        let g = GoogleError { message: Some("limit: 05".into()), ..GoogleError::default() };
         assert!(!g.zero_limit());
     }
 
@@ -459,17 +386,11 @@ mod tests {
 
         let body = r#"[{"error":{"code":403,"message":"Your API key was reported as leaked. Please use another API key.","status":"PERMISSION_DENIED"}}]"#;
         let f = classify_with(403, &[], body);
-        assert_eq!(
-            (f.kind, f.upstream_code.as_deref()),
-            (FailureKind::KeyInvalid, Some("PERMISSION_DENIED"))
-        );
+        assert_eq!((f.kind, f.upstream_code.as_deref()), (FailureKind::KeyInvalid, Some("PERMISSION_DENIED")));
 
         let body = r#"{"error":{"code":403,"message":"Generative Language API has not been used in project 1234 before or it is disabled.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"SERVICE_DISABLED","domain":"googleapis.com"}]}}"#;
         let f = classify_with(403, &[], body);
-        assert_eq!(
-            (f.kind, f.upstream_code.as_deref()),
-            (FailureKind::KeyInvalid, Some("SERVICE_DISABLED"))
-        );
+        assert_eq!((f.kind, f.upstream_code.as_deref()), (FailureKind::KeyInvalid, Some("SERVICE_DISABLED")));
 
         let body = r#"[{"error":{"code":400,"message":"User location is not supported for the API use.","status":"FAILED_PRECONDITION"}}]"#;
         assert_eq!(classify_with(400, &[], body).kind, FailureKind::KeyInvalid);
@@ -479,26 +400,17 @@ mod tests {
     fn context_length() {
         let body = r#"[{"error":{"code":400,"message":"The input token count (1250000) exceeds the maximum number of tokens allowed (1048576).","status":"INVALID_ARGUMENT"}}]"#;
         let f = classify_with(400, &[], body);
-        assert_eq!(
-            (f.kind, f.upstream_code.as_deref()),
-            (FailureKind::ContextLength, Some("INVALID_ARGUMENT"))
-        );
+        assert_eq!((f.kind, f.upstream_code.as_deref()), (FailureKind::ContextLength, Some("INVALID_ARGUMENT")));
         assert!(f.message.contains("1048576"));
     }
 
     #[test]
     fn content_filter() {
         let body = r#"[{"error":{"code":400,"message":"The request was blocked by Gemini's safety filters (blockReason: PROHIBITED_CONTENT).","status":"INVALID_ARGUMENT"}}]"#;
-        assert_eq!(
-            classify_with(400, &[], body).kind,
-            FailureKind::ContentFilter
-        );
+        assert_eq!(classify_with(400, &[], body).kind, FailureKind::ContentFilter);
         let body = r#"{"error":{"code":400,"message":"Prompt blocked","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"SAFETY"}]}}"#;
         let f = classify_with(400, &[], body);
-        assert_eq!(
-            (f.kind, f.upstream_code.as_deref()),
-            (FailureKind::ContentFilter, Some("SAFETY"))
-        );
+        assert_eq!((f.kind, f.upstream_code.as_deref()), (FailureKind::ContentFilter, Some("SAFETY")));
     }
 
     #[test]
@@ -509,30 +421,22 @@ mod tests {
             "Invalid JSON payload received. Unknown name \\\"store\\\": Cannot find field.",
             "Parallel tool calls are not supported.",
         ] {
-            let body = format!(
-                r#"[{{"error":{{"code":400,"message":"{message}","status":"INVALID_ARGUMENT"}}}}]"#
-            );
-            assert_eq!(
-                classify_with(400, &[], &body).kind,
-                FailureKind::Unsupported,
-                "{message}"
-            );
+            let body = format!(r#"[{{"error":{{"code":400,"message":"{message}","status":"INVALID_ARGUMENT"}}}}]"#);
+            assert_eq!(classify_with(400, &[], &body).kind, FailureKind::Unsupported, "{message}");
         }
     }
 
     #[test]
     fn other_client_errors_are_request_invalid() {
-        let body = r#"[{"error":{"code":400,"message":"Request contains an invalid argument.","status":"INVALID_ARGUMENT"}}]"#;
+        let body =
+            r#"[{"error":{"code":400,"message":"Request contains an invalid argument.","status":"INVALID_ARGUMENT"}}]"#;
         let f = classify_with(400, &[], body);
         assert_eq!(
             (f.kind, f.upstream_code.as_deref(), f.retry_after_ms),
             (FailureKind::RequestInvalid, Some("INVALID_ARGUMENT"), None)
         );
         let body = r#"[{"error":{"code":404,"message":"models/gemini-9.9-ultra is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.","status":"NOT_FOUND"}}]"#;
-        assert_eq!(
-            classify_with(404, &[], body).kind,
-            FailureKind::RequestInvalid
-        );
+        assert_eq!(classify_with(404, &[], body).kind, FailureKind::RequestInvalid);
     }
 
     #[test]
@@ -540,18 +444,8 @@ mod tests {
         let body = r#"[{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}]"#;
         let f = classify_with(503, &[], body);
         assert_eq!(
-            (
-                f.kind,
-                f.message.as_str(),
-                f.upstream_code.as_deref(),
-                f.retry_after_ms
-            ),
-            (
-                FailureKind::Transient,
-                "The model is overloaded. Please try again later.",
-                Some("UNAVAILABLE"),
-                None
-            )
+            (f.kind, f.message.as_str(), f.upstream_code.as_deref(), f.retry_after_ms),
+            (FailureKind::Transient, "The model is overloaded. Please try again later.", Some("UNAVAILABLE"), None)
         );
         let f = classify_with(503, &[("retry-after", "30")], body);
         assert_eq!(f.retry_after_ms, Some(30_000));
@@ -564,15 +458,9 @@ mod tests {
     #[test]
     fn non_google_bodies_use_the_sdk_defaults() {
         let f = classify_with(502, &[], "<html><body>Bad Gateway</body></html>");
-        assert_eq!(
-            (f.kind, f.message.as_str()),
-            (FailureKind::Transient, "502 from upstream")
-        );
+        assert_eq!((f.kind, f.message.as_str()), (FailureKind::Transient, "502 from upstream"));
         let f = classify_with(429, &[("retry-after", "5")], "Too Many Requests");
-        assert_eq!(
-            (f.kind, f.retry_after_ms),
-            (FailureKind::RateLimited, Some(5_000))
-        );
+        assert_eq!((f.kind, f.retry_after_ms), (FailureKind::RateLimited, Some(5_000)));
         assert_eq!(classify_with(401, &[], "").kind, FailureKind::KeyInvalid);
     }
 }

@@ -21,9 +21,8 @@ pub mod stream;
 
 use freellm_sdk::openai_compat;
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
-    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings,
-    StreamFraming, StreamNormalizer, UpstreamRequest,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, ModelInfo, ModelTags,
+    PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, StreamNormalizer, UpstreamRequest,
 };
 use serde_json::Value;
 
@@ -64,13 +63,8 @@ pub struct Gemini;
 
 impl Adapter for Gemini {
     fn configure(_settings: &Settings) -> Result<AdapterInfo, String> {
-        let (fast, smart, reasoning, vision, tools) = (
-            ModelTags::FAST,
-            ModelTags::SMART,
-            ModelTags::REASONING,
-            ModelTags::VISION,
-            ModelTags::TOOLS,
-        );
+        let (fast, smart, reasoning, vision, tools) =
+            (ModelTags::FAST, ModelTags::SMART, ModelTags::REASONING, ModelTags::VISION, ModelTags::TOOLS);
         Ok(AdapterInfo {
             id: "gemini".into(),
             display_name: "Gemini".into(),
@@ -86,16 +80,8 @@ impl Adapter for Gemini {
                 | Capabilities::STREAM_USAGE
                 | Capabilities::REASONING,
             models: vec![
-                ModelInfo::new(
-                    DEFAULT_MODEL,
-                    1_048_576,
-                    fast | smart | vision | tools | reasoning,
-                ),
-                ModelInfo::new(
-                    "gemini-2.5-pro",
-                    1_048_576,
-                    smart | vision | tools | reasoning,
-                ),
+                ModelInfo::new(DEFAULT_MODEL, 1_048_576, fast | smart | vision | tools | reasoning),
+                ModelInfo::new("gemini-2.5-pro", 1_048_576, smart | vision | tools | reasoning),
                 ModelInfo::new("gemini-2.5-flash-lite", 1_048_576, fast | vision | tools),
             ],
             default_model: DEFAULT_MODEL.into(),
@@ -159,12 +145,7 @@ pub fn move_max_tokens(req: &mut ChatRequest) {
     let Some(max_tokens) = req.max_tokens.take() else {
         return;
     };
-    if !req
-        .max_completion_tokens
-        .as_ref()
-        .is_none_or(Value::is_null)
-        || max_tokens.is_null()
-    {
+    if !req.max_completion_tokens.as_ref().is_none_or(Value::is_null) || max_tokens.is_null() {
         return;
     }
     req.max_completion_tokens = Some(max_tokens);
@@ -184,12 +165,7 @@ mod tests {
     use serde_json::json;
 
     fn ctx(model: &str, stream: bool) -> CallContext {
-        CallContext {
-            request_id: "r".into(),
-            upstream_model: model.into(),
-            is_stream: stream,
-            settings: vec![],
-        }
+        CallContext { request_id: "r".into(), upstream_model: model.into(), is_stream: stream, settings: vec![] }
     }
 
     fn map(model: &str, body: &str) -> (UpstreamRequest, String) {
@@ -205,10 +181,7 @@ mod tests {
 
     #[test]
     fn fixtures_pass_natively() {
-        freellm_sdk::fixtures::assert_dir::<Gemini>(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures"
-        ));
+        freellm_sdk::fixtures::assert_dir::<Gemini>(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"));
     }
 
     #[test]
@@ -219,10 +192,7 @@ mod tests {
     #[test]
     fn describes_gemini() {
         let info = Gemini::configure(&vec![]).unwrap();
-        assert_eq!(
-            (info.id.as_str(), info.display_name.as_str()),
-            ("gemini", "Gemini")
-        );
+        assert_eq!((info.id.as_str(), info.display_name.as_str()), ("gemini", "Gemini"));
         assert_eq!(info.adapter_version, env!("CARGO_PKG_VERSION"));
         assert_eq!(info.key_env.as_deref(), Some("GEMINI_API_KEY"));
         assert_eq!(info.auth, AuthPlacement::Bearer);
@@ -231,19 +201,11 @@ mod tests {
         let flash = &info.models[0];
         assert_eq!(flash.context_window, 1_048_576);
         assert!(flash.tags.contains(
-            ModelTags::FAST
-                | ModelTags::SMART
-                | ModelTags::VISION
-                | ModelTags::TOOLS
-                | ModelTags::REASONING
+            ModelTags::FAST | ModelTags::SMART | ModelTags::VISION | ModelTags::TOOLS | ModelTags::REASONING
         ));
         assert!(!info.models[1].tags.contains(ModelTags::FAST));
         assert!(!info.capabilities.contains(Capabilities::ASSISTANT_PREFILL));
-        assert!(
-            info.capabilities.contains(
-                Capabilities::TOOLS | Capabilities::JSON_SCHEMA | Capabilities::REASONING
-            )
-        );
+        assert!(info.capabilities.contains(Capabilities::TOOLS | Capabilities::JSON_SCHEMA | Capabilities::REASONING));
         assert_eq!(info.privacy.policy, PrivacyPolicy::FreeTierTrains);
         assert_eq!(
             (
@@ -263,14 +225,8 @@ mod tests {
             "gemini-2.5-flash",
             r#"{"model":"gemini/gemini-2.5-flash","messages":[{"role":"user","content":"Hi"}],"temperature":0.3}"#,
         );
-        assert_eq!(
-            (up.method, up.path.as_str()),
-            (HttpMethod::Post, "/chat/completions")
-        );
-        assert_eq!(
-            up.headers,
-            [("content-type".to_owned(), "application/json".to_owned())]
-        );
+        assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
+        assert_eq!(up.headers, [("content-type".to_owned(), "application/json".to_owned())]);
         assert_eq!(
             text,
             r#"{"model":"gemini-2.5-flash","messages":[{"role":"user","content":"Hi"}],"temperature":0.3,"reasoning_effort":"none"}"#
@@ -280,10 +236,7 @@ mod tests {
     #[test]
     fn reasoning_effort_defaults_by_model() {
         assert_eq!(default_reasoning_effort("gemini-2.5-pro"), "low");
-        assert_eq!(
-            default_reasoning_effort("gemini-2.5-pro-preview-06-05"),
-            "low"
-        );
+        assert_eq!(default_reasoning_effort("gemini-2.5-pro-preview-06-05"), "low");
         assert_eq!(default_reasoning_effort("gemini-2.5-flash"), "none");
         assert_eq!(default_reasoning_effort("gemini-2.5-flash-lite"), "none");
         assert_eq!(default_reasoning_effort("gemini-3-flash-preview"), "low");
@@ -309,10 +262,8 @@ mod tests {
 
     #[test]
     fn max_tokens_becomes_max_completion_tokens_in_place() {
-        let (_, text) = map(
-            "gemini-2.5-flash",
-            r#"{"model":"m","max_tokens":256,"messages":[],"reasoning_effort":"low"}"#,
-        );
+        let (_, text) =
+            map("gemini-2.5-flash", r#"{"model":"m","max_tokens":256,"messages":[],"reasoning_effort":"low"}"#);
         assert_eq!(
             text,
             r#"{"model":"gemini-2.5-flash","max_completion_tokens":256,"messages":[],"reasoning_effort":"low"}"#
@@ -321,21 +272,14 @@ mod tests {
 
     #[test]
     fn explicit_max_completion_tokens_wins() {
-        let v = sent(
-            "gemini-2.5-flash",
-            r#"{"model":"m","messages":[],"max_tokens":256,"max_completion_tokens":1024}"#,
-        );
+        let v =
+            sent("gemini-2.5-flash", r#"{"model":"m","messages":[],"max_tokens":256,"max_completion_tokens":1024}"#);
         assert_eq!(v["max_completion_tokens"], 1024);
         assert!(v.get("max_tokens").is_none());
-        let v = sent(
-            "gemini-2.5-flash",
-            r#"{"model":"m","messages":[],"max_tokens":256,"max_completion_tokens":null}"#,
-        );
+        let v =
+            sent("gemini-2.5-flash", r#"{"model":"m","messages":[],"max_tokens":256,"max_completion_tokens":null}"#);
         assert_eq!(v["max_completion_tokens"], 256);
-        let v = sent(
-            "gemini-2.5-flash",
-            r#"{"model":"m","messages":[],"max_tokens":null}"#,
-        );
+        let v = sent("gemini-2.5-flash", r#"{"model":"m","messages":[],"max_tokens":null}"#);
         assert!(v.get("max_tokens").is_none() && v.get("max_completion_tokens").is_none());
     }
 

@@ -27,19 +27,13 @@ impl Calls {
     /// whether the entry changed. `position` is its place in the chunk.
     fn repair(&mut self, call: &mut Map<String, Value>, position: u64) -> bool {
         let mut changed = false;
-        let id = call
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-            .map(str::to_owned);
+        let id = call.get("id").and_then(Value::as_str).filter(|id| !id.is_empty()).map(str::to_owned);
         let named = call
             .get("function")
             .and_then(|f| f.get("name"))
             .and_then(Value::as_str)
             .is_some_and(|name| !name.is_empty());
-        let known = id
-            .as_ref()
-            .and_then(|id| self.ids.iter().find(|(k, _)| k == id).map(|(_, i)| *i));
+        let known = id.as_ref().and_then(|id| self.ids.iter().find(|(k, _)| k == id).map(|(_, i)| *i));
         let index = match call.get("index").and_then(Value::as_u64) {
             Some(index) => index,
             None => {
@@ -112,14 +106,8 @@ impl ToolCallIndexer {
         };
         let mut changed = false;
         for (position, choice) in choices.iter_mut().enumerate() {
-            let choice_index = choice
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(position as u64);
-            let Some(entries) = choice
-                .pointer_mut("/delta/tool_calls")
-                .and_then(Value::as_array_mut)
-            else {
+            let choice_index = choice.get("index").and_then(Value::as_u64).unwrap_or(position as u64);
+            let Some(entries) = choice.pointer_mut("/delta/tool_calls").and_then(Value::as_array_mut) else {
                 continue;
             };
             let calls = self.calls(choice_index);
@@ -164,9 +152,8 @@ impl StreamNormalizer for ToolCallIndexer {
                     }
                     note_chunk(&chunk, &mut out);
                     if self.repair(&mut chunk) {
-                        let bytes = serde_json::to_vec(&chunk).map_err(|e| {
-                            Failure::transient(format!("cannot encode a stream chunk: {e}"))
-                        })?;
+                        let bytes = serde_json::to_vec(&chunk)
+                            .map_err(|e| Failure::transient(format!("cannot encode a stream chunk: {e}")))?;
                         out.chunks.push(bytes);
                     } else {
                         out.chunks.push(event.data.into_bytes());
@@ -177,10 +164,7 @@ impl StreamNormalizer for ToolCallIndexer {
                     if let Some(failure) = array_error(&event.data) {
                         return Err(failure);
                     }
-                    log(
-                        LogLevel::Warn,
-                        &format!("skipped a malformed stream event ({why})"),
-                    );
+                    log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})"));
                 }
             }
         }
@@ -200,10 +184,7 @@ mod tests {
     use serde_json::json;
 
     fn event(data: &str) -> StreamEvent {
-        StreamEvent {
-            event: None,
-            data: data.to_owned(),
-        }
+        StreamEvent { event: None, data: data.to_owned() }
     }
 
     fn calls_chunk(calls: Value) -> String {
@@ -218,12 +199,7 @@ mod tests {
     }
 
     fn indices(chunk: &[u8]) -> Vec<u64> {
-        calls_of(chunk)
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["index"].as_u64().unwrap())
-            .collect()
+        calls_of(chunk).as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect()
     }
 
     #[test]
@@ -249,9 +225,7 @@ mod tests {
     fn fragments_continue_the_latest_call_and_known_ids_reuse_theirs() {
         let mut s = ToolCallIndexer::default();
         let chunks = [
-            calls_chunk(
-                json!([{"id": "a", "type": "function", "function": {"name": "f", "arguments": ""}}]),
-            ),
+            calls_chunk(json!([{"id": "a", "type": "function", "function": {"name": "f", "arguments": ""}}])),
             calls_chunk(json!([{"function": {"arguments": "{\"x\":"}}])),
             calls_chunk(json!([{"id": "b", "function": {"name": "f"}}])),
             calls_chunk(json!([{"function": {"arguments": "{}"}}])),
@@ -312,10 +286,7 @@ mod tests {
                 event(text),
             ])
             .unwrap();
-        assert_eq!(
-            out.chunks,
-            [text, complete, stop].map(|c| c.as_bytes().to_vec())
-        );
+        assert_eq!(out.chunks, [text, complete, stop].map(|c| c.as_bytes().to_vec()));
         assert_eq!(out.finish_reason, Some(FinishReason::Stop));
         assert_eq!(out.usage.map(|u| u.total_tokens), Some(6));
         assert!(out.done);
@@ -326,8 +297,7 @@ mod tests {
     #[test]
     fn odd_entries_never_panic() {
         let mut s = ToolCallIndexer::default();
-        let chunk =
-            calls_chunk(json!([null, 3, "x", {"index": "7"}, {"id": 9}, {"function": null}]));
+        let chunk = calls_chunk(json!([null, 3, "x", {"index": "7"}, {"id": 9}, {"function": null}]));
         let out = s
             .push(vec![
                 event(&chunk),
@@ -350,11 +320,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             (f.kind, f.message.as_str(), f.upstream_code.as_deref()),
-            (
-                FailureKind::Transient,
-                "The model is overloaded. Please try again later.",
-                Some("503")
-            )
+            (FailureKind::Transient, "The model is overloaded. Please try again later.", Some("503"))
         );
         let mut s = ToolCallIndexer::default();
         let f = s

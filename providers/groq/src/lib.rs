@@ -10,15 +10,12 @@
 
 #![warn(missing_docs)]
 
-use freellm_sdk::openai_compat::{
-    self, StreamData, note_chunk, parse_stream_event, stream_error, usage_from_json,
-};
+use freellm_sdk::openai_compat::{self, StreamData, note_chunk, parse_stream_event, stream_error, usage_from_json};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
-    FailureKind, LogLevel, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits,
-    ResponseHead, Settings, StreamEvent, StreamFraming, StreamNormalizer, StreamOutput,
-    UpstreamRequest, log,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, LogLevel,
+    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamEvent, StreamFraming,
+    StreamNormalizer, StreamOutput, UpstreamRequest, log,
 };
 use serde_json::Value;
 
@@ -51,16 +48,8 @@ impl Adapter for Groq {
             models: vec![
                 ModelInfo::new("llama-3.3-70b-versatile", 131_072, fast | smart | tools),
                 ModelInfo::new("llama-3.1-8b-instant", 131_072, fast | tools),
-                ModelInfo::new(
-                    "meta-llama/llama-4-scout-17b-16e-instruct",
-                    131_072,
-                    fast | ModelTags::VISION | tools,
-                ),
-                ModelInfo::new(
-                    "qwen/qwen3-32b",
-                    131_072,
-                    smart | ModelTags::REASONING | tools,
-                ),
+                ModelInfo::new("meta-llama/llama-4-scout-17b-16e-instruct", 131_072, fast | ModelTags::VISION | tools),
+                ModelInfo::new("qwen/qwen3-32b", 131_072, smart | ModelTags::REASONING | tools),
             ],
             default_model: "llama-3.3-70b-versatile".into(),
             privacy: PrivacyInfo {
@@ -82,9 +71,7 @@ impl Adapter for Groq {
     fn map_request(ctx: &CallContext, mut req: ChatRequest) -> Result<UpstreamRequest, Failure> {
         let choices = req.n.as_ref().and_then(Value::as_u64).unwrap_or(1);
         if choices > 1 {
-            return Err(Failure::unsupported(
-                "Groq returns a single choice (n must be 1)",
-            ));
+            return Err(Failure::unsupported("Groq returns a single choice (n must be 1)"));
         }
         for message in req.messages.iter_mut().filter_map(Value::as_object_mut) {
             if message.get("role").and_then(Value::as_str) != Some("tool") {
@@ -96,13 +83,9 @@ impl Adapter for Groq {
 
     fn classify_failure(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure {
         let mut failure = openai_compat::classify_failure(ctx, head, body);
-        let limited = matches!(
-            failure.kind,
-            FailureKind::RateLimited | FailureKind::QuotaExhausted
-        );
+        let limited = matches!(failure.kind, FailureKind::RateLimited | FailureKind::QuotaExhausted);
         if limited && failure.retry_after_ms.is_none() {
-            failure.retry_after_ms =
-                message_hint_ms(&failure.message).or_else(|| reset_after_ms(head));
+            failure.retry_after_ms = message_hint_ms(&failure.message).or_else(|| reset_after_ms(head));
         }
         failure
     }
@@ -135,16 +118,10 @@ pub fn reset_after_ms(head: &ResponseHead) -> Option<u64> {
     };
     let all = ["requests", "tokens"];
     let spent: Vec<&str> = all.iter().copied().filter(|b| spent(b)).collect();
-    let budgets = if spent.is_empty() {
-        &all[..]
-    } else {
-        &spent[..]
-    };
+    let budgets = if spent.is_empty() { &all[..] } else { &spent[..] };
     budgets
         .iter()
-        .filter_map(|budget| {
-            parse_reset_duration(head.header(&format!("x-ratelimit-reset-{budget}"))?)
-        })
+        .filter_map(|budget| parse_reset_duration(head.header(&format!("x-ratelimit-reset-{budget}"))?))
         .max()
         .map(clamp_retry_after_ms)
 }
@@ -174,10 +151,7 @@ impl StreamNormalizer for GroqStream {
                     }
                     let top_level = chunk.get("usage").and_then(usage_from_json);
                     if top_level.is_none()
-                        && let Some(usage) = chunk
-                            .get("x_groq")
-                            .and_then(|x| x.get("usage"))
-                            .and_then(usage_from_json)
+                        && let Some(usage) = chunk.get("x_groq").and_then(|x| x.get("usage")).and_then(usage_from_json)
                     {
                         out.usage = Some(usage);
                     }
@@ -185,10 +159,7 @@ impl StreamNormalizer for GroqStream {
                     out.chunks.push(event.data.into_bytes());
                 }
                 StreamData::Empty => {}
-                StreamData::Malformed(why) => log(
-                    LogLevel::Warn,
-                    &format!("skipped a malformed stream event ({why})"),
-                ),
+                StreamData::Malformed(why) => log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})")),
             }
         }
         out.done = self.done;
@@ -218,29 +189,17 @@ mod tests {
     }
 
     fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
-        ResponseHead {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-        }
+        ResponseHead { status, headers: headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect() }
     }
 
     #[test]
     fn describes_groq() {
         let info = Groq::configure(&vec![]).unwrap();
-        assert_eq!(
-            (info.id.as_str(), info.display_name.as_str()),
-            ("groq", "Groq")
-        );
+        assert_eq!((info.id.as_str(), info.display_name.as_str()), ("groq", "Groq"));
         assert_eq!(info.key_env.as_deref(), Some("GROQ_API_KEY"));
         assert!(info.models.iter().any(|m| m.id == info.default_model));
         assert_eq!(info.models.len(), 4);
-        assert!(
-            info.capabilities
-                .contains(Capabilities::STREAM_USAGE | Capabilities::REASONING)
-        );
+        assert!(info.capabilities.contains(Capabilities::STREAM_USAGE | Capabilities::REASONING));
         assert_eq!(info.limits.requests_per_day, Some(1_000));
     }
 
@@ -248,15 +207,9 @@ mod tests {
     fn rejected_fields_are_dropped() {
         let body = br#"{"model":"groq/llama-3.1-8b-instant","messages":[],"n":1,"logprobs":true,"top_logprobs":2,"logit_bias":{},"seed":7}"#;
         let up = Groq::map_request(&ctx(), ChatRequest::from_slice(body).unwrap()).unwrap();
-        assert_eq!(
-            (up.method, up.path.as_str()),
-            (HttpMethod::Post, "/chat/completions")
-        );
+        assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
         let sent: Value = serde_json::from_slice(&up.body).unwrap();
-        assert_eq!(
-            sent,
-            serde_json::json!({"model": "llama-3.1-8b-instant", "messages": [], "seed": 7})
-        );
+        assert_eq!(sent, serde_json::json!({"model": "llama-3.1-8b-instant", "messages": [], "seed": 7}));
     }
 
     #[test]
@@ -276,10 +229,7 @@ mod tests {
     }
 
     fn event(data: &str) -> StreamEvent {
-        StreamEvent {
-            event: None,
-            data: data.to_owned(),
-        }
+        StreamEvent { event: None, data: data.to_owned() }
     }
 
     #[test]
@@ -295,11 +245,7 @@ mod tests {
         let mut s = GroqStream::default();
         let out = s.push(vec![event(usage_chunk)]).unwrap();
         assert_eq!(out.usage.map(|u| u.total_tokens), Some(16));
-        let f = s
-            .push(vec![event(
-                r#"{"error":{"message":"boom","type":"internal_server_error"}}"#,
-            )])
-            .unwrap_err();
+        let f = s.push(vec![event(r#"{"error":{"message":"boom","type":"internal_server_error"}}"#)]).unwrap_err();
         assert_eq!(f.kind, FailureKind::Transient);
     }
 
@@ -316,18 +262,9 @@ mod tests {
 
     #[test]
     fn retry_after_wins_over_reset_headers() {
-        let h = head(
-            429,
-            &[
-                ("retry-after", "2"),
-                ("x-ratelimit-reset-requests", "2m59.56s"),
-            ],
-        );
+        let h = head(429, &[("retry-after", "2"), ("x-ratelimit-reset-requests", "2m59.56s")]);
         let f = Groq::classify_failure(&ctx(), &h, RPM.as_bytes());
-        assert_eq!(
-            (f.kind, f.retry_after_ms),
-            (FailureKind::RateLimited, Some(2_000))
-        );
+        assert_eq!((f.kind, f.retry_after_ms), (FailureKind::RateLimited, Some(2_000)));
         assert_eq!(f.upstream_code.as_deref(), Some("rate_limit_exceeded"));
     }
 
@@ -336,28 +273,13 @@ mod tests {
 
     #[test]
     fn reset_headers_stand_in_for_retry_after() {
-        let h = head(
-            429,
-            &[
-                ("x-ratelimit-reset-requests", "2m59.56s"),
-                ("x-ratelimit-reset-tokens", "7.66s"),
-            ],
-        );
+        let h = head(429, &[("x-ratelimit-reset-requests", "2m59.56s"), ("x-ratelimit-reset-tokens", "7.66s")]);
         let f = Groq::classify_failure(&ctx(), &h, BARE_429.as_bytes());
-        assert_eq!(
-            (f.kind, f.retry_after_ms),
-            (FailureKind::RateLimited, Some(179_560))
-        );
+        assert_eq!((f.kind, f.retry_after_ms), (FailureKind::RateLimited, Some(179_560)));
         let h = head(429, &[("x-ratelimit-reset-tokens", "120ms")]);
-        assert_eq!(
-            Groq::classify_failure(&ctx(), &h, BARE_429.as_bytes()).retry_after_ms,
-            Some(1_000)
-        );
+        assert_eq!(Groq::classify_failure(&ctx(), &h, BARE_429.as_bytes()).retry_after_ms, Some(1_000));
         let h = head(429, &[("x-ratelimit-reset-tokens", "soon")]);
-        assert_eq!(
-            Groq::classify_failure(&ctx(), &h, BARE_429.as_bytes()).retry_after_ms,
-            None
-        );
+        assert_eq!(Groq::classify_failure(&ctx(), &h, BARE_429.as_bytes()).retry_after_ms, None);
     }
 
     #[test]
@@ -380,15 +302,9 @@ mod tests {
     fn the_message_hint_wins_over_reset_headers() {
         let h = head(429, &[("x-ratelimit-reset-requests", "2m59.56s")]);
         let f = Groq::classify_failure(&ctx(), &h, RPM.as_bytes());
-        assert_eq!(
-            (f.kind, f.retry_after_ms),
-            (FailureKind::RateLimited, Some(2_000))
-        );
+        assert_eq!((f.kind, f.retry_after_ms), (FailureKind::RateLimited, Some(2_000)));
         let f = Groq::classify_failure(&ctx(), &head(429, &[]), RPD.as_bytes());
-        assert_eq!(
-            (f.kind, f.retry_after_ms),
-            (FailureKind::QuotaExhausted, Some(86_400))
-        );
+        assert_eq!((f.kind, f.retry_after_ms), (FailureKind::QuotaExhausted, Some(86_400)));
         assert_eq!(message_hint_ms("Please try again in 2.25s."), Some(2_250));
         assert_eq!(message_hint_ms("Please try again in a bit."), None);
         assert_eq!(message_hint_ms("no hint"), None);
@@ -397,25 +313,14 @@ mod tests {
     #[test]
     fn daily_limits_are_quota_exhausted() {
         for body in [RPD, TPD] {
-            let f = Groq::classify_failure(
-                &ctx(),
-                &head(429, &[("retry-after", "86")]),
-                body.as_bytes(),
-            );
-            assert_eq!(
-                (f.kind, f.retry_after_ms),
-                (FailureKind::QuotaExhausted, Some(86_000))
-            );
+            let f = Groq::classify_failure(&ctx(), &head(429, &[("retry-after", "86")]), body.as_bytes());
+            assert_eq!((f.kind, f.retry_after_ms), (FailureKind::QuotaExhausted, Some(86_000)));
         }
     }
 
     #[test]
     fn other_failures_keep_the_default_classification() {
-        let f = Groq::classify_failure(
-            &ctx(),
-            &head(401, &[("x-ratelimit-reset-tokens", "7s")]),
-            b"",
-        );
+        let f = Groq::classify_failure(&ctx(), &head(401, &[("x-ratelimit-reset-tokens", "7s")]), b"");
         assert_eq!((f.kind, f.retry_after_ms), (FailureKind::KeyInvalid, None));
     }
 

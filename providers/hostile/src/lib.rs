@@ -10,9 +10,8 @@ use std::hint::black_box;
 
 use freellm_sdk::openai_compat;
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
-    ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead,
-    Settings, StreamFraming, UpstreamRequest,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, ModelInfo, ModelTags,
+    NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest,
 };
 
 /// The hostile adapter.
@@ -29,9 +28,7 @@ impl Adapter for Hostile {
             auth: AuthPlacement::Bearer,
             stream_framing: StreamFraming::Sse,
             capabilities: Capabilities::empty(),
-            models: ["ok", "loop", "grow", "panic"]
-                .map(|id| ModelInfo::new(id, 0, ModelTags::empty()))
-                .into(),
+            models: ["ok", "loop", "grow", "panic"].map(|id| ModelInfo::new(id, 0, ModelTags::empty())).into(),
             default_model: "ok".into(),
             privacy: PrivacyInfo {
                 policy: PrivacyPolicy::Local,
@@ -58,11 +55,7 @@ impl Adapter for Hostile {
         }
     }
 
-    fn normalize_response(
-        ctx: &CallContext,
-        head: &ResponseHead,
-        body: &[u8],
-    ) -> Result<NormalizedResponse, Failure> {
+    fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Result<NormalizedResponse, Failure> {
         if ctx.setting("normalize") == Some("panic") {
             panic!("hostile adapter panicked on purpose while normalizing");
         }

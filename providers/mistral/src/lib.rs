@@ -37,15 +37,12 @@
 
 #![warn(missing_docs)]
 
-use freellm_sdk::openai_compat::{
-    self, StreamData, UpstreamError, note_chunk, parse_stream_event, stream_error,
-};
+use freellm_sdk::openai_compat::{self, StreamData, UpstreamError, note_chunk, parse_stream_event, stream_error};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration, retry_after_ms};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
-    FailureKind, LogLevel, ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy,
-    RateLimits, ResponseHead, Settings, StreamEvent, StreamFraming, StreamNormalizer, StreamOutput,
-    UpstreamRequest, log,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, LogLevel,
+    ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings,
+    StreamEvent, StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, log,
 };
 use serde_json::{Map, Value};
 
@@ -99,25 +96,9 @@ pub const MESSAGE_FIELDS: &[(&str, &[&str])] = &[
 
 /// Models of the catalog, with context windows and tags.
 const MODELS: &[(&str, u32, ModelTags)] = &[
-    (
-        "mistral-small-latest",
-        131_072,
-        ModelTags::FAST
-            .union(ModelTags::TOOLS)
-            .union(ModelTags::VISION),
-    ),
-    (
-        "open-mistral-nemo",
-        131_072,
-        ModelTags::FAST.union(ModelTags::TOOLS),
-    ),
-    (
-        "mistral-medium-latest",
-        131_072,
-        ModelTags::SMART
-            .union(ModelTags::TOOLS)
-            .union(ModelTags::VISION),
-    ),
+    ("mistral-small-latest", 131_072, ModelTags::FAST.union(ModelTags::TOOLS).union(ModelTags::VISION)),
+    ("open-mistral-nemo", 131_072, ModelTags::FAST.union(ModelTags::TOOLS)),
+    ("mistral-medium-latest", 131_072, ModelTags::SMART.union(ModelTags::TOOLS).union(ModelTags::VISION)),
 ];
 
 /// The model meta-models use.
@@ -142,10 +123,7 @@ impl Adapter for Mistral {
                 | Capabilities::VISION
                 | Capabilities::STREAM_USAGE
                 | Capabilities::ASSISTANT_PREFILL,
-            models: MODELS
-                .iter()
-                .map(|(id, window, tags)| ModelInfo::new(*id, *window, *tags))
-                .collect(),
+            models: MODELS.iter().map(|(id, window, tags)| ModelInfo::new(*id, *window, *tags)).collect(),
             default_model: DEFAULT_MODEL.into(),
             privacy: PrivacyInfo {
                 policy: PrivacyPolicy::Configurable,
@@ -190,11 +168,7 @@ impl Adapter for Mistral {
         openai_compat::map_request(ctx, req, DROP_FIELDS)
     }
 
-    fn normalize_response(
-        ctx: &CallContext,
-        head: &ResponseHead,
-        body: &[u8],
-    ) -> Result<NormalizedResponse, Failure> {
+    fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Result<NormalizedResponse, Failure> {
         let Ok(Value::Object(mut answer)) = serde_json::from_slice::<Value>(body) else {
             return openai_compat::normalize_response(ctx, head, body);
         };
@@ -230,25 +204,18 @@ impl Adapter for Mistral {
                 failure.retry_after_ms = retry_after_ms(&head.headers);
             } else {
                 failure.kind = FailureKind::RateLimited;
-                failure.retry_after_ms =
-                    retry_after_ms(&head.headers).or_else(|| minute_reset_ms(head, &lower));
+                failure.retry_after_ms = retry_after_ms(&head.headers).or_else(|| minute_reset_ms(head, &lower));
             }
             return failure;
         }
 
-        let extra: Vec<String> = details
-            .iter()
-            .filter(|d| d.kind == "extra_forbidden")
-            .map(|d| d.location.clone())
-            .collect();
+        let extra: Vec<String> =
+            details.iter().filter(|d| d.kind == "extra_forbidden").map(|d| d.location.clone()).collect();
         if matches!(head.status, 400 | 422) && !extra.is_empty() {
             // Mistral lacks a field the client sent; another provider may
             // take it.
             failure.kind = FailureKind::Unsupported;
-            failure.message = format!(
-                "Mistral does not accept {} (extra_forbidden)",
-                extra.join(", ")
-            );
+            failure.message = format!("Mistral does not accept {} (extra_forbidden)", extra.join(", "));
         } else if matches!(head.status, 400 | 404)
             && (error_type == "invalid_model" || lower.starts_with("invalid model"))
         {
@@ -290,10 +257,7 @@ fn rename_key(req: &mut ChatRequest, from: &str, to: &str) {
 }
 
 fn has_tool_calls(message: &Map<String, Value>) -> bool {
-    message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .is_some_and(|calls| !calls.is_empty())
+    message.get("tool_calls").and_then(Value::as_array).is_some_and(|calls| !calls.is_empty())
 }
 
 /// Makes one message fit Mistral's schema: `developer` → `system`, fields
@@ -302,11 +266,7 @@ fn clean_message(message: &mut Map<String, Value>) {
     if message.get("role").and_then(Value::as_str) == Some("developer") {
         message.insert("role".to_owned(), Value::from("system"));
     }
-    let role = message
-        .get("role")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let role = message.get("role").and_then(Value::as_str).unwrap_or_default().to_owned();
     if let Some((_, allowed)) = MESSAGE_FIELDS.iter().find(|(r, _)| *r == role) {
         message.retain(|key, _| allowed.contains(&key.as_str()));
     }
@@ -363,10 +323,7 @@ fn repair_choices(object: &mut Map<String, Value>, part: &str) -> bool {
             choice.insert("finish_reason".to_owned(), Value::from("length"));
             changed = true;
         }
-        let calls = choice
-            .get_mut(part)
-            .and_then(|p| p.get_mut("tool_calls"))
-            .and_then(Value::as_array_mut);
+        let calls = choice.get_mut(part).and_then(|p| p.get_mut("tool_calls")).and_then(Value::as_array_mut);
         for call in calls.into_iter().flatten().filter_map(Value::as_object_mut) {
             if call.contains_key("id") && !call.contains_key("type") {
                 call.insert("type".to_owned(), Value::from("function"));
@@ -390,9 +347,7 @@ fn error_object(object: &Map<String, Value>) -> Option<Failure> {
     let error = UpstreamError::from_json(&Value::Object(object.clone()));
     Some(Failure {
         kind: FailureKind::Transient,
-        message: error
-            .message
-            .unwrap_or_else(|| "Mistral reported an error".to_owned()),
+        message: error.message.unwrap_or_else(|| "Mistral reported an error".to_owned()),
         retry_after_ms: None,
         upstream_code: error.code.or(error.error_type),
     })
@@ -417,9 +372,7 @@ fn validation_details(body: &[u8]) -> Vec<Detail> {
         return Vec::new();
     };
     let from_message = match error.get("message") {
-        Some(Value::String(text)) if text.trim_start().starts_with('{') => {
-            serde_json::from_str::<Value>(text).ok()
-        }
+        Some(Value::String(text)) if text.trim_start().starts_with('{') => serde_json::from_str::<Value>(text).ok(),
         Some(other) => Some(other.clone()),
         None => None,
     };
@@ -436,12 +389,7 @@ fn validation_details(body: &[u8]) -> Vec<Detail> {
         .iter()
         .filter_map(Value::as_object)
         .map(|item| {
-            let text = |key: &str| {
-                item.get(key)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            let text = |key: &str| item.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
             let location = item
                 .get("loc")
                 .and_then(Value::as_array)
@@ -456,11 +404,7 @@ fn validation_details(body: &[u8]) -> Vec<Detail> {
                         .join(".")
                 })
                 .unwrap_or_default();
-            Detail {
-                kind: text("type"),
-                location,
-                message: text("msg"),
-            }
+            Detail { kind: text("type"), location, message: text("msg") }
         })
         .collect()
 }
@@ -470,11 +414,7 @@ fn details_text(details: &[Detail]) -> Option<String> {
     let parts: Vec<String> = details
         .iter()
         .map(|d| {
-            let what = if d.message.is_empty() {
-                &d.kind
-            } else {
-                &d.message
-            };
+            let what = if d.message.is_empty() { &d.kind } else { &d.message };
             match (d.location.is_empty(), what.is_empty()) {
                 (_, true) => d.location.clone(),
                 (true, false) => what.clone(),
@@ -488,11 +428,7 @@ fn details_text(details: &[Detail]) -> Option<String> {
     }
     let more = parts.len().saturating_sub(3);
     let parts = &parts[..parts.len().min(3)];
-    Some(if more > 0 {
-        format!("{} (and {more} more)", parts.join("; "))
-    } else {
-        parts.join("; ")
-    })
+    Some(if more > 0 { format!("{} (and {more} more)", parts.join("; ")) } else { parts.join("; ") })
 }
 
 /// A 429 that is Mistral running out of capacity for the model (its
@@ -504,9 +440,7 @@ fn is_capacity(lower_message: &str, error_type: &str) -> bool {
 }
 
 fn header_is_zero(head: &ResponseHead, name: &str) -> bool {
-    head.header(name)
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .is_some_and(|v| v <= 0.0)
+    head.header(name).and_then(|v| v.trim().parse::<f64>().ok()).is_some_and(|v| v <= 0.0)
 }
 
 /// Wait for a per-minute or per-second 429 without `retry-after`: the
@@ -518,9 +452,7 @@ fn minute_reset_ms(head: &ResponseHead, lower_message: &str) -> Option<u64> {
         || header_is_zero(head, "ratelimitbysize-remaining")
         || lower_message.contains("token");
     if tokens_spent {
-        head.header("ratelimitbysize-reset")
-            .and_then(parse_reset_duration)
-            .map(clamp_retry_after_ms)
+        head.header("ratelimitbysize-reset").and_then(parse_reset_duration).map(clamp_retry_after_ms)
     } else {
         Some(clamp_retry_after_ms(1_000))
     }
@@ -549,9 +481,8 @@ impl StreamNormalizer for MistralStream {
                         return Err(failure);
                     }
                     let bytes = if repair_choices(&mut chunk, "delta") {
-                        serde_json::to_vec(&chunk).map_err(|e| {
-                            Failure::transient(format!("cannot encode a chunk: {e}"))
-                        })?
+                        serde_json::to_vec(&chunk)
+                            .map_err(|e| Failure::transient(format!("cannot encode a chunk: {e}")))?
                     } else {
                         event.data.into_bytes()
                     };
@@ -559,10 +490,7 @@ impl StreamNormalizer for MistralStream {
                     out.chunks.push(bytes);
                 }
                 StreamData::Empty => {}
-                StreamData::Malformed(why) => log(
-                    LogLevel::Warn,
-                    &format!("skipped a malformed stream event ({why})"),
-                ),
+                StreamData::Malformed(why) => log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})")),
             }
         }
         out.done = self.done;

@@ -17,9 +17,8 @@
 
 use freellm_sdk::openai_compat::{self, UpstreamError};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
-    FailureKind, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead,
-    Settings, StreamFraming, UpstreamRequest,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, ModelInfo,
+    ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest,
 };
 use serde_json::{Map, Value};
 
@@ -33,14 +32,8 @@ use serde_json::{Map, Value};
 /// * `store`, `metadata`, `service_tier`, `prompt_cache_key`,
 ///   `safety_identifier`: OpenAI-platform features (stored completions,
 ///   tiers, prompt caching, abuse ids) NIM does not have.
-pub const DROP_FIELDS: &[&str] = &[
-    "max_completion_tokens",
-    "store",
-    "metadata",
-    "service_tier",
-    "prompt_cache_key",
-    "safety_identifier",
-];
+pub const DROP_FIELDS: &[&str] =
+    &["max_completion_tokens", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"];
 
 /// Model used when a meta-model picks NIM.
 pub const DEFAULT_MODEL: &str = "meta/llama-3.3-70b-instruct";
@@ -50,12 +43,8 @@ pub struct Nim;
 
 impl Adapter for Nim {
     fn configure(_settings: &Settings) -> Result<AdapterInfo, String> {
-        let (fast, smart, reasoning, tools) = (
-            ModelTags::FAST,
-            ModelTags::SMART,
-            ModelTags::REASONING,
-            ModelTags::TOOLS,
-        );
+        let (fast, smart, reasoning, tools) =
+            (ModelTags::FAST, ModelTags::SMART, ModelTags::REASONING, ModelTags::TOOLS);
         Ok(AdapterInfo {
             id: "nim".into(),
             display_name: "NVIDIA NIM".into(),
@@ -74,17 +63,15 @@ impl Adapter for Nim {
                 ModelInfo::new("meta/llama-3.1-70b-instruct", 131_072, tools),
                 ModelInfo::new("meta/llama-3.1-8b-instruct", 131_072, fast),
                 ModelInfo::new("nvidia/llama-3.1-nemotron-70b-instruct", 131_072, smart),
-                ModelInfo::new(
-                    "mistralai/mixtral-8x22b-instruct-v0.1",
-                    65_536,
-                    ModelTags::empty(),
-                ),
+                ModelInfo::new("mistralai/mixtral-8x22b-instruct-v0.1", 65_536, ModelTags::empty()),
                 ModelInfo::new("deepseek-ai/deepseek-r1", 131_072, smart | reasoning),
             ],
             default_model: DEFAULT_MODEL.into(),
             privacy: PrivacyInfo {
                 policy: PrivacyPolicy::NoTraining,
-                source_url: "https://www.nvidia.com/en-us/agreements/cloud-services/service-specific-terms-for-nvidia-nim/".into(),
+                source_url:
+                    "https://www.nvidia.com/en-us/agreements/cloud-services/service-specific-terms-for-nvidia-nim/"
+                        .into(),
                 last_verified: "2026-04-09".into(),
                 note: "NVIDIA's NIM service terms do not use API inputs or outputs to train \
                        models; the free API catalog is meant for prototyping."
@@ -123,10 +110,7 @@ pub fn move_max_completion_tokens(req: &mut ChatRequest) {
     }
     req.max_tokens = Some(limit);
     if !req.key_order.iter().any(|k| k == "max_tokens")
-        && let Some(key) = req
-            .key_order
-            .iter_mut()
-            .find(|k| *k == "max_completion_tokens")
+        && let Some(key) = req.key_order.iter_mut().find(|k| *k == "max_completion_tokens")
     {
         *key = "max_tokens".to_owned();
     }
@@ -144,19 +128,11 @@ pub fn map_json_schema(req: &mut ChatRequest) {
     if format.get("type").and_then(Value::as_str) != Some("json_schema") {
         return;
     }
-    let Some(schema) = format
-        .get("json_schema")
-        .and_then(|s| s.get("schema"))
-        .filter(|s| !s.is_null())
-        .cloned()
-    else {
+    let Some(schema) = format.get("json_schema").and_then(|s| s.get("schema")).filter(|s| !s.is_null()).cloned() else {
         return;
     };
     req.response_format = None;
-    let nvext = req
-        .extra
-        .entry("nvext")
-        .or_insert_with(|| Value::Object(Map::new()));
+    let nvext = req.extra.entry("nvext").or_insert_with(|| Value::Object(Map::new()));
     if !nvext.is_object() {
         *nvext = Value::Object(Map::new());
     }
@@ -186,22 +162,15 @@ pub fn classify(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure 
     let mut failure = openai_compat::classify_failure(ctx, head, body);
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let problem = parsed.as_ref().and_then(Value::as_object).filter(|o| {
-        o.get("status").is_some_and(Value::is_u64)
-            && (o.contains_key("title") || o.contains_key("detail"))
+        o.get("status").is_some_and(Value::is_u64) && (o.contains_key("title") || o.contains_key("detail"))
     });
     if let Some(problem) = problem {
-        if UpstreamError::from_json(parsed.as_ref().unwrap_or(&Value::Null))
-            .message
-            .is_none()
-        {
+        if UpstreamError::from_json(parsed.as_ref().unwrap_or(&Value::Null)).message.is_none() {
             let detail = problem.get("detail").filter(|d| !d.is_null());
             let text = match detail {
                 Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_owned()),
                 Some(other @ (Value::Array(_) | Value::Object(_))) => Some(other.to_string()),
-                _ => problem
-                    .get("title")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                _ => problem.get("title").and_then(Value::as_str).map(str::to_owned),
             };
             if let Some(text) = text {
                 failure.message = truncate(&text);
@@ -218,10 +187,7 @@ pub fn classify(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure 
         410 => FailureKind::RequestInvalid,
         _ => failure.kind,
     };
-    if !matches!(
-        failure.kind,
-        FailureKind::RateLimited | FailureKind::QuotaExhausted | FailureKind::Transient
-    ) {
+    if !matches!(failure.kind, FailureKind::RateLimited | FailureKind::QuotaExhausted | FailureKind::Transient) {
         failure.retry_after_ms = None;
     }
     failure
@@ -290,13 +256,7 @@ mod tests {
     }
 
     fn classify_with(status: u16, headers: &[(&str, &str)], body: &str) -> Failure {
-        let head = ResponseHead {
-            status,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-        };
+        let head = ResponseHead { status, headers: headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect() };
         classify(&ctx(false), &head, body.as_bytes())
     }
 
@@ -313,36 +273,21 @@ mod tests {
     #[test]
     fn describes_nim() {
         let info = Nim::configure(&vec![]).unwrap();
-        assert_eq!(
-            (info.id.as_str(), info.display_name.as_str()),
-            ("nim", "NVIDIA NIM")
-        );
+        assert_eq!((info.id.as_str(), info.display_name.as_str()), ("nim", "NVIDIA NIM"));
         assert_eq!(info.adapter_version, env!("CARGO_PKG_VERSION"));
         assert_eq!(info.default_base_url, "https://integrate.api.nvidia.com/v1");
         assert_eq!(info.key_env.as_deref(), Some("NVIDIA_NIM_API_KEY"));
         assert_eq!(info.models.len(), 7);
         assert!(info.models.iter().any(|m| m.id == info.default_model));
         assert!(info.models.iter().all(|m| m.id.contains('/')));
-        let mixtral = info
-            .models
-            .iter()
-            .find(|m| m.id.starts_with("mistralai/"))
-            .unwrap();
+        let mixtral = info.models.iter().find(|m| m.id.starts_with("mistralai/")).unwrap();
         assert_eq!(mixtral.context_window, 65_536);
-        let r1 = info
-            .models
-            .iter()
-            .find(|m| m.id == "deepseek-ai/deepseek-r1")
-            .unwrap();
+        let r1 = info.models.iter().find(|m| m.id == "deepseek-ai/deepseek-r1").unwrap();
         assert!(r1.tags.contains(ModelTags::REASONING | ModelTags::SMART));
         assert!(!info.capabilities.contains(Capabilities::VISION));
         assert_eq!(info.privacy.policy, PrivacyPolicy::NoTraining);
         assert_eq!(
-            (
-                info.limits.requests_per_minute,
-                info.limits.requests_per_day,
-                info.limits.shared_per_project
-            ),
+            (info.limits.requests_per_minute, info.limits.requests_per_day, info.limits.shared_per_project),
             (Some(40), None, false)
         );
     }
@@ -352,10 +297,7 @@ mod tests {
         let (up, text) = map(
             r#"{"model":"nim/meta/llama-3.3-70b-instruct","messages":[{"role":"user","content":"Hi"}],"temperature":0.2,"max_tokens":64}"#,
         );
-        assert_eq!(
-            (up.method, up.path.as_str()),
-            (HttpMethod::Post, "/chat/completions")
-        );
+        assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
         assert_eq!(
             text,
             r#"{"model":"meta/llama-3.3-70b-instruct","messages":[{"role":"user","content":"Hi"}],"temperature":0.2,"max_tokens":64}"#
@@ -379,10 +321,7 @@ mod tests {
     #[test]
     fn max_completion_tokens_becomes_max_tokens() {
         let (_, text) = map(r#"{"model":"m","max_completion_tokens":100,"messages":[]}"#);
-        assert_eq!(
-            text,
-            r#"{"model":"meta/llama-3.3-70b-instruct","max_tokens":100,"messages":[]}"#
-        );
+        assert_eq!(text, r#"{"model":"meta/llama-3.3-70b-instruct","max_tokens":100,"messages":[]}"#);
         let v = sent(r#"{"model":"m","messages":[],"max_tokens":50,"max_completion_tokens":100}"#);
         assert_eq!(v["max_tokens"], 50);
         assert!(v.get("max_completion_tokens").is_none());
@@ -404,10 +343,7 @@ mod tests {
         let v = sent(
             r#"{"model":"m","messages":[],"nvext":{"top_k":40,"repetition_penalty":1.1},"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}}}"#,
         );
-        assert_eq!(
-            v["nvext"],
-            json!({"top_k": 40, "repetition_penalty": 1.1, "guided_json": {"type": "object"}})
-        );
+        assert_eq!(v["nvext"], json!({"top_k": 40, "repetition_penalty": 1.1, "guided_json": {"type": "object"}}));
         assert!(v.get("response_format").is_none());
         let v = sent(
             r#"{"model":"m","messages":[],"nvext":{"guided_json":{"type":"array"}},"response_format":{"type":"json_schema","json_schema":{"schema":{"type":"object"}}}}"#,
@@ -439,12 +375,7 @@ mod tests {
     fn rate_limits() {
         let f = classify_with(429, &[], r#"{"status":429,"title":"Too Many Requests"}"#);
         assert_eq!(
-            (
-                f.kind,
-                f.message.as_str(),
-                f.retry_after_ms,
-                f.upstream_code
-            ),
+            (f.kind, f.message.as_str(), f.retry_after_ms, f.upstream_code),
             (FailureKind::RateLimited, "Too Many Requests", None, None)
         );
         let f = classify_with(
@@ -453,24 +384,10 @@ mod tests {
             r#"{"type":"about:blank","status":429,"title":"Too Many Requests","detail":"Rate limit exceeded, please retry later."}"#,
         );
         assert_eq!(
-            (
-                f.kind,
-                f.message.as_str(),
-                f.retry_after_ms,
-                f.upstream_code
-            ),
-            (
-                FailureKind::RateLimited,
-                "Rate limit exceeded, please retry later.",
-                Some(20_000),
-                None
-            )
+            (f.kind, f.message.as_str(), f.retry_after_ms, f.upstream_code),
+            (FailureKind::RateLimited, "Rate limit exceeded, please retry later.", Some(20_000), None)
         );
-        let f = classify_with(
-            429,
-            &[],
-            "ResourceExhausted: Worker local total request limit reached (33/32)",
-        );
+        let f = classify_with(429, &[], "ResourceExhausted: Worker local total request limit reached (33/32)");
         assert_eq!(f.kind, FailureKind::RateLimited);
     }
 
@@ -496,11 +413,7 @@ mod tests {
             (f.kind, f.message.as_str(), f.upstream_code),
             (FailureKind::KeyInvalid, "Authentication failed", None)
         );
-        let f = classify_with(
-            403,
-            &[],
-            r#"{"status":403,"title":"Forbidden","detail":"Authorization failed"}"#,
-        );
+        let f = classify_with(403, &[], r#"{"status":403,"title":"Forbidden","detail":"Authorization failed"}"#);
         assert_eq!(f.kind, FailureKind::KeyInvalid);
     }
 
@@ -543,10 +456,7 @@ mod tests {
         );
         assert_eq!(
             (f.kind, f.upstream_code.as_deref()),
-            (
-                FailureKind::Unsupported,
-                Some("urn:inference-service:problem-details:unprocessable-entity")
-            )
+            (FailureKind::Unsupported, Some("urn:inference-service:problem-details:unprocessable-entity"))
         );
         let f = classify_with(
             422,
@@ -600,15 +510,8 @@ mod tests {
             (504, "<html><body>504 Gateway Time-out</body></html>"),
         ] {
             let f = classify_with(status, &[("retry-after", "3")], body);
-            assert_eq!(
-                (f.kind, f.retry_after_ms),
-                (FailureKind::Transient, Some(3_000)),
-                "{body}"
-            );
+            assert_eq!((f.kind, f.retry_after_ms), (FailureKind::Transient, Some(3_000)), "{body}");
         }
-        assert_eq!(
-            classify_with(502, &[], r#"{"status":502,"title":"Bad Gateway"}"#).message,
-            "Bad Gateway"
-        );
+        assert_eq!(classify_with(502, &[], r#"{"status":502,"title":"Bad Gateway"}"#).message, "Bad Gateway");
     }
 }

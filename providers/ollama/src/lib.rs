@@ -17,10 +17,9 @@
 
 use freellm_sdk::openai_compat::{self, StreamData, note_chunk, parse_stream_event, stream_error};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure,
-    FailureKind, LogLevel, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits,
-    ResponseHead, Settings, StreamEvent, StreamFraming, StreamNormalizer, StreamOutput,
-    UpstreamRequest, log, setting,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, LogLevel,
+    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamEvent, StreamFraming,
+    StreamNormalizer, StreamOutput, UpstreamRequest, log, setting,
 };
 use serde_json::{Map, Value};
 
@@ -32,14 +31,7 @@ pub const CHAT_PATH: &str = "/v1/chat/completions";
 pub const FALLBACK_MODEL: &str = "llama3";
 
 /// Name fragments of vision-capable model families.
-const VISION_MARKERS: &[&str] = &[
-    "llava",
-    "vision",
-    "bakllava",
-    "moondream",
-    "cogvlm",
-    "minicpm-v",
-];
+const VISION_MARKERS: &[&str] = &["llava", "vision", "bakllava", "moondream", "cogvlm", "minicpm-v"];
 
 /// The Ollama adapter.
 pub struct Ollama;
@@ -47,22 +39,13 @@ pub struct Ollama;
 impl Adapter for Ollama {
     fn configure(settings: &Settings) -> Result<AdapterInfo, String> {
         let names = model_names(setting(settings, "models").unwrap_or(""));
-        let default_model = match setting(settings, "default_model")
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-        {
+        let default_model = match setting(settings, "default_model").map(str::trim).filter(|m| !m.is_empty()) {
             Some(model) if names.is_empty() || names.iter().any(|n| n == model) => model.to_owned(),
             Some(model) => {
-                return Err(format!(
-                    "default_model \"{model}\" is not among the models ({})",
-                    names.join(", ")
-                ));
+                return Err(format!("default_model \"{model}\" is not among the models ({})", names.join(", ")));
             }
             None if names.iter().any(|n| n == FALLBACK_MODEL) => FALLBACK_MODEL.to_owned(),
-            None => names
-                .first()
-                .cloned()
-                .unwrap_or_else(|| FALLBACK_MODEL.to_owned()),
+            None => names.first().cloned().unwrap_or_else(|| FALLBACK_MODEL.to_owned()),
         };
         Ok(AdapterInfo {
             id: "ollama".into(),
@@ -77,10 +60,7 @@ impl Adapter for Ollama {
                 | Capabilities::JSON_SCHEMA
                 | Capabilities::VISION
                 | Capabilities::ASSISTANT_PREFILL,
-            models: names
-                .iter()
-                .map(|name| ModelInfo::new(name.as_str(), 0, tags_for(name)))
-                .collect(),
+            models: names.iter().map(|name| ModelInfo::new(name.as_str(), 0, tags_for(name))).collect(),
             default_model,
             privacy: PrivacyInfo {
                 policy: PrivacyPolicy::Local,
@@ -138,11 +118,7 @@ pub fn model_names(list: &str) -> Vec<String> {
 /// Tags of a model known only by name: `vision` for vision families.
 pub fn tags_for(name: &str) -> ModelTags {
     let lower = name.to_lowercase();
-    if VISION_MARKERS.iter().any(|m| lower.contains(m)) {
-        ModelTags::VISION
-    } else {
-        ModelTags::empty()
-    }
+    if VISION_MARKERS.iter().any(|m| lower.contains(m)) { ModelTags::VISION } else { ModelTags::empty() }
 }
 
 /// Stream normalizer that repairs Ollama's tool-call deltas into OpenAI's
@@ -180,10 +156,7 @@ impl ToolCallStream {
         let first_chunk = !self.seen_tool_calls;
         let mut changed = false;
         for choice in choices {
-            let Some(calls) = choice
-                .pointer_mut("/delta/tool_calls")
-                .and_then(Value::as_array_mut)
-            else {
+            let Some(calls) = choice.pointer_mut("/delta/tool_calls").and_then(Value::as_array_mut) else {
                 continue;
             };
             for (position, call) in calls.iter_mut().enumerate() {
@@ -195,17 +168,10 @@ impl ToolCallStream {
         changed
     }
 
-    fn repair_call(
-        &mut self,
-        call: &mut Map<String, Value>,
-        position: u64,
-        first_chunk: bool,
-    ) -> bool {
+    fn repair_call(&mut self, call: &mut Map<String, Value>, position: u64, first_chunk: bool) -> bool {
         let mut changed = false;
         let id = call.get("id").and_then(Value::as_str).map(str::to_owned);
-        let known = id
-            .as_ref()
-            .and_then(|id| self.ids.iter().find(|(k, _)| k == id).map(|(_, i)| *i));
+        let known = id.as_ref().and_then(|id| self.ids.iter().find(|(k, _)| k == id).map(|(_, i)| *i));
         let index = match call.get("index").and_then(Value::as_u64) {
             Some(index) => index,
             None => {
@@ -276,9 +242,8 @@ impl StreamNormalizer for ToolCallStream {
                     }
                     note_chunk(&chunk, &mut out);
                     if self.repair(&mut chunk) {
-                        let bytes = serde_json::to_vec(&chunk).map_err(|e| {
-                            Failure::transient(format!("cannot encode a stream chunk: {e}"))
-                        })?;
+                        let bytes = serde_json::to_vec(&chunk)
+                            .map_err(|e| Failure::transient(format!("cannot encode a stream chunk: {e}")))?;
                         out.chunks.push(bytes);
                     } else {
                         out.chunks.push(event.data.into_bytes());
@@ -286,10 +251,7 @@ impl StreamNormalizer for ToolCallStream {
                 }
                 StreamData::Empty => {}
                 StreamData::Malformed(why) => {
-                    log(
-                        LogLevel::Warn,
-                        &format!("skipped a malformed stream event ({why})"),
-                    );
+                    log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})"));
                 }
             }
         }
@@ -311,17 +273,11 @@ mod tests {
     use serde_json::json;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
     }
 
     fn event(data: &Value) -> StreamEvent {
-        StreamEvent {
-            event: None,
-            data: data.to_string(),
-        }
+        StreamEvent { event: None, data: data.to_string() }
     }
 
     fn chunk_with(calls: Value) -> Value {
@@ -335,32 +291,21 @@ mod tests {
 
     #[test]
     fn models_come_from_settings() {
-        let info = Ollama::configure(&settings(&[(
-            "models",
-            " qwen2.5 , llava:13b,, llama3 ,qwen2.5",
-        )]))
-        .unwrap();
+        let info = Ollama::configure(&settings(&[("models", " qwen2.5 , llava:13b,, llama3 ,qwen2.5")])).unwrap();
         let ids: Vec<&str> = info.models.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["qwen2.5", "llava:13b", "llama3"]);
         assert_eq!(info.default_model, "llama3");
         assert_eq!(info.models[1].tags, ModelTags::VISION);
-        assert_eq!(
-            (info.models[0].tags, info.models[0].context_window),
-            (ModelTags::empty(), 0)
-        );
+        assert_eq!((info.models[0].tags, info.models[0].context_window), (ModelTags::empty(), 0));
         assert_eq!((info.key_env, info.auth), (None, AuthPlacement::None));
         assert!(!info.capabilities.contains(Capabilities::STREAM_USAGE));
     }
 
     #[test]
     fn default_model_choice() {
-        let pick =
-            |pairs: &[(&str, &str)]| Ollama::configure(&settings(pairs)).map(|i| i.default_model);
+        let pick = |pairs: &[(&str, &str)]| Ollama::configure(&settings(pairs)).map(|i| i.default_model);
         assert_eq!(pick(&[("models", "qwen2.5,mistral")]).unwrap(), "qwen2.5");
-        assert_eq!(
-            pick(&[("models", "qwen2.5,mistral"), ("default_model", "mistral")]).unwrap(),
-            "mistral"
-        );
+        assert_eq!(pick(&[("models", "qwen2.5,mistral"), ("default_model", "mistral")]).unwrap(), "mistral");
         assert_eq!(pick(&[]).unwrap(), "llama3");
         assert_eq!(pick(&[("models", "")]).unwrap(), "llama3");
         assert!(pick(&[("models", "qwen2.5"), ("default_model", "phi3")]).is_err());
@@ -368,15 +313,9 @@ mod tests {
 
     #[test]
     fn requests_go_to_the_v1_endpoint() {
-        let ctx = CallContext {
-            request_id: "r".into(),
-            upstream_model: "qwen2.5".into(),
-            is_stream: true,
-            settings: vec![],
-        };
-        let req =
-            ChatRequest::from_slice(br#"{"model":"ollama/qwen2.5","messages":[],"logprobs":true}"#)
-                .unwrap();
+        let ctx =
+            CallContext { request_id: "r".into(), upstream_model: "qwen2.5".into(), is_stream: true, settings: vec![] };
+        let req = ChatRequest::from_slice(br#"{"model":"ollama/qwen2.5","messages":[],"logprobs":true}"#).unwrap();
         let up = Ollama::map_request(&ctx, req).unwrap();
         assert_eq!(up.path, "/v1/chat/completions");
         assert_eq!(
@@ -417,60 +356,30 @@ mod tests {
         ]));
         let third = chunk_with(json!([{"id": "c", "function": {"name": "h", "arguments": "{}"}}]));
         let again = chunk_with(json!([{"id": "a", "function": {"arguments": "more"}}]));
-        let explicit =
-            chunk_with(json!([{"index": 7, "type": "function", "function": {"arguments": ""}}]));
-        let out = s
-            .push(vec![
-                event(&first),
-                event(&third),
-                event(&again),
-                event(&explicit),
-            ])
-            .unwrap();
+        let explicit = chunk_with(json!([{"index": 7, "type": "function", "function": {"arguments": ""}}]));
+        let out = s.push(vec![event(&first), event(&third), event(&again), event(&explicit)]).unwrap();
         let indices = |chunk: &[u8]| -> Vec<u64> {
-            calls_of(chunk)
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|c| c["index"].as_u64().unwrap())
-                .collect()
+            calls_of(chunk).as_array().unwrap().iter().map(|c| c["index"].as_u64().unwrap()).collect()
         };
         assert_eq!(indices(&out.chunks[0]), [0, 1]);
-        assert_eq!(
-            calls_of(&out.chunks[0])[0]["function"]["arguments"],
-            "{\"x\":1}"
-        );
+        assert_eq!(calls_of(&out.chunks[0])[0]["function"]["arguments"], "{\"x\":1}");
         assert_eq!(indices(&out.chunks[1]), [2]);
         assert_eq!(indices(&out.chunks[2]), [0]);
-        assert_eq!(
-            out.chunks[3],
-            explicit.to_string().into_bytes(),
-            "a well-formed chunk passes byte for byte"
-        );
+        assert_eq!(out.chunks[3], explicit.to_string().into_bytes(), "a well-formed chunk passes byte for byte");
     }
 
     #[test]
     fn not_found_is_transient_not_request_invalid() {
-        let ctx = CallContext {
-            request_id: "r".into(),
-            upstream_model: "llama3".into(),
-            is_stream: false,
-            settings: vec![],
-        };
-        let head = |status| ResponseHead {
-            status,
-            headers: vec![],
-        };
+        let ctx =
+            CallContext { request_id: "r".into(), upstream_model: "llama3".into(), is_stream: false, settings: vec![] };
+        let head = |status| ResponseHead { status, headers: vec![] };
         let f = Ollama::classify_failure(
             &ctx,
             &head(404),
             br#"{"error":{"message":"model \"llama3\" not found, try pulling it first","type":"not_found_error","param":null,"code":null}}"#,
         );
         assert_eq!(f.kind, FailureKind::Transient);
-        assert_eq!(
-            f.message,
-            "model \"llama3\" not found, try pulling it first"
-        );
+        assert_eq!(f.message, "model \"llama3\" not found, try pulling it first");
         assert_eq!(f.upstream_code.as_deref(), Some("not_found_error"));
         let f = Ollama::classify_failure(&ctx, &head(404), b"404 page not found");
         assert_eq!(f.kind, FailureKind::Transient);
@@ -485,10 +394,7 @@ mod tests {
 
     #[test]
     fn fixtures_pass_natively() {
-        freellm_sdk::fixtures::assert_dir::<Ollama>(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures"
-        ));
+        freellm_sdk::fixtures::assert_dir::<Ollama>(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"));
     }
 
     #[test]
@@ -499,18 +405,11 @@ mod tests {
     #[test]
     fn other_chunks_pass_through_and_broken_ones_are_skipped() {
         let mut s = ToolCallStream::default();
-        let text =
-            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        let text = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
         let stop = r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#;
-        let events = [text, "{oops", stop, "[DONE]"].map(|d| StreamEvent {
-            event: None,
-            data: d.into(),
-        });
+        let events = [text, "{oops", stop, "[DONE]"].map(|d| StreamEvent { event: None, data: d.into() });
         let out = s.push(events.to_vec()).unwrap();
-        assert_eq!(
-            out.chunks,
-            [text.as_bytes().to_vec(), stop.as_bytes().to_vec()]
-        );
+        assert_eq!(out.chunks, [text.as_bytes().to_vec(), stop.as_bytes().to_vec()]);
         assert_eq!(out.finish_reason, Some(FinishReason::ToolCalls));
         assert!(out.done);
         assert!(s.finish().unwrap().chunks.is_empty());

@@ -104,15 +104,14 @@
 mod settings;
 
 pub use settings::{
-    CAPABILITY_NAMES, DEFAULT_CAPABILITIES, DEFAULT_PATH, KEYS, RequestConfig, TAG_NAMES,
-    UNVERIFIED, describe,
+    CAPABILITY_NAMES, DEFAULT_CAPABILITIES, DEFAULT_PATH, KEYS, RequestConfig, TAG_NAMES, UNVERIFIED, describe,
 };
 
 use freellm_sdk::openai_compat;
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
-    Adapter, AdapterInfo, CallContext, Capabilities, ChatRequest, Failure, FailureKind,
-    ResponseHead, Settings, UpstreamRequest,
+    Adapter, AdapterInfo, CallContext, Capabilities, ChatRequest, Failure, FailureKind, ResponseHead, Settings,
+    UpstreamRequest,
 };
 use serde_json::Value;
 
@@ -138,10 +137,7 @@ impl Adapter for OpenAiCompatible {
 
     fn classify_failure(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure {
         let mut failure = openai_compat::classify_failure(ctx, head, body);
-        let limited = matches!(
-            failure.kind,
-            FailureKind::RateLimited | FailureKind::QuotaExhausted
-        );
+        let limited = matches!(failure.kind, FailureKind::RateLimited | FailureKind::QuotaExhausted);
         if limited && failure.retry_after_ms.is_none() {
             failure.retry_after_ms = reset_after_ms(head);
         }
@@ -159,16 +155,10 @@ fn check_capabilities(config: &RequestConfig, req: &ChatRequest) -> Result<(), F
             config.id
         )))
     };
-    if lacks(Capabilities::TOOLS)
-        && (non_empty(req.tools.as_ref()) || non_empty(req.extra.get("functions")))
-    {
+    if lacks(Capabilities::TOOLS) && (non_empty(req.tools.as_ref()) || non_empty(req.extra.get("functions"))) {
         return refuse("tools", "tools");
     }
-    let format = req
-        .response_format
-        .as_ref()
-        .and_then(|f| f.get("type"))
-        .and_then(Value::as_str);
+    let format = req.response_format.as_ref().and_then(|f| f.get("type")).and_then(Value::as_str);
     match format {
         Some("json_schema") if lacks(Capabilities::JSON_SCHEMA) => {
             return refuse("response_format json_schema", "json_schema");
@@ -196,17 +186,11 @@ fn non_empty(value: Option<&Value>) -> bool {
 /// Whether a message carries an image content part.
 fn has_image(messages: &[Value]) -> bool {
     messages.iter().any(|message| {
-        message
-            .get("content")
-            .and_then(Value::as_array)
-            .is_some_and(|parts| {
-                parts.iter().any(|part| {
-                    matches!(
-                        part.get("type").and_then(Value::as_str),
-                        Some("image_url" | "input_image" | "image")
-                    )
-                })
+        message.get("content").and_then(Value::as_array).is_some_and(|parts| {
+            parts.iter().any(|part| {
+                matches!(part.get("type").and_then(Value::as_str), Some("image_url" | "input_image" | "image"))
             })
+        })
     })
 }
 

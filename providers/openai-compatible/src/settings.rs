@@ -2,8 +2,8 @@
 //! the contract). Every error message names the offending setting.
 
 use freellm_sdk::{
-    AdapterInfo, AuthPlacement, Capabilities, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy,
-    RateLimits, Settings, StreamFraming,
+    AdapterInfo, AuthPlacement, Capabilities, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, Settings,
+    StreamFraming,
 };
 
 /// Every setting the adapter understands, in documentation order.
@@ -79,14 +79,8 @@ const RESERVED_HEADERS: &[&str] = &[
 
 /// Credential headers: the host drops them from adapter requests, so an
 /// extra header with one of these names would silently vanish.
-const CREDENTIAL_HEADERS: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-];
+const CREDENTIAL_HEADERS: &[&str] =
+    &["authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-goog-api-key"];
 
 /// The settings a call needs (everything but the catalog, privacy and
 /// limits); cheap enough to parse on every call.
@@ -113,9 +107,7 @@ impl RequestConfig {
         Ok(Self {
             id: get(settings, "id").unwrap_or("this provider").to_owned(),
             path: parse_path(get(settings, "path"))?,
-            capabilities: parse_capabilities(
-                freellm_sdk::setting(settings, "capabilities").map(str::trim),
-            )?,
+            capabilities: parse_capabilities(freellm_sdk::setting(settings, "capabilities").map(str::trim))?,
             drop_fields: parse_drop_fields(get(settings, "drop_fields"))?,
             extra_headers: parse_extra_headers(get(settings, "extra_headers"), &auth)?,
         })
@@ -142,10 +134,7 @@ pub fn describe(settings: &Settings) -> Result<AdapterInfo, String> {
         Some(model) if models.iter().any(|m| m.id == model) => model.to_owned(),
         Some(model) => {
             let names: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
-            return Err(bad(
-                "default_model",
-                &format!("\"{model}\" is not in `models` ({})", names.join(", ")),
-            ));
+            return Err(bad("default_model", &format!("\"{model}\" is not in `models` ({})", names.join(", "))));
         }
         None => models[0].id.clone(),
     };
@@ -176,18 +165,12 @@ pub fn describe(settings: &Settings) -> Result<AdapterInfo, String> {
 /// A setting's value, trimmed; `None` when absent or blank (a blank value
 /// means "use the default", as an unset environment override would).
 fn get<'a>(settings: &'a Settings, key: &str) -> Option<&'a str> {
-    freellm_sdk::setting(settings, key)
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    freellm_sdk::setting(settings, key).map(str::trim).filter(|v| !v.is_empty())
 }
 
 fn required<'a>(settings: &'a Settings, key: &str) -> Result<&'a str, String> {
     get(settings, key).ok_or_else(|| {
-        let hint = if key == "id" {
-            " (the host passes the provider's slot name)"
-        } else {
-            ""
-        };
+        let hint = if key == "id" { " (the host passes the provider's slot name)" } else { "" };
         format!("setting `{key}` is required{hint}")
     })
 }
@@ -208,10 +191,7 @@ fn check_keys(settings: &Settings) -> Result<(), String> {
             .min()
             .map(|(_, k)| format!(" (did you mean `{k}`?)"))
             .unwrap_or_default();
-        return Err(format!(
-            "unknown setting `{key}`{suggestion}; valid settings: {}",
-            KEYS.join(", ")
-        ));
+        return Err(format!("unknown setting `{key}`{suggestion}; valid settings: {}", KEYS.join(", ")));
     }
     Ok(())
 }
@@ -225,9 +205,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != *cb))
-                .min(above + 1)
-                .min(row[j] + 1);
+            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(above + 1).min(row[j] + 1);
             diagonal = above;
         }
     }
@@ -235,16 +213,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn parse_id(id: &str) -> Result<String, String> {
-    let ok = id
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let ok = id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if ok {
         Ok(id.to_owned())
     } else {
-        Err(bad(
-            "id",
-            &format!("\"{id}\" must use only lowercase a-z, 0-9, '-' and '_'"),
-        ))
+        Err(bad("id", &format!("\"{id}\" must use only lowercase a-z, 0-9, '-' and '_'")))
     }
 }
 
@@ -254,23 +227,12 @@ fn parse_url(key: &str, url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| {
-            bad(
-                key,
-                &format!("must start with http:// or https://, got \"{url}\""),
-            )
-        })?;
+        .ok_or_else(|| bad(key, &format!("must start with http:// or https://, got \"{url}\"")))?;
     if rest.split('/').next().is_none_or(str::is_empty) {
         return Err(bad(key, &format!("\"{url}\" has no host")));
     }
-    if url
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
-    {
-        return Err(bad(
-            key,
-            &format!("\"{url}\" must not contain spaces, a query or a fragment"),
-        ));
+    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#') {
+        return Err(bad(key, &format!("\"{url}\" must not contain spaces, a query or a fragment")));
     }
     Ok(url.trim_end_matches('/').to_owned())
 }
@@ -280,31 +242,20 @@ fn parse_path(path: Option<&str>) -> Result<String, String> {
         return Ok(DEFAULT_PATH.to_owned());
     };
     if !path.starts_with('/') || path.starts_with("//") {
-        return Err(bad(
-            "path",
-            &format!("must start with a single '/', got \"{path}\""),
-        ));
+        return Err(bad("path", &format!("must start with a single '/', got \"{path}\"")));
     }
     let route = path.split('?').next().unwrap_or(path);
     if route.split('/').any(|segment| segment == "..")
-        || path
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '#')
+        || path.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#')
     {
-        return Err(bad(
-            "path",
-            &format!("\"{path}\" must not contain '..', spaces or a fragment"),
-        ));
+        return Err(bad("path", &format!("\"{path}\" must not contain '..', spaces or a fragment")));
     }
     Ok(path.to_owned())
 }
 
 /// A token as RFC 9110 defines it (header names).
 fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn parse_auth(auth: Option<&str>) -> Result<AuthPlacement, String> {
@@ -321,66 +272,45 @@ fn parse_auth(auth: Option<&str>) -> Result<AuthPlacement, String> {
         ("header", Some(name)) if is_token(name) => {
             let lower = name.to_ascii_lowercase();
             if RESERVED_HEADERS.contains(&lower.as_str()) {
-                return Err(bad(
-                    "auth",
-                    &format!("`{name}` cannot carry the key (the host owns that header)"),
-                ));
+                return Err(bad("auth", &format!("`{name}` cannot carry the key (the host owns that header)")));
             }
             Ok(AuthPlacement::Header(name.to_owned()))
         }
         ("query", Some(name))
-            if !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
+            if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) =>
         {
             Ok(AuthPlacement::Query(name.to_owned()))
         }
         ("header" | "query", _) => Err(bad(
             "auth",
-            &format!(
-                "\"{auth}\" needs a valid name after the colon, e.g. header:x-api-key or query:key"
-            ),
+            &format!("\"{auth}\" needs a valid name after the colon, e.g. header:x-api-key or query:key"),
         )),
-        _ => Err(bad(
-            "auth",
-            &format!("\"{auth}\" is not one of bearer, none, header:<Name>, query:<name>"),
-        )),
+        _ => Err(bad("auth", &format!("\"{auth}\" is not one of bearer, none, header:<Name>, query:<name>"))),
     }
 }
 
 /// `key_env` as given, else `<ID>_API_KEY` when the auth placement needs a
 /// key (the host reads keys only from the variable the adapter or the
 /// provider table names), else none.
-fn parse_key_env(
-    key_env: Option<&str>,
-    auth: &AuthPlacement,
-    id: &str,
-) -> Result<Option<String>, String> {
+fn parse_key_env(key_env: Option<&str>, auth: &AuthPlacement, id: &str) -> Result<Option<String>, String> {
     let keyless = matches!(auth, AuthPlacement::None);
     match key_env {
-        Some(_) if keyless => Err(bad(
-            "key_env",
-            "is set but `auth` is none, so no key would be sent; remove one of them",
-        )),
+        Some(_) if keyless => {
+            Err(bad("key_env", "is set but `auth` is none, so no key would be sent; remove one of them"))
+        }
         Some(var) => {
-            let valid = var.bytes().enumerate().all(|(i, b)| {
-                b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit())
-            });
+            let valid = var
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
             if valid {
                 Ok(Some(var.to_owned()))
             } else {
-                Err(bad(
-                    "key_env",
-                    &format!("\"{var}\" is not an environment variable name (A-Z, 0-9, '_')"),
-                ))
+                Err(bad("key_env", &format!("\"{var}\" is not an environment variable name (A-Z, 0-9, '_')")))
             }
         }
         None if keyless => Ok(None),
-        None => Ok(Some(format!(
-            "{}_API_KEY",
-            id.to_ascii_uppercase().replace('-', "_")
-        ))),
+        None => Ok(Some(format!("{}_API_KEY", id.to_ascii_uppercase().replace('-', "_")))),
     }
 }
 
@@ -392,26 +322,17 @@ fn parse_models(list: &str) -> Result<Vec<ModelInfo>, String> {
         let window = parts.next().unwrap_or_default();
         let tags = parts.next().unwrap_or_default();
         if parts.next().is_some() {
-            return Err(bad(
-                "models",
-                &format!("\"{entry}\" has too many '|' parts (use name|context_window|tags)"),
-            ));
+            return Err(bad("models", &format!("\"{entry}\" has too many '|' parts (use name|context_window|tags)")));
         }
         if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad(
-                "models",
-                &format!("\"{entry}\" needs a model name without spaces"),
-            ));
+            return Err(bad("models", &format!("\"{entry}\" needs a model name without spaces")));
         }
         let context_window = if window.is_empty() {
             0
         } else if window.bytes().all(|b| b.is_ascii_digit()) {
-            window.parse::<u32>().map_err(|_| {
-                bad(
-                    "models",
-                    &format!("context window \"{window}\" of {name} is too large"),
-                )
-            })?
+            window
+                .parse::<u32>()
+                .map_err(|_| bad("models", &format!("context window \"{window}\" of {name} is too large")))?
         } else {
             return Err(bad(
                 "models",
@@ -420,15 +341,11 @@ fn parse_models(list: &str) -> Result<Vec<ModelInfo>, String> {
         };
         let mut model_tags = ModelTags::empty();
         for tag in tags.split('+').map(str::trim).filter(|t| !t.is_empty()) {
-            let Some((_, flag)) = TAG_NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(tag))
-            else {
+            let Some((_, flag)) = TAG_NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(tag)) else {
                 let valid: Vec<&str> = TAG_NAMES.iter().map(|(n, _)| *n).collect();
                 return Err(bad(
                     "models",
-                    &format!(
-                        "unknown tag \"{tag}\" on {name}; valid tags: {}",
-                        valid.join(", ")
-                    ),
+                    &format!("unknown tag \"{tag}\" on {name}; valid tags: {}", valid.join(", ")),
                 ));
             };
             model_tags |= *flag;
@@ -458,10 +375,7 @@ fn parse_capabilities(list: Option<&str>) -> Result<Capabilities, String> {
             let valid: Vec<&str> = CAPABILITY_NAMES.iter().map(|(n, _)| *n).collect();
             return Err(bad(
                 "capabilities",
-                &format!(
-                    "unknown capability \"{name}\"; valid: {} (or none)",
-                    valid.join(", ")
-                ),
+                &format!("unknown capability \"{name}\"; valid: {} (or none)", valid.join(", ")),
             ));
         };
         capabilities |= *flag;
@@ -498,10 +412,7 @@ fn parse_privacy(settings: &Settings, base_url: &str) -> Result<PrivacyInfo, Str
         Some(v) if v.eq_ignore_ascii_case(UNVERIFIED) => UNVERIFIED.to_owned(),
         Some(date) if is_date(date) => date.to_owned(),
         Some(other) => {
-            return Err(bad(
-                "privacy_verified",
-                &format!("\"{other}\" is not a YYYY-MM-DD date"),
-            ));
+            return Err(bad("privacy_verified", &format!("\"{other}\" is not a YYYY-MM-DD date")));
         }
     };
     let note = match get(settings, "privacy_note") {
@@ -511,12 +422,7 @@ fn parse_privacy(settings: &Settings, base_url: &str) -> Result<PrivacyInfo, Str
         Some(note) => note.to_owned(),
         None => default_note(policy, given.is_some()).to_owned(),
     };
-    Ok(PrivacyInfo {
-        policy,
-        source_url,
-        last_verified,
-        note,
-    })
+    Ok(PrivacyInfo { policy, source_url, last_verified, note })
 }
 
 fn default_note(policy: PrivacyPolicy, stated: bool) -> &'static str {
@@ -524,12 +430,8 @@ fn default_note(policy: PrivacyPolicy, stated: bool) -> &'static str {
         PrivacyPolicy::Configurable if !stated => {
             "Privacy policy not stated by the operator; prompts may be used for training."
         }
-        PrivacyPolicy::Configurable => {
-            "Training on prompts depends on account settings; the default may train."
-        }
-        PrivacyPolicy::NoTraining => {
-            "The operator states that this provider does not train on prompts."
-        }
+        PrivacyPolicy::Configurable => "Training on prompts depends on account settings; the default may train.",
+        PrivacyPolicy::NoTraining => "The operator states that this provider does not train on prompts.",
         PrivacyPolicy::FreeTierTrains => "The free tier may use prompts for training.",
         PrivacyPolicy::Local => "Runs on the operator's own infrastructure.",
     }
@@ -541,9 +443,7 @@ fn is_date(text: &str) -> bool {
     let shape = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shape {
         return false;
     }
@@ -566,13 +466,7 @@ fn parse_limit(settings: &Settings, key: &str) -> Result<Option<u32>, String> {
     };
     match value.parse::<u32>() {
         Ok(n) if n > 0 && value.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
-        _ => Err(bad(
-            key,
-            &format!(
-                "\"{value}\" must be a positive whole number (up to {})",
-                u32::MAX
-            ),
-        )),
+        _ => Err(bad(key, &format!("\"{value}\" must be a positive whole number (up to {})", u32::MAX))),
     }
 }
 
@@ -586,17 +480,9 @@ fn parse_bool(settings: &Settings, key: &str) -> Result<bool, String> {
 
 fn parse_drop_fields(list: Option<&str>) -> Result<Vec<String>, String> {
     let mut fields: Vec<String> = Vec::new();
-    for field in list
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-    {
+    for field in list.unwrap_or_default().split(',').map(str::trim).filter(|f| !f.is_empty()) {
         if UNDROPPABLE.contains(&field) {
-            return Err(bad(
-                "drop_fields",
-                &format!("`{field}` cannot be dropped (the request needs it)"),
-            ));
+            return Err(bad("drop_fields", &format!("`{field}` cannot be dropped (the request needs it)")));
         }
         if !fields.iter().any(|f| f == field) {
             fields.push(field.to_owned());
@@ -605,19 +491,13 @@ fn parse_drop_fields(list: Option<&str>) -> Result<Vec<String>, String> {
     Ok(fields)
 }
 
-fn parse_extra_headers(
-    list: Option<&str>,
-    auth: &AuthPlacement,
-) -> Result<Vec<(String, String)>, String> {
+fn parse_extra_headers(list: Option<&str>, auth: &AuthPlacement) -> Result<Vec<(String, String)>, String> {
     let mut headers: Vec<(String, String)> = Vec::new();
     let Some(list) = list else {
         return Ok(headers);
     };
     if list.contains(['\r', '\n']) {
-        return Err(bad(
-            "extra_headers",
-            "must not contain line breaks (CR or LF)",
-        ));
+        return Err(bad("extra_headers", "must not contain line breaks (CR or LF)"));
     }
     let auth_header = match auth {
         AuthPlacement::Header(name) => Some(name.to_ascii_lowercase()),
@@ -626,42 +506,24 @@ fn parse_extra_headers(
     for entry in split_headers(list) {
         let entry = entry.as_str();
         let Some((name, value)) = entry.split_once(':') else {
-            return Err(bad(
-                "extra_headers",
-                &format!("\"{entry}\" is not `Name: value`"),
-            ));
+            return Err(bad("extra_headers", &format!("\"{entry}\" is not `Name: value`")));
         };
         let (name, value) = (name.trim(), value.trim());
         if !is_token(name) {
-            return Err(bad(
-                "extra_headers",
-                &format!("\"{name}\" is not a valid header name"),
-            ));
+            return Err(bad("extra_headers", &format!("\"{name}\" is not a valid header name")));
         }
         let lower = name.to_ascii_lowercase();
         if RESERVED_HEADERS.contains(&lower.as_str()) {
-            return Err(bad(
-                "extra_headers",
-                &format!("`{name}` is set by the host or the adapter"),
-            ));
+            return Err(bad("extra_headers", &format!("`{name}` is set by the host or the adapter")));
         }
         if CREDENTIAL_HEADERS.contains(&lower.as_str()) || auth_header.as_deref() == Some(&lower) {
             return Err(bad(
                 "extra_headers",
-                &format!(
-                    "`{name}` carries credentials, which the host injects: use `auth` and `key_env`"
-                ),
+                &format!("`{name}` carries credentials, which the host injects: use `auth` and `key_env`"),
             ));
         }
-        if value.is_empty()
-            || !value
-                .bytes()
-                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            return Err(bad(
-                "extra_headers",
-                &format!("the value of `{name}` must be non-empty printable ASCII"),
-            ));
+        if value.is_empty() || !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+            return Err(bad("extra_headers", &format!("the value of `{name}` must be non-empty printable ASCII")));
         }
         if headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
             return Err(bad("extra_headers", &format!("`{name}` is given twice")));
@@ -676,11 +538,8 @@ fn parse_extra_headers(
 /// not followed by `/`), because the host joins a TOML array with `,`.
 /// Other commas stay in the value (`Accept: a, b`, `https://a,https://b`).
 fn split_headers(list: &str) -> Vec<String> {
-    let starts_header = |piece: &str| {
-        piece
-            .split_once(':')
-            .is_some_and(|(name, rest)| is_token(name.trim()) && !rest.starts_with('/'))
-    };
+    let starts_header =
+        |piece: &str| piece.split_once(':').is_some_and(|(name, rest)| is_token(name.trim()) && !rest.starts_with('/'));
     let mut entries: Vec<String> = Vec::new();
     for group in list.split(';') {
         let mut current: Option<String> = None;
@@ -698,9 +557,5 @@ fn split_headers(list: &str) -> Vec<String> {
         }
         entries.extend(current);
     }
-    entries
-        .into_iter()
-        .map(|e| e.trim().to_owned())
-        .filter(|e| !e.is_empty())
-        .collect()
+    entries.into_iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect()
 }

@@ -5,17 +5,11 @@ use serde_json::json;
 const BASE: &[(&str, &str)] = &[
     ("id", "openrouter"),
     ("base_url", "https://openrouter.ai/api/v1/"),
-    (
-        "models",
-        "meta-llama/llama-3.3-70b-instruct:free|131072|smart+tools",
-    ),
+    ("models", "meta-llama/llama-3.3-70b-instruct:free|131072|smart+tools"),
 ];
 
 fn settings(extra: &[(&str, &str)]) -> Settings {
-    BASE.iter()
-        .chain(extra)
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+    BASE.iter().chain(extra).map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
 fn configure(extra: &[(&str, &str)]) -> Result<AdapterInfo, String> {
@@ -44,13 +38,7 @@ fn map(extra: &[(&str, &str)], body: Value) -> Result<UpstreamRequest, Failure> 
 }
 
 fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
-    ResponseHead {
-        status,
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect(),
-    }
+    ResponseHead { status, headers: headers.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect() }
 }
 
 #[test]
@@ -61,10 +49,7 @@ fn minimal_settings_and_defaults() {
     assert_eq!(info.default_base_url, "https://openrouter.ai/api/v1");
     assert_eq!(info.key_env.as_deref(), Some("OPENROUTER_API_KEY"));
     assert_eq!(info.auth, AuthPlacement::Bearer);
-    assert_eq!(
-        info.capabilities,
-        Capabilities::TOOLS | Capabilities::JSON_MODE | Capabilities::STREAM_USAGE
-    );
+    assert_eq!(info.capabilities, Capabilities::TOOLS | Capabilities::JSON_MODE | Capabilities::STREAM_USAGE);
     assert_eq!(info.models.len(), 1);
     assert_eq!(info.models[0].id, "meta-llama/llama-3.3-70b-instruct:free");
     assert_eq!(info.models[0].context_window, 131_072);
@@ -91,10 +76,7 @@ fn full_settings() {
         ("auth", "header:X-Key"),
         ("models", "a/b:free|8192|fast+vision, c||reasoning ,d|0, e"),
         ("default_model", "c"),
-        (
-            "capabilities",
-            "tools, json-mode,JSON_SCHEMA,vision,stream_usage,reasoning,assistant_prefill",
-        ),
+        ("capabilities", "tools, json-mode,JSON_SCHEMA,vision,stream_usage,reasoning,assistant_prefill"),
         ("privacy", "no_training"),
         ("privacy_source", "https://openrouter.ai/privacy/"),
         ("privacy_verified", "2024-02-29"),
@@ -105,20 +87,14 @@ fn full_settings() {
         ("tpd", "4294967295"),
         ("shared_per_project", "TRUE"),
         ("drop_fields", "logit_bias, n,logit_bias"),
-        (
-            "extra_headers",
-            "HTTP-Referer: https://example.com; X-Title: Free LLM;",
-        ),
+        ("extra_headers", "HTTP-Referer: https://example.com; X-Title: Free LLM;"),
     ])
     .unwrap();
     assert_eq!(info.display_name, "OpenRouter");
     assert_eq!(info.key_env.as_deref(), Some("OR_KEYS"));
     assert_eq!(info.auth, AuthPlacement::Header("X-Key".into()));
-    let models: Vec<(&str, u32, ModelTags)> = info
-        .models
-        .iter()
-        .map(|m| (m.id.as_str(), m.context_window, m.tags))
-        .collect();
+    let models: Vec<(&str, u32, ModelTags)> =
+        info.models.iter().map(|m| (m.id.as_str(), m.context_window, m.tags)).collect();
     assert_eq!(
         models,
         [
@@ -143,13 +119,7 @@ fn full_settings() {
 
 #[test]
 fn blank_values_mean_default() {
-    let info = configure(&[
-        ("display_name", " "),
-        ("privacy", ""),
-        ("rpm", ""),
-        ("default_model", ""),
-    ])
-    .unwrap();
+    let info = configure(&[("display_name", " "), ("privacy", ""), ("rpm", ""), ("default_model", "")]).unwrap();
     assert_eq!(info.display_name, "openrouter");
     assert!(info.capabilities.contains(Capabilities::TOOLS));
     assert_eq!(info.privacy.policy, PrivacyPolicy::Configurable);
@@ -158,36 +128,21 @@ fn blank_values_mean_default() {
 
 #[test]
 fn id_is_required_and_checked() {
-    let no_id: Settings = BASE[1..]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let no_id: Settings = BASE[1..].iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let e = OpenAiCompatible::configure(&no_id).unwrap_err();
     assert!(e.contains("`id` is required"), "{e}");
     for bad in ["OpenRouter", "open router", "a.b", "é"] {
         error(&[("id", bad)], "id");
     }
-    assert_eq!(
-        configure(&[("id", "my-provider_2")]).unwrap().id,
-        "my-provider_2"
-    );
-    assert_eq!(
-        configure(&[("id", "lm-studio")])
-            .unwrap()
-            .key_env
-            .as_deref(),
-        Some("LM_STUDIO_API_KEY")
-    );
+    assert_eq!(configure(&[("id", "my-provider_2")]).unwrap().id, "my-provider_2");
+    assert_eq!(configure(&[("id", "lm-studio")]).unwrap().key_env.as_deref(), Some("LM_STUDIO_API_KEY"));
 }
 
 #[test]
 fn unknown_keys_are_rejected_with_a_hint() {
     let e = error(&[("modles", "x")], "modles");
     assert!(e.contains("did you mean `models`?"), "{e}");
-    assert!(
-        e.contains("valid settings: id, display_name, base_url"),
-        "{e}"
-    );
+    assert!(e.contains("valid settings: id, display_name, base_url"), "{e}");
     let e = error(&[("temperature", "1")], "temperature");
     assert!(!e.contains("did you mean"), "{e}");
 }
@@ -199,10 +154,7 @@ fn display_name_rejects_control_characters() {
 
 #[test]
 fn base_url_is_required_and_checked() {
-    let no_url: Settings = [BASE[0], BASE[2]]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let no_url: Settings = [BASE[0], BASE[2]].iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let e = OpenAiCompatible::configure(&no_url).unwrap_err();
     assert!(e.contains("`base_url` is required"), "{e}");
     for bad in [
@@ -222,39 +174,20 @@ fn base_url_is_required_and_checked() {
 
 #[test]
 fn path_is_checked() {
-    for bad in [
-        "chat/completions",
-        "//evil.com/x",
-        "/a/../b",
-        "/a b",
-        "/a#b",
-    ] {
+    for bad in ["chat/completions", "//evil.com/x", "/a/../b", "/a b", "/a#b"] {
         error(&[("path", bad)], "path");
     }
-    let up = map(
-        &[("path", "/v1/chat")],
-        json!({"model": "x", "messages": []}),
-    )
-    .unwrap();
+    let up = map(&[("path", "/v1/chat")], json!({"model": "x", "messages": []})).unwrap();
     assert_eq!(up.path, "/v1/chat");
 }
 
 #[test]
 fn auth_placements() {
     let auth = |value: &str| configure(&[("auth", value)]).map(|i| (i.auth, i.key_env));
-    assert_eq!(
-        auth("BEARER").unwrap(),
-        (AuthPlacement::Bearer, Some("OPENROUTER_API_KEY".into()))
-    );
+    assert_eq!(auth("BEARER").unwrap(), (AuthPlacement::Bearer, Some("OPENROUTER_API_KEY".into())));
     assert_eq!(auth("none").unwrap(), (AuthPlacement::None, None));
-    assert_eq!(
-        auth("header: x-goog-api-key").unwrap().0,
-        AuthPlacement::Header("x-goog-api-key".into())
-    );
-    assert_eq!(
-        auth("query:key").unwrap().0,
-        AuthPlacement::Query("key".into())
-    );
+    assert_eq!(auth("header: x-goog-api-key").unwrap().0, AuthPlacement::Header("x-goog-api-key".into()));
+    assert_eq!(auth("query:key").unwrap().0, AuthPlacement::Query("key".into()));
     for bad in [
         "basic",
         "bearer:x",
@@ -277,38 +210,20 @@ fn key_env_is_checked() {
     error(&[("key_env", "MY-KEY")], "key_env");
     let e = error(&[("auth", "none"), ("key_env", "X_KEY")], "key_env");
     assert!(e.contains("auth"), "{e}");
-    assert_eq!(
-        configure(&[("key_env", "_K1")]).unwrap().key_env.as_deref(),
-        Some("_K1")
-    );
+    assert_eq!(configure(&[("key_env", "_K1")]).unwrap().key_env.as_deref(), Some("_K1"));
 }
 
 #[test]
 fn models_are_checked() {
-    for bad in [
-        "a|1|fast|x",
-        "|100",
-        "my model",
-        "a|12k",
-        "a|-1",
-        "a|99999999999",
-        "a|1|fast+genius",
-        "a,b,a",
-        " , ,",
-    ] {
+    for bad in ["a|1|fast|x", "|100", "my model", "a|12k", "a|-1", "a|99999999999", "a|1|fast+genius", "a,b,a", " , ,"]
+    {
         error(&[("models", bad)], "models");
     }
     let e = error(&[("models", "a|1|genius")], "models");
-    assert!(
-        e.contains("valid tags: fast, smart, reasoning, vision, tools"),
-        "{e}"
-    );
+    assert!(e.contains("valid tags: fast, smart, reasoning, vision, tools"), "{e}");
     let e = error(&[("models", "a,b,a|5")], "models");
     assert!(e.contains("a is listed twice"), "{e}");
-    let no_models: Settings = BASE[..2]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let no_models: Settings = BASE[..2].iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     let e = OpenAiCompatible::configure(&no_models).unwrap_err();
     assert!(e.contains("`models` is required"), "{e}");
     let info = configure(&[("models", "x,,y,|")]);
@@ -329,71 +244,33 @@ fn default_model_must_be_listed() {
 fn capabilities_are_checked() {
     let e = error(&[("capabilities", "tools,streaming")], "capabilities");
     assert!(
-        e.contains(
-            "valid: tools, json_mode, json_schema, vision, stream_usage, reasoning, assistant_prefill"
-        ),
+        e.contains("valid: tools, json_mode, json_schema, vision, stream_usage, reasoning, assistant_prefill"),
         "{e}"
     );
-    assert_eq!(
-        configure(&[("capabilities", "none")]).unwrap().capabilities,
-        Capabilities::empty()
-    );
-    assert_eq!(
-        configure(&[("capabilities", "vision")])
-            .unwrap()
-            .capabilities,
-        Capabilities::VISION
-    );
+    assert_eq!(configure(&[("capabilities", "none")]).unwrap().capabilities, Capabilities::empty());
+    assert_eq!(configure(&[("capabilities", "vision")]).unwrap().capabilities, Capabilities::VISION);
     // `capabilities = []` in TOML arrives as "".
-    assert_eq!(
-        configure(&[("capabilities", " ")]).unwrap().capabilities,
-        Capabilities::empty()
-    );
+    assert_eq!(configure(&[("capabilities", " ")]).unwrap().capabilities, Capabilities::empty());
 }
 
 #[test]
 fn privacy_settings() {
     let policy = |p: &str| configure(&[("privacy", p)]).map(|i| i.privacy);
-    assert_eq!(
-        policy("no-training").unwrap().policy,
-        PrivacyPolicy::NoTraining
-    );
+    assert_eq!(policy("no-training").unwrap().policy, PrivacyPolicy::NoTraining);
     let configurable = policy("Configurable").unwrap();
     assert_eq!(configurable.policy, PrivacyPolicy::Configurable);
     assert!(configurable.note.contains("account settings"));
-    assert_eq!(
-        policy("free-tier-trains").unwrap().policy,
-        PrivacyPolicy::FreeTierTrains
-    );
-    assert_eq!(
-        policy("free_tier_trains").unwrap().policy,
-        PrivacyPolicy::FreeTierTrains
-    );
+    assert_eq!(policy("free-tier-trains").unwrap().policy, PrivacyPolicy::FreeTierTrains);
+    assert_eq!(policy("free_tier_trains").unwrap().policy, PrivacyPolicy::FreeTierTrains);
     assert_eq!(policy("local").unwrap().policy, PrivacyPolicy::Local);
     let e = error(&[("privacy", "private")], "privacy");
     assert!(e.contains("no-training, configurable, free-tier-trains, local"));
 
-    error(
-        &[("privacy_source", "openrouter.ai/privacy")],
-        "privacy_source",
-    );
-    for bad in [
-        "2026-4-9",
-        "2026-02-30",
-        "2023-02-29",
-        "2026-13-01",
-        "09/04/2026",
-        "1969-12-31",
-    ] {
+    error(&[("privacy_source", "openrouter.ai/privacy")], "privacy_source");
+    for bad in ["2026-4-9", "2026-02-30", "2023-02-29", "2026-13-01", "09/04/2026", "1969-12-31"] {
         error(&[("privacy_verified", bad)], "privacy_verified");
     }
-    assert_eq!(
-        configure(&[("privacy_verified", "Unverified")])
-            .unwrap()
-            .privacy
-            .last_verified,
-        "unverified"
-    );
+    assert_eq!(configure(&[("privacy_verified", "Unverified")]).unwrap().privacy.last_verified, "unverified");
     error(&[("privacy_note", "a\nb")], "privacy_note");
 }
 
@@ -405,12 +282,7 @@ fn limits_are_positive_numbers() {
         }
     }
     error(&[("shared_per_project", "yes")], "shared_per_project");
-    assert!(
-        !configure(&[("shared_per_project", "false")])
-            .unwrap()
-            .limits
-            .shared_per_project
-    );
+    assert!(!configure(&[("shared_per_project", "false")]).unwrap().limits.shared_per_project);
 }
 
 #[test]
@@ -441,10 +313,7 @@ fn extra_headers_are_checked() {
     ] {
         error(&[("extra_headers", bad)], "extra_headers");
     }
-    let e = error(
-        &[("auth", "header:X-Key"), ("extra_headers", "x-key: leaked")],
-        "extra_headers",
-    );
+    let e = error(&[("auth", "header:X-Key"), ("extra_headers", "x-key: leaked")], "extra_headers");
     assert!(e.contains("use `auth` and `key_env`"), "{e}");
 }
 
@@ -452,38 +321,25 @@ fn extra_headers_are_checked() {
 fn extra_headers_accept_a_toml_array() {
     let headers = |list: &str| {
         let c = ctx(&[("extra_headers", list)], false);
-        RequestConfig::from_settings(&c.settings)
-            .unwrap()
-            .extra_headers
+        RequestConfig::from_settings(&c.settings).unwrap().extra_headers
     };
     let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
     // `extra_headers = ["HTTP-Referer: https://a.com", "X-Title: FreeLLM"]`
     assert_eq!(
         headers("HTTP-Referer: https://a.com,X-Title: FreeLLM"),
-        [
-            pair("HTTP-Referer", "https://a.com"),
-            pair("X-Title", "FreeLLM")
-        ]
+        [pair("HTTP-Referer", "https://a.com"), pair("X-Title", "FreeLLM")]
     );
     assert_eq!(
         headers("Accept: a, b; X-Sites: https://a.com,https://b.com"),
-        [
-            pair("Accept", "a, b"),
-            pair("X-Sites", "https://a.com,https://b.com")
-        ]
+        [pair("Accept", "a, b"), pair("X-Sites", "https://a.com,https://b.com")]
     );
     assert_eq!(headers(" ; ,"), []);
 }
 
 #[test]
 fn maps_with_path_drops_and_headers() {
-    let extra = [
-        ("drop_fields", "logit_bias,user"),
-        (
-            "extra_headers",
-            "HTTP-Referer: https://example.com; X-Title: FreeLLM",
-        ),
-    ];
+    let extra =
+        [("drop_fields", "logit_bias,user"), ("extra_headers", "HTTP-Referer: https://example.com; X-Title: FreeLLM")];
     let req = ChatRequest::from_slice(
         br#"{"model":"openrouter/x","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":1},"user":"u","top_k":5}"#,
     )
@@ -515,15 +371,9 @@ fn unsupported_requests_are_skipped() {
     let none = [("capabilities", "none")];
     let tools = json!({"model": "x", "messages": [], "tools": [{"type": "function", "function": {"name": "f"}}]});
     let message = unsupported(&none, tools.clone());
-    assert!(
-        message.contains("openrouter does not support tools"),
-        "{message}"
-    );
+    assert!(message.contains("openrouter does not support tools"), "{message}");
     assert!(map(&[], tools).is_ok());
-    unsupported(
-        &none,
-        json!({"model": "x", "messages": [], "functions": [{"name": "f"}]}),
-    );
+    unsupported(&none, json!({"model": "x", "messages": [], "functions": [{"name": "f"}]}));
     // Empty or null tool lists ask for nothing.
     assert!(map(&none, json!({"model": "x", "messages": [], "tools": []})).is_ok());
     assert!(map(&none, json!({"model": "x", "messages": [], "tools": null})).is_ok());
@@ -534,13 +384,7 @@ fn unsupported_requests_are_skipped() {
     let object = json!({"model": "x", "messages": [], "response_format": {"type": "json_object"}});
     unsupported(&none, object.clone());
     assert!(map(&[], object).is_ok());
-    assert!(
-        map(
-            &none,
-            json!({"model": "x", "messages": [], "response_format": {"type": "text"}})
-        )
-        .is_ok()
-    );
+    assert!(map(&none, json!({"model": "x", "messages": [], "response_format": {"type": "text"}})).is_ok());
 
     let image = json!({"model": "x", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "what is this?"},
@@ -550,11 +394,8 @@ fn unsupported_requests_are_skipped() {
     assert!(message.contains("`vision`"), "{message}");
     assert!(map(&[("capabilities", "vision")], image).is_ok());
     assert!(
-        map(
-            &[],
-            json!({"model": "x", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]})
-        )
-        .is_ok()
+        map(&[], json!({"model": "x", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}))
+            .is_ok()
     );
 }
 
@@ -575,13 +416,7 @@ fn reset_headers_stand_in_for_retry_after() {
     let c = ctx(&[], false);
     let f = OpenAiCompatible::classify_failure(
         &c,
-        &head(
-            429,
-            &[
-                ("x-ratelimit-reset-requests", "2m59.56s"),
-                ("x-ratelimit-reset-tokens", "7.66s"),
-            ],
-        ),
+        &head(429, &[("x-ratelimit-reset-requests", "2m59.56s"), ("x-ratelimit-reset-tokens", "7.66s")]),
         RPM.as_bytes(),
     );
     assert_eq!(
@@ -590,18 +425,12 @@ fn reset_headers_stand_in_for_retry_after() {
     );
     let f = OpenAiCompatible::classify_failure(
         &c,
-        &head(
-            429,
-            &[("retry-after", "3"), ("x-ratelimit-reset-requests", "1m")],
-        ),
+        &head(429, &[("retry-after", "3"), ("x-ratelimit-reset-requests", "1m")]),
         RPM.as_bytes(),
     );
     assert_eq!(f.retry_after_ms, Some(3_000), "retry-after wins");
-    let f = OpenAiCompatible::classify_failure(
-        &c,
-        &head(429, &[("x-ratelimit-reset-tokens", "never")]),
-        RPM.as_bytes(),
-    );
+    let f =
+        OpenAiCompatible::classify_failure(&c, &head(429, &[("x-ratelimit-reset-tokens", "never")]), RPM.as_bytes());
     assert_eq!(f.retry_after_ms, None);
     let f = OpenAiCompatible::classify_failure(
         &c,
@@ -609,11 +438,7 @@ fn reset_headers_stand_in_for_retry_after() {
         br#"{"error":{"message":"No auth credentials found","code":401}}"#,
     );
     assert_eq!((f.kind, f.retry_after_ms), (FailureKind::KeyInvalid, None));
-    let f = OpenAiCompatible::classify_failure(
-        &c,
-        &head(500, &[("x-ratelimit-reset-requests", "5s")]),
-        b"",
-    );
+    let f = OpenAiCompatible::classify_failure(&c, &head(500, &[("x-ratelimit-reset-requests", "5s")]), b"");
     assert_eq!((f.kind, f.retry_after_ms), (FailureKind::Transient, None));
 }
 
@@ -624,12 +449,7 @@ fn responses_and_streams_use_the_sdk_defaults() {
     let n = OpenAiCompatible::normalize_response(&c, &head(200, &[]), body).unwrap();
     assert_eq!(n.body, body);
     let mut s = OpenAiCompatible::stream_normalizer(&c, &head(200, &[]));
-    let out = s
-        .push(vec![freellm_sdk::StreamEvent {
-            event: None,
-            data: "[DONE]".into(),
-        }])
-        .unwrap();
+    let out = s.push(vec![freellm_sdk::StreamEvent { event: None, data: "[DONE]".into() }]).unwrap();
     assert!(out.done);
 }
 
@@ -682,10 +502,7 @@ fn doc_example_settings_configure() {
 
 #[test]
 fn fixtures_pass_natively() {
-    freellm_sdk::fixtures::assert_dir::<OpenAiCompatible>(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures"
-    ));
+    freellm_sdk::fixtures::assert_dir::<OpenAiCompatible>(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"));
 }
 
 #[test]
