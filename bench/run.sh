@@ -173,7 +173,9 @@ write_gateway_config() {
     GATEWAY_PORT=$(free_port "${BENCH_GATEWAY_PORT:-18080}")
     [[ $GATEWAY_PORT != "$MOCK_PORT" ]] || GATEWAY_PORT=$(free_port $((MOCK_PORT + 1)))
     mkdir -p "$WORK/data" "$WORK/cache"
-    printf '[providers.groq]\ncomponent = "%s"\n' "$GROQ_WASM" >"$WORK/plugins.toml"
+    # The mock is not Groq: lift Groq's declared free-tier limits (30 rpm)
+    # so the gateway's own quota windows do not refuse the load.
+    printf '[providers.groq]\ncomponent = "%s"\nlimits = { rpm = 0, rpd = 0, tpm = 0, tpd = 0 }\n' "$GROQ_WASM" >"$WORK/plugins.toml"
     GATEWAY_ENV=(
         PORT="$GATEWAY_PORT"
         HOST=127.0.0.1

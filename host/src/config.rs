@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::breaker::BreakerConfig;
+use crate::cache::CacheConfig;
 use crate::plugins::SandboxLimits;
 use crate::router::Strategy;
 
@@ -55,7 +56,36 @@ pub struct Config {
     /// User-defined routes (`[routes.<name>]`), in file order; a route named
     /// like a built-in meta-model replaces it.
     pub routes: Vec<RouteConfig>,
+    /// Response cache (`CACHE_ENABLED`, `CACHE_TTL_MS`, `CACHE_MAX_ENTRIES`).
+    pub cache: CacheConfig,
+    /// Credentials and per-client limits.
+    pub security: SecurityConfig,
     env: HashMap<String, String>,
+}
+
+/// Credentials, client limits and CORS (environment only: secrets never
+/// live in `plugins.toml`).
+#[derive(Debug, Clone, Default)]
+pub struct SecurityConfig {
+    /// `FREELLM_API_KEY`: the master key.
+    pub api_key: Option<String>,
+    /// `FREELLM_ADMIN_KEY`: admin endpoints.
+    pub admin_key: Option<String>,
+    /// `FREELLM_VIRTUAL_KEYS_PATH`: the virtual keys file.
+    pub virtual_keys_path: Option<PathBuf>,
+    /// `FREELLM_TOKEN_SECRET`: enables browser tokens (≥ 32 bytes).
+    pub token_secret: Option<String>,
+    /// `FREELLM_IDENTIFIER_LIMIT` (`<max>/<windowMs>`, default `60/60000`).
+    pub identifier_limit: String,
+    /// `FREELLM_IDENTIFIER_MAX_BUCKETS` (10000).
+    pub identifier_max_buckets: usize,
+    /// `RATE_LIMIT_RPM`: requests per minute per client IP (none by default).
+    pub rate_limit_rpm: Option<u32>,
+    /// `ALLOWED_ORIGINS`: comma list, or `*`; default `*` only when no
+    /// credential is configured.
+    pub allowed_origins: Option<Vec<String>>,
+    /// `TRUST_PROXY=1`: take the client IP from the last `X-Forwarded-For` hop.
+    pub trust_proxy: bool,
 }
 
 /// How requests are spread and retried (`[routing]`, env wins).
@@ -130,6 +160,22 @@ pub struct ProviderConfig {
     pub settings: Vec<(String, String)>,
     /// Sandbox limits.
     pub sandbox: SandboxLimits,
+    /// Per-key limits overriding what the adapter declares (`[providers.<id>.limits]`).
+    pub limits: Option<LimitsOverride>,
+}
+
+/// Operator overrides of a provider's per-key limits; `Some(0)` means
+/// unlimited, `None` keeps the adapter's value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LimitsOverride {
+    /// Requests per minute.
+    pub rpm: Option<u32>,
+    /// Requests per day.
+    pub rpd: Option<u32>,
+    /// Tokens per minute.
+    pub tpm: Option<u32>,
+    /// Tokens per day.
+    pub tpd: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -202,6 +248,19 @@ struct FileProvider {
     settings_env: BTreeMap<String, String>,
     #[serde(default)]
     sandbox: FileSandbox,
+    #[serde(default)]
+    limits: Option<FileLimits>,
+}
+
+/// Per-key limits overriding the adapter's declared free tier (paid keys,
+/// self-hosted endpoints). 0 means unlimited.
+#[derive(Deserialize, Default, Debug, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    rpm: Option<u32>,
+    rpd: Option<u32>,
+    tpm: Option<u32>,
+    tpd: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -337,6 +396,46 @@ impl Config {
             routes.push(route_config(&name, value)?);
         }
 
+        let flag = |name: &str, default: bool| -> Result<bool, ConfigError> {
+            match get(name).map(str::to_ascii_lowercase).as_deref() {
+                None => Ok(default),
+                Some("1" | "true" | "yes" | "on") => Ok(true),
+                Some("0" | "false" | "no" | "off") => Ok(false),
+                Some(other) => Err(ConfigError::Invalid {
+                    name: name.into(),
+                    message: format!("expected true or false, got {other}"),
+                }),
+            }
+        };
+        let cache_defaults = CacheConfig::default();
+        let cache = CacheConfig {
+            enabled: flag("CACHE_ENABLED", cache_defaults.enabled)?,
+            ttl: positive("CACHE_TTL_MS", ms("CACHE_TTL_MS", None, cache_defaults.ttl.as_millis() as u64)?)?,
+            max_entries: match get("CACHE_MAX_ENTRIES") {
+                Some(v) => parse_num("CACHE_MAX_ENTRIES", v)?,
+                None => cache_defaults.max_entries,
+            },
+        };
+        let security = SecurityConfig {
+            api_key: get("FREELLM_API_KEY").map(str::to_owned),
+            admin_key: get("FREELLM_ADMIN_KEY").map(str::to_owned),
+            virtual_keys_path: get("FREELLM_VIRTUAL_KEYS_PATH").map(|p| resolve(base_dir, Path::new(p))),
+            token_secret: env.get("FREELLM_TOKEN_SECRET").filter(|v| !v.is_empty()).cloned(),
+            identifier_limit: get("FREELLM_IDENTIFIER_LIMIT").unwrap_or("60/60000").to_owned(),
+            identifier_max_buckets: match get("FREELLM_IDENTIFIER_MAX_BUCKETS") {
+                Some(v) => parse_num("FREELLM_IDENTIFIER_MAX_BUCKETS", v)?,
+                None => 10_000,
+            },
+            rate_limit_rpm: get("RATE_LIMIT_RPM")
+                .map(|v| parse_num("RATE_LIMIT_RPM", v))
+                .transpose()?
+                .filter(|v| *v > 0),
+            allowed_origins: get("ALLOWED_ORIGINS").map(|v| {
+                v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
+            }),
+            trust_proxy: flag("TRUST_PROXY", false)?,
+        };
+
         Ok(Self {
             host,
             port,
@@ -348,6 +447,8 @@ impl Config {
             providers,
             routing,
             routes,
+            cache,
+            security,
             env,
         })
     }
@@ -432,6 +533,7 @@ fn provider_config(
         key_env: p.key_env,
         settings: settings.into_iter().collect(),
         sandbox,
+        limits: p.limits.map(|l| LimitsOverride { rpm: l.rpm, rpd: l.rpd, tpm: l.tpm, tpd: l.tpd }),
     })
 }
 

@@ -50,6 +50,27 @@ pub enum ApiError {
         providers: Vec<Value>,
         suggestions: Vec<Value>,
     },
+    /// No credential on a protected gateway.
+    #[error("missing api key")]
+    MissingApiKey,
+    /// An unknown, expired or rejected credential.
+    #[error("invalid api key")]
+    InvalidApiKey { message: String },
+    /// The endpoint needs the admin key.
+    #[error("admin required")]
+    AdminRequired { message: String },
+    /// The per-IP limit (`RATE_LIMIT_RPM`).
+    #[error("client rate limited")]
+    ClientRateLimited { message: String, retry_after_ms: u64 },
+    /// The per-identifier limit.
+    #[error("identifier rate limited")]
+    IdentifierRateLimited { message: String, retry_after_ms: u64 },
+    /// A virtual key's daily cap.
+    #[error("virtual key cap reached")]
+    VirtualKeyCapReached { message: String },
+    /// Browser tokens are not enabled (reference code kept for compatibility).
+    #[error("browser tokens disabled")]
+    BrowserTokensDisabled,
     /// An admin call named an unknown provider.
     #[error("provider not found")]
     ProviderNotFound { id: String },
@@ -104,6 +125,12 @@ impl ApiError {
             Self::AllProvidersExhausted { .. } | Self::ProviderRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ProviderUpstream { .. } | Self::AdapterFault { .. } => StatusCode::BAD_GATEWAY,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MissingApiKey | Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
+            Self::AdminRequired { .. } => StatusCode::FORBIDDEN,
+            Self::ClientRateLimited { .. } | Self::IdentifierRateLimited { .. } | Self::VirtualKeyCapReached { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::BrowserTokensDisabled => StatusCode::BAD_REQUEST,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,6 +152,13 @@ impl ApiError {
             Self::AdapterFault { .. } => ("provider_error", "adapter_fault"),
             Self::NotFound { .. } => ("not_found_error", "not_found"),
             Self::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
+            Self::MissingApiKey => ("authentication_error", "missing_api_key"),
+            Self::InvalidApiKey { .. } => ("authentication_error", "invalid_api_key"),
+            Self::AdminRequired { .. } => ("permission_error", "admin_required"),
+            Self::ClientRateLimited { .. } => ("rate_limit_error", "client_rate_limited"),
+            Self::IdentifierRateLimited { .. } => ("rate_limit_error", "identifier_rate_limited"),
+            Self::VirtualKeyCapReached { .. } => ("rate_limit_error", "virtual_key_cap_reached"),
+            Self::BrowserTokensDisabled => ("invalid_request_error", "no_providers_configured"),
             Self::Internal(_) => ("internal_error", "internal_server_error"),
         }
     }
@@ -186,6 +220,20 @@ impl ApiError {
             }
             Self::NotFound { path } => format!("No route for {path}."),
             Self::MethodNotAllowed => "Method not allowed for this route.".into(),
+            Self::MissingApiKey => "Missing API key. Set Authorization: Bearer <key>.".into(),
+            Self::InvalidApiKey { message }
+            | Self::AdminRequired { message }
+            | Self::VirtualKeyCapReached { message } => message.clone(),
+            Self::ClientRateLimited { message, retry_after_ms }
+            | Self::IdentifierRateLimited { message, retry_after_ms } => {
+                body.insert("retry_after_ms".into(), json!(retry_after_ms));
+                message.clone()
+            }
+            Self::BrowserTokensDisabled => {
+                "Browser tokens are disabled: set FREELLM_TOKEN_SECRET to at least 32 bytes \
+                 on the gateway to enable."
+                    .into()
+            }
             Self::Internal(_) => "Internal server error".into(),
         };
         // Keep the documented key order: type, code, message, then context.
@@ -207,7 +255,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = self.status().into_response();
         if let Self::AllProvidersExhausted { retry_after_ms: Some(ms), .. }
-        | Self::ProviderRateLimited { retry_after_ms: Some(ms), .. } = &self
+        | Self::ProviderRateLimited { retry_after_ms: Some(ms), .. }
+        | Self::ClientRateLimited { retry_after_ms: ms, .. }
+        | Self::IdentifierRateLimited { retry_after_ms: ms, .. } = &self
         {
             let secs = ms.div_ceil(1000).max(1);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

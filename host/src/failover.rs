@@ -37,6 +37,7 @@ use crate::state::SharedGateway;
 use crate::stats::unix_ms;
 use crate::stream::{self, StreamStart};
 use crate::upstream::{UpstreamError, response_head};
+use crate::virtual_keys::Ticket;
 
 /// How an answer was routed, for `X-FreeLLM-Route-Reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +83,9 @@ pub struct RouteRequest<'a> {
     pub registry: Arc<Registry>,
     /// The route table.
     pub routes: &'a RouteTable,
+    /// The caller's virtual-key reservation; a stream takes it along and
+    /// settles it when it ends.
+    pub ticket: std::sync::Mutex<Option<Ticket>>,
 }
 
 /// A successful answer and how it was routed.
@@ -100,6 +104,8 @@ pub struct Answered {
     pub usage: Option<Usage>,
     /// Finish reason (non-streaming).
     pub finish_reason: Option<FinishReason>,
+    /// The body sent (non-streaming), for the cache.
+    pub body: Option<Bytes>,
 }
 
 /// A route that found no answer.
@@ -125,6 +131,7 @@ struct AnsweredTarget {
     response: Response,
     usage: Option<Usage>,
     finish_reason: Option<FinishReason>,
+    body: Option<Bytes>,
 }
 
 /// Per-request routing memory.
@@ -184,6 +191,7 @@ pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unans
                     attempted: memory.attempted,
                     usage: a.usage,
                     finish_reason: a.finish_reason,
+                    body: a.body,
                 });
             }
             TargetOutcome::Next(error) => {
@@ -252,8 +260,10 @@ async fn attempt_target(
         }
         let picked = match provider.keys.pick(&tried_keys, Instant::now(), req.estimated_tokens) {
             Ok(p) => p,
-            Err(_wait) => {
-                memory.rate_limited = true;
+            // Keys cooling down or with full windows: a rate limit, with an
+            // ETA. Keys all tried or invalid: nothing more to do here.
+            Err(wait) => {
+                memory.rate_limited |= wait != Duration::MAX;
                 break TargetOutcome::Next(None);
             }
         };
@@ -336,9 +346,15 @@ async fn attempt_target(
                     reservation,
                     hide_usage_chunks,
                     continuation: stream::Continuation::new(req.gw.clone(), req.request.clone(), all.to_vec()),
+                    ticket: &req.ticket,
                 };
-                // The stream settles its own reservation when it ends.
-                stream::start(start).await.map(|response| AnsweredTarget { response, usage: None, finish_reason: None })
+                // The stream settles its own reservations when it ends.
+                stream::start(start).await.map(|response| AnsweredTarget {
+                    response,
+                    usage: None,
+                    finish_reason: None,
+                    body: None,
+                })
             } else {
                 let answered = complete(req, &adapter, &ctx, head, response, provider).await;
                 let tokens = answered.as_ref().ok().and_then(|a| a.usage.map(|u| u.total_tokens));
@@ -607,11 +623,13 @@ async fn complete(
         provider: provider.id.to_string(),
         message: format!("adapter \"{}\" returned a body that is not a JSON object", provider.id),
     })?;
-    let mut response = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out).into_response();
+    let out = Bytes::from(out);
+    let mut response =
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out.clone()).into_response();
     if normalized.finish_reason == Some(FinishReason::Length) && wants_json(&req.request) {
         response.headers_mut().insert("x-freellm-warning", HeaderValue::from_static("json-possibly-truncated"));
     }
-    Ok(AnsweredTarget { response, usage: normalized.usage, finish_reason: normalized.finish_reason })
+    Ok(AnsweredTarget { response, usage: normalized.usage, finish_reason: normalized.finish_reason, body: Some(out) })
 }
 
 /// Inserts `"x_freellm_provider":"<id>"` as the first field of a JSON object

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::quota::{Headroom, KeyWindows, Limits, Reservation, WindowUse};
+use crate::quota::{Headroom, KeyWindows, Limits, Reservation, WindowState, WindowUse};
 
 /// Cooldown applied on a 429 that names no `Retry-After`.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
@@ -262,6 +262,36 @@ impl KeyRing {
         let until = self.keys.get(index)?.cooled_until_ms.load(Ordering::Relaxed);
         let now = self.ms(Instant::now());
         (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// A stable, non-secret name for key `index` of provider `provider`, used
+    /// by the persistent store: `<provider>#<first 16 hex of SHA-256(key)>`.
+    pub fn store_id(&self, provider: &str, index: usize) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let key = self.keys.get(index)?;
+        Some(match &key.secret {
+            Some(secret) => format!("{provider}#{}", &hex::encode(Sha256::digest(secret.as_bytes()))[..16]),
+            None => format!("{provider}#keyless"),
+        })
+    }
+
+    /// Every key's windows, for the persistent store.
+    pub fn export_windows(&self, provider: &str) -> Vec<(String, WindowState)> {
+        let now = Instant::now();
+        (0..self.keys.len())
+            .filter_map(|i| Some((self.store_id(provider, i)?, self.keys[i].windows.export(now))))
+            .collect()
+    }
+
+    /// Restores windows saved under the same store ids (keys whose secret
+    /// changed start empty).
+    pub fn restore_windows(&mut self, provider: &str, saved: &dyn Fn(&str) -> Option<WindowState>) {
+        let now = Instant::now();
+        for i in 0..self.keys.len() {
+            if let Some(state) = self.store_id(provider, i).and_then(|id| saved(&id)) {
+                self.keys[i].windows = KeyWindows::import(&state, now);
+            }
+        }
     }
 
     /// Every key's state, for `/v1/status`.

@@ -8,11 +8,17 @@
 //! streams with [`stream`] and [`sse`]) → errors rendered by [`error`].
 
 pub mod api;
+pub mod auth;
 pub mod breaker;
+pub mod cache;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod failover;
+pub mod guard;
+pub mod identifier;
 pub mod keys;
+pub mod persist;
 pub mod plugins;
 pub mod quota;
 pub mod redact;
@@ -21,6 +27,9 @@ pub mod server;
 pub mod sse;
 pub mod state;
 pub mod stats;
+pub mod store;
 pub mod stream;
+pub mod tokens;
 pub mod upstream;
 pub mod validate;
+pub mod virtual_keys;

@@ -2,7 +2,10 @@
 //!
 //! Every route is served at `/` and again under `/api` (as the reference
 //! gateway does). The stack, outermost first: request id (assigns or echoes
-//! `X-Request-Id` and renders every error body with it), then the routes.
+//! `X-Request-Id` and renders every error body with it), CORS ([`crate::cors`],
+//! answers preflights before authentication), the guard ([`crate::guard`]:
+//! authentication, admin-only endpoints, per-IP and per-identifier limits),
+//! then the routes.
 
 use std::net::SocketAddr;
 
@@ -29,7 +32,9 @@ pub fn app(gw: SharedGateway) -> Router {
         .route("/v1/models", get(api::models::list_models))
         .route("/v1/status", get(api::status::status))
         .route("/v1/status/routing", patch(api::status::set_routing))
-        .route("/v1/status/providers/{id}/reset", post(api::status::reset_provider));
+        .route("/v1/status/providers/{id}/reset", post(api::status::reset_provider))
+        .route("/v1/status/virtual-keys", get(api::status::virtual_keys))
+        .route("/v1/tokens/issue", post(api::tokens::issue));
     Router::new()
         .merge(routes.clone())
         .nest("/api", routes)
@@ -37,6 +42,8 @@ pub fn app(gw: SharedGateway) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // The chat handler enforces the configured limit itself (413 with our envelope).
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(gw.clone(), crate::guard::guard))
+        .layer(middleware::from_fn_with_state(gw.clone(), crate::cors::cors))
         .layer(middleware::from_fn(request_id))
         .with_state(gw)
 }
@@ -83,8 +90,9 @@ pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, "FreeLLM gateway listening");
-    let app = app(gw);
+    let app = app(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    gw.persist_now();
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -1,16 +1,24 @@
 //! The state every handler shares: configuration, the provider registry
-//! snapshot, the route table, the plugin engine, the upstream client and
-//! the request log.
+//! snapshot, routes, credentials and virtual keys, limiters, the response
+//! cache, the plugin engine, the upstream client, the request log and the
+//! persistent store.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::{self, Credentials};
+use crate::cache::ResponseCache;
 use crate::config::Config;
+use crate::cors::AllowedOrigins;
+use crate::identifier::{IdentifierLimit, IdentifierLimiter};
 use crate::plugins::{PluginEngine, Registry};
 use crate::router::{RouteTable, StrategyCell};
 use crate::stats::RequestLog;
+use crate::store::Store;
+use crate::tokens::TokenSecret;
 use crate::upstream::Upstream;
+use crate::virtual_keys::VirtualKeys;
 
 /// Shared gateway state (cheap to clone: one `Arc`).
 pub type SharedGateway = Arc<Gateway>;
@@ -25,30 +33,94 @@ pub struct Gateway {
     pub routes: RouteTable,
     /// The global routing strategy (switchable at runtime).
     pub strategy: StrategyCell,
+    /// Master and admin keys, browser-token secret.
+    pub credentials: Credentials,
+    /// Virtual keys and their usage.
+    pub virtual_keys: Arc<VirtualKeys>,
+    /// The response cache.
+    pub cache: ResponseCache,
+    /// Per-identifier limit.
+    pub identifier_limiter: IdentifierLimiter,
+    /// Per-IP limit (`RATE_LIMIT_RPM`).
+    pub ip_limiter: Option<IdentifierLimiter>,
+    /// CORS allowlist.
+    pub cors: AllowedOrigins,
     /// The plugin engine (kept for reloads).
     pub engine: Arc<PluginEngine>,
     /// The pooled upstream client.
     pub upstream: Upstream,
     /// Recent chat requests and gateway-wide counters.
     pub log: RequestLog,
+    /// Where counters survive restarts.
+    pub store: Option<Arc<Store>>,
+    /// Keeps the virtual-keys file watcher alive.
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Gateway {
-    /// Builds the engine, loads every configured provider and the client.
+    /// Builds everything: an invalid credential, keys file or store refuses
+    /// to start with a message saying what to fix.
     pub async fn start(config: Config) -> anyhow::Result<SharedGateway> {
+        let sec = &config.security;
+        let token_secret = match &sec.token_secret {
+            Some(s) => Some(TokenSecret::new(s.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?),
+            None => None,
+        };
+        let virtual_keys = Arc::new(match &sec.virtual_keys_path {
+            Some(path) => VirtualKeys::load(path)?,
+            None => VirtualKeys::none(),
+        });
+        let credentials = Credentials { master: sec.api_key.clone(), admin: sec.admin_key.clone(), token_secret };
+        let identifier_limit = IdentifierLimit::parse(&sec.identifier_limit).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let identifier_limiter = IdentifierLimiter::new(identifier_limit, sec.identifier_max_buckets);
+        let ip_limiter = match sec.rate_limit_rpm {
+            Some(rpm) => Some(IdentifierLimiter::new(
+                IdentifierLimit::per_minute(rpm).map_err(|e| anyhow::anyhow!("RATE_LIMIT_RPM: {e}"))?,
+                sec.identifier_max_buckets,
+            )),
+            None => None,
+        };
+        let cors = AllowedOrigins::new(sec.allowed_origins.as_deref(), auth::is_protected(&credentials, &virtual_keys));
+
+        let store = Arc::new(Store::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
+        crate::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
+
         let engine = PluginEngine::new()?;
-        let registry = Registry::load(&engine, &config).await;
+        let registry = Registry::load(&engine, &config, Some(&store)).await;
+        crate::persist::restore_provider_usage(&store, &registry).map_err(|e| anyhow::anyhow!("{e}"))?;
         let upstream = Upstream::new(config.upstream)?;
         let routes = RouteTable::new(&config.routes);
         let strategy = StrategyCell::new(config.routing.strategy);
-        Ok(Arc::new(Self {
+        let cache = ResponseCache::new(config.cache);
+        let watcher = virtual_keys.watch();
+        let gw = Arc::new(Self {
             config,
             registry: ArcSwap::from_pointee(registry),
             routes,
             strategy,
+            credentials,
+            virtual_keys,
+            cache,
+            identifier_limiter,
+            ip_limiter,
+            cors,
             engine,
             upstream,
             log: RequestLog::default(),
-        }))
+            store: Some(store.clone()),
+            _watcher: watcher,
+        });
+        crate::persist::spawn_snapshots(&gw, store);
+        Ok(gw)
+    }
+
+    /// Commits the counters one last time (graceful shutdown).
+    pub fn persist_now(&self) {
+        if let Some(store) = &self.store {
+            match crate::persist::snapshot(self, store) {
+                Ok(n) => tracing::info!(entries = n, "counters persisted"),
+                Err(e) => tracing::error!(error = %e, "cannot persist counters at shutdown"),
+            }
+        }
     }
 }

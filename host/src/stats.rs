@@ -35,7 +35,7 @@ pub fn iso8601(ms: u64) -> String {
 }
 
 /// Token usage summed over a window.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageTotals {
     /// Prompt tokens.
@@ -82,6 +82,23 @@ impl UsageTracker {
             total_tokens: prompt + completion,
             request_count: 1,
         });
+    }
+
+    /// The non-empty buckets `(hour since epoch, totals)`, for the store.
+    pub fn export(&self) -> Vec<(u64, UsageTotals)> {
+        let buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        buckets.iter().filter(|(_, t)| t.request_count > 0).copied().collect()
+    }
+
+    /// Restores buckets saved by [`export`](Self::export) (later ones win).
+    pub fn import(&self, saved: &[(u64, UsageTotals)]) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        for (hour, totals) in saved {
+            let slot = &mut buckets[(hour % HOURS as u64) as usize];
+            if slot.0 <= *hour {
+                *slot = (*hour, *totals);
+            }
+        }
     }
 
     /// The sum over the last 24 hourly buckets.
@@ -182,6 +199,8 @@ pub struct RequestLogEntry {
     /// Finish reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// Answered from the cache.
+    pub cached: bool,
 }
 
 /// Entries the log keeps.
@@ -272,6 +291,7 @@ mod tests {
                 prompt_tokens: None,
                 completion_tokens: None,
                 finish_reason: None,
+                cached: false,
             });
         }
         let recent = log.recent(50);

@@ -42,9 +42,10 @@ use crate::sse::Framer;
 use crate::state::SharedGateway;
 use crate::stats::unix_ms;
 use crate::upstream::response_head;
+use crate::virtual_keys::Ticket;
 
 /// Everything needed to start relaying one stream.
-pub struct StreamStart {
+pub struct StreamStart<'t> {
     /// The adapter version that mapped the request.
     pub adapter: Arc<Adapter>,
     /// Call context for the normalizer.
@@ -69,12 +70,14 @@ pub struct StreamStart {
     pub hide_usage_chunks: bool,
     /// Where a cut stream may be resumed.
     pub continuation: Continuation,
+    /// The caller's virtual-key reservation, taken once the stream commits.
+    pub ticket: &'t std::sync::Mutex<Option<Ticket>>,
 }
 
 /// Opens the adapter's normalizer and waits for the first chunk, then
 /// commits: returns the SSE response whose body the relay task feeds. Any
 /// failure before that allows failover, since nothing has reached the client.
-pub async fn start(s: StreamStart) -> Result<Response, ApiError> {
+pub async fn start(s: StreamStart<'_>) -> Result<Response, ApiError> {
     let provider_error = |message: String| ApiError::ProviderUpstream {
         provider: s.provider.id.to_string(),
         message,
@@ -129,6 +132,7 @@ pub async fn start(s: StreamStart) -> Result<Response, ApiError> {
         stream_id: None,
         splice: None,
         hide_usage_chunks: s.hide_usage_chunks,
+        ticket: s.ticket.lock().unwrap_or_else(|e| e.into_inner()).take(),
     };
     tokio::spawn(relay.run(first));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -310,6 +314,8 @@ struct Relay {
     stream_id: Option<String>,
     splice: Option<Splice>,
     hide_usage_chunks: bool,
+    /// Settled with the stream's token use when it ends.
+    ticket: Option<Ticket>,
 }
 
 impl Relay {
@@ -317,6 +323,11 @@ impl Relay {
         let started = Instant::now();
         let result = self.relay(first).await;
         self.source.account();
+        if let Some(ticket) = self.ticket.take() {
+            // A committed stream used the provider whatever its ending.
+            let tokens = self.source.usage.map_or(0, |u| u64::from(u.total_tokens));
+            ticket.settle(unix_ms(SystemTime::now()), tokens);
+        }
         let provider = self.source.provider.id.clone();
         match result {
             Ok(()) => {

@@ -105,6 +105,8 @@ pub enum Reply {
     Stream { pieces: Vec<(Duration, String)>, cut: bool },
     /// Never answers (until the client gives up).
     Hang,
+    /// Another reply, sent after a delay (a slow first byte).
+    Delayed(Duration, Box<Reply>),
 }
 
 impl Reply {
@@ -196,8 +198,12 @@ async fn handle(State(state): State<Arc<MockState>>, req: Request) -> Response {
         body,
         at: Instant::now(),
     };
-    let reply = state.queue.lock().expect("lock").pop_front().unwrap_or_else(|| (state.fallback)(&recorded));
+    let mut reply = state.queue.lock().expect("lock").pop_front().unwrap_or_else(|| (state.fallback)(&recorded));
     state.requests.lock().expect("lock").push(recorded);
+    while let Reply::Delayed(delay, inner) = reply {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
     match reply {
         Reply::Json { status, headers, body } => {
             let mut response =
@@ -229,6 +235,7 @@ async fn handle(State(state): State<Arc<MockState>>, req: Request) -> Response {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
+        Reply::Delayed(..) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -342,6 +349,40 @@ impl Gateway {
         let mut gateway = Self { url, http, data_dir, child, log };
         gateway.wait_healthy().await;
         gateway
+    }
+
+    /// Stops the gateway gracefully (SIGTERM) and waits for it to exit.
+    pub async fn terminate(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+
+    /// Kills the gateway (SIGKILL), as a crash would, and waits for it.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Starts a gateway that must refuse to boot; returns its exit code and log.
+    pub async fn start_failing(options: GatewayOptions) -> (Option<i32>, String) {
+        let bin = build_artifacts();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("plugins.toml");
+        std::fs::write(&config_path, &options.config).expect("write config");
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env_clear()
+            .env("PORT", free_port().to_string())
+            .env("FREELLM_DATA_DIR", dir.path().join("data"));
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let out = tokio::task::spawn_blocking(move || cmd.output()).await.expect("join").expect("run gateway");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
     async fn wait_healthy(&mut self) {

@@ -145,8 +145,10 @@ async fn a_rate_limited_key_fails_over_to_the_next_key() {
     let seen = mock.requests();
     assert_eq!(seen.len(), 2);
     assert_ne!(seen[0].header("authorization"), seen[1].header("authorization"));
-    // The cooled key is skipped by the next request.
-    let r = gw.chat(chat_body("groq/llama-3.3-70b-versatile")).await;
+    // The cooled key is skipped by the next request (another prompt: no cache hit).
+    let mut other = chat_body("groq/llama-3.3-70b-versatile");
+    other["messages"][0]["content"] = json!("Something else");
+    let r = gw.chat(other).await;
     assert_eq!(r.status(), 200);
     assert_eq!(mock.requests()[2].header("authorization"), seen[1].header("authorization"));
 }

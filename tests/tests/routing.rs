@@ -16,6 +16,8 @@ async fn two_providers(groq: &MockUpstream, ollama: &MockUpstream, groq_keys: &s
         ("GROQ_BASE_URL".into(), format!("{}/v1", groq.url)),
         ("OLLAMA_BASE_URL".into(), ollama.url.clone()),
         ("OLLAMA_MODELS".into(), "llama3".into()),
+        // Routing is under test: identical requests must reach the upstreams.
+        ("CACHE_ENABLED".into(), "false".into()),
     ];
     env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     Gateway::start_with(GatewayOptions { config: default_config(), env }).await
@@ -91,7 +93,9 @@ async fn a_provider_failing_for_a_while_opens_its_breaker_then_one_probe_closes_
     let h = healthy.clone();
     let groq = MockUpstream::start(move |r| {
         if h.load(Ordering::SeqCst) {
-            Reply::ok(completion(r.json()["model"].as_str().unwrap_or("m"), "back"))
+            // A slow answer keeps the probe in flight while the others arrive.
+            let ok = Reply::ok(completion(r.json()["model"].as_str().unwrap_or("m"), "back"));
+            Reply::Delayed(Duration::from_millis(400), Box::new(ok))
         } else {
             Reply::error(503, "over capacity")
         }
@@ -432,7 +436,8 @@ async fn quota_aware_routing_avoids_a_key_whose_declared_window_is_full() {
         provider("first", &limited.url, 2),
         provider("second", &other.url, 1000)
     );
-    let gw = Gateway::start_with(GatewayOptions { config, env: vec![] }).await;
+    let env = vec![("CACHE_ENABLED".to_owned(), "false".to_owned())];
+    let gw = Gateway::start_with(GatewayOptions { config, env }).await;
     let mut providers = Vec::new();
     for _ in 0..5 {
         let r = gw.chat(chat_body("pair")).await;

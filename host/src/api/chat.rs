@@ -13,18 +13,24 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use serde_json::Value;
 
+use axum::response::IntoResponse;
+
+use crate::auth::Principal;
+use crate::cache::{self, CachedAnswer};
 use crate::error::ApiError;
-use crate::failover::{self, Answered, RouteReason, RouteRequest};
+use crate::failover::{self, Answered, RouteRequest};
 use crate::router::{self, Needs, PlanRequest};
 use crate::server::RequestId;
 use crate::state::SharedGateway;
 use crate::stats::{RequestLogEntry, iso8601, unix_ms};
 use crate::validate::validate_chat_request;
+use crate::virtual_keys::{Refusal, Ticket, VirtualKey};
 
 /// The chat endpoint.
 pub async fn chat_completions(
     State(gw): State<SharedGateway>,
     Extension(request_id): Extension<RequestId>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -37,8 +43,28 @@ pub async fn chat_completions(
     let strict = header_flag(&headers, "x-freellm-strict");
     let no_training = privacy_posture(&headers)?;
     let needs = Needs::of(&request, bytes.len(), no_training);
-
     let started = Instant::now();
+
+    // A virtual key reserves its slot before anything else; a failed route
+    // drops the ticket and frees it.
+    let ticket = match principal.as_ref().and_then(|Extension(p)| p.virtual_key()) {
+        Some(key) => Some(
+            gw.virtual_keys
+                .admit(key, &model, unix_ms(SystemTime::now()))
+                .map_err(|refusal| refusal_error(refusal, key, &model))?,
+        ),
+        None => None,
+    };
+
+    // The cache: strict mode skips reads (one real attempt) but still stores.
+    let cache_key = gw.cache.key_for(&request, no_training);
+    if !strict
+        && let Some(key) = &cache_key
+        && let Some(hit) = gw.cache.get(key)
+    {
+        return Ok(cache_hit(&gw, &request_id.0, &model, started, &hit, ticket));
+    }
+
     let registry = gw.registry.load_full();
     let plan_request = PlanRequest {
         model: &model,
@@ -79,13 +105,91 @@ pub async fn chat_completions(
         estimated_tokens: needs.estimated_tokens,
         registry: registry.clone(),
         routes: &gw.routes,
+        ticket: std::sync::Mutex::new(ticket),
     };
     match failover::route(&route_request, plan).await {
-        Ok(answered) => Ok(finish(&gw, &request_id.0, &model, is_stream, started, answered)),
+        Ok(answered) => {
+            if let Some(ticket) = route_request.ticket.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let tokens = answered.usage.map_or(0, |u| u64::from(u.total_tokens));
+                ticket.settle(unix_ms(SystemTime::now()), tokens);
+            }
+            if let (Some(key), Some(body)) = (cache_key, &answered.body) {
+                let entry = CachedAnswer {
+                    body: body.clone(),
+                    provider: answered.provider.id.clone(),
+                    upstream_model: answered.upstream_model.clone(),
+                    usage: answered.usage,
+                };
+                gw.cache.put(key, entry, answered.finish_reason);
+            }
+            Ok(finish(&gw, &request_id.0, &model, is_stream, started, answered))
+        }
         Err(unanswered) => {
             log_failure(&gw, &request_id.0, &model, is_stream, started, &unanswered.error, unanswered.attempted);
             Err(unanswered.error)
         }
+    }
+}
+
+/// Answers from the cache: the original provider's body, marked.
+fn cache_hit(
+    gw: &SharedGateway,
+    request_id: &str,
+    model: &str,
+    started: Instant,
+    hit: &CachedAnswer,
+    ticket: Option<Ticket>,
+) -> Response {
+    if let Some(ticket) = ticket {
+        ticket.settle(unix_ms(SystemTime::now()), hit.usage.map_or(0, |u| u64::from(u.total_tokens)));
+    }
+    let mut response =
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], cache::hit_body(&hit.body))
+            .into_response();
+    let route = RouteHeaders {
+        provider: &hit.provider,
+        upstream_model: &hit.upstream_model,
+        requested: model,
+        reason: "cache",
+    };
+    route.apply(response.headers_mut());
+    response.headers_mut().insert("x-freellm-cached", HeaderValue::from_static("true"));
+    let latency_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(request_id, model, provider = %hit.provider, reason = "cache", latency_ms, "chat answered from cache");
+    gw.log.push(RequestLogEntry {
+        id: request_id.to_owned(),
+        timestamp: iso8601(unix_ms(SystemTime::now())),
+        requested_model: model.to_owned(),
+        resolved_model: Some(format!("{}/{}", hit.provider, hit.upstream_model)),
+        provider: Some(hit.provider.to_string()),
+        latency_ms,
+        streaming: false,
+        status: "success",
+        route_reason: Some("cache"),
+        attempted: Vec::new(),
+        error: None,
+        prompt_tokens: hit.usage.map(|u| u.prompt_tokens),
+        completion_tokens: hit.usage.map(|u| u.completion_tokens),
+        finish_reason: None,
+        cached: true,
+    });
+    response
+}
+
+fn refusal_error(refusal: Refusal, key: &VirtualKey, model: &str) -> ApiError {
+    let masked = key.masked_id();
+    match refusal {
+        Refusal::Expired => ApiError::InvalidApiKey { message: format!("virtual key {masked} is expired") },
+        Refusal::ModelNotAllowed => ApiError::ModelNotSupported {
+            model: model.to_owned(),
+            message: format!("virtual key {masked} does not allow model \"{model}\""),
+        },
+        Refusal::RequestCap(cap) => ApiError::VirtualKeyCapReached {
+            message: format!("virtual key {masked} exhausted its 24h request cap ({cap})"),
+        },
+        Refusal::TokenCap(cap) => ApiError::VirtualKeyCapReached {
+            message: format!("virtual key {masked} exhausted its 24h token cap ({cap})"),
+        },
     }
 }
 
@@ -103,7 +207,7 @@ fn finish(
         provider: &a.provider.id,
         upstream_model: &a.upstream_model,
         requested: model,
-        reason: a.reason,
+        reason: a.reason.as_str(),
     };
     route.apply(response.headers_mut());
     let latency_ms = started.elapsed().as_millis() as u64;
@@ -124,6 +228,7 @@ fn finish(
         prompt_tokens: a.usage.map(|u| u.prompt_tokens),
         completion_tokens: a.usage.map(|u| u.completion_tokens),
         finish_reason: a.finish_reason.map(|f| format!("{f:?}").to_lowercase()),
+        cached: false,
     });
     response
 }
@@ -154,6 +259,7 @@ fn log_failure(
         prompt_tokens: None,
         completion_tokens: None,
         finish_reason: None,
+        cached: false,
     });
 }
 
@@ -189,7 +295,7 @@ struct RouteHeaders<'a> {
     provider: &'a str,
     upstream_model: &'a str,
     requested: &'a str,
-    reason: RouteReason,
+    reason: &'static str,
 }
 
 impl RouteHeaders<'_> {
@@ -203,7 +309,7 @@ impl RouteHeaders<'_> {
         set("x-freellm-model", &format!("{}/{}", self.provider, self.upstream_model));
         set("x-freellm-requested-model", self.requested);
         set("x-freellm-cached", "false");
-        set("x-freellm-route-reason", self.reason.as_str());
+        set("x-freellm-route-reason", self.reason);
     }
 }
 
@@ -216,9 +322,19 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     if is_json { Ok(()) } else { Err(ApiError::UnsupportedMediaType { got: value }) }
 }
 
+/// Oversized bodies up to this size are read before the 413 is sent.
+const MAX_DRAIN_BYTES: u64 = 16 << 20;
+
 async fn read_limited(body: Body, content_length: Option<&HeaderValue>, limit: usize) -> Result<Bytes, ApiError> {
     let declared = content_length.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
+        // Read (and drop) a moderately oversized body before answering, so
+        // the client sees the 413 instead of a connection reset mid-upload;
+        // anything larger, or slower than a second, is cut off.
+        if declared.is_some_and(|len| len <= MAX_DRAIN_BYTES) {
+            let drain = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_DRAIN_BYTES as usize));
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+        }
         return Err(ApiError::PayloadTooLarge { limit });
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {

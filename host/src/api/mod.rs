@@ -4,3 +4,4 @@ pub mod chat;
 pub mod health;
 pub mod models;
 pub mod status;
+pub mod tokens;

@@ -71,6 +71,49 @@ pub async fn status(State(gw): State<SharedGateway>) -> Json<Value> {
         })).collect::<Vec<_>>(),
         "recentRequests": log.recent(RECENT),
         "usage": usage,
+        "cache": gw.cache.stats(),
+        "browserTokens": {
+            "enabled": gw.credentials.token_secret.is_some(),
+            "minSecretBytes": 32,
+            "maxTtlSeconds": 900,
+        },
+        "virtualKeys": {
+            "count": gw.virtual_keys.current().len(),
+            "lastReloadError": gw.virtual_keys.last_error(),
+        },
+    }))
+}
+
+/// `GET /v1/status/virtual-keys` (admin): masked ids, caps and usage.
+pub async fn virtual_keys(State(gw): State<SharedGateway>) -> Json<Value> {
+    let now_ms = unix_ms(SystemTime::now());
+    let set = gw.virtual_keys.current();
+    let mut keys: Vec<Value> = set
+        .keys()
+        .map(|k| {
+            let (requests, tokens) = gw.virtual_keys.usage_of(&k.id, now_ms);
+            json!({
+                "maskedId": k.masked_id(),
+                "label": k.label,
+                "allowedModels": k.allowed_models,
+                "expiresAt": k.expires_at,
+                "expired": k.expired(now_ms),
+                "dailyRequestCap": k.daily_request_cap,
+                "dailyTokenCap": k.daily_token_cap,
+                "requestsInWindow": requests,
+                "tokensInWindow": tokens,
+                "requestCapRemaining": k.daily_request_cap.map(|c| c.saturating_sub(requests)),
+                "tokenCapRemaining": k.daily_token_cap.map(|c| c.saturating_sub(tokens)),
+            })
+        })
+        .collect();
+    keys.sort_by(|a, b| a["label"].as_str().cmp(&b["label"].as_str()));
+    Json(json!({
+        "softCapWarning": "Counters are rolling 24h and persisted across restarts (at most the last second of \
+             counts can be lost to a crash). Request caps are exact; not a billing system.",
+        "count": keys.len(),
+        "lastReloadError": gw.virtual_keys.last_error(),
+        "keys": keys,
     }))
 }
 

@@ -17,6 +17,7 @@ use crate::config::{Config, ProviderConfig};
 use crate::keys::KeyRing;
 use crate::quota::Limits;
 use crate::stats::ProviderStats;
+use crate::store::Store;
 
 /// One configured provider slot.
 pub struct ProviderEntry {
@@ -88,11 +89,12 @@ impl Registry {
 
     /// Loads every configured provider. A provider that fails to load is kept
     /// as a disabled slot with the error as its note; the gateway still starts.
-    pub async fn load(engine: &Arc<PluginEngine>, config: &Config) -> Self {
+    pub async fn load(engine: &Arc<PluginEngine>, config: &Config, store: Option<&Store>) -> Self {
         // Components load concurrently (compilation runs on blocking threads);
         // the registry keeps the file's order.
         let loaded =
-            futures_util::future::join_all(config.providers.iter().map(|pc| load_provider(engine, config, pc))).await;
+            futures_util::future::join_all(config.providers.iter().map(|pc| load_provider(engine, config, pc, store)))
+                .await;
         let mut providers = Vec::with_capacity(config.providers.len());
         for (pc, loaded) in config.providers.iter().zip(loaded) {
             let entry = match loaded {
@@ -127,6 +129,7 @@ async fn load_provider(
     engine: &Arc<PluginEngine>,
     config: &Config,
     pc: &ProviderConfig,
+    store: Option<&Store>,
 ) -> Result<ProviderEntry, loader::LoadError> {
     let compiled = {
         let engine = engine.clone();
@@ -163,13 +166,23 @@ async fn load_provider(
         (true, None)
     };
     let l = &info.limits;
-    let limits = Limits {
-        requests_per_minute: l.requests_per_minute,
-        requests_per_day: l.requests_per_day,
-        tokens_per_minute: l.tokens_per_minute,
-        tokens_per_day: l.tokens_per_day,
+    let o = pc.limits.unwrap_or_default();
+    // An operator override wins; 0 there means unlimited.
+    let pick = |over: Option<u32>, declared: Option<u32>| match over {
+        Some(0) => None,
+        Some(v) => Some(v),
+        None => declared,
     };
-    let keys = if needs_key { KeyRing::new(keys, limits) } else { KeyRing::keyless(limits) };
+    let limits = Limits {
+        requests_per_minute: pick(o.rpm, l.requests_per_minute),
+        requests_per_day: pick(o.rpd, l.requests_per_day),
+        tokens_per_minute: pick(o.tpm, l.tokens_per_minute),
+        tokens_per_day: pick(o.tpd, l.tokens_per_day),
+    };
+    let mut keys = if needs_key { KeyRing::new(keys, limits) } else { KeyRing::keyless(limits) };
+    if let Some(store) = store {
+        keys.restore_windows(&pc.id, &|id| crate::persist::saved_window(store, id));
+    }
     let base_url = pc.base_url.clone().unwrap_or_else(|| info.default_base_url.trim_end_matches('/').to_owned());
     tracing::debug!(provider = %pc.id, hash = %adapter.hash, version = %info.adapter_version, "adapter loaded");
     Ok(ProviderEntry {

@@ -1,0 +1,94 @@
+//! What survives a restart: virtual-key usage, per-key windows and
+//! per-provider token usage, kept in the embedded store
+//! ([`crate::store`], one file under `FREELLM_DATA_DIR`).
+//!
+//! Every second a snapshot of the counters is staged and committed in one
+//! transaction; graceful shutdown commits a last one. **Guarantee:** a
+//! SIGKILL or power loss loses at most the last second of counts; anything
+//! committed survives (redb is crash-safe). Nothing secret is stored: keys
+//! are named by a hash (see [`crate::keys::KeyRing::store_id`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::plugins::Registry;
+use crate::quota::WindowState;
+use crate::state::Gateway;
+use crate::stats::UsageTotals;
+use crate::store::{Store, StoreError, Table};
+use crate::virtual_keys::{UsageWindow, VirtualKeys};
+
+/// How often counters are committed.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+fn vk_store_id(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+/// Restores virtual-key usage for the keys now loaded.
+pub fn restore_virtual_keys(store: &Store, keys: &VirtualKeys) -> Result<(), StoreError> {
+    let saved: Vec<(String, UsageWindow)> = store.all(Table::VirtualKeyUsage)?;
+    let set = keys.current();
+    let restored: Vec<(String, UsageWindow)> = set
+        .keys()
+        .filter_map(|k| {
+            let id = vk_store_id(&k.id);
+            saved.iter().find(|(s, _)| *s == id).map(|(_, w)| (k.id.clone(), w.clone()))
+        })
+        .collect();
+    keys.import_usage(restored);
+    Ok(())
+}
+
+/// The saved window of a provider key, for [`crate::keys::KeyRing::restore_windows`].
+pub fn saved_window(store: &Store, store_id: &str) -> Option<WindowState> {
+    store.get(Table::KeyWindows, store_id).ok().flatten()
+}
+
+/// Restores per-provider token usage.
+pub fn restore_provider_usage(store: &Store, registry: &Registry) -> Result<(), StoreError> {
+    for p in &registry.providers {
+        if let Some(saved) = store.get::<Vec<(u64, UsageTotals)>>(Table::ProviderUsage, &p.id)? {
+            p.stats.usage.import(&saved);
+        }
+    }
+    Ok(())
+}
+
+/// Stages every counter and commits them in one transaction.
+pub fn snapshot(gw: &Gateway, store: &Store) -> Result<usize, StoreError> {
+    for (id, window) in gw.virtual_keys.export_usage() {
+        store.stage(Table::VirtualKeyUsage, &vk_store_id(&id), &window)?;
+    }
+    let registry = gw.registry.load();
+    for p in &registry.providers {
+        for (id, state) in p.keys.export_windows(&p.id) {
+            store.stage(Table::KeyWindows, &id, &state)?;
+        }
+        store.stage(Table::ProviderUsage, &p.id, &p.stats.usage.export())?;
+    }
+    store.flush()
+}
+
+/// Commits a snapshot every [`SNAPSHOT_EVERY`] until the gateway is dropped.
+pub fn spawn_snapshots(gw: &Arc<Gateway>, store: Arc<Store>) {
+    let weak = Arc::downgrade(gw);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(gw) = weak.upgrade() else { break };
+            let store = store.clone();
+            // redb commits fsync: keep them off the async workers.
+            let result = tokio::task::spawn_blocking(move || snapshot(&gw, &store)).await;
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot persist counters"),
+                Err(e) => tracing::error!(error = %e, "counter snapshot task failed"),
+            }
+        }
+    });
+}

@@ -1,0 +1,570 @@
+//! Virtual sub-keys: credentials an operator hands out, each with a model
+//! allowlist, an expiry and daily request and token caps.
+//!
+//! * **File.** `FREELLM_VIRTUAL_KEYS_PATH` holds `{"keys": [{"id",
+//!   "label", "dailyRequestCap"?, "dailyTokenCap"?, "allowedModels"?,
+//!   "expiresAt"?}]}` (the reference format). It is loaded at start (an
+//!   invalid file refuses to boot), then watched: a change is reloaded
+//!   without a restart, and an invalid new file is rejected with the error
+//!   logged and shown in status while the previous keys stay in force.
+//! * **Exact caps.** A request reserves its slot before it is routed
+//!   ([`VirtualKeys::admit`]); the [`Ticket`] is settled with the real token
+//!   use on success, and released when the route fails or the request is
+//!   dropped, so failed routes never consume quota and concurrent requests
+//!   can never overshoot the request cap. (Token use is only known after an
+//!   answer, so a token cap admits requests while the tokens used so far are
+//!   under it; the last admitted answers may take the total past it.)
+//! * **Rolling 24 h** in one-minute buckets per key; usage survives restarts
+//!   through the store ([`VirtualKeys::export_usage`], [`VirtualKeys::import_usage`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Largest accepted file.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+const DAY_MS: u64 = 86_400_000;
+const MINUTE_MS: u64 = 60_000;
+
+/// Why a virtual-keys file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtualKeysError {
+    /// The file could not be read.
+    #[error("cannot read virtual keys file {path}: {message}")]
+    Read { path: String, message: String },
+    /// The file is not a valid keys file.
+    #[error("invalid virtual keys file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// One virtual key.
+#[derive(Debug, Clone)]
+pub struct VirtualKey {
+    /// The full key (`sk-freellm-...`).
+    pub id: String,
+    /// Operator's label.
+    pub label: String,
+    /// Requests per rolling 24 h.
+    pub daily_request_cap: Option<u64>,
+    /// Tokens per rolling 24 h.
+    pub daily_token_cap: Option<u64>,
+    /// Model names this key may request (exact strings), or any.
+    pub allowed_models: Option<Vec<String>>,
+    /// Expiry as written.
+    pub expires_at: Option<String>,
+    /// Expiry in unix ms.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl VirtualKey {
+    /// Whether the key has expired at `now_ms`.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|e| now_ms > e)
+    }
+
+    /// `sk-freellm-abcd...wxyz`: never the whole id.
+    pub fn masked_id(&self) -> String {
+        mask(&self.id)
+    }
+
+    /// Whether `model` may be requested with this key.
+    pub fn allows(&self, model: &str) -> bool {
+        self.allowed_models.as_ref().is_none_or(|list| list.is_empty() || list.iter().any(|m| m == model))
+    }
+}
+
+/// First 12 characters, `...`, last 4 (the whole id only when it is short).
+pub fn mask(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() <= 16 {
+        return format!("{}...", chars.iter().take(8).collect::<String>());
+    }
+    format!("{}...{}", chars[..12].iter().collect::<String>(), chars[chars.len() - 4..].iter().collect::<String>())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeys {
+    keys: Vec<FileKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileKey {
+    id: String,
+    label: String,
+    daily_request_cap: Option<u64>,
+    daily_token_cap: Option<u64>,
+    allowed_models: Option<Vec<String>>,
+    expires_at: Option<String>,
+}
+
+/// A loaded set of keys, looked up by the SHA-256 of the bearer.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    by_hash: HashMap<[u8; 32], Arc<VirtualKey>>,
+}
+
+impl KeySet {
+    /// Parses and validates a keys file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: FileKeys = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut by_hash = HashMap::with_capacity(file.keys.len());
+        for (i, k) in file.keys.into_iter().enumerate() {
+            let at = |m: String| format!("keys[{i}]: {m}");
+            let valid_id = k.id.len() >= 15
+                && k.id.len() <= 139
+                && k.id.starts_with("sk-freellm-")
+                && k.id["sk-freellm-".len()..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid_id {
+                return Err(at("id must match ^sk-freellm-[A-Za-z0-9_-]{4,128}$".into()));
+            }
+            if k.label.is_empty() || k.label.chars().count() > 128 {
+                return Err(at("label must be 1-128 characters".into()));
+            }
+            if k.daily_request_cap == Some(0) || k.daily_token_cap == Some(0) {
+                return Err(at("caps must be positive integers".into()));
+            }
+            if k.allowed_models.as_ref().is_some_and(|m| m.iter().any(String::is_empty)) {
+                return Err(at("allowedModels entries must be non-empty".into()));
+            }
+            let expires_at_ms = match &k.expires_at {
+                Some(text) => Some(parse_iso_utc(text).ok_or_else(|| {
+                    at(format!("expiresAt {text:?} is not an ISO datetime in UTC (e.g. 2026-12-31T23:59:59Z)"))
+                })?),
+                None => None,
+            };
+            let hash: [u8; 32] = Sha256::digest(k.id.as_bytes()).into();
+            let key = VirtualKey {
+                id: k.id,
+                label: k.label,
+                daily_request_cap: k.daily_request_cap,
+                daily_token_cap: k.daily_token_cap,
+                allowed_models: k.allowed_models,
+                expires_at: k.expires_at,
+                expires_at_ms,
+            };
+            if by_hash.insert(hash, Arc::new(key)).is_some() {
+                return Err(at("duplicate id".into()));
+            }
+        }
+        Ok(Self { by_hash })
+    }
+
+    /// The key a bearer names, if any (looked up by hash).
+    pub fn find(&self, bearer: &str) -> Option<&Arc<VirtualKey>> {
+        let hash: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
+        self.by_hash.get(&hash)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// True with no keys.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// Every key.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<VirtualKey>> {
+        self.by_hash.values()
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` → unix ms.
+pub fn parse_iso_utc(text: &str) -> Option<u64> {
+    let t = text.strip_suffix('Z').or_else(|| text.strip_suffix('z'))?;
+    let (date, time) = t.split_once(['T', 't'])?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, u32, u32) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
+    if d.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&day) || date.len() != 10 {
+        return None;
+    }
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, b)) if !b.is_empty() && b.chars().all(|c| c.is_ascii_digit()) => (a, b),
+        Some(_) => return None,
+        None => (time, ""),
+    };
+    let mut p = hms.split(':');
+    let (hh, mm, ss): (u64, u64, u64) = (p.next()?.parse().ok()?, p.next()?.parse().ok()?, p.next()?.parse().ok()?);
+    if p.next().is_some() || hh > 23 || mm > 59 || ss > 60 || hms.len() != 8 {
+        return None;
+    }
+    let ms: u64 = frac.chars().chain("000".chars()).take(3).collect::<String>().parse().ok()?;
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let days = u64::try_from(days).ok()?;
+    Some(days * DAY_MS + (hh * 3600 + mm * 60 + ss) * 1000 + ms)
+}
+
+/// Rolling 24 h usage of one key, in one-minute buckets, plus the requests
+/// admitted but not yet finished.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageWindow {
+    /// `(minute since epoch, requests, tokens)`, oldest first.
+    buckets: VecDeque<(u64, u64, u64)>,
+    #[serde(skip)]
+    in_flight: u64,
+}
+
+impl UsageWindow {
+    fn prune(&mut self, now_ms: u64) {
+        let oldest = now_ms.saturating_sub(DAY_MS) / MINUTE_MS;
+        while self.buckets.front().is_some_and(|(m, _, _)| *m <= oldest) {
+            self.buckets.pop_front();
+        }
+    }
+
+    fn record(&mut self, now_ms: u64, requests: u64, tokens: u64) {
+        let minute = now_ms / MINUTE_MS;
+        match self.buckets.back_mut() {
+            Some((m, r, t)) if *m >= minute => {
+                *r += requests;
+                *t += tokens;
+            }
+            _ => self.buckets.push_back((minute, requests, tokens)),
+        }
+    }
+
+    /// Requests and tokens in the window.
+    pub fn totals(&self) -> (u64, u64) {
+        self.buckets.iter().fold((0, 0), |(r, t), (_, br, bt)| (r + br, t + bt))
+    }
+}
+
+/// Why a virtual key may not make this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Past its expiry.
+    Expired,
+    /// The model is not in its allowlist.
+    ModelNotAllowed,
+    /// The request cap is reached.
+    RequestCap(u64),
+    /// The token cap is reached.
+    TokenCap(u64),
+}
+
+/// Every loaded virtual key, the file they came from, and their usage.
+pub struct VirtualKeys {
+    path: Option<PathBuf>,
+    set: ArcSwap<KeySet>,
+    usage: Mutex<HashMap<String, Arc<Mutex<UsageWindow>>>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl VirtualKeys {
+    /// No keys.
+    pub fn none() -> Self {
+        Self::with_set(None, KeySet::default())
+    }
+
+    fn with_set(path: Option<PathBuf>, set: KeySet) -> Self {
+        Self { path, set: ArcSwap::from_pointee(set), usage: Mutex::new(HashMap::new()), last_error: Mutex::new(None) }
+    }
+
+    /// Loads the keys file (an error refuses to boot).
+    pub fn load(path: &Path) -> Result<Self, VirtualKeysError> {
+        let set = read_file(path)?;
+        Ok(Self::with_set(Some(path.to_path_buf()), set))
+    }
+
+    /// The current keys.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.set.load_full()
+    }
+
+    /// The file, when keys come from one.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The last reload's error, if the last reload failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Re-reads the file: a valid file replaces the keys; an invalid one is
+    /// refused and the previous keys stay in force.
+    pub fn reload(&self) -> Result<usize, VirtualKeysError> {
+        let Some(path) = &self.path else { return Ok(0) };
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        match read_file(path) {
+            Ok(set) => {
+                let n = set.len();
+                self.set.store(Arc::new(set));
+                *last = None;
+                tracing::info!(path = %path.display(), keys = n, "virtual keys reloaded");
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "virtual keys file rejected; the previous keys stay in force");
+                *last = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn window(&self, id: &str) -> Arc<Mutex<UsageWindow>> {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// Checks expiry, allowlist and caps, and reserves one request. The
+    /// ticket must be settled on success; dropping it releases the slot.
+    pub fn admit(&self, key: &Arc<VirtualKey>, model: &str, now_ms: u64) -> Result<Ticket, Refusal> {
+        if key.expired(now_ms) {
+            return Err(Refusal::Expired);
+        }
+        if !key.allows(model) {
+            return Err(Refusal::ModelNotAllowed);
+        }
+        let window = self.window(&key.id);
+        let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+        w.prune(now_ms);
+        let (requests, tokens) = w.totals();
+        if let Some(cap) = key.daily_request_cap
+            && requests + w.in_flight >= cap
+        {
+            return Err(Refusal::RequestCap(cap));
+        }
+        if let Some(cap) = key.daily_token_cap
+            && tokens >= cap
+        {
+            return Err(Refusal::TokenCap(cap));
+        }
+        w.in_flight += 1;
+        drop(w);
+        Ok(Ticket { window: Some(window) })
+    }
+
+    /// `(requests, tokens)` of a key in the rolling 24 h.
+    pub fn usage_of(&self, id: &str, now_ms: u64) -> (u64, u64) {
+        let window = self.window(id);
+        let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+        w.prune(now_ms);
+        w.totals()
+    }
+
+    /// Every key's window, for the persistent store.
+    pub fn export_usage(&self) -> Vec<(String, UsageWindow)> {
+        let usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        usage.iter().map(|(id, w)| (id.clone(), w.lock().unwrap_or_else(|e| e.into_inner()).clone())).collect()
+    }
+
+    /// Restores windows saved by [`export_usage`](Self::export_usage).
+    pub fn import_usage(&self, saved: Vec<(String, UsageWindow)>) {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, mut w) in saved {
+            w.in_flight = 0;
+            usage.insert(id, Arc::new(Mutex::new(w)));
+        }
+    }
+
+    /// Watches the file (its directory, so editors' atomic replaces are
+    /// seen) and reloads on change, debounced. The returned watcher must be
+    /// kept alive.
+    pub fn watch(self: &Arc<Self>) -> Option<notify::RecommendedWatcher> {
+        use notify::{RecursiveMode, Watcher};
+        let path = self.path.clone()?;
+        let dir =
+            path.parent().map(Path::to_path_buf).filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
+        let name = path.file_name().map(|n| n.to_os_string());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && event.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            {
+                let _ = tx.send(());
+            }
+        })
+        .map_err(|e| tracing::error!(error = %e, "cannot watch the virtual keys file"))
+        .ok()?;
+        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            tracing::error!(error = %e, dir = %dir.display(), "cannot watch the virtual keys file");
+            return None;
+        }
+        let keys = self.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                // Debounce: editors write in several steps.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                while rx.try_recv().is_ok() {}
+                let _ = keys.reload();
+            }
+        });
+        Some(watcher)
+    }
+}
+
+/// A reserved request of a virtual key.
+#[derive(Debug)]
+pub struct Ticket {
+    window: Option<Arc<Mutex<UsageWindow>>>,
+}
+
+impl Ticket {
+    /// The request succeeded with `tokens` used: it counts.
+    pub fn settle(mut self, now_ms: u64, tokens: u64) {
+        if let Some(window) = self.window.take() {
+            let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+            w.in_flight = w.in_flight.saturating_sub(1);
+            w.record(now_ms, 1, tokens);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    /// Not settled: the request failed or was dropped, its slot is freed.
+    fn drop(&mut self) {
+        if let Some(window) = self.window.take() {
+            let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+            w.in_flight = w.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<KeySet, VirtualKeysError> {
+    let shown = path.display().to_string();
+    let meta =
+        std::fs::metadata(path).map_err(|e| VirtualKeysError::Read { path: shown.clone(), message: e.to_string() })?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(VirtualKeysError::Invalid { path: shown, message: format!("larger than {MAX_FILE_BYTES} bytes") });
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| VirtualKeysError::Read { path: shown.clone(), message: e.to_string() })?;
+    KeySet::parse(&text).map_err(|message| VirtualKeysError::Invalid { path: shown, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"{"keys": [
+        {"id": "sk-freellm-alice-0001", "label": "Alice", "dailyRequestCap": 3, "allowedModels": ["free", "groq/llama-3.3-70b-versatile"]},
+        {"id": "sk-freellm-bob-0002", "label": "Bob", "dailyTokenCap": 100, "expiresAt": "2026-01-01T00:00:00Z", "extra": 1}
+    ]}"#;
+
+    #[test]
+    fn files_are_parsed_and_validated() {
+        let set = KeySet::parse(FILE).unwrap();
+        assert_eq!(set.len(), 2);
+        let alice = set.find("sk-freellm-alice-0001").unwrap();
+        assert!(alice.allows("free") && !alice.allows("free-fast"));
+        assert!(set.find("sk-freellm-nobody").is_none());
+        let bob = set.find("sk-freellm-bob-0002").unwrap();
+        assert_eq!(bob.expires_at_ms, Some(1_767_225_600_000));
+        assert!(bob.expired(1_767_225_600_001) && !bob.expired(1_767_225_600_000));
+        for bad in [
+            r#"{"keys": [{"id": "sk-nope", "label": "x"}]}"#,
+            r#"{"keys": [{"id": "sk-freellm-abcd", "label": ""}]}"#,
+            r#"{"keys": [{"id": "sk-freellm-abcd", "label": "x", "dailyRequestCap": 0}]}"#,
+            r#"{"keys": [{"id": "sk-freellm-abcd", "label": "x", "expiresAt": "tomorrow"}]}"#,
+            r#"{"keys": [{"id": "sk-freellm-abcd", "label": "x"}, {"id": "sk-freellm-abcd", "label": "y"}]}"#,
+            r#"{"keys": "no"}"#,
+            "not json",
+        ] {
+            assert!(KeySet::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn iso_dates_parse() {
+        assert_eq!(parse_iso_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_iso_utc("2000-02-29T12:30:15.250Z"), Some(951_827_415_250));
+        for bad in ["2026-13-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01 00:00:00Z", "2026-1-1T0:0:0Z"] {
+            assert!(parse_iso_utc(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn masks_never_show_the_whole_id() {
+        assert_eq!(mask("sk-freellm-alice-0001"), "sk-freellm-a...0001");
+        assert!(!mask("sk-freellm-ab").contains("ab"));
+    }
+
+    #[test]
+    fn caps_are_exact_and_failed_requests_do_not_count() {
+        let keys = VirtualKeys::with_set(None, KeySet::parse(FILE).unwrap());
+        let alice = keys.current().find("sk-freellm-alice-0001").unwrap().clone();
+        let now = 1_000 * DAY_MS;
+        let t1 = keys.admit(&alice, "free", now).unwrap();
+        let t2 = keys.admit(&alice, "free", now).unwrap();
+        let t3 = keys.admit(&alice, "free", now).unwrap();
+        assert_eq!(keys.admit(&alice, "free", now).unwrap_err(), Refusal::RequestCap(3), "in-flight requests count");
+        drop(t3); // failed: released
+        t1.settle(now, 10);
+        t2.settle(now, 10);
+        let t4 = keys.admit(&alice, "free", now).unwrap();
+        assert!(keys.admit(&alice, "free", now).is_err());
+        t4.settle(now, 5);
+        assert_eq!(keys.usage_of(&alice.id, now), (3, 25));
+        assert_eq!(keys.admit(&alice, "free-fast", now).unwrap_err(), Refusal::ModelNotAllowed);
+        // A day later the window is empty again.
+        assert!(keys.admit(&alice, "free", now + DAY_MS + MINUTE_MS).is_ok());
+    }
+
+    #[test]
+    fn concurrent_admissions_never_overshoot() {
+        let keys = Arc::new(VirtualKeys::with_set(None, KeySet::parse(FILE).unwrap()));
+        let alice = keys.current().find("sk-freellm-alice-0001").unwrap().clone();
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (keys, alice) = (keys.clone(), alice.clone());
+                std::thread::spawn(move || {
+                    keys.admit(&alice, "free", 5 * DAY_MS).map(|t| t.settle(5 * DAY_MS, 1)).is_ok()
+                })
+            })
+            .collect();
+        let admitted = handles.into_iter().map(|h| h.join().is_ok_and(|ok| ok)).filter(|ok| *ok).count();
+        assert_eq!(admitted, 3);
+    }
+
+    #[test]
+    fn token_caps_and_expiry_refuse() {
+        let keys = VirtualKeys::with_set(None, KeySet::parse(FILE).unwrap());
+        let bob = keys.current().find("sk-freellm-bob-0002").unwrap().clone();
+        let before = 1_767_225_000_000;
+        keys.admit(&bob, "free", before).unwrap().settle(before, 150);
+        assert_eq!(keys.admit(&bob, "free", before).unwrap_err(), Refusal::TokenCap(100));
+        assert_eq!(keys.admit(&bob, "free", 1_767_225_600_001).unwrap_err(), Refusal::Expired);
+    }
+
+    #[test]
+    fn usage_round_trips_for_the_store_and_reload_keeps_old_keys_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        std::fs::write(&path, FILE).unwrap();
+        let keys = VirtualKeys::load(&path).unwrap();
+        let alice = keys.current().find("sk-freellm-alice-0001").unwrap().clone();
+        let now = 2_000 * DAY_MS;
+        keys.admit(&alice, "free", now).unwrap().settle(now, 7);
+        let saved = keys.export_usage();
+        let restored = VirtualKeys::load(&path).unwrap();
+        restored.import_usage(saved);
+        assert_eq!(restored.usage_of(&alice.id, now), (1, 7));
+
+        std::fs::write(&path, "{broken").unwrap();
+        assert!(keys.reload().is_err());
+        assert!(keys.last_error().is_some());
+        assert_eq!(keys.current().len(), 2, "previous keys stay in force");
+        std::fs::write(&path, r#"{"keys": [{"id": "sk-freellm-carol-0003", "label": "Carol"}]}"#).unwrap();
+        assert_eq!(keys.reload().unwrap(), 1);
+        assert!(keys.last_error().is_none());
+        assert!(keys.current().find("sk-freellm-alice-0001").is_none());
+    }
+}
