@@ -9,5 +9,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use exports::freellm::provider::adapter as guest;
-pub use freellm::provider::types;
+pub use self::exports::freellm::provider::adapter as guest;
+pub use self::freellm::provider::types;
