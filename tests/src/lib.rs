@@ -173,7 +173,7 @@ impl MockUpstream {
 
     /// A mock answering every request with a canned chat completion.
     pub async fn completing() -> Self {
-        Self::start(|r| Reply::ok(completion(&r.json()["model"].as_str().unwrap_or("m").to_owned(), "Hello from mock")))
+        Self::start(|r| Reply::ok(completion(r.json()["model"].as_str().unwrap_or("m"), "Hello from mock")))
             .await
     }
 

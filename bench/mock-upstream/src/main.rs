@@ -152,7 +152,7 @@ impl Mock {
             return respond(StatusCode::NOT_FOUND, "application/json", NOT_FOUND);
         }
         let n = self.chat_requests.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.rate_limit_every > 0 && n % self.rate_limit_every == 0 {
+        if self.rate_limit_every > 0 && n.is_multiple_of(self.rate_limit_every) {
             self.rate_limited.fetch_add(1, Ordering::Relaxed);
             let mut resp = respond(StatusCode::TOO_MANY_REQUESTS, "application/json", RATE_LIMITED);
             resp.headers_mut().insert("retry-after", HeaderValue::from_static("1"));

@@ -284,7 +284,7 @@ fn header_flag(headers: &HeaderMap, name: &str) -> bool {
 fn privacy_posture(headers: &HeaderMap) -> Result<bool, ApiError> {
     match headers.get("x-freellm-privacy").map(|v| v.to_str().map(str::trim)) {
         None => Ok(false),
-        Some(Ok(v)) if v.is_empty() => Ok(false),
+        Some(Ok("")) => Ok(false),
         Some(Ok(v)) if v.eq_ignore_ascii_case("no-training") => Ok(true),
         _ => Err(ApiError::invalid_body("X-FreeLLM-Privacy must be \"no-training\" or omitted")),
     }
