@@ -184,6 +184,9 @@ write_gateway_config() {
         GROQ_API_KEY=bench
         GROQ_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1"
         LOG_LEVEL=warn
+        # Every load request is identical: without this the cache would
+        # answer them all and the routing path would not be measured.
+        CACHE_ENABLED=false
     )
     GATEWAY_CMD=("$GATEWAY_BIN" serve --config "$WORK/plugins.toml")
 }
@@ -257,9 +260,46 @@ measure_idle_rss() {
 # oha run -> $WORK/<name>.json. Keep-alive connections, POST with the body.
 run_oha() {
     local name=$1 url=$2 conns=$3 duration=$4
+    shift 4
     oha --no-tui --output-format json --worker-threads "$OHA_THREADS" \
-        -z "$duration" -c "$conns" -m POST -T application/json -d "$BODY" \
+        -z "$duration" -c "$conns" -m POST -T application/json -d "$BODY" "$@" \
         "$url" >"$WORK/$name.json"
+}
+
+# Two more gateways, one connection each, against the open, cache-less
+# gateway's 1-connection figures from the same run:
+#   - cache on: every request after the first is a hit;
+#   - credentials on (master key + identifier limit): auth + limits cost.
+measure_extras() {
+    local base_env=("${GATEWAY_ENV[@]}")
+    log "cache hits: 1 connection, $DURATION"
+    GATEWAY_ENV=("${base_env[@]}" CACHE_ENABLED=true)
+    start_gateway
+    smoke_test "$GATEWAY_URL"
+    run_oha cache-c1 "$GATEWAY_URL" 1 "$DURATION"
+    stop_gateway
+    log "auth + identifier limits: 1 connection, $DURATION"
+    GATEWAY_ENV=("${base_env[@]}" FREELLM_API_KEY=bench-master-key FREELLM_IDENTIFIER_LIMIT=100000000/60000)
+    start_gateway
+    run_oha auth-c1 "$GATEWAY_URL" 1 "$DURATION" -H "Authorization: Bearer bench-master-key"
+    stop_gateway
+    GATEWAY_ENV=("${base_env[@]}")
+    jq -n --slurpfile d "$WORK/direct-c1.json" --slurpfile g "$WORK/gateway-c1.json" \
+        --slurpfile c "$WORK/cache-c1.json" --slurpfile a "$WORK/auth-c1.json" '
+        def us(o; p): (o.latencyPercentiles[p] * 1e6 * 10 | round) / 10;
+        def ok(o): ([o.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0) == 0;
+        {
+            cache_hit_p50_us: us($c[0]; "p50"), cache_hit_p99_us: us($c[0]; "p99"),
+            direct_p50_us: us($d[0]; "p50"),
+            cache_hit_added_p50_us: ((us($c[0]; "p50") - us($d[0]; "p50")) * 10 | round / 10),
+            open_gateway_p50_us: us($g[0]; "p50"), auth_gateway_p50_us: us($a[0]; "p50"),
+            auth_added_p50_us: ((us($a[0]; "p50") - us($g[0]; "p50")) * 10 | round / 10),
+            all_200: (ok($c[0]) and ok($a[0]))
+        }' >"$RESULTS_DIR/extras.json"
+    jq -r '
+        "Cache hit, 1 conn: p50 \(.cache_hit_p50_us) µs (direct to the mock \(.direct_p50_us) µs: +\(.cache_hit_added_p50_us) µs; target ≤ 50 µs of server time).",
+        "Auth + identifier limits, 1 conn: p50 \(.auth_gateway_p50_us) µs vs \(.open_gateway_p50_us) µs open: +\(.auth_added_p50_us) µs (target ≤ 10 µs). All 200: \(.all_200)."
+    ' "$RESULTS_DIR/extras.json" | tee "$RESULTS_DIR/extras.md"
 }
 
 measure_load() {
@@ -422,9 +462,12 @@ main() {
     stop_gateway
 
     write_results
+    measure_extras
     log "measured in $((SECONDS - started)) s"
     echo
     print_table
+    echo
+    cat "$RESULTS_DIR/extras.md"
     echo
     log "routing benchmark"
     BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0} bench/routing.sh

@@ -60,6 +60,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Credentials and per-client limits.
     pub security: SecurityConfig,
+    /// The file this configuration was read from (watched for changes).
+    pub path: Option<PathBuf>,
     env: HashMap<String, String>,
 }
 
@@ -75,8 +77,9 @@ pub struct SecurityConfig {
     pub virtual_keys_path: Option<PathBuf>,
     /// `FREELLM_TOKEN_SECRET`: enables browser tokens (≥ 32 bytes).
     pub token_secret: Option<String>,
-    /// `FREELLM_IDENTIFIER_LIMIT` (`<max>/<windowMs>`, default `60/60000`).
-    pub identifier_limit: String,
+    /// `FREELLM_IDENTIFIER_LIMIT` (`<max>/<windowMs>`, e.g. `60/60000`);
+    /// unset = no per-identifier limit.
+    pub identifier_limit: Option<String>,
     /// `FREELLM_IDENTIFIER_MAX_BUCKETS` (10000).
     pub identifier_max_buckets: usize,
     /// `RATE_LIMIT_RPM`: requests per minute per client IP (none by default).
@@ -144,7 +147,7 @@ pub struct UpstreamConfig {
 }
 
 /// One `[providers.<id>]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
     /// Provider id, the model prefix.
     pub id: String,
@@ -162,11 +165,14 @@ pub struct ProviderConfig {
     pub sandbox: SandboxLimits,
     /// Per-key limits overriding what the adapter declares (`[providers.<id>.limits]`).
     pub limits: Option<LimitsOverride>,
+    /// Percent of this provider's traffic a new adapter version gets before
+    /// it is promoted or rolled back (`canary = 10`); none = swap at once.
+    pub canary: Option<u8>,
 }
 
 /// Operator overrides of a provider's per-key limits; `Some(0)` means
 /// unlimited, `None` keeps the adapter's value.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LimitsOverride {
     /// Requests per minute.
     pub rpm: Option<u32>,
@@ -250,6 +256,7 @@ struct FileProvider {
     sandbox: FileSandbox,
     #[serde(default)]
     limits: Option<FileLimits>,
+    canary: Option<u8>,
 }
 
 /// Per-key limits overriding the adapter's declared free tier (paid keys,
@@ -287,7 +294,17 @@ impl Config {
         let file: FileConfig = toml::from_str(&text)
             .map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })?;
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::build(file, &base_dir, env)
+        let mut config = Self::build(file, &base_dir, env)?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Re-reads the providers of `plugins.toml` (for a hot reload), with the
+    /// environment this process started with. Only `[providers.*]` take
+    /// effect at runtime; other sections need a restart.
+    pub fn reload_providers(&self) -> Result<Vec<ProviderConfig>, ConfigError> {
+        let Some(path) = &self.path else { return Ok(self.providers.clone()) };
+        Ok(Self::load_with_env(path, self.env.clone())?.providers)
     }
 
     fn build(file: FileConfig, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
@@ -421,7 +438,7 @@ impl Config {
             admin_key: get("FREELLM_ADMIN_KEY").map(str::to_owned),
             virtual_keys_path: get("FREELLM_VIRTUAL_KEYS_PATH").map(|p| resolve(base_dir, Path::new(p))),
             token_secret: env.get("FREELLM_TOKEN_SECRET").filter(|v| !v.is_empty()).cloned(),
-            identifier_limit: get("FREELLM_IDENTIFIER_LIMIT").unwrap_or("60/60000").to_owned(),
+            identifier_limit: get("FREELLM_IDENTIFIER_LIMIT").map(str::to_owned),
             identifier_max_buckets: match get("FREELLM_IDENTIFIER_MAX_BUCKETS") {
                 Some(v) => parse_num("FREELLM_IDENTIFIER_MAX_BUCKETS", v)?,
                 None => 10_000,
@@ -449,6 +466,7 @@ impl Config {
             routes,
             cache,
             security,
+            path: None,
             env,
         })
     }
@@ -534,6 +552,16 @@ fn provider_config(
         settings: settings.into_iter().collect(),
         sandbox,
         limits: p.limits.map(|l| LimitsOverride { rpm: l.rpm, rpd: l.rpd, tpm: l.tpm, tpd: l.tpd }),
+        canary: match p.canary {
+            None | Some(0) => None,
+            Some(pct) if pct < 100 => Some(pct),
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: format!("providers.{id}.canary"),
+                    message: "a percentage between 1 and 99".into(),
+                });
+            }
+        },
     })
 }
 

@@ -86,6 +86,8 @@ pub struct RouteRequest<'a> {
     /// The caller's virtual-key reservation; a stream takes it along and
     /// settles it when it ends.
     pub ticket: std::sync::Mutex<Option<Ticket>>,
+    /// Time spent waiting on upstreams (for the gateway-overhead metric).
+    pub upstream_time: crate::metrics::UpstreamTime,
 }
 
 /// A successful answer and how it was routed.
@@ -233,7 +235,8 @@ async fn attempt_target(
     memory: &mut Memory,
 ) -> TargetOutcome {
     let provider = &candidate.provider;
-    let Some(adapter) = provider.live().cloned() else { return TargetOutcome::Next(None) };
+    // The adapter version for this request: a canary takes its share.
+    let Some((adapter, on_canary)) = provider.select_adapter() else { return TargetOutcome::Next(None) };
     let permit = match provider.breaker.try_acquire(Instant::now()) {
         Ok(p) => p,
         Err(open) => {
@@ -295,8 +298,10 @@ async fn attempt_target(
         };
 
         provider.stats.attempt(unix_ms(SystemTime::now()));
+        let sent_at = Instant::now();
         let sent =
             req.gw.upstream.send(&provider.base_url, upstream_request, &adapter.info.auth, secret.as_deref()).await;
+        observe_upstream(req, provider, sent_at.elapsed());
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -365,6 +370,7 @@ async fn attempt_target(
                 Ok(a) => {
                     provider.keys.clear(key_index);
                     if let Some(u) = a.usage {
+                        req.gw.metrics.record_tokens(&provider.id, u.prompt_tokens, u.completion_tokens);
                         provider.stats.usage.record(
                             unix_ms(SystemTime::now()),
                             u64::from(u.prompt_tokens),
@@ -417,6 +423,7 @@ async fn attempt_target(
                 memory.rate_limited = true;
                 let wait = failure.retry_after_ms.map(Duration::from_millis);
                 provider.keys.cool_down(key_index, clamp_cooldown(wait.unwrap_or(DEFAULT_COOLDOWN)));
+                req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
                 if req.strict {
                     break TargetOutcome::Stop(ApiError::ProviderRateLimited {
                         provider: provider.id.to_string(),
@@ -448,6 +455,7 @@ async fn attempt_target(
                     failure.retry_after_ms.map(Duration::from_millis),
                     SystemTime::now(),
                 );
+                req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
                 if req.strict {
                     break TargetOutcome::Stop(ApiError::ProviderRateLimited {
                         provider: provider.id.to_string(),
@@ -473,6 +481,7 @@ async fn attempt_target(
                 let error = provider_error(provider, &failure);
                 if let Some(ms) = failure.retry_after_ms {
                     provider.keys.cool_down(key_index, clamp_cooldown(Duration::from_millis(ms)));
+                    req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
                 }
                 if req.strict {
                     breaker_outcome = BreakerOutcome::Failure;
@@ -498,8 +507,44 @@ async fn attempt_target(
             break TargetOutcome::Stop(memory.last_error.take().unwrap_or_else(|| provider_error(provider, &failure)));
         }
     };
-    provider.breaker.record(permit, breaker_outcome, Instant::now());
+    let was_probe = permit.is_probe();
+    // A canary's failures are judged by the canary (rolled back), not held
+    // against the provider's breaker, which protects the current version.
+    let health =
+        if on_canary && breaker_outcome == BreakerOutcome::Failure { BreakerOutcome::Neutral } else { breaker_outcome };
+    provider.breaker.record(permit, health, Instant::now());
+    publish_breaker_change(req, provider, was_probe, health);
+    if let Some(canary) = &provider.canary {
+        let failed = matches!(breaker_outcome, BreakerOutcome::Failure);
+        let counted = !matches!(breaker_outcome, BreakerOutcome::Neutral);
+        if counted && let Some(verdict) = canary.record(on_canary, failed) {
+            let (gw, id, canary) = (req.gw.clone(), provider.id.to_string(), canary.clone());
+            tokio::spawn(async move { gw.plugins.conclude_canary(&gw, &id, &canary, verdict).await });
+        }
+    }
     result
+}
+
+/// Counts an upstream wait for the provider's latency histogram and the
+/// request's gateway-overhead figure.
+fn observe_upstream(req: &RouteRequest<'_>, provider: &ProviderEntry, elapsed: Duration) {
+    req.upstream_time.add(elapsed);
+    req.gw.metrics.observe_upstream(&provider.id, elapsed);
+}
+
+/// Publishes the breaker's new state when `record` moved it. A permit is
+/// only issued closed (or half-open for the probe), so the state before is
+/// known without a lock, and a success while closed never moves it.
+fn publish_breaker_change(req: &RouteRequest<'_>, provider: &ProviderEntry, was_probe: bool, outcome: BreakerOutcome) {
+    use crate::breaker::BreakerState;
+    if !(was_probe || outcome == BreakerOutcome::Failure) || !req.gw.events.has_subscribers() {
+        return;
+    }
+    let before = if was_probe { BreakerState::HalfOpen } else { BreakerState::Closed };
+    let after = provider.breaker.snapshot(Instant::now()).state;
+    if after != before {
+        req.gw.events.publish_breaker(&provider.id, after);
+    }
 }
 
 /// For a stream to a provider that reports usage on request: the body with
@@ -611,7 +656,9 @@ async fn complete(
         message,
         upstream_code: None,
     };
+    let read_at = Instant::now();
     let body = req.gw.upstream.read_body(response).await.map_err(|e| upstream_error(e.to_string()))?;
+    req.upstream_time.add(read_at.elapsed());
     let normalized = match adapter.normalize_response(ctx, &head, &body).await {
         Ok(Ok(n)) => n,
         Ok(Err(failure)) => return Err(upstream_error(failure.message)),

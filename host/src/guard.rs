@@ -3,7 +3,9 @@
 //!
 //! Order: authenticate ([`crate::auth`]) → admin check → identifier
 //! resolution (`X-FreeLLM-Identifier`, a browser token's pinned identifier,
-//! else `ip:<client>`) → per-IP limit (`RATE_LIMIT_RPM`) → identifier limit.
+//! else `ip:<client>`) → per-IP limit (`RATE_LIMIT_RPM`) → identifier limit
+//! (`FREELLM_IDENTIFIER_LIMIT`; off unless set — the reference's default of
+//! 60 per minute per IP throttles a local gateway and its own dashboard).
 //! The principal is handed to handlers as a request extension, and every
 //! answer carries `X-FreeLLM-Identifier`, `-Remaining` and `-Reset`.
 
@@ -72,7 +74,11 @@ pub async fn guard(State(gw): State<SharedGateway>, mut req: Request, next: Next
             .into_response();
         }
     }
-    let decision = gw.identifier_limiter.check(&identifier, now_ms);
+    let Some(limiter) = &gw.identifier_limiter else {
+        req.extensions_mut().insert(principal);
+        return next.run(req).await;
+    };
+    let decision = limiter.check(&identifier, now_ms);
     if !decision.allowed {
         let mut response = ApiError::IdentifierRateLimited {
             message: format!(

@@ -34,10 +34,20 @@ pub fn app(gw: SharedGateway) -> Router {
         .route("/v1/status/routing", patch(api::status::set_routing))
         .route("/v1/status/providers/{id}/reset", post(api::status::reset_provider))
         .route("/v1/status/virtual-keys", get(api::status::virtual_keys))
-        .route("/v1/tokens/issue", post(api::tokens::issue));
+        .route("/v1/tokens/issue", post(api::tokens::issue))
+        .route("/v1/events", get(api::events::events))
+        .route("/metrics", get(api::metrics::metrics))
+        .route("/v1/plugins", get(api::plugins::list))
+        .route("/v1/plugins/reload", post(api::plugins::reload))
+        .route("/v1/plugins/{id}", post(api::plugins::upload));
     Router::new()
         .merge(routes.clone())
         .nest("/api", routes)
+        // The dashboard's shell is public (see `guard`): only at /dashboard.
+        .route("/dashboard", get(api::dashboard::index))
+        .route("/dashboard/", get(api::dashboard::index))
+        .route("/dashboard/session", get(api::dashboard::session))
+        .route("/dashboard/{*file}", get(api::dashboard::asset))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // The chat handler enforces the configured limit itself (413 with our envelope).
@@ -91,7 +101,13 @@ pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, "FreeLLM gateway listening");
     let app = app(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    let feeds = gw.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Open event feeds would keep the drain waiting forever.
+        feeds.events.close();
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     gw.persist_now();
     tracing::info!("gateway stopped");
     Ok(())

@@ -40,7 +40,7 @@ pub struct Gateway {
     /// The response cache.
     pub cache: ResponseCache,
     /// Per-identifier limit.
-    pub identifier_limiter: IdentifierLimiter,
+    pub identifier_limiter: Option<IdentifierLimiter>,
     /// Per-IP limit (`RATE_LIMIT_RPM`).
     pub ip_limiter: Option<IdentifierLimiter>,
     /// CORS allowlist.
@@ -53,6 +53,12 @@ pub struct Gateway {
     pub log: RequestLog,
     /// Where counters survive restarts.
     pub store: Option<Arc<Store>>,
+    /// The live event feed (`GET /v1/events`).
+    pub events: crate::events::EventBus,
+    /// Request-path metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
+    /// Hot reloads, uploads and canaries of adapters.
+    pub plugins: crate::reload::PluginManager,
     /// Keeps the virtual-keys file watcher alive.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -71,8 +77,13 @@ impl Gateway {
             None => VirtualKeys::none(),
         });
         let credentials = Credentials { master: sec.api_key.clone(), admin: sec.admin_key.clone(), token_secret };
-        let identifier_limit = IdentifierLimit::parse(&sec.identifier_limit).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let identifier_limiter = IdentifierLimiter::new(identifier_limit, sec.identifier_max_buckets);
+        let identifier_limiter = match &sec.identifier_limit {
+            Some(text) => Some(IdentifierLimiter::new(
+                IdentifierLimit::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?,
+                sec.identifier_max_buckets,
+            )),
+            None => None,
+        };
         let ip_limiter = match sec.rate_limit_rpm {
             Some(rpm) => Some(IdentifierLimiter::new(
                 IdentifierLimit::per_minute(rpm).map_err(|e| anyhow::anyhow!("RATE_LIMIT_RPM: {e}"))?,
@@ -107,9 +118,13 @@ impl Gateway {
             engine,
             upstream,
             log: RequestLog::default(),
+            events: Default::default(),
+            metrics: Default::default(),
             store: Some(store.clone()),
+            plugins: crate::reload::PluginManager::default(),
             _watcher: watcher,
         });
+        gw.plugins.watch(&gw);
         crate::persist::spawn_snapshots(&gw, store);
         Ok(gw)
     }

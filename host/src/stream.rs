@@ -319,9 +319,17 @@ struct Relay {
 }
 
 impl Relay {
+    /// Counts the current source's reported tokens for `/metrics`.
+    fn count_tokens(&self) {
+        if let Some(u) = self.source.usage {
+            self.continuation.gw.metrics.record_tokens(&self.source.provider.id, u.prompt_tokens, u.completion_tokens);
+        }
+    }
+
     async fn run(mut self, first: Vec<StreamOutput>) {
         let started = Instant::now();
         let result = self.relay(first).await;
+        self.count_tokens();
         self.source.account();
         if let Some(ticket) = self.ticket.take() {
             // A committed stream used the provider whatever its ending.
@@ -400,6 +408,7 @@ impl Relay {
             Some(source) => {
                 tracing::info!(request_id = %self.request_id, from = %failed.id, to = %source.provider.id,
                     "stream continued on another provider");
+                self.count_tokens();
                 self.source.account();
                 self.source = source;
                 self.splice = Some(Splice { echo: self.answered_text.clone(), held: String::new(), settled: false });

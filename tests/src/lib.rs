@@ -48,6 +48,23 @@ pub fn build_artifacts() -> &'static Path {
             wasm.extend(["-p", p]);
         }
         run(&wasm);
+        // Swap-test variants, one build per feature, each kept under its name.
+        let variants = root.join("target/e2e-swap");
+        std::fs::create_dir_all(&variants).expect("variants dir");
+        for (variant, features) in [("v1", None), ("v2", Some("v2")), ("broken", Some("broken")), ("flaky", Some("flaky"))] {
+            let mut args = vec!["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2", "-p", "freellm-provider-swaptest"];
+            if let Some(f) = features {
+                args.extend(["--features", f]);
+            }
+            run(&args);
+            std::fs::copy(component_path("freellm-provider-swaptest"), variants.join(format!("{variant}.wasm")))
+                .expect("copy swap variant");
+        }
+        // Leave the default build in place for the other tests.
+        run(&["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2", "-p", "freellm-provider-swaptest"]);
+        run(&["build", "--quiet", "--target", "wasm32-wasip2", "-p", "freellm-wrong-world"]);
+        std::fs::copy(root.join("target/wasm32-wasip2/debug/freellm-wrong-world.wasm"), variants.join("wrong-world.wasm"))
+            .expect("copy wrong-world component");
         run(&["build", "--quiet", "-p", "freellm", "--bin", "freellm"]);
         root.join("target/debug/freellm")
     })
@@ -63,7 +80,14 @@ pub const PROVIDER_CRATES: &[&str] = &[
     "freellm-provider-ollama",
     "freellm-provider-openai-compatible",
     "freellm-provider-hostile",
+    "freellm-provider-swaptest",
 ];
+
+/// A swap-test variant (`v1`, `v2`, `broken`, `flaky`) or `wrong-world`.
+pub fn swap_variant(name: &str) -> PathBuf {
+    build_artifacts();
+    workspace_root().join("target/e2e-swap").join(format!("{name}.wasm"))
+}
 
 // ---------------------------------------------------------------- mock upstream
 
@@ -349,6 +373,11 @@ impl Gateway {
         let mut gateway = Self { url, http, data_dir, child, log };
         gateway.wait_healthy().await;
         gateway
+    }
+
+    /// The `plugins.toml` the gateway runs with (and watches).
+    pub fn config_file(&self) -> PathBuf {
+        self.data_dir.path().join("plugins.toml")
     }
 
     /// Stops the gateway gracefully (SIGTERM) and waits for it to exit.

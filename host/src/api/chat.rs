@@ -4,7 +4,7 @@
 //! routing headers and log the request for `/v1/status`.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
@@ -19,7 +19,7 @@ use crate::auth::Principal;
 use crate::cache::{self, CachedAnswer};
 use crate::error::ApiError;
 use crate::failover::{self, Answered, RouteRequest};
-use crate::router::{self, Needs, PlanRequest};
+use crate::router::{self, Needs, PlanRequest, Strategy};
 use crate::server::RequestId;
 use crate::state::SharedGateway;
 use crate::stats::{RequestLogEntry, iso8601, unix_ms};
@@ -83,6 +83,14 @@ pub async fn chat_completions(
             return Err(e);
         }
     };
+    if plan.strategy == Strategy::QuotaAware
+        && let Some(primary) = &plan.primary
+        && plan.candidates.iter().skip(1).any(|c| Arc::ptr_eq(&c.provider, primary))
+        && !plan.candidates.first().is_some_and(|c| Arc::ptr_eq(&c.provider, primary))
+    {
+        // The priority-first target had no headroom: routed elsewhere up front.
+        gw.metrics.quota_skip();
+    }
     if plan.candidates.is_empty() {
         let reasons: Vec<String> = plan.skipped.iter().map(|s| format!("{} {}", s.provider, s.reason)).collect();
         let message = if no_training && plan.skipped.iter().all(|s| s.reason.starts_with("privacy")) {
@@ -106,6 +114,7 @@ pub async fn chat_completions(
         registry: registry.clone(),
         routes: &gw.routes,
         ticket: std::sync::Mutex::new(ticket),
+        upstream_time: Default::default(),
     };
     match failover::route(&route_request, plan).await {
         Ok(answered) => {
@@ -122,7 +131,7 @@ pub async fn chat_completions(
                 };
                 gw.cache.put(key, entry, answered.finish_reason);
             }
-            Ok(finish(&gw, &request_id.0, &model, is_stream, started, answered))
+            Ok(finish(&gw, &request_id.0, &model, is_stream, started, route_request.upstream_time.get(), answered))
         }
         Err(unanswered) => {
             log_failure(&gw, &request_id.0, &model, is_stream, started, &unanswered.error, unanswered.attempted);
@@ -156,7 +165,7 @@ fn cache_hit(
     response.headers_mut().insert("x-freellm-cached", HeaderValue::from_static("true"));
     let latency_ms = started.elapsed().as_millis() as u64;
     tracing::info!(request_id, model, provider = %hit.provider, reason = "cache", latency_ms, "chat answered from cache");
-    gw.log.push(RequestLogEntry {
+    record(gw, started, Duration::ZERO, RequestLogEntry {
         id: request_id.to_owned(),
         timestamp: iso8601(unix_ms(SystemTime::now())),
         requested_model: model.to_owned(),
@@ -200,6 +209,7 @@ fn finish(
     model: &str,
     is_stream: bool,
     started: Instant,
+    upstream: Duration,
     a: Answered,
 ) -> Response {
     let mut response = a.response;
@@ -213,7 +223,7 @@ fn finish(
     let latency_ms = started.elapsed().as_millis() as u64;
     tracing::info!(request_id, model, provider = %a.provider.id, reason = a.reason.as_str(), latency_ms,
         attempted = ?a.attempted, streaming = is_stream, "chat answered");
-    gw.log.push(RequestLogEntry {
+    record(gw, started, upstream, RequestLogEntry {
         id: request_id.to_owned(),
         timestamp: iso8601(unix_ms(SystemTime::now())),
         requested_model: model.to_owned(),
@@ -244,7 +254,8 @@ fn log_failure(
 ) {
     let status = if matches!(error, ApiError::AllProvidersExhausted { .. }) { "all_providers_failed" } else { "error" };
     tracing::warn!(request_id, model, error = %error_text(error), ?attempted, "chat failed");
-    gw.log.push(RequestLogEntry {
+    // Only successes say how much time was the gateway's own.
+    record(gw, started, Duration::ZERO, RequestLogEntry {
         id: request_id.to_owned(),
         timestamp: iso8601(unix_ms(SystemTime::now())),
         requested_model: model.to_owned(),
@@ -261,6 +272,14 @@ fn log_failure(
         finish_reason: None,
         cached: false,
     });
+}
+
+/// Logs a finished request for `/v1/status`, counts it for `/metrics` and
+/// publishes it on the event feed.
+fn record(gw: &SharedGateway, started: Instant, upstream: Duration, entry: RequestLogEntry) {
+    gw.metrics.record_request(&entry, started.elapsed(), upstream);
+    gw.events.publish_request(&entry);
+    gw.log.push(entry);
 }
 
 fn error_text(error: &ApiError) -> String {

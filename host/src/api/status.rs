@@ -5,15 +5,17 @@
 
 use std::time::{Instant, SystemTime};
 
-use axum::Json;
+use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::plugins::ProviderEntry;
 use crate::router::{Strategy, privacy_name};
-use crate::state::SharedGateway;
+use crate::events::Event;
+use crate::state::{Gateway, SharedGateway};
 use crate::stats::{UsageTotals, iso8601, unix_ms};
 
 /// The built-in providers, always listed, in registry order.
@@ -29,8 +31,18 @@ pub const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
 /// Recent requests shown.
 const RECENT: usize = 50;
 
-/// The gateway's state at a glance.
-pub async fn status(State(gw): State<SharedGateway>) -> Json<Value> {
+/// The gateway's state at a glance, plus what the caller may do
+/// (`access`: its role and whether it may call admin endpoints).
+pub async fn status(State(gw): State<SharedGateway>, principal: Option<Extension<Principal>>) -> Json<Value> {
+    let mut status = status_json(&gw);
+    if let (Some(Extension(p)), Some(object)) = (principal, status.as_object_mut()) {
+        object.insert("access".into(), json!({ "role": p.kind(), "admin": p.is_admin(&gw.credentials) }));
+    }
+    Json(status)
+}
+
+/// The `/v1/status` object (also the event feed's opening `snapshot`).
+pub fn status_json(gw: &Gateway) -> Value {
     let registry = gw.registry.load();
     let now = Instant::now();
     let now_ms = unix_ms(SystemTime::now());
@@ -57,7 +69,7 @@ pub async fn status(State(gw): State<SharedGateway>) -> Json<Value> {
     }
     let log = &gw.log;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-    Json(json!({
+    json!({
         "routingStrategy": gw.strategy.get().as_str(),
         "totalRequests": load(&log.total),
         "successRequests": load(&log.success),
@@ -81,7 +93,8 @@ pub async fn status(State(gw): State<SharedGateway>) -> Json<Value> {
             "count": gw.virtual_keys.current().len(),
             "lastReloadError": gw.virtual_keys.last_error(),
         },
-    }))
+        "quotaSkips": gw.metrics.quota_skips(),
+    })
 }
 
 /// `GET /v1/status/virtual-keys` (admin): masked ids, caps and usage.
@@ -168,6 +181,7 @@ pub async fn set_routing(State(gw): State<SharedGateway>, body: Bytes) -> Result
     })?;
     let strategy: Strategy = text.parse().map_err(ApiError::invalid_body)?;
     gw.strategy.set(strategy);
+    gw.events.publish(Event::Routing { strategy: strategy.as_str().to_owned() });
     tracing::info!(strategy = strategy.as_str(), "routing strategy changed");
     Ok(Json(json!({ "routingStrategy": strategy.as_str() })))
 }
@@ -178,6 +192,7 @@ pub async fn reset_provider(State(gw): State<SharedGateway>, Path(id): Path<Stri
     let provider = registry.get(&id).ok_or_else(|| ApiError::ProviderNotFound { id: id.clone() })?;
     provider.breaker.reset();
     provider.keys.reset();
+    gw.events.publish_breaker(&id, crate::breaker::BreakerState::Closed);
     tracing::info!(provider = %id, "provider reset by admin");
     Ok(Json(json!({ "ok": true, "provider": id, "circuitBreakerState": "closed" })))
 }

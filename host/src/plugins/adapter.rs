@@ -44,6 +44,47 @@ pub struct AdapterStats {
     pub faults: AtomicU64,
     /// Nanoseconds spent inside the component, instantiation included.
     pub busy_nanos: AtomicU64,
+    /// Time per call, for percentiles.
+    pub latency: LatencyHistogram,
+}
+
+/// Buckets of the call-time histogram: bucket `i` holds calls that took
+/// less than `2^i` µs (the last one everything longer).
+const LATENCY_BUCKETS: usize = 32;
+
+/// A lock-free histogram of call times in power-of-two microsecond buckets
+/// (percentiles are accurate to a factor of two, plenty to see a slow
+/// adapter).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl LatencyHistogram {
+    /// Counts one call of `micros`.
+    pub fn record(&self, micros: u64) {
+        let i = (u64::BITS - micros.leading_zeros()) as usize;
+        self.buckets[i.min(LATENCY_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The upper bound (µs) of the bucket holding quantile `q` (0..=1), or
+    /// `None` with no calls yet.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(1u64 << i);
+            }
+        }
+        Some(1u64 << (LATENCY_BUCKETS - 1))
+    }
 }
 
 /// A loaded, configured adapter version.
@@ -114,6 +155,17 @@ impl Adapter {
             pre: compiled.pre,
             engine,
         })
+    }
+
+    /// The compiled component behind this version (to configure it again,
+    /// e.g. for the conformance self-check).
+    pub fn compiled(&self) -> Compiled {
+        Compiled { pre: self.pre.clone(), hash: self.hash.clone() }
+    }
+
+    /// The settings it was configured with (slot id included).
+    pub fn settings(&self) -> &[(String, String)] {
+        &self.settings
     }
 
     /// The per-call context for a request.
@@ -202,8 +254,10 @@ impl Adapter {
         result: wasmtime::Result<R>,
         store: &Store<CallState>,
     ) -> Result<R, AdapterFault> {
+        let elapsed = started.elapsed();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.stats.busy_nanos.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.stats.latency.record(elapsed.as_micros() as u64);
         result.map_err(|e| {
             self.stats.faults.fetch_add(1, Ordering::Relaxed);
             let fault = AdapterFault {
@@ -265,6 +319,24 @@ fn describe_fault(error: &wasmtime::Error, state: &CallState) -> String {
     };
     let stderr = state.stderr();
     if stderr.is_empty() { what } else { format!("{what} (stderr: {stderr})") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_bucket_bounds() {
+        let h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.5), None);
+        for us in [3, 5, 6, 7, 100] {
+            h.record(us);
+        }
+        assert_eq!(h.quantile(0.5), Some(8), "5..7 µs are in the <8 µs bucket");
+        assert_eq!(h.quantile(0.99), Some(128));
+        h.record(u64::MAX);
+        assert_eq!(h.quantile(1.0), Some(1 << 31));
+    }
 }
 
 /// Checks what `configure` returned before the adapter may go live.

@@ -111,6 +111,27 @@ pub fn run(options: &CheckOptions) -> CheckResult {
     CheckResult { text, passed }
 }
 
+/// The conformance self-check a new adapter version must pass before it
+/// goes live (hot reload): the common cases of `plugin check`, run with the
+/// slot's settings. Blocks; call it off the async workers. `Err` names the
+/// failed cases.
+pub fn self_check(engine: Arc<PluginEngine>, adapter: &Adapter) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the self-check: {e}"))?;
+    let mut subject = RuntimeSubject { runtime, engine, compiled: adapter.compiled(), adapter: None };
+    let report = freellm_fixtures::conformance(&mut subject, adapter.settings());
+    if report.all_passed() {
+        return Ok(());
+    }
+    let failures: Vec<String> = report
+        .failures()
+        .map(|o| format!("{}: {}", o.name, o.result.as_ref().err().map_or("", String::as_str)))
+        .collect();
+    Err(failures.join("; "))
+}
+
 /// The default cache for `plugin check`: inside the system temp directory,
 /// so checking does not touch the gateway's data directory.
 pub fn default_cache_dir() -> PathBuf {

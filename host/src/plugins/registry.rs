@@ -6,6 +6,7 @@
 //! versions (key cooldowns) lives in `Arc`s the next snapshot reuses.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::adapter::Adapter;
@@ -37,12 +38,94 @@ pub struct ProviderEntry {
     pub enabled: bool,
     /// Why the provider is disabled or failed, for operators.
     pub note: Option<String>,
+    /// The `plugins.toml` entry this slot was built from.
+    pub config: ProviderConfig,
+    /// A new adapter version on trial for a share of the traffic.
+    pub canary: Option<Arc<Canary>>,
+}
+
+/// A new adapter version serving a share of its provider's traffic until
+/// its failure rate decides: promoted when it does no worse than the
+/// current version (within [`Canary::margin`]), rolled back otherwise.
+pub struct Canary {
+    /// The new version.
+    pub adapter: Arc<Adapter>,
+    /// Percent of requests it gets.
+    pub percent: u8,
+    /// Calls of the new version before a decision.
+    pub min_calls: u64,
+    /// How much worse (as a failure-rate difference) the new version may be.
+    pub margin: f64,
+    /// Outcomes of the new version: calls, failures.
+    pub new: (AtomicU64, AtomicU64),
+    /// Outcomes of the current version during the trial.
+    pub old: (AtomicU64, AtomicU64),
+    decided: AtomicBool,
+}
+
+/// A canary's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The new version replaces the old one.
+    Promote,
+    /// The new version is dropped.
+    RollBack,
+}
+
+impl Canary {
+    /// A trial of `adapter` on `percent` of the traffic.
+    pub fn new(adapter: Arc<Adapter>, percent: u8) -> Self {
+        Self {
+            adapter,
+            percent,
+            min_calls: 20,
+            margin: 0.2,
+            new: (AtomicU64::new(0), AtomicU64::new(0)),
+            old: (AtomicU64::new(0), AtomicU64::new(0)),
+            decided: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts one outcome; returns the verdict once, when it is reached.
+    pub fn record(&self, canary: bool, failed: bool) -> Option<Verdict> {
+        let (calls, failures) = if canary { &self.new } else { &self.old };
+        calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let verdict = self.verdict()?;
+        // Only one caller acts on it.
+        (!self.decided.swap(true, Ordering::AcqRel)).then_some(verdict)
+    }
+
+    /// The verdict the counts support now, if any.
+    pub fn verdict(&self) -> Option<Verdict> {
+        let new_calls = self.new.0.load(Ordering::Relaxed);
+        if new_calls < self.min_calls {
+            return None;
+        }
+        let rate = |(c, f): &(AtomicU64, AtomicU64)| {
+            let calls = c.load(Ordering::Relaxed);
+            if calls == 0 { 0.0 } else { f.load(Ordering::Relaxed) as f64 / calls as f64 }
+        };
+        Some(if rate(&self.new) > rate(&self.old) + self.margin { Verdict::RollBack } else { Verdict::Promote })
+    }
 }
 
 impl ProviderEntry {
     /// The adapter, when the provider is enabled and loaded.
     pub fn live(&self) -> Option<&Arc<Adapter>> {
         if self.enabled { self.adapter.as_ref() } else { None }
+    }
+
+    /// The adapter version for one request: the canary for its share of the
+    /// traffic, else the current one; `true` when it is the canary.
+    pub fn select_adapter(&self) -> Option<(Arc<Adapter>, bool)> {
+        let current = self.live()?;
+        match &self.canary {
+            Some(c) if fastrand::u8(0..100) < c.percent => Some((c.adapter.clone(), true)),
+            _ => Some((current.clone(), false)),
+        }
     }
 
     /// `None` when the provider could take a request of `tokens` now (breaker
@@ -102,16 +185,7 @@ impl Registry {
                 Err(e) => {
                     let note = format!("failed to load {}: {e}", pc.component.display());
                     tracing::error!(provider = %pc.id, error = %note, "provider not loaded");
-                    ProviderEntry {
-                        id: Arc::from(pc.id.as_str()),
-                        adapter: None,
-                        base_url: pc.base_url.clone().unwrap_or_default(),
-                        keys: Arc::new(KeyRing::new(Vec::new(), Limits::default())),
-                        breaker: Arc::new(Breaker::new(config.routing.breaker)),
-                        stats: Arc::new(ProviderStats::default()),
-                        enabled: false,
-                        note: Some(note),
-                    }
+                    failed_slot(config, pc, note, None)
                 }
             };
             if entry.enabled {
@@ -131,6 +205,16 @@ async fn load_provider(
     pc: &ProviderConfig,
     store: Option<&Store>,
 ) -> Result<ProviderEntry, loader::LoadError> {
+    let adapter = prepare_adapter(engine, config, pc).await?;
+    Ok(assemble(config, pc, Arc::new(adapter), None, store))
+}
+
+/// Compiles (through the cache), checks and configures a provider's component.
+pub async fn prepare_adapter(
+    engine: &Arc<PluginEngine>,
+    config: &Config,
+    pc: &ProviderConfig,
+) -> Result<Adapter, loader::LoadError> {
     let compiled = {
         let engine = engine.clone();
         let path = pc.component.clone();
@@ -139,9 +223,20 @@ async fn load_provider(
             .await
             .map_err(|e| loader::LoadError::Compile(format!("compile task failed: {e}")))??
     };
-    let adapter = Adapter::configure(engine.clone(), compiled, &pc.id, pc.settings.clone(), pc.sandbox).await?;
-    let info = &adapter.info;
+    Adapter::configure(engine.clone(), compiled, &pc.id, pc.settings.clone(), pc.sandbox).await
+}
 
+/// Builds a provider slot around a configured adapter. With a `previous`
+/// slot of the same provider, its breaker and counters carry over, and so
+/// do its keys (windows, cooldowns) unless the limits changed.
+pub fn assemble(
+    config: &Config,
+    pc: &ProviderConfig,
+    adapter: Arc<Adapter>,
+    previous: Option<&ProviderEntry>,
+    store: Option<&Store>,
+) -> ProviderEntry {
+    let info = &adapter.info;
     let needs_key = !matches!(info.auth, AuthPlacement::None);
     // The key variable: plugins.toml, else what the adapter declares, else
     // `<ID>_API_KEY`.
@@ -150,14 +245,14 @@ async fn load_provider(
         .clone()
         .or_else(|| info.key_env.clone())
         .unwrap_or_else(|| format!("{}_API_KEY", pc.id.to_ascii_uppercase().replace('-', "_")));
-    let keys = if needs_key { config.keys_from(&key_env) } else { Vec::new() };
+    let secrets = if needs_key { config.keys_from(&key_env) } else { Vec::new() };
     // A keyless provider (a local server) is enabled only when the operator
     // says where it is: `base_url` in plugins.toml or `<ID>_BASE_URL`, or a
     // `base_url` setting for adapters configured by settings alone.
     let base_url_given = pc.base_url.is_some() || pc.settings.iter().any(|(k, _)| k == "base_url");
     let (enabled, note) = if !pc.enabled {
         (false, Some("disabled in plugins.toml".to_owned()))
-    } else if needs_key && keys.is_empty() {
+    } else if needs_key && secrets.is_empty() {
         (false, Some(format!("no API key: set {key_env}")))
     } else if !needs_key && !base_url_given {
         let var = format!("{}_BASE_URL", pc.id.to_ascii_uppercase().replace('-', "_"));
@@ -179,20 +274,49 @@ async fn load_provider(
         tokens_per_minute: pick(o.tpm, l.tokens_per_minute),
         tokens_per_day: pick(o.tpd, l.tokens_per_day),
     };
-    let mut keys = if needs_key { KeyRing::new(keys, limits) } else { KeyRing::keyless(limits) };
-    if let Some(store) = store {
-        keys.restore_windows(&pc.id, &|id| crate::persist::saved_window(store, id));
-    }
+    let key_count = if needs_key { secrets.len() } else { 1 };
+    let keys = match previous {
+        Some(p) if *p.keys.limits() == limits && p.keys.len() == key_count && p.keys.len() > 0 => p.keys.clone(),
+        _ => {
+            let mut keys = if needs_key { KeyRing::new(secrets, limits) } else { KeyRing::keyless(limits) };
+            if let Some(p) = previous {
+                let saved = p.keys.export_windows(&p.id);
+                keys.restore_windows(&pc.id, &|id| saved.iter().find(|(s, _)| s == id).map(|(_, w)| w.clone()));
+            } else if let Some(store) = store {
+                keys.restore_windows(&pc.id, &|id| crate::persist::saved_window(store, id));
+            }
+            Arc::new(keys)
+        }
+    };
     let base_url = pc.base_url.clone().unwrap_or_else(|| info.default_base_url.trim_end_matches('/').to_owned());
     tracing::debug!(provider = %pc.id, hash = %adapter.hash, version = %info.adapter_version, "adapter loaded");
-    Ok(ProviderEntry {
+    ProviderEntry {
         id: adapter.id.clone(),
-        adapter: Some(Arc::new(adapter)),
+        adapter: Some(adapter.clone()),
         base_url,
-        keys: Arc::new(keys),
-        breaker: Arc::new(Breaker::new(config.routing.breaker)),
-        stats: Arc::new(ProviderStats::default()),
+        keys,
+        breaker: previous.map_or_else(|| Arc::new(Breaker::new(config.routing.breaker)), |p| p.breaker.clone()),
+        stats: previous.map_or_else(|| Arc::new(ProviderStats::default()), |p| p.stats.clone()),
         enabled,
         note,
-    })
+        config: pc.clone(),
+        canary: None,
+    }
+}
+
+/// A slot whose component could not be loaded: kept (disabled) so status
+/// shows why.
+pub fn failed_slot(config: &Config, pc: &ProviderConfig, note: String, previous: Option<&ProviderEntry>) -> ProviderEntry {
+    ProviderEntry {
+        id: Arc::from(pc.id.as_str()),
+        adapter: None,
+        base_url: pc.base_url.clone().unwrap_or_default(),
+        keys: Arc::new(KeyRing::new(Vec::new(), Limits::default())),
+        breaker: previous.map_or_else(|| Arc::new(Breaker::new(config.routing.breaker)), |p| p.breaker.clone()),
+        stats: previous.map_or_else(|| Arc::new(ProviderStats::default()), |p| p.stats.clone()),
+        enabled: false,
+        note: Some(note),
+        config: pc.clone(),
+        canary: None,
+    }
 }

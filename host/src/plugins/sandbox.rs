@@ -24,7 +24,7 @@ const MAX_LOG_LINE: usize = 2048;
 const MAX_LOG_LINES: u32 = 32;
 
 /// Per-adapter sandbox limits, from `plugins.toml`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxLimits {
     /// Linear memory cap per instance.
     pub memory_bytes: usize,

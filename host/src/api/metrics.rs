@@ -1,0 +1,17 @@
+//! `GET /metrics`: Prometheus text exposition (format 0.0.4), see
+//! [`crate::metrics`]. Authenticated like every endpoint; open when no
+//! credential is configured.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::state::SharedGateway;
+
+/// The scrape endpoint.
+pub async fn metrics(State(gw): State<SharedGateway>) -> Response {
+    let body = crate::metrics::render(&gw);
+    let mut response = body.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+    response
+}

@@ -1,0 +1,124 @@
+//! The adapter admin API: `GET /v1/plugins` (every adapter: version, hash,
+//! state, last error, calls, traps, time inside the component),
+//! `POST /v1/plugins/reload` (all, or `{"id": "<provider>"}`) and
+//! `POST /v1/plugins/{id}` (upload a component, checked like a changed file).
+
+use std::sync::atomic::Ordering;
+use std::time::UNIX_EPOCH;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::plugins::{Adapter, ProviderEntry};
+use crate::reload::MAX_UPLOAD_BYTES;
+use crate::state::SharedGateway;
+use crate::stats::iso8601;
+
+fn version_json(a: &Adapter) -> Value {
+    let stats = &a.stats;
+    let loaded_ms = a.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    json!({
+        "version": a.info.adapter_version,
+        "hash": a.hash,
+        "loaded_at": iso8601(loaded_ms),
+        "calls": stats.calls.load(Ordering::Relaxed),
+        "traps": stats.faults.load(Ordering::Relaxed),
+        "busy_ms": stats.busy_nanos.load(Ordering::Relaxed) / 1_000_000,
+        "p50_us": stats.latency.quantile(0.5),
+        "p99_us": stats.latency.quantile(0.99),
+    })
+}
+
+fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::reload::Rejection>) -> Value {
+    let state = match (&p.adapter, p.enabled, &p.canary) {
+        (None, _, _) => "failed",
+        (Some(_), _, Some(_)) => "canary",
+        (Some(_), true, None) => "active",
+        (Some(_), false, None) => "disabled",
+    };
+    let mut v = json!({
+        "id": p.id.as_ref(),
+        "component": p.config.component.display().to_string(),
+        "state": state,
+        "enabled": p.enabled,
+        "note": p.note,
+        "last_error": rejection,
+        "sandbox": {
+            "memory_mb": p.config.sandbox.memory_bytes >> 20,
+            "cpu_ms": p.config.sandbox.cpu_time.as_millis() as u64,
+        },
+    });
+    if let (Some(a), Some(obj)) = (&p.adapter, v.as_object_mut()) {
+        if let Some(fields) = version_json(a).as_object() {
+            obj.extend(fields.clone());
+        }
+    }
+    if let (Some(c), Some(obj)) = (&p.canary, v.as_object_mut()) {
+        let load = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);
+        obj.insert(
+            "canary".into(),
+            json!({
+                "percent": c.percent,
+                "candidate": version_json(&c.adapter),
+                "candidate_calls": load(&c.new.0),
+                "candidate_failures": load(&c.new.1),
+                "current_calls": load(&c.old.0),
+                "current_failures": load(&c.old.1),
+            }),
+        );
+    }
+    v
+}
+
+/// `GET /v1/plugins`.
+pub async fn list(State(gw): State<SharedGateway>) -> Json<Value> {
+    let registry = gw.registry.load();
+    let rejections = gw.plugins.rejections();
+    let plugins: Vec<Value> = registry.providers.iter().map(|p| plugin_json(p, rejections.get(&*p.id))).collect();
+    Json(json!({ "plugins": plugins, "events": gw.plugins.events() }))
+}
+
+/// `POST /v1/plugins/reload`, optionally `{"id": "<provider>"}`.
+pub async fn reload(State(gw): State<SharedGateway>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let only = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let v: Value =
+            serde_json::from_slice(&body).map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))?;
+        match v.get("id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) => Some(id.clone()),
+            Some(_) => return Err(ApiError::invalid_body("\"id\" must be a provider id")),
+        }
+    };
+    let outcomes = gw.plugins.reload(&gw, only.as_deref()).await.map_err(|message| match &only {
+        Some(id) if message.starts_with("no provider") => ApiError::ProviderNotFound { id: id.clone() },
+        _ => ApiError::invalid_body(message),
+    })?;
+    Ok(Json(json!({ "outcomes": outcomes })))
+}
+
+/// `POST /v1/plugins/{id}` with the component bytes as the body.
+pub async fn upload(
+    State(gw): State<SharedGateway>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if body.len() > MAX_UPLOAD_BYTES {
+        return Err(ApiError::PayloadTooLarge { limit: MAX_UPLOAD_BYTES });
+    }
+    if body.is_empty() {
+        return Err(ApiError::invalid_body("the body must be a WebAssembly component"));
+    }
+    let outcomes = gw.plugins.upload(&gw, &id, &body).await.map_err(|message| {
+        if message.starts_with("no provider") {
+            ApiError::ProviderNotFound { id: id.clone() }
+        } else {
+            ApiError::Internal(message)
+        }
+    })?;
+    Ok(Json(json!({ "outcomes": outcomes })))
+}

@@ -1,0 +1,309 @@
+//! The live event bus behind `GET /v1/events`: every finished request and
+//! every state change (a breaker moving, a key cooling down, an adapter
+//! swapped or rejected, cache counters, the routing strategy) is published
+//! here and fanned out to the connected dashboards.
+//!
+//! The bus is a bounded [`tokio::sync::broadcast`] channel. Publishing never
+//! waits: with no subscriber it is one atomic load (callers check
+//! [`EventBus::has_subscribers`] before building an event), and a subscriber
+//! that falls behind by more than [`CAPACITY`] events loses the oldest ones
+//! and is told so with an [`Event::Lagged`] marker instead of slowing the
+//! request path down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use crate::breaker::BreakerState;
+use crate::cache::CacheStats;
+use crate::stats::RequestLogEntry;
+
+/// Events a subscriber may fall behind by before it starts losing them.
+pub const CAPACITY: usize = 1024;
+
+/// One thing that happened in the gateway, as the event feed sends it
+/// (`{"type": "<kind>", ...}`).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A chat request finished (the `recentRequests` entry).
+    Request(RequestLogEntry),
+    /// A provider's circuit breaker changed state (or was reset).
+    Breaker {
+        /// Provider id.
+        provider: String,
+        /// The state it is in now.
+        state: BreakerState,
+    },
+    /// A provider key was rested after a rate limit or a spent quota.
+    KeyCooldown {
+        /// Provider id.
+        provider: String,
+        /// The key's index in the provider's ring.
+        key: usize,
+        /// How long it rests, in milliseconds.
+        retry_after_ms: u64,
+    },
+    /// An adapter version was loaded, rejected, rolled back or promoted.
+    Adapter {
+        /// Provider slot id.
+        id: String,
+        /// The adapter's version.
+        version: String,
+        /// Hex SHA-256 of the component.
+        hash: String,
+        /// `loaded`, `rejected`, `rolled_back`, `promoted`, ...
+        state: String,
+        /// Why it was rejected or rolled back.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// The response cache's counters changed.
+    Cache(CacheStats),
+    /// The global routing strategy was switched.
+    Routing {
+        /// The new strategy (`quota_aware`, `round_robin`, `random`).
+        strategy: String,
+    },
+    /// Not published: what a subscriber receives in place of the events it
+    /// was too slow to take.
+    Lagged {
+        /// Events lost.
+        missed: u64,
+    },
+}
+
+impl Event {
+    /// The SSE `event:` name (the same as the `type` field).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Request(_) => "request",
+            Self::Breaker { .. } => "breaker",
+            Self::KeyCooldown { .. } => "key_cooldown",
+            Self::Adapter { .. } => "adapter",
+            Self::Cache(_) => "cache",
+            Self::Routing { .. } => "routing",
+            Self::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+/// The publish side, shared by the whole gateway.
+pub struct EventBus {
+    sender: broadcast::Sender<Arc<Event>>,
+    closed: watch::Sender<bool>,
+    lagged: AtomicU64,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        let (sender, _) = broadcast::channel(CAPACITY);
+        Self { sender, closed: watch::Sender::new(false), lagged: AtomicU64::new(0) }
+    }
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus").field("subscribers", &self.subscribers()).finish()
+    }
+}
+
+impl EventBus {
+    /// True when someone listens: build an event only then.
+    pub fn has_subscribers(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
+
+    /// Connected subscribers.
+    pub fn subscribers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
+    /// Events lost by slow subscribers since start.
+    pub fn lagged_total(&self) -> u64 {
+        self.lagged.load(Ordering::Relaxed)
+    }
+
+    /// Sends an event to every subscriber; never waits. Dropped when nobody
+    /// listens.
+    pub fn publish(&self, event: Event) {
+        if self.has_subscribers() {
+            let _ = self.sender.send(Arc::new(event));
+        }
+    }
+
+    /// Publishes a finished request (cloned only when someone listens).
+    pub fn publish_request(&self, entry: &RequestLogEntry) {
+        if self.has_subscribers() {
+            self.publish(Event::Request(entry.clone()));
+        }
+    }
+
+    /// Publishes a breaker state change of `provider`.
+    pub fn publish_breaker(&self, provider: &str, state: BreakerState) {
+        if self.has_subscribers() {
+            self.publish(Event::Breaker { provider: provider.to_owned(), state });
+        }
+    }
+
+    /// Publishes that key `key` of `provider` rests for `retry_after` (nothing
+    /// when it does not rest).
+    pub fn publish_key_cooldown(&self, provider: &str, key: usize, retry_after: Option<Duration>) {
+        if let Some(wait) = retry_after
+            && self.has_subscribers()
+        {
+            let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            self.publish(Event::KeyCooldown { provider: provider.to_owned(), key, retry_after_ms });
+        }
+    }
+
+    /// A new subscription; it sees events published from now on.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription { receiver: self.sender.subscribe(), closed: self.closed.subscribe(), bus_lagged: None }
+    }
+
+    /// Ends every subscription (graceful shutdown: an open feed would
+    /// otherwise keep the server from draining).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    fn note_lagged(&self, missed: u64) {
+        self.lagged.fetch_add(missed, Ordering::Relaxed);
+    }
+}
+
+/// The receive side of one subscriber.
+pub struct Subscription {
+    receiver: broadcast::Receiver<Arc<Event>>,
+    closed: watch::Receiver<bool>,
+    bus_lagged: Option<u64>,
+}
+
+impl Subscription {
+    /// The next event; a lag becomes an [`Event::Lagged`] marker. `None` once
+    /// the bus is closed.
+    pub async fn next(&mut self) -> Option<Arc<Event>> {
+        if *self.closed.borrow() {
+            return None;
+        }
+        let received = tokio::select! {
+            received = self.receiver.recv() => received,
+            _ = self.closed.wait_for(|closed| *closed) => return None,
+        };
+        self.map(received)
+    }
+
+    /// An event already waiting, without waiting for one.
+    pub fn try_next(&mut self) -> Option<Arc<Event>> {
+        match self.receiver.try_recv() {
+            Ok(event) => Some(event),
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                self.bus_lagged = Some(self.bus_lagged.unwrap_or(0) + missed);
+                Some(Arc::new(Event::Lagged { missed }))
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// True once the bus was closed.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Events this subscriber lost (reported to the bus by the caller).
+    pub fn take_lagged(&mut self) -> Option<u64> {
+        self.bus_lagged.take()
+    }
+
+    fn map(&mut self, received: Result<Arc<Event>, broadcast::error::RecvError>) -> Option<Arc<Event>> {
+        match received {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                self.bus_lagged = Some(self.bus_lagged.unwrap_or(0) + missed);
+                Some(Arc::new(Event::Lagged { missed }))
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
+/// Counts what a subscription lost on the bus (for `/metrics`).
+pub fn report_lag(bus: &EventBus, subscription: &mut Subscription) {
+    if let Some(missed) = subscription.take_lagged() {
+        bus.note_lagged(missed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routing(n: usize) -> Event {
+        Event::Routing { strategy: format!("s{n}") }
+    }
+
+    #[tokio::test]
+    async fn publishing_without_subscribers_is_a_no_op() {
+        let bus = EventBus::default();
+        assert!(!bus.has_subscribers());
+        bus.publish(routing(0));
+        let mut sub = bus.subscribe();
+        assert!(bus.has_subscribers());
+        assert!(sub.try_next().is_none());
+    }
+
+    #[tokio::test]
+    async fn subscribers_receive_events_in_order() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe();
+        bus.publish(routing(1));
+        bus.publish_breaker("groq", BreakerState::Open);
+        let first = sub.next().await.expect("event");
+        assert_eq!(first.kind(), "routing");
+        let second = sub.next().await.expect("event");
+        let json = serde_json::to_value(&*second).expect("json");
+        assert_eq!(json, serde_json::json!({"type": "breaker", "provider": "groq", "state": "open"}));
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_loses_events_and_gets_a_lagged_marker() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe();
+        for i in 0..CAPACITY + 10 {
+            bus.publish(routing(i));
+        }
+        let marker = sub.next().await.expect("marker");
+        assert!(matches!(*marker, Event::Lagged { missed: 10 }), "{marker:?}");
+        report_lag(&bus, &mut sub);
+        assert_eq!(bus.lagged_total(), 10);
+        let next = sub.next().await.expect("event");
+        assert!(matches!(&*next, Event::Routing { strategy } if strategy == "s10"));
+    }
+
+    #[tokio::test]
+    async fn closing_the_bus_ends_subscriptions() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe();
+        let waiter = tokio::spawn(async move { sub.next().await.is_none() });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        bus.close();
+        assert!(waiter.await.expect("join"));
+        assert!(bus.subscribe().next().await.is_none());
+    }
+
+    #[test]
+    fn cooldowns_without_a_wait_are_not_published() {
+        let bus = EventBus::default();
+        let mut sub = bus.subscribe();
+        bus.publish_key_cooldown("groq", 0, None);
+        assert!(sub.try_next().is_none());
+        bus.publish_key_cooldown("groq", 1, Some(Duration::from_millis(1500)));
+        let event = sub.try_next().expect("event");
+        let json = serde_json::to_value(&*event).expect("json");
+        assert_eq!(json, serde_json::json!({"type": "key_cooldown", "provider": "groq", "key": 1, "retry_after_ms": 1500}));
+    }
+}

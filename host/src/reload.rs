@@ -1,0 +1,389 @@
+//! Hot swap: adapters are replaced, added and removed while the gateway
+//! serves.
+//!
+//! A change to `plugins.toml` or to a component file (watched with
+//! `notify`, debounced), `POST /v1/plugins/reload` or an upload through
+//! `POST /v1/plugins/{id}` runs [`PluginManager::reload`]: for each
+//! provider whose component or settings changed, the new version is loaded
+//! in the background — compile (cached by content hash), check against the
+//! WIT world and the sandbox policy, `configure`, conformance self-check —
+//! and only then the registry snapshot is swapped atomically (`arc-swap`).
+//! Requests and streams in flight keep the snapshot (and adapter version)
+//! they started with; the old version is dropped when its last user ends.
+//! A version that fails any step never goes live: the previous one keeps
+//! serving, and the step and error are recorded for `/v1/plugins`, the
+//! status and the log.
+//!
+//! With `canary = N` on a provider, a new version first serves N % of the
+//! provider's traffic; its failure rate against the current version's then
+//! promotes it or rolls it back ([`crate::plugins::registry::Canary`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::ProviderConfig;
+use crate::plugins::registry::{self, Canary, Verdict};
+use crate::plugins::{LoadError, ProviderEntry, Registry};
+use crate::state::Gateway;
+use crate::stats::{iso8601, unix_ms};
+
+/// Largest component accepted by upload.
+pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
+/// How long a burst of file events is gathered before one reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The step at which a new version was refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    /// `read`, `compile`, `sandbox`, `contract`, `configure` or `self-check`.
+    pub step: &'static str,
+    /// What went wrong.
+    pub error: String,
+    /// The refused file's SHA-256, when it could be read.
+    pub hash: Option<String>,
+    /// When (ISO-8601).
+    pub at: String,
+}
+
+/// What a reload did to one provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Provider id.
+    pub id: String,
+    /// `unchanged`, `swapped`, `added`, `removed`, `canary` or `rejected`.
+    pub action: &'static str,
+    /// The live version's hash after the reload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Why the new version was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<Rejection>,
+}
+
+/// Reloads, uploads, canary verdicts; serialized by one lock.
+pub struct PluginManager {
+    lock: tokio::sync::Mutex<()>,
+    rejections: Mutex<HashMap<String, Rejection>>,
+    events: Mutex<Vec<String>>,
+    /// Uploaded components, used instead of the configured path.
+    overrides: Mutex<HashMap<String, PathBuf>>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+}
+
+impl Default for PluginManager {
+    fn default() -> Self {
+        Self {
+            lock: tokio::sync::Mutex::new(()),
+            rejections: Mutex::new(HashMap::new()),
+            events: Mutex::new(Vec::new()),
+            overrides: Mutex::new(HashMap::new()),
+            watcher: Mutex::new(None),
+        }
+    }
+}
+
+fn step_of(e: &LoadError) -> &'static str {
+    match e {
+        LoadError::Read { .. } => "read",
+        LoadError::Compile(_) => "compile",
+        LoadError::ForbiddenImport(_) => "sandbox",
+        LoadError::Contract(_) => "contract",
+        LoadError::Configure(_) => "configure",
+    }
+}
+
+fn file_hash(path: &Path) -> std::io::Result<String> {
+    Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
+}
+
+impl PluginManager {
+    /// The last refusal of each provider still not superseded by a success.
+    pub fn rejections(&self) -> HashMap<String, Rejection> {
+        self.rejections.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Recent swap events, newest last (at most 100).
+    pub fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn note(&self, event: String) {
+        tracing::info!(event = %event, "plugins");
+        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if events.len() == 100 {
+            events.remove(0);
+        }
+        events.push(format!("{} {event}", iso8601(unix_ms(SystemTime::now()))));
+    }
+
+    fn reject(&self, id: &str, step: &'static str, error: String, hash: Option<String>) -> Rejection {
+        tracing::error!(provider = id, step, error = %error, "new adapter version rejected; the previous one keeps serving");
+        let r = Rejection { step, error, hash, at: iso8601(unix_ms(SystemTime::now())) };
+        self.rejections.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), r.clone());
+        self.note(format!("{id}: rejected at {step}"));
+        r
+    }
+
+    fn accept(&self, id: &str) {
+        self.rejections.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    /// Re-reads `plugins.toml` and every component; loads, checks and swaps
+    /// in what changed (only provider `only` when given).
+    pub async fn reload(&self, gw: &Gateway, only: Option<&str>) -> Result<Vec<Outcome>, String> {
+        let _serial = self.lock.lock().await;
+        let mut configs = gw.config.reload_providers().map_err(|e| {
+            let message = e.to_string();
+            tracing::error!(error = %message, "plugins.toml rejected; the running providers stay as they are");
+            self.note(format!("plugins.toml rejected: {message}"));
+            message
+        })?;
+        {
+            let overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+            for pc in &mut configs {
+                if let Some(path) = overrides.get(&pc.id) {
+                    pc.component = path.clone();
+                }
+            }
+        }
+        let current = gw.registry.load_full();
+        let mut next: Vec<Arc<ProviderEntry>> = Vec::with_capacity(configs.len());
+        let mut outcomes = Vec::new();
+        for pc in &configs {
+            let old = current.get(&pc.id);
+            if only.is_some_and(|o| o != pc.id) {
+                if let Some(old) = old {
+                    next.push(old.clone());
+                }
+                continue;
+            }
+            let (entry, outcome) = self.reload_one(gw, pc, old).await;
+            next.push(entry);
+            outcomes.push(outcome);
+        }
+        if only.is_none() {
+            for old in current.providers.iter().filter(|p| !configs.iter().any(|c| c.id == *p.id)) {
+                self.note(format!("{}: removed", old.id));
+                outcomes.push(Outcome { id: old.id.to_string(), action: "removed", hash: None, rejection: None });
+            }
+        } else if let Some(id) = only
+            && !configs.iter().any(|c| c.id == id)
+        {
+            return Err(format!("no provider \"{id}\" in plugins.toml"));
+        }
+        gw.registry.store(Arc::new(Registry { providers: next }));
+        Ok(outcomes)
+    }
+
+    /// Loads one provider's new version, if anything changed.
+    async fn reload_one(
+        &self,
+        gw: &Gateway,
+        pc: &ProviderConfig,
+        old: Option<&Arc<ProviderEntry>>,
+    ) -> (Arc<ProviderEntry>, Outcome) {
+        let id = pc.id.clone();
+        let keep = |old: Option<&Arc<ProviderEntry>>, rejection: Rejection| {
+            let entry = match old {
+                Some(o) => o.clone(),
+                None => Arc::new(registry::failed_slot(
+                    &gw.config,
+                    pc,
+                    format!("{}: {}", rejection.step, rejection.error),
+                    None,
+                )),
+            };
+            let hash = entry.adapter.as_ref().map(|a| a.hash.clone());
+            (entry, Outcome { id: id.clone(), action: "rejected", hash, rejection: Some(rejection) })
+        };
+        let path = pc.component.clone();
+        let hash = match tokio::task::spawn_blocking(move || file_hash(&path)).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return keep(old, self.reject(&id, "read", format!("{}: {e}", pc.component.display()), None)),
+            Err(e) => return keep(old, self.reject(&id, "read", e.to_string(), None)),
+        };
+        if let Some(o) = old
+            && o.adapter.as_ref().is_some_and(|a| a.hash == hash)
+            && o.config == *pc
+        {
+            return (o.clone(), Outcome { id, action: "unchanged", hash: Some(hash), rejection: None });
+        }
+        // The same rejected file again: nothing new to try.
+        let known_bad = self.rejections().get(&id).is_some_and(|r| r.hash.as_deref() == Some(hash.as_str()))
+            && old.is_some_and(|o| o.config == *pc);
+        if known_bad && let Some(rejection) = self.rejections().get(&id).cloned() {
+            return keep(old, rejection);
+        }
+        let adapter = match registry::prepare_adapter(&gw.engine, &gw.config, pc).await {
+            Ok(a) => Arc::new(a),
+            Err(e) => return keep(old, self.reject(&id, step_of(&e), e.to_string(), Some(hash))),
+        };
+        let engine = gw.engine.clone();
+        let candidate = adapter.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The check drives its own small runtime: a plain thread, not a worker.
+        std::thread::spawn(move || {
+            let _ = tx.send(crate::plugins::check::self_check(engine, &candidate));
+        });
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return keep(old, self.reject(&id, "self-check", e, Some(hash))),
+            Err(_) => return keep(old, self.reject(&id, "self-check", "the self-check crashed".into(), Some(hash))),
+        }
+        self.accept(&id);
+        let version = adapter.info.adapter_version.clone();
+        let old_live = old.filter(|o| o.live().is_some());
+        match (pc.canary, old_live.and_then(|o| o.adapter.clone().map(|a| (o, a)))) {
+            (Some(percent), Some((o, current))) => {
+                let mut entry = registry::assemble(&gw.config, pc, current, Some(o), None);
+                entry.canary = Some(Arc::new(Canary::new(adapter, percent)));
+                self.note(format!("{id}: version {version} ({}) on canary at {percent}%", short(&hash)));
+                let live = entry.adapter.as_ref().map(|a| a.hash.clone());
+                (Arc::new(entry), Outcome { id, action: "canary", hash: live, rejection: None })
+            }
+            _ => {
+                let entry = registry::assemble(&gw.config, pc, adapter, old.map(|o| o.as_ref()), gw.store.as_deref());
+                let action = if old.is_some_and(|o| o.adapter.is_some()) { "swapped" } else { "added" };
+                self.note(format!("{id}: {action} to version {version} ({})", short(&hash)));
+                (Arc::new(entry), Outcome { id, action, hash: Some(hash), rejection: None })
+            }
+        }
+    }
+
+    /// Acts on a canary verdict: the new version replaces the old one, or is
+    /// dropped.
+    pub async fn conclude_canary(&self, gw: &Gateway, id: &str, canary: &Arc<Canary>, verdict: Verdict) {
+        let _serial = self.lock.lock().await;
+        let current = gw.registry.load_full();
+        let Some(entry) = current.get(id) else { return };
+        if !entry.canary.as_ref().is_some_and(|c| Arc::ptr_eq(c, canary)) {
+            return; // superseded meanwhile
+        }
+        let replacement = match verdict {
+            Verdict::Promote => registry::assemble(&gw.config, &entry.config, canary.adapter.clone(), Some(entry), None),
+            Verdict::RollBack => {
+                let Some(adapter) = entry.adapter.clone() else { return };
+                registry::assemble(&gw.config, &entry.config, adapter, Some(entry), None)
+            }
+        };
+        let (new, old) = (&canary.new, &canary.old);
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let summary = format!(
+            "new version {}/{} failed, current {}/{}",
+            load(&new.1),
+            load(&new.0),
+            load(&old.1),
+            load(&old.0)
+        );
+        match verdict {
+            Verdict::Promote => self.note(format!("{id}: canary {} promoted ({summary})", short(&canary.adapter.hash))),
+            Verdict::RollBack => {
+                let error = format!("canary rolled back: {summary}");
+                self.reject(id, "canary", error, Some(canary.adapter.hash.clone()));
+                self.note(format!("{id}: canary {} rolled back ({summary})", short(&canary.adapter.hash)));
+            }
+        }
+        let replacement = Arc::new(replacement);
+        let providers =
+            current.providers.iter().map(|p| if Arc::ptr_eq(p, entry) { replacement.clone() } else { p.clone() }).collect();
+        gw.registry.store(Arc::new(Registry { providers }));
+    }
+
+    /// Stores an uploaded component for provider `id` and loads it like a
+    /// changed file (checked the same way; refused uploads change nothing).
+    pub async fn upload(&self, gw: &Gateway, id: &str, bytes: &[u8]) -> Result<Vec<Outcome>, String> {
+        let current = gw.config.reload_providers().map_err(|e| e.to_string())?;
+        if !current.iter().any(|p| p.id == id) {
+            return Err(format!("no provider \"{id}\" in plugins.toml"));
+        }
+        let hash = hex::encode(Sha256::digest(bytes));
+        let dir = gw.config.data_dir.join("uploads");
+        let path = dir.join(format!("{id}-{}.wasm", short(&hash)));
+        let bytes = bytes.to_vec();
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = target.with_extension("tmp");
+            std::fs::write(&tmp, &bytes)?;
+            std::fs::rename(&tmp, &target)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot store the upload: {e}"))?;
+        let previous = self.overrides.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), path);
+        let outcomes = self.reload(gw, Some(id)).await?;
+        if outcomes.iter().any(|o| o.action == "rejected") {
+            // A refused upload must not become the slot's component.
+            let mut overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+            match previous {
+                Some(p) => overrides.insert(id.to_owned(), p),
+                None => overrides.remove(id),
+            };
+        }
+        Ok(outcomes)
+    }
+
+    /// Watches `plugins.toml` and the component files (their directories,
+    /// so atomic replaces are seen) and reloads on change.
+    pub fn watch(&self, gw: &Arc<Gateway>) {
+        use notify::{RecursiveMode, Watcher};
+        let Some(config_path) = gw.config.path.clone() else { return };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+                let _ = tx.send(());
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch plugins; reload with POST /v1/plugins/reload");
+                return;
+            }
+        };
+        let mut dirs: Vec<PathBuf> = vec![parent(&config_path)];
+        dirs.extend(gw.config.providers.iter().map(|p| parent(&p.component)));
+        dirs.sort();
+        dirs.dedup();
+        for dir in &dirs {
+            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory");
+            }
+        }
+        *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
+        let weak: Weak<Gateway> = Arc::downgrade(gw);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+                let Some(gw) = weak.upgrade() else { break };
+                if let Err(e) = gw.plugins.reload(&gw, None).await {
+                    tracing::error!(error = %e, "plugin reload failed");
+                }
+                gw.plugins.watch_new_dirs(&gw);
+            }
+        });
+    }
+
+    /// Adds watches for component directories that appeared in a reload.
+    fn watch_new_dirs(&self, gw: &Gateway) {
+        use notify::{RecursiveMode, Watcher};
+        let mut guard = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(watcher) = guard.as_mut() else { return };
+        for p in &gw.registry.load().providers {
+            let _ = watcher.watch(&parent(&p.config.component), RecursiveMode::NonRecursive);
+        }
+    }
+}
+
+fn parent(path: &Path) -> PathBuf {
+    path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
