@@ -119,7 +119,8 @@ build_all() {
         log "BENCH_SKIP_BUILD=1: reusing existing binaries"
     else
         log "building the components, the gateway and the mock (release)"
-        cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-groq -p freellm-provider-ollama
+        cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-groq -p freellm-provider-ollama \
+            -p freellm-provider-openai-compatible
         cargo build --release -p freellm --bin freellm
         cargo build --release -p freellm-mock-upstream --bins
     fi
@@ -470,7 +471,10 @@ main() {
     cat "$RESULTS_DIR/extras.md"
     echo
     log "routing benchmark"
-    BENCH_SKIP_BUILD=${BENCH_SKIP_BUILD:-0} bench/routing.sh
+    BENCH_SKIP_BUILD=1 bench/routing.sh
+    echo
+    log "hot-swap benchmark"
+    BENCH_SKIP_BUILD=1 bench/swap.sh
 }
 
 main "$@"
