@@ -102,7 +102,7 @@ GATEWAY_PORT=$(free_port 18190)
     printf '[routes.bench]\ntargets = ["first", "limited", "third"]\n'
 } >"$WORK/plugins.toml"
 mkdir -p "$WORK/data"
-env PORT="$GATEWAY_PORT" FREELLM_DATA_DIR="$WORK/data" LOG_LEVEL=error \
+env PORT="$GATEWAY_PORT" FREELLM_DATA_DIR="$WORK/data" LOG_LEVEL=error CACHE_ENABLED=false \
     "$GATEWAY_BIN" serve --config "$WORK/plugins.toml" >"$WORK/gateway.log" 2>&1 &
 PIDS+=($!)
 wait_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" || die "gateway did not start: $(tail -5 "$WORK/gateway.log")"

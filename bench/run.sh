@@ -280,7 +280,7 @@ measure_extras() {
     run_oha cache-c1 "$GATEWAY_URL" 1 "$DURATION"
     stop_gateway
     log "auth + identifier limits: 1 connection, $DURATION"
-    GATEWAY_ENV=("${base_env[@]}" FREELLM_API_KEY=bench-master-key FREELLM_IDENTIFIER_LIMIT=100000000/60000)
+    GATEWAY_ENV=("${base_env[@]}" FREELLM_API_KEY=bench-master-key FREELLM_IDENTIFIER_LIMIT=1000000/60000)
     start_gateway
     run_oha auth-c1 "$GATEWAY_URL" 1 "$DURATION" -H "Authorization: Bearer bench-master-key"
     stop_gateway

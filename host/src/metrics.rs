@@ -414,7 +414,8 @@ fn render_providers(out: &mut String, gw: &Gateway) {
         if let Some(adapter) = &p.adapter {
             let s = &adapter.stats;
             let secs = s.busy_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(busy, "freellm_adapter_busy_seconds_total{{provider=\"{provider}\"}} {}", format_float(secs));
+            let _ =
+                writeln!(busy, "freellm_adapter_busy_seconds_total{{provider=\"{provider}\"}} {}", format_float(secs));
             let _ = writeln!(
                 calls,
                 "freellm_adapter_calls_total{{provider=\"{provider}\"}} {}",
@@ -429,7 +430,12 @@ fn render_providers(out: &mut String, gw: &Gateway) {
     }
     let sections = [
         ("freellm_breaker_state", "gauge", "Circuit breaker per provider: 0 closed, 1 half_open, 2 open.", breakers),
-        ("freellm_key_cooldown_seconds", "gauge", "Seconds until a rate-limited key is used again (0: ready).", cooldowns),
+        (
+            "freellm_key_cooldown_seconds",
+            "gauge",
+            "Seconds until a rate-limited key is used again (0: ready).",
+            cooldowns,
+        ),
         ("freellm_upstream_attempts_total", "counter", "Upstream attempts per provider and outcome.", attempts),
         ("freellm_upstream_rate_limited_total", "counter", "Upstream attempts refused with a rate limit.", limited),
         (

@@ -72,6 +72,8 @@ pub struct PluginManager {
     events: Mutex<Vec<String>>,
     /// Uploaded components, used instead of the configured path.
     overrides: Mutex<HashMap<String, PathBuf>>,
+    /// Canary shares set through the API (`plugins.toml`'s `canary` wins).
+    canaries: Mutex<HashMap<String, u8>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
@@ -82,6 +84,7 @@ impl Default for PluginManager {
             rejections: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
             overrides: Mutex::new(HashMap::new()),
+            canaries: Mutex::new(HashMap::new()),
             watcher: Mutex::new(None),
         }
     }
@@ -145,9 +148,13 @@ impl PluginManager {
         })?;
         {
             let overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+            let canaries = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
             for pc in &mut configs {
                 if let Some(path) = overrides.get(&pc.id) {
                     pc.component = path.clone();
+                }
+                if pc.canary.is_none() {
+                    pc.canary = canaries.get(&pc.id).copied();
                 }
             }
         }
@@ -207,9 +214,13 @@ impl PluginManager {
             Ok(Err(e)) => return keep(old, self.reject(&id, "read", format!("{}: {e}", pc.component.display()), None)),
             Err(e) => return keep(old, self.reject(&id, "read", e.to_string(), None)),
         };
+        // Unchanged: the live version, or the canary on trial, is this file.
+        let serving = |o: &ProviderEntry| {
+            o.adapter.as_ref().is_some_and(|a| a.hash == hash) || o.canary.as_ref().is_some_and(|c| c.adapter.hash == hash)
+        };
         if let Some(o) = old
-            && o.adapter.as_ref().is_some_and(|a| a.hash == hash)
-            && o.config == *pc
+            && serving(o)
+            && (o.config == *pc || o.canary.is_some() && o.config.component == pc.component)
         {
             return (o.clone(), Outcome { id, action: "unchanged", hash: Some(hash), rejection: None });
         }
@@ -292,6 +303,19 @@ impl PluginManager {
         let providers =
             current.providers.iter().map(|p| if Arc::ptr_eq(p, entry) { replacement.clone() } else { p.clone() }).collect();
         gw.registry.store(Arc::new(Registry { providers }));
+    }
+
+    /// Sets (1..=99) or clears (0) the canary share new versions of `id`
+    /// get, for providers whose `plugins.toml` entry sets none.
+    pub fn set_canary(&self, id: &str, percent: u8) {
+        let mut canaries = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
+        if percent == 0 {
+            canaries.remove(id);
+        } else {
+            canaries.insert(id.to_owned(), percent.min(99));
+        }
+        drop(canaries);
+        self.note(format!("{id}: canary share for new versions set to {percent}%"));
     }
 
     /// Stores an uploaded component for provider `id` and loads it like a

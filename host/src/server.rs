@@ -39,7 +39,8 @@ pub fn app(gw: SharedGateway) -> Router {
         .route("/metrics", get(api::metrics::metrics))
         .route("/v1/plugins", get(api::plugins::list))
         .route("/v1/plugins/reload", post(api::plugins::reload))
-        .route("/v1/plugins/{id}", post(api::plugins::upload));
+        .route("/v1/plugins/{id}", post(api::plugins::upload))
+        .route("/v1/plugins/{id}/canary", post(api::plugins::set_canary));
     Router::new()
         .merge(routes.clone())
         .nest("/api", routes)

@@ -14,10 +14,8 @@ const ADMIN: &str = "admin-key-observability-0123456789";
 const MASTER: &str = "master-key-observability-0123456789";
 
 async fn groq_gateway(groq: &MockUpstream, extra: &[(&str, &str)]) -> Gateway {
-    let mut env: Vec<(String, String)> = vec![
-        ("GROQ_API_KEY".into(), "k1".into()),
-        ("GROQ_BASE_URL".into(), format!("{}/v1", groq.url)),
-    ];
+    let mut env: Vec<(String, String)> =
+        vec![("GROQ_API_KEY".into(), "k1".into()), ("GROQ_BASE_URL".into(), format!("{}/v1", groq.url))];
     env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     Gateway::start_with(GatewayOptions { config: default_config(), env }).await
 }
@@ -159,7 +157,8 @@ fn check_histograms(samples: &[Sample], typed: &HashMap<String, String>) {
         for s in samples.iter().filter(|s| s.name == format!("{family}_bucket")) {
             let le = s.labels.get("le").expect("bucket has le");
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().expect("numeric le") };
-            let mut rest: Vec<_> = s.labels.iter().filter(|(k, _)| *k != "le").map(|(k, v)| format!("{k}={v}")).collect();
+            let mut rest: Vec<_> =
+                s.labels.iter().filter(|(k, _)| *k != "le").map(|(k, v)| format!("{k}={v}")).collect();
             rest.sort();
             series.entry(rest.join(",")).or_default().push((le, s.value));
         }
@@ -388,7 +387,9 @@ async fn the_event_feed_sends_a_snapshot_then_requests_and_state_changes() {
 #[tokio::test]
 async fn a_breaker_opening_and_a_key_cooling_down_are_published() {
     let groq = MockUpstream::start(|_| Reply::error(503, "over capacity")).await;
-    groq.enqueue([Reply::error(429, "Rate limit reached on requests per minute (RPM)").with_header("retry-after", "30")]);
+    groq.enqueue([
+        Reply::error(429, "Rate limit reached on requests per minute (RPM)").with_header("retry-after", "30")
+    ]);
     let gw = groq_gateway(
         &groq,
         &[
@@ -423,10 +424,9 @@ async fn an_open_event_feed_does_not_hold_up_shutdown() {
     gw.terminate().await;
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
     // The feed ended with the server.
-    let end = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(Ok(_)) = feed.stream.next().await {}
-    })
-    .await;
+    let end =
+        tokio::time::timeout(Duration::from_secs(5), async { while let Some(Ok(_)) = feed.stream.next().await {} })
+            .await;
     assert!(end.is_ok(), "the feed is still open after shutdown");
 }
 

@@ -165,7 +165,7 @@ fn cache_hit(
     response.headers_mut().insert("x-freellm-cached", HeaderValue::from_static("true"));
     let latency_ms = started.elapsed().as_millis() as u64;
     tracing::info!(request_id, model, provider = %hit.provider, reason = "cache", latency_ms, "chat answered from cache");
-    record(gw, started, Duration::ZERO, RequestLogEntry {
+    let entry = RequestLogEntry {
         id: request_id.to_owned(),
         timestamp: iso8601(unix_ms(SystemTime::now())),
         requested_model: model.to_owned(),
@@ -181,7 +181,8 @@ fn cache_hit(
         completion_tokens: hit.usage.map(|u| u.completion_tokens),
         finish_reason: None,
         cached: true,
-    });
+    };
+    record(gw, started, Duration::ZERO, entry);
     response
 }
 
@@ -223,7 +224,7 @@ fn finish(
     let latency_ms = started.elapsed().as_millis() as u64;
     tracing::info!(request_id, model, provider = %a.provider.id, reason = a.reason.as_str(), latency_ms,
         attempted = ?a.attempted, streaming = is_stream, "chat answered");
-    record(gw, started, upstream, RequestLogEntry {
+    let entry = RequestLogEntry {
         id: request_id.to_owned(),
         timestamp: iso8601(unix_ms(SystemTime::now())),
         requested_model: model.to_owned(),
@@ -237,9 +238,10 @@ fn finish(
         error: None,
         prompt_tokens: a.usage.map(|u| u.prompt_tokens),
         completion_tokens: a.usage.map(|u| u.completion_tokens),
-        finish_reason: a.finish_reason.map(|f| format!("{f:?}").to_lowercase()),
+        finish_reason: a.finish_reason.map(|f| finish_name(f).to_owned()),
         cached: false,
-    });
+    };
+    record(gw, started, upstream, entry);
     response
 }
 
@@ -255,7 +257,7 @@ fn log_failure(
     let status = if matches!(error, ApiError::AllProvidersExhausted { .. }) { "all_providers_failed" } else { "error" };
     tracing::warn!(request_id, model, error = %error_text(error), ?attempted, "chat failed");
     // Only successes say how much time was the gateway's own.
-    record(gw, started, Duration::ZERO, RequestLogEntry {
+    let entry = RequestLogEntry {
         id: request_id.to_owned(),
         timestamp: iso8601(unix_ms(SystemTime::now())),
         requested_model: model.to_owned(),
@@ -271,7 +273,20 @@ fn log_failure(
         completion_tokens: None,
         finish_reason: None,
         cached: false,
-    });
+    };
+    record(gw, started, Duration::ZERO, entry);
+}
+
+/// OpenAI's name of a finish reason.
+fn finish_name(reason: crate::plugins::types::FinishReason) -> &'static str {
+    use crate::plugins::types::FinishReason;
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::Other => "other",
+    }
 }
 
 /// Logs a finished request for `/v1/status`, counts it for `/metrics` and

@@ -5,10 +5,11 @@
 //! then every [`Event`] published on the gateway's bus as
 //! `event: <type>\ndata: <json>\n\n`, a `cache` event when the response
 //! cache's counters moved (checked every 2 s), and a `: keep-alive` comment
-//! after 15 s of silence (which is also how a vanished client is noticed). Events
-//! that arrive together are written together, so a busy gateway costs a
-//! subscriber one write per batch, not per request. The feed ends when the
-//! client disconnects or the gateway shuts down.
+//! after 15 s of silence (which is also how a vanished client is noticed).
+//! Events are gathered for [`BATCH_WINDOW`] after the first one and written
+//! together, so a busy gateway costs a subscriber one wake-up and one write
+//! per batch, not per request. The feed ends when the client disconnects or
+//! the gateway shuts down.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -29,8 +30,13 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// they moved).
 pub const CACHE_CHECK: Duration = Duration::from_secs(2);
 
+/// After an event arrives, how long the feed gathers more before writing:
+/// a busy gateway then costs a subscriber one wake-up and one write per
+/// window instead of per request (and publishers wake no one meanwhile).
+pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
+
 /// Events written in one batch at most.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = crate::events::CAPACITY;
 
 /// The event feed.
 pub async fn events(State(gw): State<SharedGateway>) -> Response {
@@ -86,6 +92,7 @@ impl Feed {
                 }
             }
         };
+        tokio::time::sleep(BATCH_WINDOW).await;
         self.last_write = Instant::now();
         let mut out = String::with_capacity(1024);
         write_event(&mut out, &event);

@@ -1,14 +1,17 @@
 //! The adapter admin API: `GET /v1/plugins` (every adapter: version, hash,
 //! state, last error, calls, traps, time inside the component),
 //! `POST /v1/plugins/reload` (all, or `{"id": "<provider>"}`) and
-//! `POST /v1/plugins/{id}` (upload a component, checked like a changed file).
+//! `POST /v1/plugins/{id}` (upload a component, checked like a changed file;
+//! `?canary=N` puts it on trial for N % of the traffic) and
+//! `POST /v1/plugins/{id}/canary` (`{"percent": N}`: the share new versions
+//! of that provider get; 0 = swap at once).
 
 use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -101,12 +104,47 @@ pub async fn reload(State(gw): State<SharedGateway>, body: Bytes) -> Result<Json
     Ok(Json(json!({ "outcomes": outcomes })))
 }
 
-/// `POST /v1/plugins/{id}` with the component bytes as the body.
-pub async fn upload(
+/// Query of an upload.
+#[derive(serde::Deserialize)]
+pub struct UploadQuery {
+    /// Put the upload on trial for this share of the traffic.
+    canary: Option<u8>,
+}
+
+/// `POST /v1/plugins/{id}/canary` with `{"percent": 0..=99}`.
+pub async fn set_canary(
     State(gw): State<SharedGateway>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
+    let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))?;
+    let percent = v
+        .get("percent")
+        .and_then(Value::as_u64)
+        .filter(|p| *p < 100)
+        .ok_or_else(|| ApiError::invalid_body("expected {\"percent\": 0..=99}"))?;
+    if gw.registry.load().get(&id).is_none() {
+        return Err(ApiError::ProviderNotFound { id });
+    }
+    gw.plugins.set_canary(&id, percent as u8);
+    Ok(Json(json!({ "id": id, "canary_percent": percent })))
+}
+
+/// `POST /v1/plugins/{id}` with the component bytes as the body.
+pub async fn upload(
+    State(gw): State<SharedGateway>,
+    Path(id): Path<String>,
+    Query(query): Query<UploadQuery>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(percent) = query.canary {
+        if percent >= 100 {
+            return Err(ApiError::invalid_body("canary must be a percentage between 0 and 99"));
+        }
+        if gw.registry.load().get(&id).is_some() {
+            gw.plugins.set_canary(&id, percent);
+        }
+    }
     if body.len() > MAX_UPLOAD_BYTES {
         return Err(ApiError::PayloadTooLarge { limit: MAX_UPLOAD_BYTES });
     }

@@ -5,16 +5,16 @@
 
 use std::time::{Instant, SystemTime};
 
-use axum::{Extension, Json};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::events::Event;
 use crate::plugins::ProviderEntry;
 use crate::router::{Strategy, privacy_name};
-use crate::events::Event;
 use crate::state::{Gateway, SharedGateway};
 use crate::stats::{UsageTotals, iso8601, unix_ms};
 
@@ -94,6 +94,8 @@ pub fn status_json(gw: &Gateway) -> Value {
             "lastReloadError": gw.virtual_keys.last_error(),
         },
         "quotaSkips": gw.metrics.quota_skips(),
+        // Adapter versions refused by a reload (step and error), by provider.
+        "adapterRejections": gw.plugins.rejections(),
     })
 }
 
