@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/build-components.sh
 cargo build -p freellm --bin freellm
 cargo test --workspace --no-fail-fast
+scripts/browser-tests.sh

@@ -595,7 +595,8 @@ function keyRow(p, k) {
   if (k.invalid) right = h("span", { class: "badge bad", title: k.invalidReason || "" }, "invalid");
   else if (left > 0) right = h("span", { class: "badge warn", "data-cooldown": k.index }, `cooling ${duration(left)}`);
   else right = h("span", { class: "badge ok" }, "ready");
-  const use = rpm ? `${w.requestsMinute || 0}/${rpm} requests this minute` : `${w.requestsMinute || 0} requests this minute (no limit declared)`;
+  const n = w.requestsMinute || 0;
+  const use = rpm ? `${n}/${rpm} requests this minute` : `${plural(n, "request")} this minute (no limit declared)`;
   const day = limits.requestsPerDay ? ` · ${w.requestsDay || 0}/${limits.requestsPerDay} today` : "";
   const tpm = limits.tokensPerMinute ? ` · ${compact(w.tokensMinute || 0)}/${compact(limits.tokensPerMinute)} tokens/min` : "";
   return h("div", { class: "key-row", "data-key": k.index },

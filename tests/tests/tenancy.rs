@@ -302,7 +302,11 @@ async fn identifiers_are_limited_and_reported() {
 #[tokio::test]
 async fn browser_tokens_are_bound_to_origin_expiry_and_identifier() {
     let mock = MockUpstream::completing().await;
-    let gw = gateway(&mock, &[("FREELLM_API_KEY", MASTER), ("FREELLM_TOKEN_SECRET", TOKEN_SECRET)]).await;
+    let gw = gateway(
+        &mock,
+        &[("FREELLM_API_KEY", MASTER), ("FREELLM_TOKEN_SECRET", TOKEN_SECRET), ("FREELLM_IDENTIFIER_LIMIT", "100/60000")],
+    )
+    .await;
     let issue = |bearer: &str, body: Value| {
         gw.http.post(format!("{}/v1/tokens/issue", gw.url)).bearer_auth(bearer).json(&body).send()
     };

@@ -248,6 +248,27 @@ impl Adapter {
         Ok(StreamSession { adapter: self.clone(), store, provider, handle })
     }
 
+    /// One instance for a whole upstream attempt: `map-request`, then
+    /// `normalize-response` or `classify-failure` (or the stream normalizer)
+    /// run in the same instance, so an attempt pays for one instantiation
+    /// and one slot reset instead of two. The instance is dropped with the
+    /// session; after a fault it is not entered again.
+    pub async fn session(self: &Arc<Self>) -> Result<CallSession, AdapterFault> {
+        let started = Instant::now();
+        let mut store = new_store(&self.engine, &self.id, self.limits);
+        let result = self.pre.instantiate_async(&mut store).await;
+        self.stats.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let provider = result.map_err(|e| {
+            self.stats.faults.fetch_add(1, Ordering::Relaxed);
+            AdapterFault {
+                adapter: self.id.clone(),
+                version: self.info.adapter_version.clone(),
+                detail: describe_fault(&e, store.data()),
+            }
+        })?;
+        Ok(CallSession { adapter: self.clone(), store, provider, fault: None })
+    }
+
     fn finish_call<R>(
         &self,
         started: Instant,
@@ -268,6 +289,89 @@ impl Adapter {
             tracing::warn!(error = %fault, "adapter call failed");
             fault
         })
+    }
+}
+
+/// One instance serving the calls of one upstream attempt (see
+/// [`Adapter::session`]).
+pub struct CallSession {
+    adapter: Arc<Adapter>,
+    store: Store<CallState>,
+    provider: Provider,
+    /// Set by the first fault: the instance cannot be entered again.
+    fault: Option<String>,
+}
+
+impl CallSession {
+    /// The adapter version behind this session.
+    pub fn adapter(&self) -> &Arc<Adapter> {
+        &self.adapter
+    }
+
+    fn begin(&mut self) -> Result<Instant, AdapterFault> {
+        if let Some(detail) = &self.fault {
+            return Err(AdapterFault {
+                adapter: self.adapter.id.clone(),
+                version: self.adapter.info.adapter_version.clone(),
+                detail: format!("instance unusable after an earlier fault: {detail}"),
+            });
+        }
+        self.store.set_epoch_deadline(PluginEngine::ticks_for(self.adapter.limits.cpu_time));
+        Ok(Instant::now())
+    }
+
+    fn end<R>(&mut self, started: Instant, result: wasmtime::Result<R>) -> Result<R, AdapterFault> {
+        let out = self.adapter.finish_call(started, result, &self.store);
+        if let Err(fault) = &out {
+            self.fault = Some(fault.detail.clone());
+        }
+        out
+    }
+
+    /// `map-request` in this instance.
+    pub async fn map_request(
+        &mut self,
+        ctx: &CallContext,
+        body: &[u8],
+    ) -> Result<Result<UpstreamRequest, Failure>, AdapterFault> {
+        let started = self.begin()?;
+        let result = self.provider.freellm_provider_adapter().call_map_request(&mut self.store, ctx, body).await;
+        self.end(started, result)
+    }
+
+    /// `normalize-response` in this instance.
+    pub async fn normalize_response(
+        &mut self,
+        ctx: &CallContext,
+        head: &ResponseHead,
+        body: &[u8],
+    ) -> Result<Result<NormalizedResponse, Failure>, AdapterFault> {
+        let started = self.begin()?;
+        let result =
+            self.provider.freellm_provider_adapter().call_normalize_response(&mut self.store, ctx, head, body).await;
+        self.end(started, result)
+    }
+
+    /// `classify-failure` in this instance.
+    pub async fn classify_failure(
+        &mut self,
+        ctx: &CallContext,
+        head: &ResponseHead,
+        body: &[u8],
+    ) -> Result<Failure, AdapterFault> {
+        let started = self.begin()?;
+        let result =
+            self.provider.freellm_provider_adapter().call_classify_failure(&mut self.store, ctx, head, body).await;
+        self.end(started, result)
+    }
+
+    /// Turns the session into the stream's normalizer (same instance).
+    pub async fn into_stream(mut self, ctx: &CallContext, head: &ResponseHead) -> Result<StreamSession, AdapterFault> {
+        let started = self.begin()?;
+        let result =
+            self.provider.freellm_provider_adapter().stream_normalizer().call_constructor(&mut self.store, ctx, head).await;
+        let handle = self.end(started, result)?;
+        Ok(StreamSession { adapter: self.adapter, store: self.store, provider: self.provider, handle })
     }
 }
 
