@@ -111,6 +111,12 @@ pub struct RoutingConfig {
     pub first_token_timeout: Duration,
     /// Circuit breaker thresholds (`CB_FAILURE_THRESHOLD`, `CB_SUCCESS_THRESHOLD`, `CB_TIMEOUT_MS`).
     pub breaker: BreakerConfig,
+    /// Calls a canary version must serve before its verdict (`CANARY_MIN_CALLS`, 20).
+    pub canary_min_calls: u64,
+    /// How much higher (0..1, as a failure-rate difference) a canary's
+    /// failure rate may be than the current version's before it is rolled
+    /// back (`CANARY_MARGIN`, 0.2).
+    pub canary_margin: f64,
 }
 
 /// One `[routes.<name>]` table: a model name clients may send and the
@@ -406,6 +412,23 @@ impl Config {
             )?,
             breaker: BreakerConfig::from_env(|name| get(name).map(str::to_owned))
                 .map_err(|e| ConfigError::Invalid { name: "CB_*".into(), message: e.to_string() })?,
+            canary_min_calls: match get("CANARY_MIN_CALLS") {
+                Some(v) => parse_num::<u64>("CANARY_MIN_CALLS", v)?.max(1),
+                None => 20,
+            },
+            canary_margin: match get("CANARY_MARGIN") {
+                Some(v) => {
+                    let m: f64 = parse_num("CANARY_MARGIN", v)?;
+                    if !(0.0..=1.0).contains(&m) {
+                        return Err(ConfigError::Invalid {
+                            name: "CANARY_MARGIN".into(),
+                            message: "between 0 and 1".into(),
+                        });
+                    }
+                    m
+                }
+                None => 0.2,
+            },
         };
 
         let mut routes = Vec::with_capacity(file.routes.len());
@@ -699,6 +722,12 @@ mod tests {
             assert!(load(bad, &[]).is_err(), "{bad}");
         }
         assert!(load(TWO, &[("ROUTING_STRATEGY", "fastest")]).is_err());
+        let defaults = load(TWO, &[]).unwrap().routing;
+        assert_eq!((defaults.canary_min_calls, defaults.canary_margin), (20, 0.2));
+        let tuned = load(TWO, &[("CANARY_MIN_CALLS", "50"), ("CANARY_MARGIN", "0.05")]).unwrap().routing;
+        assert_eq!((tuned.canary_min_calls, tuned.canary_margin), (50, 0.05));
+        assert!(load(TWO, &[("CANARY_MARGIN", "2")]).is_err());
+        assert!(load(TWO, &[("CANARY_MIN_CALLS", "some")]).is_err());
         assert!(load(TWO, &[("CB_FAILURE_THRESHOLD", "zero")]).is_err());
     }
 }

@@ -216,7 +216,8 @@ impl PluginManager {
         };
         // Unchanged: the live version, or the canary on trial, is this file.
         let serving = |o: &ProviderEntry| {
-            o.adapter.as_ref().is_some_and(|a| a.hash == hash) || o.canary.as_ref().is_some_and(|c| c.adapter.hash == hash)
+            o.adapter.as_ref().is_some_and(|a| a.hash == hash)
+                || o.canary.as_ref().is_some_and(|c| c.adapter.hash == hash)
         };
         if let Some(o) = old
             && serving(o)
@@ -252,7 +253,10 @@ impl PluginManager {
         match (pc.canary, old_live.and_then(|o| o.adapter.clone().map(|a| (o, a)))) {
             (Some(percent), Some((o, current))) => {
                 let mut entry = registry::assemble(&gw.config, pc, current, Some(o), None);
-                entry.canary = Some(Arc::new(Canary::new(adapter, percent)));
+                let mut canary = Canary::new(adapter, percent);
+                canary.min_calls = gw.config.routing.canary_min_calls;
+                canary.margin = gw.config.routing.canary_margin;
+                entry.canary = Some(Arc::new(canary));
                 self.note(format!("{id}: version {version} ({}) on canary at {percent}%", short(&hash)));
                 let live = entry.adapter.as_ref().map(|a| a.hash.clone());
                 (Arc::new(entry), Outcome { id, action: "canary", hash: live, rejection: None })
@@ -276,7 +280,9 @@ impl PluginManager {
             return; // superseded meanwhile
         }
         let replacement = match verdict {
-            Verdict::Promote => registry::assemble(&gw.config, &entry.config, canary.adapter.clone(), Some(entry), None),
+            Verdict::Promote => {
+                registry::assemble(&gw.config, &entry.config, canary.adapter.clone(), Some(entry), None)
+            }
             Verdict::RollBack => {
                 let Some(adapter) = entry.adapter.clone() else { return };
                 registry::assemble(&gw.config, &entry.config, adapter, Some(entry), None)
@@ -284,13 +290,8 @@ impl PluginManager {
         };
         let (new, old) = (&canary.new, &canary.old);
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        let summary = format!(
-            "new version {}/{} failed, current {}/{}",
-            load(&new.1),
-            load(&new.0),
-            load(&old.1),
-            load(&old.0)
-        );
+        let summary =
+            format!("new version {}/{} failed, current {}/{}", load(&new.1), load(&new.0), load(&old.1), load(&old.0));
         match verdict {
             Verdict::Promote => self.note(format!("{id}: canary {} promoted ({summary})", short(&canary.adapter.hash))),
             Verdict::RollBack => {
@@ -300,8 +301,11 @@ impl PluginManager {
             }
         }
         let replacement = Arc::new(replacement);
-        let providers =
-            current.providers.iter().map(|p| if Arc::ptr_eq(p, entry) { replacement.clone() } else { p.clone() }).collect();
+        let providers = current
+            .providers
+            .iter()
+            .map(|p| if Arc::ptr_eq(p, entry) { replacement.clone() } else { p.clone() })
+            .collect();
         gw.registry.store(Arc::new(Registry { providers }));
     }
 

@@ -51,8 +51,19 @@ pub fn build_artifacts() -> &'static Path {
         // Swap-test variants, one build per feature, each kept under its name.
         let variants = root.join("target/e2e-swap");
         std::fs::create_dir_all(&variants).expect("variants dir");
-        for (variant, features) in [("v1", None), ("v2", Some("v2")), ("broken", Some("broken")), ("flaky", Some("flaky"))] {
-            let mut args = vec!["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2", "-p", "freellm-provider-swaptest"];
+        for (variant, features) in
+            [("v1", None), ("v2", Some("v2")), ("broken", Some("broken")), ("flaky", Some("flaky"))]
+        {
+            let mut args = vec![
+                "build",
+                "--quiet",
+                "--profile",
+                "wasm",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "freellm-provider-swaptest",
+            ];
             if let Some(f) = features {
                 args.extend(["--features", f]);
             }
@@ -63,8 +74,11 @@ pub fn build_artifacts() -> &'static Path {
         // Leave the default build in place for the other tests.
         run(&["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2", "-p", "freellm-provider-swaptest"]);
         run(&["build", "--quiet", "--target", "wasm32-wasip2", "-p", "freellm-wrong-world"]);
-        std::fs::copy(root.join("target/wasm32-wasip2/debug/freellm-wrong-world.wasm"), variants.join("wrong-world.wasm"))
-            .expect("copy wrong-world component");
+        std::fs::copy(
+            root.join("target/wasm32-wasip2/debug/freellm-wrong-world.wasm"),
+            variants.join("wrong-world.wasm"),
+        )
+        .expect("copy wrong-world component");
         run(&["build", "--quiet", "-p", "freellm", "--bin", "freellm"]);
         root.join("target/debug/freellm")
     })
@@ -197,8 +211,7 @@ impl MockUpstream {
 
     /// A mock answering every request with a canned chat completion.
     pub async fn completing() -> Self {
-        Self::start(|r| Reply::ok(completion(r.json()["model"].as_str().unwrap_or("m"), "Hello from mock")))
-            .await
+        Self::start(|r| Reply::ok(completion(r.json()["model"].as_str().unwrap_or("m"), "Hello from mock"))).await
     }
 
     /// Queues replies used (in order) before the fallback.

@@ -69,10 +69,7 @@ impl Swap {
 }
 
 fn swap_config(component: &Path, extra: &str) -> String {
-    format!(
-        "[providers.swap]\ncomponent = \"{}\"\nbase_url = \"{{mock}}/v1\"\n{extra}\n",
-        component.display()
-    )
+    format!("[providers.swap]\ncomponent = \"{}\"\nbase_url = \"{{mock}}/v1\"\n{extra}\n", component.display())
 }
 
 async fn start(extra: &str) -> Swap {
@@ -286,15 +283,28 @@ async fn uploads_and_reloads_through_the_admin_api() {
     let status: Value = s.gw.get("/v1/status").await.json().await.unwrap();
     assert_eq!(status["adapterRejections"]["swap"]["step"], "self-check", "{}", status["adapterRejections"]);
     // A canary share set through the API applies to the next upload.
-    let r = s.gw.http.post(format!("{}/v1/plugins/swap/canary", s.gw.url)).json(&json!({"percent": 30})).send().await.unwrap();
+    let r =
+        s.gw.http
+            .post(format!("{}/v1/plugins/swap/canary", s.gw.url))
+            .json(&json!({"percent": 30}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), 200);
     let r = upload(std::fs::read(swap_variant("v1")).unwrap()).await.unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["outcomes"][0]["action"], "canary", "{body}");
     assert_eq!(s.plugin("swap").await["canary"]["percent"], 30);
-    let r = s.gw.http.post(format!("{}/v1/plugins/swap/canary", s.gw.url)).json(&json!({"percent": 250})).send().await.unwrap();
+    let r =
+        s.gw.http
+            .post(format!("{}/v1/plugins/swap/canary", s.gw.url))
+            .json(&json!({"percent": 250}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), 400);
-    let r = s.gw.http.post(format!("{}/v1/plugins/reload", s.gw.url)).json(&json!({"id": "swap"})).send().await.unwrap();
+    let r =
+        s.gw.http.post(format!("{}/v1/plugins/reload", s.gw.url)).json(&json!({"id": "swap"})).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["outcomes"][0]["action"], "unchanged", "{body}");

@@ -304,7 +304,11 @@ async fn browser_tokens_are_bound_to_origin_expiry_and_identifier() {
     let mock = MockUpstream::completing().await;
     let gw = gateway(
         &mock,
-        &[("FREELLM_API_KEY", MASTER), ("FREELLM_TOKEN_SECRET", TOKEN_SECRET), ("FREELLM_IDENTIFIER_LIMIT", "100/60000")],
+        &[
+            ("FREELLM_API_KEY", MASTER),
+            ("FREELLM_TOKEN_SECRET", TOKEN_SECRET),
+            ("FREELLM_IDENTIFIER_LIMIT", "100/60000"),
+        ],
     )
     .await;
     let issue = |bearer: &str, body: Value| {

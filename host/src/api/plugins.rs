@@ -54,10 +54,10 @@ fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::reload::Rejection>) 
             "cpu_ms": p.config.sandbox.cpu_time.as_millis() as u64,
         },
     });
-    if let (Some(a), Some(obj)) = (&p.adapter, v.as_object_mut()) {
-        if let Some(fields) = version_json(a).as_object() {
-            obj.extend(fields.clone());
-        }
+    if let (Some(a), Some(obj)) = (&p.adapter, v.as_object_mut())
+        && let Value::Object(fields) = version_json(a)
+    {
+        obj.extend(fields);
     }
     if let (Some(c), Some(obj)) = (&p.canary, v.as_object_mut()) {
         let load = |x: &std::sync::atomic::AtomicU64| x.load(Ordering::Relaxed);

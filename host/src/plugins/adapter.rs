@@ -368,8 +368,12 @@ impl CallSession {
     /// Turns the session into the stream's normalizer (same instance).
     pub async fn into_stream(mut self, ctx: &CallContext, head: &ResponseHead) -> Result<StreamSession, AdapterFault> {
         let started = self.begin()?;
-        let result =
-            self.provider.freellm_provider_adapter().stream_normalizer().call_constructor(&mut self.store, ctx, head).await;
+        let result = self
+            .provider
+            .freellm_provider_adapter()
+            .stream_normalizer()
+            .call_constructor(&mut self.store, ctx, head)
+            .await;
         let handle = self.end(started, result)?;
         Ok(StreamSession { adapter: self.adapter, store: self.store, provider: self.provider, handle })
     }
@@ -425,6 +429,22 @@ fn describe_fault(error: &wasmtime::Error, state: &CallState) -> String {
     if stderr.is_empty() { what } else { format!("{what} (stderr: {stderr})") }
 }
 
+/// Checks what `configure` returned before the adapter may go live.
+fn validate_info(info: &AdapterInfo, slot_id: &str) -> Result<(), String> {
+    if info.id != slot_id {
+        return Err(format!("adapter describes itself as \"{}\" but is configured as \"{slot_id}\"", info.id));
+    }
+    if !info.models.is_empty() && !info.models.iter().any(|m| m.id == info.default_model) {
+        return Err(format!("default model \"{}\" is not in the model list", info.default_model));
+    }
+    if let Some(dup) =
+        info.models.iter().enumerate().find_map(|(i, m)| info.models[..i].iter().any(|o| o.id == m.id).then_some(&m.id))
+    {
+        return Err(format!("model \"{dup}\" is listed twice"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,20 +461,4 @@ mod tests {
         h.record(u64::MAX);
         assert_eq!(h.quantile(1.0), Some(1 << 31));
     }
-}
-
-/// Checks what `configure` returned before the adapter may go live.
-fn validate_info(info: &AdapterInfo, slot_id: &str) -> Result<(), String> {
-    if info.id != slot_id {
-        return Err(format!("adapter describes itself as \"{}\" but is configured as \"{slot_id}\"", info.id));
-    }
-    if !info.models.is_empty() && !info.models.iter().any(|m| m.id == info.default_model) {
-        return Err(format!("default model \"{}\" is not in the model list", info.default_model));
-    }
-    if let Some(dup) =
-        info.models.iter().enumerate().find_map(|(i, m)| info.models[..i].iter().any(|o| o.id == m.id).then_some(&m.id))
-    {
-        return Err(format!("model \"{dup}\" is listed twice"));
-    }
-    Ok(())
 }

@@ -276,7 +276,7 @@ pub fn assemble(
     };
     let key_count = if needs_key { secrets.len() } else { 1 };
     let keys = match previous {
-        Some(p) if *p.keys.limits() == limits && p.keys.len() == key_count && p.keys.len() > 0 => p.keys.clone(),
+        Some(p) if *p.keys.limits() == limits && p.keys.len() == key_count && !p.keys.is_empty() => p.keys.clone(),
         _ => {
             let mut keys = if needs_key { KeyRing::new(secrets, limits) } else { KeyRing::keyless(limits) };
             if let Some(p) = previous {
@@ -306,7 +306,12 @@ pub fn assemble(
 
 /// A slot whose component could not be loaded: kept (disabled) so status
 /// shows why.
-pub fn failed_slot(config: &Config, pc: &ProviderConfig, note: String, previous: Option<&ProviderEntry>) -> ProviderEntry {
+pub fn failed_slot(
+    config: &Config,
+    pc: &ProviderConfig,
+    note: String,
+    previous: Option<&ProviderEntry>,
+) -> ProviderEntry {
     ProviderEntry {
         id: Arc::from(pc.id.as_str()),
         adapter: None,
