@@ -27,6 +27,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::ProviderConfig;
+use crate::events::Event;
 use crate::plugins::registry::{self, Canary, Verdict};
 use crate::plugins::{LoadError, ProviderEntry, Registry};
 use crate::state::Gateway;
@@ -183,7 +184,18 @@ impl PluginManager {
         {
             return Err(format!("no provider \"{id}\" in plugins.toml"));
         }
-        gw.registry.store(Arc::new(Registry { providers: next }));
+        let registry = Arc::new(Registry { providers: next });
+        gw.registry.store(registry.clone());
+        for o in outcomes.iter().filter(|o| o.action != "unchanged") {
+            let live = registry.get(&o.id).and_then(|p| p.adapter.as_ref());
+            gw.events.publish(Event::Adapter {
+                id: o.id.clone(),
+                version: live.map(|a| a.info.adapter_version.clone()).unwrap_or_default(),
+                hash: o.rejection.as_ref().and_then(|r| r.hash.clone()).or_else(|| o.hash.clone()).unwrap_or_default(),
+                state: o.action.to_owned(),
+                error: o.rejection.as_ref().map(|r| format!("{}: {}", r.step, r.error)),
+            });
+        }
         Ok(outcomes)
     }
 
@@ -300,6 +312,17 @@ impl PluginManager {
                 self.note(format!("{id}: canary {} rolled back ({summary})", short(&canary.adapter.hash)));
             }
         }
+        gw.events.publish(Event::Adapter {
+            id: id.to_owned(),
+            version: canary.adapter.info.adapter_version.clone(),
+            hash: canary.adapter.hash.clone(),
+            state: match verdict {
+                Verdict::Promote => "promoted",
+                Verdict::RollBack => "rolled_back",
+            }
+            .to_owned(),
+            error: (verdict == Verdict::RollBack).then(|| summary.clone()),
+        });
         let replacement = Arc::new(replacement);
         let providers = current
             .providers

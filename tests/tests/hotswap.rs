@@ -267,12 +267,26 @@ async fn providers_are_added_and_removed_at_runtime() {
 async fn uploads_and_reloads_through_the_admin_api() {
     let s = start("").await;
     let h2 = sha256(&swap_variant("v2"));
+    // The live feed reports adapter swaps.
+    let mut feed = s.gw.get("/v1/events").await;
+    assert_eq!(feed.status(), 200);
     let upload = |bytes: Vec<u8>| s.gw.http.post(format!("{}/v1/plugins/swap", s.gw.url)).body(bytes).send();
     let r = upload(std::fs::read(swap_variant("v2")).unwrap()).await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["outcomes"][0]["action"], "swapped", "{body}");
     assert_eq!(s.plugin("swap").await["hash"], h2);
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.contains("event: adapter") {
+        assert!(Instant::now() < deadline, "no adapter event in the feed: {seen}");
+        match tokio::time::timeout(Duration::from_secs(2), feed.chunk()).await {
+            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            _ => {}
+        }
+    }
+    assert!(seen.contains(&h2) && seen.contains("\"state\":\"swapped\""), "{seen}");
+    drop(feed);
     // A refused upload changes nothing.
     let r = upload(std::fs::read(swap_variant("broken")).unwrap()).await.unwrap();
     let body: Value = r.json().await.unwrap();
