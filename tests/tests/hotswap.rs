@@ -280,9 +280,8 @@ async fn uploads_and_reloads_through_the_admin_api() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !seen.contains("event: adapter") {
         assert!(Instant::now() < deadline, "no adapter event in the feed: {seen}");
-        match tokio::time::timeout(Duration::from_secs(2), feed.chunk()).await {
-            Ok(Ok(Some(bytes))) => seen.push_str(&String::from_utf8_lossy(&bytes)),
-            _ => {}
+        if let Ok(Ok(Some(bytes))) = tokio::time::timeout(Duration::from_secs(2), feed.chunk()).await {
+            seen.push_str(&String::from_utf8_lossy(&bytes));
         }
     }
     assert!(seen.contains(&h2) && seen.contains("\"state\":\"swapped\""), "{seen}");
