@@ -238,9 +238,14 @@ impl PluginManager {
             return (o.clone(), Outcome { id, action: "unchanged", hash: Some(hash), rejection: None });
         }
         // The same rejected file again: nothing new to try.
-        let known_bad = self.rejections().get(&id).is_some_and(|r| r.hash.as_deref() == Some(hash.as_str()))
-            && old.is_some_and(|o| o.config == *pc);
-        if known_bad && let Some(rejection) = self.rejections().get(&id).cloned() {
+        let known_bad = self
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .filter(|r| r.hash.as_deref() == Some(hash.as_str()) && old.is_some_and(|o| o.config == *pc))
+            .cloned();
+        if let Some(rejection) = known_bad {
             return keep(old, rejection);
         }
         let adapter = match registry::prepare_adapter(&gw.engine, &gw.config, pc).await {

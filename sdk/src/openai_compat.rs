@@ -381,16 +381,49 @@ pub fn stream_error(chunk: &Map<String, Value>) -> Option<Failure> {
     })
 }
 
-/// The stream normalizer of an OpenAI-compatible provider: forwards each
-/// chunk's original bytes, reports usage and finish reason, ends at
-/// `[DONE]`, skips (and logs) events that are not JSON objects, and turns an
-/// error event into a failure.
+/// The per-chunk part of a stream normalizer for an OpenAI-shaped stream;
+/// [`RewritingStream`] runs the rest (framing of events, `[DONE]`, usage and
+/// finish reason, malformed events). Implement it to check, repair or
+/// annotate chunks, e.g. to number tool calls a provider leaves unnumbered.
+pub trait ChunkRewriter {
+    /// The failure an event reports, when it is an error event rather than
+    /// a chunk. Default: [`stream_error`].
+    fn error(&self, chunk: &Map<String, Value>) -> Option<Failure> {
+        stream_error(chunk)
+    }
+
+    /// Repairs one chunk in place (and may note usage or a finish reason in
+    /// `out`); returns whether it changed, so unchanged chunks are forwarded
+    /// as their original bytes.
+    fn rewrite(&mut self, chunk: &mut Map<String, Value>, out: &mut StreamOutput) -> bool;
+
+    /// An event whose data is not a JSON object: skipped (and logged)
+    /// unless this returns the failure it reports.
+    fn malformed(&mut self, data: &str) -> Option<Failure> {
+        let _ = data;
+        None
+    }
+}
+
+/// The stream normalizer of an OpenAI-shaped stream: forwards each chunk
+/// (its original bytes unless the [`ChunkRewriter`] changed it), reports
+/// usage and finish reason as rewritten, ends at `[DONE]`, skips (and logs)
+/// events that are not JSON objects, and turns an error event into a
+/// failure.
 #[derive(Debug, Default)]
-pub struct PassthroughStream {
+pub struct RewritingStream<R> {
+    rewriter: R,
     done: bool,
 }
 
-impl StreamNormalizer for PassthroughStream {
+impl<R> RewritingStream<R> {
+    /// A stream whose chunks go through `rewriter`.
+    pub fn new(rewriter: R) -> Self {
+        Self { rewriter, done: false }
+    }
+}
+
+impl<R: ChunkRewriter> StreamNormalizer for RewritingStream<R> {
     fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
         let mut out = StreamOutput::empty();
         for event in events {
@@ -399,15 +432,24 @@ impl StreamNormalizer for PassthroughStream {
             }
             match parse_stream_event(&event) {
                 StreamData::Done => self.done = true,
-                StreamData::Chunk(chunk) => {
-                    if let Some(failure) = stream_error(&chunk) {
+                StreamData::Chunk(mut chunk) => {
+                    if let Some(failure) = self.rewriter.error(&chunk) {
                         return Err(failure);
                     }
+                    let changed = self.rewriter.rewrite(&mut chunk, &mut out);
                     note_chunk(&chunk, &mut out);
-                    out.chunks.push(event.data.into_bytes());
+                    out.chunks.push(if changed {
+                        serde_json::to_vec(&chunk)
+                            .map_err(|e| Failure::transient(format!("cannot encode a stream chunk: {e}")))?
+                    } else {
+                        event.data.into_bytes()
+                    });
                 }
                 StreamData::Empty => {}
                 StreamData::Malformed(why) => {
+                    if let Some(failure) = self.rewriter.malformed(&event.data) {
+                        return Err(failure);
+                    }
                     log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})"));
                 }
             }
@@ -420,6 +462,20 @@ impl StreamNormalizer for PassthroughStream {
         Ok(StreamOutput::empty())
     }
 }
+
+/// The [`ChunkRewriter`] that changes nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Unchanged;
+
+impl ChunkRewriter for Unchanged {
+    fn rewrite(&mut self, _chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
+        false
+    }
+}
+
+/// The stream normalizer of an OpenAI-compatible provider: chunks forwarded
+/// unchanged (see [`RewritingStream`]).
+pub type PassthroughStream = RewritingStream<Unchanged>;
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,8 @@
 //! call cannot be identified by its function name: [`ToolCallIndexer`]
 //! numbers calls by the order they start in.
 
-use freellm_sdk::openai_compat::{StreamData, note_chunk, parse_stream_event, stream_error};
-use freellm_sdk::{Failure, LogLevel, StreamEvent, StreamNormalizer, StreamOutput, log};
+use freellm_sdk::openai_compat::stream_error;
+use freellm_sdk::{ChunkRewriter, Failure, RewritingStream, StreamOutput};
 use serde_json::{Map, Value};
 
 /// Tool-call numbering of one choice.
@@ -80,14 +80,16 @@ impl Calls {
 /// so a broken one must not reach the client); an error event (an
 /// `{"error": ...}` object, or Google's one-element array of one) fails the
 /// stream.
+pub type ToolCallIndexer = RewritingStream<ToolCallNumbering>;
+
+/// The numbering state of one stream (see [`ToolCallIndexer`]).
 #[derive(Debug, Default)]
-pub struct ToolCallIndexer {
-    done: bool,
+pub struct ToolCallNumbering {
     /// Numbering per choice index.
     choices: Vec<(u64, Calls)>,
 }
 
-impl ToolCallIndexer {
+impl ToolCallNumbering {
     fn calls(&mut self, choice: u64) -> &mut Calls {
         let at = match self.choices.iter().position(|(i, _)| *i == choice) {
             Some(at) => at,
@@ -137,50 +139,20 @@ fn array_error(data: &str) -> Option<Failure> {
     }
 }
 
-impl StreamNormalizer for ToolCallIndexer {
-    fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
-        let mut out = StreamOutput::empty();
-        for event in events {
-            if self.done {
-                break;
-            }
-            match parse_stream_event(&event) {
-                StreamData::Done => self.done = true,
-                StreamData::Chunk(mut chunk) => {
-                    if let Some(failure) = stream_error(&chunk) {
-                        return Err(failure);
-                    }
-                    note_chunk(&chunk, &mut out);
-                    if self.repair(&mut chunk) {
-                        let bytes = serde_json::to_vec(&chunk)
-                            .map_err(|e| Failure::transient(format!("cannot encode a stream chunk: {e}")))?;
-                        out.chunks.push(bytes);
-                    } else {
-                        out.chunks.push(event.data.into_bytes());
-                    }
-                }
-                StreamData::Empty => {}
-                StreamData::Malformed(why) => {
-                    if let Some(failure) = array_error(&event.data) {
-                        return Err(failure);
-                    }
-                    log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})"));
-                }
-            }
-        }
-        out.done = self.done;
-        Ok(out)
+impl ChunkRewriter for ToolCallNumbering {
+    fn rewrite(&mut self, chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
+        self.repair(chunk)
     }
 
-    fn finish(&mut self) -> Result<StreamOutput, Failure> {
-        Ok(StreamOutput::empty())
+    fn malformed(&mut self, data: &str) -> Option<Failure> {
+        array_error(data)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use freellm_sdk::{FailureKind, FinishReason};
+    use freellm_sdk::{FailureKind, FinishReason, StreamEvent, StreamNormalizer};
     use serde_json::json;
 
     fn event(data: &str) -> StreamEvent {

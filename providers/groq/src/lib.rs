@@ -10,14 +10,14 @@
 
 #![warn(missing_docs)]
 
-use freellm_sdk::openai_compat::{self, StreamData, note_chunk, parse_stream_event, stream_error, usage_from_json};
+use freellm_sdk::openai_compat::{self, usage_from_json};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, LogLevel,
-    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamEvent, StreamFraming,
-    StreamNormalizer, StreamOutput, UpstreamRequest, log,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, ChunkRewriter, Failure, FailureKind,
+    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings,
+    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Request fields Groq answers with a 400; they are dropped before sending.
 /// (Groq's OpenAI-compatibility page also lists `messages[].name`, which
@@ -131,43 +131,20 @@ pub fn reset_after_ms(head: &ResponseHead) -> Option<u64> {
 /// stream), plus the usage Groq reports in `x_groq.usage` on the last chunk
 /// when the client did not ask for `stream_options.include_usage` (a
 /// top-level `usage`, when present, wins).
+pub type GroqStream = RewritingStream<GroqUsage>;
+
+/// Picks up `x_groq.usage`; chunks stay as they are.
 #[derive(Debug, Default)]
-pub struct GroqStream {
-    done: bool,
-}
+pub struct GroqUsage;
 
-impl StreamNormalizer for GroqStream {
-    fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
-        let mut out = StreamOutput::empty();
-        for event in events {
-            if self.done {
-                break;
-            }
-            match parse_stream_event(&event) {
-                StreamData::Done => self.done = true,
-                StreamData::Chunk(chunk) => {
-                    if let Some(failure) = stream_error(&chunk) {
-                        return Err(failure);
-                    }
-                    let top_level = chunk.get("usage").and_then(usage_from_json);
-                    if top_level.is_none()
-                        && let Some(usage) = chunk.get("x_groq").and_then(|x| x.get("usage")).and_then(usage_from_json)
-                    {
-                        out.usage = Some(usage);
-                    }
-                    note_chunk(&chunk, &mut out);
-                    out.chunks.push(event.data.into_bytes());
-                }
-                StreamData::Empty => {}
-                StreamData::Malformed(why) => log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})")),
-            }
+impl ChunkRewriter for GroqUsage {
+    fn rewrite(&mut self, chunk: &mut Map<String, Value>, out: &mut StreamOutput) -> bool {
+        if chunk.get("usage").and_then(usage_from_json).is_none()
+            && let Some(usage) = chunk.get("x_groq").and_then(|x| x.get("usage")).and_then(usage_from_json)
+        {
+            out.usage = Some(usage);
         }
-        out.done = self.done;
-        Ok(out)
-    }
-
-    fn finish(&mut self) -> Result<StreamOutput, Failure> {
-        Ok(StreamOutput::empty())
+        false
     }
 }
 
@@ -176,7 +153,7 @@ freellm_sdk::export_adapter!(Groq);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use freellm_sdk::HttpMethod;
+    use freellm_sdk::{HttpMethod, StreamEvent};
     use serde_json::Value;
 
     fn ctx() -> CallContext {

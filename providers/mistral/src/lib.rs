@@ -37,12 +37,12 @@
 
 #![warn(missing_docs)]
 
-use freellm_sdk::openai_compat::{self, StreamData, UpstreamError, note_chunk, parse_stream_event, stream_error};
+use freellm_sdk::openai_compat::{self, UpstreamError, stream_error};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration, retry_after_ms};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, LogLevel,
-    ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings,
-    StreamEvent, StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, log,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, ChunkRewriter, Failure, FailureKind,
+    ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream,
+    Settings, StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest,
 };
 use serde_json::{Map, Value};
 
@@ -462,43 +462,19 @@ fn minute_reset_ms(head: &ResponseHead, lower_message: &str) -> Option<u64> {
 /// repairing finish reasons and tool call types (see the crate docs), picks
 /// up usage and finish reason, ends at `[DONE]`, skips malformed events and
 /// fails the stream on an error object.
-#[derive(Debug, Default)]
-pub struct MistralStream {
-    done: bool,
-}
+pub type MistralStream = RewritingStream<MistralChunks>;
 
-impl StreamNormalizer for MistralStream {
-    fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
-        let mut out = StreamOutput::empty();
-        for event in events {
-            if self.done {
-                break;
-            }
-            match parse_stream_event(&event) {
-                StreamData::Done => self.done = true,
-                StreamData::Chunk(mut chunk) => {
-                    if let Some(failure) = error_object(&chunk) {
-                        return Err(failure);
-                    }
-                    let bytes = if repair_choices(&mut chunk, "delta") {
-                        serde_json::to_vec(&chunk)
-                            .map_err(|e| Failure::transient(format!("cannot encode a chunk: {e}")))?
-                    } else {
-                        event.data.into_bytes()
-                    };
-                    note_chunk(&chunk, &mut out);
-                    out.chunks.push(bytes);
-                }
-                StreamData::Empty => {}
-                StreamData::Malformed(why) => log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})")),
-            }
-        }
-        out.done = self.done;
-        Ok(out)
+/// Mistral's per-chunk repairs.
+#[derive(Debug, Default)]
+pub struct MistralChunks;
+
+impl ChunkRewriter for MistralChunks {
+    fn error(&self, chunk: &Map<String, Value>) -> Option<Failure> {
+        error_object(chunk)
     }
 
-    fn finish(&mut self) -> Result<StreamOutput, Failure> {
-        Ok(StreamOutput::empty())
+    fn rewrite(&mut self, chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
+        repair_choices(chunk, "delta")
     }
 }
 

@@ -1,5 +1,5 @@
 use super::*;
-use freellm_sdk::{FinishReason, HttpMethod};
+use freellm_sdk::{FinishReason, HttpMethod, StreamEvent};
 use serde_json::json;
 
 fn ctx(stream: bool) -> CallContext {

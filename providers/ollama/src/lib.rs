@@ -15,11 +15,11 @@
 
 #![warn(missing_docs)]
 
-use freellm_sdk::openai_compat::{self, StreamData, note_chunk, parse_stream_event, stream_error};
+use freellm_sdk::openai_compat;
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, LogLevel,
-    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamEvent, StreamFraming,
-    StreamNormalizer, StreamOutput, UpstreamRequest, log, setting,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, ChunkRewriter, Failure, FailureKind,
+    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings,
+    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, setting,
 };
 use serde_json::{Map, Value};
 
@@ -134,9 +134,11 @@ pub fn tags_for(name: &str) -> ModelTags {
 /// * `arguments` (string or object) and `name` found beside `function` move
 ///   into it when it lacks them (objects are serialized to a JSON string);
 ///   object-valued `function.arguments` become JSON strings too.
+pub type ToolCallStream = RewritingStream<ToolCallRepair>;
+
+/// The repair state of one stream (see [`ToolCallStream`]).
 #[derive(Debug, Default)]
-pub struct ToolCallStream {
-    done: bool,
+pub struct ToolCallRepair {
     /// True once a chunk with tool calls went by.
     seen_tool_calls: bool,
     /// Index of the last tool-call entry.
@@ -147,7 +149,7 @@ pub struct ToolCallStream {
     ids: Vec<(String, u64)>,
 }
 
-impl ToolCallStream {
+impl ToolCallRepair {
     /// Repairs the tool calls of one chunk; returns whether it changed.
     fn repair(&mut self, chunk: &mut Map<String, Value>) -> bool {
         let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
@@ -227,40 +229,9 @@ impl ToolCallStream {
     }
 }
 
-impl StreamNormalizer for ToolCallStream {
-    fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
-        let mut out = StreamOutput::empty();
-        for event in events {
-            if self.done {
-                break;
-            }
-            match parse_stream_event(&event) {
-                StreamData::Done => self.done = true,
-                StreamData::Chunk(mut chunk) => {
-                    if let Some(failure) = stream_error(&chunk) {
-                        return Err(failure);
-                    }
-                    note_chunk(&chunk, &mut out);
-                    if self.repair(&mut chunk) {
-                        let bytes = serde_json::to_vec(&chunk)
-                            .map_err(|e| Failure::transient(format!("cannot encode a stream chunk: {e}")))?;
-                        out.chunks.push(bytes);
-                    } else {
-                        out.chunks.push(event.data.into_bytes());
-                    }
-                }
-                StreamData::Empty => {}
-                StreamData::Malformed(why) => {
-                    log(LogLevel::Warn, &format!("skipped a malformed stream event ({why})"));
-                }
-            }
-        }
-        out.done = self.done;
-        Ok(out)
-    }
-
-    fn finish(&mut self) -> Result<StreamOutput, Failure> {
-        Ok(StreamOutput::empty())
+impl ChunkRewriter for ToolCallRepair {
+    fn rewrite(&mut self, chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
+        self.repair(chunk)
     }
 }
 
@@ -269,7 +240,7 @@ freellm_sdk::export_adapter!(Ollama);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use freellm_sdk::FinishReason;
+    use freellm_sdk::{FinishReason, StreamEvent};
     use serde_json::json;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {

@@ -8,13 +8,13 @@
 
 #![warn(missing_docs)]
 
-use freellm_sdk::openai_compat::{self, StreamData, note_chunk, parse_stream_event};
+use freellm_sdk::openai_compat;
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, ModelInfo, ModelTags,
-    NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamEvent, StreamFraming,
-    StreamNormalizer, StreamOutput,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChunkRewriter, Failure, FailureKind, ModelInfo,
+    ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings,
+    StreamFraming, StreamNormalizer, StreamOutput,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The build variant.
 pub const VARIANT: &str = if cfg!(feature = "broken") {
@@ -82,32 +82,18 @@ impl Adapter for SwapTest {
     }
 
     fn stream_normalizer(_ctx: &CallContext, _head: &ResponseHead) -> Box<dyn StreamNormalizer> {
-        Box::new(TaggedStream)
+        Box::new(RewritingStream::new(Tag))
     }
 }
 
-/// Passes OpenAI chunks through, tagged with the variant.
-struct TaggedStream;
+/// Tags every chunk with the variant.
+#[derive(Debug, Default)]
+struct Tag;
 
-impl StreamNormalizer for TaggedStream {
-    fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
-        let mut out = StreamOutput::empty();
-        for event in &events {
-            match parse_stream_event(event) {
-                StreamData::Done => out.done = true,
-                StreamData::Chunk(mut chunk) => {
-                    note_chunk(&chunk, &mut out);
-                    chunk.insert("x_adapter_variant".into(), Value::String(VARIANT.into()));
-                    out.chunks.push(serde_json::to_vec(&chunk).unwrap_or_default());
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-
-    fn finish(&mut self) -> Result<StreamOutput, Failure> {
-        Ok(StreamOutput::empty())
+impl ChunkRewriter for Tag {
+    fn rewrite(&mut self, chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
+        chunk.insert("x_adapter_variant".into(), Value::String(VARIANT.into()));
+        true
     }
 }
 
