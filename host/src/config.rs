@@ -49,6 +49,10 @@ pub struct Config {
     pub log_json: bool,
     /// Upstream timeouts.
     pub upstream: UpstreamConfig,
+    /// Extra trusted root certificates for HTTPS upstreams, a PEM file
+    /// (`UPSTREAM_CA_FILE`): for providers behind a private CA or a
+    /// TLS-inspecting proxy. The bundled public roots are always trusted.
+    pub upstream_ca_file: Option<PathBuf>,
     /// Providers in registry order (the order of the file).
     pub providers: Vec<ProviderConfig>,
     /// Routing policy: strategy, retries, breakers.
@@ -240,6 +244,7 @@ struct FileServer {
 struct FileUpstream {
     connect_timeout_ms: Option<u64>,
     first_byte_timeout_ms: Option<u64>,
+    ca_file: Option<PathBuf>,
     stream_stall_timeout_ms: Option<u64>,
     stream_idle_timeout_ms: Option<u64>,
     route_timeout_ms: Option<u64>,
@@ -484,6 +489,10 @@ impl Config {
             cache_dir,
             log_json,
             upstream,
+            upstream_ca_file: get("UPSTREAM_CA_FILE")
+                .map(PathBuf::from)
+                .or_else(|| u.ca_file.clone())
+                .map(|p| resolve(base_dir, &p)),
             providers,
             routing,
             routes,

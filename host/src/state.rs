@@ -99,7 +99,7 @@ impl Gateway {
         let engine = PluginEngine::new()?;
         let registry = Registry::load(&engine, &config, Some(&store)).await;
         crate::persist::restore_provider_usage(&store, &registry).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let upstream = Upstream::new(config.upstream)?;
+        let upstream = Upstream::new(config.upstream, config.upstream_ca_file.as_deref())?;
         let routes = RouteTable::new(&config.routes);
         let strategy = StrategyCell::new(config.routing.strategy);
         let cache = ResponseCache::new(config.cache);

@@ -7,6 +7,7 @@
 //! injected where the adapter's `auth` placement says. So an adapter never
 //! sees a key and cannot send one anywhere else.
 
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +37,17 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "x-goog-api-key",
 ];
 
+/// Reads the certificates of a PEM file (at least one).
+fn read_ca_file(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read UPSTREAM_CA_FILE {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("UPSTREAM_CA_FILE {} is not a PEM certificate bundle: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("UPSTREAM_CA_FILE {} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
 /// Why an attempt produced no upstream answer.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -61,15 +73,24 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Builds the pooled client.
-    pub fn new(timeouts: UpstreamConfig) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+    /// Builds the pooled client. HTTPS upstreams are verified against the
+    /// bundled public roots plus, when given, the certificates of the PEM
+    /// file `ca_file`. Redirects are not followed: an API that redirects a
+    /// POST is misconfigured, and following one would send the key on.
+    pub fn new(timeouts: UpstreamConfig, ca_file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(timeouts.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
-            .build()?;
-        Ok(Self { client, timeouts })
+            .redirect(reqwest::redirect::Policy::none())
+            .use_rustls_tls();
+        if let Some(path) = ca_file {
+            for cert in read_ca_file(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Ok(Self { client: builder.build()?, timeouts })
     }
 
     /// The configured timeouts.
@@ -228,7 +249,7 @@ mod tests {
             stream_stall_timeout: Duration::from_secs(1),
             stream_idle_timeout: None,
             route_timeout: Duration::from_secs(1),
-        })
+        }, None)
         .unwrap()
     }
 

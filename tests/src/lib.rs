@@ -195,16 +195,52 @@ impl MockUpstream {
     /// Starts a mock that answers every request with `fallback(request)`,
     /// unless a queued reply is waiting.
     pub async fn start(fallback: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
-        let state = Arc::new(MockState {
-            requests: Mutex::new(Vec::new()),
-            queue: Mutex::new(VecDeque::new()),
-            fallback: Box::new(fallback),
-        });
-        let app = axum::Router::new().fallback(handle).with_state(state.clone());
+        let (state, app) = mock_app(fallback);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
+        });
+        Self { url, state }
+    }
+
+    /// Like [`start`](Self::start), over HTTPS: the certificate (for
+    /// `127.0.0.1` and `localhost`) is signed by the test CA in
+    /// `tests/fixtures/tls/ca.pem` (see [`test_ca_file`]), which no system
+    /// trusts. `url` is `https://127.0.0.1:<port>`.
+    pub async fn start_tls(fallback: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::service::TowerToHyperService;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let dir = workspace_root().join("tests/fixtures/tls");
+        let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .expect("test server certificate");
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("test server key");
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("TLS server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+        let (state, app) = mock_app(fallback);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
+        let url = format!("https://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    // A client that rejects the certificate ends here.
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
         });
         Self { url, state }
     }
@@ -223,6 +259,22 @@ impl MockUpstream {
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.requests.lock().expect("lock").clone()
     }
+}
+
+fn mock_app(fallback: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> (Arc<MockState>, axum::Router) {
+    let state = Arc::new(MockState {
+        requests: Mutex::new(Vec::new()),
+        queue: Mutex::new(VecDeque::new()),
+        fallback: Box::new(fallback),
+    });
+    let app = axum::Router::new().fallback(handle).with_state(state.clone());
+    (state, app)
+}
+
+/// The PEM file of the CA that signed [`MockUpstream::start_tls`]'s
+/// certificate (for `UPSTREAM_CA_FILE`).
+pub fn test_ca_file() -> PathBuf {
+    workspace_root().join("tests/fixtures/tls/ca.pem")
 }
 
 async fn handle(State(state): State<Arc<MockState>>, req: Request) -> Response {
