@@ -21,118 +21,184 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
-/// An OpenAI `POST /chat/completions` request body.
-///
-/// Named fields are the ones adapters commonly inspect or rewrite; anything
-/// else is kept in [`extra`](Self::extra). Build one in code with
-/// `ChatRequest { model, messages, ..Default::default() }`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChatRequest {
-    /// Model id. The SDK's default mapping replaces it with the upstream id.
-    #[serde(default)]
-    pub model: String,
-    /// The conversation, as OpenAI message objects.
-    pub messages: Vec<Value>,
-    /// `true` for a streaming answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    /// Stream options, e.g. `{"include_usage": true}`.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub stream_options: Option<Value>,
-    /// Sampling temperature.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<Value>,
-    /// Nucleus sampling.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<Value>,
-    /// Completion token limit (legacy name).
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<Value>,
-    /// Completion token limit (current name, includes reasoning tokens).
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub max_completion_tokens: Option<Value>,
-    /// Number of choices.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub n: Option<Value>,
-    /// Stop sequence(s): a string or a list of strings.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Value>,
-    /// Sampling seed.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub seed: Option<Value>,
-    /// Frequency penalty.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub frequency_penalty: Option<Value>,
-    /// Presence penalty.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub presence_penalty: Option<Value>,
-    /// Whether to return log probabilities.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<Value>,
-    /// How many top log probabilities to return per token.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub top_logprobs: Option<Value>,
-    /// Token id → bias map.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub logit_bias: Option<Value>,
-    /// End-user id.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub user: Option<Value>,
-    /// Tool (function) definitions.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Value>,
-    /// Tool choice: `"auto"`, `"none"`, `"required"` or a named function.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<Value>,
-    /// Whether several tool calls may come in one turn.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub parallel_tool_calls: Option<Value>,
-    /// Output format: `{"type": "json_object"}` or a JSON schema.
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<Value>,
-    /// Reasoning effort (`"low"`, `"medium"`, `"high"`, ...).
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
-    pub reasoning_effort: Option<Value>,
-    /// Every other field of the body, in its original order.
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
-    /// Key order of the body this request was parsed from (by
-    /// [`from_slice`](Self::from_slice)); [`to_map`](Self::to_map) writes the
-    /// keys that still exist in this order and new ones after them. Empty
-    /// for a request built in code.
-    #[serde(skip)]
-    pub key_order: Vec<String>,
+/// Declares [`ChatRequest`]: the fixed fields, then one `Option<Value>`
+/// field per name listed, with move-only conversions from and to a JSON
+/// object generated from the same list (so a field added here is handled
+/// everywhere).
+macro_rules! chat_request {
+    ($( $(#[doc = $doc:literal])* $field:ident, )*) => {
+        /// An OpenAI `POST /chat/completions` request body.
+        ///
+        /// Named fields are the ones adapters commonly inspect or rewrite; anything
+        /// else is kept in [`extra`](Self::extra). Build one in code with
+        /// `ChatRequest { model, messages, ..Default::default() }`.
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct ChatRequest {
+            /// Model id. The SDK's default mapping replaces it with the upstream id.
+            #[serde(default)]
+            pub model: String,
+            /// The conversation, as OpenAI message objects.
+            pub messages: Vec<Value>,
+            /// `true` for a streaming answer.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub stream: Option<bool>,
+            $(
+                $(#[doc = $doc])*
+                #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+                pub $field: Option<Value>,
+            )*
+            /// Every other field of the body, in its original order.
+            #[serde(flatten)]
+            pub extra: Map<String, Value>,
+            /// Key order of the body this request was parsed from (by
+            /// [`from_slice`](Self::from_slice)); [`to_map`](Self::to_map) writes the
+            /// keys that still exist in this order and new ones after them. Empty
+            /// for a request built in code.
+            #[serde(skip)]
+            pub key_order: Vec<String>,
+        }
+
+        impl ChatRequest {
+            /// Builds a request from a parsed body by moving each field into
+            /// place (no copy of the messages); same rules as the serde
+            /// derive: `messages` is required, `model` must be a string,
+            /// `stream` a boolean or `null`.
+            fn from_object(map: Map<String, Value>) -> Result<Self, serde_json::Error> {
+                use serde::de::{Error as _, Unexpected};
+                let mut req = Self { key_order: map.keys().cloned().collect(), ..Self::default() };
+                let mut messages = None;
+                for (key, value) in map {
+                    match key.as_str() {
+                        "model" => match value {
+                            Value::String(model) => req.model = model,
+                            other => return Err(serde_json::Error::invalid_type(unexpected(&other), &"a string")),
+                        },
+                        "messages" => match value {
+                            Value::Array(list) => messages = Some(list),
+                            other => return Err(serde_json::Error::invalid_type(unexpected(&other), &"a sequence")),
+                        },
+                        "stream" => match value {
+                            Value::Bool(b) => req.stream = Some(b),
+                            Value::Null => req.stream = None,
+                            other => return Err(serde_json::Error::invalid_type(unexpected(&other), &"a boolean")),
+                        },
+                        $( stringify!($field) => req.$field = Some(value), )*
+                        _ => {
+                            req.extra.insert(key, value);
+                        }
+                    }
+                }
+                req.messages = messages.ok_or_else(|| serde_json::Error::missing_field("messages"))?;
+                return Ok(req);
+
+                fn unexpected(value: &Value) -> Unexpected<'_> {
+                    match value {
+                        Value::Null => Unexpected::Unit,
+                        Value::Bool(b) => Unexpected::Bool(*b),
+                        Value::Number(_) => Unexpected::Other("a number"),
+                        Value::String(s) => Unexpected::Str(s),
+                        Value::Array(_) => Unexpected::Seq,
+                        Value::Object(_) => Unexpected::Map,
+                    }
+                }
+            }
+
+            /// Takes the named field `key` out of the request (`None` when it
+            /// is not a named field or is absent).
+            fn take_named(&mut self, key: &str) -> Option<Value> {
+                match key {
+                    "model" => Some(Value::String(std::mem::take(&mut self.model))),
+                    "messages" => Some(Value::Array(std::mem::take(&mut self.messages))),
+                    "stream" => self.stream.take().map(Value::Bool),
+                    $( stringify!($field) => self.$field.take(), )*
+                    _ => None,
+                }
+            }
+
+            /// Every named field, in declaration order.
+            const NAMED: &[&str] = &["model", "messages", "stream", $( stringify!($field), )*];
+        }
+    };
+}
+
+chat_request! {
+        /// Stream options, e.g. `{"include_usage": true}`.
+        stream_options,
+        /// Sampling temperature.
+        temperature,
+        /// Nucleus sampling.
+        top_p,
+        /// Completion token limit (legacy name).
+        max_tokens,
+        /// Completion token limit (current name, includes reasoning tokens).
+        max_completion_tokens,
+        /// Number of choices.
+        n,
+        /// Stop sequence(s): a string or a list of strings.
+        stop,
+        /// Sampling seed.
+        seed,
+        /// Frequency penalty.
+        frequency_penalty,
+        /// Presence penalty.
+        presence_penalty,
+        /// Whether to return log probabilities.
+        logprobs,
+        /// How many top log probabilities to return per token.
+        top_logprobs,
+        /// Token id → bias map.
+        logit_bias,
+        /// End-user id.
+        user,
+        /// Tool (function) definitions.
+        tools,
+        /// Tool choice: `"auto"`, `"none"`, `"required"` or a named function.
+        tool_choice,
+        /// Whether several tool calls may come in one turn.
+        parallel_tool_calls,
+        /// Output format: `{"type": "json_object"}` or a JSON schema.
+        response_format,
+        /// Reasoning effort (`"low"`, `"medium"`, `"high"`, ...).
+        reasoning_effort,
 }
 
 impl ChatRequest {
     /// Parses a request body, remembering its key order.
     pub fn from_slice(body: &[u8]) -> Result<Self, serde_json::Error> {
-        let map: Map<String, Value> = serde_json::from_slice(body)?;
-        let key_order = map.keys().cloned().collect();
-        let mut req: Self = serde_json::from_value(Value::Object(map))?;
-        req.key_order = key_order;
-        Ok(req)
+        Self::from_object(serde_json::from_slice(body)?)
     }
 
     /// The request as a JSON object, keys in their original order (see
     /// [`key_order`](Self::key_order)).
     pub fn to_map(&self) -> Result<Map<String, Value>, serde_json::Error> {
-        let mut fields = match serde_json::to_value(self)? {
-            Value::Object(map) => map,
-            // A struct always serializes to an object.
-            _ => Map::new(),
-        };
-        if self.key_order.is_empty() {
-            return Ok(fields);
-        }
-        let mut ordered = Map::with_capacity(fields.len());
-        for key in &self.key_order {
-            if let Some((key, value)) = fields.shift_remove_entry(key) {
-                ordered.insert(key, value);
+        Ok(self.clone().into_map())
+    }
+
+    /// The request as a JSON object, keys in their original order, without
+    /// copying it: fields named in [`key_order`](Self::key_order) first, in
+    /// that order, then the other named fields in declaration order, then
+    /// the rest of [`extra`](Self::extra).
+    pub fn into_map(mut self) -> Map<String, Value> {
+        let mut out = Map::with_capacity(Self::NAMED.len().min(8) + self.extra.len());
+        let mut extra = std::mem::take(&mut self.extra);
+        for key in std::mem::take(&mut self.key_order) {
+            let value = match self.take_named(&key) {
+                Some(value) => Some(value),
+                None => extra.shift_remove(&key),
+            };
+            if let Some(value) = value {
+                out.insert(key, value);
             }
         }
-        ordered.extend(fields);
-        Ok(ordered)
+        for key in Self::NAMED {
+            if !out.contains_key(*key)
+                && let Some(value) = self.take_named(key)
+            {
+                out.insert((*key).to_owned(), value);
+            }
+        }
+        out.extend(extra);
+        out
     }
 
     /// The request as JSON bytes, keys in their original order.

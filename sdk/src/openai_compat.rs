@@ -49,7 +49,7 @@ pub fn map_request_to(
     } else if req.stream == Some(true) {
         req.stream = Some(false);
     }
-    let mut map = req.to_map().map_err(|e| Failure::request_invalid(format!("cannot encode request: {e}")))?;
+    let mut map = req.into_map();
     for field in drop_fields {
         map.shift_remove(*field);
     }
@@ -69,6 +69,20 @@ pub fn map_request_to(
 /// object.
 pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Result<NormalizedResponse, Failure> {
     let _ = (ctx, head);
+    // Fast path: a well-formed answer is only scanned for the two fields
+    // needed; anything unusual is read in full below to say what is wrong.
+    if let Ok(peek) = serde_json::from_slice::<AnswerPeek>(body) {
+        return Ok(NormalizedResponse {
+            body: body.to_vec(),
+            usage: peek.usage.as_ref().and_then(usage_from_json),
+            finish_reason: peek
+                .choices
+                .first()
+                .and_then(|c| c.finish_reason.as_ref())
+                .and_then(Value::as_str)
+                .map(finish_reason_from_str),
+        });
+    }
     let malformed = |why: &str| Failure::transient(format!("malformed upstream answer: {why}"));
     let value: Value = serde_json::from_slice(body).map_err(|e| malformed(&format!("not JSON ({e})")))?;
     let object = value.as_object().ok_or_else(|| malformed("not a JSON object"))?;
@@ -80,6 +94,21 @@ pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -
         usage: object.get("usage").and_then(usage_from_json),
         finish_reason: first_finish_reason(choices),
     })
+}
+
+/// What [`normalize_response`] reads of an answer; every other field is
+/// skipped without being built.
+#[derive(serde::Deserialize)]
+struct AnswerPeek {
+    choices: Vec<ChoicePeek>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoicePeek {
+    #[serde(default)]
+    finish_reason: Option<Value>,
 }
 
 /// Maps an OpenAI `finish_reason` to the contract's enum: `stop`, `length`,
