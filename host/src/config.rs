@@ -286,6 +286,7 @@ struct FileLimits {
 struct FileSandbox {
     memory_mb: Option<usize>,
     cpu_ms: Option<u64>,
+    reuse_instances: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -568,6 +569,7 @@ fn provider_config(
     let sandbox = SandboxLimits {
         memory_bytes: p.sandbox.memory_mb.map(|mb| mb << 20).unwrap_or(defaults.memory_bytes),
         cpu_time: p.sandbox.cpu_ms.map(Duration::from_millis).unwrap_or(defaults.cpu_time),
+        reuse_instances: p.sandbox.reuse_instances.unwrap_or(defaults.reuse_instances),
     };
     if sandbox.memory_bytes == 0 || sandbox.memory_bytes > crate::plugins::MAX_MEMORY_BYTES {
         return Err(ConfigError::Invalid {

@@ -31,7 +31,7 @@ use crate::breaker::Outcome as BreakerOutcome;
 use crate::error::ApiError;
 use crate::keys::{DEFAULT_COOLDOWN, clamp_cooldown};
 use crate::plugins::types::{CallContext, Failure, FailureKind, FinishReason, ResponseHead, Usage};
-use crate::plugins::{Adapter, CallSession, ProviderEntry, Registry};
+use crate::plugins::{Adapter, ProviderEntry, Registry};
 use crate::router::{Candidate, Plan, PlanKind, RouteTable};
 use crate::state::SharedGateway;
 use crate::stats::unix_ms;
@@ -275,20 +275,7 @@ async fn attempt_target(
         let secret = picked.secret.map(str::to_owned);
         let reservation = picked.reservation;
 
-        // One instance for the whole attempt (map, then normalize or classify).
-        let mut session = match adapter.session().await {
-            Ok(s) => s,
-            Err(fault) => {
-                provider.keys.release(key_index, reservation);
-                breaker_outcome = BreakerOutcome::Failure;
-                provider.stats.failure(unix_ms(SystemTime::now()), false, &fault.to_string());
-                break TargetOutcome::Next(Some(ApiError::AdapterFault {
-                    provider: provider.id.to_string(),
-                    message: fault.to_string(),
-                }));
-            }
-        };
-        let upstream_request = match session.map_request(&ctx, &body).await {
+        let upstream_request = match adapter.map_request(&ctx, &body).await {
             Ok(Ok(r)) => r,
             Ok(Err(failure)) => {
                 provider.keys.release(key_index, reservation);
@@ -353,7 +340,6 @@ async fn attempt_target(
             let answered = if req.is_stream {
                 let start = StreamStart {
                     adapter: adapter.clone(),
-                    session,
                     ctx: ctx.clone(),
                     head,
                     response,
@@ -375,7 +361,7 @@ async fn attempt_target(
                     body: None,
                 })
             } else {
-                let answered = complete(req, &mut session, &ctx, head, response, provider).await;
+                let answered = complete(req, &adapter, &ctx, head, response, provider).await;
                 let tokens = answered.as_ref().ok().and_then(|a| a.usage.map(|u| u.total_tokens));
                 provider.keys.settle(key_index, reservation, tokens);
                 answered
@@ -417,7 +403,7 @@ async fn attempt_target(
 
         let status = head.status;
         let error_body = req.gw.upstream.read_body(response).await.unwrap_or_default();
-        let failure = match session.classify_failure(&ctx, &head, &error_body).await {
+        let failure = match adapter.classify_failure(&ctx, &head, &error_body).await {
             Ok(f) => f,
             Err(fault) => Failure {
                 kind: FailureKind::Transient,
@@ -659,7 +645,7 @@ fn route_eta(registry: &Registry, route: &crate::router::Route, now: Instant) ->
 /// Reads, normalizes (wasm) and returns a 2xx non-streaming answer.
 async fn complete(
     req: &RouteRequest<'_>,
-    session: &mut CallSession,
+    adapter: &Adapter,
     ctx: &CallContext,
     head: ResponseHead,
     response: reqwest::Response,
@@ -673,7 +659,7 @@ async fn complete(
     let read_at = Instant::now();
     let body = req.gw.upstream.read_body(response).await.map_err(|e| upstream_error(e.to_string()))?;
     req.upstream_time.add(read_at.elapsed());
-    let normalized = match session.normalize_response(ctx, &head, &body).await {
+    let normalized = match adapter.normalize_response(ctx, &head, &body).await {
         Ok(Ok(n)) => n,
         Ok(Err(failure)) => return Err(upstream_error(failure.message)),
         Err(fault) => {

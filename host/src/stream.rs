@@ -35,7 +35,7 @@ use tokio::time::timeout_at;
 use crate::config::UpstreamConfig;
 use crate::error::ApiError;
 use crate::plugins::types::{CallContext, Capabilities, ResponseHead, StreamEvent, StreamOutput, Usage};
-use crate::plugins::{Adapter, CallSession, ProviderEntry, StreamSession};
+use crate::plugins::{Adapter, ProviderEntry, StreamSession};
 use crate::quota::Reservation;
 use crate::router::Candidate;
 use crate::sse::Framer;
@@ -46,10 +46,8 @@ use crate::virtual_keys::Ticket;
 
 /// Everything needed to start relaying one stream.
 pub struct StreamStart<'t> {
-    /// The adapter version that mapped the request.
+    /// The adapter version that mapped the request (and normalizes the stream).
     pub adapter: Arc<Adapter>,
-    /// The instance that mapped it; it becomes the stream's normalizer.
-    pub session: CallSession,
     /// Call context for the normalizer.
     pub ctx: CallContext,
     /// The upstream's 2xx head.
@@ -86,8 +84,8 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, ApiError> {
         upstream_code: None,
     };
     let session = s
-        .session
-        .into_stream(&s.ctx, &s.head)
+        .adapter
+        .open_stream(&s.ctx, &s.head)
         .await
         .map_err(|fault| ApiError::AdapterFault { provider: s.provider.id.to_string(), message: fault.to_string() })?;
     let mut source = Source::new(session, s.response, &s.adapter, s.provider.clone(), s.key_index, s.reservation);

@@ -105,8 +105,10 @@ pub use bindings::freellm::provider::types::{
 /// defaults to the behaviour of an OpenAI-compatible provider
 /// ([`openai_compat`]). Register the implementation with
 /// [`export_adapter!`]. All functions are associated functions: an adapter
-/// keeps no state between calls (the host may use a fresh instance for every
-/// call), only a [`StreamNormalizer`] lives for one stream.
+/// keeps no state between calls, only a [`StreamNormalizer`] lives for one
+/// stream. The host may run many calls in one warm instance or each in a
+/// fresh one, so globals may hold what an earlier call (perhaps another
+/// client's) left there: never keep request data in them.
 pub trait Adapter: 'static {
     /// Applies the operator's settings and describes the provider. An error
     /// keeps the adapter from going live; the message is shown to the

@@ -52,7 +52,7 @@ async fn hostile_component_faults_are_contained() {
     gw.assert_healthy().await;
     assert!(mock.requests().is_empty(), "nothing reached the upstream");
 
-    // The same component still serves well-behaved calls: each call has a fresh instance.
+    // The same component still serves well-behaved calls: a fault retires only its instance.
     let r = gw.chat(chat_body("hostile/ok")).await;
     assert_eq!(r.status(), 200, "{}", gw.log());
 }
@@ -92,4 +92,60 @@ async fn an_adapter_that_traps_repeatedly_is_quarantined_by_its_breaker() {
     let r = gw.chat(chat_body("hostile/ok")).await;
     assert_eq!(r.status(), 200, "{}", gw.log());
     gw.assert_healthy().await;
+}
+
+/// The `x-hostile-calls` header of every upstream request so far: how many
+/// `remember` calls the instance that mapped each one had served.
+fn instance_call_counts(mock: &MockUpstream) -> Vec<u32> {
+    mock.requests().iter().filter_map(|r| r.header("x-hostile-calls")?.parse().ok()).collect()
+}
+
+#[tokio::test]
+async fn warm_instances_serve_again_and_a_fault_retires_the_instance() {
+    let mock = MockUpstream::completing().await;
+    // The cache off: every (identical) request must reach the adapter.
+    let mut gw = hostile_gateway_with(&mock, "", &[("CACHE_ENABLED", "false")]).await;
+    for _ in 0..3 {
+        let r = gw.chat(chat_body("hostile/remember")).await;
+        assert_eq!(r.status(), 200, "{}", gw.log());
+    }
+    // Sequential calls reuse one warm instance: its global counter went on.
+    assert_eq!(instance_call_counts(&mock), [1, 2, 3]);
+
+    // A trap retires the instance it happened in; the next call gets a fresh one.
+    expect_fault(&gw, "hostile/panic", "panicked on purpose").await;
+    let r = gw.chat(chat_body("hostile/remember")).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    assert_eq!(instance_call_counts(&mock), [1, 2, 3, 1], "no state survives a fault");
+
+    let plugins: Value = gw.get("/v1/plugins").await.json().await.unwrap();
+    let hostile = plugins["plugins"].as_array().unwrap().iter().find(|p| p["id"] == "hostile").unwrap().clone();
+    assert_eq!(hostile["sandbox"]["reuse_instances"], true, "{hostile}");
+    assert_eq!(hostile["sandbox"]["warm_instances"], 1, "{hostile}");
+    gw.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn without_instance_reuse_every_call_starts_fresh() {
+    let mock = MockUpstream::completing().await;
+    let config = "[providers.hostile]\ncomponent = \"{component:freellm-provider-hostile}\"\n\
+                  [providers.hostile.sandbox]\nreuse_instances = false\n";
+    let gw = Gateway::start_with(GatewayOptions {
+        config: config.to_owned(),
+        env: vec![
+            ("HOSTILE_API_KEY".to_owned(), "k".to_owned()),
+            ("HOSTILE_BASE_URL".to_owned(), format!("{}/v1", mock.url)),
+            ("CACHE_ENABLED".to_owned(), "false".to_owned()),
+        ],
+    })
+    .await;
+    for _ in 0..3 {
+        let r = gw.chat(chat_body("hostile/remember")).await;
+        assert_eq!(r.status(), 200, "{}", gw.log());
+    }
+    assert_eq!(instance_call_counts(&mock), [1, 1, 1]);
+    let plugins: Value = gw.get("/v1/plugins").await.json().await.unwrap();
+    let hostile = plugins["plugins"].as_array().unwrap().iter().find(|p| p["id"] == "hostile").unwrap().clone();
+    assert_eq!(hostile["sandbox"]["reuse_instances"], false, "{hostile}");
+    assert_eq!(hostile["sandbox"]["warm_instances"], 0, "{hostile}");
 }

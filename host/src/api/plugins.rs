@@ -52,6 +52,8 @@ fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::reload::Rejection>) 
         "sandbox": {
             "memory_mb": p.config.sandbox.memory_bytes >> 20,
             "cpu_ms": p.config.sandbox.cpu_time.as_millis() as u64,
+            "reuse_instances": p.config.sandbox.reuse_instances,
+            "warm_instances": p.adapter.as_ref().map_or(0, |a| a.warm_instances()),
         },
     });
     if let (Some(a), Some(obj)) = (&p.adapter, v.as_object_mut())

@@ -1,14 +1,18 @@
 //! One loaded version of a provider adapter and the calls into it.
 //!
-//! Each call instantiates the pre-linked component in a fresh sandboxed
-//! store, calls one export and drops the store, so nothing is held across the
-//! upstream network wait. A stream keeps one instance (and its
-//! `stream-normalizer` resource) for its lifetime. A trap, a CPU-deadline hit
-//! or a memory-cap hit becomes an [`AdapterFault`]: a failure of that
-//! provider, never of the host.
+//! Each call takes an instance, calls one export and gives the instance back,
+//! so no instance is held across the upstream network wait. With
+//! `reuse_instances` (the default) a healthy instance goes back to a small
+//! per-version set of warm instances and serves later calls, as proxy-wasm
+//! hosts do: instantiating and resetting a pool slot costs more than the
+//! call itself. Without it every call gets a fresh instance. A stream keeps
+//! one instance (and its `stream-normalizer` resource) for its lifetime and
+//! drops it afterwards. A trap, a CPU-deadline hit or a memory-cap hit
+//! becomes an [`AdapterFault`] (a failure of that provider, never of the
+//! host) and the instance that faulted is never entered again.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use wasmtime::Store;
@@ -103,6 +107,8 @@ pub struct Adapter {
     limits: SandboxLimits,
     pre: ProviderPre<CallState>,
     engine: Arc<PluginEngine>,
+    /// Idle instances ready for the next call (empty unless reuse is on).
+    warm: Mutex<Vec<Instance>>,
 }
 
 impl Adapter {
@@ -154,6 +160,7 @@ impl Adapter {
             limits,
             pre: compiled.pre,
             engine,
+            warm: Mutex::new(Vec::new()),
         })
     }
 
@@ -184,14 +191,10 @@ impl Adapter {
         ctx: &CallContext,
         body: &[u8],
     ) -> Result<Result<UpstreamRequest, Failure>, AdapterFault> {
-        let started = Instant::now();
-        let mut store = new_store(&self.engine, &self.id, self.limits);
-        let result = async {
-            let p = self.pre.instantiate_async(&mut store).await?;
-            p.freellm_provider_adapter().call_map_request(&mut store, ctx, body).await
-        }
-        .await;
-        self.finish_call(started, result, &store)
+        let (mut instance, started) = self.checkout().await?;
+        let result =
+            instance.provider.freellm_provider_adapter().call_map_request(&mut instance.store, ctx, body).await;
+        self.checkin(instance, started, result)
     }
 
     /// `normalize-response`: a 2xx upstream body → OpenAI `chat.completion`.
@@ -201,14 +204,13 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Result<NormalizedResponse, Failure>, AdapterFault> {
-        let started = Instant::now();
-        let mut store = new_store(&self.engine, &self.id, self.limits);
-        let result = async {
-            let p = self.pre.instantiate_async(&mut store).await?;
-            p.freellm_provider_adapter().call_normalize_response(&mut store, ctx, head, body).await
-        }
-        .await;
-        self.finish_call(started, result, &store)
+        let (mut instance, started) = self.checkout().await?;
+        let result = instance
+            .provider
+            .freellm_provider_adapter()
+            .call_normalize_response(&mut instance.store, ctx, head, body)
+            .await;
+        self.checkin(instance, started, result)
     }
 
     /// `classify-failure`: a non-2xx upstream answer → a typed failure.
@@ -218,58 +220,83 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Failure, AdapterFault> {
-        let started = Instant::now();
-        let mut store = new_store(&self.engine, &self.id, self.limits);
-        let result = async {
-            let p = self.pre.instantiate_async(&mut store).await?;
-            p.freellm_provider_adapter().call_classify_failure(&mut store, ctx, head, body).await
-        }
-        .await;
-        self.finish_call(started, result, &store)
+        let (mut instance, started) = self.checkout().await?;
+        let result = instance
+            .provider
+            .freellm_provider_adapter()
+            .call_classify_failure(&mut instance.store, ctx, head, body)
+            .await;
+        self.checkin(instance, started, result)
     }
 
     /// Starts a stream normalizer for a 2xx streaming answer. The returned
-    /// session owns its instance until it is dropped.
+    /// session owns its instance for the stream's lifetime and drops it
+    /// afterwards (it is never handed to another call).
     pub async fn open_stream(
         self: &Arc<Self>,
         ctx: &CallContext,
         head: &ResponseHead,
     ) -> Result<StreamSession, AdapterFault> {
-        let started = Instant::now();
-        let mut store = new_store(&self.engine, &self.id, self.limits);
-        let result = async {
-            let p = self.pre.instantiate_async(&mut store).await?;
-            let handle =
-                p.freellm_provider_adapter().stream_normalizer().call_constructor(&mut store, ctx, head).await?;
-            Ok((p, handle))
-        }
-        .await;
-        let (provider, handle) = self.finish_call(started, result, &store)?;
-        Ok(StreamSession { adapter: self.clone(), store, provider, handle })
+        let (mut instance, started) = self.checkout().await?;
+        let result = instance
+            .provider
+            .freellm_provider_adapter()
+            .stream_normalizer()
+            .call_constructor(&mut instance.store, ctx, head)
+            .await;
+        let handle = self.record(started, result, &instance.store)?;
+        Ok(StreamSession { adapter: self.clone(), store: instance.store, provider: instance.provider, handle })
     }
 
-    /// One instance for a whole upstream attempt: `map-request`, then
-    /// `normalize-response` or `classify-failure` (or the stream normalizer)
-    /// run in the same instance, so an attempt pays for one instantiation
-    /// and one slot reset instead of two. The instance is dropped with the
-    /// session; after a fault it is not entered again.
-    pub async fn session(self: &Arc<Self>) -> Result<CallSession, AdapterFault> {
+    /// Instances kept warm for the next calls (for status and tests).
+    pub fn warm_instances(&self) -> usize {
+        self.warm.lock().map_or(0, |idle| idle.len())
+    }
+
+    /// An instance for one call, warm when one is idle, else a new one; the
+    /// call's CPU deadline is set and its clock started.
+    async fn checkout(&self) -> Result<(Instance, Instant), AdapterFault> {
         let started = Instant::now();
-        let mut store = new_store(&self.engine, &self.id, self.limits);
-        let result = self.pre.instantiate_async(&mut store).await;
-        self.stats.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let provider = result.map_err(|e| {
-            self.stats.faults.fetch_add(1, Ordering::Relaxed);
-            AdapterFault {
-                adapter: self.id.clone(),
-                version: self.info.adapter_version.clone(),
-                detail: describe_fault(&e, store.data()),
+        let warm =
+            if self.limits.reuse_instances { self.warm.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
+        let mut instance = match warm {
+            Some(instance) => instance,
+            None => {
+                let mut store = new_store(&self.engine, &self.id, self.limits);
+                match self.pre.instantiate_async(&mut store).await {
+                    Ok(provider) => Instance { store, provider, calls: 0 },
+                    Err(e) => return Err(self.record::<()>(started, Err(e), &store).unwrap_err()),
+                }
             }
-        })?;
-        Ok(CallSession { adapter: self.clone(), store, provider, fault: None })
+        };
+        instance.store.set_epoch_deadline(PluginEngine::ticks_for(self.limits.cpu_time));
+        instance.store.data_mut().new_call();
+        instance.calls += 1;
+        Ok((instance, started))
     }
 
-    fn finish_call<R>(
+    /// Records a finished call and keeps its instance warm when it may serve
+    /// again: reuse on, the call succeeded, the guest wrote nothing to
+    /// stderr, its memory stayed small and it has not served its share of
+    /// calls. Any other instance is dropped here, which resets its slot.
+    fn checkin<R>(&self, instance: Instance, started: Instant, result: wasmtime::Result<R>) -> Result<R, AdapterFault> {
+        let out = self.record(started, result, &instance.store);
+        let state = instance.store.data();
+        let keep = self.limits.reuse_instances
+            && out.is_ok()
+            && instance.calls < RECYCLE_AFTER_CALLS
+            && state.memory_bytes() <= RECYCLE_ABOVE_MEMORY
+            && !state.wrote_stderr();
+        if keep
+            && let Ok(mut idle) = self.warm.lock()
+            && idle.len() < self.engine.warm_per_adapter
+        {
+            idle.push(instance);
+        }
+        out
+    }
+
+    fn record<R>(
         &self,
         started: Instant,
         result: wasmtime::Result<R>,
@@ -292,92 +319,20 @@ impl Adapter {
     }
 }
 
-/// One instance serving the calls of one upstream attempt (see
-/// [`Adapter::session`]).
-pub struct CallSession {
-    adapter: Arc<Adapter>,
+/// One instantiated adapter: its store and bindings, and the calls it served.
+struct Instance {
     store: Store<CallState>,
     provider: Provider,
-    /// Set by the first fault: the instance cannot be entered again.
-    fault: Option<String>,
+    calls: u32,
 }
 
-impl CallSession {
-    /// The adapter version behind this session.
-    pub fn adapter(&self) -> &Arc<Adapter> {
-        &self.adapter
-    }
+/// A warm instance is dropped (and a fresh one made) after this many calls,
+/// so whatever a guest's allocator fragments or leaks is bounded.
+const RECYCLE_AFTER_CALLS: u32 = 10_000;
 
-    fn begin(&mut self) -> Result<Instant, AdapterFault> {
-        if let Some(detail) = &self.fault {
-            return Err(AdapterFault {
-                adapter: self.adapter.id.clone(),
-                version: self.adapter.info.adapter_version.clone(),
-                detail: format!("instance unusable after an earlier fault: {detail}"),
-            });
-        }
-        self.store.set_epoch_deadline(PluginEngine::ticks_for(self.adapter.limits.cpu_time));
-        Ok(Instant::now())
-    }
-
-    fn end<R>(&mut self, started: Instant, result: wasmtime::Result<R>) -> Result<R, AdapterFault> {
-        let out = self.adapter.finish_call(started, result, &self.store);
-        if let Err(fault) = &out {
-            self.fault = Some(fault.detail.clone());
-        }
-        out
-    }
-
-    /// `map-request` in this instance.
-    pub async fn map_request(
-        &mut self,
-        ctx: &CallContext,
-        body: &[u8],
-    ) -> Result<Result<UpstreamRequest, Failure>, AdapterFault> {
-        let started = self.begin()?;
-        let result = self.provider.freellm_provider_adapter().call_map_request(&mut self.store, ctx, body).await;
-        self.end(started, result)
-    }
-
-    /// `normalize-response` in this instance.
-    pub async fn normalize_response(
-        &mut self,
-        ctx: &CallContext,
-        head: &ResponseHead,
-        body: &[u8],
-    ) -> Result<Result<NormalizedResponse, Failure>, AdapterFault> {
-        let started = self.begin()?;
-        let result =
-            self.provider.freellm_provider_adapter().call_normalize_response(&mut self.store, ctx, head, body).await;
-        self.end(started, result)
-    }
-
-    /// `classify-failure` in this instance.
-    pub async fn classify_failure(
-        &mut self,
-        ctx: &CallContext,
-        head: &ResponseHead,
-        body: &[u8],
-    ) -> Result<Failure, AdapterFault> {
-        let started = self.begin()?;
-        let result =
-            self.provider.freellm_provider_adapter().call_classify_failure(&mut self.store, ctx, head, body).await;
-        self.end(started, result)
-    }
-
-    /// Turns the session into the stream's normalizer (same instance).
-    pub async fn into_stream(mut self, ctx: &CallContext, head: &ResponseHead) -> Result<StreamSession, AdapterFault> {
-        let started = self.begin()?;
-        let result = self
-            .provider
-            .freellm_provider_adapter()
-            .stream_normalizer()
-            .call_constructor(&mut self.store, ctx, head)
-            .await;
-        let handle = self.end(started, result)?;
-        Ok(StreamSession { adapter: self.adapter, store: self.store, provider: self.provider, handle })
-    }
-}
+/// A warm instance whose linear memory grew past this (a very large request
+/// went through it) is dropped rather than kept resident.
+const RECYCLE_ABOVE_MEMORY: usize = 8 << 20;
 
 /// One streaming answer's normalizer: an instance kept alive for the stream.
 pub struct StreamSession {
@@ -390,28 +345,32 @@ pub struct StreamSession {
 impl StreamSession {
     /// Normalizes the events of one network read.
     pub async fn push(&mut self, events: &[StreamEvent]) -> Result<Result<StreamOutput, Failure>, AdapterFault> {
-        let started = Instant::now();
-        self.store.set_epoch_deadline(PluginEngine::ticks_for(self.adapter.limits.cpu_time));
+        let started = self.begin();
         let result = self
             .provider
             .freellm_provider_adapter()
             .stream_normalizer()
             .call_push(&mut self.store, self.handle, events)
             .await;
-        self.adapter.finish_call(started, result, &self.store)
+        self.adapter.record(started, result, &self.store)
     }
 
     /// Flushes the normalizer at upstream EOF.
     pub async fn finish(&mut self) -> Result<Result<StreamOutput, Failure>, AdapterFault> {
-        let started = Instant::now();
-        self.store.set_epoch_deadline(PluginEngine::ticks_for(self.adapter.limits.cpu_time));
+        let started = self.begin();
         let result = self
             .provider
             .freellm_provider_adapter()
             .stream_normalizer()
             .call_finish(&mut self.store, self.handle)
             .await;
-        self.adapter.finish_call(started, result, &self.store)
+        self.adapter.record(started, result, &self.store)
+    }
+
+    fn begin(&mut self) -> Instant {
+        self.store.set_epoch_deadline(PluginEngine::ticks_for(self.adapter.limits.cpu_time));
+        self.store.data_mut().new_call();
+        Instant::now()
     }
 }
 

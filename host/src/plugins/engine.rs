@@ -29,6 +29,9 @@ const POOL_INSTANCES: u32 = 2000;
 pub struct PluginEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<CallState>,
+    /// Idle instances kept warm per adapter version: one per core, since a
+    /// call never waits on I/O and so at most one runs per worker thread.
+    pub(crate) warm_per_adapter: usize,
 }
 
 impl PluginEngine {
@@ -64,7 +67,8 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wit_host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
-        Ok(Arc::new(Self { engine, linker }))
+        let warm_per_adapter = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
+        Ok(Arc::new(Self { engine, linker, warm_per_adapter }))
     }
 
     /// Converts a CPU budget to epoch ticks (at least two, so a deadline set

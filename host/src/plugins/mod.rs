@@ -15,7 +15,7 @@ pub mod loader;
 pub mod registry;
 pub mod sandbox;
 
-pub use adapter::{Adapter, AdapterFault, CallSession, StreamSession};
+pub use adapter::{Adapter, AdapterFault, StreamSession};
 pub use bindings::types;
 pub use engine::{MAX_MEMORY_BYTES, PluginEngine};
 pub use loader::LoadError;

@@ -1,15 +1,15 @@
-//! The per-call sandbox: a deny-all WASI context, memory limits, a CPU
-//! deadline and a small captured stderr.
+//! The sandbox of an adapter instance: a deny-all WASI context, memory
+//! limits, a CPU deadline and a small captured stderr.
 //!
-//! Every call gets a fresh [`Store`] (a pooled instance slot makes that cheap)
-//! so no guest state survives between requests and a trap poisons nothing but
-//! the call that caused it.
+//! A trap poisons nothing but the instance that trapped: it is dropped and
+//! its pool slot reset. Whether a healthy instance serves further calls is
+//! [`SandboxLimits::reuse_instances`] (see [`super::adapter`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -30,11 +30,57 @@ pub struct SandboxLimits {
     pub memory_bytes: usize,
     /// CPU time one call may take.
     pub cpu_time: Duration,
+    /// Whether a healthy instance may serve later calls (warm instances) or
+    /// every call gets a fresh one (no guest memory outlives a call, at the
+    /// price of an instantiation and a slot reset per call).
+    pub reuse_instances: bool,
 }
 
 impl Default for SandboxLimits {
     fn default() -> Self {
-        Self { memory_bytes: 64 << 20, cpu_time: Duration::from_millis(250) }
+        Self { memory_bytes: 64 << 20, cpu_time: Duration::from_millis(250), reuse_instances: true }
+    }
+}
+
+/// The store's resource limiter: the configured caps, plus the size the
+/// instance's linear memory has grown to (an instance that grew large is not
+/// kept warm).
+struct Limiter {
+    caps: StoreLimits,
+    memory_bytes: usize,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.caps.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes = self.memory_bytes.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.caps.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.caps.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.caps.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.caps.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.caps.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.caps.memories()
     }
 }
 
@@ -42,7 +88,7 @@ impl Default for SandboxLimits {
 pub struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     stderr: MemoryOutputPipe,
     adapter_id: Arc<str>,
     log_lines: u32,
@@ -52,6 +98,21 @@ impl CallState {
     /// What the guest wrote to stderr (a panic message, usually).
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.contents()).trim_end().to_owned()
+    }
+
+    /// Whether the guest wrote anything to stderr.
+    pub fn wrote_stderr(&self) -> bool {
+        !self.stderr.contents().is_empty()
+    }
+
+    /// The size the instance's linear memory has grown to, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.limits.memory_bytes
+    }
+
+    /// Starts the count of log lines of a new call.
+    pub fn new_call(&mut self) {
+        self.log_lines = 0;
     }
 }
 
@@ -86,13 +147,16 @@ pub fn new_store(engine: &PluginEngine, adapter_id: &Arc<str>, limits: SandboxLi
     let state = CallState {
         wasi,
         table: ResourceTable::new(),
-        limits: StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .instances(8)
-            .tables(8)
-            .memories(4)
-            .trap_on_grow_failure(true)
-            .build(),
+        limits: Limiter {
+            caps: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(8)
+                .tables(8)
+                .memories(4)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_bytes: 0,
+        },
         stderr,
         adapter_id: adapter_id.clone(),
         log_lines: 0,

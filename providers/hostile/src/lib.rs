@@ -1,12 +1,15 @@
 //! A deliberately hostile adapter for the host's sandbox tests. It behaves
 //! by upstream model: `loop` spins forever, `grow` allocates memory without
-//! bound, `panic` panics, and `ok` is a well-behaved OpenAI-compatible
-//! mapping. With the setting `normalize = "panic"` it also panics while
+//! bound, `panic` panics, `remember` keeps a count of its calls in a global
+//! (the state an adapter must not keep) and sends it upstream as
+//! `x-hostile-calls`, and `ok` is a well-behaved OpenAI-compatible mapping.
+//! With the setting `normalize = "panic"` it also panics while
 //! normalizing an answer, i.e. after the upstream call. Never deploy it.
 
 #![warn(missing_docs)]
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use freellm_sdk::openai_compat;
 use freellm_sdk::{
@@ -28,7 +31,9 @@ impl Adapter for Hostile {
             auth: AuthPlacement::Bearer,
             stream_framing: StreamFraming::Sse,
             capabilities: Capabilities::empty(),
-            models: ["ok", "loop", "grow", "panic"].map(|id| ModelInfo::new(id, 0, ModelTags::empty())).into(),
+            models: ["ok", "loop", "grow", "panic", "remember"]
+                .map(|id| ModelInfo::new(id, 0, ModelTags::empty()))
+                .into(),
             default_model: "ok".into(),
             privacy: PrivacyInfo {
                 policy: PrivacyPolicy::Local,
@@ -51,6 +56,12 @@ impl Adapter for Hostile {
             "loop" => spin(),
             "grow" => hoard(),
             "panic" => panic!("hostile adapter panicked on purpose"),
+            "remember" => {
+                let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+                let mut up = openai_compat::map_request(ctx, req, &[])?;
+                up.headers.push(("x-hostile-calls".into(), calls.to_string()));
+                Ok(up)
+            }
             _ => openai_compat::map_request(ctx, req, &[]),
         }
     }
@@ -62,6 +73,9 @@ impl Adapter for Hostile {
         openai_compat::normalize_response(ctx, head, body)
     }
 }
+
+/// `map-request` calls of model `remember` this instance has served.
+static CALLS: AtomicU32 = AtomicU32::new(0);
 
 /// Burns CPU forever; `black_box` keeps the optimizer from removing it.
 fn spin() -> ! {
