@@ -39,7 +39,8 @@ const FORBIDDEN_HEADERS: &[&str] = &[
 
 /// Reads the certificates of a PEM file (at least one).
 fn read_ca_file(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
-    let pem = std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read UPSTREAM_CA_FILE {}: {e}", path.display()))?;
+    let pem =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read UPSTREAM_CA_FILE {}: {e}", path.display()))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| anyhow::anyhow!("UPSTREAM_CA_FILE {} is not a PEM certificate bundle: {e}", path.display()))?;
     if certs.is_empty() {
@@ -243,13 +244,16 @@ mod tests {
     use super::*;
 
     fn upstream() -> Upstream {
-        Upstream::new(UpstreamConfig {
-            connect_timeout: Duration::from_secs(1),
-            first_byte_timeout: Duration::from_secs(1),
-            stream_stall_timeout: Duration::from_secs(1),
-            stream_idle_timeout: None,
-            route_timeout: Duration::from_secs(1),
-        }, None)
+        Upstream::new(
+            UpstreamConfig {
+                connect_timeout: Duration::from_secs(1),
+                first_byte_timeout: Duration::from_secs(1),
+                stream_stall_timeout: Duration::from_secs(1),
+                stream_idle_timeout: None,
+                route_timeout: Duration::from_secs(1),
+            },
+            None,
+        )
         .unwrap()
     }
 

@@ -18,8 +18,8 @@ fn tls_env(mock: &MockUpstream, ca_file: Option<String>) -> Vec<(String, String)
 
 #[tokio::test]
 async fn an_https_upstream_signed_by_the_configured_ca_answers() {
-    let mock = MockUpstream::start_tls(|r| Reply::ok(completion(r.json()["model"].as_str().unwrap_or("m"), "over TLS")))
-        .await;
+    let mock =
+        MockUpstream::start_tls(|r| Reply::ok(completion(r.json()["model"].as_str().unwrap_or("m"), "over TLS"))).await;
     assert!(mock.url.starts_with("https://"));
     let ca = test_ca_file().display().to_string();
     let gw = Gateway::start_with(GatewayOptions { config: default_config(), env: tls_env(&mock, Some(ca)) }).await;
