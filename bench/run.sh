@@ -7,7 +7,8 @@
 #   - cold start: spawn -> first 200 on /healthz, warm compiled-component cache
 #   - idle RSS after start-up and a few requests
 #   - load, 16 connections and 1 connection, both direct to the mock and
-#     through the gateway, so every figure has a same-run baseline
+#     through the gateway, so every figure has a same-run baseline, and
+#     through a bare proxy (the floor any proxy pays here)
 # then prints a markdown table with PASS/FAIL per target and writes
 # bench/results/latest.json (and latest.md). It is a report, not a test: it
 # exits 0 whatever the figures, and non-zero only when it cannot measure.
@@ -43,6 +44,7 @@ RESULTS_DIR=$ROOT/bench/results
 WORK=""
 MOCK_PID=""
 GATEWAY_PID=""
+BARE_PID=""
 
 log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 die() {
@@ -56,6 +58,7 @@ cleanup() {
     local status=$?
     trap - EXIT INT TERM
     stop_pid "$GATEWAY_PID"
+    stop_pid "$BARE_PID"
     stop_pid "$MOCK_PID"
     if [[ -n $WORK && -d $WORK ]]; then
         rm -rf "$WORK"
@@ -127,8 +130,9 @@ build_all() {
     GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/freellm}
     MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
     COLDSTART_BIN=$ROOT/target/release/freellm-coldstart
+    BARE_BIN=$ROOT/target/release/freellm-bare-proxy
     GROQ_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm
-    for f in "$GATEWAY_BIN" "$MOCK_BIN" "$COLDSTART_BIN" "$GROQ_WASM"; do
+    for f in "$GATEWAY_BIN" "$MOCK_BIN" "$COLDSTART_BIN" "$BARE_BIN" "$GROQ_WASM"; do
         [[ -f $f ]] || die "missing build output $f"
     done
 }
@@ -323,6 +327,31 @@ measure_load() {
     PEAK_RSS_KIB=$(hwm_kib "$GATEWAY_PID")
 }
 
+# The floor: freellm-bare-proxy makes the same two HTTP exchanges as the
+# gateway (client -> proxy -> mock) on the same hyper stack and nothing else.
+# Measured in the same run, it says how much of the gap to the direct
+# figures any proxy pays on this machine, and how much is the gateway's own.
+measure_floor() {
+    local port
+    port=$(free_port $((GATEWAY_PORT + 1)))
+    [[ $port != "$MOCK_PORT" ]] || port=$(free_port $((MOCK_PORT + 1)))
+    "$BARE_BIN" --port "$port" --upstream "http://127.0.0.1:$MOCK_PORT" >"$WORK/bare.log" 2>&1 &
+    BARE_PID=$!
+    for _ in $(seq 100); do
+        grep -q '^listening on' "$WORK/bare.log" && break
+        kill -0 "$BARE_PID" 2>/dev/null || die "the bare proxy exited: $(cat "$WORK/bare.log")"
+        sleep 0.05
+    done
+    local url="http://127.0.0.1:$port/v1/chat/completions"
+    smoke_test "$url"
+    log "floor: bare proxy, $CONNECTIONS connections and 1 connection, $DURATION each"
+    run_oha warmup-bare "$url" "$CONNECTIONS" 1s
+    run_oha bare-c16 "$url" "$CONNECTIONS" "$DURATION"
+    run_oha bare-c1 "$url" 1 "$DURATION"
+    stop_pid "$BARE_PID"
+    BARE_PID=""
+}
+
 # ---------------------------------------------------------------- report
 
 machine_json() {
@@ -348,6 +377,8 @@ write_results() {
         --slurpfile gc16 "$WORK/gateway-c16.json" \
         --slurpfile dc1 "$WORK/direct-c1.json" \
         --slurpfile gc1 "$WORK/gateway-c1.json" \
+        --slurpfile bc16 "$WORK/bare-c16.json" \
+        --slurpfile bc1 "$WORK/bare-c1.json" \
         --slurpfile cold "$WORK/coldstart.json" \
         --argjson idle_kib "$IDLE_RSS_KIB" \
         --argjson after_kib "$AFTER_LOAD_RSS_KIB" \
@@ -374,6 +405,7 @@ write_results() {
         };
         (phase($dc16[0])) as $d16 | (phase($gc16[0])) as $g16 |
         (phase($dc1[0])) as $d1 | (phase($gc1[0])) as $g1 |
+        (phase($bc16[0])) as $b16 | (phase($bc1[0])) as $b1 |
         ($g16.rps / $d16.rps) as $ratio |
         ($g1.p50_us - $d1.p50_us) as $add50 |
         ($g1.p99_us - $d1.p99_us) as $add99 |
@@ -385,14 +417,19 @@ write_results() {
                        cold_start_poll_ms: $cold[0].poll_ms},
             load: {
                 direct_c16: $d16, gateway_c16: $g16,
-                direct_c1: $d1, gateway_c1: $g1
+                direct_c1: $d1, gateway_c1: $g1,
+                bare_proxy_c16: $b16, bare_proxy_c1: $b1
             },
             derived: {
                 throughput_ratio_c16: ($ratio | r(3)),
                 added_p50_us_c16: ($g16.p50_us - $d16.p50_us | r(1)),
                 added_p99_us_c16: ($g16.p99_us - $d16.p99_us | r(1)),
                 added_p50_us_c1: ($add50 | r(1)),
-                added_p99_us_c1: ($add99 | r(1))
+                added_p99_us_c1: ($add99 | r(1)),
+                floor_ratio_c16: ($b16.rps / $d16.rps | r(3)),
+                floor_added_p50_us_c1: ($b1.p50_us - $d1.p50_us | r(1)),
+                floor_added_p99_us_c1: ($b1.p99_us - $d1.p99_us | r(1)),
+                gateway_vs_floor_c16: ($g16.rps / $b16.rps | r(3))
             },
             cold_start_ms: $cold[0],
             rss_mib: {
@@ -428,6 +465,8 @@ print_table() {
         "| Cold start, median of \(.settings.cold_start_runs) (ms) | – | \(.cold_start_ms.median_ms|n) | – | ≤ 150 ms | \(pf($t.cold_start_median_ms.pass)) |",
         "| Idle RSS (MiB) | – | \(.rss_mib.idle|n) | – | ≤ 32 MiB | \(pf($t.idle_rss_mib.pass)) |",
         "",
+        "Floor, same run: a bare hyper proxy (the same two HTTP exchanges, nothing else) reaches \($l.bare_proxy_c16.rps) req/s = \($d.floor_ratio_c16 * 100 | round)% of direct at \(.settings.connections) connections and adds +\($d.floor_added_p50_us_c1) µs p50 / +\($d.floor_added_p99_us_c1) µs p99 at 1 connection; the gateway reaches \($d.gateway_vs_floor_c16 * 100 | round)% of the bare proxy.",
+        "",
         "Cold-start runs (ms): \(.cold_start_ms.runs_ms | map(tostring) | join(", ")). RSS after load: \(.rss_mib.after_load) MiB, peak: \(.rss_mib.peak) MiB.",
         (if ([$l[] | .non_200 + .errors] | add) > 0
          then "WARNING: non-200 answers or errors during load: " + ([$l | to_entries[] | "\(.key): \(.value.non_200) non-200, \(.value.errors) errors"] | join("; "))
@@ -460,6 +499,7 @@ main() {
     smoke_test "$GATEWAY_URL"
     measure_idle_rss
     measure_load
+    measure_floor
     stop_gateway
 
     write_results
