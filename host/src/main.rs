@@ -10,7 +10,9 @@ use freellm::state::Gateway;
 
 /// mimalloc: the request path allocates many small short-lived buffers
 /// (headers, bodies, JSON values) across worker threads, where it is
-/// markedly cheaper than the system allocator.
+/// markedly cheaper than the system allocator. Built without transparent
+/// huge pages (`no_thp`): with them its eagerly committed arenas cost
+/// ~16 MiB of resident memory at idle.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
