@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::quota::{Headroom, KeyWindows, Limits, Reservation, WindowState, WindowUse};
+use crate::stats::unix_ms;
 
 /// Cooldown applied on a 429 that names no `Retry-After`.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
@@ -44,6 +45,21 @@ pub struct Key {
     invalid: AtomicBool,
     invalid_reason: Mutex<Option<String>>,
     windows: KeyWindows,
+}
+
+/// What the persistent store keeps of one key: its windows and, while it
+/// rests (rate limit or spent daily quota), when the rest ends. Stored as
+/// JSON; `cooledUntilUnixMs` sits next to the window fields, so state saved
+/// before it existed still loads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyState {
+    /// The request and token windows.
+    #[serde(flatten)]
+    pub windows: WindowState,
+    /// End of the key's rest, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooled_until_unix_ms: Option<u64>,
 }
 
 /// The keys of one provider.
@@ -275,22 +291,47 @@ impl KeyRing {
         })
     }
 
-    /// Every key's windows, for the persistent store.
-    pub fn export_windows(&self, provider: &str) -> Vec<(String, WindowState)> {
-        let now = Instant::now();
+    /// Every key's windows and cooldown, for the persistent store.
+    pub fn export_state(&self, provider: &str) -> Vec<(String, KeyState)> {
+        self.export_state_at(provider, Instant::now(), SystemTime::now())
+    }
+
+    fn export_state_at(&self, provider: &str, now: Instant, wall_now: SystemTime) -> Vec<(String, KeyState)> {
+        let now_ms = self.ms(now);
         (0..self.keys.len())
-            .filter_map(|i| Some((self.store_id(provider, i)?, self.keys[i].windows.export(now))))
+            .filter_map(|i| {
+                let key = &self.keys[i];
+                let left = key.cooled_until_ms.load(Ordering::Relaxed).saturating_sub(now_ms);
+                let state = KeyState {
+                    windows: key.windows.export_at(now, wall_now),
+                    cooled_until_unix_ms: (left > 0).then(|| unix_ms(wall_now) + left),
+                };
+                Some((self.store_id(provider, i)?, state))
+            })
             .collect()
     }
 
-    /// Restores windows saved under the same store ids (keys whose secret
-    /// changed start empty).
-    pub fn restore_windows(&mut self, provider: &str, saved: &dyn Fn(&str) -> Option<WindowState>) {
-        let now = Instant::now();
+    /// Restores windows and cooldowns saved under the same store ids (keys
+    /// whose secret changed start fresh). A saved rest continues for what was
+    /// left of it, at most a day (a clock jump cannot bench a key for longer).
+    pub fn restore_state(&mut self, provider: &str, saved: &dyn Fn(&str) -> Option<KeyState>) {
+        self.restore_state_at(provider, saved, Instant::now(), SystemTime::now());
+    }
+
+    fn restore_state_at(
+        &mut self,
+        provider: &str,
+        saved: &dyn Fn(&str) -> Option<KeyState>,
+        now: Instant,
+        wall_now: SystemTime,
+    ) {
+        let now_ms = self.ms(now);
         for i in 0..self.keys.len() {
-            if let Some(state) = self.store_id(provider, i).and_then(|id| saved(&id)) {
-                self.keys[i].windows = KeyWindows::import(&state, now);
-            }
+            let Some(state) = self.store_id(provider, i).and_then(|id| saved(&id)) else { continue };
+            self.keys[i].windows = KeyWindows::import_at(&state.windows, now, wall_now);
+            let left = state.cooled_until_unix_ms.map_or(0, |until| until.saturating_sub(unix_ms(wall_now)));
+            let left = left.min(MAX_QUOTA_REST.as_millis() as u64);
+            self.keys[i].cooled_until_ms.store(if left > 0 { now_ms + left } else { 0 }, Ordering::Relaxed);
         }
     }
 
@@ -338,6 +379,54 @@ mod tests {
 
     fn pick_index(r: &KeyRing, exclude: &[usize]) -> Option<usize> {
         r.pick(exclude, Instant::now(), 10).ok().map(|p| p.index)
+    }
+
+    #[test]
+    fn a_rest_survives_export_and_restore_for_what_is_left_of_it() {
+        let r = ring(2, Limits::default());
+        r.cool_down(1, Duration::from_secs(90));
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let saved = r.export_state_at("groq", now, wall);
+        assert_eq!(saved[0].1.cooled_until_unix_ms, None, "a ready key saves no rest");
+        let until = saved[1].1.cooled_until_unix_ms.expect("the resting key saves its end");
+        assert!((unix_ms(wall) + 89_000..=unix_ms(wall) + 90_000).contains(&until), "{until}");
+        let lookup = |id: &str| saved.iter().find(|(s, _)| s == id).map(|(_, state)| state.clone());
+
+        // Restored 30 s later (a restart): 60 s left, on the same key.
+        let mut restored = ring(2, Limits::default());
+        restored.restore_state_at("groq", &lookup, Instant::now(), wall + Duration::from_secs(30));
+        assert_eq!(restored.cooldown_left(0), None);
+        let left = restored.cooldown_left(1).expect("still resting");
+        assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60), "{left:?}");
+        assert_eq!(pick_index(&restored, &[]), Some(0));
+
+        // Restored after the rest ended: ready.
+        let mut later = ring(2, Limits::default());
+        later.restore_state_at("groq", &lookup, Instant::now(), wall + Duration::from_secs(120));
+        assert_eq!(later.cooldown_left(1), None);
+
+        // A key whose secret changed has another store id: it starts fresh.
+        let mut other = KeyRing::new(vec!["k0".into(), "k1-rotated".into()], Limits::default());
+        other.restore_state_at("groq", &lookup, Instant::now(), wall);
+        assert_eq!(other.cooldown_left(1), None);
+    }
+
+    #[test]
+    fn a_saved_rest_is_capped_and_old_state_still_loads() {
+        let wall = SystemTime::now();
+        let far =
+            KeyState { windows: WindowState::default(), cooled_until_unix_ms: Some(unix_ms(wall) + 30 * 86_400_000) };
+        let mut r = ring(1, Limits::default());
+        r.restore_state_at("p", &|_| Some(far.clone()), Instant::now(), wall);
+        assert!(r.cooldown_left(0).unwrap() <= MAX_QUOTA_REST, "a clock jump cannot bench a key for a month");
+
+        // State written before cooldowns were saved: windows only.
+        let old: KeyState = serde_json::from_str(r#"{"minute":[],"day":[{"startUnixMs":1,"requests":2,"tokens":3}]}"#)
+            .expect("old format loads");
+        assert_eq!(old.cooled_until_unix_ms, None);
+        assert_eq!(old.windows.day.len(), 1);
+        let json = serde_json::to_value(&far).unwrap();
+        assert!(json["cooledUntilUnixMs"].is_u64() && json["minute"].is_array(), "{json}");
     }
 
     #[test]

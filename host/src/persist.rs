@@ -1,4 +1,5 @@
 //! What survives a restart: virtual-key usage, per-key windows and
+//! cooldowns (a key resting on a spent daily quota stays benched) and
 //! per-provider token usage, kept in the embedded store
 //! ([`crate::store`], one file under `FREELLM_DATA_DIR`).
 //!
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::keys::KeyState;
 use crate::plugins::Registry;
-use crate::quota::WindowState;
 use crate::state::Gateway;
 use crate::stats::UsageTotals;
 use crate::store::{Store, StoreError, Table};
@@ -42,8 +43,8 @@ pub fn restore_virtual_keys(store: &Store, keys: &VirtualKeys) -> Result<(), Sto
     Ok(())
 }
 
-/// The saved window of a provider key, for [`crate::keys::KeyRing::restore_windows`].
-pub fn saved_window(store: &Store, store_id: &str) -> Option<WindowState> {
+/// The saved state of a provider key, for [`crate::keys::KeyRing::restore_state`].
+pub fn saved_key_state(store: &Store, store_id: &str) -> Option<KeyState> {
     store.get(Table::KeyWindows, store_id).ok().flatten()
 }
 
@@ -64,7 +65,7 @@ pub fn snapshot(gw: &Gateway, store: &Store) -> Result<usize, StoreError> {
     }
     let registry = gw.registry.load();
     for p in &registry.providers {
-        for (id, state) in p.keys.export_windows(&p.id) {
+        for (id, state) in p.keys.export_state(&p.id) {
             store.stage(Table::KeyWindows, &id, &state)?;
         }
         store.stage(Table::ProviderUsage, &p.id, &p.stats.usage.export())?;

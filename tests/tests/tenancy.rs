@@ -278,6 +278,32 @@ async fn usage_survives_a_restart_and_a_crash() {
 }
 
 #[tokio::test]
+async fn a_key_benched_on_a_spent_daily_quota_stays_benched_after_a_restart() {
+    let mock = MockUpstream::completing().await;
+    mock.enqueue([Reply::error(429, "Rate limit reached for requests per day (RPD): Limit 14400, Used 14400")]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let extra = [("FREELLM_DATA_DIR", data.as_str()), ("CACHE_ENABLED", "false")];
+    let key_state = |status: &Value| status["providers"][0]["keys"][0].clone();
+
+    let gw = gateway(&mock, &extra).await;
+    let r = post(&gw, None, &chat_body("groq/llama-3.3-70b-versatile")).send().await.unwrap();
+    assert_eq!(code(r).await, (429, "all_providers_exhausted".into()));
+    let status: Value = gw.get("/v1/status").await.json().await.unwrap();
+    assert_eq!(key_state(&status)["rateLimited"], true, "{status}");
+    gw.terminate().await;
+
+    let gw = gateway(&mock, &extra).await;
+    let status: Value = gw.get("/v1/status").await.json().await.unwrap();
+    let key = key_state(&status);
+    assert_eq!(key["rateLimited"], true, "the rest outlives the restart: {key}");
+    assert!(key["retryAfterMs"].as_u64().unwrap_or(0) > 60_000, "resting until the quota resets: {key}");
+    let r = post(&gw, None, &chat_body("groq/llama-3.3-70b-versatile")).send().await.unwrap();
+    assert_eq!(code(r).await, (429, "all_providers_exhausted".into()));
+    assert_eq!(mock.requests().len(), 1, "the benched key was not tried again upstream");
+}
+
+#[tokio::test]
 async fn identifiers_are_limited_and_reported() {
     let mock = MockUpstream::completing().await;
     let gw = gateway(&mock, &[("FREELLM_IDENTIFIER_LIMIT", "3/60000")]).await;

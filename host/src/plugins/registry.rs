@@ -280,10 +280,10 @@ pub fn assemble(
         _ => {
             let mut keys = if needs_key { KeyRing::new(secrets, limits) } else { KeyRing::keyless(limits) };
             if let Some(p) = previous {
-                let saved = p.keys.export_windows(&p.id);
-                keys.restore_windows(&pc.id, &|id| saved.iter().find(|(s, _)| s == id).map(|(_, w)| w.clone()));
+                let saved = p.keys.export_state(&p.id);
+                keys.restore_state(&pc.id, &|id| saved.iter().find(|(s, _)| s == id).map(|(_, w)| w.clone()));
             } else if let Some(store) = store {
-                keys.restore_windows(&pc.id, &|id| crate::persist::saved_window(store, id));
+                keys.restore_state(&pc.id, &|id| crate::persist::saved_key_state(store, id));
             }
             Arc::new(keys)
         }
