@@ -24,66 +24,17 @@ CONNECTIONS=${BENCH_CONNECTIONS:-16}
 ROUNDS=${BENCH_EVENTS_ROUNDS:-2}
 OHA_THREADS=${BENCH_OHA_THREADS:-1}
 MOCK_THREADS=${BENCH_MOCK_THREADS:-1}
-OHA_VERSION_PIN=1.16.0
 TARGET_MAX_CHANGE=0.05
 BODY='{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}'
 RESULTS_DIR=$ROOT/bench/results
 
-WORK=""
 MOCK_PID=""
 GATEWAY_PID=""
 FEED_PID=""
 
-log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
+source "$ROOT/bench/lib.sh"
+bench_traps
 
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 40); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_pid "$FEED_PID"
-    stop_pid "$GATEWAY_PID"
-    stop_pid "$MOCK_PID"
-    [[ -n $WORK && -d $WORK ]] && rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-ensure_tools() {
-    local missing=()
-    command -v jq >/dev/null || missing+=(jq)
-    command -v curl >/dev/null || missing+=(curl)
-    if ((${#missing[@]})); then
-        log "installing ${missing[*]} (apt)"
-        local sudo=""
-        [[ $(id -u) -eq 0 ]] || sudo=sudo
-        $sudo apt-get update -qq
-        $sudo apt-get install -y -qq "${missing[@]}"
-    fi
-    if ! command -v oha >/dev/null; then
-        log "installing oha $OHA_VERSION_PIN (cargo install --locked)"
-        cargo install oha --version "$OHA_VERSION_PIN" --locked
-        export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-    fi
-    command -v oha >/dev/null || die "oha is not on PATH"
-}
 
 build_all() {
     if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
@@ -105,33 +56,12 @@ build_all() {
     done
 }
 
-free_port() {
-    local port=$1
-    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        port=$((port + 1))
-    done
-    echo "$port"
-}
-
-wait_http_200() {
-    local url=$1 timeout_s=$2 pid=$3
-    local deadline=$((SECONDS + timeout_s))
-    until [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null || true) == 200 ]]; do
-        kill -0 "$pid" 2>/dev/null || return 1
-        ((SECONDS < deadline)) || return 1
-        sleep 0.05
-    done
-}
-
 start_servers() {
     MOCK_PORT=$(free_port 18181)
     "$MOCK_BIN" --port "$MOCK_PORT" --threads "$MOCK_THREADS" >"$WORK/mock.log" 2>&1 &
     MOCK_PID=$!
-    for _ in $(seq 100); do
-        grep -q '^listening on' "$WORK/mock.log" && break
-        sleep 0.05
-    done
-    grep -q '^listening on' "$WORK/mock.log" || die "the mock did not start: $(cat "$WORK/mock.log")"
+    track "$MOCK_PID"
+    wait_listening "$MOCK_PID" "$WORK/mock.log" || die "the mock did not start: $(cat "$WORK/mock.log")"
 
     GATEWAY_PORT=$(free_port $((MOCK_PORT + 1)))
     mkdir -p "$WORK/data" "$WORK/cache"
@@ -140,6 +70,7 @@ start_servers() {
         GROQ_API_KEY=bench GROQ_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1" LOG_LEVEL=warn CACHE_ENABLED=false \
         "$GATEWAY_BIN" serve --config "$WORK/plugins.toml" </dev/null >"$WORK/gateway.log" 2>&1 &
     GATEWAY_PID=$!
+    track "$GATEWAY_PID"
     wait_http_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" 180 "$GATEWAY_PID" ||
         die "the gateway did not become healthy: $(tail -n 20 "$WORK/gateway.log")"
     GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT"
@@ -163,6 +94,7 @@ subscribers() {
 start_feed() {
     curl -sN "$GATEWAY_URL/v1/events" >"$WORK/feed-$1.txt" 2>/dev/null &
     FEED_PID=$!
+    track "$FEED_PID"
     for _ in $(seq 100); do
         [[ $(subscribers) == 1 ]] && return 0
         sleep 0.02

@@ -20,29 +20,11 @@ DURATION=${BENCH_ROUTING_DURATION:-5s}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 RESULTS_DIR=$ROOT/bench/results
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/freellm-routing.XXXXXX")
-PIDS=()
 
-log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source "$ROOT/bench/lib.sh"
+bench_traps
 
-command -v oha >/dev/null || export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+ensure_tools
 for tool in oha jq curl; do
     command -v "$tool" >/dev/null || die "$tool is missing: run bench/run.sh once, it installs what is needed"
 done
@@ -60,22 +42,7 @@ for f in "$GATEWAY_BIN" "$MOCK_BIN" "$COMPONENT"; do
     [[ -f $f ]] || die "missing build output $f"
 done
 
-free_port() {
-    local port=$1
-    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        port=$((port + 1))
-    done
-    echo "$port"
-}
 
-wait_200() {
-    local url=$1
-    for _ in $(seq 600); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" || true) == 200 ]] && return 0
-        sleep 0.05
-    done
-    return 1
-}
 
 # Mocks: first (healthy), limited (429 every other request), third (healthy).
 declare -A MOCK_PORT
@@ -86,11 +53,11 @@ for name in first limited third; do
     extra=()
     [[ $name == limited ]] && extra=(--rate-limit-every 2)
     "$MOCK_BIN" --port "$port" --threads 1 "${extra[@]}" >"$WORK/mock-$name.log" 2>&1 &
-    PIDS+=($!)
+    track $!
     port=$((port + 1))
 done
 for name in first limited third; do
-    wait_200 "http://127.0.0.1:${MOCK_PORT[$name]}/stats" || die "mock $name did not start"
+    wait_http_200 "http://127.0.0.1:${MOCK_PORT[$name]}/stats" || die "mock $name did not start"
 done
 
 GATEWAY_PORT=$(free_port 18190)
@@ -104,8 +71,8 @@ GATEWAY_PORT=$(free_port 18190)
 mkdir -p "$WORK/data"
 env PORT="$GATEWAY_PORT" FREELLM_DATA_DIR="$WORK/data" LOG_LEVEL=error CACHE_ENABLED=false \
     "$GATEWAY_BIN" serve --config "$WORK/plugins.toml" >"$WORK/gateway.log" 2>&1 &
-PIDS+=($!)
-wait_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" || die "gateway did not start: $(tail -5 "$WORK/gateway.log")"
+track $!
+wait_http_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" || die "gateway did not start: $(tail -5 "$WORK/gateway.log")"
 
 GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions"
 DIRECT_URL="http://127.0.0.1:${MOCK_PORT[first]}/v1/chat/completions"

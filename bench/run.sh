@@ -29,7 +29,6 @@ COLD_RUNS=${BENCH_COLD_RUNS:-5}
 # small machine every thread they do not use is left to the gateway.
 OHA_THREADS=${BENCH_OHA_THREADS:-1}
 MOCK_THREADS=${BENCH_MOCK_THREADS:-1}
-OHA_VERSION_PIN=1.16.0 # known to build on rustc 1.95 (tried: cargo install oha --locked)
 
 BODY='{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}'
 
@@ -41,74 +40,14 @@ TARGET_COLD_START_MS=150
 TARGET_IDLE_RSS_MIB=32
 
 RESULTS_DIR=$ROOT/bench/results
-WORK=""
 MOCK_PID=""
 GATEWAY_PID=""
 BARE_PID=""
 
-log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
-
-# Every process this script starts is recorded in MOCK_PID / GATEWAY_PID and
-# stopped here, whatever way the script ends.
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_pid "$GATEWAY_PID"
-    stop_pid "$BARE_PID"
-    stop_pid "$MOCK_PID"
-    if [[ -n $WORK && -d $WORK ]]; then
-        rm -rf "$WORK"
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# SIGTERM, then SIGKILL after ~2 s; reaps the child so no zombie is left.
-stop_pid() {
-    local pid=$1
-    [[ -n $pid ]] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 40); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+source "$ROOT/bench/lib.sh"
+bench_traps
 
 # ---------------------------------------------------------------- tools
-
-# jq computes and formats the results; curl probes the servers. Both come
-# from apt when missing (root or sudo needed then).
-ensure_apt_tools() {
-    local missing=()
-    command -v jq >/dev/null || missing+=(jq)
-    command -v curl >/dev/null || missing+=(curl)
-    ((${#missing[@]} == 0)) && return 0
-    log "installing ${missing[*]} (apt)"
-    local sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo=sudo
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq "${missing[@]}"
-}
-
-# oha: HTTP load generator with p50/p99 and req/s as JSON (--output-format json).
-ensure_oha() {
-    if command -v oha >/dev/null; then
-        return 0
-    fi
-    log "installing oha $OHA_VERSION_PIN (cargo install --locked)"
-    cargo install oha --version "$OHA_VERSION_PIN" --locked
-    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-    command -v oha >/dev/null || die "oha is not on PATH after cargo install"
-}
 
 ensure_wasm_target() {
     if ! rustup target list --installed | grep -qx wasm32-wasip2; then
@@ -139,36 +78,12 @@ build_all() {
 
 # ---------------------------------------------------------------- servers
 
-# First port at or above $1 with nothing listening on 127.0.0.1.
-free_port() {
-    local port=$1
-    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        port=$((port + 1))
-    done
-    echo "$port"
-}
-
-# Polls a URL until it answers 200; gives up after $2 seconds.
-wait_http_200() {
-    local url=$1 timeout_s=$2 pid=$3
-    local deadline=$((SECONDS + timeout_s))
-    until [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null || true) == 200 ]]; do
-        kill -0 "$pid" 2>/dev/null || return 1
-        ((SECONDS < deadline)) || return 1
-        sleep 0.05
-    done
-}
-
 start_mock() {
     MOCK_PORT=$(free_port "${BENCH_MOCK_PORT:-18081}")
     "$MOCK_BIN" --port "$MOCK_PORT" --threads "$MOCK_THREADS" >"$WORK/mock.log" 2>&1 &
     MOCK_PID=$!
-    for _ in $(seq 100); do
-        grep -q '^listening on' "$WORK/mock.log" && break
-        kill -0 "$MOCK_PID" 2>/dev/null || die "the mock exited: $(cat "$WORK/mock.log")"
-        sleep 0.05
-    done
-    grep -q '^listening on' "$WORK/mock.log" || die "the mock did not start"
+    track "$MOCK_PID"
+    wait_listening "$MOCK_PID" "$WORK/mock.log" || die "the mock did not start: $(cat "$WORK/mock.log")"
     log "mock upstream on 127.0.0.1:$MOCK_PORT ($MOCK_THREADS worker thread(s))"
 }
 
@@ -199,6 +114,7 @@ write_gateway_config() {
 start_gateway() {
     env "${GATEWAY_ENV[@]}" "${GATEWAY_CMD[@]}" </dev/null >>"$WORK/gateway.log" 2>&1 &
     GATEWAY_PID=$!
+    track "$GATEWAY_PID"
     # Generous: the first start compiles the component (seconds, not ms).
     if ! wait_http_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" 180 "$GATEWAY_PID"; then
         tail -n 30 "$WORK/gateway.log" >&2 || true
@@ -337,11 +253,8 @@ measure_floor() {
     [[ $port != "$MOCK_PORT" ]] || port=$(free_port $((MOCK_PORT + 1)))
     "$BARE_BIN" --port "$port" --upstream "http://127.0.0.1:$MOCK_PORT" >"$WORK/bare.log" 2>&1 &
     BARE_PID=$!
-    for _ in $(seq 100); do
-        grep -q '^listening on' "$WORK/bare.log" && break
-        kill -0 "$BARE_PID" 2>/dev/null || die "the bare proxy exited: $(cat "$WORK/bare.log")"
-        sleep 0.05
-    done
+    track "$BARE_PID"
+    wait_listening "$BARE_PID" "$WORK/bare.log" || die "the bare proxy did not start: $(cat "$WORK/bare.log")"
     local url="http://127.0.0.1:$port/v1/chat/completions"
     smoke_test "$url"
     log "floor: bare proxy, $CONNECTIONS connections and 1 connection, $DURATION each"
@@ -479,9 +392,8 @@ print_table() {
 # ---------------------------------------------------------------- main
 
 main() {
-    ensure_apt_tools
+    ensure_tools
     ensure_wasm_target
-    ensure_oha
     build_all
 
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/freellm-bench.XXXXXX")

@@ -17,25 +17,11 @@ DURATION=${BENCH_DURATION:-10s}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 RESULTS_DIR=$ROOT/bench/results
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/freellm-swap.XXXXXX")
-PIDS=()
 
-log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source "$ROOT/bench/lib.sh"
+bench_traps
 
-command -v oha >/dev/null || export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+ensure_tools
 for tool in oha jq curl python3; do
     command -v "$tool" >/dev/null || die "$tool is missing: run bench/run.sh once, it installs what is needed"
 done
@@ -55,23 +41,11 @@ cp target/wasm32-wasip2/wasm/freellm_provider_swaptest.wasm "$VARIANTS/v1.wasm"
 GATEWAY_BIN=$ROOT/target/release/freellm
 MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
 
-free_port() {
-    local port=$1
-    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
-    echo "$port"
-}
-wait_200() {
-    for _ in $(seq 600); do
-        [[ $(curl -s -o /dev/null -w '%{http_code}' "$1" || true) == 200 ]] && return 0
-        sleep 0.05
-    done
-    return 1
-}
 
 MOCK_PORT=$(free_port 18281)
 "$MOCK_BIN" --port "$MOCK_PORT" --threads 1 >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
-wait_200 "http://127.0.0.1:$MOCK_PORT/stats" || die "mock did not start"
+track $!
+wait_http_200 "http://127.0.0.1:$MOCK_PORT/stats" || die "mock did not start"
 
 COMPONENT=$WORK/live/swap.wasm
 mkdir -p "$WORK/live" "$WORK/data" "$WORK/cache"
@@ -80,8 +54,8 @@ printf '[providers.swap]\ncomponent = "%s"\nbase_url = "http://127.0.0.1:%s/v1"\
 GATEWAY_PORT=$(free_port 18290)
 env PORT="$GATEWAY_PORT" FREELLM_DATA_DIR="$WORK/data" FREELLM_CACHE_DIR="$WORK/cache" CACHE_ENABLED=false LOG_LEVEL=warn \
     "$GATEWAY_BIN" serve --config "$WORK/plugins.toml" >"$WORK/gateway.log" 2>&1 &
-PIDS+=($!)
-wait_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" || die "gateway did not start: $(tail -5 "$WORK/gateway.log")"
+track $!
+wait_http_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" || die "gateway did not start: $(tail -5 "$WORK/gateway.log")"
 GATEWAY="http://127.0.0.1:$GATEWAY_PORT"
 
 # Swap latency, measured by a small Python client: write (atomic rename),
@@ -158,9 +132,9 @@ log "throughput while swapping every 200 ms, $DURATION"
     done
 ) &
 SWAPPER=$!
-PIDS+=("$SWAPPER")
+track "$SWAPPER"
 run swapping
-kill "$SWAPPER" 2>/dev/null || true
+stop_pid "$SWAPPER"
 SWAPS=$(curl -s "$GATEWAY/v1/plugins" | jq '[.events[] | select(test("swapped"))] | length')
 
 mkdir -p "$RESULTS_DIR"

@@ -1,0 +1,113 @@
+# Shared helpers of the benchmark scripts (sourced, not run):
+#
+#     source "$(dirname "$0")/lib.sh"
+#
+# Every process a script starts is handed to `track`; `bench_cleanup` (set
+# as the EXIT trap by `bench_traps`) stops whatever is still running and
+# removes $WORK, however the script ends, Ctrl-C included.
+
+BENCH_PIDS=()
+WORK=${WORK:-}
+
+log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Remembers a started process for the cleanup.
+track() { BENCH_PIDS+=("$1"); }
+
+# SIGTERM, then SIGKILL after ~2 s; reaps the child so no zombie is left,
+# and forgets it (so a recycled pid is never signalled later).
+stop_pid() {
+    local pid=$1 kept=() p
+    [[ -n $pid ]] || return 0
+    for p in "${BENCH_PIDS[@]}"; do
+        [[ $p == "$pid" ]] || kept+=("$p")
+    done
+    BENCH_PIDS=("${kept[@]}")
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 40); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+bench_cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${BENCH_PIDS[@]}"; do
+        stop_pid "$pid"
+    done
+    if [[ -n $WORK && -d $WORK ]]; then
+        rm -rf "$WORK"
+    fi
+    exit "$status"
+}
+
+bench_traps() {
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# First port at or above $1 with nothing listening on 127.0.0.1.
+free_port() {
+    local port=$1
+    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        port=$((port + 1))
+    done
+    echo "$port"
+}
+
+# Polls a URL until it answers 200; gives up after $2 seconds (default 30),
+# or as soon as process $3 (optional) has exited.
+wait_http_200() {
+    local url=$1 timeout_s=${2:-30} pid=${3:-}
+    local deadline=$((SECONDS + timeout_s))
+    until [[ $(curl -s -o /dev/null -w '%{http_code}' "$url" 2>/dev/null || true) == 200 ]]; do
+        [[ -z $pid ]] || kill -0 "$pid" 2>/dev/null || return 1
+        ((SECONDS < deadline)) || return 1
+        sleep 0.05
+    done
+}
+
+# Waits for a server that prints `listening on ...` to its log $2 (pid $1).
+wait_listening() {
+    local pid=$1 logfile=$2
+    for _ in $(seq 100); do
+        grep -q '^listening on' "$logfile" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# The tools every benchmark uses: jq and curl (apt, root or sudo needed
+# then) and the load generator oha (cargo install, pinned: 1.16.0 builds on
+# rustc 1.95). A cargo-installed oha not yet on PATH is found too.
+OHA_VERSION_PIN=1.16.0
+ensure_tools() {
+    local missing=()
+    command -v jq >/dev/null || missing+=(jq)
+    command -v curl >/dev/null || missing+=(curl)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]} (apt)"
+        local sudo=""
+        [[ $(id -u) -eq 0 ]] || sudo=sudo
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq "${missing[@]}"
+    fi
+    command -v oha >/dev/null || export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    if ! command -v oha >/dev/null; then
+        log "installing oha $OHA_VERSION_PIN (cargo install --locked)"
+        cargo install oha --version "$OHA_VERSION_PIN" --locked
+    fi
+    command -v oha >/dev/null || die "oha is not on PATH after cargo install"
+}
