@@ -80,19 +80,6 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, FailureOut>) -> Result<T, FailureOut
     })
 }
 
-fn context(ctx: &Ctx) -> CallContext {
-    CallContext {
-        request_id: freellm_fixtures::FIXTURE_REQUEST_ID.to_owned(),
-        upstream_model: ctx.upstream_model.clone(),
-        is_stream: ctx.is_stream,
-        settings: ctx.settings.clone(),
-    }
-}
-
-fn head(head: &Head) -> ResponseHead {
-    ResponseHead { status: head.status, headers: head.headers.clone() }
-}
-
 impl<A: Adapter> Subject for Native<A> {
     fn describe(&mut self, settings: &[(String, String)]) -> Result<Described, String> {
         let info = guarded(|| A::configure(&settings.to_vec()).map_err(FailureOut::fault)).map_err(|f| f.message)?;
@@ -167,40 +154,4 @@ impl<A: Adapter> Subject for Native<A> {
     }
 }
 
-fn failure(f: Failure) -> FailureOut {
-    FailureOut {
-        kind: kind_name(f.kind).to_owned(),
-        message: f.message,
-        retry_after_ms: f.retry_after_ms,
-        upstream_code: f.upstream_code,
-    }
-}
-
-/// The WIT spelling of a failure kind.
-pub fn kind_name(kind: FailureKind) -> &'static str {
-    match kind {
-        FailureKind::RateLimited => "rate-limited",
-        FailureKind::QuotaExhausted => "quota-exhausted",
-        FailureKind::KeyInvalid => "key-invalid",
-        FailureKind::RequestInvalid => "request-invalid",
-        FailureKind::ContextLength => "context-length",
-        FailureKind::ContentFilter => "content-filter",
-        FailureKind::Transient => "transient",
-        FailureKind::Unsupported => "unsupported",
-    }
-}
-
-fn finish_name(reason: FinishReason) -> String {
-    match reason {
-        FinishReason::Stop => "stop",
-        FinishReason::Length => "length",
-        FinishReason::ToolCalls => "tool-calls",
-        FinishReason::ContentFilter => "content-filter",
-        FinishReason::Other => "other",
-    }
-    .to_owned()
-}
-
-fn usage(u: Usage) -> UsageJson {
-    UsageJson { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: u.total_tokens }
-}
+freellm_fixtures::binding_conversions!();
