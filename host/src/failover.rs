@@ -36,7 +36,7 @@ use crate::router::{Candidate, Plan, PlanKind, RouteTable};
 use crate::state::SharedGateway;
 use crate::stats::unix_ms;
 use crate::stream::{self, StreamStart};
-use crate::upstream::{UpstreamError, response_head};
+use crate::upstream::{UpstreamError, UpstreamResponse, response_head};
 use crate::virtual_keys::Ticket;
 
 /// How an answer was routed, for `X-FreeLLM-Route-Reason`.
@@ -648,7 +648,7 @@ async fn complete(
     adapter: &Adapter,
     ctx: &CallContext,
     head: ResponseHead,
-    response: reqwest::Response,
+    response: UpstreamResponse,
     provider: &ProviderEntry,
 ) -> Result<AnsweredTarget, ApiError> {
     let upstream_error = |message: String| ApiError::ProviderUpstream {

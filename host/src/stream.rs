@@ -41,7 +41,7 @@ use crate::router::Candidate;
 use crate::sse::Framer;
 use crate::state::SharedGateway;
 use crate::stats::unix_ms;
-use crate::upstream::response_head;
+use crate::upstream::{UpstreamResponse, response_head};
 use crate::virtual_keys::Ticket;
 
 /// Everything needed to start relaying one stream.
@@ -53,7 +53,7 @@ pub struct StreamStart<'t> {
     /// The upstream's 2xx head.
     pub head: ResponseHead,
     /// The upstream response (body not yet read).
-    pub response: reqwest::Response,
+    pub response: UpstreamResponse,
     /// Stall and idle timeouts.
     pub timeouts: UpstreamConfig,
     /// Longest wait for the first chunk before failing over.
@@ -161,7 +161,7 @@ enum Step {
 /// The upstream side of a stream: bytes → events → normalized output.
 struct Source {
     session: StreamSession,
-    response: reqwest::Response,
+    response: UpstreamResponse,
     framer: Framer,
     events: Vec<StreamEvent>,
     ended: bool,
@@ -177,7 +177,7 @@ struct Source {
 impl Source {
     fn new(
         session: StreamSession,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         adapter: &Adapter,
         provider: Arc<ProviderEntry>,
         key_index: usize,

@@ -118,6 +118,8 @@ pub struct Recorded {
     pub body: Bytes,
     /// When it arrived.
     pub at: Instant,
+    /// HTTP version, e.g. `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 impl Recorded {
@@ -204,7 +206,8 @@ impl MockUpstream {
         Self { url, state }
     }
 
-    /// Like [`start`](Self::start), over HTTPS: the certificate (for
+    /// Like [`start`](Self::start), over HTTPS, offering HTTP/2 and
+    /// HTTP/1.1 by ALPN: the certificate (for
     /// `127.0.0.1` and `localhost`) is signed by the test CA in
     /// `tests/fixtures/tls/ca.pem` (see [`test_ca_file`]), which no system
     /// trusts. `url` is `https://127.0.0.1:<port>`.
@@ -219,10 +222,12 @@ impl MockUpstream {
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
             .expect("test server certificate");
         let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("test server key");
-        let config = tokio_rustls::rustls::ServerConfig::builder()
+        let mut config = tokio_rustls::rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .expect("TLS server config");
+        // Offer HTTP/2 as hosted APIs do; the gateway should take it.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
 
         let (state, app) = mock_app(fallback);
@@ -286,6 +291,7 @@ async fn handle(State(state): State<Arc<MockState>>, req: Request) -> Response {
         headers: parts.headers,
         body,
         at: Instant::now(),
+        version: format!("{:?}", parts.version),
     };
     let mut reply = state.queue.lock().expect("lock").pop_front().unwrap_or_else(|| (state.fallback)(&recorded));
     state.requests.lock().expect("lock").push(recorded);

@@ -42,6 +42,7 @@ async fn an_https_upstream_signed_by_the_configured_ca_answers() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].path, "/openai/v1/chat/completions");
     assert_eq!(seen[0].header("authorization").as_deref(), Some("Bearer gsk_tls_key"));
+    assert!(seen.iter().all(|r| r.version == "HTTP/2.0"), "HTTP/2 negotiated by ALPN: {:?}", seen[0].version);
 }
 
 #[tokio::test]
