@@ -265,7 +265,8 @@ impl Adapter {
                 let mut store = new_store(&self.engine, &self.id, self.limits);
                 match self.pre.instantiate_async(&mut store).await {
                     Ok(provider) => Instance { store, provider, calls: 0 },
-                    Err(e) => return Err(self.record::<()>(started, Err(e), &store).unwrap_err()),
+                    // Counted as a failed call: the fault is returned as is.
+                    Err(e) => return self.record(started, Err(e), &store),
                 }
             }
         };
