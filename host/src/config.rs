@@ -125,7 +125,7 @@ pub struct RoutingConfig {
 
 /// One `[routes.<name>]` table: a model name clients may send and the
 /// ordered targets behind it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// The model name (e.g. `my-chat`, or `free` to redefine it).
     pub name: String,
@@ -311,12 +311,14 @@ impl Config {
         Ok(config)
     }
 
-    /// Re-reads the providers of `plugins.toml` (for a hot reload), with the
-    /// environment this process started with. Only `[providers.*]` take
-    /// effect at runtime; other sections need a restart.
-    pub fn reload_providers(&self) -> Result<Vec<ProviderConfig>, ConfigError> {
-        let Some(path) = &self.path else { return Ok(self.providers.clone()) };
-        Ok(Self::load_with_env(path, self.env.clone())?.providers)
+    /// Re-reads the providers and routes of `plugins.toml` (for a hot
+    /// reload), with the environment this process started with. Only
+    /// `[providers.*]` and `[routes.*]` take effect at runtime; other
+    /// sections need a restart.
+    pub fn reload_live_sections(&self) -> Result<(Vec<ProviderConfig>, Vec<RouteConfig>), ConfigError> {
+        let Some(path) = &self.path else { return Ok((self.providers.clone(), self.routes.clone())) };
+        let fresh = Self::load_with_env(path, self.env.clone())?;
+        Ok((fresh.providers, fresh.routes))
     }
 
     fn build(file: FileConfig, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {

@@ -1,5 +1,6 @@
 //! Hot swap: adapters are replaced, added and removed while the gateway
-//! serves.
+//! serves, and `[routes.*]` edits apply (the route table is swapped whole
+//! when it changed; a file that does not parse changes nothing).
 //!
 //! A change to `plugins.toml` or to a component file (watched with
 //! `notify`, debounced), `POST /v1/plugins/reload` or an upload through
@@ -30,6 +31,7 @@ use crate::config::ProviderConfig;
 use crate::events::Event;
 use crate::plugins::registry::{self, Canary, Verdict};
 use crate::plugins::{LoadError, ProviderEntry, Registry};
+use crate::router::RouteTable;
 use crate::state::Gateway;
 use crate::stats::{iso8601, unix_ms};
 
@@ -141,7 +143,7 @@ impl PluginManager {
     /// in what changed (only provider `only` when given).
     pub async fn reload(&self, gw: &Gateway, only: Option<&str>) -> Result<Vec<Outcome>, String> {
         let _serial = self.lock.lock().await;
-        let mut configs = gw.config.reload_providers().map_err(|e| {
+        let (mut configs, routes) = gw.config.reload_live_sections().map_err(|e| {
             let message = e.to_string();
             tracing::error!(error = %message, "plugins.toml rejected; the running providers stay as they are");
             self.note(format!("plugins.toml rejected: {message}"));
@@ -186,6 +188,11 @@ impl PluginManager {
         }
         let registry = Arc::new(Registry { providers: next });
         gw.registry.store(registry.clone());
+        if only.is_none() && gw.routes.load().configured() != routes.as_slice() {
+            gw.routes.store(Arc::new(RouteTable::new(&routes)));
+            self.note(format!("routes: {} configured route(s) applied", routes.len()));
+            tracing::info!(routes = routes.len(), "routes reloaded");
+        }
         for o in outcomes.iter().filter(|o| o.action != "unchanged") {
             let live = registry.get(&o.id).and_then(|p| p.adapter.as_ref());
             gw.events.publish(Event::Adapter {
@@ -353,7 +360,7 @@ impl PluginManager {
     /// Stores an uploaded component for provider `id` and loads it like a
     /// changed file (checked the same way; refused uploads change nothing).
     pub async fn upload(&self, gw: &Gateway, id: &str, bytes: &[u8]) -> Result<Vec<Outcome>, String> {
-        let current = gw.config.reload_providers().map_err(|e| e.to_string())?;
+        let (current, _) = gw.config.reload_live_sections().map_err(|e| e.to_string())?;
         if !current.iter().any(|p| p.id == id) {
             return Err(format!("no provider \"{id}\" in plugins.toml"));
         }

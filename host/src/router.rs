@@ -153,6 +153,7 @@ pub const META_MODELS: &[(&str, &[&str])] = &[
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    configured: Vec<RouteConfig>,
 }
 
 impl RouteTable {
@@ -186,7 +187,13 @@ impl RouteTable {
                 None => routes.push(route),
             }
         }
-        Self { routes }
+        Self { routes, configured: configured.to_vec() }
+    }
+
+    /// The `[routes.*]` this table was built from (to tell whether a reload
+    /// changes anything).
+    pub fn configured(&self) -> &[RouteConfig] {
+        &self.configured
     }
 
     /// The route called `name`.

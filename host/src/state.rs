@@ -29,8 +29,8 @@ pub struct Gateway {
     pub config: Config,
     /// The current provider snapshot; a request loads it once.
     pub registry: ArcSwap<Registry>,
-    /// Routes and meta-models.
-    pub routes: RouteTable,
+    /// Routes and meta-models (swapped whole when `[routes.*]` change).
+    pub routes: ArcSwap<RouteTable>,
     /// The global routing strategy (switchable at runtime).
     pub strategy: StrategyCell,
     /// Master and admin keys, browser-token secret.
@@ -107,7 +107,7 @@ impl Gateway {
         let gw = Arc::new(Self {
             config,
             registry: ArcSwap::from_pointee(registry),
-            routes,
+            routes: ArcSwap::from_pointee(routes),
             strategy,
             credentials,
             virtual_keys,

@@ -263,6 +263,70 @@ async fn providers_are_added_and_removed_at_runtime() {
     assert_eq!(s.gw.chat(chat_body("extra/x1")).await.status(), 404);
 }
 
+/// Waits until route `name` is (or is no longer) listed in `/v1/models`.
+async fn wait_for_route(s: &Swap, name: &str, listed: bool) {
+    let started = Instant::now();
+    loop {
+        let v: Value = s.gw.get("/v1/models").await.json().await.unwrap();
+        if v["data"].as_array().unwrap().iter().any(|m| m["id"] == name) == listed {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{name} listed={listed} never:\n{}", s.gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn routes_are_added_changed_and_refused_at_runtime() {
+    let s = start("").await;
+    assert_eq!(s.gw.chat(chat_body("my-chat")).await.status(), 404);
+    let base = std::fs::read_to_string(s.config_path()).unwrap();
+
+    // A new route goes live without a restart and answers.
+    std::fs::write(s.config_path(), format!("{base}\n[routes.my-chat]\ntargets = [\"swap/m\"]\n")).unwrap();
+    wait_for_route(&s, "my-chat", true).await;
+    let r = s.gw.chat(chat_body("my-chat")).await;
+    assert_eq!(r.status(), 200, "{}", s.gw.log());
+    assert_eq!(r.headers()["x-freellm-requested-model"], "my-chat");
+    assert_eq!(r.headers()["x-freellm-model"], "swap/m");
+
+    // A changed route replaces the old one (seen in /v1/status).
+    let route_strategy = || async {
+        let status: Value = s.gw.get("/v1/status").await.json().await.unwrap();
+        status["routes"].as_array().unwrap().iter().find(|r| r["name"] == "my-chat").map(|r| r["strategy"].clone())
+    };
+    assert_eq!(route_strategy().await, Some(Value::Null));
+    std::fs::write(
+        s.config_path(),
+        format!("{base}\n[routes.my-chat]\ntargets = [\"swap/m\"]\nstrategy = \"round_robin\"\n"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    while route_strategy().await != Some(json!("round_robin")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "the changed route never applied:\n{}", s.gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.gw.chat(chat_body("my-chat")).await.status(), 200);
+
+    // A broken edit is refused whole: the running route stays.
+    std::fs::write(s.config_path(), format!("{base}\n[routes.my-chat]\ntargets = []\n")).unwrap();
+    let started = Instant::now();
+    loop {
+        let list: Value = s.gw.get("/v1/plugins").await.json().await.unwrap();
+        if list["events"].as_array().unwrap().iter().any(|e| e.as_str().unwrap_or("").contains("routes.my-chat")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the bad route was not reported:\n{}", s.gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.gw.chat(chat_body("my-chat")).await.status(), 200, "the last good routes still serve");
+
+    // Removing it takes it away again.
+    std::fs::write(s.config_path(), &base).unwrap();
+    wait_for_route(&s, "my-chat", false).await;
+    assert_eq!(s.gw.chat(chat_body("my-chat")).await.status(), 404);
+}
+
 #[tokio::test]
 async fn uploads_and_reloads_through_the_admin_api() {
     let s = start("").await;

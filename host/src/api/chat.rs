@@ -66,6 +66,7 @@ pub async fn chat_completions(
     }
 
     let registry = gw.registry.load_full();
+    let routes = gw.routes.load_full();
     let plan_request = PlanRequest {
         model: &model,
         needs,
@@ -73,7 +74,7 @@ pub async fn chat_completions(
         retries: gw.config.routing.transient_retries,
         strict,
     };
-    let plan = match router::plan(&registry, &gw.routes, &plan_request) {
+    let plan = match router::plan(&registry, &routes, &plan_request) {
         Ok(plan) => plan,
         Err(e) => {
             // Strict and privacy refusals reached the router: log them.
@@ -112,7 +113,7 @@ pub async fn chat_completions(
         strict,
         estimated_tokens: needs.estimated_tokens,
         registry: registry.clone(),
-        routes: &gw.routes,
+        routes: &routes,
         ticket: std::sync::Mutex::new(ticket),
         upstream_time: Default::default(),
     };

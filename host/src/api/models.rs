@@ -15,6 +15,7 @@ pub async fn list_models(State(gw): State<SharedGateway>) -> Json<Value> {
     let registry = gw.registry.load();
     let mut data: Vec<Value> = gw
         .routes
+        .load()
         .names()
         .map(|name| json!({ "id": name, "object": "model", "created": CREATED, "owned_by": "freellm", "provider": "freellm" }))
         .collect();

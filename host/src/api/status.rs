@@ -76,7 +76,7 @@ pub fn status_json(gw: &Gateway) -> Value {
         "failedRequests": load(&log.failed),
         "continuations": load(&log.continuations),
         "providers": providers,
-        "routes": gw.routes.routes().iter().map(|r| json!({
+        "routes": gw.routes.load().routes().iter().map(|r| json!({
             "name": r.name,
             "builtin": r.builtin,
             "strategy": r.strategy.map(Strategy::as_str),
