@@ -12,7 +12,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::openai_compat::{finish_reason_from_str, usage_from_json};
+use crate::openai_compat::{first_finish_reason, usage_from_json};
 use crate::{FinishReason, Usage};
 
 /// Deserializes a present field as `Some(value)`, `null` included, so that an
@@ -331,10 +331,6 @@ impl ChatCompletionChunk {
     pub fn finish_reason(&self) -> Option<FinishReason> {
         first_finish_reason(&self.choices)
     }
-}
-
-fn first_finish_reason(choices: &[Value]) -> Option<FinishReason> {
-    choices.first()?.get("finish_reason")?.as_str().map(finish_reason_from_str)
 }
 
 #[cfg(test)]

@@ -25,8 +25,8 @@ pub use freellm_fixtures::{
 use crate::bindings::exports::freellm::provider::adapter::Guest as _;
 use crate::glue::Guest;
 use crate::{
-    Adapter, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod, ResponseHead,
-    StreamEvent, Usage,
+    Adapter, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod,
+    NormalizedResponse, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage,
 };
 
 /// Runs every fixture in `dir` against `A` and panics with a report naming
@@ -86,12 +86,7 @@ impl<A: Adapter> Subject for Native<A> {
         Ok(Described {
             id: info.id,
             base_url: info.default_base_url.trim_end_matches('/').to_owned(),
-            auth: match info.auth {
-                AuthPlacement::None => Auth::None,
-                AuthPlacement::Bearer => Auth::Bearer,
-                AuthPlacement::Header(name) => Auth::Header(name),
-                AuthPlacement::Query(name) => Auth::Query(name),
-            },
+            auth: auth(info.auth),
             default_model: info.default_model,
             models: info.models.into_iter().map(|m| m.id).collect(),
             tools: info.capabilities.contains(Capabilities::TOOLS),
@@ -99,29 +94,12 @@ impl<A: Adapter> Subject for Native<A> {
     }
 
     fn map(&mut self, ctx: &Ctx, body: &[u8]) -> Result<Mapped, FailureOut> {
-        guarded(|| {
-            let up = Guest::<A>::map_request(context(ctx), body.to_vec()).map_err(failure)?;
-            Ok(Mapped {
-                method: match up.method {
-                    HttpMethod::Get => "GET",
-                    HttpMethod::Post => "POST",
-                }
-                .to_owned(),
-                path: up.path,
-                headers: up.headers,
-                body: up.body,
-            })
-        })
+        guarded(|| Guest::<A>::map_request(context(ctx), body.to_vec()).map(mapped).map_err(failure))
     }
 
     fn normalize(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> Result<Normalized, FailureOut> {
         guarded(|| {
-            let out = Guest::<A>::normalize_response(context(ctx), head(h), body.to_vec()).map_err(failure)?;
-            Ok(Normalized {
-                body: out.body,
-                usage: out.usage.map(usage),
-                finish_reason: out.finish_reason.map(finish_name),
-            })
+            Guest::<A>::normalize_response(context(ctx), head(h), body.to_vec()).map(normalized).map_err(failure)
         })
     }
 
@@ -134,21 +112,11 @@ impl<A: Adapter> Subject for Native<A> {
         guarded(|| {
             let mut normalizer = A::stream_normalizer(&context(ctx), &head(h));
             let mut all = Streamed::default();
-            let mut take = |out: crate::StreamOutput| {
-                all.chunks.extend(out.chunks);
-                if let Some(u) = out.usage {
-                    all.usage = Some(usage(u));
-                }
-                if let Some(f) = out.finish_reason {
-                    all.finish_reason = Some(finish_name(f));
-                }
-                all.done |= out.done;
-            };
             for (event, data) in events {
                 let batch = vec![StreamEvent { event: event.clone(), data: data.clone() }];
-                take(normalizer.push(batch).map_err(failure)?);
+                take(&mut all, normalizer.push(batch).map_err(failure)?);
             }
-            take(normalizer.finish().map_err(failure)?);
+            take(&mut all, normalizer.finish().map_err(failure)?);
             Ok(all)
         })
     }

@@ -142,7 +142,8 @@ pub fn usage_from_json(usage: &Value) -> Option<Usage> {
     })
 }
 
-fn first_finish_reason(choices: &[Value]) -> Option<FinishReason> {
+/// The finish reason of the first choice, when it has one.
+pub(crate) fn first_finish_reason(choices: &[Value]) -> Option<FinishReason> {
     choices.first()?.get("finish_reason")?.as_str().map(finish_reason_from_str)
 }
 

@@ -11,15 +11,15 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use freellm_fixtures::{Auth, Ctx, Described, FailureOut, Head, Mapped, Normalized, Streamed, Subject};
+use freellm_fixtures::{Ctx, Described, FailureOut, Head, Mapped, Normalized, Streamed, Subject};
 
 use super::adapter::Adapter;
 use super::engine::PluginEngine;
 use super::loader::{self, Compiled};
 use super::sandbox::SandboxLimits;
 use super::types::{
-    AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod, ResponseHead,
-    StreamEvent, StreamOutput, Usage,
+    AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod, NormalizedResponse,
+    ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage,
 };
 
 /// What to check.
@@ -168,12 +168,7 @@ impl Subject for RuntimeSubject {
         let described = Described {
             id: info.id.clone(),
             base_url: info.default_base_url.trim_end_matches('/').to_owned(),
-            auth: match &info.auth {
-                AuthPlacement::None => Auth::None,
-                AuthPlacement::Bearer => Auth::Bearer,
-                AuthPlacement::Header(name) => Auth::Header(name.clone()),
-                AuthPlacement::Query(name) => Auth::Query(name.clone()),
-            },
+            auth: auth(info.auth.clone()),
             default_model: info.default_model.clone(),
             models: info.models.iter().map(|m| m.id.clone()).collect(),
             tools: info.capabilities.contains(Capabilities::TOOLS),
@@ -188,17 +183,7 @@ impl Subject for RuntimeSubject {
             .runtime
             .block_on(adapter.map_request(&context(ctx), body))
             .map_err(|fault| FailureOut::fault(fault.to_string()))?;
-        let up = result.map_err(failure)?;
-        Ok(Mapped {
-            method: match up.method {
-                HttpMethod::Get => "GET",
-                HttpMethod::Post => "POST",
-            }
-            .to_owned(),
-            path: up.path,
-            headers: up.headers,
-            body: up.body,
-        })
+        result.map(mapped).map_err(failure)
     }
 
     fn normalize(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> Result<Normalized, FailureOut> {
@@ -207,12 +192,7 @@ impl Subject for RuntimeSubject {
             .runtime
             .block_on(adapter.normalize_response(&context(ctx), &head(h), body))
             .map_err(|fault| FailureOut::fault(fault.to_string()))?;
-        let out = result.map_err(failure)?;
-        Ok(Normalized {
-            body: out.body,
-            usage: out.usage.map(usage),
-            finish_reason: out.finish_reason.map(finish_name),
-        })
+        result.map(normalized).map_err(failure)
     }
 
     fn classify(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> FailureOut {
@@ -240,17 +220,6 @@ impl Subject for RuntimeSubject {
             Ok(all)
         })
     }
-}
-
-fn take(all: &mut Streamed, out: StreamOutput) {
-    all.chunks.extend(out.chunks);
-    if let Some(u) = out.usage {
-        all.usage = Some(usage(u));
-    }
-    if let Some(f) = out.finish_reason {
-        all.finish_reason = Some(finish_name(f));
-    }
-    all.done |= out.done;
 }
 
 freellm_fixtures::binding_conversions!();
