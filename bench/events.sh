@@ -35,25 +35,12 @@ FEED_PID=""
 source "$ROOT/bench/lib.sh"
 bench_traps
 
-
 build_all() {
-    if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
-        log "BENCH_SKIP_BUILD=1: reusing existing binaries"
-    else
-        log "building the groq component, the gateway and the mock (release)"
-        if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-            rustup target add wasm32-wasip2
-        fi
-        cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-groq
-        cargo build --release -p freellm --bin freellm
-        cargo build --release -p freellm-mock-upstream --bins
-    fi
+    build_release freellm-provider-groq
     GATEWAY_BIN=$ROOT/target/release/freellm
     MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
     GROQ_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm
-    for f in "$GATEWAY_BIN" "$MOCK_BIN" "$GROQ_WASM"; do
-        [[ -f $f ]] || die "missing build output $f"
-    done
+    require_files "$GATEWAY_BIN" "$MOCK_BIN" "$GROQ_WASM"
 }
 
 start_servers() {

@@ -111,3 +111,35 @@ ensure_tools() {
     fi
     command -v oha >/dev/null || die "oha is not on PATH after cargo install"
 }
+
+# Builds, unless BENCH_SKIP_BUILD=1, the gateway and the mock (release) and
+# the component crates named (wasm profile, adding the wasm32-wasip2 target
+# when missing).
+build_release() {
+    if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
+        log "BENCH_SKIP_BUILD=1: reusing existing binaries"
+        return 0
+    fi
+    log "building the gateway, the mock (release)${*:+ and $*}"
+    if (($#)); then
+        if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+            log "adding the wasm32-wasip2 target"
+            rustup target add wasm32-wasip2
+        fi
+        local crate packages=()
+        for crate in "$@"; do
+            packages+=(-p "$crate")
+        done
+        cargo build --profile wasm --target wasm32-wasip2 "${packages[@]}"
+    fi
+    cargo build --release -p freellm --bin freellm
+    cargo build --release -p freellm-mock-upstream --bins
+}
+
+# Dies unless every file named exists.
+require_files() {
+    local f
+    for f in "$@"; do
+        [[ -f $f ]] || die "missing build output $f"
+    done
+}

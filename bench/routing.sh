@@ -25,22 +25,11 @@ source "$ROOT/bench/lib.sh"
 bench_traps
 
 ensure_tools
-for tool in oha jq curl; do
-    command -v "$tool" >/dev/null || die "$tool is missing: run bench/run.sh once, it installs what is needed"
-done
-
-if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    log "building (release) the gateway, the mock and the generic component"
-    cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-openai-compatible
-    cargo build --release -p freellm --bin freellm
-    cargo build --release -p freellm-mock-upstream --bins
-fi
+build_release freellm-provider-openai-compatible
 GATEWAY_BIN=$ROOT/target/release/freellm
 MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
 COMPONENT=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_openai_compatible.wasm
-for f in "$GATEWAY_BIN" "$MOCK_BIN" "$COMPONENT"; do
-    [[ -f $f ]] || die "missing build output $f"
-done
+require_files "$GATEWAY_BIN" "$MOCK_BIN" "$COMPONENT"
 
 
 

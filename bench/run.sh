@@ -49,31 +49,14 @@ bench_traps
 
 # ---------------------------------------------------------------- tools
 
-ensure_wasm_target() {
-    if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-        log "adding the wasm32-wasip2 target"
-        rustup target add wasm32-wasip2
-    fi
-}
-
 build_all() {
-    if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
-        log "BENCH_SKIP_BUILD=1: reusing existing binaries"
-    else
-        log "building the components, the gateway and the mock (release)"
-        cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-groq -p freellm-provider-ollama \
-            -p freellm-provider-openai-compatible
-        cargo build --release -p freellm --bin freellm
-        cargo build --release -p freellm-mock-upstream --bins
-    fi
+    build_release freellm-provider-groq freellm-provider-ollama freellm-provider-openai-compatible
     GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/freellm}
     MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
     COLDSTART_BIN=$ROOT/target/release/freellm-coldstart
     BARE_BIN=$ROOT/target/release/freellm-bare-proxy
     GROQ_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm
-    for f in "$GATEWAY_BIN" "$MOCK_BIN" "$COLDSTART_BIN" "$BARE_BIN" "$GROQ_WASM"; do
-        [[ -f $f ]] || die "missing build output $f"
-    done
+    require_files "$GATEWAY_BIN" "$MOCK_BIN" "$COLDSTART_BIN" "$BARE_BIN" "$GROQ_WASM"
 }
 
 # ---------------------------------------------------------------- servers
@@ -393,7 +376,6 @@ print_table() {
 
 main() {
     ensure_tools
-    ensure_wasm_target
     build_all
 
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/freellm-bench.XXXXXX")

@@ -22,17 +22,11 @@ source "$ROOT/bench/lib.sh"
 bench_traps
 
 ensure_tools
-for tool in oha jq curl python3; do
-    command -v "$tool" >/dev/null || die "$tool is missing: run bench/run.sh once, it installs what is needed"
-done
+command -v python3 >/dev/null || die "python3 is missing (it times the swaps)"
 
 VARIANTS=$WORK/variants
 mkdir -p "$VARIANTS"
-if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    log "building (release) the gateway and the mock"
-    cargo build --release -p freellm --bin freellm
-    cargo build --release -p freellm-mock-upstream --bins
-fi
+build_release
 log "building the two swap-test adapter versions"
 cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-swaptest --features v2
 cp target/wasm32-wasip2/wasm/freellm_provider_swaptest.wasm "$VARIANTS/v2.wasm"
