@@ -323,10 +323,7 @@ async fn attempt_target(
                 if req.strict {
                     break TargetOutcome::Stop(error);
                 }
-                if transient_tries < candidate.retries
-                    && backoff(routing.retry_backoff, transient_tries, deadline).await
-                {
-                    transient_tries += 1;
+                if retry_transient(&mut transient_tries, candidate.retries, routing.retry_backoff, deadline).await {
                     tried_keys.clear();
                     continue;
                 }
@@ -389,10 +386,9 @@ async fn attempt_target(
                     // A trapping adapter would trap again: no retry on it.
                     let retryable = !matches!(error, ApiError::AdapterFault { .. });
                     if retryable
-                        && transient_tries < candidate.retries
-                        && backoff(routing.retry_backoff, transient_tries, deadline).await
+                        && retry_transient(&mut transient_tries, candidate.retries, routing.retry_backoff, deadline)
+                            .await
                     {
-                        transient_tries += 1;
                         continue;
                     }
                     breaker_outcome = BreakerOutcome::Failure;
@@ -487,10 +483,7 @@ async fn attempt_target(
                     breaker_outcome = BreakerOutcome::Failure;
                     break TargetOutcome::Stop(error);
                 }
-                if transient_tries < candidate.retries
-                    && backoff(routing.retry_backoff, transient_tries, deadline).await
-                {
-                    transient_tries += 1;
+                if retry_transient(&mut transient_tries, candidate.retries, routing.retry_backoff, deadline).await {
                     tried_keys.clear();
                     continue;
                 }
@@ -566,6 +559,17 @@ fn with_stream_usage(req: &RouteRequest<'_>, adapter: &Adapter) -> Option<Bytes>
 
 /// Sleeps `base * 2^attempt`, jittered to 50-150 %, if the deadline allows.
 /// Returns false (without sleeping) when it does not.
+/// Whether a transient failure gets another try on the same target: while
+/// `tries` is within the route's retry budget and the backoff fits before the
+/// deadline. Sleeps the backoff and counts the try when it does.
+async fn retry_transient(tries: &mut u32, budget: u32, base: Duration, deadline: Instant) -> bool {
+    if *tries >= budget || !backoff(base, *tries, deadline).await {
+        return false;
+    }
+    *tries += 1;
+    true
+}
+
 async fn backoff(base: Duration, attempt: u32, deadline: Instant) -> bool {
     let nominal = base.saturating_mul(1u32 << attempt.min(6));
     let jittered = nominal.mul_f64(0.5 + fastrand::f64());
@@ -725,6 +729,22 @@ mod tests {
         assert!(backoff(Duration::from_millis(10), 1, later).await);
         let slept = t.elapsed();
         assert!(slept >= Duration::from_millis(10) && slept < Duration::from_millis(200), "{slept:?}");
+    }
+
+    #[tokio::test]
+    async fn transient_retries_stop_at_the_budget_and_the_deadline() {
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut tries = 0;
+        assert!(retry_transient(&mut tries, 2, Duration::from_millis(1), later).await);
+        assert!(retry_transient(&mut tries, 2, Duration::from_millis(1), later).await);
+        assert_eq!(tries, 2);
+        let t = Instant::now();
+        assert!(!retry_transient(&mut tries, 2, Duration::from_secs(10), later).await, "budget spent");
+        assert!(t.elapsed() < Duration::from_millis(100), "no sleep once the budget is spent");
+        let mut fresh = 0;
+        let soon = Instant::now() + Duration::from_millis(5);
+        assert!(!retry_transient(&mut fresh, 2, Duration::from_secs(1), soon).await, "backoff past the deadline");
+        assert_eq!(fresh, 0);
     }
 
     #[test]
