@@ -15,6 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
+use axum::serve::ListenerExt;
 
 use crate::api;
 use crate::error::{ApiError, PendingErrorBody, render_error_body};
@@ -101,6 +102,7 @@ pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, "FreeLLM gateway listening");
+    let listener = listener.tap_io(tune_connection);
     let app = app(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let feeds = gw.clone();
     let shutdown = async move {
@@ -112,6 +114,15 @@ pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
     gw.persist_now();
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Per-connection socket options. Stream chunks are small writes: without
+/// `TCP_NODELAY`, Nagle's algorithm holds each one back until the client has
+/// acknowledged the previous one.
+fn tune_connection(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
+    }
 }
 
 async fn shutdown_signal() {
@@ -135,7 +146,7 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::is_valid_request_id;
+    use super::{is_valid_request_id, tune_connection};
 
     #[test]
     fn request_ids_are_checked_against_the_reference_pattern() {
@@ -143,5 +154,16 @@ mod tests {
         assert!(!is_valid_request_id(b""));
         assert!(!is_valid_request_id(b"has space"));
         assert!(!is_valid_request_id(&[b'a'; 129]));
+    }
+
+    #[tokio::test]
+    async fn client_connections_get_tcp_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        assert!(!accepted.nodelay().unwrap(), "accepted sockets start with Nagle on");
+        tune_connection(&mut accepted);
+        assert!(accepted.nodelay().unwrap());
     }
 }
