@@ -2,8 +2,9 @@
 //! serves, and `[routes.*]` edits apply (the route table is swapped whole
 //! when it changed; a file that does not parse changes nothing).
 //!
-//! A change to `plugins.toml` or to a component file (watched with
-//! `notify`, debounced), `POST /v1/plugins/reload` or an upload through
+//! A change to `plugins.toml` or to a component file (their directories
+//! are watched with `notify`, other files there are ignored; debounced),
+//! `POST /v1/plugins/reload` or an upload through
 //! `POST /v1/plugins/{id}` runs [`PluginManager::reload`]: for each
 //! provider whose component or settings changed, the new version is loaded
 //! in the background — compile (cached by content hash), check against the
@@ -19,9 +20,11 @@
 //! provider's traffic; its failure rate against the current version's then
 //! promotes it or rolls it back ([`crate::plugins::registry::Canary`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -78,6 +81,12 @@ pub struct PluginManager {
     /// Canary shares set through the API (`plugins.toml`'s `canary` wins).
     canaries: Mutex<HashMap<String, u8>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    /// File names in the watched directories whose changes mean a reload:
+    /// `plugins.toml` and the components. Other files there (a log, an
+    /// editor's swap file) are ignored.
+    watched_names: Arc<RwLock<HashSet<OsString>>>,
+    /// Reloads run so far, whatever started them.
+    reloads: AtomicU64,
 }
 
 impl Default for PluginManager {
@@ -89,6 +98,8 @@ impl Default for PluginManager {
             overrides: Mutex::new(HashMap::new()),
             canaries: Mutex::new(HashMap::new()),
             watcher: Mutex::new(None),
+            watched_names: Arc::new(RwLock::new(HashSet::new())),
+            reloads: AtomicU64::new(0),
         }
     }
 }
@@ -111,6 +122,11 @@ impl PluginManager {
     /// The last refusal of each provider still not superseded by a success.
     pub fn rejections(&self) -> HashMap<String, Rejection> {
         self.rejections.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Reloads run so far (file changes, the admin API, uploads).
+    pub fn reload_count(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
     }
 
     /// Recent swap events, newest last (at most 100).
@@ -143,6 +159,7 @@ impl PluginManager {
     /// in what changed (only provider `only` when given).
     pub async fn reload(&self, gw: &Gateway, only: Option<&str>) -> Result<Vec<Outcome>, String> {
         let _serial = self.lock.lock().await;
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         let (mut configs, routes) = gw.config.reload_live_sections().map_err(|e| {
             let message = e.to_string();
             tracing::error!(error = %message, "plugins.toml rejected; the running providers stay as they are");
@@ -397,8 +414,10 @@ impl PluginManager {
         use notify::{RecursiveMode, Watcher};
         let Some(config_path) = gw.config.path.clone() else { return };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        self.note_watched_names(&config_path, gw.config.providers.iter().map(|p| p.component.as_path()));
+        let names = self.watched_names.clone();
         let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+            if event.is_ok_and(|e| concerns(&e, &names.read().unwrap_or_else(|e| e.into_inner()))) {
                 let _ = tx.send(());
             }
         }) {
@@ -437,10 +456,32 @@ impl PluginManager {
         use notify::{RecursiveMode, Watcher};
         let mut guard = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
         let Some(watcher) = guard.as_mut() else { return };
-        for p in &gw.registry.load().providers {
+        let registry = gw.registry.load();
+        for p in &registry.providers {
             let _ = watcher.watch(&parent(&p.config.component), RecursiveMode::NonRecursive);
         }
+        if let Some(config_path) = &gw.config.path {
+            self.note_watched_names(config_path, registry.providers.iter().map(|p| p.config.component.as_path()));
+        }
     }
+
+    /// Records the file names whose changes start a reload.
+    fn note_watched_names<'a>(&self, config_path: &'a Path, components: impl Iterator<Item = &'a Path>) {
+        let names: HashSet<OsString> =
+            std::iter::once(config_path).chain(components).filter_map(|p| p.file_name()).map(OsString::from).collect();
+        *self.watched_names.write().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+}
+
+/// Whether a file event may change what is loaded: a change (not a read) to
+/// a watched file name, or to a `..`-prefixed entry (Kubernetes swaps a
+/// mounted ConfigMap by renaming its `..data` link, and the files in it are
+/// symbolic links through that). An event without paths (the watcher lost
+/// track, e.g. its queue overflowed) counts, to be safe.
+fn concerns(event: &notify::Event, names: &HashSet<OsString>) -> bool {
+    let watched =
+        |p: &PathBuf| p.file_name().is_some_and(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."));
+    !matches!(event.kind, notify::EventKind::Access(_)) && (event.paths.is_empty() || event.paths.iter().any(watched))
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -449,4 +490,33 @@ fn parent(path: &Path) -> PathBuf {
 
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, CreateKind, DataChange, EventKind, ModifyKind, RenameMode};
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
+        paths.iter().fold(notify::Event::new(kind), |e, p| e.add_path(PathBuf::from(p)))
+    }
+
+    #[test]
+    fn only_changes_to_watched_files_start_a_reload() {
+        let names: HashSet<OsString> = ["plugins.toml", "groq.wasm"].into_iter().map(OsString::from).collect();
+        let write = EventKind::Modify(ModifyKind::Data(DataChange::Content));
+        assert!(concerns(&event(write, &["/etc/freellm/plugins.toml"]), &names));
+        assert!(concerns(&event(write, &["./groq.wasm"]), &names));
+        // An editor's atomic replace: the rename onto the watched name.
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(concerns(&event(rename, &["/c/.plugins.toml.swp", "/c/plugins.toml"]), &names));
+        // A Kubernetes ConfigMap update.
+        assert!(concerns(&event(EventKind::Create(CreateKind::Any), &["/c/..data"]), &names));
+        // The watcher lost events: reload to be safe.
+        assert!(concerns(&event(EventKind::Any, &[]), &names));
+
+        assert!(!concerns(&event(write, &["/c/gateway.log"]), &names), "a log next to the config");
+        assert!(!concerns(&event(write, &["/c/plugins.toml.bak"]), &names));
+        assert!(!concerns(&event(EventKind::Access(AccessKind::Any), &["/c/plugins.toml"]), &names), "a read");
+    }
 }

@@ -386,3 +386,32 @@ async fn uploads_and_reloads_through_the_admin_api() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["outcomes"][0]["action"], "unchanged", "{body}");
 }
+
+#[tokio::test]
+async fn other_files_next_to_the_config_start_no_reload() {
+    let s = start("").await;
+    let reloads = || async {
+        let v: Value = s.gw.get("/v1/plugins").await.json().await.unwrap();
+        v["reloads"].as_u64().expect("/v1/plugins reports its reload count")
+    };
+    let before = reloads().await;
+    let dir = s.config_path().parent().unwrap().to_path_buf();
+    for i in 0..5 {
+        std::fs::write(dir.join("gateway.log"), format!("line {i}\n")).unwrap();
+        std::fs::write(dir.join("plugins.toml.bak"), format!("# {i}\n")).unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // Well past the debounce: a reload would have run by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(reloads().await, before, "writes to other files reloaded the plugins:\n{}", s.gw.log());
+
+    // Rewriting plugins.toml itself does, even unchanged.
+    let config = std::fs::read_to_string(s.config_path()).unwrap();
+    std::fs::write(s.config_path(), config).unwrap();
+    let started = Instant::now();
+    while reloads().await == before {
+        assert!(started.elapsed() < Duration::from_secs(20), "no reload after plugins.toml changed:\n{}", s.gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.gw.chat(chat_body("swap/m")).await.status(), 200);
+}

@@ -83,7 +83,7 @@ pub async fn list(State(gw): State<SharedGateway>) -> Json<Value> {
     let registry = gw.registry.load();
     let rejections = gw.plugins.rejections();
     let plugins: Vec<Value> = registry.providers.iter().map(|p| plugin_json(p, rejections.get(&*p.id))).collect();
-    Json(json!({ "plugins": plugins, "events": gw.plugins.events() }))
+    Json(json!({ "plugins": plugins, "events": gw.plugins.events(), "reloads": gw.plugins.reload_count() }))
 }
 
 /// `POST /v1/plugins/reload`, optionally `{"id": "<provider>"}`.
