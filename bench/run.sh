@@ -161,6 +161,21 @@ measure_idle_rss() {
     log "idle RSS: $IDLE_RSS_KIB KiB"
 }
 
+# The gateway's own split of its time, from /metrics (sums since start):
+# its own time per request (`gateway_overhead`: the request's time minus the
+# upstream waits), the upstream waits, and the adapter calls inside the own
+# time. The difference of two snapshots covers one load phase.
+metrics_snapshot() {
+    curl -s "http://127.0.0.1:$GATEWAY_PORT/metrics" | awk '
+        /^freellm_gateway_overhead_seconds_sum / { own = $2 }
+        /^freellm_gateway_overhead_seconds_count / { requests = $2 }
+        /^freellm_upstream_latency_seconds_sum\{/ { upstream += $2 }
+        /^freellm_adapter_busy_seconds_total\{/ { adapter += $2 }
+        /^freellm_adapter_calls_total\{/ { calls += $2 }
+        END { printf "{\"own_s\":%.9f,\"requests\":%d,\"upstream_s\":%.9f,\"adapter_s\":%.9f,\"adapter_calls\":%d}\n",
+                     own, requests, upstream, adapter, calls }'
+}
+
 # oha run -> $WORK/<name>.json. Keep-alive connections, POST with the body.
 run_oha() {
     local name=$1 url=$2 conns=$3 duration=$4
@@ -220,7 +235,9 @@ measure_load() {
     log "load: 1 connection, $DURATION, direct to the mock"
     run_oha direct-c1 "$DIRECT_URL" 1 "$DURATION"
     log "load: 1 connection, $DURATION, through the gateway"
+    metrics_snapshot >"$WORK/metrics-before-c1.json"
     run_oha gateway-c1 "$GATEWAY_URL" 1 "$DURATION"
+    metrics_snapshot >"$WORK/metrics-after-c1.json"
 
     AFTER_LOAD_RSS_KIB=$(rss_kib "$GATEWAY_PID")
     PEAK_RSS_KIB=$(hwm_kib "$GATEWAY_PID")
@@ -276,6 +293,8 @@ write_results() {
         --slurpfile bc16 "$WORK/bare-c16.json" \
         --slurpfile bc1 "$WORK/bare-c1.json" \
         --slurpfile cold "$WORK/coldstart.json" \
+        --slurpfile m0 "$WORK/metrics-before-c1.json" \
+        --slurpfile m1 "$WORK/metrics-after-c1.json" \
         --argjson idle_kib "$IDLE_RSS_KIB" \
         --argjson after_kib "$AFTER_LOAD_RSS_KIB" \
         --argjson peak_kib "$PEAK_RSS_KIB" \
@@ -306,6 +325,8 @@ write_results() {
         ($g1.p50_us - $d1.p50_us) as $add50 |
         ($g1.p99_us - $d1.p99_us) as $add99 |
         ($idle_kib / 1024) as $idle_mib |
+        ($m1[0].requests - $m0[0].requests) as $split_n |
+        def per_request(key): if $split_n > 0 then (($m1[0][key] - $m0[0][key]) / $split_n * 1e6 | r(1)) else null end;
         {
             machine: $machine,
             settings: {duration: $duration, connections: $conns, oha_worker_threads: $oha_threads,
@@ -326,6 +347,12 @@ write_results() {
                 floor_added_p50_us_c1: ($b1.p50_us - $d1.p50_us | r(1)),
                 floor_added_p99_us_c1: ($b1.p99_us - $d1.p99_us | r(1)),
                 gateway_vs_floor_c16: ($g16.rps / $b16.rps | r(3))
+            },
+            split_c1: {
+                requests: $split_n,
+                gateway_own_us: per_request("own_s"),
+                adapter_calls_us: per_request("adapter_s"),
+                upstream_wait_us: per_request("upstream_s")
             },
             cold_start_ms: $cold[0],
             rss_mib: {
@@ -363,6 +390,9 @@ print_table() {
         "",
         "Floor, same run: a bare hyper proxy (the same two HTTP exchanges, nothing else) reaches \($l.bare_proxy_c16.rps) req/s = \($d.floor_ratio_c16 * 100 | round)% of direct at \(.settings.connections) connections and adds +\($d.floor_added_p50_us_c1) µs p50 / +\($d.floor_added_p99_us_c1) µs p99 at 1 connection; the gateway reaches \($d.gateway_vs_floor_c16 * 100 | round)% of the bare proxy.",
         "",
+        (.split_c1 as $s | if $s.requests > 0
+         then "Inside the gateway at 1 connection (its /metrics, per request): \($s.gateway_own_us) µs of its own work, of which \($s.adapter_calls_us) µs in the two adapter calls, and \($s.upstream_wait_us) µs waiting on the mock; the rest of the +\($d.added_p50_us_c1) µs is receiving, answering and the hand-offs between processes.\n"
+         else empty end),
         "Cold-start runs (ms): \(.cold_start_ms.runs_ms | map(tostring) | join(", ")). RSS after load: \(.rss_mib.after_load) MiB, peak: \(.rss_mib.peak) MiB.",
         (if ([$l[] | .non_200 + .errors] | add) > 0
          then "WARNING: non-200 answers or errors during load: " + ([$l | to_entries[] | "\(.key): \(.value.non_200) non-200, \(.value.errors) errors"] | join("; "))
