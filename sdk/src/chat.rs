@@ -190,9 +190,13 @@ impl ChatRequest {
                 out.insert(key, value);
             }
         }
+        // Named fields not in the body's order (set in code). `model` and
+        // `messages` always yield a value, so only they are looked up in
+        // `out` for every request; the optional fields yield one only when
+        // still set.
         for key in Self::NAMED {
-            if !out.contains_key(*key)
-                && let Some(value) = self.take_named(key)
+            if let Some(value) = self.take_named(key)
+                && !out.contains_key(*key)
             {
                 out.insert((*key).to_owned(), value);
             }

@@ -74,13 +74,8 @@ pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -
     if let Ok(peek) = serde_json::from_slice::<AnswerPeek>(body) {
         return Ok(NormalizedResponse {
             body: body.to_vec(),
-            usage: peek.usage.as_ref().and_then(usage_from_json),
-            finish_reason: peek
-                .choices
-                .first()
-                .and_then(|c| c.finish_reason.as_ref())
-                .and_then(Value::as_str)
-                .map(finish_reason_from_str),
+            usage: peek.usage.and_then(|u| usage_from_counts(u.prompt_tokens, u.completion_tokens, u.total_tokens)),
+            finish_reason: peek.choices.first().and_then(|c| c.finish_reason).map(finish_reason_from_str),
         });
     }
     let malformed = |why: &str| Failure::transient(format!("malformed upstream answer: {why}"));
@@ -97,18 +92,31 @@ pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -
 }
 
 /// What [`normalize_response`] reads of an answer; every other field is
-/// skipped without being built.
+/// skipped without being built. Anything these types do not take as is (a
+/// count that is not a non-negative integer, an escaped or non-string finish
+/// reason) fails the peek, and the answer is read in full instead.
 #[derive(serde::Deserialize)]
-struct AnswerPeek {
-    choices: Vec<ChoicePeek>,
+struct AnswerPeek<'a> {
+    #[serde(borrow)]
+    choices: Vec<ChoicePeek<'a>>,
     #[serde(default)]
-    usage: Option<Value>,
+    usage: Option<UsagePeek>,
 }
 
 #[derive(serde::Deserialize)]
-struct ChoicePeek {
+struct ChoicePeek<'a> {
+    #[serde(default, borrow)]
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsagePeek {
     #[serde(default)]
-    finish_reason: Option<Value>,
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
 }
 
 /// Maps an OpenAI `finish_reason` to the contract's enum: `stop`, `length`,
@@ -129,16 +137,22 @@ pub fn finish_reason_from_str(reason: &str) -> FinishReason {
 /// object or names none of the three.
 pub fn usage_from_json(usage: &Value) -> Option<Usage> {
     let usage = usage.as_object()?;
-    let field = |name: &str| usage.get(name).and_then(Value::as_u64).map(|n| u32::try_from(n).unwrap_or(u32::MAX));
-    let (prompt, completion, total) = (field("prompt_tokens"), field("completion_tokens"), field("total_tokens"));
+    let field = |name: &str| usage.get(name).and_then(Value::as_u64);
+    usage_from_counts(field("prompt_tokens"), field("completion_tokens"), field("total_tokens"))
+}
+
+/// [`Usage`] from the three counts, when at least one is known: counts
+/// saturate at `u32::MAX`, a missing total is the sum of the other two.
+fn usage_from_counts(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) -> Option<Usage> {
     if prompt.is_none() && completion.is_none() && total.is_none() {
         return None;
     }
-    let (prompt_tokens, completion_tokens) = (prompt.unwrap_or(0), completion.unwrap_or(0));
+    let count = |n: Option<u64>| n.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let (prompt_tokens, completion_tokens) = (count(prompt).unwrap_or(0), count(completion).unwrap_or(0));
     Some(Usage {
         prompt_tokens,
         completion_tokens,
-        total_tokens: total.unwrap_or(prompt_tokens.saturating_add(completion_tokens)),
+        total_tokens: count(total).unwrap_or(prompt_tokens.saturating_add(completion_tokens)),
     })
 }
 
@@ -584,6 +598,37 @@ mod tests {
 
         let n = normalize_response(&ctx(false), &head(200, &[]), br#"{"choices":[]}"#).unwrap();
         assert!(n.usage.is_none() && n.finish_reason.is_none());
+    }
+
+    #[test]
+    fn unusual_answers_read_the_same_as_by_a_full_parse() {
+        // Each of these leaves the fast path (or takes it): the result must be
+        // what reading the whole answer gives.
+        for (body, usage, finish) in [
+            // Nested usage details are skipped, not built.
+            (
+                r#"{"choices":[{"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":1}}}"#,
+                Some((3, 4, 7)),
+                Some(FinishReason::Stop),
+            ),
+            // A fractional count is not a count; the others still are.
+            (
+                r#"{"choices":[{"finish_reason":"length"}],"usage":{"prompt_tokens":1.5,"completion_tokens":2}}"#,
+                Some((0, 2, 2)),
+                Some(FinishReason::Length),
+            ),
+            // An escaped finish reason, a null one, a non-string one.
+            (r#"{"choices":[{"finish_reason":"st\u006fp"}]}"#, None, Some(FinishReason::Stop)),
+            (r#"{"choices":[{"finish_reason":null}],"usage":null}"#, None, None),
+            (r#"{"choices":[{"finish_reason":7}],"usage":"n/a"}"#, None, None),
+            // Counts past u32 saturate.
+            (r#"{"choices":[],"usage":{"total_tokens":99999999999}}"#, Some((0, 0, u32::MAX)), None),
+        ] {
+            let n = normalize_response(&ctx(false), &head(200, &[]), body.as_bytes()).unwrap();
+            assert_eq!(n.usage.map(|u| (u.prompt_tokens, u.completion_tokens, u.total_tokens)), usage, "{body}");
+            assert_eq!(n.finish_reason, finish, "{body}");
+            assert_eq!(n.body, body.as_bytes());
+        }
     }
 
     #[test]
