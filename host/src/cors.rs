@@ -8,12 +8,11 @@
 //! answer to an allowed origin exposes `X-Request-Id`, the `X-FreeLLM-*`
 //! headers and `Retry-After` so browser code can read them.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::state::SharedGateway;
+use crate::state::Gateway;
 
 /// Methods the API uses.
 pub const ALLOW_METHODS: &str = "GET, POST, PATCH, OPTIONS";
@@ -55,13 +54,21 @@ impl AllowedOrigins {
     }
 }
 
-/// The CORS middleware.
-pub async fn cors(State(gw): State<SharedGateway>, req: Request, next: Next) -> Response {
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let allowed = origin.as_deref().and_then(|o| gw.cors.allow(o));
-    let preflight =
-        req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight {
+/// The CORS verdict on one request, applied to its answer by [`Cors::decorate`].
+pub struct Cors {
+    allowed: Option<HeaderValue>,
+}
+
+impl Cors {
+    /// Reads the request's origin. A preflight is answered here (`Err`, the
+    /// answer), before authentication; any other request goes on (`Ok`).
+    pub fn check(gw: &Gateway, req: &Request) -> Result<Self, Box<Response>> {
+        let allowed = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).and_then(|o| gw.cors.allow(o));
+        let preflight =
+            req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if !preflight {
+            return Ok(Self { allowed });
+        }
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();
         if let Some(allow) = allowed {
@@ -71,16 +78,18 @@ pub async fn cors(State(gw): State<SharedGateway>, req: Request, next: Next) -> 
             headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         }
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
-        return response;
+        Err(Box::new(response))
     }
-    let mut response = next.run(req).await;
-    if let Some(allow) = allowed {
-        let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+
+    /// Lets an allowed origin read the answer and its gateway headers.
+    pub fn decorate(self, response: &mut Response) {
+        if let Some(allow) = self.allowed {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
     }
-    response
 }
 
 #[cfg(test)]

@@ -12,15 +12,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::{self, AuthFailure, Principal};
 use crate::error::ApiError;
 use crate::identifier::{Decision, validate_identifier};
-use crate::state::SharedGateway;
+use crate::state::Gateway;
 use crate::stats::unix_ms;
 
 /// Endpoints open to everyone.
@@ -37,46 +36,62 @@ fn is_admin_only(method: &Method, path: &str) -> bool {
         || path.starts_with("/v1/plugins")
 }
 
-/// The guard middleware.
-pub async fn guard(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    if is_public(&path) {
-        return next.run(req).await;
+/// What the guard lets through: the identifier headers every answer to an
+/// identifier-limited request carries ([`Admission::finish`]).
+pub struct Admission {
+    identifier: Option<(String, Decision)>,
+}
+
+impl Admission {
+    /// Adds the identifier headers to the answer.
+    pub fn finish(self, response: &mut Response) {
+        if let Some((identifier, decision)) = &self.identifier {
+            identifier_headers(response.headers_mut(), identifier, decision);
+        }
+    }
+}
+
+/// Authenticates and limits one request. `Ok`: it goes on, its principal
+/// in the request's extensions. `Err`: the refusal to answer with.
+pub fn admit(gw: &Gateway, req: &mut Request) -> Result<Admission, Box<Response>> {
+    let path = req.uri().path();
+    if is_public(path) {
+        return Ok(Admission { identifier: None });
     }
     let now_ms = unix_ms(SystemTime::now());
     let principal = match auth::authenticate(req.headers(), &gw.credentials, &gw.virtual_keys, now_ms) {
         Ok(p) => p,
         Err(failure) => {
             tracing::info!(path = %path, reason = ?failure_kind(&failure), "request not authenticated");
-            return auth_error(failure).into_response();
+            return Err(Box::new(auth_error(failure).into_response()));
         }
     };
-    if is_admin_only(req.method(), &path) && !principal.is_admin(&gw.credentials) {
-        return ApiError::AdminRequired {
-            message: "Admin access required. Set Authorization: Bearer <admin-key>.".into(),
-        }
-        .into_response();
+    if is_admin_only(req.method(), path) && !principal.is_admin(&gw.credentials) {
+        return Err(Box::new(
+            ApiError::AdminRequired { message: "Admin access required. Set Authorization: Bearer <admin-key>.".into() }
+                .into_response(),
+        ));
     }
 
-    let client_ip = client_ip(&req, gw.config.security.trust_proxy);
-    let identifier = match resolve_identifier(req.headers(), &principal, client_ip) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
+    let client_ip = client_ip(req, gw.config.security.trust_proxy);
+    let identifier =
+        resolve_identifier(req.headers(), &principal, client_ip).map_err(|e| Box::new(e.into_response()))?;
     if let (Some(limiter), Some(ip)) = (&gw.ip_limiter, client_ip) {
         let d = limiter.check(&format!("ip:{ip}"), now_ms);
         if !d.allowed {
             let rpm = gw.config.security.rate_limit_rpm.unwrap_or_default();
-            return ApiError::ClientRateLimited {
-                message: format!("Client rate limit exceeded. Max {rpm} requests per 60s."),
-                retry_after_ms: d.reset_ms,
-            }
-            .into_response();
+            return Err(Box::new(
+                ApiError::ClientRateLimited {
+                    message: format!("Client rate limit exceeded. Max {rpm} requests per 60s."),
+                    retry_after_ms: d.reset_ms,
+                }
+                .into_response(),
+            ));
         }
     }
     let Some(limiter) = &gw.identifier_limiter else {
         req.extensions_mut().insert(principal);
-        return next.run(req).await;
+        return Ok(Admission { identifier: None });
     };
     let decision = limiter.check(&identifier, now_ms);
     if !decision.allowed {
@@ -89,12 +104,10 @@ pub async fn guard(State(gw): State<SharedGateway>, mut req: Request, next: Next
         }
         .into_response();
         identifier_headers(response.headers_mut(), &identifier, &decision);
-        return response;
+        return Err(Box::new(response));
     }
     req.extensions_mut().insert(principal);
-    let mut response = next.run(req).await;
-    identifier_headers(response.headers_mut(), &identifier, &decision);
-    response
+    Ok(Admission { identifier: Some((identifier, decision)) })
 }
 
 fn failure_kind(f: &AuthFailure) -> &'static str {

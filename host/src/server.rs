@@ -1,16 +1,16 @@
 //! The HTTP server: routes, the middleware stack and graceful shutdown.
 //!
 //! Every route is served at `/` and again under `/api` (as the reference
-//! gateway does). The stack, outermost first: request id (assigns or echoes
-//! `X-Request-Id` and renders every error body with it), CORS ([`crate::cors`],
-//! answers preflights before authentication), the guard ([`crate::guard`]:
-//! authentication, admin-only endpoints, per-IP and per-identifier limits),
-//! then the routes.
+//! gateway does). In front of the routes, one middleware ([`edge`]) runs,
+//! in order: the request id (assigns or echoes `X-Request-Id` and renders
+//! every error body with it), CORS ([`crate::cors`], answers preflights
+//! before authentication), the guard ([`crate::guard`]: authentication,
+//! admin-only endpoints, per-IP and per-identifier limits).
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,9 @@ use axum::routing::{get, patch, post};
 use axum::serve::ListenerExt;
 
 use crate::api;
+use crate::cors::Cors;
 use crate::error::{ApiError, PendingErrorBody, render_error_body};
+use crate::guard;
 use crate::state::SharedGateway;
 
 /// The request's id, available to handlers as an extension.
@@ -54,9 +56,7 @@ pub fn app(gw: SharedGateway) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // The chat handler enforces the configured limit itself (413 with our envelope).
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(gw.clone(), crate::guard::guard))
-        .layer(middleware::from_fn_with_state(gw.clone(), crate::cors::cors))
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(gw.clone(), edge))
         .with_state(gw)
 }
 
@@ -73,24 +73,54 @@ fn is_valid_request_id(id: &[u8]) -> bool {
     (1..=128).contains(&id.len()) && id.iter().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(b))
 }
 
-/// Assigns the request id, and renders parked error bodies with it.
-async fn request_id(mut req: Request, next: Next) -> Response {
+/// The stack in front of every route, in one middleware (each layer of its
+/// own would cost the request path a boxed future and a service clone):
+/// the request id, CORS, then the guard; on the way back the guard's and
+/// CORS's headers, then the request id, which also renders parked error
+/// bodies.
+async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> Response {
+    let id = assign_request_id(&mut req);
+    let response = match Cors::check(&gw, &req) {
+        Err(preflight) => *preflight,
+        Ok(cors) => {
+            let mut response = match guard::admit(&gw, &mut req) {
+                Err(refusal) => *refusal,
+                Ok(admission) => {
+                    let mut response = next.run(req).await;
+                    admission.finish(&mut response);
+                    response
+                }
+            };
+            cors.decorate(&mut response);
+            response
+        }
+    };
+    finish_request_id(response, &id)
+}
+
+/// Echoes a valid inbound `X-Request-Id` or makes one; handlers read it as
+/// the [`RequestId`] extension.
+fn assign_request_id(req: &mut Request) -> String {
     let id = match req.headers().get("x-request-id") {
         Some(v) if is_valid_request_id(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
         _ => uuid::Uuid::new_v4().to_string(),
     };
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(req).await;
+    id
+}
+
+/// Renders a parked error body with the request id, and sets the header.
+fn finish_request_id(mut response: Response, id: &str) -> Response {
     if let Some(PendingErrorBody(body)) = response.extensions_mut().remove::<PendingErrorBody>() {
         let status = response.status();
         let mut headers = std::mem::take(response.headers_mut());
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response = (status, render_error_body(body, &id)).into_response();
+        response = (status, render_error_body(body, id)).into_response();
         response.headers_mut().extend(headers);
     } else if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         tracing::debug!("payload too large from a layer");
     }
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Ok(v) = HeaderValue::from_str(id) {
         response.headers_mut().insert("x-request-id", v);
     }
     response
