@@ -496,7 +496,7 @@ mod tests {
     fn entry(provider: Option<&str>, status: &'static str, reason: Option<&'static str>) -> RequestLogEntry {
         RequestLogEntry {
             id: "r".into(),
-            timestamp: String::new(),
+            at_ms: 0,
             requested_model: "free".into(),
             resolved_model: provider.map(|p| format!("{p}/m")),
             provider: provider.map(str::to_owned),

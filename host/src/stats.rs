@@ -34,6 +34,11 @@ pub fn iso8601(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem % 3600) / 60, rem % 60, ms % 1000)
 }
 
+/// Serializes milliseconds since the epoch as [`iso8601`].
+fn serialize_iso8601<S: serde::Serializer>(ms: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&iso8601(*ms))
+}
+
 /// Token usage summed over a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -166,8 +171,9 @@ impl ProviderStats {
 pub struct RequestLogEntry {
     /// The request id.
     pub id: String,
-    /// ISO timestamp.
-    pub timestamp: String,
+    /// When it finished (ms since the epoch); shown as the ISO `timestamp`.
+    #[serde(rename = "timestamp", serialize_with = "serialize_iso8601")]
+    pub at_ms: u64,
     /// The model as sent.
     pub requested_model: String,
     /// The prefixed model that answered.
@@ -278,7 +284,7 @@ mod tests {
         for i in 0..(LOG_CAPACITY + 5) {
             log.push(RequestLogEntry {
                 id: i.to_string(),
-                timestamp: String::new(),
+                at_ms: 1_764_494_102_123 + i as u64,
                 requested_model: "free".into(),
                 resolved_model: None,
                 provider: None,
@@ -299,5 +305,10 @@ mod tests {
         assert_eq!(recent[0].id, (LOG_CAPACITY + 4).to_string());
         assert_eq!(log.recent(10_000).len(), LOG_CAPACITY);
         assert_eq!(log.total.load(Ordering::Relaxed), (LOG_CAPACITY + 5) as u64);
+        // Kept as milliseconds, shown as an ISO timestamp.
+        let json = serde_json::to_value(&recent[0]).unwrap();
+        let expected = iso8601(1_764_494_102_123 + (LOG_CAPACITY + 4) as u64);
+        assert_eq!(json["timestamp"], expected.as_str());
+        assert!(json.get("atMs").is_none());
     }
 }

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
+use axum::extract::Request;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 use serde_json::Value;
 
@@ -22,7 +24,7 @@ use crate::failover::{self, Answered, RouteRequest};
 use crate::router::{self, Needs, PlanRequest, Strategy};
 use crate::server::RequestId;
 use crate::state::SharedGateway;
-use crate::stats::{RequestLogEntry, iso8601, unix_ms};
+use crate::stats::{RequestLogEntry, unix_ms};
 use crate::validate::validate_chat_request;
 use crate::virtual_keys::{Refusal, Ticket, VirtualKey};
 
@@ -31,9 +33,10 @@ pub async fn chat_completions(
     State(gw): State<SharedGateway>,
     Extension(request_id): Extension<RequestId>,
     principal: Option<Extension<Principal>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    // The request's own headers, not a copy (a `HeaderMap` extractor clones).
+    let (Parts { headers, .. }, body) = request.into_parts();
     check_content_type(&headers)?;
     let bytes = read_limited(body, headers.get(header::CONTENT_LENGTH), gw.config.max_body_bytes).await?;
     let request = parse_json(&bytes)?;
@@ -168,7 +171,7 @@ fn cache_hit(
     tracing::info!(request_id, model, provider = %hit.provider, reason = "cache", latency_ms, "chat answered from cache");
     let entry = RequestLogEntry {
         id: request_id.to_owned(),
-        timestamp: iso8601(unix_ms(SystemTime::now())),
+        at_ms: unix_ms(SystemTime::now()),
         requested_model: model.to_owned(),
         resolved_model: Some(format!("{}/{}", hit.provider, hit.upstream_model)),
         provider: Some(hit.provider.to_string()),
@@ -227,7 +230,7 @@ fn finish(
         attempted = ?a.attempted, streaming = is_stream, "chat answered");
     let entry = RequestLogEntry {
         id: request_id.to_owned(),
-        timestamp: iso8601(unix_ms(SystemTime::now())),
+        at_ms: unix_ms(SystemTime::now()),
         requested_model: model.to_owned(),
         resolved_model: Some(format!("{}/{}", a.provider.id, a.upstream_model)),
         provider: Some(a.provider.id.to_string()),
@@ -260,7 +263,7 @@ fn log_failure(
     // Only successes say how much time was the gateway's own.
     let entry = RequestLogEntry {
         id: request_id.to_owned(),
-        timestamp: iso8601(unix_ms(SystemTime::now())),
+        at_ms: unix_ms(SystemTime::now()),
         requested_model: model.to_owned(),
         resolved_model: None,
         provider: None,
@@ -335,26 +338,32 @@ struct RouteHeaders<'a> {
 
 impl RouteHeaders<'_> {
     fn apply(&self, headers: &mut HeaderMap) {
-        let mut set = |name: &'static str, value: &str| {
+        const PROVIDER: HeaderName = HeaderName::from_static("x-freellm-provider");
+        const MODEL: HeaderName = HeaderName::from_static("x-freellm-model");
+        const REQUESTED: HeaderName = HeaderName::from_static("x-freellm-requested-model");
+        const CACHED: HeaderName = HeaderName::from_static("x-freellm-cached");
+        const REASON: HeaderName = HeaderName::from_static("x-freellm-route-reason");
+        let mut set = |name: HeaderName, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
                 headers.insert(name, v);
             }
         };
-        set("x-freellm-provider", self.provider);
-        set("x-freellm-model", &format!("{}/{}", self.provider, self.upstream_model));
-        set("x-freellm-requested-model", self.requested);
-        set("x-freellm-cached", "false");
-        set("x-freellm-route-reason", self.reason);
+        set(PROVIDER, self.provider);
+        set(MODEL, &format!("{}/{}", self.provider, self.upstream_model));
+        set(REQUESTED, self.requested);
+        headers.insert(CACHED, HeaderValue::from_static("false"));
+        headers.insert(REASON, HeaderValue::from_static(self.reason));
     }
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let value = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let value = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()));
     let is_json = value.as_deref().is_some_and(|v| {
         let mime = v.split(';').next().unwrap_or("").trim();
-        mime.eq_ignore_ascii_case("application/json") || mime.to_ascii_lowercase().ends_with("+json")
+        mime.eq_ignore_ascii_case("application/json")
+            || mime.len() > 5 && mime.as_bytes()[mime.len() - 5..].eq_ignore_ascii_case(b"+json")
     });
-    if is_json { Ok(()) } else { Err(ApiError::UnsupportedMediaType { got: value }) }
+    if is_json { Ok(()) } else { Err(ApiError::UnsupportedMediaType { got: value.map(|v| v.into_owned()) }) }
 }
 
 /// Oversized bodies up to this size are read before the 413 is sent.
@@ -421,6 +430,18 @@ mod tests {
         assert!(check_content_type(&h).is_ok());
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         assert!(check_content_type(&h).is_err());
+        for (value, json) in [
+            (&b"APPLICATION/JSON"[..], true),
+            (b"application/vnd.api+JSON; q=1", true),
+            (b"+json", false),
+            // Non-ASCII bytes around the suffix: read, not sliced mid-character.
+            (b"x/\xc3\xa9+json", true),
+            (b"x/\xc3\xa9\xc3\xa9\xc3\xa9", false),
+            (b"\xff\xfe\xfd\xfc\xfb\xfa", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_bytes(value).unwrap());
+            assert_eq!(check_content_type(&h).is_ok(), json, "{value:?}");
+        }
     }
 
     #[test]
