@@ -65,7 +65,7 @@ macro_rules! chat_request {
             /// `stream` a boolean or `null`.
             fn from_object(map: Map<String, Value>) -> Result<Self, serde_json::Error> {
                 use serde::de::{Error as _, Unexpected};
-                let mut req = Self { key_order: map.keys().cloned().collect(), ..Self::default() };
+                let mut req = Self { key_order: Vec::with_capacity(map.len()), ..Self::default() };
                 let mut messages = None;
                 for (key, value) in map {
                     match key.as_str() {
@@ -84,9 +84,10 @@ macro_rules! chat_request {
                         },
                         $( stringify!($field) => req.$field = Some(value), )*
                         _ => {
-                            req.extra.insert(key, value);
+                            req.extra.insert(key.clone(), value);
                         }
                     }
+                    req.key_order.push(key);
                 }
                 req.messages = messages.ok_or_else(|| serde_json::Error::missing_field("messages"))?;
                 return Ok(req);
@@ -115,8 +116,32 @@ macro_rules! chat_request {
                 }
             }
 
-            /// Every named field, in declaration order.
-            const NAMED: &[&str] = &["model", "messages", "stream", $( stringify!($field), )*];
+            /// Moves the named fields that are still set into `out`, in
+            /// declaration order, after what is there already (`model` and
+            /// `messages` unless `out` has them).
+            fn drain_named_into(&mut self, out: &mut Map<String, Value>, has_model: bool, has_messages: bool) {
+                if !has_model {
+                    out.insert("model".to_owned(), Value::String(std::mem::take(&mut self.model)));
+                }
+                if !has_messages {
+                    out.insert("messages".to_owned(), Value::Array(std::mem::take(&mut self.messages)));
+                }
+                if let Some(stream) = self.stream.take()
+                    && !out.contains_key("stream")
+                {
+                    out.insert("stream".to_owned(), Value::Bool(stream));
+                }
+                $(
+                    if let Some(value) = self.$field.take()
+                        && !out.contains_key(stringify!($field))
+                    {
+                        out.insert(stringify!($field).to_owned(), value);
+                    }
+                )*
+            }
+
+            /// How many named fields there are.
+            const NAMED_COUNT: usize = 3 $( + { let _ = stringify!($field); 1 } )*;
         }
     };
 }
@@ -179,9 +204,12 @@ impl ChatRequest {
     /// that order, then the other named fields in declaration order, then
     /// the rest of [`extra`](Self::extra).
     pub fn into_map(mut self) -> Map<String, Value> {
-        let mut out = Map::with_capacity(Self::NAMED.len().min(8) + self.extra.len());
+        let mut out = Map::with_capacity(Self::NAMED_COUNT.min(8) + self.extra.len());
         let mut extra = std::mem::take(&mut self.extra);
+        let (mut has_model, mut has_messages) = (false, false);
         for key in std::mem::take(&mut self.key_order) {
+            has_model |= key == "model";
+            has_messages |= key == "messages";
             let value = match self.take_named(&key) {
                 Some(value) => Some(value),
                 None => extra.shift_remove(&key),
@@ -190,17 +218,8 @@ impl ChatRequest {
                 out.insert(key, value);
             }
         }
-        // Named fields not in the body's order (set in code). `model` and
-        // `messages` always yield a value, so only they are looked up in
-        // `out` for every request; the optional fields yield one only when
-        // still set.
-        for key in Self::NAMED {
-            if let Some(value) = self.take_named(key)
-                && !out.contains_key(*key)
-            {
-                out.insert((*key).to_owned(), value);
-            }
-        }
+        // Named fields not in the body's order (set in code).
+        self.drain_named_into(&mut out, has_model, has_messages);
         out.extend(extra);
         out
     }

@@ -53,7 +53,9 @@ pub fn map_request_to(
     for field in drop_fields {
         map.shift_remove(*field);
     }
-    let body = serde_json::to_vec(&map).map_err(|e| Failure::request_invalid(format!("cannot encode request: {e}")))?;
+    let mut body = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut body, &map)
+        .map_err(|e| Failure::request_invalid(format!("cannot encode request: {e}")))?;
     Ok(UpstreamRequest {
         method: HttpMethod::Post,
         path: path.to_owned(),
