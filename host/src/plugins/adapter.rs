@@ -191,10 +191,7 @@ impl Adapter {
         ctx: &CallContext,
         body: &[u8],
     ) -> Result<Result<UpstreamRequest, Failure>, AdapterFault> {
-        let (mut instance, started) = self.checkout().await?;
-        let result =
-            instance.provider.freellm_provider_adapter().call_map_request(&mut instance.store, ctx, body).await;
-        self.checkin(instance, started, result)
+        self.call(async |p, store| p.freellm_provider_adapter().call_map_request(store, ctx, body).await).await
     }
 
     /// `normalize-response`: a 2xx upstream body → OpenAI `chat.completion`.
@@ -204,13 +201,8 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Result<NormalizedResponse, Failure>, AdapterFault> {
-        let (mut instance, started) = self.checkout().await?;
-        let result = instance
-            .provider
-            .freellm_provider_adapter()
-            .call_normalize_response(&mut instance.store, ctx, head, body)
-            .await;
-        self.checkin(instance, started, result)
+        self.call(async |p, store| p.freellm_provider_adapter().call_normalize_response(store, ctx, head, body).await)
+            .await
     }
 
     /// `classify-failure`: a non-2xx upstream answer → a typed failure.
@@ -220,13 +212,8 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Failure, AdapterFault> {
-        let (mut instance, started) = self.checkout().await?;
-        let result = instance
-            .provider
-            .freellm_provider_adapter()
-            .call_classify_failure(&mut instance.store, ctx, head, body)
-            .await;
-        self.checkin(instance, started, result)
+        self.call(async |p, store| p.freellm_provider_adapter().call_classify_failure(store, ctx, head, body).await)
+            .await
     }
 
     /// Starts a stream normalizer for a 2xx streaming answer. The returned
@@ -251,6 +238,17 @@ impl Adapter {
     /// Instances kept warm for the next calls (for status and tests).
     pub fn warm_instances(&self) -> usize {
         self.warm.lock().map_or(0, |idle| idle.len())
+    }
+
+    /// One export call: an instance checked out, `call` run in it, the
+    /// instance checked back in.
+    async fn call<R>(
+        &self,
+        call: impl AsyncFnOnce(&Provider, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, AdapterFault> {
+        let (mut instance, started) = self.checkout().await?;
+        let result = call(&instance.provider, &mut instance.store).await;
+        self.checkin(instance, started, result)
     }
 
     /// An instance for one call, warm when one is idle, else a new one; the
