@@ -557,8 +557,6 @@ fn with_stream_usage(req: &RouteRequest<'_>, adapter: &Adapter) -> Option<Bytes>
     serde_json::to_vec(&request).ok().map(Bytes::from)
 }
 
-/// Sleeps `base * 2^attempt`, jittered to 50-150 %, if the deadline allows.
-/// Returns false (without sleeping) when it does not.
 /// Whether a transient failure gets another try on the same target: while
 /// `tries` is within the route's retry budget and the backoff fits before the
 /// deadline. Sleeps the backoff and counts the try when it does.
@@ -570,6 +568,8 @@ async fn retry_transient(tries: &mut u32, budget: u32, base: Duration, deadline:
     true
 }
 
+/// Sleeps `base * 2^attempt`, jittered to 50-150 %, if the deadline allows.
+/// Returns false (without sleeping) when it does not.
 async fn backoff(base: Duration, attempt: u32, deadline: Instant) -> bool {
     let nominal = base.saturating_mul(1u32 << attempt.min(6));
     let jittered = nominal.mul_f64(0.5 + fastrand::f64());
