@@ -139,9 +139,6 @@ macro_rules! chat_request {
                     }
                 )*
             }
-
-            /// How many named fields there are.
-            const NAMED_COUNT: usize = 3 $( + { let _ = stringify!($field); 1 } )*;
         }
     };
 }
@@ -204,7 +201,8 @@ impl ChatRequest {
     /// that order, then the other named fields in declaration order, then
     /// the rest of [`extra`](Self::extra).
     pub fn into_map(mut self) -> Map<String, Value> {
-        let mut out = Map::with_capacity(Self::NAMED_COUNT.min(8) + self.extra.len());
+        // Room for the usual named fields, plus the unknown ones.
+        let mut out = Map::with_capacity(8 + self.extra.len());
         let mut extra = std::mem::take(&mut self.extra);
         let (mut has_model, mut has_messages) = (false, false);
         for key in std::mem::take(&mut self.key_order) {
