@@ -5,8 +5,11 @@
 //! `open_timeout`. After that the next [`Breaker::try_acquire`] (or
 //! [`Breaker::is_available`]) moves it to `half_open`, where exactly one
 //! probe request is let through at a time. `success_threshold` successful
-//! probes close it again; a failed probe re-opens it for another
-//! `open_timeout`.
+//! probes close it again; a failed probe re-opens it for twice the previous
+//! open period, up to `max_open_timeout`. Open periods start short, so a
+//! provider that was down for a few seconds is back in use within seconds,
+//! while one that stays down is probed less and less often; closing starts
+//! the next trip at `open_timeout` again.
 //!
 //! A request takes a [`Permit`] before it goes upstream and hands it back
 //! with [`Breaker::record`]. A permit dropped without being recorded (client
@@ -27,8 +30,10 @@ use std::time::{Duration, Instant};
 pub const ENV_FAILURE_THRESHOLD: &str = "CB_FAILURE_THRESHOLD";
 /// Environment variable: successful half-open probes that close the breaker.
 pub const ENV_SUCCESS_THRESHOLD: &str = "CB_SUCCESS_THRESHOLD";
-/// Environment variable: how long the breaker stays open, in milliseconds.
+/// Environment variable: how long the breaker first stays open, in milliseconds.
 pub const ENV_TIMEOUT_MS: &str = "CB_TIMEOUT_MS";
+/// Environment variable: the longest open period, in milliseconds.
+pub const ENV_MAX_TIMEOUT_MS: &str = "CB_MAX_TIMEOUT_MS";
 
 /// `retry_in` reported while the half-open probe is in flight: the breaker
 /// frees up as soon as the probe answers, so this is only a hint.
@@ -41,13 +46,21 @@ pub struct BreakerConfig {
     pub failure_threshold: u32,
     /// Successful half-open probes that close the breaker. Default 2.
     pub success_threshold: u32,
-    /// How long the breaker stays open before probing. Default 30 s.
+    /// How long the breaker first stays open before probing. Default 5 s.
     pub open_timeout: Duration,
+    /// The longest open period: each failed probe doubles the period up to
+    /// this. Default 60 s; never shorter than `open_timeout`.
+    pub max_open_timeout: Duration,
 }
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self { failure_threshold: 3, success_threshold: 2, open_timeout: Duration::from_secs(30) }
+        Self {
+            failure_threshold: 3,
+            success_threshold: 2,
+            open_timeout: Duration::from_secs(5),
+            max_open_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -62,8 +75,8 @@ pub struct BreakerConfigError {
 }
 
 impl BreakerConfig {
-    /// Reads `CB_FAILURE_THRESHOLD`, `CB_SUCCESS_THRESHOLD` and
-    /// `CB_TIMEOUT_MS` through `lookup` (e.g. `|k| std::env::var(k).ok()`).
+    /// Reads `CB_FAILURE_THRESHOLD`, `CB_SUCCESS_THRESHOLD`,
+    /// `CB_TIMEOUT_MS` and `CB_MAX_TIMEOUT_MS` through `lookup` (e.g. `|k| std::env::var(k).ok()`).
     ///
     /// Unset or blank variables keep their default; a value that is not a
     /// positive integer (including `0`) is an error naming the variable.
@@ -82,6 +95,9 @@ impl BreakerConfig {
         }
         if let Some(ms) = positive::<u64>(&lookup, ENV_TIMEOUT_MS)? {
             config.open_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = positive::<u64>(&lookup, ENV_MAX_TIMEOUT_MS)? {
+            config.max_open_timeout = Duration::from_millis(ms);
         }
         Ok(config)
     }
@@ -211,7 +227,11 @@ impl Shared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Closed,
-    Open { since: Instant },
+    /// Open since `since` for `period`.
+    Open {
+        since: Instant,
+        period: Duration,
+    },
     HalfOpen,
 }
 
@@ -225,13 +245,16 @@ struct Inner {
     half_open_successes: u32,
     probe_in_flight: bool,
     trips: u64,
+    /// The open period of the last trip; zero while closed (the next trip
+    /// then opens for `open_timeout`).
+    last_period: Duration,
 }
 
 impl Inner {
-    /// Lazily moves an open breaker whose timeout has elapsed to half-open.
-    fn refresh(&mut self, now: Instant, open_timeout: Duration) {
-        if let Phase::Open { since } = self.phase
-            && now.saturating_duration_since(since) >= open_timeout
+    /// Lazily moves an open breaker whose period has elapsed to half-open.
+    fn refresh(&mut self, now: Instant) {
+        if let Phase::Open { since, period } = self.phase
+            && now.saturating_duration_since(since) >= period
         {
             self.enter(Phase::HalfOpen);
         }
@@ -244,12 +267,21 @@ impl Inner {
         self.probe_in_flight = false;
         if phase == Phase::Closed {
             self.consecutive_failures = 0;
+            self.last_period = Duration::ZERO;
         }
     }
 
-    fn trip(&mut self, now: Instant) {
+    /// Opens the breaker: for `open_timeout` after closed, for twice the
+    /// previous period (capped) after a failed probe.
+    fn trip(&mut self, now: Instant, config: &BreakerConfig) {
         self.trips = self.trips.saturating_add(1);
-        self.enter(Phase::Open { since: now });
+        let period = if self.last_period.is_zero() {
+            config.open_timeout
+        } else {
+            self.last_period.saturating_mul(2).min(config.max_open_timeout)
+        };
+        self.last_period = period;
+        self.enter(Phase::Open { since: now, period });
     }
 
     fn release_probe(&mut self, generation: u64) {
@@ -258,9 +290,9 @@ impl Inner {
         }
     }
 
-    fn remaining_open(&self, now: Instant, open_timeout: Duration) -> Option<Duration> {
+    fn remaining_open(&self, now: Instant) -> Option<Duration> {
         match self.phase {
-            Phase::Open { since } => Some(open_timeout.saturating_sub(now.saturating_duration_since(since))),
+            Phase::Open { since, period } => Some(period.saturating_sub(now.saturating_duration_since(since))),
             _ => None,
         }
     }
@@ -272,6 +304,7 @@ impl Breaker {
         let config = BreakerConfig {
             failure_threshold: config.failure_threshold.max(1),
             success_threshold: config.success_threshold.max(1),
+            max_open_timeout: config.max_open_timeout.max(config.open_timeout),
             ..config
         };
         let inner = Inner {
@@ -281,6 +314,7 @@ impl Breaker {
             half_open_successes: 0,
             probe_in_flight: false,
             trips: 0,
+            last_period: Duration::ZERO,
         };
         Self { shared: Arc::new(Shared { config, inner: Mutex::new(inner) }) }
     }
@@ -298,14 +332,11 @@ impl Breaker {
     ///
     /// [`Open`] when the breaker is open or its half-open probe is taken.
     pub fn try_acquire(&self, now: Instant) -> Result<Permit, Open> {
-        let timeout = self.shared.config.open_timeout;
         let mut inner = self.shared.lock();
-        inner.refresh(now, timeout);
+        inner.refresh(now);
         match inner.phase {
             Phase::Closed => Ok(Permit { generation: inner.generation, probe: None }),
-            Phase::Open { since } => {
-                Err(Open { retry_in: timeout.saturating_sub(now.saturating_duration_since(since)) })
-            }
+            Phase::Open { .. } => Err(Open { retry_in: inner.remaining_open(now).unwrap_or_default() }),
             Phase::HalfOpen if inner.probe_in_flight => Err(Open { retry_in: PROBE_BUSY_RETRY }),
             Phase::HalfOpen => {
                 inner.probe_in_flight = true;
@@ -336,7 +367,7 @@ impl Breaker {
             (Phase::Closed, Outcome::Failure) => {
                 inner.consecutive_failures = inner.consecutive_failures.saturating_add(1);
                 if inner.consecutive_failures >= config.failure_threshold {
-                    inner.trip(now);
+                    inner.trip(now, &config);
                 }
             }
             (Phase::HalfOpen, Outcome::Success) => {
@@ -346,7 +377,7 @@ impl Breaker {
                     inner.enter(Phase::Closed);
                 }
             }
-            (Phase::HalfOpen, Outcome::Failure) => inner.trip(now),
+            (Phase::HalfOpen, Outcome::Failure) => inner.trip(now, &config),
             // No permit is issued while open, and every phase change bumps the
             // generation, so a current-generation permit never lands here.
             (Phase::Open { .. }, _) => {}
@@ -357,7 +388,7 @@ impl Breaker {
     /// side effect is the lazy open → half-open transition.
     pub fn is_available(&self, now: Instant) -> bool {
         let mut inner = self.shared.lock();
-        inner.refresh(now, self.shared.config.open_timeout);
+        inner.refresh(now);
         match inner.phase {
             Phase::Closed => true,
             Phase::Open { .. } => false,
@@ -367,9 +398,8 @@ impl Breaker {
 
     /// The current state (after the lazy open → half-open transition).
     pub fn snapshot(&self, now: Instant) -> BreakerSnapshot {
-        let timeout = self.shared.config.open_timeout;
         let mut inner = self.shared.lock();
-        inner.refresh(now, timeout);
+        inner.refresh(now);
         BreakerSnapshot {
             state: match inner.phase {
                 Phase::Closed => BreakerState::Closed,
@@ -378,7 +408,7 @@ impl Breaker {
             },
             consecutive_failures: inner.consecutive_failures,
             half_open_successes: inner.half_open_successes,
-            opened_for_ms_remaining: inner.remaining_open(now, timeout).map(ceil_millis),
+            opened_for_ms_remaining: inner.remaining_open(now).map(ceil_millis),
             probe_in_flight: inner.probe_in_flight,
             trips: inner.trips,
         }
@@ -404,8 +434,13 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(30);
 
+    /// Fixed 30 s open periods (no growth), so the phase tests read simply.
+    fn fixed() -> BreakerConfig {
+        BreakerConfig { open_timeout: TIMEOUT, max_open_timeout: TIMEOUT, ..BreakerConfig::default() }
+    }
+
     fn breaker() -> Breaker {
-        Breaker::new(BreakerConfig::default())
+        Breaker::new(fixed())
     }
 
     fn fail(b: &Breaker, now: Instant) {
@@ -430,7 +465,10 @@ mod tests {
     #[test]
     fn defaults() {
         let c = BreakerConfig::default();
-        assert_eq!((c.failure_threshold, c.success_threshold, c.open_timeout), (3, 2, TIMEOUT));
+        assert_eq!(
+            (c.failure_threshold, c.success_threshold, c.open_timeout, c.max_open_timeout),
+            (3, 2, Duration::from_secs(5), Duration::from_secs(60))
+        );
     }
 
     #[test]
@@ -546,7 +584,7 @@ mod tests {
     }
 
     #[test]
-    fn probe_failure_reopens_with_a_fresh_timeout() {
+    fn probe_failure_reopens_for_the_next_period() {
         let t0 = Instant::now();
         let b = tripped(t0);
         let t1 = t0 + TIMEOUT + Duration::from_secs(5);
@@ -660,7 +698,7 @@ mod tests {
     #[test]
     fn zero_thresholds_are_treated_as_one() {
         let t0 = Instant::now();
-        let b = Breaker::new(BreakerConfig { failure_threshold: 0, success_threshold: 0, open_timeout: TIMEOUT });
+        let b = Breaker::new(BreakerConfig { failure_threshold: 0, success_threshold: 0, ..fixed() });
         fail(&b, t0);
         assert_eq!(b.snapshot(t0).state, BreakerState::Open);
         succeed(&b, t0 + TIMEOUT);
@@ -704,8 +742,57 @@ mod tests {
         .unwrap();
         assert_eq!(
             c,
-            BreakerConfig { failure_threshold: 5, success_threshold: 4, open_timeout: Duration::from_millis(1500) }
+            BreakerConfig {
+                failure_threshold: 5,
+                success_threshold: 4,
+                open_timeout: Duration::from_millis(1500),
+                ..BreakerConfig::default()
+            }
         );
+        let c = BreakerConfig::from_env(env(&[("CB_MAX_TIMEOUT_MS", "9000")])).unwrap();
+        assert_eq!(c.max_open_timeout, Duration::from_millis(9000));
+    }
+
+    /// A failed probe doubles the open period, up to the maximum; closing
+    /// starts over at the first period.
+    #[test]
+    fn open_periods_grow_on_failed_probes_up_to_the_maximum_and_reset_on_close() {
+        let first = Duration::from_secs(5);
+        let config = BreakerConfig {
+            failure_threshold: 1,
+            success_threshold: 1,
+            open_timeout: first,
+            max_open_timeout: Duration::from_secs(18),
+        };
+        let b = Breaker::new(config);
+        let mut t = Instant::now();
+        fail(&b, t);
+        let mut periods = Vec::new();
+        for _ in 0..4 {
+            let remaining = b.snapshot(t).opened_for_ms_remaining.expect("open");
+            periods.push(remaining);
+            t += Duration::from_millis(remaining);
+            // The single probe fails: open again, for longer.
+            fail(&b, t);
+        }
+        assert_eq!(periods, [5_000, 10_000, 18_000, 18_000]);
+        let remaining = b.snapshot(t).opened_for_ms_remaining.expect("open");
+        t += Duration::from_millis(remaining);
+        succeed(&b, t);
+        assert_eq!(b.snapshot(t).state, BreakerState::Closed);
+        fail(&b, t);
+        assert_eq!(b.snapshot(t).opened_for_ms_remaining, Some(5_000));
+    }
+
+    #[test]
+    fn a_maximum_shorter_than_the_first_period_is_raised_to_it() {
+        let b = Breaker::new(BreakerConfig {
+            failure_threshold: 1,
+            open_timeout: Duration::from_secs(60),
+            max_open_timeout: Duration::from_secs(1),
+            ..BreakerConfig::default()
+        });
+        assert_eq!(b.config().max_open_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -728,6 +815,7 @@ mod tests {
             ("CB_SUCCESS_THRESHOLD", "1.5"),
             ("CB_TIMEOUT_MS", "0"),
             ("CB_TIMEOUT_MS", "30s"),
+            ("CB_MAX_TIMEOUT_MS", "0"),
         ];
         for (var, value) in cases {
             let err = BreakerConfig::from_env(env(&[(var, value)])).unwrap_err();
@@ -738,7 +826,10 @@ mod tests {
     }
 
     fn var_name(var: &str) -> &'static str {
-        [ENV_FAILURE_THRESHOLD, ENV_SUCCESS_THRESHOLD, ENV_TIMEOUT_MS].into_iter().find(|v| *v == var).unwrap()
+        [ENV_FAILURE_THRESHOLD, ENV_SUCCESS_THRESHOLD, ENV_TIMEOUT_MS, ENV_MAX_TIMEOUT_MS]
+            .into_iter()
+            .find(|v| *v == var)
+            .unwrap()
     }
 
     #[test]
