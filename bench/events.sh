@@ -4,7 +4,7 @@
 #     bench/events.sh
 #
 # One gateway (groq adapter, limits lifted, cache off) in front of the
-# release mock upstream. The same load (oha, 16 connections, 10 s, POST chat
+# dist-profile mock upstream. The same load (oha, 16 connections, 10 s, POST chat
 # completions) runs in alternating rounds without and with a `/v1/events`
 # subscriber (curl -N, as a dashboard would be: it receives one `request`
 # event per answered request). Reports req/s of each phase, the ratio
@@ -36,9 +36,9 @@ source "$ROOT/bench/lib.sh"
 bench_traps
 
 build_all() {
-    build_release freellm-provider-groq
-    GATEWAY_BIN=$ROOT/target/release/freellm
-    MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
+    build_dist freellm-provider-groq
+    GATEWAY_BIN=$ROOT/target/dist/freellm
+    MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
     GROQ_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm
     require_files "$GATEWAY_BIN" "$MOCK_BIN" "$GROQ_WASM"
 }

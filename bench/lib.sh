@@ -112,15 +112,16 @@ ensure_tools() {
     command -v oha >/dev/null || die "oha is not on PATH after cargo install"
 }
 
-# Builds, unless BENCH_SKIP_BUILD=1, the gateway and the mock (release) and
+# Builds, unless BENCH_SKIP_BUILD=1, the gateway and the mock (the `dist`
+# profile: fat LTO, one codegen unit, as distributed) and
 # the component crates named (wasm profile, adding the wasm32-wasip2 target
 # when missing).
-build_release() {
+build_dist() {
     if [[ ${BENCH_SKIP_BUILD:-0} == 1 ]]; then
         log "BENCH_SKIP_BUILD=1: reusing existing binaries"
         return 0
     fi
-    log "building the gateway, the mock (release)${*:+ and $*}"
+    log "building the gateway, the mock (dist profile)${*:+ and $*}"
     if (($#)); then
         if ! rustup target list --installed | grep -qx wasm32-wasip2; then
             log "adding the wasm32-wasip2 target"
@@ -132,8 +133,8 @@ build_release() {
         done
         cargo build --profile wasm --target wasm32-wasip2 "${packages[@]}"
     fi
-    cargo build --release -p freellm --bin freellm
-    cargo build --release -p freellm-mock-upstream --bins
+    cargo build --profile dist -p freellm --bin freellm
+    cargo build --profile dist -p freellm-mock-upstream --bins
 }
 
 # Dies unless every file named exists.

@@ -25,9 +25,9 @@ source "$ROOT/bench/lib.sh"
 bench_traps
 
 ensure_tools
-build_release freellm-provider-openai-compatible
-GATEWAY_BIN=$ROOT/target/release/freellm
-MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
+build_dist freellm-provider-openai-compatible
+GATEWAY_BIN=$ROOT/target/dist/freellm
+MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
 COMPONENT=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_openai_compatible.wasm
 require_files "$GATEWAY_BIN" "$MOCK_BIN" "$COMPONENT"
 

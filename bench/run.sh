@@ -50,11 +50,11 @@ bench_traps
 # ---------------------------------------------------------------- tools
 
 build_all() {
-    build_release freellm-provider-groq freellm-provider-ollama freellm-provider-openai-compatible
-    GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/release/freellm}
-    MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
-    COLDSTART_BIN=$ROOT/target/release/freellm-coldstart
-    BARE_BIN=$ROOT/target/release/freellm-bare-proxy
+    build_dist freellm-provider-groq freellm-provider-ollama freellm-provider-openai-compatible
+    GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/dist/freellm}
+    MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
+    COLDSTART_BIN=$ROOT/target/dist/freellm-coldstart
+    BARE_BIN=$ROOT/target/dist/freellm-bare-proxy
     GROQ_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm
     require_files "$GATEWAY_BIN" "$MOCK_BIN" "$COLDSTART_BIN" "$BARE_BIN" "$GROQ_WASM"
 }

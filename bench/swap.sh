@@ -26,14 +26,14 @@ command -v python3 >/dev/null || die "python3 is missing (it times the swaps)"
 
 VARIANTS=$WORK/variants
 mkdir -p "$VARIANTS"
-build_release
+build_dist
 log "building the two swap-test adapter versions"
 cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-swaptest --features v2
 cp target/wasm32-wasip2/wasm/freellm_provider_swaptest.wasm "$VARIANTS/v2.wasm"
 cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-swaptest
 cp target/wasm32-wasip2/wasm/freellm_provider_swaptest.wasm "$VARIANTS/v1.wasm"
-GATEWAY_BIN=$ROOT/target/release/freellm
-MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
+GATEWAY_BIN=$ROOT/target/dist/freellm
+MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
 
 
 MOCK_PORT=$(free_port 18281)
