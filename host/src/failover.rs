@@ -246,6 +246,9 @@ async fn attempt_target(
         }
     };
     let routing = &req.gw.config.routing;
+    // A half-open probe is one attempt: its outcome decides the breaker, and
+    // a retry would only hammer a provider that is likely still down.
+    let retry_budget = if permit.is_probe() { 0 } else { candidate.retries };
     let ctx = adapter.context(req.request_id, &candidate.upstream_model, req.is_stream);
     // Streams report usage only when asked: ask the providers that can, and
     // keep the extra usage chunk from clients that did not ask themselves.
@@ -323,7 +326,7 @@ async fn attempt_target(
                 if req.strict {
                     break TargetOutcome::Stop(error);
                 }
-                if retry_transient(&mut transient_tries, candidate.retries, routing.retry_backoff, deadline).await {
+                if retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await {
                     tried_keys.clear();
                     continue;
                 }
@@ -386,8 +389,7 @@ async fn attempt_target(
                     // A trapping adapter would trap again: no retry on it.
                     let retryable = !matches!(error, ApiError::AdapterFault { .. });
                     if retryable
-                        && retry_transient(&mut transient_tries, candidate.retries, routing.retry_backoff, deadline)
-                            .await
+                        && retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await
                     {
                         continue;
                     }
@@ -483,7 +485,7 @@ async fn attempt_target(
                     breaker_outcome = BreakerOutcome::Failure;
                     break TargetOutcome::Stop(error);
                 }
-                if retry_transient(&mut transient_tries, candidate.retries, routing.retry_backoff, deadline).await {
+                if retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await {
                     tried_keys.clear();
                     continue;
                 }

@@ -142,6 +142,72 @@ async fn a_provider_failing_for_a_while_opens_its_breaker_then_one_probe_closes_
     assert_eq!(status["providers"][0]["circuitBreakerState"], "closed");
 }
 
+/// A flapping provider: the breaker's open period starts short and grows
+/// on a failed probe (one upstream attempt per probe, never retried), and
+/// the provider is back in use within one period of recovering.
+#[tokio::test]
+async fn a_flapping_provider_is_probed_once_per_period_and_back_within_a_period_of_recovering() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let h = healthy.clone();
+    let groq = MockUpstream::start(move |r| {
+        if h.load(Ordering::SeqCst) {
+            Reply::ok(completion(r.json()["model"].as_str().unwrap_or("m"), "back"))
+        } else {
+            Reply::error(503, "over capacity")
+        }
+    })
+    .await;
+    let ollama = MockUpstream::completing().await;
+    let gw = two_providers(
+        &groq,
+        &ollama,
+        "k1",
+        &[
+            ("ROUTE_TRANSIENT_RETRIES", "1"),
+            ("ROUTE_RETRY_BACKOFF_MS", "1"),
+            ("CB_FAILURE_THRESHOLD", "2"),
+            ("CB_SUCCESS_THRESHOLD", "1"),
+            ("CB_TIMEOUT_MS", "300"),
+            ("CB_MAX_TIMEOUT_MS", "5000"),
+        ],
+    )
+    .await;
+    let model = "groq/llama-3.3-70b-versatile";
+    let breaker = |status: &Value| status["providers"][0]["circuitBreaker"].clone();
+    // Two requests, each retried once on the target: two breaker failures
+    // open it for 300 ms.
+    for _ in 0..2 {
+        assert_eq!(gw.chat(chat_body(model)).await.status(), 502);
+    }
+    assert_eq!(groq.requests().len(), 4);
+    let status: Value = gw.get("/v1/status").await.json().await.unwrap();
+    let remaining = breaker(&status)["opened_for_ms_remaining"].as_u64().expect("open");
+    assert!(remaining <= 300, "{status}");
+
+    // The probe fails: a single upstream attempt, and the next period is longer.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(gw.chat(chat_body(model)).await.status(), 502);
+    assert_eq!(groq.requests().len(), 5, "a half-open probe is one attempt, never retried");
+    let status: Value = gw.get("/v1/status").await.json().await.unwrap();
+    let remaining = breaker(&status)["opened_for_ms_remaining"].as_u64().expect("open again");
+    assert!(remaining > 300 && remaining <= 600, "the second period doubles: {status}");
+
+    // Recovered: back in use within that period.
+    healthy.store(true, Ordering::SeqCst);
+    let recovered = Instant::now();
+    loop {
+        let r = gw.chat(chat_body(model)).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert!(recovered.elapsed() < Duration::from_millis(1500), "not back in use: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered.elapsed() < Duration::from_millis(900), "took {:?}", recovered.elapsed());
+    let status: Value = gw.get("/v1/status").await.json().await.unwrap();
+    assert_eq!(status["providers"][0]["circuitBreakerState"], "closed", "{status}");
+}
+
 #[tokio::test]
 async fn a_slow_first_token_fails_over_before_anything_is_sent() {
     let groq = MockUpstream::start(|_| Reply::Stream {
@@ -401,6 +467,11 @@ async fn the_strategy_switches_at_runtime() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // As the reference: the PATCH answers with the full status object.
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["routingStrategy"], "round_robin");
+    assert!(answer["providers"].as_array().is_some_and(|p| !p.is_empty()), "{answer}");
+    assert!(answer["recentRequests"].is_array() && answer["usage"].is_object(), "{answer}");
     let mut seen = Vec::new();
     for _ in 0..4 {
         seen.push(gw.chat(chat_body("free-fast")).await.headers()["x-freellm-provider"].to_str().unwrap().to_owned());
@@ -415,6 +486,14 @@ async fn the_strategy_switches_at_runtime() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // As the reference: a reset answers with that provider's status object, without `privacy`.
+    let r = gw.http.post(format!("{}/v1/status/providers/groq/reset", gw.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["id"], "groq");
+    assert_eq!(answer["circuitBreakerState"], "closed");
+    assert!(answer["keys"].is_array() && answer["totalRequests"].is_u64(), "{answer}");
+    assert!(answer.get("privacy").is_none(), "{answer}");
     let r = gw.http.post(format!("{}/v1/status/providers/nope/reset", gw.url)).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
