@@ -1,7 +1,9 @@
 //! `GET /v1/status` (the reference's field names: providers, keys, breakers,
-//! usage, recent requests), `PATCH /v1/status/routing` (switch strategy) and
+//! usage, recent requests), `PATCH /v1/status/routing` (switch strategy;
+//! answers the full status object, as the reference does) and
 //! `POST /v1/status/providers/{id}/reset` (close the breaker, clear key
-//! cooldowns and invalid marks).
+//! cooldowns and invalid marks; answers that provider's status object
+//! without `privacy`, as the reference does).
 
 use std::time::{Instant, SystemTime};
 
@@ -185,7 +187,7 @@ pub async fn set_routing(State(gw): State<SharedGateway>, body: Bytes) -> Result
     gw.strategy.set(strategy);
     gw.events.publish(Event::Routing { strategy: strategy.as_str().to_owned() });
     tracing::info!(strategy = strategy.as_str(), "routing strategy changed");
-    Ok(Json(json!({ "routingStrategy": strategy.as_str() })))
+    Ok(Json(status_json(&gw)))
 }
 
 /// `POST /v1/status/providers/{id}/reset`.
@@ -196,5 +198,9 @@ pub async fn reset_provider(State(gw): State<SharedGateway>, Path(id): Path<Stri
     provider.keys.reset();
     gw.events.publish_breaker(&id, crate::breaker::BreakerState::Closed);
     tracing::info!(provider = %id, "provider reset by admin");
-    Ok(Json(json!({ "ok": true, "provider": id, "circuitBreakerState": "closed" })))
+    let mut answer = provider_json(provider, Instant::now(), unix_ms(SystemTime::now()));
+    if let Some(object) = answer.as_object_mut() {
+        object.remove("privacy");
+    }
+    Ok(Json(answer))
 }
