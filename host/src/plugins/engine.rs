@@ -32,6 +32,8 @@ pub struct PluginEngine {
     /// Idle instances kept warm per adapter version: one per core, since a
     /// call never waits on I/O and so at most one runs per worker thread.
     pub(crate) warm_per_adapter: usize,
+    /// Compilations under way, so slots sharing a component compile it once.
+    pub(crate) compiling: super::loader::InFlight,
 }
 
 impl PluginEngine {
@@ -68,7 +70,7 @@ impl PluginEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wit_host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         let warm_per_adapter = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
-        Ok(Arc::new(Self { engine, linker, warm_per_adapter }))
+        Ok(Arc::new(Self { engine, linker, warm_per_adapter, compiling: Default::default() }))
     }
 
     /// Converts a CPU budget to epoch ticks (at least two, so a deadline set

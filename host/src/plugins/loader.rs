@@ -7,9 +7,18 @@
 //! The name says exactly which bytes and which engine configuration produced
 //! it, so a file is never overwritten in place (deserialization mmaps it) and
 //! a restart with unchanged components compiles nothing.
+//!
+//! Slots that share one component file (an OpenAI-compatible adapter serving
+//! eighteen providers, say) load it in parallel at start-up: [`InFlight`]
+//! makes the first compile it while the others wait for that result, so each
+//! distinct component is compiled once.
 
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
@@ -36,6 +45,55 @@ pub enum LoadError {
     /// `configure` failed or trapped.
     #[error("configure: {0}")]
     Configure(String),
+}
+
+impl LoadError {
+    /// The same error for another waiter on one compilation (`io::Error` is
+    /// not `Clone`; its kind and message are kept).
+    fn duplicate(&self) -> Self {
+        match self {
+            Self::Read { path, source } => {
+                Self::Read { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+            }
+            Self::Compile(m) => Self::Compile(m.clone()),
+            Self::ForbiddenImport(m) => Self::ForbiddenImport(m.clone()),
+            Self::Contract(m) => Self::Contract(m.clone()),
+            Self::Configure(m) => Self::Configure(m.clone()),
+        }
+    }
+}
+
+/// One compilation's result, shared by everyone who asked for it meanwhile.
+type Slot<T> = Arc<Mutex<Option<Result<T, LoadError>>>>;
+
+/// Compilations in progress, by content hash. It holds only loads under way:
+/// a later load of the same bytes (a reload, an upload) goes through the disk
+/// cache again, so no compiled code is kept alive here.
+pub struct InFlight<T = Compiled>(Mutex<HashMap<String, Slot<T>>>);
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<T: Clone> InFlight<T> {
+    /// Runs `work` for `hash` unless a load of the same hash is under way, in
+    /// which case it waits for that one's result.
+    fn run(&self, hash: &str, work: impl FnOnce() -> Result<T, LoadError>) -> Result<T, LoadError> {
+        let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(hash.to_owned()).or_default().clone();
+        let mut result = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = result.get_or_insert_with(|| {
+            let outcome = work();
+            // Waiters already hold the slot; newcomers start afresh.
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(hash);
+            outcome
+        });
+        match result {
+            Ok(value) => Ok(value.clone()),
+            Err(e) => Err(e.duplicate()),
+        }
+    }
 }
 
 /// A compiled, policy-checked, type-checked component, ready to instantiate.
@@ -70,14 +128,18 @@ pub fn load_file(engine: &PluginEngine, path: &Path, cache_dir: &Path) -> Result
     compile(engine, &bytes, cache_dir)
 }
 
-/// Compiles (or loads from cache), checks and pre-instantiates a component.
+/// Compiles (or loads from cache), checks and pre-instantiates a component;
+/// concurrent loads of the same bytes share one compilation.
 pub fn compile(engine: &PluginEngine, bytes: &[u8], cache_dir: &Path) -> Result<Compiled, LoadError> {
     let hash = hex::encode(Sha256::digest(bytes));
-    let component = cached_compile(engine, bytes, &hash, cache_dir)?;
-    check_imports(engine, &component)?;
-    let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
-    let pre = ProviderPre::new(instance_pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
-    Ok(Compiled { pre, hash })
+    engine.compiling.run(&hash, || {
+        let component = cached_compile(engine, bytes, &hash, cache_dir)?;
+        check_imports(engine, &component)?;
+        let instance_pre =
+            engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        let pre = ProviderPre::new(instance_pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        Ok(Compiled { pre, hash: hash.clone() })
+    })
 }
 
 fn cached_compile(engine: &PluginEngine, bytes: &[u8], hash: &str, cache_dir: &Path) -> Result<Component, LoadError> {
@@ -98,7 +160,9 @@ fn cached_compile(engine: &PluginEngine, bytes: &[u8], hash: &str, cache_dir: &P
         // Precompiled bytes from outside the cache are never trusted.
         return Err(LoadError::Compile("precompiled .cwasm files are not accepted; give the .wasm component".into()));
     }
+    let started = Instant::now();
     let component = Component::from_binary(&engine.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    tracing::info!(hash = %hash, ms = started.elapsed().as_millis() as u64, "component compiled");
     store_in_cache(&component, &path);
     Ok(component)
 }
@@ -116,7 +180,10 @@ fn store_in_cache(component: &Component, path: &Path) {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // Unique per write: two processes sharing the cache directory, or
+        // two loads in one, never write the same temporary file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let tmp = path.with_extension(format!("tmp{}-{}", std::process::id(), WRITES.fetch_add(1, Ordering::Relaxed)));
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, path)
     };
@@ -133,4 +200,48 @@ fn check_imports(engine: &PluginEngine, component: &Component) -> Result<(), Loa
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn concurrent_loads_of_one_hash_run_the_work_once_and_share_its_result() {
+        let in_flight = InFlight::<u32>::default();
+        let runs = AtomicUsize::new(0);
+        let start = Barrier::new(8);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        in_flight.run("h", || {
+                            runs.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(50));
+                            Ok(7)
+                        })
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("no panic")).collect()
+        });
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(results.iter().all(|r| matches!(r, Ok(7))));
+        assert!(in_flight.0.lock().unwrap().is_empty(), "nothing is kept after the load");
+    }
+
+    #[test]
+    fn waiters_get_the_same_error_and_a_later_load_tries_again() {
+        let in_flight = InFlight::<u32>::default();
+        let err = in_flight.run("h", || Err(LoadError::ForbiddenImport("wasi:sockets/tcp".into())));
+        assert!(matches!(err, Err(LoadError::ForbiddenImport(name)) if name == "wasi:sockets/tcp"));
+        assert!(matches!(in_flight.run("h", || Ok(1)), Ok(1)));
+        let read = LoadError::Read { path: "a.wasm".into(), source: std::io::ErrorKind::NotFound.into() };
+        assert_eq!(read.duplicate().to_string(), read.to_string());
+    }
 }
