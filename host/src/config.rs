@@ -154,6 +154,17 @@ pub struct UpstreamConfig {
     pub stream_idle_timeout: Option<Duration>,
     /// Whole routing budget of one request (`ROUTE_TIMEOUT_MS`, 60 s).
     pub route_timeout: Duration,
+    // Stream bounds: what one upstream stream may cost in memory and time.
+    /// Largest single stream event, or unfinished line
+    /// (`STREAM_MAX_EVENT_BYTES`, 1 MiB).
+    pub stream_max_event_bytes: usize,
+    /// Most bytes read from one upstream stream (`STREAM_MAX_BYTES`, 64 MiB).
+    pub stream_max_bytes: u64,
+    /// Longest a client stream may last (`STREAM_MAX_DURATION_MS`, 30 min).
+    pub stream_max_duration: Duration,
+    /// Most answer text kept to resume a cut stream elsewhere
+    /// (`STREAM_CONTINUATION_MAX_BYTES`, 256 KiB; 0 = never resume).
+    pub stream_continuation_max_bytes: usize,
 }
 
 /// One `[providers.<id>]` table.
@@ -248,6 +259,10 @@ struct FileUpstream {
     stream_stall_timeout_ms: Option<u64>,
     stream_idle_timeout_ms: Option<u64>,
     route_timeout_ms: Option<u64>,
+    stream_max_event_bytes: Option<usize>,
+    stream_max_bytes: Option<u64>,
+    stream_max_duration_ms: Option<u64>,
+    stream_continuation_max_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +377,19 @@ impl Config {
             }
             Ok(Duration::from_millis(v))
         };
+        // Sizes (bytes) read like `ms`; a zero bound would refuse every stream.
+        let size = |name: &str, file_value: Option<usize>, default: usize| -> Result<usize, ConfigError> {
+            match get(name) {
+                Some(v) => parse_num(name, v),
+                None => Ok(file_value.unwrap_or(default)),
+            }
+        };
+        fn nonzero<T: Default + PartialEq>(name: &str, v: T) -> Result<T, ConfigError> {
+            if v == T::default() {
+                return Err(ConfigError::Invalid { name: name.into(), message: "must be > 0".into() });
+            }
+            Ok(v)
+        }
         let upstream = UpstreamConfig {
             connect_timeout: positive(
                 "UPSTREAM_CONNECT_TIMEOUT_MS",
@@ -380,6 +408,20 @@ impl Config {
                 v => Some(Duration::from_millis(v)),
             },
             route_timeout: positive("ROUTE_TIMEOUT_MS", ms("ROUTE_TIMEOUT_MS", u.route_timeout_ms, 60_000)?)?,
+            stream_max_event_bytes: nonzero(
+                "STREAM_MAX_EVENT_BYTES",
+                size("STREAM_MAX_EVENT_BYTES", u.stream_max_event_bytes, crate::sse::DEFAULT_MAX_EVENT_BYTES)?,
+            )?,
+            stream_max_bytes: nonzero("STREAM_MAX_BYTES", ms("STREAM_MAX_BYTES", u.stream_max_bytes, 64 << 20)?)?,
+            stream_max_duration: positive(
+                "STREAM_MAX_DURATION_MS",
+                ms("STREAM_MAX_DURATION_MS", u.stream_max_duration_ms, 30 * 60_000)?,
+            )?,
+            stream_continuation_max_bytes: size(
+                "STREAM_CONTINUATION_MAX_BYTES",
+                u.stream_continuation_max_bytes,
+                256 << 10,
+            )?,
         };
 
         let mut providers = Vec::with_capacity(file.providers.len());
@@ -698,6 +740,35 @@ mod tests {
         assert!(e.to_string().contains("colour"), "{e}");
         let e = load("[providers.Bad]\ncomponent='a'\n", &[]).unwrap_err();
         assert!(e.to_string().contains("providers.Bad"), "{e}");
+    }
+
+    #[test]
+    fn stream_bounds_have_defaults_file_values_and_env_overrides() {
+        let d = load(TWO, &[]).unwrap().upstream;
+        assert_eq!(d.stream_max_event_bytes, 1 << 20);
+        assert_eq!(d.stream_max_bytes, 64 << 20);
+        assert_eq!(d.stream_max_duration, Duration::from_secs(1800));
+        assert_eq!(d.stream_continuation_max_bytes, 256 << 10);
+        let text = format!(
+            "[upstream]\nstream_max_event_bytes = 4096\nstream_max_bytes = 100000\n\
+             stream_max_duration_ms = 5000\nstream_continuation_max_bytes = 0\n{TWO}"
+        );
+        let f = load(&text, &[]).unwrap().upstream;
+        assert_eq!(
+            (f.stream_max_event_bytes, f.stream_max_bytes, f.stream_max_duration, f.stream_continuation_max_bytes),
+            (4096, 100_000, Duration::from_secs(5), 0)
+        );
+        let e = load(&text, &[("STREAM_MAX_BYTES", "7"), ("STREAM_MAX_EVENT_BYTES", "9")]).unwrap().upstream;
+        assert_eq!((e.stream_max_bytes, e.stream_max_event_bytes), (7, 9));
+        for (name, bad) in [
+            ("STREAM_MAX_EVENT_BYTES", "0"),
+            ("STREAM_MAX_BYTES", "0"),
+            ("STREAM_MAX_DURATION_MS", "0"),
+            ("STREAM_MAX_BYTES", "lots"),
+        ] {
+            let e = load(TWO, &[(name, bad)]).unwrap_err();
+            assert!(e.to_string().contains(name), "{e}");
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::breaker::Outcome as BreakerOutcome;
+use crate::breaker::{Outcome as BreakerOutcome, Permit};
 use crate::error::ApiError;
 use crate::keys::{DEFAULT_COOLDOWN, clamp_cooldown};
 use crate::plugins::types::{CallContext, Failure, FailureKind, FinishReason, ResponseHead, Usage};
@@ -245,6 +245,14 @@ async fn attempt_target(
             return TargetOutcome::Next(None);
         }
     };
+    // A committed stream takes this along and records its verdict when it
+    // ends; otherwise it is recorded below, once the attempt is decided.
+    let verdict = std::sync::Mutex::new(Some(AttemptVerdict {
+        gw: req.gw.clone(),
+        provider: provider.clone(),
+        permit,
+        on_canary,
+    }));
     let routing = &req.gw.config.routing;
     // A half-open probe is one attempt: its outcome decides the breaker, and
     // a retry would only hammer a provider that is likely still down.
@@ -352,6 +360,7 @@ async fn attempt_target(
                     hide_usage_chunks,
                     continuation: stream::Continuation::new(req.gw.clone(), req.request.clone(), all.to_vec()),
                     ticket: &req.ticket,
+                    verdict: &verdict,
                 };
                 // The stream settles its own reservations when it ends.
                 stream::start(start).await.map(|response| AnsweredTarget {
@@ -377,7 +386,11 @@ async fn attempt_target(
                             u64::from(u.completion_tokens),
                         );
                     }
-                    provider.stats.success();
+                    // A committed stream counts its success or failure
+                    // when it ends (with the verdict it took along).
+                    if !req.is_stream {
+                        provider.stats.success();
+                    }
                     breaker_outcome = BreakerOutcome::Success;
                     break TargetOutcome::Answered(Box::new(a));
                 }
@@ -502,22 +515,50 @@ async fn attempt_target(
             break TargetOutcome::Stop(memory.last_error.take().unwrap_or_else(|| provider_error(provider, &failure)));
         }
     };
-    let was_probe = permit.is_probe();
-    // A canary's failures are judged by the canary (rolled back), not held
-    // against the provider's breaker, which protects the current version.
-    let health =
-        if on_canary && breaker_outcome == BreakerOutcome::Failure { BreakerOutcome::Neutral } else { breaker_outcome };
-    provider.breaker.record(permit, health, Instant::now());
-    publish_breaker_change(req, provider, was_probe, health);
-    if let Some(canary) = &provider.canary {
-        let failed = matches!(breaker_outcome, BreakerOutcome::Failure);
-        let counted = !matches!(breaker_outcome, BreakerOutcome::Neutral);
-        if counted && let Some(verdict) = canary.record(on_canary, failed) {
-            let (gw, id, canary) = (req.gw.clone(), provider.id.to_string(), canary.clone());
-            tokio::spawn(async move { gw.plugins.conclude_canary(&gw, &id, &canary, verdict).await });
-        }
+    if let Some(verdict) = verdict.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        verdict.record(breaker_outcome);
     }
     result
+}
+
+/// The breaker permit of one attempt and what its verdict feeds (breaker,
+/// events, canary). Recorded once the attempt is decided: at once for an
+/// answer or a refusal, at its end for a committed stream, which can still
+/// fail after its first chunk.
+pub struct AttemptVerdict {
+    gw: SharedGateway,
+    provider: Arc<ProviderEntry>,
+    permit: Permit,
+    on_canary: bool,
+}
+
+impl AttemptVerdict {
+    /// A verdict for an attempt outside [`route`]'s loop (a stream resumed on
+    /// another provider), when that provider's breaker admits it.
+    pub fn acquire(gw: &SharedGateway, provider: &Arc<ProviderEntry>, now: Instant) -> Option<Self> {
+        let permit = provider.breaker.try_acquire(now).ok()?;
+        Some(Self { gw: gw.clone(), provider: provider.clone(), permit, on_canary: false })
+    }
+
+    /// Feeds the outcome to the provider's breaker (publishing a state
+    /// change) and, for a provider with a canary, to the canary's judgement.
+    pub fn record(self, outcome: BreakerOutcome) {
+        let Self { gw, provider, permit, on_canary } = self;
+        let was_probe = permit.is_probe();
+        // A canary's failures are judged by the canary (rolled back), not held
+        // against the provider's breaker, which protects the current version.
+        let health = if on_canary && outcome == BreakerOutcome::Failure { BreakerOutcome::Neutral } else { outcome };
+        provider.breaker.record(permit, health, Instant::now());
+        publish_breaker_change(&gw, &provider, was_probe, health);
+        if let Some(canary) = &provider.canary {
+            let failed = matches!(outcome, BreakerOutcome::Failure);
+            let counted = !matches!(outcome, BreakerOutcome::Neutral);
+            if counted && let Some(verdict) = canary.record(on_canary, failed) {
+                let (gw, id, canary) = (gw.clone(), provider.id.to_string(), canary.clone());
+                tokio::spawn(async move { gw.plugins.conclude_canary(&gw, &id, &canary, verdict).await });
+            }
+        }
+    }
 }
 
 /// Counts an upstream wait for the provider's latency histogram and the
@@ -530,15 +571,15 @@ fn observe_upstream(req: &RouteRequest<'_>, provider: &ProviderEntry, elapsed: D
 /// Publishes the breaker's new state when `record` moved it. A permit is
 /// only issued closed (or half-open for the probe), so the state before is
 /// known without a lock, and a success while closed never moves it.
-fn publish_breaker_change(req: &RouteRequest<'_>, provider: &ProviderEntry, was_probe: bool, outcome: BreakerOutcome) {
+fn publish_breaker_change(gw: &SharedGateway, provider: &ProviderEntry, was_probe: bool, outcome: BreakerOutcome) {
     use crate::breaker::BreakerState;
-    if !(was_probe || outcome == BreakerOutcome::Failure) || !req.gw.events.has_subscribers() {
+    if !(was_probe || outcome == BreakerOutcome::Failure) || !gw.events.has_subscribers() {
         return;
     }
     let before = if was_probe { BreakerState::HalfOpen } else { BreakerState::Closed };
     let after = provider.breaker.snapshot(Instant::now()).state;
     if after != before {
-        req.gw.events.publish_breaker(&provider.id, after);
+        gw.events.publish_breaker(&provider.id, after);
     }
 }
 

@@ -9,12 +9,14 @@
 
 use crate::plugins::types::{StreamEvent, StreamFraming};
 
-/// Longest unfinished line kept before the stream is declared malformed.
-pub const MAX_LINE_BYTES: usize = 4 << 20;
+/// The default of [`Framer::new`]'s event bound (`STREAM_MAX_EVENT_BYTES`).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
 
-/// An incremental event framer.
+/// An incremental event framer whose memory is bounded: an unfinished line
+/// plus the `data:` of the event being built never exceed `max_event_bytes`.
 pub struct Framer {
     framing: StreamFraming,
+    max_event_bytes: usize,
     buf: Vec<u8>,
     /// A CR ended the last piece; an LF opening the next one belongs to it.
     pending_cr: bool,
@@ -23,19 +25,34 @@ pub struct Framer {
     event: Option<String>,
 }
 
-/// The upstream sent a line longer than [`MAX_LINE_BYTES`].
-#[derive(Debug, thiserror::Error)]
-#[error("upstream stream line exceeds {MAX_LINE_BYTES} bytes")]
-pub struct LineTooLong;
+/// The upstream sent an event (or a line) larger than the framer's bound:
+/// without a bound, `data:` lines that never meet a blank line grow one
+/// event without end.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("an upstream stream event exceeds {limit} bytes")]
+pub struct EventTooLarge {
+    /// The bound that was passed.
+    pub limit: usize,
+}
 
 impl Framer {
-    /// A framer for the given framing.
-    pub fn new(framing: StreamFraming) -> Self {
-        Self { framing, buf: Vec::new(), pending_cr: false, data: String::new(), has_data: false, event: None }
+    /// A framer for the given framing that refuses events larger than
+    /// `max_event_bytes`.
+    pub fn new(framing: StreamFraming, max_event_bytes: usize) -> Self {
+        Self {
+            framing,
+            max_event_bytes,
+            buf: Vec::new(),
+            pending_cr: false,
+            data: String::new(),
+            has_data: false,
+            event: None,
+        }
     }
 
-    /// Feeds bytes; appends every completed event to `out`.
-    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), LineTooLong> {
+    /// Feeds bytes; appends every completed event to `out`. After an error
+    /// the framer is spent: the stream must be given up.
+    pub fn push(&mut self, mut bytes: &[u8], out: &mut Vec<StreamEvent>) -> Result<(), EventTooLarge> {
         if self.pending_cr && bytes.first() == Some(&b'\n') {
             bytes = &bytes[1..];
         }
@@ -51,6 +68,9 @@ impl Framer {
                 self.buf = line;
                 self.buf.clear();
             }
+            // Checked per line, so one large network read cannot build an
+            // oversized event before the check.
+            self.check()?;
             bytes = &bytes[pos + 1..];
             if end_cr {
                 match bytes.first() {
@@ -60,10 +80,10 @@ impl Framer {
                 }
             }
         }
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() > MAX_LINE_BYTES {
-            return Err(LineTooLong);
+        if self.buf.len().saturating_add(bytes.len()).saturating_add(self.data.len()) > self.max_event_bytes {
+            return Err(self.spent());
         }
+        self.buf.extend_from_slice(bytes);
         Ok(())
     }
 
@@ -74,6 +94,27 @@ impl Framer {
             self.line(&line, out);
         }
         self.dispatch(out);
+    }
+
+    /// Bytes held for the event being built (for tests and bounds).
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.data.len()
+    }
+
+    fn check(&mut self) -> Result<(), EventTooLarge> {
+        if self.buf.len() + self.data.len() > self.max_event_bytes {
+            return Err(self.spent());
+        }
+        Ok(())
+    }
+
+    /// Frees what was held: an oversized event is refused, not kept.
+    fn spent(&mut self) -> EventTooLarge {
+        self.buf = Vec::new();
+        self.data = String::new();
+        self.has_data = false;
+        self.event = None;
+        EventTooLarge { limit: self.max_event_bytes }
     }
 
     fn line(&mut self, line: &[u8], out: &mut Vec<StreamEvent>) {
@@ -131,7 +172,7 @@ mod tests {
     use super::*;
 
     fn frame(pieces: &[&[u8]]) -> Vec<(Option<String>, String)> {
-        let mut f = Framer::new(StreamFraming::Sse);
+        let mut f = Framer::new(StreamFraming::Sse, DEFAULT_MAX_EVENT_BYTES);
         let mut out = Vec::new();
         for p in pieces {
             f.push(p, &mut out).unwrap();
@@ -177,7 +218,7 @@ mod tests {
 
     #[test]
     fn ndjson_lines_are_events() {
-        let mut f = Framer::new(StreamFraming::Ndjson);
+        let mut f = Framer::new(StreamFraming::Ndjson, DEFAULT_MAX_EVENT_BYTES);
         let mut out = Vec::new();
         f.push(b"{\"a\":1}\r\n\n{\"b\"", &mut out).unwrap();
         f.push(b":2}", &mut out).unwrap();
@@ -186,9 +227,57 @@ mod tests {
     }
 
     #[test]
-    fn an_endless_line_is_refused() {
-        let mut f = Framer::new(StreamFraming::Sse);
-        let big = vec![b'a'; MAX_LINE_BYTES + 1];
+    fn an_endless_line_is_refused_at_the_bound_and_nothing_is_kept() {
+        let mut f = Framer::new(StreamFraming::Sse, 1024);
+        let piece = [b'a'; 100];
+        let mut refused = None;
+        for i in 0..1_000 {
+            if f.push(&piece, &mut Vec::new()).is_err() {
+                refused = Some(i);
+                break;
+            }
+            assert!(f.buffered() <= 1024);
+        }
+        assert_eq!(refused, Some(10), "refused on the piece that crosses 1024 bytes");
+        assert_eq!(f.buffered(), 0, "the refused event is freed");
+    }
+
+    #[test]
+    fn data_lines_without_a_blank_line_are_refused_at_the_bound() {
+        let mut f = Framer::new(StreamFraming::Sse, 1024);
+        let mut out = Vec::new();
+        let mut result = Ok(());
+        for _ in 0..10_000 {
+            result = f.push(b"data: xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n", &mut out);
+            if result.is_err() {
+                break;
+            }
+            assert!(f.buffered() <= 1024, "{}", f.buffered());
+        }
+        assert_eq!(result, Err(EventTooLarge { limit: 1024 }));
+        assert!(out.is_empty(), "no event was ever complete");
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn one_large_read_of_many_lines_is_refused_without_growing_past_the_bound() {
+        let mut f = Framer::new(StreamFraming::Sse, 1024);
+        let big = b"data: 0123456789\n".repeat(1_000);
         assert!(f.push(&big, &mut Vec::new()).is_err());
+        assert_eq!(f.buffered(), 0);
+    }
+
+    #[test]
+    fn events_up_to_the_bound_pass_and_the_bound_is_per_event() {
+        let mut f = Framer::new(StreamFraming::Sse, 64);
+        let mut out = Vec::new();
+        let event = format!("data: {}\n\n", "x".repeat(60));
+        for _ in 0..100 {
+            f.push(event.as_bytes(), &mut out).unwrap();
+        }
+        assert_eq!(out.len(), 100);
+        let mut nd = Framer::new(StreamFraming::Ndjson, 8);
+        assert!(nd.push(b"{\"a\":1}\n{\"b\":2}\n", &mut Vec::new()).is_ok());
+        assert!(nd.push(b"{\"abcdefgh\":1}", &mut Vec::new()).is_err());
     }
 }

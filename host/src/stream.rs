@@ -4,12 +4,24 @@
 //! * **Commit on the first chunk.** [`start`] reads the upstream until the
 //!   normalizer emits its first chunk (within `STREAM_FIRST_TOKEN_TIMEOUT_MS`)
 //!   before answering the client, so a provider that is slow to start, or
-//!   breaks before saying anything, can still be failed over.
+//!   breaks before saying anything, can still be failed over. A 2xx whose
+//!   stream ends (or reports an error) before any chunk, garbage included,
+//!   is a failed attempt like a 5xx.
+//! * **Verdict at the end.** A committed stream is counted a success (status,
+//!   `/metrics`, breaker) only when it finishes properly; one that ends
+//!   without a finish counts as a failure of its provider.
+//! * **Bounds.** One event (`STREAM_MAX_EVENT_BYTES`), the bytes read from
+//!   one upstream stream (`STREAM_MAX_BYTES`), a stream's duration
+//!   (`STREAM_MAX_DURATION_MS`) and the answer text kept for a continuation
+//!   (`STREAM_CONTINUATION_MAX_BYTES`) are capped, so a hostile upstream
+//!   costs bounded memory and time; past a cap the client gets an error
+//!   event.
 //! * **Relay.** A task then forwards chunks through a small channel; a client
 //!   that goes away closes it and the task stops reading upstream. While the
 //!   upstream is silent the client gets `: keep-alive` comments (after
-//!   `STREAM_IDLE_TIMEOUT_MS`, 0 = never); past `STREAM_STALL_TIMEOUT_MS` of
-//!   silence the upstream is given up.
+//!   `STREAM_IDLE_TIMEOUT_MS`, 0 = never) — also while bytes arrive that
+//!   complete no event; past `STREAM_STALL_TIMEOUT_MS` without a byte the
+//!   upstream is given up.
 //! * **Continuation.** If the upstream breaks off (or stalls) after content
 //!   reached the client, the answer is resumed on another candidate that
 //!   accepts an assistant prefill: same messages plus the partial answer,
@@ -32,8 +44,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
+use crate::breaker::Outcome as BreakerOutcome;
 use crate::config::UpstreamConfig;
 use crate::error::ApiError;
+use crate::failover::AttemptVerdict;
 use crate::plugins::types::{CallContext, Capabilities, ResponseHead, StreamEvent, StreamOutput, Usage};
 use crate::plugins::{Adapter, ProviderEntry, StreamSession};
 use crate::quota::Reservation;
@@ -72,6 +86,9 @@ pub struct StreamStart<'t> {
     pub continuation: Continuation,
     /// The caller's virtual-key reservation, taken once the stream commits.
     pub ticket: &'t std::sync::Mutex<Option<Ticket>>,
+    /// The attempt's breaker permit, taken once the stream commits and
+    /// recorded when it ends.
+    pub verdict: &'t std::sync::Mutex<Option<AttemptVerdict>>,
 }
 
 /// Opens the adapter's normalizer and waits for the first chunk, then
@@ -88,39 +105,50 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, ApiError> {
         .open_stream(&s.ctx, &s.head)
         .await
         .map_err(|fault| ApiError::AdapterFault { provider: s.provider.id.to_string(), message: fault.to_string() })?;
-    let mut source = Source::new(session, s.response, &s.adapter, s.provider.clone(), s.key_index, s.reservation);
-    let first_deadline = Instant::now() + s.first_token_timeout;
+    let started = Instant::now();
+    let mut source =
+        Source::new(session, s.response, &s.adapter, s.provider.clone(), s.key_index, s.reservation, &s.timeouts);
+    let first_deadline = started + s.first_token_timeout;
     let mut first = Vec::new();
+    // Nothing is committed until a chunk is: garbage, an empty stream or an
+    // error event before it fail over like any transient failure.
     loop {
-        let stall_at = (Instant::now() + s.timeouts.stream_stall_timeout).min(first_deadline);
-        match source.next(stall_at).await {
+        let stall_at = source.last_data + s.timeouts.stream_stall_timeout;
+        match source.next(stall_at.min(first_deadline)).await {
             Step::Output(out) => {
-                let ready = !out.chunks.is_empty() || out.done;
+                let has_chunk = !out.chunks.is_empty();
+                let done = out.done;
                 first.push(out);
-                if ready {
+                if has_chunk {
                     break;
                 }
+                if done {
+                    return Err(provider_error("the upstream stream ended without a single chunk".into()));
+                }
             }
-            Step::Eof => break,
+            Step::Eof => {
+                return Err(provider_error("the upstream answered 2xx but its stream held no usable chunk".into()));
+            }
             Step::Idle if Instant::now() >= first_deadline => {
                 return Err(provider_error(format!("no first token within {} ms", s.first_token_timeout.as_millis())));
             }
-            Step::Idle if Instant::now() >= stall_at => {
+            Step::Idle if Instant::now() >= source.last_data + s.timeouts.stream_stall_timeout => {
                 return Err(provider_error(format!(
                     "the upstream sent nothing for {:?}",
                     s.timeouts.stream_stall_timeout
                 )));
             }
             Step::Idle => {}
-            Step::Cut { message, .. } if Instant::now() >= first_deadline => {
+            Step::Cut { message, .. } | Step::Limit { message, .. } if Instant::now() >= first_deadline => {
                 return Err(provider_error(format!(
                     "no first token within {} ms ({message})",
                     s.first_token_timeout.as_millis()
                 )));
             }
-            Step::Cut { message, .. } => return Err(provider_error(message)),
+            Step::Cut { message, .. } | Step::Limit { message, .. } => return Err(provider_error(message)),
         }
     }
+    source.verdict = s.verdict.lock().unwrap_or_else(|e| e.into_inner()).take();
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let relay = Relay {
         source,
@@ -128,7 +156,9 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, ApiError> {
         request_id: s.request_id,
         tx,
         continuation: s.continuation,
-        answered_text: String::new(),
+        answered: Prefill::new(s.timeouts.stream_continuation_max_bytes),
+        deadline: started + s.timeouts.stream_max_duration,
+        last_sent: Instant::now(),
         stream_id: None,
         splice: None,
         hide_usage_chunks: s.hide_usage_chunks,
@@ -156,6 +186,8 @@ enum Step {
     Eof,
     /// The upstream broke off, stalled or sent something unusable.
     Cut { code: &'static str, message: String },
+    /// The stream passed one of its caps: it ends here, not resumed.
+    Limit { code: &'static str, message: String },
 }
 
 /// The upstream side of a stream: bytes → events → normalized output.
@@ -171,7 +203,16 @@ struct Source {
     provider: Arc<ProviderEntry>,
     key_index: usize,
     reservation: Option<Reservation>,
+    /// When the last byte arrived (the stall timer measures silence).
     last_data: Instant,
+    /// Bytes read so far, against `max_bytes`.
+    received: u64,
+    max_bytes: u64,
+    /// The breaker permit, recorded when the stream ends (none before it
+    /// commits).
+    verdict: Option<AttemptVerdict>,
+    /// Success or failure was counted for the provider.
+    concluded: bool,
 }
 
 impl Source {
@@ -182,11 +223,12 @@ impl Source {
         provider: Arc<ProviderEntry>,
         key_index: usize,
         reservation: Reservation,
+        limits: &UpstreamConfig,
     ) -> Self {
         Self {
             session,
             response,
-            framer: Framer::new(adapter.info.stream_framing),
+            framer: Framer::new(adapter.info.stream_framing, limits.stream_max_event_bytes),
             events: Vec::new(),
             ended: false,
             finished: false,
@@ -195,6 +237,10 @@ impl Source {
             key_index,
             reservation: Some(reservation),
             last_data: Instant::now(),
+            received: 0,
+            max_bytes: limits.stream_max_bytes,
+            verdict: None,
+            concluded: false,
         }
     }
 
@@ -235,10 +281,25 @@ impl Source {
                 Err(_) => return Step::Idle,
             };
             self.last_data = Instant::now();
+            self.received = self.received.saturating_add(chunk.len() as u64);
+            if self.received > self.max_bytes {
+                self.ended = true;
+                return Step::Limit {
+                    code: "stream_too_large",
+                    message: format!("the upstream stream exceeded {} bytes", self.max_bytes),
+                };
+            }
             if let Err(e) = self.framer.push(&chunk, &mut self.events) {
-                return Step::Cut { code: "stream_malformed", message: e.to_string() };
+                self.ended = true;
+                return Step::Cut { code: "stream_event_too_large", message: e.to_string() };
             }
             if self.events.is_empty() {
+                // Bytes that complete no event still hand control back in
+                // time for heartbeats and the caller's deadlines.
+                if Instant::now() >= wake_at {
+                    return Step::Idle;
+                }
+                tokio::task::coop::consume_budget().await;
                 continue;
             }
             let events = std::mem::take(&mut self.events);
@@ -268,6 +329,21 @@ impl Source {
         }
     }
 
+    /// Counts how the stream went for its provider: status and `/metrics`
+    /// (success or failure, once) and the breaker (its verdict, when it
+    /// committed). `failure` is the reason a stream did not finish.
+    fn conclude(&mut self, outcome: BreakerOutcome, failure: Option<&str>) {
+        if !std::mem::replace(&mut self.concluded, true) {
+            match failure {
+                Some(message) => self.provider.stats.failure(unix_ms(SystemTime::now()), false, message),
+                None => self.provider.stats.success(),
+            }
+        }
+        if let Some(verdict) = self.verdict.take() {
+            verdict.record(outcome);
+        }
+    }
+
     /// Records the stream's usage for its provider and key (once).
     fn account(&mut self) {
         if let Some(u) = self.usage {
@@ -282,6 +358,10 @@ impl Source {
         }
     }
 }
+
+/// How long the closing error event may wait for room in a slow client's
+/// channel.
+const ERROR_EVENT_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a committed stream could not complete.
 enum Cut {
@@ -309,7 +389,11 @@ struct Relay {
     tx: mpsc::Sender<Bytes>,
     continuation: Continuation,
     /// Content sent to the client so far (the prefill for a continuation).
-    answered_text: String,
+    answered: Prefill,
+    /// `STREAM_MAX_DURATION_MS` after the stream started.
+    deadline: Instant,
+    /// When the client was last sent anything (heartbeats follow silence).
+    last_sent: Instant,
     /// The `id` of the stream's chunks, kept across a continuation.
     stream_id: Option<String>,
     splice: Option<Splice>,
@@ -331,6 +415,12 @@ impl Relay {
         let result = self.relay(first).await;
         self.count_tokens();
         self.source.account();
+        match &result {
+            Ok(()) => self.source.conclude(BreakerOutcome::Success, None),
+            // The provider was answering; the client left.
+            Err(Cut::ClientGone) => self.source.conclude(BreakerOutcome::Neutral, None),
+            Err(Cut::Failed { message, .. }) => self.source.conclude(BreakerOutcome::Failure, Some(message)),
+        }
         if let Some(ticket) = self.ticket.take() {
             // A committed stream used the provider whatever its ending.
             let tokens = self.source.usage.map_or(0, |u| u64::from(u.total_tokens));
@@ -354,7 +444,11 @@ impl Relay {
                     "request_id": self.request_id,
                     "provider": provider.as_ref(),
                 }});
-                let _ = self.tx.send(Bytes::from(format!("data: {event}\n\n"))).await;
+                // Bounded: a client that stopped reading does not get to
+                // hold the task.
+                let _ =
+                    tokio::time::timeout(ERROR_EVENT_GRACE, self.tx.send(Bytes::from(format!("data: {event}\n\n"))))
+                        .await;
             }
         }
     }
@@ -366,12 +460,12 @@ impl Relay {
             }
         }
         loop {
-            let stall_at = self.source.last_data + self.timeouts.stream_stall_timeout;
-            let wake_at = match self.timeouts.stream_idle_timeout {
-                Some(idle) => (Instant::now() + idle).min(stall_at),
-                None => stall_at,
-            };
-            match self.source.next(wake_at).await {
+            let now = Instant::now();
+            if now >= self.deadline {
+                return Err(self.too_long());
+            }
+            let clock = Clock { deadline: self.deadline, last_data: self.source.last_data, last_sent: self.last_sent };
+            match self.source.next(clock.wake_at(&self.timeouts)).await {
                 Step::Output(out) => {
                     if self.emit(out).await? {
                         return self.done().await;
@@ -385,37 +479,68 @@ impl Relay {
                     )
                     .await?;
                 }
-                Step::Idle if Instant::now() >= stall_at => {
-                    let message = format!("the upstream sent nothing for {:?}", self.timeouts.stream_stall_timeout);
-                    self.resume_or_fail("stream_stalled", message).await?;
+                Step::Idle => {
+                    // Read afresh: bytes that arrived during the wait count.
+                    let clock =
+                        Clock { deadline: self.deadline, last_data: self.source.last_data, last_sent: self.last_sent };
+                    match clock.on_idle(Instant::now(), &self.timeouts) {
+                        Wake::TooLong => return Err(self.too_long()),
+                        Wake::Stalled => {
+                            let message =
+                                format!("the upstream sent nothing for {:?}", self.timeouts.stream_stall_timeout);
+                            self.resume_or_fail("stream_stalled", message).await?;
+                        }
+                        Wake::Heartbeat => self.send(Bytes::from_static(b": keep-alive\n\n")).await?,
+                        Wake::Wait => {}
+                    }
                 }
-                Step::Idle => self.send(Bytes::from_static(b": keep-alive\n\n")).await?,
                 Step::Cut { code, message } => self.resume_or_fail(code, message).await?,
+                Step::Limit { code, message } => return Err(Cut::Failed { code, message }),
             }
+        }
+    }
+
+    fn too_long(&self) -> Cut {
+        Cut::Failed {
+            code: "stream_too_long",
+            message: format!("the stream exceeded {} ms", self.timeouts.stream_max_duration.as_millis()),
         }
     }
 
     /// Resumes the answer elsewhere, or fails the stream with the original
     /// reason.
     async fn resume_or_fail(&mut self, code: &'static str, message: String) -> Result<(), Cut> {
-        if self.answered_text.is_empty() {
+        if self.answered.is_empty() {
             return Err(Cut::Failed { code, message });
         }
         let failed = self.source.provider.clone();
+        let Some(prefill) = self.answered.text().map(str::to_owned) else {
+            tracing::warn!(request_id = %self.request_id, provider = %failed.id, code, error = %message,
+                "stream cut after more content than a continuation may carry");
+            return Err(Cut::Failed { code, message });
+        };
         tracing::warn!(request_id = %self.request_id, provider = %failed.id, code, error = %message,
             "stream cut after content; looking for a continuation");
-        match self.continuation.resume(&self.answered_text, &failed, &self.request_id).await {
-            Some(source) => {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let resumed = tokio::time::timeout(
+            remaining,
+            self.continuation.resume(&prefill, &failed, &self.request_id, &self.timeouts),
+        )
+        .await;
+        match resumed {
+            Ok(Some(source)) => {
                 tracing::info!(request_id = %self.request_id, from = %failed.id, to = %source.provider.id,
                     "stream continued on another provider");
                 self.count_tokens();
                 self.source.account();
+                self.source.conclude(BreakerOutcome::Failure, Some(&message));
                 self.source = source;
-                self.splice = Some(Splice { echo: self.answered_text.clone(), held: String::new(), settled: false });
+                self.splice = Some(Splice { echo: prefill, held: String::new(), settled: false });
                 self.continuation.gw.log.continuations.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            None => Err(Cut::Failed { code, message }),
+            Ok(None) => Err(Cut::Failed { code, message }),
+            Err(_) => Err(self.too_long()),
         }
     }
 
@@ -460,7 +585,7 @@ impl Relay {
                 self.stream_id = value.get("id").and_then(Value::as_str).map(str::to_owned);
             }
             if let Some(text) = content {
-                self.answered_text.push_str(&text);
+                self.answered.push(&text);
             }
             return Some(chunk);
         };
@@ -487,7 +612,7 @@ impl Relay {
                     }
                 }
             };
-            self.answered_text.push_str(&out);
+            self.answered.push(&out);
             if let Some(slot) = value.pointer_mut("/choices/0/delta/content") {
                 *slot = Value::String(out.clone());
             }
@@ -518,8 +643,106 @@ impl Relay {
         self.send(Bytes::from(format!("data: {chunk}\n\n"))).await
     }
 
+    /// Sends to the client; a client that stops reading holds the stream
+    /// (and its upstream) at most until the duration cap.
     async fn send(&mut self, bytes: Bytes) -> Result<(), Cut> {
-        self.tx.send(bytes).await.map_err(|_| Cut::ClientGone)
+        match timeout_at(self.deadline.into(), self.tx.send(bytes)).await {
+            Ok(Ok(())) => {
+                self.last_sent = Instant::now();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Cut::ClientGone),
+            Err(_) => Err(self.too_long()),
+        }
+    }
+}
+
+/// The timers of a committed stream.
+#[derive(Clone, Copy)]
+struct Clock {
+    /// `STREAM_MAX_DURATION_MS` after the stream started.
+    deadline: Instant,
+    /// The last byte from the upstream (the stall timer measures silence).
+    last_data: Instant,
+    /// The last bytes to the client (a heartbeat follows idle time).
+    last_sent: Instant,
+}
+
+/// What a relay does when its wait for upstream output ends empty-handed.
+#[derive(Debug, PartialEq, Eq)]
+enum Wake {
+    /// The stream's duration cap is reached.
+    TooLong,
+    /// The upstream has been silent for the stall timeout.
+    Stalled,
+    /// The client has heard nothing for the idle timeout.
+    Heartbeat,
+    /// None of these yet (woken early).
+    Wait,
+}
+
+impl Clock {
+    /// When the next of the three timers fires.
+    fn wake_at(&self, t: &UpstreamConfig) -> Instant {
+        let stall_at = self.last_data + t.stream_stall_timeout;
+        let heartbeat_at = t.stream_idle_timeout.map_or(stall_at, |idle| self.last_sent + idle);
+        stall_at.min(heartbeat_at).min(self.deadline)
+    }
+
+    fn on_idle(&self, now: Instant, t: &UpstreamConfig) -> Wake {
+        if now >= self.deadline {
+            Wake::TooLong
+        } else if now >= self.last_data + t.stream_stall_timeout {
+            Wake::Stalled
+        } else if t.stream_idle_timeout.is_some_and(|idle| now >= self.last_sent + idle) {
+            Wake::Heartbeat
+        } else {
+            Wake::Wait
+        }
+    }
+}
+
+/// The answer text sent so far, kept as the prefill of a continuation up to
+/// a cap. Past the cap the text is dropped, not trimmed to a tail: a
+/// continuation asked to go on from a tail would answer a different
+/// question, so a longer answer simply is not resumed.
+struct Prefill {
+    text: String,
+    cap: usize,
+    /// Some content reached the client.
+    any: bool,
+    overflowed: bool,
+}
+
+impl Prefill {
+    fn new(cap: usize) -> Self {
+        Self { text: String::new(), cap, any: false, overflowed: false }
+    }
+
+    fn push(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        self.any = true;
+        if self.overflowed {
+            return;
+        }
+        if self.text.len().saturating_add(text.len()) > self.cap {
+            self.overflowed = true;
+            self.text = String::new();
+        } else {
+            self.text.push_str(text);
+        }
+    }
+
+    /// No content reached the client.
+    fn is_empty(&self) -> bool {
+        !self.any
+    }
+
+    /// The prefill, while the answer is within the cap.
+    fn text(&self) -> Option<&str> {
+        (self.any && !self.overflowed).then_some(self.text.as_str())
     }
 }
 
@@ -539,7 +762,13 @@ impl Continuation {
 
     /// Starts the continuation on the first candidate (other than `failed`)
     /// that accepts a prefill and answers 2xx.
-    async fn resume(&self, partial: &str, failed: &Arc<ProviderEntry>, request_id: &str) -> Option<Source> {
+    async fn resume(
+        &self,
+        partial: &str,
+        failed: &Arc<ProviderEntry>,
+        request_id: &str,
+        limits: &UpstreamConfig,
+    ) -> Option<Source> {
         let body = continuation_body(&self.request, partial)?;
         for candidate in &self.candidates {
             let provider = &candidate.provider;
@@ -552,23 +781,38 @@ impl Continuation {
             {
                 continue;
             }
+            // Held from here, so the continuation's ending reaches the breaker.
+            let Some(verdict) = AttemptVerdict::acquire(&self.gw, provider, Instant::now()) else { continue };
             let Ok(key) = provider.keys.pick(&[], Instant::now(), 0) else { continue };
             let (key_index, secret, reservation) = (key.index, key.secret.map(str::to_owned), key.reservation);
             let ctx = adapter.context(request_id, &candidate.upstream_model, true);
             let Ok(Ok(up)) = adapter.map_request(&ctx, &body).await else { continue };
-            let Ok(response) =
-                self.gw.upstream.send(&provider.base_url, up, &adapter.info.auth, secret.as_deref()).await
-            else {
+            provider.stats.attempt(unix_ms(SystemTime::now()));
+            let response =
+                match self.gw.upstream.send(&provider.base_url, up, &adapter.info.auth, secret.as_deref()).await {
+                    Ok(r) if r.status().is_success() => r,
+                    Ok(r) => {
+                        tracing::info!(request_id, provider = %provider.id, status = r.status().as_u16(),
+                        "continuation refused");
+                        provider.stats.failure(unix_ms(SystemTime::now()), false, "continuation refused");
+                        verdict.record(BreakerOutcome::Neutral);
+                        continue;
+                    }
+                    Err(e) => {
+                        provider.stats.failure(unix_ms(SystemTime::now()), false, &e.to_string());
+                        verdict.record(BreakerOutcome::Failure);
+                        continue;
+                    }
+                };
+            let head = response_head(&response);
+            let Ok(session) = adapter.open_stream(&ctx, &head).await else {
+                provider.stats.failure(unix_ms(SystemTime::now()), false, "the adapter could not open the stream");
+                verdict.record(BreakerOutcome::Failure);
                 continue;
             };
-            if !response.status().is_success() {
-                tracing::info!(request_id, provider = %provider.id, status = response.status().as_u16(),
-                    "continuation refused");
-                continue;
-            }
-            let head = response_head(&response);
-            let Ok(session) = adapter.open_stream(&ctx, &head).await else { continue };
-            return Some(Source::new(session, response, &adapter, provider.clone(), key_index, reservation));
+            let mut source = Source::new(session, response, &adapter, provider.clone(), key_index, reservation, limits);
+            source.verdict = Some(verdict);
+            return Some(source);
         }
         None
     }
@@ -599,5 +843,66 @@ mod tests {
         );
         assert_eq!(body["stream"], json!(true));
         assert!(continuation_body(&json!({"messages": "x"}), "p").is_none());
+    }
+
+    #[test]
+    fn the_prefill_is_kept_up_to_its_cap_then_dropped_not_grown() {
+        let mut p = Prefill::new(10);
+        assert!(p.is_empty());
+        assert_eq!(p.text(), None, "nothing to continue yet");
+        p.push("");
+        assert!(p.is_empty());
+        p.push("Hello");
+        p.push(", wor");
+        assert_eq!(p.text(), Some("Hello, wor"));
+        p.push("l");
+        assert_eq!(p.text(), None, "past the cap a continuation is not offered");
+        assert!(!p.is_empty(), "content still reached the client");
+        for _ in 0..1000 {
+            p.push("more text");
+        }
+        assert_eq!(p.text.capacity(), 0, "nothing is kept past the cap");
+        let mut off = Prefill::new(0);
+        off.push("a");
+        assert_eq!(off.text(), None, "a zero cap never continues");
+    }
+
+    fn timeouts(idle: Option<u64>) -> UpstreamConfig {
+        UpstreamConfig {
+            connect_timeout: Duration::from_secs(1),
+            first_byte_timeout: Duration::from_secs(1),
+            stream_stall_timeout: Duration::from_millis(1000),
+            stream_idle_timeout: idle.map(Duration::from_millis),
+            route_timeout: Duration::from_secs(1),
+            stream_max_event_bytes: 1 << 20,
+            stream_max_bytes: 1 << 26,
+            stream_max_duration: Duration::from_secs(60),
+            stream_continuation_max_bytes: 1 << 18,
+        }
+    }
+
+    #[test]
+    fn the_stall_timer_measures_upstream_silence_and_heartbeats_client_silence() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let t = timeouts(Some(200));
+        // Bytes keep arriving (no event completes) and the client heard
+        // nothing: a heartbeat, not a stall.
+        let flowing = Clock { deadline: ms(60_000), last_data: ms(1_450), last_sent: ms(0) };
+        assert_eq!(flowing.wake_at(&t), ms(200));
+        assert_eq!(flowing.on_idle(ms(1_500), &t), Wake::Heartbeat);
+        // Silent upstream: stalled once the stall timeout passes.
+        let silent = Clock { deadline: ms(60_000), last_data: ms(0), last_sent: ms(900) };
+        assert_eq!(silent.on_idle(ms(1_000), &t), Wake::Stalled);
+        assert_eq!(silent.on_idle(ms(999), &t), Wake::Wait);
+        // The duration cap wins over everything.
+        let capped = Clock { deadline: ms(50), last_data: ms(49), last_sent: ms(49) };
+        assert_eq!(capped.wake_at(&t), ms(50));
+        assert_eq!(capped.on_idle(ms(50), &t), Wake::TooLong);
+        // Heartbeats off: only stall and deadline wake the relay.
+        let off = timeouts(None);
+        let quiet = Clock { deadline: ms(60_000), last_data: ms(100), last_sent: ms(0) };
+        assert_eq!(quiet.wake_at(&off), ms(1_100));
+        assert_eq!(quiet.on_idle(ms(1_050), &off), Wake::Wait);
     }
 }

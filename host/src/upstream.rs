@@ -335,6 +335,10 @@ mod tests {
                 stream_stall_timeout: Duration::from_secs(1),
                 stream_idle_timeout: None,
                 route_timeout: Duration::from_secs(1),
+                stream_max_event_bytes: 1 << 20,
+                stream_max_bytes: 1 << 26,
+                stream_max_duration: Duration::from_secs(60),
+                stream_continuation_max_bytes: 1 << 18,
             },
             None,
         )

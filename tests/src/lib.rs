@@ -147,6 +147,15 @@ pub enum Reply {
     Hang,
     /// Another reply, sent after a delay (a slow first byte).
     Delayed(Duration, Box<Reply>),
+    // Hostile upstreams (stream bounds and commit rules).
+    /// Any status, content type and body bytes (garbage instead of SSE, an
+    /// empty stream).
+    Raw { status: u16, content_type: String, body: Bytes },
+    /// `text/event-stream`: `prefix`, then `piece` again and again, one
+    /// every `every`, `count` times (`None`: until the reader hangs up).
+    /// An endless stream, `data:` lines without a blank line, a slow
+    /// trickle of one event's bytes.
+    Repeat { prefix: String, piece: String, every: Duration, count: Option<u64> },
 }
 
 impl Reply {
@@ -331,6 +340,37 @@ async fn handle(State(state): State<Arc<MockState>>, req: Request) -> Response {
             StatusCode::GATEWAY_TIMEOUT.into_response()
         }
         Reply::Delayed(..) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Reply::Raw { status, content_type, body } => Response::builder()
+            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .expect("response"),
+        Reply::Repeat { prefix, piece, every, count } => {
+            let piece = Bytes::from(piece);
+            let first = (!prefix.is_empty()).then(|| Bytes::from(prefix));
+            let stream = futures_util::stream::unfold((first, 0u64), move |(first, sent)| {
+                let piece = piece.clone();
+                async move {
+                    if let Some(first) = first {
+                        return Some((Ok::<_, std::io::Error>(first), (None, sent)));
+                    }
+                    if count.is_some_and(|n| sent >= n) {
+                        return None;
+                    }
+                    if every.is_zero() {
+                        // Lets the writer notice a reader that hung up.
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(every).await;
+                    }
+                    Some((Ok(piece), (None, sent + 1)))
+                }
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .expect("response")
+        }
     }
 }
 
@@ -499,6 +539,14 @@ impl Gateway {
             assert!(Instant::now() < deadline, "gateway did not become healthy:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The gateway's resident memory in KiB (`VmRSS` of its process), when
+    /// the platform reports it.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
     }
 
     /// Everything the gateway logged so far.

@@ -70,6 +70,8 @@ async fn identical_requests_are_answered_from_the_cache() {
     assert_eq!(strict.json(&body).send().await.unwrap().headers()["x-freellm-cached"], "false");
     let mut stream = body.clone();
     stream["stream"] = json!(true);
+    // A stream needs a real event stream: a JSON body is not one (it fails over).
+    mock.enqueue([Reply::sse(&[&chunk("Hi", Some("stop")), "[DONE]"])]);
     let _ = sse_data(gw.chat(stream).await).await;
     assert_eq!(mock.requests().len(), 4);
 
