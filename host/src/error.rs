@@ -197,14 +197,14 @@ impl ApiError {
             Self::ProviderRateLimited { provider, message, retry_after_ms } => {
                 body.insert("provider".into(), provider.as_str().into());
                 body.insert("retry_after_ms".into(), json!(retry_after_ms));
-                crate::redact::redact_secrets(message)
+                message.clone()
             }
             Self::AllProvidersExhausted { model, message, retry_after_ms, providers, suggestions } => {
                 body.insert("requested_model".into(), model.as_str().into());
                 body.insert("retry_after_ms".into(), json!(retry_after_ms));
                 body.insert("providers".into(), Value::Array(providers.clone()));
                 body.insert("suggestions".into(), Value::Array(suggestions.clone()));
-                crate::redact::redact_secrets(message)
+                message.clone()
             }
             Self::ProviderNotFound { id } => format!("Provider not found: {id}"),
             Self::ProviderUpstream { provider, message, upstream_code } => {
@@ -212,7 +212,7 @@ impl ApiError {
                 if let Some(code) = upstream_code {
                     body.insert("upstream_code".into(), code.as_str().into());
                 }
-                crate::redact::redact_secrets(message)
+                message.clone()
             }
             Self::AdapterFault { provider, message } => {
                 body.insert("provider".into(), provider.as_str().into());
@@ -240,7 +240,8 @@ impl ApiError {
         let mut ordered = Map::new();
         ordered.insert("type".into(), kind.into());
         ordered.insert("code".into(), code.into());
-        ordered.insert("message".into(), message.into());
+        // Every variant: messages quote upstreams, adapters and clients.
+        ordered.insert("message".into(), crate::redact::redact(&message).into_owned().into());
         for (k, v) in body {
             ordered.entry(k).or_insert(v);
         }
@@ -275,8 +276,64 @@ impl IntoResponse for ApiError {
 }
 
 /// Renders a parked error body with the request id.
-pub fn render_error_body(mut body: Map<String, Value>, request_id: &str) -> Vec<u8> {
-    body.insert("request_id".into(), request_id.into());
-    let envelope = json!({ "error": body });
-    serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{\"error\":{}}".to_vec())
+pub fn render_error_body(body: Map<String, Value>, request_id: &str) -> Vec<u8> {
+    // The context fields (per-provider errors, suggestions) quote upstream
+    // text too, so the whole body is redacted; the marker has no JSON
+    // metacharacters, so it stays valid. The request id is added afterwards:
+    // a client may choose one that looks like a hex secret.
+    let body = serde_json::to_string(&body).unwrap_or_else(|_| "{}".to_owned());
+    let body = crate::redact::redact(&body);
+    let id = serde_json::to_string(request_id).unwrap_or_else(|_| "\"\"".to_owned());
+    let mut out = String::with_capacity(body.len() + id.len() + 32);
+    out.push_str("{\"error\":");
+    match body.strip_suffix('}') {
+        Some(open) if open.len() > 1 => {
+            out.push_str(open);
+            out.push_str(",\"request_id\":");
+        }
+        _ => out.push_str("{\"request_id\":"),
+    }
+    out.push_str(&id);
+    out.push_str("}}");
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(error: ApiError, request_id: &str) -> Value {
+        let body = error.body();
+        serde_json::from_slice(&render_error_body(body, request_id)).unwrap()
+    }
+
+    #[test]
+    fn every_message_and_context_field_is_redacted() {
+        crate::redact::set_secrets("test:error", ["odd.Shaped/Key+0001"]);
+        let e = rendered(
+            ApiError::InvalidApiKey { message: "bad key odd.Shaped/Key+0001".into() },
+            "0123456789abcdef0123456789abcdef",
+        );
+        assert_eq!(e["error"]["message"], "bad key [REDACTED]");
+        assert_eq!(e["error"]["request_id"], "0123456789abcdef0123456789abcdef", "the id is not a secret");
+        let e = rendered(
+            ApiError::AllProvidersExhausted {
+                model: "free".into(),
+                message: "all failed".into(),
+                retry_after_ms: None,
+                providers: vec![json!({"id": "groq", "error": "echo odd.Shaped/Key+0001 and Bearer abc"})],
+                suggestions: vec![],
+            },
+            "rid",
+        );
+        assert_eq!(e["error"]["providers"][0]["error"], "echo [REDACTED] and Bearer [REDACTED]", "{e}");
+        assert_eq!(e["error"]["code"], "all_providers_exhausted");
+        assert_eq!(e["error"]["request_id"], "rid");
+    }
+
+    #[test]
+    fn an_empty_body_still_renders_an_envelope() {
+        let v: Value = serde_json::from_slice(&render_error_body(Map::new(), "r\"1")).unwrap();
+        assert_eq!(v, json!({"error": {"request_id": "r\"1"}}));
+    }
 }

@@ -79,6 +79,19 @@ pub enum Event {
 }
 
 impl Event {
+    /// Redacts the free-text fields, which quote upstreams and adapters.
+    fn redact(&mut self) {
+        match self {
+            Self::Request(entry) => entry.redact(),
+            Self::Adapter { error: Some(error), .. } => {
+                if let std::borrow::Cow::Owned(clean) = crate::redact::redact(error) {
+                    *error = clean;
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The SSE `event:` name (the same as the `type` field).
     pub fn kind(&self) -> &'static str {
         match self {
@@ -139,8 +152,9 @@ impl EventBus {
 
     /// Sends an event to every subscriber; never waits. Dropped when nobody
     /// listens.
-    pub fn publish(&self, event: Event) {
+    pub fn publish(&self, mut event: Event) {
         if self.has_subscribers() {
+            event.redact();
             let _ = self.sender.send(Arc::new(event));
         }
     }

@@ -238,7 +238,7 @@ impl KeyRing {
         if let Some(key) = self.keys.get(index) {
             key.invalid.store(true, Ordering::Relaxed);
             let mut r = key.invalid_reason.lock().unwrap_or_else(|e| e.into_inner());
-            *r = Some(crate::redact::redact_secrets(reason));
+            *r = Some(crate::redact::redact(reason).into_owned());
         }
     }
 

@@ -469,8 +469,10 @@ fn labels(names: &[&str], values: &[impl AsRef<str>]) -> String {
     out
 }
 
-/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+/// A label value as the text format wants it: secrets redacted (a model
+/// name is client text), then `\`, `"` and newlines escaped.
 pub fn escape(value: &str) -> String {
+    let value = crate::redact::redact(value);
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
@@ -553,6 +555,13 @@ mod tests {
         assert_eq!(all.len(), MAX_SERIES + 1);
         let other = all.iter().find(|s| &*s.values[0] == "other").expect("other series");
         assert_eq!(other.value.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn label_values_are_redacted() {
+        crate::redact::set_secrets("test:metrics", ["metric-label-secret"]);
+        assert_eq!(labels(&["model"], &["x/metric-label-secret"]), "model=\"x/[REDACTED]\"");
+        assert_eq!(labels(&["model"], &["Bearer abc"]), "model=\"Bearer [REDACTED]\"");
     }
 
     #[test]

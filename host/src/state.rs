@@ -77,6 +77,10 @@ impl Gateway {
             None => VirtualKeys::none(),
         });
         let credentials = Credentials { master: sec.api_key.clone(), admin: sec.admin_key.clone(), token_secret };
+        crate::redact::set_secrets(
+            "credentials",
+            [&sec.api_key, &sec.admin_key, &sec.token_secret].into_iter().flatten(),
+        );
         let identifier_limiter = match &sec.identifier_limit {
             Some(text) => Some(IdentifierLimiter::new(
                 IdentifierLimit::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?,

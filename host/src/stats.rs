@@ -161,7 +161,7 @@ impl ProviderStats {
         }
         self.last_error_ms.store(now_ms, Ordering::Relaxed);
         let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        *last = Some(crate::redact::redact_secrets(message));
+        *last = Some(crate::redact::redact(message).into_owned());
     }
 }
 
@@ -209,6 +209,17 @@ pub struct RequestLogEntry {
     pub cached: bool,
 }
 
+impl RequestLogEntry {
+    /// Redacts the free-text fields (the error quotes upstreams and adapters).
+    pub fn redact(&mut self) {
+        if let Some(error) = &mut self.error
+            && let std::borrow::Cow::Owned(clean) = crate::redact::redact(error)
+        {
+            *error = clean;
+        }
+    }
+}
+
 /// Entries the log keeps.
 pub const LOG_CAPACITY: usize = 500;
 
@@ -228,7 +239,8 @@ pub struct RequestLog {
 
 impl RequestLog {
     /// Appends an entry (dropping the oldest beyond [`LOG_CAPACITY`]).
-    pub fn push(&self, entry: RequestLogEntry) {
+    pub fn push(&self, mut entry: RequestLogEntry) {
+        entry.redact();
         self.total.fetch_add(1, Ordering::Relaxed);
         if entry.status == "success" {
             self.success.fetch_add(1, Ordering::Relaxed);

@@ -440,7 +440,7 @@ impl Relay {
                 let event = serde_json::json!({ "error": {
                     "type": "provider_error",
                     "code": code,
-                    "message": message,
+                    "message": crate::redact::redact(&message),
                     "request_id": self.request_id,
                     "provider": provider.as_ref(),
                 }});

@@ -176,6 +176,12 @@ impl KeySet {
     pub fn keys(&self) -> impl Iterator<Item = &Arc<VirtualKey>> {
         self.by_hash.values()
     }
+
+    /// Makes these keys the virtual keys the redactor looks for (replacing
+    /// the previous file's).
+    fn register_secrets(&self) {
+        crate::redact::set_secrets("virtual-keys", self.keys().map(|k| k.id.as_str()));
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fff]Z` → unix ms.
@@ -274,6 +280,7 @@ impl VirtualKeys {
     }
 
     fn with_set(path: Option<PathBuf>, set: KeySet) -> Self {
+        set.register_secrets();
         Self { path, set: ArcSwap::from_pointee(set), usage: Mutex::new(HashMap::new()), last_error: Mutex::new(None) }
     }
 
@@ -306,6 +313,7 @@ impl VirtualKeys {
         match read_file(path) {
             Ok(set) => {
                 let n = set.len();
+                set.register_secrets();
                 self.set.store(Arc::new(set));
                 *last = None;
                 tracing::info!(path = %path.display(), keys = n, "virtual keys reloaded");
@@ -313,7 +321,8 @@ impl VirtualKeys {
             }
             Err(e) => {
                 tracing::error!(error = %e, "virtual keys file rejected; the previous keys stay in force");
-                *last = Some(e.to_string());
+                // Shown in status; a parse error may quote the file.
+                *last = Some(crate::redact::redact(&e.to_string()).into_owned());
                 Err(e)
             }
         }

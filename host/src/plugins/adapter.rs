@@ -10,6 +10,12 @@
 //! drops it afterwards. A trap, a CPU-deadline hit or a memory-cap hit
 //! becomes an [`AdapterFault`] (a failure of that provider, never of the
 //! host) and the instance that faulted is never entered again.
+//!
+//! A fault's details (trap text, wasm backtrace, the guest's stderr with its
+//! panic message and source location) are for operators: they go to the
+//! log, tagged with the request id. Clients, status and events only see
+//! the fault's `Display`: which adapter failed, what kind of limit or trap,
+//! and the request id to look up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,16 +33,53 @@ use super::loader::{Compiled, LoadError};
 use super::sandbox::{CallState, SandboxLimits, new_store};
 
 /// A call into an adapter failed inside the sandbox (trap, CPU deadline,
-/// memory cap). Rendered as `from adapter "<id>" version <v>: <what>`.
+/// memory cap). Displayed as the plain message clients may see; the
+/// details are in [`AdapterFault::detailed`].
 #[derive(Debug, thiserror::Error)]
-#[error("from adapter \"{adapter}\" version {version}: {detail}")]
+#[error("adapter \"{adapter}\" failed ({kind}); see the gateway log, request id {request_id}")]
 pub struct AdapterFault {
     /// Provider id.
     pub adapter: Arc<str>,
     /// Adapter version.
     pub version: String,
-    /// What happened, with the guest's stderr when it wrote any.
+    /// The kind of fault (safe to show).
+    pub kind: FaultKind,
+    /// The request the call served (empty outside a request).
+    pub request_id: String,
+    /// What happened, with the guest's stderr when it wrote any (log only:
+    /// it may hold backtraces and panic locations).
     pub detail: String,
+}
+
+impl AdapterFault {
+    /// The full description for operators (log, `freellm plugin check`).
+    pub fn detailed(&self) -> String {
+        format!("from adapter \"{}\" version {}: {}", self.adapter, self.version, self.detail)
+    }
+}
+
+/// What kind of fault ended an adapter call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The call ran past its CPU deadline.
+    CpuTime,
+    /// The instance hit its memory cap.
+    Memory,
+    /// The guest trapped (a panic, `unreachable`, a bad memory access).
+    Trap,
+    /// Instantiation or the host side of the call failed.
+    Other,
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::CpuTime => "exceeded its CPU time limit",
+            Self::Memory => "hit its memory limit",
+            Self::Trap => "trapped",
+            Self::Other => "call failed",
+        })
+    }
 }
 
 /// Counters of one adapter version, for `/v1/plugins` and metrics.
@@ -147,7 +190,7 @@ impl Adapter {
         let info = match configure.await {
             Ok(Ok(info)) => info,
             Ok(Err(message)) => return Err(LoadError::Configure(message)),
-            Err(e) => return Err(LoadError::Configure(describe_fault(&e, store.data()))),
+            Err(e) => return Err(LoadError::Configure(describe_fault(&e, store.data()).1)),
         };
         validate_info(&info, slot_id.unwrap_or(&info.id)).map_err(LoadError::Configure)?;
         Ok(Self {
@@ -191,7 +234,10 @@ impl Adapter {
         ctx: &CallContext,
         body: &[u8],
     ) -> Result<Result<UpstreamRequest, Failure>, AdapterFault> {
-        self.call(async |p, store| p.freellm_provider_adapter().call_map_request(store, ctx, body).await).await
+        self.call(&ctx.request_id, async |p, store| {
+            p.freellm_provider_adapter().call_map_request(store, ctx, body).await
+        })
+        .await
     }
 
     /// `normalize-response`: a 2xx upstream body → OpenAI `chat.completion`.
@@ -201,8 +247,10 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Result<NormalizedResponse, Failure>, AdapterFault> {
-        self.call(async |p, store| p.freellm_provider_adapter().call_normalize_response(store, ctx, head, body).await)
-            .await
+        self.call(&ctx.request_id, async |p, store| {
+            p.freellm_provider_adapter().call_normalize_response(store, ctx, head, body).await
+        })
+        .await
     }
 
     /// `classify-failure`: a non-2xx upstream answer → a typed failure.
@@ -212,8 +260,10 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Failure, AdapterFault> {
-        self.call(async |p, store| p.freellm_provider_adapter().call_classify_failure(store, ctx, head, body).await)
-            .await
+        self.call(&ctx.request_id, async |p, store| {
+            p.freellm_provider_adapter().call_classify_failure(store, ctx, head, body).await
+        })
+        .await
     }
 
     /// Starts a stream normalizer for a 2xx streaming answer. The returned
@@ -224,15 +274,21 @@ impl Adapter {
         ctx: &CallContext,
         head: &ResponseHead,
     ) -> Result<StreamSession, AdapterFault> {
-        let (mut instance, started) = self.checkout().await?;
+        let (mut instance, started) = self.checkout(&ctx.request_id).await?;
         let result = instance
             .provider
             .freellm_provider_adapter()
             .stream_normalizer()
             .call_constructor(&mut instance.store, ctx, head)
             .await;
-        let handle = self.record(started, result, &instance.store)?;
-        Ok(StreamSession { adapter: self.clone(), store: instance.store, provider: instance.provider, handle })
+        let handle = self.record(&ctx.request_id, started, result, &instance.store)?;
+        Ok(StreamSession {
+            adapter: self.clone(),
+            store: instance.store,
+            provider: instance.provider,
+            handle,
+            request_id: ctx.request_id.clone(),
+        })
     }
 
     /// Instances kept warm for the next calls (for status and tests).
@@ -244,16 +300,17 @@ impl Adapter {
     /// instance checked back in.
     async fn call<R>(
         &self,
+        request_id: &str,
         call: impl AsyncFnOnce(&Provider, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, AdapterFault> {
-        let (mut instance, started) = self.checkout().await?;
+        let (mut instance, started) = self.checkout(request_id).await?;
         let result = call(&instance.provider, &mut instance.store).await;
-        self.checkin(instance, started, result)
+        self.checkin(request_id, instance, started, result)
     }
 
     /// An instance for one call, warm when one is idle, else a new one; the
     /// call's CPU deadline is set and its clock started.
-    async fn checkout(&self) -> Result<(Instance, Instant), AdapterFault> {
+    async fn checkout(&self, request_id: &str) -> Result<(Instance, Instant), AdapterFault> {
         let started = Instant::now();
         let warm =
             if self.limits.reuse_instances { self.warm.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
@@ -264,7 +321,7 @@ impl Adapter {
                 match self.pre.instantiate_async(&mut store).await {
                     Ok(provider) => Instance { store, provider, calls: 0 },
                     // Counted as a failed call: the fault is returned as is.
-                    Err(e) => return self.record(started, Err(e), &store),
+                    Err(e) => return self.record(request_id, started, Err(e), &store),
                 }
             }
         };
@@ -278,8 +335,14 @@ impl Adapter {
     /// again: reuse on, the call succeeded, the guest wrote nothing to
     /// stderr, its memory stayed small and it has not served its share of
     /// calls. Any other instance is dropped here, which resets its slot.
-    fn checkin<R>(&self, instance: Instance, started: Instant, result: wasmtime::Result<R>) -> Result<R, AdapterFault> {
-        let out = self.record(started, result, &instance.store);
+    fn checkin<R>(
+        &self,
+        request_id: &str,
+        instance: Instance,
+        started: Instant,
+        result: wasmtime::Result<R>,
+    ) -> Result<R, AdapterFault> {
+        let out = self.record(request_id, started, result, &instance.store);
         let state = instance.store.data();
         let keep = self.limits.reuse_instances
             && out.is_ok()
@@ -297,6 +360,7 @@ impl Adapter {
 
     fn record<R>(
         &self,
+        request_id: &str,
         started: Instant,
         result: wasmtime::Result<R>,
         store: &Store<CallState>,
@@ -307,12 +371,17 @@ impl Adapter {
         self.stats.latency.record(elapsed.as_micros() as u64);
         result.map_err(|e| {
             self.stats.faults.fetch_add(1, Ordering::Relaxed);
+            let (kind, detail) = describe_fault(&e, store.data());
             let fault = AdapterFault {
                 adapter: self.id.clone(),
                 version: self.info.adapter_version.clone(),
-                detail: describe_fault(&e, store.data()),
+                kind,
+                request_id: request_id.to_owned(),
+                detail,
             };
-            tracing::warn!(error = %fault, "adapter call failed");
+            // The one place the details are kept (with the backtrace, when
+            // wasmtime captured one).
+            tracing::warn!(request_id, error = %fault.detailed(), backtrace = %format!("{e:?}"), "adapter call failed");
             fault
         })
     }
@@ -339,6 +408,7 @@ pub struct StreamSession {
     store: Store<CallState>,
     provider: Provider,
     handle: ResourceAny,
+    request_id: String,
 }
 
 impl StreamSession {
@@ -351,7 +421,7 @@ impl StreamSession {
             .stream_normalizer()
             .call_push(&mut self.store, self.handle, events)
             .await;
-        self.adapter.record(started, result, &self.store)
+        self.adapter.record(&self.request_id, started, result, &self.store)
     }
 
     /// Flushes the normalizer at upstream EOF.
@@ -363,7 +433,7 @@ impl StreamSession {
             .stream_normalizer()
             .call_finish(&mut self.store, self.handle)
             .await;
-        self.adapter.record(started, result, &self.store)
+        self.adapter.record(&self.request_id, started, result, &self.store)
     }
 
     fn begin(&mut self) -> Instant {
@@ -373,18 +443,23 @@ impl StreamSession {
     }
 }
 
-/// Names what went wrong inside the guest: trap code, limit, and stderr.
-fn describe_fault(error: &wasmtime::Error, state: &CallState) -> String {
-    let what = match error.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => "exceeded its CPU time limit".to_owned(),
-        Some(trap) => format!("trapped: {trap}"),
+/// Names what went wrong inside the guest: its kind, and the trap code or
+/// limit with the guest's stderr.
+fn describe_fault(error: &wasmtime::Error, state: &CallState) -> (FaultKind, String) {
+    let (kind, what) = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => (FaultKind::CpuTime, "exceeded its CPU time limit".to_owned()),
+        Some(trap) => (FaultKind::Trap, format!("trapped: {trap}")),
         None => {
             let text = format!("{error:#}");
-            if text.contains("memory") { format!("hit its memory limit: {text}") } else { text }
+            if text.contains("memory") {
+                (FaultKind::Memory, format!("hit its memory limit: {text}"))
+            } else {
+                (FaultKind::Other, text)
+            }
         }
     };
     let stderr = state.stderr();
-    if stderr.is_empty() { what } else { format!("{what} (stderr: {stderr})") }
+    (kind, if stderr.is_empty() { what } else { format!("{what} (stderr: {stderr})") })
 }
 
 /// Checks what `configure` returned before the adapter may go live.
@@ -406,6 +481,21 @@ fn validate_info(info: &AdapterInfo, slot_id: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fault_shows_clients_only_its_kind_and_request_id() {
+        let fault = AdapterFault {
+            adapter: Arc::from("hostile"),
+            version: "0.1.0".into(),
+            kind: FaultKind::Trap,
+            request_id: "req-1".into(),
+            detail: "trapped: wasm `unreachable` instruction executed (stderr: thread panicked at src/lib.rs:7:9)"
+                .into(),
+        };
+        let plain = fault.to_string();
+        assert_eq!(plain, "adapter \"hostile\" failed (trapped); see the gateway log, request id req-1");
+        assert!(fault.detailed().contains("src/lib.rs:7:9"), "operators keep the details");
+    }
 
     #[test]
     fn latency_quantiles_are_bucket_bounds() {

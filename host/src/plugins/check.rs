@@ -182,7 +182,7 @@ impl Subject for RuntimeSubject {
         let result = self
             .runtime
             .block_on(adapter.map_request(&context(ctx), body))
-            .map_err(|fault| FailureOut::fault(fault.to_string()))?;
+            .map_err(|fault| FailureOut::fault(fault.detailed()))?;
         result.map(mapped).map_err(failure)
     }
 
@@ -191,7 +191,7 @@ impl Subject for RuntimeSubject {
         let result = self
             .runtime
             .block_on(adapter.normalize_response(&context(ctx), &head(h), body))
-            .map_err(|fault| FailureOut::fault(fault.to_string()))?;
+            .map_err(|fault| FailureOut::fault(fault.detailed()))?;
         result.map(normalized).map_err(failure)
     }
 
@@ -202,14 +202,14 @@ impl Subject for RuntimeSubject {
         };
         match self.runtime.block_on(adapter.classify_failure(&context(ctx), &head(h), body)) {
             Ok(f) => failure(f),
-            Err(fault) => FailureOut::fault(fault.to_string()),
+            Err(fault) => FailureOut::fault(fault.detailed()),
         }
     }
 
     fn stream(&mut self, ctx: &Ctx, h: &Head, events: &[(Option<String>, String)]) -> Result<Streamed, FailureOut> {
         let adapter = self.adapter()?.clone();
         self.runtime.block_on(async {
-            let fault = |f: super::AdapterFault| FailureOut::fault(f.to_string());
+            let fault = |f: super::AdapterFault| FailureOut::fault(f.detailed());
             let mut session = adapter.open_stream(&context(ctx), &head(h)).await.map_err(fault)?;
             let mut all = Streamed::default();
             for (event, data) in events {

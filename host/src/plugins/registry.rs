@@ -246,6 +246,7 @@ pub fn assemble(
         .or_else(|| info.key_env.clone())
         .unwrap_or_else(|| format!("{}_API_KEY", pc.id.to_ascii_uppercase().replace('-', "_")));
     let secrets = if needs_key { config.keys_from(&key_env) } else { Vec::new() };
+    crate::redact::set_secrets(&format!("provider:{}", pc.id), &secrets);
     // A keyless provider (a local server) is enabled only when the operator
     // says where it is: `base_url` in plugins.toml or `<ID>_BASE_URL`, or a
     // `base_url` setting for adapters configured by settings alone.
@@ -312,6 +313,11 @@ pub fn failed_slot(
     note: String,
     previous: Option<&ProviderEntry>,
 ) -> ProviderEntry {
+    // The slot is down, but its keys are configured and an error about it
+    // may still quote them.
+    let key_env =
+        pc.key_env.clone().unwrap_or_else(|| format!("{}_API_KEY", pc.id.to_ascii_uppercase().replace('-', "_")));
+    crate::redact::set_secrets(&format!("provider:{}", pc.id), config.keys_from(&key_env));
     ProviderEntry {
         id: Arc::from(pc.id.as_str()),
         adapter: None,
@@ -320,7 +326,8 @@ pub fn failed_slot(
         breaker: previous.map_or_else(|| Arc::new(Breaker::new(config.routing.breaker)), |p| p.breaker.clone()),
         stats: previous.map_or_else(|| Arc::new(ProviderStats::default()), |p| p.stats.clone()),
         enabled: false,
-        note: Some(note),
+        // Shown in status; a load error may quote settings or guest output.
+        note: Some(crate::redact::redact(&note).into_owned()),
         config: pc.clone(),
         canary: None,
     }
