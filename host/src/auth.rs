@@ -1,17 +1,26 @@
 //! Who is calling: the master key, the admin key, a virtual key or a
 //! browser token, and which endpoints each may use.
 //!
-//! * With no credential configured (no `FREELLM_API_KEY`, no
-//!   `FREELLM_ADMIN_KEY`, no virtual keys) the gateway is open.
+//! * Protection is decided once, at start, from the configuration: with no
+//!   key source configured (no `FREELLM_API_KEY`, no `FREELLM_ADMIN_KEY`,
+//!   no `FREELLM_VIRTUAL_KEYS_PATH`) the gateway is open, and says so in the
+//!   start-up log. A keys file that later empties or breaks never opens a
+//!   protected gateway (it used to: protection was recomputed per request
+//!   from the keys currently loaded).
 //! * Otherwise every endpoint but `/healthz` (and the dashboard's static
-//!   shell) needs `Authorization: Bearer <credential>`. Keys are compared in
-//!   constant time; virtual keys are found by the hash of the bearer.
+//!   shell) needs `Authorization: Bearer <credential>` (the scheme in any
+//!   case, RFC 9110 §11.1). Keys are compared in constant time; virtual keys
+//!   are found by the hash of the bearer.
 //! * An expired virtual key is refused on every endpoint.
 //! * Admin endpoints (routing changes, resets, the virtual-key inventory,
 //!   plugin management) need the admin key, or the master key when no
 //!   admin key is set.
-//! * A browser token (`flt.…`) acts for its issuing virtual key, is bound to
-//!   its `Origin`, and cannot mint tokens.
+//! * A browser token (`flt.…`) acts for its issuing virtual key (named by
+//!   its handle, never the key), is bound to its `Origin`, and cannot mint
+//!   tokens. A reference token carrying a raw key is refused.
+//! * Operator views (`/v1/status`, `/v1/events`, `/metrics`) show every
+//!   tenant's traffic: only the master and admin keys (and open mode) may
+//!   read them ([`Principal::is_operator`]); tenants read `GET /v1/me`.
 
 use std::sync::Arc;
 
@@ -30,6 +39,9 @@ pub struct Credentials {
     pub admin: Option<String>,
     /// `FREELLM_TOKEN_SECRET` (browser tokens enabled when set).
     pub token_secret: Option<TokenSecret>,
+    /// Decided once at start ([`is_protected`]): when false, every caller
+    /// is [`Principal::Open`].
+    pub protected: bool,
 }
 
 /// The authenticated caller.
@@ -59,6 +71,34 @@ impl Principal {
             Self::Open | Self::Admin => true,
             Self::Master => credentials.admin.is_none(),
             _ => false,
+        }
+    }
+
+    /// May read gateway-wide views (`/v1/status`, `/v1/events`,
+    /// `/metrics`): every tenant's traffic is there, so tenants may not.
+    pub fn is_operator(&self) -> bool {
+        matches!(self, Self::Open | Self::Master | Self::Admin)
+    }
+
+    /// Whose response-cache entries this caller shares: its virtual key
+    /// (by handle), else its principal kind.
+    pub fn tenant(&self) -> String {
+        match self.virtual_key() {
+            Some(key) => format!("vk:{}", key.handle()),
+            None => self.kind().to_owned(),
+        }
+    }
+
+    /// Whose event-feed slots this caller uses (`ip` counts for open mode,
+    /// where everyone is the same principal).
+    pub fn feed_owner(&self, ip: Option<std::net::IpAddr>) -> String {
+        match self {
+            Self::Open => match ip {
+                Some(ip) => format!("ip:{ip}"),
+                None => "ip:unknown".to_owned(),
+            },
+            Self::Browser { claims, virtual_key: None } => format!("browser:{}", claims.origin),
+            _ => self.tenant(),
         }
     }
 
@@ -104,9 +144,21 @@ pub enum AuthFailure {
     TokenRejected(String),
 }
 
-/// Whether any credential is configured (the gateway is not open).
+/// Whether any key source is configured, so the gateway is protected: the
+/// master key, the admin key or a virtual keys file. What the file holds
+/// does not matter: an empty or unreadable file must never open the gateway.
 pub fn is_protected(credentials: &Credentials, keys: &VirtualKeys) -> bool {
-    credentials.master.is_some() || credentials.admin.is_some() || !keys.current().is_empty()
+    credentials.master.is_some() || credentials.admin.is_some() || keys.path().is_some()
+}
+
+/// The credential of an `Authorization` value: `<scheme> <credential>`
+/// where the scheme is `Bearer` in any case (RFC 9110 §11.1).
+pub fn bearer_credential(value: &str) -> Option<&str> {
+    let (scheme, credential) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(credential.trim()).filter(|c| !c.is_empty())
 }
 
 fn eq(a: &str, b: &str) -> bool {
@@ -120,15 +172,13 @@ pub fn authenticate(
     keys: &VirtualKeys,
     now_ms: u64,
 ) -> Result<Principal, AuthFailure> {
-    if !is_protected(credentials, keys) {
+    if !credentials.protected {
         return Ok(Principal::Open);
     }
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+        .and_then(bearer_credential)
         .ok_or(AuthFailure::Missing)?;
     // Both comparisons always run, so timing says nothing about which matched.
     let is_master = credentials.master.as_deref().is_some_and(|m| eq(bearer, m));
@@ -153,9 +203,16 @@ pub fn authenticate(
         let claims = tokens::verify(secret, bearer, origin, now_ms)
             .map_err(|e| AuthFailure::TokenRejected(e.reason().to_owned()))?;
         let virtual_key = match claims.virtual_key.as_deref() {
+            // A reference token carries the raw key: whoever holds such a
+            // token holds the key, so it must not act for it.
+            Some(vk) if !tokens::is_key_handle(vk) => {
+                return Err(AuthFailure::TokenRejected("raw_virtual_key".into()));
+            }
             Some(vk) => {
-                let key =
-                    set.find(vk).cloned().ok_or_else(|| AuthFailure::TokenRejected("unknown_virtual_key".into()))?;
+                let key = set
+                    .find_by_handle(vk)
+                    .cloned()
+                    .ok_or_else(|| AuthFailure::TokenRejected("unknown_virtual_key".into()))?;
                 if key.expired(now_ms) {
                     return Err(AuthFailure::Expired(key.masked_id()));
                 }
@@ -166,4 +223,150 @@ pub fn authenticate(
         return Ok(Principal::Browser { claims: Arc::new(claims), virtual_key });
     }
     Err(AuthFailure::Invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    const SECRET: &str = "an-hmac-secret-that-is-long-enough-0123456789";
+    const KEY: &str = "sk-freellm-tenant-0001";
+    const ORIGIN: &str = "https://app.example";
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn keys(dir: &std::path::Path, body: &str) -> VirtualKeys {
+        let path = dir.join("keys.json");
+        std::fs::write(&path, body).expect("write keys");
+        VirtualKeys::load(&path).expect("load keys")
+    }
+
+    fn credentials(master: Option<&str>, keys: &VirtualKeys) -> Credentials {
+        let mut c = Credentials {
+            master: master.map(str::to_owned),
+            admin: None,
+            token_secret: Some(TokenSecret::new(SECRET).expect("secret")),
+            protected: false,
+        };
+        c.protected = is_protected(&c, keys);
+        c
+    }
+
+    fn headers(authorization: &str, origin: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::AUTHORIZATION, HeaderValue::from_str(authorization).expect("header"));
+        if let Some(o) = origin {
+            h.insert(axum::http::header::ORIGIN, HeaderValue::from_str(o).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer k", "bearer k", "BEARER k", "bEaReR k", "Bearer   k  "] {
+            assert_eq!(bearer_credential(v), Some("k"), "{v:?}");
+        }
+        for v in ["Basic k", "Bearer", "Bearer ", "Bearerk", "", " Bearer k", "Token k"] {
+            assert_eq!(bearer_credential(v), None, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn a_configured_keys_file_protects_even_when_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = keys(dir.path(), r#"{"keys":[]}"#);
+        let c = credentials(None, &empty);
+        assert!(c.protected);
+        assert_eq!(authenticate(&HeaderMap::new(), &c, &empty, NOW).err(), Some(AuthFailure::Missing));
+        // No key source at all: open.
+        let none = VirtualKeys::none();
+        let open = credentials(None, &none);
+        assert!(!open.protected);
+        assert!(matches!(authenticate(&HeaderMap::new(), &open, &none, NOW), Ok(Principal::Open)));
+        assert!(is_protected(&credentials(Some("m"), &none), &none));
+    }
+
+    #[test]
+    fn protection_does_not_follow_the_keys_file_once_decided() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vk = keys(dir.path(), &format!(r#"{{"keys":[{{"id":"{KEY}","label":"T"}}]}}"#));
+        let c = credentials(None, &vk);
+        std::fs::write(dir.path().join("keys.json"), r#"{"keys":[]}"#).expect("rewrite");
+        vk.reload().expect("reload");
+        assert!(vk.current().is_empty());
+        assert_eq!(authenticate(&HeaderMap::new(), &c, &vk, NOW).err(), Some(AuthFailure::Missing));
+        assert_eq!(
+            authenticate(&headers(&format!("Bearer {KEY}"), None), &c, &vk, NOW).err(),
+            Some(AuthFailure::Invalid)
+        );
+    }
+
+    #[test]
+    fn a_token_acts_for_the_key_its_handle_names_and_a_raw_key_token_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vk = keys(dir.path(), &format!(r#"{{"keys":[{{"id":"{KEY}","label":"T"}}]}}"#));
+        let c = credentials(None, &vk);
+        let secret = c.token_secret.clone().expect("secret");
+        let mint = |virtual_key: Option<String>| {
+            let request = tokens::MintRequest { origin: ORIGIN.into(), virtual_key, ..Default::default() };
+            tokens::mint(&secret, &request, NOW).expect("mint").token
+        };
+        let token = mint(Some(tokens::key_handle(KEY)));
+        match authenticate(&headers(&format!("Bearer {token}"), Some(ORIGIN)), &c, &vk, NOW) {
+            Ok(Principal::Browser { virtual_key: Some(k), .. }) => assert_eq!(k.id, KEY),
+            other => panic!("{other:?}"),
+        }
+        // A reference-format token carrying the raw key (signed like the
+        // reference does it) verifies but may not act for the key.
+        let json =
+            format!(r#"{{"v":1,"iat":{},"exp":{},"origin":"{ORIGIN}","vk":"{KEY}"}}"#, NOW / 1000, NOW / 1000 + 60);
+        let raw = reference_token(&json);
+        assert_eq!(
+            authenticate(&headers(&format!("Bearer {raw}"), Some(ORIGIN)), &c, &vk, NOW).err(),
+            Some(AuthFailure::TokenRejected("raw_virtual_key".into()))
+        );
+        // A reference token with no `vk` still verifies.
+        let json = format!(r#"{{"v":1,"iat":{},"exp":{},"origin":"{ORIGIN}"}}"#, NOW / 1000, NOW / 1000 + 60);
+        let plain = reference_token(&json);
+        assert!(matches!(
+            authenticate(&headers(&format!("bearer {plain}"), Some(ORIGIN)), &c, &vk, NOW),
+            Ok(Principal::Browser { virtual_key: None, .. })
+        ));
+        // A handle of a key that is not loaded.
+        let unknown = mint(Some(tokens::key_handle("sk-freellm-someone-else")));
+        assert_eq!(
+            authenticate(&headers(&format!("Bearer {unknown}"), Some(ORIGIN)), &c, &vk, NOW).err(),
+            Some(AuthFailure::TokenRejected("unknown_virtual_key".into()))
+        );
+        // The handle itself is no credential.
+        let handle = tokens::key_handle(KEY);
+        assert_eq!(
+            authenticate(&headers(&format!("Bearer {handle}"), None), &c, &vk, NOW).err(),
+            Some(AuthFailure::Invalid)
+        );
+    }
+
+    fn reference_token(json: &str) -> String {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("hmac");
+        mac.update(json.as_bytes());
+        let sig = hex::encode(mac.finalize().into_bytes());
+        format!("flt.{}.{sig}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json))
+    }
+
+    #[test]
+    fn only_operators_read_gateway_wide_views_and_tenants_are_scoped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vk = keys(dir.path(), &format!(r#"{{"keys":[{{"id":"{KEY}","label":"T"}}]}}"#));
+        let key = vk.current().find(KEY).cloned().expect("key");
+        let tenant = Principal::Virtual(key);
+        assert!(Principal::Open.is_operator() && Principal::Master.is_operator() && Principal::Admin.is_operator());
+        assert!(!tenant.is_operator());
+        assert_eq!(tenant.tenant(), format!("vk:{}", tokens::key_handle(KEY)));
+        assert!(!tenant.tenant().contains(KEY));
+        assert_eq!(Principal::Master.tenant(), "master");
+        assert_eq!(Principal::Open.feed_owner(Some([127, 0, 0, 1].into())), "ip:127.0.0.1");
+        assert_eq!(Principal::Admin.feed_owner(None), "admin");
+    }
 }

@@ -9,6 +9,11 @@
 //! `finish_reason: length`, JSON-schema requests and requests with images
 //! are never cached. Entries live in a `moka` cache bounded by
 //! `CACHE_MAX_ENTRIES` with a TTL of `CACHE_TTL_MS`.
+//!
+//! By default the key also holds the caller's tenant (its virtual key's
+//! handle, else its principal kind): with a shared cache, a hit
+//! (`X-FreeLLM-Cached: true`, and its speed) tells one tenant what another
+//! asked. `CACHE_SCOPE=shared` trades that for a higher hit rate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,7 +48,30 @@ const KEY_FIELDS: &[&str] = &[
     "logit_bias",
 ];
 
-/// Cache settings (`CACHE_ENABLED`, `CACHE_TTL_MS`, `CACHE_MAX_ENTRIES`).
+/// Who shares cache entries (`[cache] scope`, `CACHE_SCOPE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheScope {
+    /// Each tenant has its own entries (the default).
+    #[default]
+    Tenant,
+    /// Every caller shares entries.
+    Shared,
+}
+
+impl std::str::FromStr for CacheScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "tenant" => Ok(Self::Tenant),
+            "shared" => Ok(Self::Shared),
+            other => Err(format!("expected \"tenant\" or \"shared\", got {other:?}")),
+        }
+    }
+}
+
+/// Cache settings (`CACHE_ENABLED`, `CACHE_TTL_MS`, `CACHE_MAX_ENTRIES`,
+/// `CACHE_SCOPE`).
 #[derive(Debug, Clone, Copy)]
 pub struct CacheConfig {
     /// Whether the cache is used at all.
@@ -52,11 +80,13 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// Most entries kept.
     pub max_entries: u64,
+    /// Who shares entries.
+    pub scope: CacheScope,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { enabled: true, ttl: Duration::from_secs(3600), max_entries: 1000 }
+        Self { enabled: true, ttl: Duration::from_secs(3600), max_entries: 1000, scope: CacheScope::Tenant }
     }
 }
 
@@ -127,9 +157,10 @@ impl ResponseCache {
         Self { config, entries, hits: AtomicU64::new(0), misses: AtomicU64::new(0), sets: AtomicU64::new(0), evictions }
     }
 
-    /// The key of a request, or `None` when it must not be cached (disabled,
-    /// stream, JSON schema, images).
-    pub fn key_for(&self, request: &Value, no_training: bool) -> Option<CacheKey> {
+    /// The key of `tenant`'s request, or `None` when it must not be cached
+    /// (disabled, stream, JSON schema, images). `tenant` counts only with
+    /// [`CacheScope::Tenant`].
+    pub fn key_for(&self, request: &Value, no_training: bool, tenant: &str) -> Option<CacheKey> {
         if !self.config.enabled || request.get("stream").and_then(Value::as_bool) == Some(true) {
             return None;
         }
@@ -148,6 +179,12 @@ impl ResponseCache {
         }
         let mut hasher = Sha256::new();
         hasher.update(if no_training { b"posture:no-training\n" as &[u8] } else { b"posture:any\n" });
+        if self.config.scope == CacheScope::Tenant {
+            // Length-prefixed, so no tenant name can collide with another's.
+            hasher.update(format!("tenant:{}:", tenant.len()).as_bytes());
+            hasher.update(tenant.as_bytes());
+            hasher.update(b"\n");
+        }
         for field in KEY_FIELDS {
             hasher.update(field.as_bytes());
             hasher.update(b"=");
@@ -233,6 +270,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const T: &str = "master";
+
     fn answer(body: Value) -> CachedAnswer {
         CachedAnswer {
             body: Bytes::from(body.to_string()),
@@ -250,34 +289,49 @@ mod tests {
     fn keys_cover_the_answer_changing_fields_and_the_posture() {
         let c = ResponseCache::new(CacheConfig::default());
         let base = json!({"model": "free", "messages": [{"role": "user", "content": "hi"}]});
-        let k = c.key_for(&base, false).unwrap();
+        let k = c.key_for(&base, false, T).unwrap();
         let mut with_null = base.clone();
         with_null["temperature"] = Value::Null;
-        assert_eq!(c.key_for(&with_null, false).unwrap(), k, "absent == null");
+        assert_eq!(c.key_for(&with_null, false, T).unwrap(), k, "absent == null");
         let mut user = base.clone();
         user["user"] = json!("someone");
-        assert_eq!(c.key_for(&user, false).unwrap(), k, "user is not part of the key");
+        assert_eq!(c.key_for(&user, false, T).unwrap(), k, "user is not part of the key");
         let mut warmer = base.clone();
         warmer["temperature"] = json!(0.9);
-        assert_ne!(c.key_for(&warmer, false).unwrap(), k);
+        assert_ne!(c.key_for(&warmer, false, T).unwrap(), k);
         let mut other_model = base.clone();
         other_model["model"] = json!("free-fast");
-        assert_ne!(c.key_for(&other_model, false).unwrap(), k);
-        assert_ne!(c.key_for(&base, true).unwrap(), k, "privacy posture is part of the key");
+        assert_ne!(c.key_for(&other_model, false, T).unwrap(), k);
+        assert_ne!(c.key_for(&base, true, T).unwrap(), k, "privacy posture is part of the key");
+    }
+
+    #[test]
+    fn tenants_get_their_own_entries_unless_the_cache_is_shared() {
+        let body = json!({"model": "free", "messages": [{"role": "user", "content": "hi"}]});
+        let scoped = ResponseCache::new(CacheConfig::default());
+        let a = scoped.key_for(&body, false, "vk:aaaa").unwrap();
+        assert_ne!(a, scoped.key_for(&body, false, "vk:bbbb").unwrap());
+        assert_ne!(a, scoped.key_for(&body, false, "master").unwrap());
+        assert_ne!(scoped.key_for(&body, false, "ab").unwrap(), scoped.key_for(&body, false, "a").unwrap());
+        assert_eq!(a, scoped.key_for(&body, false, "vk:aaaa").unwrap());
+        let shared = ResponseCache::new(CacheConfig { scope: CacheScope::Shared, ..CacheConfig::default() });
+        assert_eq!(shared.key_for(&body, false, "vk:aaaa").unwrap(), shared.key_for(&body, false, "vk:bbbb").unwrap());
+        assert_eq!("Shared".parse::<CacheScope>(), Ok(CacheScope::Shared));
+        assert!("everyone".parse::<CacheScope>().is_err());
     }
 
     #[test]
     fn streams_schemas_and_images_are_not_cached() {
         let c = ResponseCache::new(CacheConfig::default());
-        assert!(c.key_for(&json!({"model": "m", "messages": [], "stream": true}), false).is_none());
+        assert!(c.key_for(&json!({"model": "m", "messages": [], "stream": true}), false, T).is_none());
         assert!(
-            c.key_for(&json!({"model": "m", "messages": [], "response_format": {"type": "json_schema"}}), false)
+            c.key_for(&json!({"model": "m", "messages": [], "response_format": {"type": "json_schema"}}), false, T)
                 .is_none()
         );
         let img = json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]});
-        assert!(c.key_for(&img, false).is_none());
+        assert!(c.key_for(&img, false, T).is_none());
         let off = ResponseCache::new(CacheConfig { enabled: false, ..CacheConfig::default() });
-        assert!(off.key_for(&json!({"model": "m", "messages": []}), false).is_none());
+        assert!(off.key_for(&json!({"model": "m", "messages": []}), false, T).is_none());
     }
 
     #[test]

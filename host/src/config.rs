@@ -14,7 +14,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::breaker::BreakerConfig;
-use crate::cache::CacheConfig;
+use crate::cache::{CacheConfig, CacheScope};
+use crate::guard::AllowedHosts;
 use crate::plugins::SandboxLimits;
 use crate::router::Strategy;
 
@@ -64,6 +65,15 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Credentials and per-client limits.
     pub security: SecurityConfig,
+    /// `Host` headers the gateway answers (`[server] allowed_hosts`,
+    /// `FREELLM_ALLOWED_HOSTS`): a page on another name that resolves to
+    /// this gateway (DNS rebinding) is refused. Default: the loopback names
+    /// and the bound address when bound to loopback, any host otherwise.
+    pub allowed_hosts: AllowedHosts,
+    /// Concurrent `/v1/events` feeds one principal may hold (one client IP
+    /// in open mode) (`[server] max_event_feeds_per_principal`,
+    /// `FREELLM_MAX_EVENT_FEEDS`, 8).
+    pub max_event_feeds_per_principal: usize,
     /// The file this configuration was read from (watched for changes).
     pub path: Option<PathBuf>,
     env: HashMap<String, String>,
@@ -218,6 +228,14 @@ struct FileConfig {
     routing: FileRouting,
     #[serde(default)]
     routes: toml::Table,
+    #[serde(default)]
+    cache: FileCache,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileCache {
+    scope: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -248,6 +266,8 @@ struct FileServer {
     max_body_bytes: Option<usize>,
     data_dir: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    allowed_hosts: Option<Vec<String>>,
+    max_event_feeds_per_principal: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -363,6 +383,19 @@ impl Config {
             .map(|p| resolve(base_dir, &p))
             .unwrap_or_else(|| data_dir.join("components"));
         let log_json = matches!(get("FREELLM_LOG_FORMAT"), Some(f) if f.eq_ignore_ascii_case("json"));
+        let allowed_hosts_list = match get("FREELLM_ALLOWED_HOSTS") {
+            Some(v) => Some(v.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect()),
+            None => file.server.allowed_hosts.clone(),
+        };
+        let allowed_hosts = AllowedHosts::new(allowed_hosts_list.as_deref(), host)
+            .map_err(|message| ConfigError::Invalid { name: "FREELLM_ALLOWED_HOSTS".into(), message })?;
+        let max_event_feeds_per_principal = match get("FREELLM_MAX_EVENT_FEEDS") {
+            Some(v) => parse_num("FREELLM_MAX_EVENT_FEEDS", v)?,
+            None => file.server.max_event_feeds_per_principal.unwrap_or(8),
+        };
+        if max_event_feeds_per_principal == 0 {
+            return Err(ConfigError::Invalid { name: "FREELLM_MAX_EVENT_FEEDS".into(), message: "must be > 0".into() });
+        }
 
         let ms = |name: &str, file_value: Option<u64>, default: u64| -> Result<u64, ConfigError> {
             match get(name) {
@@ -505,6 +538,12 @@ impl Config {
                 Some(v) => parse_num("CACHE_MAX_ENTRIES", v)?,
                 None => cache_defaults.max_entries,
             },
+            scope: match get("CACHE_SCOPE").map(str::to_owned).or(file.cache.scope) {
+                Some(text) => text
+                    .parse::<CacheScope>()
+                    .map_err(|message| ConfigError::Invalid { name: "CACHE_SCOPE".into(), message })?,
+                None => cache_defaults.scope,
+            },
         };
         let security = SecurityConfig {
             api_key: get("FREELLM_API_KEY").map(str::to_owned),
@@ -543,6 +582,8 @@ impl Config {
             routes,
             cache,
             security,
+            allowed_hosts,
+            max_event_feeds_per_principal,
             path: None,
             env,
         })
@@ -769,6 +810,39 @@ mod tests {
             let e = load(TWO, &[(name, bad)]).unwrap_err();
             assert!(e.to_string().contains(name), "{e}");
         }
+    }
+
+    #[test]
+    fn access_settings_have_safe_defaults_and_the_environment_wins() {
+        let c = load(TWO, &[]).unwrap();
+        assert_eq!(c.max_event_feeds_per_principal, 8);
+        assert_eq!(c.cache.scope, CacheScope::Tenant);
+        assert!(c.allowed_hosts.allows(Some("localhost:3000")));
+        assert!(!c.allowed_hosts.allows(Some("evil.example")));
+        let file = format!(
+            "[server]\nallowed_hosts = [\"gw.example\"]\nmax_event_feeds_per_principal = 2\n[cache]\nscope = \"shared\"\n{TWO}"
+        );
+        let c = load(&file, &[]).unwrap();
+        assert_eq!((c.max_event_feeds_per_principal, c.cache.scope), (2, CacheScope::Shared));
+        assert!(c.allowed_hosts.allows(Some("gw.example")) && !c.allowed_hosts.allows(Some("localhost")));
+        let c = load(
+            &file,
+            &[
+                ("FREELLM_ALLOWED_HOSTS", "other.example, localhost"),
+                ("FREELLM_MAX_EVENT_FEEDS", "3"),
+                ("CACHE_SCOPE", "tenant"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((c.max_event_feeds_per_principal, c.cache.scope), (3, CacheScope::Tenant));
+        assert!(c.allowed_hosts.allows(Some("localhost:1")) && !c.allowed_hosts.allows(Some("gw.example")));
+        assert!(load(TWO, &[("HOST", "0.0.0.0")]).unwrap().allowed_hosts.allows(Some("anything.example")));
+        for bad in [("FREELLM_MAX_EVENT_FEEDS", "0"), ("CACHE_SCOPE", "global"), ("FREELLM_ALLOWED_HOSTS", "a b")] {
+            let e = load(TWO, &[bad]).unwrap_err();
+            assert!(e.to_string().contains(bad.0), "{e}");
+        }
+        assert!(load("[server]\nallowed_hosts = []\n", &[]).is_err());
+        assert!(load("[cache]\nttl = 1\n", &[]).is_err());
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! CORS for browser clients.
 //!
 //! `ALLOWED_ORIGINS` is an allowlist (comma-separated, or `*`). Without it
-//! the gateway allows any origin only while no credential is configured; a
-//! protected gateway allows none until the operator lists them. Preflights
+//! the gateway allows any origin only while it is open (no key source
+//! configured: the decision [`crate::auth::is_protected`] makes once, at
+//! start); a protected gateway allows none until the operator lists them.
+//! Admin endpoints are never opened by `*`, only to listed origins; an
+//! open gateway's admin endpoints also refuse unlisted origins other than
+//! its own ([`crate::guard`]). Preflights
 //! are answered here, before authentication (browsers send no credentials
 //! on them), with the allowed methods and headers listed explicitly; every
 //! answer to an allowed origin exposes `X-Request-Id`, the `X-FreeLLM-*`
@@ -44,6 +48,11 @@ impl AllowedOrigins {
         }
     }
 
+    /// Whether `origin` is listed explicitly (`*` lists nobody).
+    pub fn lists(&self, origin: &str) -> bool {
+        matches!(self, Self::List(list) if list.iter().any(|o| o == origin))
+    }
+
     /// The `Access-Control-Allow-Origin` value for a request's origin.
     fn allow(&self, origin: &str) -> Option<HeaderValue> {
         match self {
@@ -63,7 +72,14 @@ impl Cors {
     /// Reads the request's origin. A preflight is answered here (`Err`, the
     /// answer), before authentication; any other request goes on (`Ok`).
     pub fn check(gw: &Gateway, req: &Request) -> Result<Self, Box<Response>> {
-        let allowed = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).and_then(|o| gw.cors.allow(o));
+        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        // `*` never covers admin endpoints: on an open gateway it would let
+        // any page read (and, with a preflight, drive) them.
+        let allowed = if crate::guard::is_admin_path(req.uri().path()) {
+            origin.filter(|o| gw.cors.lists(o)).and_then(|o| HeaderValue::from_str(o).ok())
+        } else {
+            origin.and_then(|o| gw.cors.allow(o))
+        };
         let preflight =
             req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !preflight {
@@ -105,5 +121,7 @@ mod tests {
         assert!(allowed.allow("https://app.example").is_some());
         assert!(allowed.allow("https://evil.example").is_none());
         assert_eq!(AllowedOrigins::new(Some(&["*".to_owned()]), true), AllowedOrigins::Any);
+        assert!(allowed.lists("https://app.example") && !allowed.lists("https://evil.example"));
+        assert!(!AllowedOrigins::Any.lists("https://app.example"), "* does not list an origin");
     }
 }

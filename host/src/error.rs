@@ -59,6 +59,22 @@ pub enum ApiError {
     /// The endpoint needs the admin key.
     #[error("admin required")]
     AdminRequired { message: String },
+    /// A gateway-wide view read by a tenant (virtual key, browser token).
+    #[error("operator required")]
+    OperatorRequired,
+    /// The caller already holds its share of `/v1/events` feeds.
+    #[error("too many event feeds")]
+    TooManyEventFeeds { max: usize },
+    /// The `Host` header names no host this gateway serves (DNS rebinding).
+    #[error("host not allowed")]
+    HostNotAllowed,
+    /// An open gateway's admin endpoint called from another origin.
+    #[error("cross-origin admin request refused")]
+    CrossOriginRefused,
+    /// An open gateway's admin endpoint called with a content type a form
+    /// or a simple cross-site request could send.
+    #[error("unsupported admin content type")]
+    AdminContentType { expected: &'static str },
     /// The per-IP limit (`RATE_LIMIT_RPM`).
     #[error("client rate limited")]
     ClientRateLimited { message: String, retry_after_ms: u64 },
@@ -127,6 +143,10 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::MissingApiKey | Self::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
             Self::AdminRequired { .. } => StatusCode::FORBIDDEN,
+            Self::OperatorRequired | Self::CrossOriginRefused => StatusCode::FORBIDDEN,
+            Self::TooManyEventFeeds { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::HostNotAllowed => StatusCode::MISDIRECTED_REQUEST,
+            Self::AdminContentType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ClientRateLimited { .. } | Self::IdentifierRateLimited { .. } | Self::VirtualKeyCapReached { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -155,6 +175,11 @@ impl ApiError {
             Self::MissingApiKey => ("authentication_error", "missing_api_key"),
             Self::InvalidApiKey { .. } => ("authentication_error", "invalid_api_key"),
             Self::AdminRequired { .. } => ("permission_error", "admin_required"),
+            Self::OperatorRequired => ("permission_error", "operator_required"),
+            Self::TooManyEventFeeds { .. } => ("rate_limit_error", "too_many_event_feeds"),
+            Self::HostNotAllowed => ("invalid_request_error", "host_not_allowed"),
+            Self::CrossOriginRefused => ("permission_error", "cross_origin_refused"),
+            Self::AdminContentType { .. } => ("invalid_request_error", "unsupported_media_type"),
             Self::ClientRateLimited { .. } => ("rate_limit_error", "client_rate_limited"),
             Self::IdentifierRateLimited { .. } => ("rate_limit_error", "identifier_rate_limited"),
             Self::VirtualKeyCapReached { .. } => ("rate_limit_error", "virtual_key_cap_reached"),
@@ -221,6 +246,20 @@ impl ApiError {
             Self::NotFound { path } => format!("No route for {path}."),
             Self::MethodNotAllowed => "Method not allowed for this route.".into(),
             Self::MissingApiKey => "Missing API key. Set Authorization: Bearer <key>.".into(),
+            Self::OperatorRequired => "This endpoint shows gateway-wide data and needs the master or admin key; \
+                 GET /v1/me shows your own usage."
+                .into(),
+            Self::TooManyEventFeeds { max } => {
+                format!("Too many open event feeds for this credential (at most {max}); close one and retry.")
+            }
+            Self::HostNotAllowed => "This gateway does not serve the host named in the Host header; list it in \
+                 [server] allowed_hosts (FREELLM_ALLOWED_HOSTS) to allow it."
+                .into(),
+            Self::CrossOriginRefused => "Admin endpoints of an open gateway refuse requests from other origins; \
+                 call from the gateway's own origin, list the origin in ALLOWED_ORIGINS, or protect the gateway \
+                 with FREELLM_ADMIN_KEY."
+                .into(),
+            Self::AdminContentType { expected } => format!("Content-Type must be {expected} on this endpoint."),
             Self::InvalidApiKey { message }
             | Self::AdminRequired { message }
             | Self::VirtualKeyCapReached { message } => message.clone(),

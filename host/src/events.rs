@@ -10,8 +10,9 @@
 //! and is told so with an [`Event::Lagged`] marker instead of slowing the
 //! request path down.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -206,6 +207,69 @@ impl EventBus {
     }
 }
 
+/// Caps the feeds one principal holds at once
+/// (`max_event_feeds_per_principal`): each feed costs the request path a
+/// share of every publish, so one credential opening a thousand feeds cut
+/// everyone's throughput. Owners with no feed leave no entry behind.
+#[derive(Debug)]
+pub struct FeedSlots {
+    max: usize,
+    held: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl FeedSlots {
+    /// At most `max` feeds per owner.
+    pub fn new(max: usize) -> Self {
+        Self { max, held: Arc::default() }
+    }
+
+    /// The most feeds one owner may hold.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for `owner`, or `None` when it holds `max` already. The slot
+    /// is given back when dropped (the feed ended).
+    pub fn try_acquire(&self, owner: String) -> Option<FeedSlot> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(owner.clone()).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(FeedSlot { owner, held: self.held.clone() })
+    }
+
+    /// Feeds `owner` holds now.
+    pub fn held_by(&self, owner: &str) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).get(owner).copied().unwrap_or(0)
+    }
+
+    /// Owners holding at least one feed.
+    pub fn owners(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// One held feed slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct FeedSlot {
+    owner: String,
+    held: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for FeedSlot {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.owner) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.owner);
+            }
+        }
+    }
+}
+
 /// The receive side of one subscriber.
 pub struct Subscription {
     receiver: broadcast::Receiver<Arc<Event>>,
@@ -278,6 +342,25 @@ pub fn report_lag(bus: &EventBus, subscription: &mut Subscription) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feed_slots_cap_each_owner_and_a_dropped_slot_frees_its_place() {
+        let slots = FeedSlots::new(2);
+        let a1 = slots.try_acquire("admin".into()).expect("first");
+        let a2 = slots.try_acquire("admin".into()).expect("second");
+        assert!(slots.try_acquire("admin".into()).is_none(), "third refused");
+        let other = slots.try_acquire("ip:127.0.0.1".into()).expect("owners are counted apart");
+        assert_eq!(slots.held_by("admin"), 2);
+        drop(a1);
+        assert_eq!(slots.held_by("admin"), 1);
+        let a3 = slots.try_acquire("admin".into()).expect("a freed slot is reusable");
+        drop((a2, a3, other));
+        assert_eq!(slots.owners(), 0, "no entry outlives its feeds");
+        for _ in 0..1000 {
+            let _ = slots.try_acquire("admin".into());
+        }
+        assert_eq!(slots.owners(), 0);
+    }
 
     fn routing(n: usize) -> Event {
         Event::Routing { strategy: format!("s{n}") }

@@ -1,7 +1,14 @@
 //! The guard in front of every endpoint but `/healthz`: authentication,
 //! admin-only endpoints, the per-IP limit and the per-identifier limit.
 //!
-//! Order: authenticate ([`crate::auth`]) → admin check → identifier
+//! Before anything, [`check_host`] refuses a `Host` the gateway does not
+//! serve (`[server] allowed_hosts`): a page whose name an attacker points
+//! at 127.0.0.1 (DNS rebinding) is same-origin with itself, not with us.
+//!
+//! Order: authenticate ([`crate::auth`]) → admin check → operator views
+//! (`/v1/status`, `/v1/events`, `/metrics`: master, admin or open mode
+//! only) → on an open gateway, admin endpoints refuse other origins and
+//! content types a cross-site form or simple request could send → identifier
 //! resolution (`X-FreeLLM-Identifier`, a browser token's pinned identifier,
 //! else `ip:<client>`) → per-IP limit (`RATE_LIMIT_RPM`) → identifier limit
 //! (`FREELLM_IDENTIFIER_LIMIT`; off unless set — the reference's default of
@@ -10,10 +17,11 @@
 //! answer carries `X-FreeLLM-Identifier`, `-Remaining` and `-Reset`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::{self, AuthFailure, Principal};
@@ -34,6 +42,184 @@ fn is_admin_only(method: &Method, path: &str) -> bool {
         || (method == Method::POST && path.starts_with("/v1/status/providers/"))
         || path == "/v1/status/virtual-keys"
         || path.starts_with("/v1/plugins")
+}
+
+/// Paths of admin endpoints, whatever the method (CORS never opens them
+/// to any origin: only to listed ones).
+pub(crate) fn is_admin_path(path: &str) -> bool {
+    let path = path.strip_prefix("/api").unwrap_or(path);
+    path == "/v1/status/routing"
+        || path.starts_with("/v1/status/providers/")
+        || path == "/v1/status/virtual-keys"
+        || path.starts_with("/v1/plugins")
+}
+
+/// Gateway-wide views: every tenant's traffic and failures are in them.
+fn is_operator_only(path: &str) -> bool {
+    let path = path.strip_prefix("/api").unwrap_or(path);
+    matches!(path, "/v1/status" | "/v1/events" | "/metrics")
+}
+
+/// The adapter upload (`POST /v1/plugins/{id}`), which takes a component.
+fn is_upload(method: &Method, path: &str) -> bool {
+    let path = path.strip_prefix("/api").unwrap_or(path);
+    method == Method::POST
+        && path.strip_prefix("/v1/plugins/").is_some_and(|id| !id.is_empty() && !id.contains('/') && id != "reload")
+}
+
+/// The client's address as the guard saw it (`X-Forwarded-For` when
+/// `TRUST_PROXY`), for handlers that count per client.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+/// Which `Host` headers the gateway answers (`[server] allowed_hosts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHosts {
+    /// Any host (bound to a non-loopback address, or `*` configured).
+    Any,
+    /// These host names (lowercase, no port; IPv6 in brackets), any port.
+    List(Arc<[String]>),
+}
+
+impl AllowedHosts {
+    /// From the configured list (`*` = any) and the bound address. Without
+    /// a list: the loopback names and the bound address when bound to
+    /// loopback (where DNS rebinding is the threat), any host otherwise (a
+    /// public gateway's names are not known here).
+    pub fn new(configured: Option<&[String]>, bound: IpAddr) -> Result<Self, String> {
+        let Some(list) = configured else {
+            if !bound.is_loopback() {
+                return Ok(Self::Any);
+            }
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "[::1]".to_owned()];
+            let own = match bound {
+                IpAddr::V4(v4) => v4.to_string(),
+                IpAddr::V6(v6) => format!("[{v6}]"),
+            };
+            if !names.contains(&own) {
+                names.push(own);
+            }
+            return Ok(Self::List(names.into()));
+        };
+        if list.iter().any(|h| h.trim() == "*") {
+            return Ok(Self::Any);
+        }
+        if list.is_empty() {
+            return Err("list at least one host name, or \"*\" for any".into());
+        }
+        let mut names = Vec::with_capacity(list.len());
+        for entry in list {
+            let name = host_name(entry.trim()).ok_or_else(|| format!("{entry:?} is not a host name"))?;
+            names.push(name);
+        }
+        Ok(Self::List(names.into()))
+    }
+
+    /// Whether a request naming `host` (the `Host` header: `name[:port]`)
+    /// is served. No host at all is refused unless any host is allowed.
+    pub fn allows(&self, host: Option<&str>) -> bool {
+        match self {
+            Self::Any => true,
+            Self::List(names) => host.and_then(host_name).is_some_and(|name| names.contains(&name)),
+        }
+    }
+}
+
+/// The host name of `name[:port]`, lowercase, without a trailing dot; IPv6
+/// literals keep their brackets. `None` when it is not a plausible host.
+fn host_name(authority: &str) -> Option<String> {
+    let (name, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        (&authority[..=end], &authority[end + 1..])
+    } else {
+        match authority.rfind(':') {
+            Some(i) => (&authority[..i], &authority[i..]),
+            None => (authority, ""),
+        }
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let name_ok = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => !v6.is_empty() && v6.bytes().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')),
+        None => {
+            !name.is_empty()
+                && name.len() <= 253
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        }
+    };
+    (port_ok && name_ok).then(|| name.to_ascii_lowercase())
+}
+
+/// Refuses a request whose `Host` the gateway does not serve (421).
+pub fn check_host(gw: &Gateway, req: &Request) -> Result<(), Box<Response>> {
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().host());
+    if gw.config.allowed_hosts.allows(host) {
+        return Ok(());
+    }
+    tracing::info!(host = ?host.map(|h| h.chars().take(80).collect::<String>()), "request for a host not served");
+    Err(Box::new(ApiError::HostNotAllowed.into_response()))
+}
+
+/// On an open gateway anyone who can reach it is the operator, browsers
+/// included: a page on another site could swap an adapter with a simple
+/// (unpreflighted) cross-site POST. Admin endpoints there take requests
+/// only from the gateway's own origin or an `ALLOWED_ORIGINS` entry, and
+/// only with the content type they read.
+fn check_open_admin(gw: &Gateway, req: &Request) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let cross_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site");
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().host());
+        if !(is_own_origin(origin, host) || gw.cors.lists(origin)) {
+            return Err(ApiError::CrossOriginRefused);
+        }
+    } else if cross_site {
+        return Err(ApiError::CrossOriginRefused);
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    let expected: &[&str] = if is_upload(req.method(), req.uri().path()) {
+        &["application/wasm", "application/octet-stream"]
+    } else {
+        &["application/json"]
+    };
+    let describe =
+        if expected.len() == 2 { "application/wasm or application/octet-stream" } else { "application/json" };
+    match headers.get(header::CONTENT_TYPE) {
+        Some(v) => {
+            let media =
+                v.to_str().unwrap_or_default().split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            if expected.contains(&media.as_str()) {
+                Ok(())
+            } else {
+                Err(ApiError::AdminContentType { expected: describe })
+            }
+        }
+        None if has_empty_body(headers) => Ok(()),
+        None => Err(ApiError::AdminContentType { expected: describe }),
+    }
+}
+
+/// `Origin` is this gateway itself, as the `Host` header names it.
+fn is_own_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
+/// No body: a zero length, or neither a length nor a chunked body.
+fn has_empty_body(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(len) => len.as_bytes() == b"0",
+        None => !headers.contains_key(header::TRANSFER_ENCODING),
+    }
 }
 
 /// What the guard lets through: the identifier headers every answer to an
@@ -66,14 +252,22 @@ pub fn admit(gw: &Gateway, req: &mut Request) -> Result<Admission, Box<Response>
             return Err(Box::new(auth_error(failure).into_response()));
         }
     };
-    if is_admin_only(req.method(), path) && !principal.is_admin(&gw.credentials) {
+    let admin_only = is_admin_only(req.method(), path);
+    if admin_only && !principal.is_admin(&gw.credentials) {
         return Err(Box::new(
             ApiError::AdminRequired { message: "Admin access required. Set Authorization: Bearer <admin-key>.".into() }
                 .into_response(),
         ));
     }
+    if is_operator_only(path) && !principal.is_operator() {
+        return Err(Box::new(ApiError::OperatorRequired.into_response()));
+    }
+    if admin_only && matches!(principal, Principal::Open) {
+        check_open_admin(gw, req).map_err(|e| Box::new(e.into_response()))?;
+    }
 
     let client_ip = client_ip(req, gw.config.security.trust_proxy);
+    req.extensions_mut().insert(ClientAddr(client_ip));
     let identifier =
         resolve_identifier(req.headers(), &principal, client_ip).map_err(|e| Box::new(e.into_response()))?;
     if let (Some(limiter), Some(ip)) = (&gw.ip_limiter, client_ip) {
@@ -185,5 +379,79 @@ mod tests {
         assert!(is_admin_only(&Method::GET, "/v1/status/virtual-keys"));
         assert!(!is_admin_only(&Method::GET, "/v1/status"));
         assert!(!is_admin_only(&Method::POST, "/v1/chat/completions"));
+        for operator in ["/v1/status", "/api/v1/status", "/v1/events", "/metrics", "/api/metrics"] {
+            assert!(is_operator_only(operator), "{operator}");
+        }
+        for tenant in ["/v1/me", "/v1/models", "/v1/chat/completions", "/v1/status/x", "/metricsx"] {
+            assert!(!is_operator_only(tenant), "{tenant}");
+        }
+        assert!(is_upload(&Method::POST, "/v1/plugins/groq") && is_upload(&Method::POST, "/api/v1/plugins/groq"));
+        assert!(
+            !is_upload(&Method::POST, "/v1/plugins/reload") && !is_upload(&Method::POST, "/v1/plugins/groq/canary")
+        );
+        assert!(!is_upload(&Method::GET, "/v1/plugins/groq") && !is_upload(&Method::POST, "/v1/plugins/"));
+        assert!(is_admin_path("/v1/plugins") && is_admin_path("/api/v1/status/routing"));
+        assert!(!is_admin_path("/v1/status") && !is_admin_path("/v1/chat/completions"));
+    }
+
+    #[test]
+    fn loopback_gateways_answer_only_loopback_names_by_default() {
+        let hosts = AllowedHosts::new(None, [127, 0, 0, 1].into()).unwrap();
+        for ok in ["localhost", "localhost:3000", "LOCALHOST:1", "localhost.", "127.0.0.1:3000", "[::1]:3000", "[::1]"]
+        {
+            assert!(hosts.allows(Some(ok)), "{ok}");
+        }
+        for bad in [
+            None,
+            Some(""),
+            Some("evil.example"),
+            Some("evil.example:3000"),
+            Some("localhost.evil.example"),
+            Some("127.0.0.1.nip.io"),
+            Some("127.0.0.2:3000"),
+            Some("localhost:"),
+            Some("localhost:x"),
+            Some("::1"),
+            Some("[::1"),
+            Some("user@localhost"),
+        ] {
+            assert!(!hosts.allows(bad), "{bad:?}");
+        }
+        let v6 = AllowedHosts::new(None, "::1".parse().unwrap()).unwrap();
+        assert!(v6.allows(Some("[::1]:8080")) && !v6.allows(Some("evil.example")));
+        let other = AllowedHosts::new(None, [127, 0, 0, 2].into()).unwrap();
+        assert!(other.allows(Some("127.0.0.2:3000")));
+        assert_eq!(AllowedHosts::new(None, [0, 0, 0, 0].into()).unwrap(), AllowedHosts::Any);
+        assert_eq!(AllowedHosts::new(None, [192, 168, 1, 2].into()).unwrap(), AllowedHosts::Any);
+    }
+
+    #[test]
+    fn configured_hosts_replace_the_defaults() {
+        let list = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let hosts = AllowedHosts::new(Some(&list(&["GW.example.", "10.0.0.5:9"])), [127, 0, 0, 1].into()).unwrap();
+        assert!(hosts.allows(Some("gw.example:443")) && hosts.allows(Some("10.0.0.5")));
+        assert!(!hosts.allows(Some("localhost")));
+        assert_eq!(AllowedHosts::new(Some(&list(&["a", "*"])), [127, 0, 0, 1].into()).unwrap(), AllowedHosts::Any);
+        assert!(AllowedHosts::new(Some(&[]), [127, 0, 0, 1].into()).is_err());
+        assert!(AllowedHosts::new(Some(&list(&["a b"])), [127, 0, 0, 1].into()).is_err());
+        assert!(AllowedHosts::new(Some(&list(&["http://x/"])), [127, 0, 0, 1].into()).is_err());
+    }
+
+    #[test]
+    fn own_origin_and_empty_bodies() {
+        assert!(is_own_origin("http://127.0.0.1:3000", Some("127.0.0.1:3000")));
+        assert!(is_own_origin("https://GW.example", Some("gw.example")));
+        assert!(!is_own_origin("http://127.0.0.1:3001", Some("127.0.0.1:3000")));
+        assert!(!is_own_origin("null", Some("127.0.0.1:3000")));
+        assert!(!is_own_origin("http://127.0.0.1:3000", None));
+        let mut h = HeaderMap::new();
+        assert!(has_empty_body(&h));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        assert!(has_empty_body(&h));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
+        assert!(!has_empty_body(&h));
+        h.remove(header::CONTENT_LENGTH);
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert!(!has_empty_body(&h));
     }
 }

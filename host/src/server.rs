@@ -3,7 +3,8 @@
 //! Every route is served at `/` and again under `/api` (as the reference
 //! gateway does). In front of the routes, one middleware ([`edge`]) runs,
 //! in order: the request id (assigns or echoes `X-Request-Id` and renders
-//! every error body with it), CORS ([`crate::cors`], answers preflights
+//! every error body with it), the `Host` check ([`guard::check_host`]),
+//! CORS ([`crate::cors`], answers preflights
 //! before authentication), the guard ([`crate::guard`]: authentication,
 //! admin-only endpoints, per-IP and per-identifier limits).
 
@@ -38,6 +39,7 @@ pub fn app(gw: SharedGateway) -> Router {
         .route("/v1/status/providers/{id}/reset", post(api::status::reset_provider))
         .route("/v1/status/virtual-keys", get(api::status::virtual_keys))
         .route("/v1/tokens/issue", post(api::tokens::issue))
+        .route("/v1/me", get(api::me::me))
         .route("/v1/events", get(api::events::events))
         .route("/metrics", get(api::metrics::metrics))
         .route("/v1/plugins", get(api::plugins::list))
@@ -80,6 +82,9 @@ fn is_valid_request_id(id: &[u8]) -> bool {
 /// bodies.
 async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> Response {
     let id = assign_request_id(&mut req);
+    if let Err(refusal) = guard::check_host(&gw, &req) {
+        return finish_request_id(*refusal, &id);
+    }
     let response = match Cors::check(&gw, &req) {
         Err(preflight) => *preflight,
         Ok(cors) => {

@@ -59,6 +59,8 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
     /// Hot reloads, uploads and canaries of adapters.
     pub plugins: crate::reload::PluginManager,
+    /// Event feeds held per principal (`max_event_feeds_per_principal`).
+    pub event_feeds: crate::events::FeedSlots,
     /// Keeps the virtual-keys file watcher alive.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -76,7 +78,18 @@ impl Gateway {
             Some(path) => VirtualKeys::load(path)?,
             None => VirtualKeys::none(),
         });
-        let credentials = Credentials { master: sec.api_key.clone(), admin: sec.admin_key.clone(), token_secret };
+        let mut credentials =
+            Credentials { master: sec.api_key.clone(), admin: sec.admin_key.clone(), token_secret, protected: false };
+        // Decided here, once: what the keys file holds later never opens the gateway.
+        credentials.protected = auth::is_protected(&credentials, &virtual_keys);
+        if credentials.protected {
+            tracing::info!("gateway protected: every endpoint but /healthz needs a key");
+        } else {
+            tracing::warn!(
+                "no key source configured: the gateway is OPEN (anyone who can reach it is the operator); \
+                 set FREELLM_ADMIN_KEY, FREELLM_API_KEY or FREELLM_VIRTUAL_KEYS_PATH to protect it"
+            );
+        }
         crate::redact::set_secrets(
             "credentials",
             [&sec.api_key, &sec.admin_key, &sec.token_secret].into_iter().flatten(),
@@ -95,7 +108,7 @@ impl Gateway {
             )),
             None => None,
         };
-        let cors = AllowedOrigins::new(sec.allowed_origins.as_deref(), auth::is_protected(&credentials, &virtual_keys));
+        let cors = AllowedOrigins::new(sec.allowed_origins.as_deref(), credentials.protected);
 
         let store = Arc::new(Store::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
         crate::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -108,6 +121,7 @@ impl Gateway {
         let strategy = StrategyCell::new(config.routing.strategy);
         let cache = ResponseCache::new(config.cache);
         let watcher = virtual_keys.watch();
+        let event_feeds = crate::events::FeedSlots::new(config.max_event_feeds_per_principal);
         let gw = Arc::new(Self {
             config,
             registry: ArcSwap::from_pointee(registry),
@@ -126,6 +140,7 @@ impl Gateway {
             metrics: Default::default(),
             store: Some(store.clone()),
             plugins: crate::reload::PluginManager::default(),
+            event_feeds,
             _watcher: watcher,
         });
         gw.plugins.watch(&gw);

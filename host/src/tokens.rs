@@ -26,11 +26,19 @@
 //! | `exp`        | expiry, unix seconds: `iat + ttl`                    |
 //! | `origin`     | the exact `Origin` the token is bound to             |
 //! | `identifier` | optional: the rate-limit bucket the token pins       |
-//! | `vk`         | optional: id of the issuing virtual key              |
+//! | `vk`         | optional: handle of the issuing virtual key          |
 //! | `jti`        | optional: random token id (32 hex digits), for logs  |
 //!
 //! `jti` is our addition; tokens without it (the reference's) verify.
 //! Unknown payload keys are ignored.
+//!
+//! `vk` is the key's *handle*, the lowercase hex SHA-256 of the key
+//! ([`key_handle`]), never the key itself: the payload is only base64, so
+//! whoever holds a token can read it, and a raw key there would hand out
+//! the long-lived credential (which can mint tokens for any origin). The
+//! reference put the raw key in `vk`; such a token still verifies here, but
+//! [`crate::auth`] refuses to let it act for the key (it is rejected as
+//! `raw_virtual_key`: the holder must get a fresh token).
 //!
 //! # Minting ([`mint`])
 //!
@@ -90,8 +98,12 @@ pub const MAX_TTL_SECS: u64 = 900;
 /// Longest accepted origin, in bytes.
 pub const MAX_ORIGIN_LEN: usize = 256;
 
-/// Longest accepted virtual-key id in a token, in bytes.
+/// Longest accepted `vk` in a verified token, in bytes (the reference's
+/// raw keys included, so they can be told apart from garbage).
 pub const MAX_VIRTUAL_KEY_LEN: usize = 256;
+
+/// Length of a virtual-key handle: 64 lowercase hex digits.
+pub const KEY_HANDLE_LEN: usize = 64;
 
 /// The only payload version.
 pub const PAYLOAD_VERSION: u32 = 1;
@@ -129,9 +141,9 @@ pub enum TokenError {
     /// Mint: the identifier is not acceptable (`invalid_identifier`).
     #[error(transparent)]
     InvalidIdentifier(#[from] InvalidIdentifier),
-    /// Mint: the virtual key id is empty, too long or not printable ASCII
+    /// Mint: the virtual key handle is not 64 lowercase hex digits
     /// (`invalid_virtual_key`).
-    #[error("virtual key id must be 1 to 256 printable ASCII characters")]
+    #[error("virtual key handle must be 64 lowercase hex digits")]
     InvalidVirtualKey,
     /// Verify: longer than [`MAX_TOKEN_LEN`] (`too_long`).
     #[error("token is longer than 4096 bytes")]
@@ -243,7 +255,8 @@ pub struct Claims {
     /// The rate-limit identifier the token pins, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identifier: Option<String>,
-    /// The issuing virtual key's id (`vk`), if any.
+    /// The issuing virtual key's handle (`vk`), if any; in a reference
+    /// token, possibly its raw key (see the module docs).
     #[serde(rename = "vk", default, skip_serializing_if = "Option::is_none")]
     pub virtual_key: Option<String>,
     /// Random token id, if any (absent in reference-minted tokens).
@@ -273,7 +286,8 @@ pub struct MintRequest {
     pub ttl_secs: Option<u64>,
     /// The identifier to pin, if any.
     pub identifier: Option<String>,
-    /// The issuing virtual key's id, if the caller is one.
+    /// The issuing virtual key's handle ([`key_handle`]), if the caller is
+    /// one; never the key.
     pub virtual_key: Option<String>,
 }
 
@@ -308,7 +322,7 @@ pub fn mint(secret: &TokenSecret, request: &MintRequest, now_ms: u64) -> Result<
         check_identifier(identifier)?;
     }
     if let Some(vk) = &request.virtual_key
-        && !valid_virtual_key(vk)
+        && !is_key_handle(vk)
     {
         return Err(TokenError::InvalidVirtualKey);
     }
@@ -394,6 +408,19 @@ fn decode_signature(hex_digits: &str) -> Option<[u8; 32]> {
 
 fn valid_virtual_key(vk: &str) -> bool {
     (1..=MAX_VIRTUAL_KEY_LEN).contains(&vk.len()) && vk.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The non-secret handle of a virtual key that tokens carry: the lowercase
+/// hex SHA-256 of the key (what the key set is indexed by).
+pub fn key_handle(key: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Whether `vk` is shaped like a handle (64 lowercase hex digits), as
+/// opposed to a raw key from a reference-minted token.
+pub fn is_key_handle(vk: &str) -> bool {
+    vk.len() == KEY_HANDLE_LEN && vk.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Checks that `origin` is exactly what a browser would send in `Origin`
@@ -488,7 +515,7 @@ mod tests {
             origin: origin.to_owned(),
             ttl_secs: Some(300),
             identifier: Some("session-abc".to_owned()),
-            virtual_key: Some("sk-freellm-demo1".to_owned()),
+            virtual_key: Some(key_handle("sk-freellm-demo1")),
         }
     }
 
@@ -538,7 +565,7 @@ mod tests {
         assert_eq!(claims.exp, 1_700_000_300);
         assert_eq!(claims.origin, ORIGIN);
         assert_eq!(claims.identifier.as_deref(), Some("session-abc"));
-        assert_eq!(claims.virtual_key.as_deref(), Some("sk-freellm-demo1"));
+        assert_eq!(claims.virtual_key, Some(key_handle("sk-freellm-demo1")));
         assert_eq!(claims.jti.as_deref().map(str::len), Some(32));
         assert_eq!(m.expires_at_ms, 1_700_000_300_000);
         assert_eq!(claims.issued_at_ms(), 1_700_000_000_000);
@@ -559,6 +586,30 @@ mod tests {
     }
 
     #[test]
+    fn a_minted_token_never_carries_the_raw_key() {
+        let key = "sk-freellm-demo1";
+        let m = minted();
+        let payload = m.token.split('.').nth(1).expect("payload");
+        let json = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("utf-8");
+        assert!(!json.contains(key), "{json}");
+        assert!(!json.contains("sk-freellm"), "{json}");
+        assert!(json.contains(&key_handle(key)), "{json}");
+        assert!(is_key_handle(&key_handle(key)));
+        assert!(!is_key_handle(key));
+    }
+
+    #[test]
+    fn a_reference_token_with_a_raw_key_still_verifies_for_auth_to_refuse() {
+        let token = reference_sign(
+            SECRET,
+            r#"{"v":1,"iat":1700000000,"exp":1700000900,"origin":"https://app.example.com","vk":"sk-freellm-demo1"}"#,
+        );
+        let claims = verify(&secret(), &token, Some(ORIGIN), NOW).expect("verifies");
+        assert_eq!(claims.virtual_key.as_deref(), Some("sk-freellm-demo1"));
+        assert!(!is_key_handle("sk-freellm-demo1"));
+    }
+
+    #[test]
     fn wire_format_matches_the_reference() {
         let m = minted();
         let parts: Vec<&str> = m.token.split('.').collect();
@@ -567,7 +618,11 @@ mod tests {
         assert!(!parts[1].contains('='));
         let json = URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url");
         let text = String::from_utf8(json).expect("utf-8");
-        assert!(text.starts_with(r#"{"v":1,"iat":1700000000,"exp":1700000300,"origin":"https://app.example.com","identifier":"session-abc","vk":"sk-freellm-demo1","jti":""#), "{text}");
+        let handle = key_handle("sk-freellm-demo1");
+        let head = format!(
+            r#"{{"v":1,"iat":1700000000,"exp":1700000300,"origin":"https://app.example.com","identifier":"session-abc","vk":"{handle}","jti":""#
+        );
+        assert!(text.starts_with(&head), "{text}");
         // The signature is HMAC-SHA256 over the JSON text, lowercase hex.
         assert_eq!(reference_sign(SECRET, &text), m.token);
     }
@@ -702,8 +757,20 @@ mod tests {
         }
         assert_eq!(with_id("a b").expect_err("space"), TokenError::InvalidIdentifier(InvalidIdentifier::Character));
         let with_vk = |vk: &str| mint(&s, &MintRequest { virtual_key: Some(vk.to_owned()), ..request(ORIGIN) }, NOW);
-        assert!(with_vk(&format!("sk-freellm-{}", "x".repeat(128))).is_ok());
-        for bad in [String::new(), "a b".into(), "x".repeat(257), "sk-\u{7f}".into(), "\"quoted\u{0}\"".into()] {
+        assert!(with_vk(&key_handle(&format!("sk-freellm-{}", "x".repeat(128)))).is_ok());
+        let handle = key_handle("sk-freellm-demo1");
+        for bad in [
+            String::new(),
+            "sk-freellm-demo1".into(),
+            "a b".into(),
+            "x".repeat(257),
+            "sk-\u{7f}".into(),
+            "\"quoted\u{0}\"".into(),
+            handle.to_uppercase(),
+            handle[..63].to_owned(),
+            format!("{handle}0"),
+            format!("{}g", &handle[..63]),
+        ] {
             assert_eq!(with_vk(&bad), Err(TokenError::InvalidVirtualKey), "{bad:?}");
         }
     }
@@ -714,7 +781,7 @@ mod tests {
             origin: format!("https://{}", ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(56)].join(".")),
             ttl_secs: Some(900),
             identifier: Some("z".repeat(128)),
-            virtual_key: Some("~".repeat(256)),
+            virtual_key: Some("f".repeat(KEY_HANDLE_LEN)),
         };
         let m = mint(&secret(), &req, u64::MAX).expect("mint");
         assert!(m.token.len() < 1500, "{}", m.token.len());

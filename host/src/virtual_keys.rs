@@ -72,6 +72,11 @@ impl VirtualKey {
         mask(&self.id)
     }
 
+    /// The non-secret handle browser tokens carry (hex SHA-256 of the id).
+    pub fn handle(&self) -> String {
+        crate::tokens::key_handle(&self.id)
+    }
+
     /// Whether `model` may be requested with this key.
     pub fn allows(&self, model: &str) -> bool {
         self.allowed_models.as_ref().is_none_or(|list| list.is_empty() || list.iter().any(|m| m == model))
@@ -159,6 +164,17 @@ impl KeySet {
     /// The key a bearer names, if any (looked up by hash).
     pub fn find(&self, bearer: &str) -> Option<&Arc<VirtualKey>> {
         let hash: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
+        self.by_hash.get(&hash)
+    }
+
+    /// The key a handle ([`VirtualKey::handle`]) names, if any. Anything
+    /// but 64 lowercase hex digits names no key (a raw key is not a handle).
+    pub fn find_by_handle(&self, handle: &str) -> Option<&Arc<VirtualKey>> {
+        if !crate::tokens::is_key_handle(handle) {
+            return None;
+        }
+        let mut hash = [0u8; 32];
+        hex::decode_to_slice(handle, &mut hash).ok()?;
         self.by_hash.get(&hash)
     }
 
@@ -489,6 +505,21 @@ mod tests {
         ] {
             assert!(KeySet::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn keys_are_found_by_their_handle_but_never_by_the_raw_key_as_a_handle() {
+        let set = KeySet::parse(FILE).unwrap();
+        let alice = set.find("sk-freellm-alice-0001").unwrap();
+        let handle = alice.handle();
+        assert_eq!(handle.len(), 64);
+        assert!(!handle.contains("alice"));
+        assert_eq!(set.find_by_handle(&handle).map(|k| k.label.as_str()), Some("Alice"));
+        for bad in ["sk-freellm-alice-0001", "", &handle.to_uppercase(), &handle[..62], &format!("{handle}00")] {
+            assert!(set.find_by_handle(bad).is_none(), "{bad:?}");
+        }
+        // A handle is not a bearer either.
+        assert!(set.find(&handle).is_none());
     }
 
     #[test]

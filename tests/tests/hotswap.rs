@@ -334,7 +334,13 @@ async fn uploads_and_reloads_through_the_admin_api() {
     // The live feed reports adapter swaps.
     let mut feed = s.gw.get("/v1/events").await;
     assert_eq!(feed.status(), 200);
-    let upload = |bytes: Vec<u8>| s.gw.http.post(format!("{}/v1/plugins/swap", s.gw.url)).body(bytes).send();
+    let upload = |bytes: Vec<u8>| {
+        s.gw.http
+            .post(format!("{}/v1/plugins/swap", s.gw.url))
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+    };
     let r = upload(std::fs::read(swap_variant("v2")).unwrap()).await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
@@ -355,7 +361,14 @@ async fn uploads_and_reloads_through_the_admin_api() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["outcomes"][0]["action"], "rejected", "{body}");
     assert_eq!(s.plugin("swap").await["hash"], h2);
-    let r = s.gw.http.post(format!("{}/v1/plugins/nope", s.gw.url)).body(vec![1u8]).send().await.unwrap();
+    let r =
+        s.gw.http
+            .post(format!("{}/v1/plugins/nope", s.gw.url))
+            .header("content-type", "application/wasm")
+            .body(vec![1u8])
+            .send()
+            .await
+            .unwrap();
     assert_eq!(r.status(), 404);
     let status: Value = s.gw.get("/v1/status").await.json().await.unwrap();
     assert_eq!(status["adapterRejections"]["swap"]["step"], "self-check", "{}", status["adapterRejections"]);

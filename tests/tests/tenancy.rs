@@ -244,7 +244,11 @@ async fn usage_survives_a_restart_and_a_crash() {
     );
     let data = dir.path().join("data").display().to_string();
     let shown = path.display().to_string();
-    let extra = [("FREELLM_VIRTUAL_KEYS_PATH", shown.as_str()), ("FREELLM_DATA_DIR", data.as_str())];
+    let extra = [
+        ("FREELLM_VIRTUAL_KEYS_PATH", shown.as_str()),
+        ("FREELLM_DATA_DIR", data.as_str()),
+        ("FREELLM_ADMIN_KEY", ADMIN),
+    ];
     let ask = |gw: &Gateway, i: usize| {
         let mut body = chat_body("groq/llama-3.3-70b-versatile");
         body["messages"][0]["content"] = json!(format!("q{i}"));
@@ -266,7 +270,8 @@ async fn usage_survives_a_restart_and_a_crash() {
     let status: Value = gw
         .http
         .get(format!("{}/v1/status", gw.url))
-        .bearer_auth("sk-freellm-durable-key")
+        // Gateway-wide usage is an operator view.
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()

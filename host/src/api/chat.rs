@@ -60,7 +60,8 @@ pub async fn chat_completions(
     };
 
     // The cache: strict mode skips reads (one real attempt) but still stores.
-    let cache_key = gw.cache.key_for(&request, no_training);
+    let tenant = principal.as_ref().map_or_else(|| Principal::Open.tenant(), |Extension(p)| p.tenant());
+    let cache_key = gw.cache.key_for(&request, no_training, &tenant);
     if !strict
         && let Some(key) = &cache_key
         && let Some(hit) = gw.cache.get(key)

@@ -10,17 +10,26 @@
 //! together, so a busy gateway costs a subscriber one wake-up and one write
 //! per batch, not per request. The feed ends when the client disconnects or
 //! the gateway shuts down.
+//!
+//! The feed is an operator view (the guard refuses tenants), and one
+//! principal (one client IP in open mode) holds at most
+//! `max_event_feeds_per_principal` feeds at once: more is refused with 429
+//! and a closed feed frees its slot.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::Principal;
 use crate::cache::CacheStats;
-use crate::events::{Event, Subscription, report_lag};
+use crate::error::ApiError;
+use crate::events::{Event, FeedSlot, Subscription, report_lag};
+use crate::guard::ClientAddr;
 use crate::state::SharedGateway;
 
 /// Silence after which a keep-alive comment is sent.
@@ -39,7 +48,16 @@ pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 const MAX_BATCH: usize = crate::events::CAPACITY;
 
 /// The event feed.
-pub async fn events(State(gw): State<SharedGateway>) -> Response {
+pub async fn events(
+    State(gw): State<SharedGateway>,
+    principal: Option<Extension<Principal>>,
+    addr: Option<Extension<ClientAddr>>,
+) -> Response {
+    let ip = addr.and_then(|Extension(ClientAddr(ip))| ip);
+    let owner = principal.map_or_else(|| Principal::Open.feed_owner(ip), |Extension(p)| p.feed_owner(ip));
+    let Some(slot) = gw.event_feeds.try_acquire(owner) else {
+        return ApiError::TooManyEventFeeds { max: gw.event_feeds.max() }.into_response();
+    };
     // Subscribe before taking the snapshot: nothing falls between the two
     // (an event may appear in both; request events carry their id).
     let subscription = gw.events.subscribe();
@@ -48,7 +66,15 @@ pub async fn events(State(gw): State<SharedGateway>) -> Response {
     let mut tick = tokio::time::interval(CACHE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let cache = cache_counters(&gw.cache.stats());
-    let state = Feed { gw, subscription, pending: Some(Bytes::from(first)), tick, last_write: Instant::now(), cache };
+    let state = Feed {
+        gw,
+        subscription,
+        pending: Some(Bytes::from(first)),
+        tick,
+        last_write: Instant::now(),
+        cache,
+        _slot: slot,
+    };
     let stream = futures_util::stream::unfold(state, |mut feed| async move {
         let chunk = feed.next_chunk().await?;
         Some((Ok::<_, std::convert::Infallible>(chunk), feed))
@@ -69,6 +95,8 @@ struct Feed {
     last_write: Instant,
     /// The cache counters last sent.
     cache: [u64; 5],
+    /// Given back when the feed ends (the stream, and so this, is dropped).
+    _slot: FeedSlot,
 }
 
 impl Feed {

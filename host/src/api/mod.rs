@@ -4,6 +4,7 @@ pub mod chat;
 pub mod dashboard;
 pub mod events;
 pub mod health;
+pub mod me;
 pub mod metrics;
 pub mod models;
 pub mod plugins;

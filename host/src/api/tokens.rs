@@ -1,6 +1,7 @@
 //! `POST /v1/tokens/issue`: mints a short-lived browser token bound to an
 //! origin, optionally pinned to an identifier, acting for the caller's
-//! virtual key. A browser token cannot mint tokens.
+//! virtual key (the token names it by its handle, never the key). A browser
+//! token cannot mint tokens.
 
 use std::time::SystemTime;
 
@@ -43,7 +44,9 @@ pub async fn issue(
         origin: body.origin,
         ttl_secs: body.ttl_seconds,
         identifier: body.identifier,
-        virtual_key: principal.virtual_key().map(|k| k.id.clone()),
+        // The handle, never the key: the payload is readable by whoever
+        // holds the token.
+        virtual_key: principal.virtual_key().map(|k| k.handle()),
     };
     let minted = tokens::mint(secret, &request, unix_ms(SystemTime::now()))
         .map_err(|e| ApiError::invalid_body(format!("cannot issue a browser token: {e}")))?;
