@@ -59,6 +59,8 @@ pub struct Gateway {
     pub metrics: crate::metrics::Metrics,
     /// Hot reloads, uploads and canaries of adapters.
     pub plugins: crate::reload::PluginManager,
+    /// Graceful shutdown: tells open streams when the drain deadline passed.
+    pub drain: crate::server::Drain,
     /// Keeps the virtual-keys file watcher alive.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -122,6 +124,7 @@ impl Gateway {
             metrics: Default::default(),
             store: Some(store.clone()),
             plugins: crate::reload::PluginManager::default(),
+            drain: crate::server::Drain::default(),
             _watcher: watcher,
         });
         gw.plugins.watch(&gw);

@@ -365,13 +365,22 @@ impl Relay {
                 return self.done().await;
             }
         }
+        let mut cutoff = self.continuation.gw.drain.streams_cutoff();
         loop {
             let stall_at = self.source.last_data + self.timeouts.stream_stall_timeout;
             let wake_at = match self.timeouts.stream_idle_timeout {
                 Some(idle) => (Instant::now() + idle).min(stall_at),
                 None => stall_at,
             };
-            match self.source.next(wake_at).await {
+            let step = tokio::select! {
+                // The drain deadline passed: end the stream with an error event
+                // rather than let the process exit mid-chunk.
+                _ = cutoff.wait_for(|cut| *cut) => {
+                    return Err(Cut::Failed { code: "shutdown", message: "the gateway is shutting down".into() });
+                }
+                step = self.source.next(wake_at) => step,
+            };
+            match step {
                 Step::Output(out) => {
                     if self.emit(out).await? {
                         return self.done().await;
