@@ -707,38 +707,37 @@ fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeC
         }
         Ok(v)
     }
-    let get = env;
     let d = EdgeConfig::default();
     let ms = |d: Duration| d.as_millis() as u64;
     Ok(EdgeConfig {
         max_control_body_bytes: pick(
-            &get,
+            env,
             "FREELLM_MAX_CONTROL_BODY_BYTES",
             file.max_control_body_bytes,
             d.max_control_body_bytes,
         )?,
-        max_upload_bytes: pick(&get, "FREELLM_MAX_UPLOAD_BYTES", file.max_upload_bytes, d.max_upload_bytes)?,
+        max_upload_bytes: pick(env, "FREELLM_MAX_UPLOAD_BYTES", file.max_upload_bytes, d.max_upload_bytes)?,
         header_read_timeout: Duration::from_millis(pick(
-            &get,
+            env,
             "FREELLM_HEADER_READ_TIMEOUT_MS",
             file.header_read_timeout_ms,
             ms(d.header_read_timeout),
         )?),
         body_read_timeout: Duration::from_millis(pick(
-            &get,
+            env,
             "FREELLM_BODY_READ_TIMEOUT_MS",
             file.body_read_timeout_ms,
             ms(d.body_read_timeout),
         )?),
         idle_timeout: Duration::from_millis(pick(
-            &get,
+            env,
             "FREELLM_IDLE_TIMEOUT_MS",
             file.idle_timeout_ms,
             ms(d.idle_timeout),
         )?),
-        max_connections: pick(&get, "FREELLM_MAX_CONNECTIONS", file.max_connections, d.max_connections)?,
+        max_connections: pick(env, "FREELLM_MAX_CONNECTIONS", file.max_connections, d.max_connections)?,
         shutdown_grace: Duration::from_millis(pick(
-            &get,
+            env,
             "FREELLM_SHUTDOWN_GRACE_MS",
             file.shutdown_grace_ms,
             ms(d.shutdown_grace),

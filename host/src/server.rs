@@ -539,7 +539,84 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_valid_request_id, tune_connection};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::time::Duration;
+
+    use axum::http::Method;
+    use tokio::time::Instant;
+
+    use super::{accept_backoff, body_limit, idle_wake, is_valid_request_id, tune_connection};
+    use crate::config::EdgeConfig;
+
+    #[test]
+    fn each_route_gets_its_body_limit_under_both_prefixes() {
+        let edge = EdgeConfig { max_control_body_bytes: 10, max_upload_bytes: 20, ..EdgeConfig::default() };
+        for prefix in ["", "/api"] {
+            let limit = |method: &Method, path: &str| body_limit(method, &format!("{prefix}{path}"), &edge);
+            assert_eq!(limit(&Method::POST, "/v1/chat/completions"), None, "chat enforces its own limit");
+            assert_eq!(limit(&Method::POST, "/v1/plugins/groq"), Some(20));
+            assert_eq!(limit(&Method::POST, "/v1/plugins/reload"), Some(10));
+            assert_eq!(limit(&Method::POST, "/v1/plugins/groq/canary"), Some(10));
+            assert_eq!(limit(&Method::POST, "/v1/tokens/issue"), Some(10));
+            assert_eq!(limit(&Method::PATCH, "/v1/status/routing"), Some(10));
+            assert_eq!(limit(&Method::GET, "/v1/plugins/groq"), Some(10), "only a POST is an upload");
+            assert_eq!(limit(&Method::POST, "/v1/anything/else"), Some(10), "unknown routes get the small limit");
+        }
+        assert_eq!(body_limit(&Method::POST, "/apiv1/plugins/x", &edge), Some(10));
+    }
+
+    fn guarded(
+        inner: axum::body::Body,
+        limit: Option<usize>,
+        deadline: Duration,
+    ) -> (super::GuardedBody, Arc<AtomicU8>) {
+        let tripped = Arc::new(AtomicU8::new(super::TRIPPED_NONE));
+        let deadline = Box::pin(tokio::time::sleep(deadline));
+        (super::GuardedBody { inner, limit, seen: 0, deadline, tripped: tripped.clone() }, tripped)
+    }
+
+    #[tokio::test]
+    async fn a_guarded_body_stops_past_its_limit_and_at_its_deadline() {
+        use http_body_util::BodyExt;
+        let (body, tripped) = guarded(axum::body::Body::from(vec![0u8; 100]), Some(10), Duration::from_secs(60));
+        assert!(body.collect().await.is_err());
+        assert_eq!(tripped.load(Ordering::Acquire), super::TRIPPED_TOO_LARGE);
+
+        let (body, tripped) = guarded(axum::body::Body::from(vec![0u8; 10]), Some(10), Duration::from_secs(60));
+        assert_eq!(body.collect().await.map(|b| b.to_bytes().len()).ok(), Some(10), "exactly the limit passes");
+        assert_eq!(tripped.load(Ordering::Acquire), super::TRIPPED_NONE);
+
+        let endless = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        let (body, tripped) = guarded(axum::body::Body::from_stream(endless), None, Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        assert!(body.collect().await.is_err());
+        assert_eq!(tripped.load(Ordering::Acquire), super::TRIPPED_TIMEOUT);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_without_a_request_in_progress() {
+        let now = Instant::now();
+        let idle = Duration::from_secs(5);
+        let last = now - Duration::from_secs(6);
+        assert_eq!(idle_wake(0, last, idle, now), None, "idle past the timeout: close");
+        assert_eq!(idle_wake(1, last, idle, now), Some(now + idle), "a request in progress is never idle");
+        let recent = now - Duration::from_secs(2);
+        assert_eq!(idle_wake(0, recent, idle, now), Some(recent + idle), "look again when it would be due");
+    }
+
+    #[test]
+    fn accept_failures_back_off_doubling_up_to_a_second() {
+        let mut wait = accept_backoff(None);
+        assert_eq!(wait, Duration::from_millis(5));
+        for _ in 0..20 {
+            let next = accept_backoff(Some(wait));
+            assert!(next >= wait && next <= Duration::from_secs(1));
+            wait = next;
+        }
+        assert_eq!(wait, Duration::from_secs(1));
+    }
 
     #[test]
     fn request_ids_are_checked_against_the_reference_pattern() {
