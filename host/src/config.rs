@@ -76,7 +76,50 @@ pub struct Config {
     pub max_event_feeds_per_principal: usize,
     /// The file this configuration was read from (watched for changes).
     pub path: Option<PathBuf>,
+    /// Client-connection limits: body sizes, read timeouts, connection cap, drain.
+    pub edge: EdgeConfig,
     env: HashMap<String, String>,
+}
+
+/// What one client may hold of the gateway (`[server]`, env wins): every
+/// body has a limit checked while it is read, every connection a deadline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EdgeConfig {
+    /// Largest body of a JSON control endpoint (token issue, routing switch,
+    /// reload, canary): `FREELLM_MAX_CONTROL_BODY_BYTES`, 64 KiB.
+    pub max_control_body_bytes: usize,
+    /// Largest adapter upload (`FREELLM_MAX_UPLOAD_BYTES`, 32 MiB).
+    pub max_upload_bytes: usize,
+    /// A request head must be complete this long after the connection is
+    /// ready for it (`FREELLM_HEADER_READ_TIMEOUT_MS`, 10 s).
+    pub header_read_timeout: Duration,
+    /// A request body must be complete this long after its head
+    /// (`FREELLM_BODY_READ_TIMEOUT_MS`, 30 s); past it: 408.
+    pub body_read_timeout: Duration,
+    /// A connection with no request in progress is closed after this long
+    /// (`FREELLM_IDLE_TIMEOUT_MS`, 5 s).
+    pub idle_timeout: Duration,
+    /// Open client connections at most (`FREELLM_MAX_CONNECTIONS`, 4096);
+    /// past it a connection gets one short 503 and is closed.
+    pub max_connections: usize,
+    /// After SIGTERM, in-flight requests get this long before open streams
+    /// end with a `shutdown` error event and the process exits
+    /// (`FREELLM_SHUTDOWN_GRACE_MS`, 30 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            max_control_body_bytes: 64 << 10,
+            max_upload_bytes: crate::reload::MAX_UPLOAD_BYTES,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(5),
+            max_connections: 4096,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Credentials, client limits and CORS (environment only: secrets never
@@ -268,6 +311,13 @@ struct FileServer {
     cache_dir: Option<PathBuf>,
     allowed_hosts: Option<Vec<String>>,
     max_event_feeds_per_principal: Option<usize>,
+    max_control_body_bytes: Option<usize>,
+    max_upload_bytes: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -358,6 +408,7 @@ impl Config {
 
     fn build(file: FileConfig, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| env_get(&env, name);
+        let edge = edge_config(&file.server, &env)?;
         let host_text = get("HOST").map(str::to_owned).or(file.server.host).unwrap_or_else(|| "127.0.0.1".into());
         let host = host_text.parse().map_err(|_| ConfigError::Invalid {
             name: "HOST".into(),
@@ -585,6 +636,7 @@ impl Config {
             allowed_hosts,
             max_event_feeds_per_principal,
             path: None,
+            edge,
             env,
         })
     }
@@ -720,6 +772,62 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
 
+/// The `[server]` connection limits; every one must be positive (a zero
+/// limit or timeout would refuse or cut everything).
+fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeConfig, ConfigError> {
+    fn pick<T: std::str::FromStr + PartialEq + From<u8>>(
+        env: &HashMap<String, String>,
+        name: &str,
+        file: Option<T>,
+        default: T,
+    ) -> Result<T, ConfigError> {
+        let v = match env_get(env, name) {
+            Some(v) => parse_num(name, v)?,
+            None => file.unwrap_or(default),
+        };
+        if v == T::from(0) {
+            return Err(ConfigError::Invalid { name: name.into(), message: "must be > 0".into() });
+        }
+        Ok(v)
+    }
+    let d = EdgeConfig::default();
+    let ms = |d: Duration| d.as_millis() as u64;
+    Ok(EdgeConfig {
+        max_control_body_bytes: pick(
+            env,
+            "FREELLM_MAX_CONTROL_BODY_BYTES",
+            file.max_control_body_bytes,
+            d.max_control_body_bytes,
+        )?,
+        max_upload_bytes: pick(env, "FREELLM_MAX_UPLOAD_BYTES", file.max_upload_bytes, d.max_upload_bytes)?,
+        header_read_timeout: Duration::from_millis(pick(
+            env,
+            "FREELLM_HEADER_READ_TIMEOUT_MS",
+            file.header_read_timeout_ms,
+            ms(d.header_read_timeout),
+        )?),
+        body_read_timeout: Duration::from_millis(pick(
+            env,
+            "FREELLM_BODY_READ_TIMEOUT_MS",
+            file.body_read_timeout_ms,
+            ms(d.body_read_timeout),
+        )?),
+        idle_timeout: Duration::from_millis(pick(
+            env,
+            "FREELLM_IDLE_TIMEOUT_MS",
+            file.idle_timeout_ms,
+            ms(d.idle_timeout),
+        )?),
+        max_connections: pick(env, "FREELLM_MAX_CONNECTIONS", file.max_connections, d.max_connections)?,
+        shutdown_grace: Duration::from_millis(pick(
+            env,
+            "FREELLM_SHUTDOWN_GRACE_MS",
+            file.shutdown_grace_ms,
+            ms(d.shutdown_grace),
+        )?),
+    })
+}
+
 fn parse_num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError> {
     v.parse().map_err(|_| ConfigError::Invalid { name: name.into(), message: format!("not a valid number: {v}") })
 }
@@ -742,6 +850,20 @@ mod tests {
         settings = { models = ["a", "b"] }
         settings_env = { models = "OLLAMA_MODELS" }
     "#;
+
+    #[test]
+    fn server_connection_limits_default_read_the_file_and_env_wins() {
+        assert_eq!(load(TWO, &[]).unwrap().edge, EdgeConfig::default());
+        let file = "[server]\nmax_control_body_bytes = 1024\nidle_timeout_ms = 700\nshutdown_grace_ms = 900\n";
+        let c = load(file, &[("FREELLM_SHUTDOWN_GRACE_MS", "1500"), ("FREELLM_MAX_CONNECTIONS", "8")]).unwrap();
+        assert_eq!(c.edge.max_control_body_bytes, 1024);
+        assert_eq!(c.edge.idle_timeout, Duration::from_millis(700));
+        assert_eq!(c.edge.shutdown_grace, Duration::from_millis(1500));
+        assert_eq!(c.edge.max_connections, 8);
+        for bad in [("FREELLM_MAX_CONNECTIONS", "0"), ("FREELLM_BODY_READ_TIMEOUT_MS", "x")] {
+            assert!(load(TWO, &[bad]).is_err(), "{bad:?} must be refused");
+        }
+    }
 
     #[test]
     fn defaults_apply_and_providers_keep_file_order() {

@@ -102,6 +102,12 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The client did not finish sending its body within the body-read timeout.
+    #[error("request timeout")]
+    RequestTimeout { after_ms: u64 },
+    /// The gateway holds its maximum of client connections.
+    #[error("too many connections")]
+    TooManyConnections,
     /// A bug or an unexpected condition; details go to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -151,6 +157,8 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             Self::BrowserTokensDisabled => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -184,6 +192,8 @@ impl ApiError {
             Self::IdentifierRateLimited { .. } => ("rate_limit_error", "identifier_rate_limited"),
             Self::VirtualKeyCapReached { .. } => ("rate_limit_error", "virtual_key_cap_reached"),
             Self::BrowserTokensDisabled => ("invalid_request_error", "no_providers_configured"),
+            Self::RequestTimeout { .. } => ("invalid_request_error", "request_timeout"),
+            Self::TooManyConnections => ("server_error", "too_many_connections"),
             Self::Internal(_) => ("internal_error", "internal_server_error"),
         }
     }
@@ -273,6 +283,8 @@ impl ApiError {
                  on the gateway to enable."
                     .into()
             }
+            Self::RequestTimeout { after_ms } => format!("The request body was not complete after {after_ms} ms."),
+            Self::TooManyConnections => "The gateway is at its connection limit; retry shortly.".into(),
             Self::Internal(_) => "Internal server error".into(),
         };
         // Keep the documented key order: type, code, message, then context.
@@ -294,6 +306,9 @@ impl IntoResponse for ApiError {
             tracing::error!(detail = %detail, "internal error");
         }
         let mut response = self.status().into_response();
+        if matches!(self, Self::TooManyConnections) {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let Self::AllProvidersExhausted { retry_after_ms: Some(ms), .. }
         | Self::ProviderRateLimited { retry_after_ms: Some(ms), .. }
         | Self::ClientRateLimited { retry_after_ms: ms, .. }

@@ -245,6 +245,9 @@ async fn attempt_target(
             return TargetOutcome::Next(None);
         }
     };
+    // A half-open probe is one attempt: its outcome decides the breaker, and
+    // a retry would only hammer a provider that is likely still down.
+    let retry_budget = if permit.is_probe() { 0 } else { candidate.retries };
     // A committed stream takes this along and records its verdict when it
     // ends; otherwise it is recorded below, once the attempt is decided.
     let verdict = std::sync::Mutex::new(Some(AttemptVerdict {
@@ -254,9 +257,6 @@ async fn attempt_target(
         on_canary,
     }));
     let routing = &req.gw.config.routing;
-    // A half-open probe is one attempt: its outcome decides the breaker, and
-    // a retry would only hammer a provider that is likely still down.
-    let retry_budget = if permit.is_probe() { 0 } else { candidate.retries };
     let ctx = adapter.context(req.request_id, &candidate.upstream_model, req.is_stream);
     // Streams report usage only when asked: ask the providers that can, and
     // keep the extra usage chunk from clients that did not ask themselves.

@@ -38,7 +38,7 @@ use crate::router::RouteTable;
 use crate::state::Gateway;
 use crate::stats::{iso8601, unix_ms};
 
-/// Largest component accepted by upload.
+/// Largest component accepted by upload unless `FREELLM_MAX_UPLOAD_BYTES` says otherwise.
 pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
 /// How long a burst of file events is gathered before one reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -375,8 +375,17 @@ impl PluginManager {
     }
 
     /// Stores an uploaded component for provider `id` and loads it like a
-    /// changed file (checked the same way; refused uploads change nothing).
-    pub async fn upload(&self, gw: &Gateway, id: &str, bytes: &[u8]) -> Result<Vec<Outcome>, String> {
+    /// changed file (checked the same way). A refused upload changes
+    /// nothing: its file is deleted and `canary` (the share it would have
+    /// been tried on) is not kept. Of the uploads of `id`, only the live
+    /// version and the one on canary stay on disk.
+    pub async fn upload(
+        &self,
+        gw: &Gateway,
+        id: &str,
+        bytes: &[u8],
+        canary: Option<u8>,
+    ) -> Result<Vec<Outcome>, String> {
         let (current, _) = gw.config.reload_live_sections().map_err(|e| e.to_string())?;
         if !current.iter().any(|p| p.id == id) {
             return Err(format!("no provider \"{id}\" in plugins.toml"));
@@ -389,23 +398,51 @@ impl PluginManager {
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
             let tmp = target.with_extension("tmp");
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, &target)
+            let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &target));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            written
         })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot store the upload: {e}"))?;
-        let previous = self.overrides.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), path);
-        let outcomes = self.reload(gw, Some(id)).await?;
-        if outcomes.iter().any(|o| o.action == "rejected") {
+        let previous = self.overrides.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), path.clone());
+        // The share applies to this upload's trial, and stays only if it passes.
+        let previous_canary = canary.map(|percent| self.swap_canary(id, percent));
+        let result = self.reload(gw, Some(id)).await;
+        let accepted = result.as_ref().is_ok_and(|outcomes| !outcomes.iter().any(|o| o.action == "rejected"));
+        if accepted {
+            if let Some(percent) = canary {
+                self.note(format!("{id}: canary share for new versions set to {percent}%"));
+            }
+            let on_canary = result.as_ref().is_ok_and(|outcomes| outcomes.iter().any(|o| o.action == "canary"));
+            let keep: Vec<PathBuf> = std::iter::once(path).chain(previous.filter(|_| on_canary)).collect();
+            remove_stale_uploads(&gw.config.data_dir.join("uploads"), id, &keep);
+        } else {
             // A refused upload must not become the slot's component.
             let mut overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
-            match previous {
-                Some(p) => overrides.insert(id.to_owned(), p),
+            match &previous {
+                Some(p) => overrides.insert(id.to_owned(), p.clone()),
                 None => overrides.remove(id),
             };
+            drop(overrides);
+            if let Some(previous_canary) = previous_canary {
+                self.swap_canary(id, previous_canary.unwrap_or(0));
+            }
+            if previous.as_ref() != Some(&path)
+                && let Err(e) = std::fs::remove_file(&path)
+            {
+                tracing::warn!(provider = id, error = %e, "cannot delete a refused upload");
+            }
         }
-        Ok(outcomes)
+        result
+    }
+
+    /// Sets the canary share of `id` quietly (0 clears it); returns the one before.
+    fn swap_canary(&self, id: &str, percent: u8) -> Option<u8> {
+        let mut canaries = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
+        if percent == 0 { canaries.remove(id) } else { canaries.insert(id.to_owned(), percent.min(99)) }
     }
 
     /// Watches `plugins.toml` and the component files (their directories,
@@ -488,6 +525,28 @@ fn parent(path: &Path) -> PathBuf {
     path.parent().filter(|p| !p.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
+/// Deletes the stored uploads of provider `id` other than `keep`.
+fn remove_stale_uploads(dir: &Path, id: &str, keep: &[PathBuf]) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if is_upload_of(&entry.file_name(), id)
+            && !keep.contains(&path)
+            && let Err(e) = std::fs::remove_file(&path)
+        {
+            tracing::warn!(provider = id, error = %e, "cannot delete a superseded upload");
+        }
+    }
+}
+
+/// Whether `name` is an upload of provider `id`: `<id>-<12 hex>.wasm` (so
+/// provider `a` never claims the uploads of provider `a-b`).
+fn is_upload_of(name: &std::ffi::OsStr, id: &str) -> bool {
+    name.to_str()
+        .and_then(|n| n.strip_prefix(id)?.strip_prefix('-')?.strip_suffix(".wasm"))
+        .is_some_and(|hash| hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
@@ -499,6 +558,35 @@ mod tests {
 
     fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
         paths.iter().fold(notify::Event::new(kind), |e, p| e.add_path(PathBuf::from(p)))
+    }
+
+    #[test]
+    fn uploads_are_matched_to_their_provider_exactly() {
+        let name = |n: &str| OsString::from(n);
+        assert!(is_upload_of(&name("swap-0123456789ab.wasm"), "swap"));
+        assert!(!is_upload_of(&name("swap-2-0123456789ab.wasm"), "swap"), "another provider's upload");
+        assert!(!is_upload_of(&name("swap-0123456789ab.tmp"), "swap"));
+        assert!(!is_upload_of(&name("swap-xyz.wasm"), "swap"));
+        assert!(!is_upload_of(&name("swap.wasm"), "swap"));
+    }
+
+    #[test]
+    fn a_refused_or_superseded_upload_leaves_only_the_kept_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, b"x").unwrap();
+            p
+        };
+        let (live, canary, stale, other) = (
+            file("swap-aaaaaaaaaaaa.wasm"),
+            file("swap-bbbbbbbbbbbb.wasm"),
+            file("swap-cccccccccccc.wasm"),
+            file("groq-cccccccccccc.wasm"),
+        );
+        remove_stale_uploads(dir.path(), "swap", &[live.clone(), canary.clone()]);
+        assert!(live.exists() && canary.exists() && other.exists());
+        assert!(!stale.exists());
     }
 
     #[test]

@@ -7,22 +7,43 @@
 //! CORS ([`crate::cors`], answers preflights
 //! before authentication), the guard ([`crate::guard`]: authentication,
 //! admin-only endpoints, per-IP and per-identifier limits).
+//!
+//! The serving loop is our own (axum's `serve` has no timeouts or limits):
+//! every connection takes a slot of a fixed number (past it: one short 503
+//! and the connection is closed), a request head must arrive within the
+//! header-read timeout, a connection without a request in progress is
+//! closed after the idle timeout, and every request body is read through a
+//! guard that enforces the route's size limit and the body-read deadline
+//! (413 and 408 in the error envelope, chunked bodies included). On SIGTERM
+//! the gateway stops accepting, lets in-flight requests finish within the
+//! shutdown grace, then ends open streams with a `shutdown` error event,
+//! persists its counters and exits.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use axum::serve::ListenerExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tower::ServiceExt;
 
 use crate::api;
 use crate::cors::Cors;
 use crate::error::{ApiError, PendingErrorBody, render_error_body};
 use crate::guard;
-use crate::state::SharedGateway;
+use crate::state::{Gateway, SharedGateway};
 
 /// The request's id, available to handlers as an extension.
 #[derive(Clone, Debug)]
@@ -91,7 +112,7 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
             let mut response = match guard::admit(&gw, &mut req) {
                 Err(refusal) => *refusal,
                 Ok(admission) => {
-                    let mut response = next.run(req).await;
+                    let mut response = run_with_body_guard(&gw, req, next).await;
                     admission.finish(&mut response);
                     response
                 }
@@ -131,30 +152,372 @@ fn finish_request_id(mut response: Response, id: &str) -> Response {
     response
 }
 
-/// Serves until SIGINT/SIGTERM, then drains in-flight requests.
+/// Over-limit connections answered with a 503 at the same time; past this
+/// they are closed without an answer (each refusal holds a descriptor).
+const REFUSAL_SLOTS: usize = 64;
+/// The longest a refused connection is kept to deliver its 503.
+const REFUSAL_DEADLINE: Duration = Duration::from_secs(1);
+/// After the grace, how long the ended streams get to reach their clients.
+const FLUSH_AFTER_CUTOFF: Duration = Duration::from_secs(1);
+/// Bounds of the pause after a failed `accept` (e.g. out of descriptors).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The drain deadline, as open streams see it.
+pub struct Drain(watch::Sender<bool>);
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self(watch::channel(false).0)
+    }
+}
+
+impl Drain {
+    /// A receiver that turns `true` once open streams must end.
+    pub fn streams_cutoff(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
+    }
+
+    /// Ends open streams (each sends a `shutdown` error event).
+    pub fn cut_streams(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Serves until SIGINT/SIGTERM, then drains in-flight requests up to the
+/// shutdown grace.
 pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
     let addr = SocketAddr::new(gw.config.host, gw.config.port);
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, "FreeLLM gateway listening");
-    let listener = listener.tap_io(tune_connection);
-    let app = app(gw.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let feeds = gw.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        // Open event feeds would keep the drain waiting forever.
-        feeds.events.close();
-    };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let edge = gw.config.edge;
+    let router = app(gw.clone());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(edge.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    // The semaphore's capacity bounds `acquire_many` below.
+    let capacity = edge.max_connections.min(u32::MAX as usize);
+    let slots = Arc::new(Semaphore::new(capacity));
+    let refusals = Arc::new(Semaphore::new(REFUSAL_SLOTS));
+    let (closing, _) = watch::channel(false);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut backoff: Option<Duration> = None;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(a) => {
+                backoff = None;
+                a
+            }
+            Err(e) if is_per_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of descriptors or memory: retrying at once would spin;
+                // the open connections' timeouts free descriptors meanwhile.
+                let wait = accept_backoff(backoff);
+                backoff = Some(wait);
+                tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "cannot accept a connection; pausing");
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        tune_connection(&tcp);
+        match slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                let conn = ConnectionTask {
+                    builder: builder.clone(),
+                    router: router.clone(),
+                    remote,
+                    idle_timeout: edge.idle_timeout,
+                    closing: closing.subscribe(),
+                };
+                tokio::spawn(async move {
+                    conn.run(tcp).await;
+                    drop(slot);
+                });
+            }
+            Err(_) => refuse(tcp, &refusals),
+        }
+    }
+    drop(listener);
+    // Open event feeds would keep the drain waiting for the whole grace.
+    gw.events.close();
+    closing.send_replace(true);
+    let everyone = capacity as u32;
+    let drained = tokio::time::timeout(edge.shutdown_grace, slots.acquire_many(everyone)).await.is_ok();
+    if !drained {
+        tracing::warn!(
+            grace_ms = edge.shutdown_grace.as_millis() as u64,
+            "shutdown grace passed with requests in flight; ending open streams"
+        );
+        gw.drain.cut_streams();
+        let _ = tokio::time::timeout(FLUSH_AFTER_CUTOFF, slots.acquire_many(everyone)).await;
+    }
     gw.persist_now();
     tracing::info!("gateway stopped");
     Ok(())
 }
 
+/// Errors of `accept` that concern one connection (the client gave up
+/// before it was accepted), not the listener: retry at once.
+fn is_per_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset, Interrupted};
+    matches!(e.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset | Interrupted)
+}
+
+/// The pause after a failed `accept`: doubling from 5 ms up to 1 s.
+fn accept_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(ACCEPT_BACKOFF_MIN, |p| (p * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX))
+}
+
+/// Answers a connection past the limit with one short 503 (in the error
+/// envelope, `Connection: close`), within [`REFUSAL_DEADLINE`]; when even
+/// the refusals are at their limit, closes it at once.
+fn refuse(tcp: tokio::net::TcpStream, refusals: &Arc<Semaphore>) {
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        tracing::debug!("connection limit reached; closing a connection without an answer");
+        return;
+    };
+    tracing::debug!("connection limit reached; refusing a connection with 503");
+    tokio::spawn(async move {
+        let _permit = permit;
+        let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
+            let mut response = ApiError::TooManyConnections.into_response();
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            Ok::<_, Infallible>(finish_request_id(response, &uuid::Uuid::new_v4().to_string()))
+        });
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(REFUSAL_DEADLINE);
+        let _ = tokio::time::timeout(REFUSAL_DEADLINE, http1.serve_connection(TokioIo::new(tcp), service)).await;
+    });
+}
+
+/// One accepted connection and what it needs to be served.
+struct ConnectionTask {
+    builder: Arc<hyper_util::server::conn::auto::Builder<TokioExecutor>>,
+    router: Router,
+    remote: SocketAddr,
+    idle_timeout: Duration,
+    closing: watch::Receiver<bool>,
+}
+
+impl ConnectionTask {
+    async fn run(mut self, tcp: tokio::net::TcpStream) {
+        let activity = Arc::new(Activity::new());
+        let (router, remote, tracker) = (self.router, self.remote, activity.clone());
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            let busy = tracker.begin();
+            req.extensions_mut().insert(ConnectInfo(remote));
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(req.map(Body::new)).await;
+                drop(busy);
+                response
+            }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(tcp), service);
+        tokio::pin!(conn);
+        let mut winding_down = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "client connection ended with an error");
+                    }
+                    return;
+                }
+                () = activity.idle(self.idle_timeout), if !winding_down => {
+                    // No request in progress: HTTP/1 closes now, HTTP/2 says GOAWAY.
+                    conn.as_mut().graceful_shutdown();
+                    winding_down = true;
+                }
+                _ = self.closing.wait_for(|c| *c), if !winding_down => {
+                    conn.as_mut().graceful_shutdown();
+                    winding_down = true;
+                }
+            }
+        }
+    }
+}
+
+/// Requests in progress on one connection, and when the last one ended.
+struct Activity {
+    opened: Instant,
+    active: AtomicUsize,
+    /// Milliseconds after `opened` of the last request's start or end.
+    last_ms: AtomicU64,
+}
+
+/// Marks a request in progress until dropped.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self { opened: Instant::now(), active: AtomicUsize::new(0), last_ms: AtomicU64::new(0) }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// Resolves once the connection has had no request in progress for `idle`.
+    async fn idle(&self, idle: Duration) {
+        loop {
+            let last = self.opened + Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+            match idle_wake(self.active.load(Ordering::Acquire), last, idle, Instant::now()) {
+                None => return,
+                Some(at) => tokio::time::sleep_until(at).await,
+            }
+        }
+    }
+}
+
+/// When to look again at a connection's idleness, or `None` when it has
+/// been idle for `idle` at `now`. A request in progress (an upstream may
+/// take long before its first byte) is never idle.
+fn idle_wake(active: usize, last: Instant, idle: Duration, now: Instant) -> Option<Instant> {
+    if active > 0 {
+        return Some(now + idle);
+    }
+    let due = last + idle;
+    if now >= due { None } else { Some(due) }
+}
+
+/// The body limit of a route: `None` for chat (its handler enforces
+/// `FREELLM_MAX_BODY_BYTES` itself), the upload limit for an adapter upload,
+/// the control limit for every other endpoint.
+fn body_limit(method: &Method, path: &str, edge: &crate::config::EdgeConfig) -> Option<usize> {
+    let path = path.strip_prefix("/api").filter(|p| p.starts_with('/')).unwrap_or(path);
+    if path == "/v1/chat/completions" {
+        return None;
+    }
+    let is_upload = method == Method::POST
+        && path.strip_prefix("/v1/plugins/").is_some_and(|id| !id.is_empty() && !id.contains('/') && id != "reload");
+    Some(if is_upload { edge.max_upload_bytes } else { edge.max_control_body_bytes })
+}
+
+const TRIPPED_NONE: u8 = 0;
+const TRIPPED_TOO_LARGE: u8 = 1;
+const TRIPPED_TIMEOUT: u8 = 2;
+
+/// Runs the handler with its body read through a [`GuardedBody`]; when the
+/// guard cut the body, the answer is the guard's 413 or 408 whatever the
+/// handler made of the read error (axum's own rejections are plain text).
+async fn run_with_body_guard(gw: &Gateway, req: Request, next: Next) -> Response {
+    let edge = &gw.config.edge;
+    let limit = body_limit(req.method(), req.uri().path(), edge);
+    if let Some(limit) = limit {
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return closing(ApiError::PayloadTooLarge { limit });
+        }
+    }
+    if req.body().is_end_stream() {
+        return next.run(req).await;
+    }
+    let tripped = Arc::new(AtomicU8::new(TRIPPED_NONE));
+    let guard = tripped.clone();
+    let timeout = edge.body_read_timeout;
+    let req = req.map(|inner| {
+        Body::new(GuardedBody {
+            inner,
+            limit,
+            seen: 0,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            tripped: guard,
+        })
+    });
+    let response = next.run(req).await;
+    match tripped.load(Ordering::Acquire) {
+        TRIPPED_TOO_LARGE => closing(ApiError::PayloadTooLarge { limit: limit.unwrap_or_default() }),
+        TRIPPED_TIMEOUT => closing(ApiError::RequestTimeout { after_ms: timeout.as_millis() as u64 }),
+        _ => response,
+    }
+}
+
+/// An error answer after which the connection is closed: the rest of the
+/// body is not read.
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Why a guarded body stopped.
+#[derive(Debug, thiserror::Error)]
+enum BodyCut {
+    #[error("request body exceeds {0} bytes")]
+    TooLarge(usize),
+    #[error("request body not complete within the body-read timeout")]
+    Timeout,
+}
+
+/// A request body with a size limit, checked as each frame arrives, and a
+/// deadline for the whole body.
+struct GuardedBody {
+    inner: Body,
+    limit: Option<usize>,
+    seen: usize,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    tripped: Arc<AtomicU8>,
+}
+
+impl HttpBody for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.tripped.store(TRIPPED_TIMEOUT, Ordering::Release);
+            return Poll::Ready(Some(Err(axum::Error::new(BodyCut::Timeout))));
+        }
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(http_body::Frame::data_ref)) {
+            this.seen = this.seen.saturating_add(data.map_or(0, Bytes::len));
+            if let Some(limit) = this.limit.filter(|l| this.seen > *l) {
+                this.tripped.store(TRIPPED_TOO_LARGE, Ordering::Release);
+                return Poll::Ready(Some(Err(axum::Error::new(BodyCut::TooLarge(limit)))));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Per-connection socket options. Stream chunks are small writes: without
 /// `TCP_NODELAY`, Nagle's algorithm holds each one back until the client has
 /// acknowledged the previous one.
-fn tune_connection(tcp: &mut tokio::net::TcpStream) {
+fn tune_connection(tcp: &tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on a client connection");
     }
@@ -181,7 +544,84 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_valid_request_id, tune_connection};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::time::Duration;
+
+    use axum::http::Method;
+    use tokio::time::Instant;
+
+    use super::{accept_backoff, body_limit, idle_wake, is_valid_request_id, tune_connection};
+    use crate::config::EdgeConfig;
+
+    #[test]
+    fn each_route_gets_its_body_limit_under_both_prefixes() {
+        let edge = EdgeConfig { max_control_body_bytes: 10, max_upload_bytes: 20, ..EdgeConfig::default() };
+        for prefix in ["", "/api"] {
+            let limit = |method: &Method, path: &str| body_limit(method, &format!("{prefix}{path}"), &edge);
+            assert_eq!(limit(&Method::POST, "/v1/chat/completions"), None, "chat enforces its own limit");
+            assert_eq!(limit(&Method::POST, "/v1/plugins/groq"), Some(20));
+            assert_eq!(limit(&Method::POST, "/v1/plugins/reload"), Some(10));
+            assert_eq!(limit(&Method::POST, "/v1/plugins/groq/canary"), Some(10));
+            assert_eq!(limit(&Method::POST, "/v1/tokens/issue"), Some(10));
+            assert_eq!(limit(&Method::PATCH, "/v1/status/routing"), Some(10));
+            assert_eq!(limit(&Method::GET, "/v1/plugins/groq"), Some(10), "only a POST is an upload");
+            assert_eq!(limit(&Method::POST, "/v1/anything/else"), Some(10), "unknown routes get the small limit");
+        }
+        assert_eq!(body_limit(&Method::POST, "/apiv1/plugins/x", &edge), Some(10));
+    }
+
+    fn guarded(
+        inner: axum::body::Body,
+        limit: Option<usize>,
+        deadline: Duration,
+    ) -> (super::GuardedBody, Arc<AtomicU8>) {
+        let tripped = Arc::new(AtomicU8::new(super::TRIPPED_NONE));
+        let deadline = Box::pin(tokio::time::sleep(deadline));
+        (super::GuardedBody { inner, limit, seen: 0, deadline, tripped: tripped.clone() }, tripped)
+    }
+
+    #[tokio::test]
+    async fn a_guarded_body_stops_past_its_limit_and_at_its_deadline() {
+        use http_body_util::BodyExt;
+        let (body, tripped) = guarded(axum::body::Body::from(vec![0u8; 100]), Some(10), Duration::from_secs(60));
+        assert!(body.collect().await.is_err());
+        assert_eq!(tripped.load(Ordering::Acquire), super::TRIPPED_TOO_LARGE);
+
+        let (body, tripped) = guarded(axum::body::Body::from(vec![0u8; 10]), Some(10), Duration::from_secs(60));
+        assert_eq!(body.collect().await.map(|b| b.to_bytes().len()).ok(), Some(10), "exactly the limit passes");
+        assert_eq!(tripped.load(Ordering::Acquire), super::TRIPPED_NONE);
+
+        let endless = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        let (body, tripped) = guarded(axum::body::Body::from_stream(endless), None, Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        assert!(body.collect().await.is_err());
+        assert_eq!(tripped.load(Ordering::Acquire), super::TRIPPED_TIMEOUT);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_without_a_request_in_progress() {
+        let now = Instant::now();
+        let idle = Duration::from_secs(5);
+        let last = now - Duration::from_secs(6);
+        assert_eq!(idle_wake(0, last, idle, now), None, "idle past the timeout: close");
+        assert_eq!(idle_wake(1, last, idle, now), Some(now + idle), "a request in progress is never idle");
+        let recent = now - Duration::from_secs(2);
+        assert_eq!(idle_wake(0, recent, idle, now), Some(recent + idle), "look again when it would be due");
+    }
+
+    #[test]
+    fn accept_failures_back_off_doubling_up_to_a_second() {
+        let mut wait = accept_backoff(None);
+        assert_eq!(wait, Duration::from_millis(5));
+        for _ in 0..20 {
+            let next = accept_backoff(Some(wait));
+            assert!(next >= wait && next <= Duration::from_secs(1));
+            wait = next;
+        }
+        assert_eq!(wait, Duration::from_secs(1));
+    }
 
     #[test]
     fn request_ids_are_checked_against_the_reference_pattern() {
@@ -196,9 +636,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut accepted, _) = listener.accept().await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
         assert!(!accepted.nodelay().unwrap(), "accepted sockets start with Nagle on");
-        tune_connection(&mut accepted);
+        tune_connection(&accepted);
         assert!(accepted.nodelay().unwrap());
     }
 }

@@ -61,6 +61,8 @@ pub struct Gateway {
     pub plugins: crate::reload::PluginManager,
     /// Event feeds held per principal (`max_event_feeds_per_principal`).
     pub event_feeds: crate::events::FeedSlots,
+    /// Graceful shutdown: tells open streams when the drain deadline passed.
+    pub drain: crate::server::Drain,
     /// Keeps the virtual-keys file watcher alive.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -141,6 +143,7 @@ impl Gateway {
             store: Some(store.clone()),
             plugins: crate::reload::PluginManager::default(),
             event_feeds,
+            drain: crate::server::Drain::default(),
             _watcher: watcher,
         });
         gw.plugins.watch(&gw);

@@ -459,13 +459,22 @@ impl Relay {
                 return self.done().await;
             }
         }
+        let mut cutoff = self.continuation.gw.drain.streams_cutoff();
         loop {
             let now = Instant::now();
             if now >= self.deadline {
                 return Err(self.too_long());
             }
             let clock = Clock { deadline: self.deadline, last_data: self.source.last_data, last_sent: self.last_sent };
-            match self.source.next(clock.wake_at(&self.timeouts)).await {
+            let step = tokio::select! {
+                // The drain deadline passed: end the stream with an error event
+                // rather than let the process exit mid-chunk.
+                _ = cutoff.wait_for(|cut| *cut) => {
+                    return Err(Cut::Failed { code: "shutdown", message: "the gateway is shutting down".into() });
+                }
+                step = self.source.next(clock.wake_at(&self.timeouts)) => step,
+            };
+            match step {
                 Step::Output(out) => {
                     if self.emit(out).await? {
                         return self.done().await;

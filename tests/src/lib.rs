@@ -499,6 +499,18 @@ impl Gateway {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 
+    /// Sends SIGTERM without waiting (the test watches what follows).
+    pub fn signal_terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+    }
+
+    /// Waits up to `within` for the process to exit; its status, if it did.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(within, self.child.wait()).await.ok().and_then(Result::ok)
+    }
+
     /// Kills the gateway (SIGKILL), as a crash would, and waits for it.
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();

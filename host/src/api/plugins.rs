@@ -2,7 +2,8 @@
 //! state, last error, calls, traps, time inside the component),
 //! `POST /v1/plugins/reload` (all, or `{"id": "<provider>"}`) and
 //! `POST /v1/plugins/{id}` (upload a component, checked like a changed file;
-//! `?canary=N` puts it on trial for N % of the traffic) and
+//! `?canary=N` puts it on trial for N % of the traffic, once it passed
+//! validation) and
 //! `POST /v1/plugins/{id}/canary` (`{"percent": N}`: the share new versions
 //! of that provider get; 0 = swap at once).
 
@@ -16,7 +17,6 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::plugins::{Adapter, ProviderEntry};
-use crate::reload::MAX_UPLOAD_BYTES;
 use crate::state::SharedGateway;
 use crate::stats::iso8601;
 
@@ -139,21 +139,18 @@ pub async fn upload(
     Query(query): Query<UploadQuery>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(percent) = query.canary {
-        if percent >= 100 {
-            return Err(ApiError::invalid_body("canary must be a percentage between 0 and 99"));
-        }
-        if gw.registry.load().get(&id).is_some() {
-            gw.plugins.set_canary(&id, percent);
-        }
+    if query.canary.is_some_and(|percent| percent >= 100) {
+        return Err(ApiError::invalid_body("canary must be a percentage between 0 and 99"));
     }
-    if body.len() > MAX_UPLOAD_BYTES {
-        return Err(ApiError::PayloadTooLarge { limit: MAX_UPLOAD_BYTES });
+    // The edge already cut bodies past the limit while reading them.
+    let limit = gw.config.edge.max_upload_bytes;
+    if body.len() > limit {
+        return Err(ApiError::PayloadTooLarge { limit });
     }
     if body.is_empty() {
         return Err(ApiError::invalid_body("the body must be a WebAssembly component"));
     }
-    let outcomes = gw.plugins.upload(&gw, &id, &body).await.map_err(|message| {
+    let outcomes = gw.plugins.upload(&gw, &id, &body, query.canary).await.map_err(|message| {
         if message.starts_with("no provider") {
             ApiError::ProviderNotFound { id: id.clone() }
         } else {
