@@ -4,8 +4,8 @@
 #
 #     bench/soak.sh
 #
-# One gateway (release build) with two providers: groq against the fast
-# release mock (the healthy clients' chat requests) and mistral against a
+# One gateway (dist build) with two providers: groq against the fast
+# dist-profile mock (the healthy clients' chat requests) and mistral against a
 # slow SSE upstream (bench/soak.py, one chunk a second, never ending). In one
 # run it measures the healthy clients' served requests per second
 #   1. unloaded, then
@@ -20,7 +20,8 @@
 # SOAK_BASELINE_SECONDS (20), SOAK_WARMUP_SECONDS (15, hostile clients
 # ramping up before the loaded phase is measured), SOAK_STREAMS (1000),
 # SOAK_IDLE (1000), SOAK_SLOW (200 of each kind), SOAK_HEALTHY_CONNECTIONS
-# (8), BENCH_SKIP_BUILD=1 (reuse existing binaries).
+# (8), BENCH_SKIP_BUILD=1 (reuse existing binaries), BENCH_GATEWAY_BIN and
+# BENCH_MOCK_BIN (measure other builds, e.g. the release profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -45,9 +46,9 @@ command -v curl >/dev/null || die "curl is needed"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(ulimit -n) >= 8192)) || die "ulimit -n is $(ulimit -n); the soak needs at least 8192 descriptors"
 
-build_release freellm-provider-groq freellm-provider-mistral
-GATEWAY_BIN=$ROOT/target/release/freellm
-MOCK_BIN=$ROOT/target/release/freellm-mock-upstream
+build_dist freellm-provider-groq freellm-provider-mistral
+GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/dist/freellm}
+MOCK_BIN=${BENCH_MOCK_BIN:-$ROOT/target/dist/freellm-mock-upstream}
 GROQ_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm
 MISTRAL_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_mistral.wasm
 require_files "$GATEWAY_BIN" "$MOCK_BIN" "$GROQ_WASM" "$MISTRAL_WASM"
