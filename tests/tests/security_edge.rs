@@ -126,13 +126,15 @@ async fn chunked_oversized_bodies_to_every_control_endpoint_get_413_in_the_envel
     for (method, path) in endpoints {
         // 2 MiB without Content-Length, against the 64 KiB control limit.
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
         );
         let response = chunked_exchange(&gw, &head, 2 << 20).await;
         assert_envelope(&response, 413, "payload_too_large");
         // A declared oversized length is refused before any byte of it.
         let mut conn = connect(&gw).await;
-        let head = format!("{method} {path} HTTP/1.1\r\nHost: gw\r\nContent-Length: 1073741824\r\n\r\n");
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n"
+        );
         conn.write_all(head.as_bytes()).await.unwrap();
         let response = read_response(&mut conn, Duration::from_secs(5)).await;
         assert_envelope(&response, 413, "payload_too_large");
@@ -152,14 +154,14 @@ async fn chunked_oversized_bodies_to_every_control_endpoint_get_413_in_the_envel
 #[tokio::test]
 async fn an_oversized_upload_is_refused_while_it_is_read_not_after() {
     let mut gw = gateway(&[("FREELLM_MAX_UPLOAD_BYTES", "65536")]).await;
-    let head = "POST /v1/plugins/groq HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head = "POST /v1/plugins/groq HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/wasm\r\nTransfer-Encoding: chunked\r\n\r\n";
     let started = Instant::now();
     let response = chunked_exchange(&gw, head, 64 << 20).await;
     assert_envelope(&response, 413, "payload_too_large");
     assert!(started.elapsed() < Duration::from_secs(5), "refused only after {:?}", started.elapsed());
     // Declared: the answer comes without a byte of the body sent.
     let mut conn = connect(&gw).await;
-    conn.write_all(b"POST /v1/plugins/groq HTTP/1.1\r\nHost: gw\r\nContent-Length: 1073741824\r\n\r\n").await.unwrap();
+    conn.write_all(b"POST /v1/plugins/groq HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/wasm\r\nContent-Length: 1073741824\r\n\r\n").await.unwrap();
     let response = read_response(&mut conn, Duration::from_secs(5)).await;
     assert_envelope(&response, 413, "payload_too_large");
     gw.assert_healthy().await;
@@ -171,7 +173,7 @@ async fn partial_headers_are_cut_after_the_header_read_timeout() {
     let mut gw = gateway(&[("FREELLM_HEADER_READ_TIMEOUT_MS", "500"), ("FREELLM_IDLE_TIMEOUT_MS", "10000")]).await;
     let mut conn = connect(&gw).await;
     let started = Instant::now();
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Slow: ").await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").await.unwrap();
     let (_, closed) = read_until_closed(&mut conn, Duration::from_secs(5)).await;
     assert!(closed, "a connection with a partial head was held past the timeout");
     assert!(started.elapsed() >= Duration::from_millis(400), "cut too early: {:?}", started.elapsed());
@@ -184,7 +186,7 @@ async fn a_slow_body_is_answered_408_after_the_body_read_timeout() {
     for (method, path) in [("PATCH", "/v1/status/routing"), ("POST", "/v1/chat/completions")] {
         let mut conn = connect(&gw).await;
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
         );
         conn.write_all(head.as_bytes()).await.unwrap();
         let started = Instant::now();
@@ -218,7 +220,7 @@ async fn a_slow_body_is_answered_408_after_the_body_read_timeout() {
 async fn an_idle_keep_alive_connection_is_closed() {
     let mut gw = gateway(&[("FREELLM_IDLE_TIMEOUT_MS", "400")]).await;
     let mut conn = connect(&gw).await;
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
     let response = read_response(&mut conn, Duration::from_secs(5)).await;
     assert_eq!(status_of(&response), 200, "{response}");
     let started = Instant::now();
@@ -240,7 +242,7 @@ async fn connections_past_the_limit_are_refused_while_admitted_clients_are_serve
     tokio::time::sleep(Duration::from_millis(700)).await;
     let body = br#"{"strategy":"round_robin"}"#;
     let head = format!(
-        "PATCH /v1/status/routing HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "PATCH /v1/status/routing HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     // Three clients in the middle of sending a request fill the slots.
@@ -253,7 +255,7 @@ async fn connections_past_the_limit_are_refused_while_admitted_clients_are_serve
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut extra = connect(&gw).await;
-    extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+    extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
     let (response, closed) = read_until_closed(&mut extra, Duration::from_secs(5)).await;
     assert_envelope(&response, 503, "too_many_connections");
     assert!(response.to_ascii_lowercase().contains("retry-after: 1"), "{response}");
@@ -282,7 +284,7 @@ async fn connections_past_the_limit_are_refused_while_admitted_clients_are_serve
 async fn sigterm_with_a_half_sent_request_exits_within_the_grace() {
     let mut gw = gateway(&[("FREELLM_SHUTDOWN_GRACE_MS", "1000"), ("FREELLM_BODY_READ_TIMEOUT_MS", "60000")]).await;
     let mut conn = connect(&gw).await;
-    conn.write_all(b"PATCH /v1/status/routing HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\n{\"str")
+    conn.write_all(b"PATCH /v1/status/routing HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"str")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -361,7 +363,11 @@ async fn rejected_uploads_leave_no_file_and_do_not_set_the_canary() {
     let gw = Gateway::start_with(GatewayOptions { config, env: vec![] }).await;
     let upload = |variant: &str, query: &str| {
         let bytes = std::fs::read(swap_variant(variant)).unwrap();
-        gw.http.post(format!("{}/v1/plugins/swap{query}", gw.url)).body(bytes).send()
+        gw.http
+            .post(format!("{}/v1/plugins/swap{query}", gw.url))
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
     };
     let action = |body: &Value| body["outcomes"][0]["action"].as_str().unwrap_or_default().to_owned();
 

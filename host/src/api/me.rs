@@ -48,7 +48,9 @@ pub fn me_json(principal: &Principal, admin: bool, keys: &VirtualKeys, now_ms: u
     out
 }
 
-fn key_json(key: &VirtualKey, keys: &VirtualKeys, now_ms: u64) -> Value {
+/// One virtual key as the operator inventory (`/v1/status/virtual-keys`)
+/// and its own tenant (`/v1/me`) see it: masked id, caps, rolling usage.
+pub(crate) fn key_json(key: &VirtualKey, keys: &VirtualKeys, now_ms: u64) -> Value {
     let (requests, tokens) = keys.usage_of(&key.id, now_ms);
     json!({
         "maskedId": key.masked_id(),

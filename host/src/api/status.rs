@@ -105,25 +105,7 @@ pub fn status_json(gw: &Gateway) -> Value {
 pub async fn virtual_keys(State(gw): State<SharedGateway>) -> Json<Value> {
     let now_ms = unix_ms(SystemTime::now());
     let set = gw.virtual_keys.current();
-    let mut keys: Vec<Value> = set
-        .keys()
-        .map(|k| {
-            let (requests, tokens) = gw.virtual_keys.usage_of(&k.id, now_ms);
-            json!({
-                "maskedId": k.masked_id(),
-                "label": k.label,
-                "allowedModels": k.allowed_models,
-                "expiresAt": k.expires_at,
-                "expired": k.expired(now_ms),
-                "dailyRequestCap": k.daily_request_cap,
-                "dailyTokenCap": k.daily_token_cap,
-                "requestsInWindow": requests,
-                "tokensInWindow": tokens,
-                "requestCapRemaining": k.daily_request_cap.map(|c| c.saturating_sub(requests)),
-                "tokenCapRemaining": k.daily_token_cap.map(|c| c.saturating_sub(tokens)),
-            })
-        })
-        .collect();
+    let mut keys: Vec<Value> = set.keys().map(|k| crate::api::me::key_json(k, &gw.virtual_keys, now_ms)).collect();
     keys.sort_by(|a, b| a["label"].as_str().cmp(&b["label"].as_str()));
     Json(json!({
         "softCapWarning": "Counters are rolling 24h and persisted across restarts (at most the last second of \
