@@ -91,7 +91,7 @@ async def read_response(reader):
 
 async def healthy_worker(port, deadline, counts):
     request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n%s" % (len(CHAT_BODY), CHAT_BODY)
     )
     reader = writer = None
@@ -130,7 +130,7 @@ async def healthy(args):
 
 async def hold_stream(port, deadline, stats):
     request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         b"content-length: %d\r\n\r\n%s" % (len(STREAM_BODY), STREAM_BODY)
     )
     while time.monotonic() < deadline:
@@ -193,9 +193,9 @@ async def hostile(args):
         "connect_errors": 0,
     }
     deadline = time.monotonic() + args.seconds
-    slow_header = b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nx-slow: " + b"a" * 200
+    slow_header = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: " + b"a" * 200
     slow_body = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         b"content-length: 100\r\n\r\n"
     )
     tasks = [hold_stream(args.port, deadline, stats) for _ in range(args.streams)]

@@ -88,7 +88,7 @@ impl Cors {
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();
         if let Some(allow) = allowed {
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+            allow_origin(headers, allow);
             headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOW_METHODS));
             headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
             headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
@@ -101,15 +101,39 @@ impl Cors {
     pub fn decorate(self, response: &mut Response) {
         if let Some(allow) = self.allowed {
             let headers = response.headers_mut();
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+            allow_origin(headers, allow);
             headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
             headers.append(header::VARY, HeaderValue::from_static("Origin"));
         }
     }
 }
 
+/// `Access-Control-Allow-Origin`, and for an allowlisted origin (never for
+/// `*`, which browsers refuse with credentials) `Access-Control-Allow-Credentials:
+/// true`, as the reference does: browser code may then send cookies or an
+/// `Authorization` header and read the answer.
+fn allow_origin(headers: &mut axum::http::HeaderMap, allow: HeaderValue) {
+    if allow != "*" {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_allowlisted_origin_is_allowed_with_credentials_and_any_origin_without() {
+        let mut headers = axum::http::HeaderMap::new();
+        allow_origin(&mut headers, HeaderValue::from_static("https://app.example"));
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        let mut headers = axum::http::HeaderMap::new();
+        allow_origin(&mut headers, HeaderValue::from_static("*"));
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS));
+    }
+
     use super::*;
 
     #[test]

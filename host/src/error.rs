@@ -130,6 +130,12 @@ impl ApiError {
         Self::invalid(vec![Issue { path: String::new(), message }])
     }
 
+    /// A request header with a bad value: the message names the header
+    /// (`header X-FreeLLM-Privacy: ...`), not the body.
+    pub fn invalid_header(name: &str, message: impl Into<String>) -> Self {
+        Self::invalid(vec![Issue { path: format!("header {name}"), message: message.into() }])
+    }
+
     /// The message clients see (secrets redacted).
     pub fn message(&self) -> String {
         self.body().get("message").and_then(Value::as_str).unwrap_or_default().to_owned()

@@ -44,8 +44,10 @@ use crate::virtual_keys::Ticket;
 pub enum RouteReason {
     /// A concrete model answered by its provider on the first try.
     Direct,
-    /// A meta-model or route answered by its first candidate.
+    /// A built-in meta-model (`free`, `free-fast`, ...) answered by its first candidate.
     Meta,
+    /// A user-defined route (`[routes.*]`) answered by its first candidate.
+    Route,
     /// An earlier attempt failed and another key or provider answered.
     Failover,
 }
@@ -56,6 +58,7 @@ impl RouteReason {
         match self {
             Self::Direct => "direct",
             Self::Meta => "meta",
+            Self::Route => "route",
             Self::Failover => "failover",
         }
     }
@@ -180,10 +183,12 @@ pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unans
             TargetOutcome::Answered(a) => {
                 let reason = if memory.failures > 0 || memory.rate_limited {
                     RouteReason::Failover
-                } else if plan.kind == PlanKind::Concrete {
-                    RouteReason::Direct
                 } else {
-                    RouteReason::Meta
+                    match plan.kind {
+                        PlanKind::Concrete => RouteReason::Direct,
+                        PlanKind::Meta => RouteReason::Meta,
+                        PlanKind::Route => RouteReason::Route,
+                    }
                 };
                 return Ok(Answered {
                     response: a.response,
@@ -334,7 +339,12 @@ async fn attempt_target(
                 if req.strict {
                     break TargetOutcome::Stop(error);
                 }
-                if retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await {
+                // A silent upstream moves on at once: a retry on it would
+                // cost the caller another full timeout. Same-target retries
+                // are for fast failures (refused, reset).
+                if !e.is_timeout()
+                    && retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await
+                {
                     tried_keys.clear();
                     continue;
                 }
@@ -494,15 +504,23 @@ async fn attempt_target(
                     provider.keys.cool_down(key_index, clamp_cooldown(Duration::from_millis(ms)));
                     req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
                 }
+                // A client error (an adapter may still call it transient, as
+                // Ollama's 404 for a model it has not pulled) says nothing
+                // about the provider's health, and the same request would
+                // get the same answer: fail over, but neither retry it nor
+                // count it against the breaker.
+                let health = if is_client_error(status) { BreakerOutcome::Neutral } else { BreakerOutcome::Failure };
                 if req.strict {
-                    breaker_outcome = BreakerOutcome::Failure;
+                    breaker_outcome = health;
                     break TargetOutcome::Stop(error);
                 }
-                if retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await {
+                if health == BreakerOutcome::Failure
+                    && retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await
+                {
                     tried_keys.clear();
                     continue;
                 }
-                breaker_outcome = BreakerOutcome::Failure;
+                breaker_outcome = health;
                 break TargetOutcome::Next(Some(error));
             }
             FailureKind::Unsupported => break TargetOutcome::Next(None),
@@ -598,6 +616,12 @@ fn with_stream_usage(req: &RouteRequest<'_>, adapter: &Adapter) -> Option<Bytes>
     let options = object.entry("stream_options").or_insert_with(|| json!({}));
     options.as_object_mut()?.insert("include_usage".into(), Value::Bool(true));
     serde_json::to_vec(&request).ok().map(Bytes::from)
+}
+
+/// A 4xx answer about the request (not 408 Request Timeout, not 429 Too
+/// Many Requests): never a breaker failure, never retried on the target.
+fn is_client_error(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
 }
 
 /// Whether a transient failure gets another try on the same target: while
@@ -752,6 +776,17 @@ fn wants_json(request: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn client_errors_are_4xx_but_request_timeout_and_rate_limits() {
+        for status in [400, 401, 403, 404, 409, 413, 422, 451] {
+            assert!(is_client_error(status), "{status}");
+        }
+        for status in [200, 302, 408, 429, 500, 502, 503, 504] {
+            assert!(!is_client_error(status), "{status}");
+        }
+    }
+
     use super::*;
 
     #[test]

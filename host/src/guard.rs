@@ -334,9 +334,10 @@ fn resolve_identifier(headers: &HeaderMap, principal: &Principal, ip: Option<IpA
     let header = headers.get("x-freellm-identifier").map(|v| v.to_str().unwrap_or("\u{fffd}"));
     match header.map(validate_identifier) {
         Some(Ok(Some(id))) => Ok(id.to_owned()),
-        Some(Err(e)) => Err(ApiError::invalid_body(format!(
-            "X-FreeLLM-Identifier must match ^[A-Za-z0-9_.:-]{{1,128}}$ or be omitted ({e})."
-        ))),
+        Some(Err(e)) => Err(ApiError::invalid_header(
+            "X-FreeLLM-Identifier",
+            format!("must match ^[A-Za-z0-9_.:-]{{1,128}}$ or be omitted ({e})."),
+        )),
         None | Some(Ok(None)) => Ok(match ip {
             Some(ip) => format!("ip:{ip}"),
             None => "ip:unknown".to_owned(),

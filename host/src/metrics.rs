@@ -36,7 +36,7 @@ const OVERHEAD_BUCKETS: &[f64] =
     &[0.000_05, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
 /// Route reasons a request can end with (`none`: it failed).
-const ROUTE_REASONS: [&str; 5] = ["direct", "meta", "failover", "cache", "none"];
+const ROUTE_REASONS: [&str; 6] = ["direct", "meta", "route", "failover", "cache", "none"];
 
 /// Distinct label sets one metric may hold; later ones are counted under
 /// `other` (the model label is bounded by the catalogs, this is a backstop).
@@ -542,7 +542,7 @@ mod tests {
         assert_eq!(m.requests_total(), 3);
         assert_eq!(m.overhead.count(), 2);
         assert_eq!(m.durations[1].count(), 2);
-        assert_eq!(m.durations[4].count(), 1);
+        assert_eq!(m.durations[ROUTE_REASONS.len() - 1].count(), 1, "failed requests count under `none`");
     }
 
     #[test]

@@ -58,6 +58,23 @@ use crate::stats::unix_ms;
 use crate::upstream::{UpstreamResponse, response_head};
 use crate::virtual_keys::Ticket;
 
+/// Appends one SSE event carrying `data`. A payload with line breaks (an
+/// upstream may send pretty-printed JSON over several `data:` lines, which
+/// the framer joins with `\n`) gets one `data:` field per line, so the client
+/// joins it back to the same text instead of losing every line but the first.
+fn push_event(buf: &mut Vec<u8>, data: &[u8]) {
+    buf.extend_from_slice(b"data: ");
+    let mut rest = data;
+    while let Some(i) = memchr::memchr2(b'\n', b'\r', rest) {
+        buf.extend_from_slice(&rest[..i]);
+        buf.extend_from_slice(b"\ndata: ");
+        let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+        rest = &rest[i + skip..];
+    }
+    buf.extend_from_slice(rest);
+    buf.extend_from_slice(b"\n\n");
+}
+
 /// Everything needed to start relaying one stream.
 pub struct StreamStart<'t> {
     /// The adapter version that mapped the request (and normalizes the stream).
@@ -567,9 +584,7 @@ impl Relay {
         let mut buf = Vec::with_capacity(output.chunks.iter().map(|c| c.len() + 8).sum());
         for chunk in output.chunks {
             let Some(chunk) = self.prepare(chunk) else { continue };
-            buf.extend_from_slice(b"data: ");
-            buf.extend_from_slice(&chunk);
-            buf.extend_from_slice(b"\n\n");
+            push_event(&mut buf, &chunk);
         }
         if !buf.is_empty() {
             self.send(Bytes::from(buf)).await?;
@@ -839,6 +854,17 @@ fn continuation_body(request: &Value, partial: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_event_payload_with_line_breaks_gets_one_data_field_per_line() {
+        let mut buf = Vec::new();
+        super::push_event(&mut buf, b"{\"a\":1}");
+        assert_eq!(buf, b"data: {\"a\":1}\n\n");
+        let mut buf = Vec::new();
+        super::push_event(&mut buf, b"{\"a\":\n1,\r\n\"b\":2\r}");
+        assert_eq!(buf, b"data: {\"a\":\ndata: 1,\ndata: \"b\":2\ndata: }\n\n");
+    }
+
     use super::*;
     use serde_json::json;
 

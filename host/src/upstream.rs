@@ -87,12 +87,36 @@ pub enum UpstreamError {
     /// Connection refused, reset, DNS failure, TLS failure.
     #[error("connection failed: {0}")]
     Connect(String),
+    /// No connection within the connect timeout.
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
     /// No response head within the first-byte timeout.
     #[error("no response within {0:?}")]
     FirstByteTimeout(Duration),
     /// The body broke off or stalled.
     #[error("response body failed: {0}")]
     Body(String),
+}
+
+impl UpstreamError {
+    /// A connect or first-byte timeout: the upstream is silent, and trying it
+    /// again would spend the caller's time on it once more.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::ConnectTimeout(_) | Self::FirstByteTimeout(_))
+    }
+}
+
+/// Whether an error (or any error it wraps) is an I/O time-out: how the
+/// connector reports its connect timeout.
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if err.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut) {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// The shared upstream client.
@@ -189,6 +213,7 @@ impl Upstream {
         let request = self.build(base_url, request, auth, key)?;
         match tokio::time::timeout(self.timeouts.first_byte_timeout, self.client.request(request)).await {
             Ok(Ok(inner)) => Ok(UpstreamResponse { inner }),
+            Ok(Err(e)) if is_timeout(&e) => Err(UpstreamError::ConnectTimeout(self.timeouts.connect_timeout)),
             Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
             Err(_) => Err(UpstreamError::FirstByteTimeout(self.timeouts.first_byte_timeout)),
         }

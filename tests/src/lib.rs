@@ -600,7 +600,11 @@ pub fn chat_body(model: &str) -> serde_json::Value {
 /// Reads an SSE response body and returns its `data:` payloads.
 pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
     let text = response.text().await.expect("stream body");
+    // The SSE rule: an event's `data:` lines are joined with `\n`.
     text.split("\n\n")
-        .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_owned))
+        .filter_map(|event| {
+            let lines: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            (!lines.is_empty()).then(|| lines.join("\n"))
+        })
         .collect()
 }

@@ -208,6 +208,54 @@ async fn a_flapping_provider_is_probed_once_per_period_and_back_within_a_period_
     assert_eq!(status["providers"][0]["circuitBreakerState"], "closed", "{status}");
 }
 
+/// A 404 is about the request (here: a model Ollama has not pulled), not
+/// the provider's health: it fails over but is not retried on the target
+/// and never opens the breaker, however often it comes.
+#[tokio::test]
+async fn client_errors_from_an_upstream_do_not_open_its_breaker_and_are_not_retried() {
+    let groq = MockUpstream::completing().await;
+    let ollama = MockUpstream::start(|_| Reply::error(404, "model \"llama3\" not found, try pulling it first")).await;
+    let gw = two_providers(
+        &groq,
+        &ollama,
+        "k1",
+        &[("CB_FAILURE_THRESHOLD", "2"), ("ROUTE_TRANSIENT_RETRIES", "2"), ("ROUTE_RETRY_BACKOFF_MS", "1")],
+    )
+    .await;
+    for _ in 0..4 {
+        let r = gw.chat(chat_body("ollama/llama3")).await;
+        assert!(r.status().is_client_error() || r.status().is_server_error(), "{}", r.status());
+    }
+    assert_eq!(ollama.requests().len(), 4, "one attempt per request, no retries");
+    let status: Value = gw.get("/v1/status").await.json().await.unwrap();
+    let entry = status["providers"].as_array().unwrap().iter().find(|p| p["id"] == "ollama").unwrap().clone();
+    assert_eq!(entry["circuitBreakerState"], "closed", "{entry}");
+    // The gateway keeps answering other models.
+    let r = gw.chat(chat_body("free")).await;
+    assert_eq!(r.status(), 200);
+}
+
+/// A silent upstream costs the caller one first-byte timeout, not one per
+/// retry: a timeout moves to the next target at once.
+#[tokio::test]
+async fn a_silent_upstream_fails_over_after_one_first_byte_timeout() {
+    let groq = MockUpstream::start(|_| Reply::Hang).await;
+    let ollama = MockUpstream::completing().await;
+    let gw = two_providers(
+        &groq,
+        &ollama,
+        "k1",
+        &[("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "600"), ("ROUTE_TRANSIENT_RETRIES", "2"), ("ROUTE_RETRY_BACKOFF_MS", "1")],
+    )
+    .await;
+    let started = Instant::now();
+    let r = gw.chat(chat_body("free-fast")).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    assert_eq!(r.headers()["x-freellm-provider"], "ollama");
+    assert_eq!(groq.requests().len(), 1, "no same-target retry after a timeout");
+    assert!(started.elapsed() < Duration::from_millis(1150), "took {:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn a_slow_first_token_fails_over_before_anything_is_sent() {
     let groq = MockUpstream::start(|_| Reply::Stream {
@@ -319,6 +367,28 @@ async fn a_malformed_event_mid_stream_is_skipped_and_a_stream_without_done_is_fi
     assert_eq!(data.last().unwrap(), "[DONE]", "finalised although the upstream sent no [DONE]");
     assert!(!data.iter().any(|d| d.contains("not json")));
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+/// The SSE rule: the `data:` lines of one event are joined with `\n`, so a
+/// chunk an upstream splits over several lines arrives whole.
+#[tokio::test]
+async fn an_event_whose_data_spans_several_lines_is_joined() {
+    let split = chunk("Hello", None);
+    let at = split.find("\"choices\"").expect("a chunk has choices");
+    let (head, tail) = (split[..at].to_owned(), split[at..].to_owned());
+    let groq = MockUpstream::start(move |_| Reply::Stream {
+        pieces: vec![
+            (Duration::ZERO, format!("data: {head}\ndata: {tail}\n\n")),
+            (Duration::ZERO, format!("data: {}\n\n", chunk(" world", Some("stop")))),
+            (Duration::ZERO, "data: [DONE]\n\n".to_owned()),
+        ],
+        cut: false,
+    })
+    .await;
+    let ollama = MockUpstream::completing().await;
+    let gw = two_providers(&groq, &ollama, "k1", &[]).await;
+    let data = sse_data(gw.chat(stream_body("groq/llama-3.3-70b-versatile")).await).await;
+    assert_eq!(content_of(&data), "Hello world", "{data:?}");
 }
 
 #[tokio::test]
@@ -446,6 +516,10 @@ async fn privacy_no_training_routes_only_to_eligible_providers() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // The message names the header, not the body.
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("header X-FreeLLM-Privacy: "), "{body}");
 }
 
 #[tokio::test]
@@ -522,6 +596,8 @@ async fn quota_aware_routing_avoids_a_key_whose_declared_window_is_full() {
         let r = gw.chat(chat_body("pair")).await;
         assert_eq!(r.status(), 200, "{}", gw.log());
         providers.push(r.headers()["x-freellm-provider"].to_str().unwrap().to_owned());
+        // A user-defined route answered by a target without a failure says `route`, not `meta`.
+        assert_eq!(r.headers()["x-freellm-route-reason"], "route");
     }
     assert_eq!(providers, ["first", "first", "second", "second", "second"]);
     assert_eq!(limited.requests().len(), 2, "never sent what its declared limit would refuse");

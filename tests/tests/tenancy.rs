@@ -326,7 +326,13 @@ async fn identifiers_are_limited_and_reported() {
     assert!(r.headers().contains_key("retry-after"));
     assert_eq!(code(r).await, (429, "identifier_rate_limited".into()));
     assert_eq!(with_id("user-43").await.unwrap().status(), 200, "buckets are per identifier");
-    assert_eq!(code(with_id("bad identifier!").await.unwrap()).await, (400, "invalid_request".into()));
+    let bad = with_id("bad identifier!").await.unwrap();
+    let body: Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request");
+    assert!(
+        body["error"]["message"].as_str().unwrap_or_default().starts_with("header X-FreeLLM-Identifier: "),
+        "{body}"
+    );
     let r = with_id("undefined").await.unwrap();
     assert!(r.headers()["x-freellm-identifier"].to_str().unwrap().starts_with("ip:"));
     assert_eq!(gw.get("/healthz").await.status(), 200);
@@ -437,11 +443,14 @@ async fn cors_preflights_and_exposed_headers() {
     let r = preflight("https://app.example").await.unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true", "as the reference, on preflights too");
     assert!(r.headers()["access-control-allow-headers"].to_str().unwrap().contains("Authorization"));
     assert!(r.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
     let r = preflight("https://evil.example").await.unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
     let r = post(&gw, Some(MASTER), &chat_body("free")).header("origin", "https://app.example").send().await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(r.headers()["access-control-allow-credentials"], "true");
     let exposed = r.headers()["access-control-expose-headers"].to_str().unwrap().to_owned();
     for h in ["X-Request-Id", "X-FreeLLM-Provider", "X-FreeLLM-Route-Reason", "Retry-After"] {
         assert!(exposed.contains(h), "{exposed}");

@@ -325,7 +325,7 @@ fn privacy_posture(headers: &HeaderMap) -> Result<bool, ApiError> {
         None => Ok(false),
         Some(Ok("")) => Ok(false),
         Some(Ok(v)) if v.eq_ignore_ascii_case("no-training") => Ok(true),
-        _ => Err(ApiError::invalid_body("X-FreeLLM-Privacy must be \"no-training\" or omitted")),
+        _ => Err(ApiError::invalid_header("X-FreeLLM-Privacy", "must be \"no-training\" or omitted")),
     }
 }
 
