@@ -37,16 +37,21 @@ def chunk(i):
     return f"data: {json.dumps(data)}\n\n".encode()
 
 
+def content_length(head):
+    """The Content-Length of an HTTP head (0 when absent)."""
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
+
+
 # ------------------------------------------------------------------ upstream
 
 
 async def upstream_conn(reader, writer, interval):
     try:
         head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":", 1)[1])
+        length = content_length(head)
         if length:
             await reader.readexactly(length)
         writer.write(
@@ -80,10 +85,7 @@ async def upstream(args):
 async def read_response(reader):
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
+    length = content_length(head)
     if length:
         await reader.readexactly(length)
     return status, b"connection: close" in head.lower()
