@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::breaker::BreakerConfig;
-use crate::cache::{CacheConfig, CacheScope};
-use crate::guard::AllowedHosts;
-use crate::plugins::SandboxLimits;
-use crate::router::Strategy;
+use crate::http::guard::AllowedHosts;
+use crate::routing::cache::{CacheConfig, CacheScope};
+use crate::routing::router::Strategy;
+use freellm_limits::breaker::BreakerConfig;
+use freellm_runtime::SandboxLimits;
 
 /// A configuration problem, reported at start-up (or on reload).
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +112,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
             max_control_body_bytes: 64 << 10,
-            max_upload_bytes: crate::reload::MAX_UPLOAD_BYTES,
+            max_upload_bytes: crate::ops::reload::MAX_UPLOAD_BYTES,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(5),
@@ -494,7 +494,7 @@ impl Config {
             route_timeout: positive("ROUTE_TIMEOUT_MS", ms("ROUTE_TIMEOUT_MS", u.route_timeout_ms, 60_000)?)?,
             stream_max_event_bytes: nonzero(
                 "STREAM_MAX_EVENT_BYTES",
-                size("STREAM_MAX_EVENT_BYTES", u.stream_max_event_bytes, crate::sse::DEFAULT_MAX_EVENT_BYTES)?,
+                size("STREAM_MAX_EVENT_BYTES", u.stream_max_event_bytes, crate::routing::sse::DEFAULT_MAX_EVENT_BYTES)?,
             )?,
             stream_max_bytes: nonzero("STREAM_MAX_BYTES", ms("STREAM_MAX_BYTES", u.stream_max_bytes, 64 << 20)?)?,
             stream_max_duration: positive(
@@ -708,10 +708,10 @@ fn provider_config(
         cpu_time: p.sandbox.cpu_ms.map(Duration::from_millis).unwrap_or(defaults.cpu_time),
         reuse_instances: p.sandbox.reuse_instances.unwrap_or(defaults.reuse_instances),
     };
-    if sandbox.memory_bytes == 0 || sandbox.memory_bytes > crate::plugins::MAX_MEMORY_BYTES {
+    if sandbox.memory_bytes == 0 || sandbox.memory_bytes > freellm_runtime::MAX_MEMORY_BYTES {
         return Err(ConfigError::Invalid {
             name: format!("providers.{id}.sandbox.memory_mb"),
-            message: format!("must be between 1 and {}", crate::plugins::MAX_MEMORY_BYTES >> 20),
+            message: format!("must be between 1 and {}", freellm_runtime::MAX_MEMORY_BYTES >> 20),
         });
     }
     Ok(ProviderConfig {

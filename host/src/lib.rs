@@ -2,37 +2,22 @@
 //! free LLM tiers, with every provider adapter a sandboxed WebAssembly
 //! component.
 //!
-//! Follow a request: [`server`] (middleware, routes) → [`api::chat`]
-//! (validate with [`validate`], plan with [`router`], pick a key from
-//! [`keys`], call the adapter in [`plugins`], send with [`upstream`], relay
-//! streams with [`stream`] and [`sse`]) → errors rendered by [`error`].
+//! Follow a request: [`http::server`] (middleware: [`http::guard`] with
+//! [`access`], [`http::cors`]) → [`http::api::chat`] (validate with
+//! [`validate`], plan with [`routing::router`], walk the plan in
+//! [`routing::failover`]: a provider from [`providers`], a key from
+//! [`providers::keys`], the adapter through `freellm_runtime`, the request
+//! through [`routing::upstream`], a stream relayed by [`routing::stream`])
+//! → the answer or an error rendered by [`http::error`]; [`ops`] counts,
+//! publishes and persists what happened. [`state`] holds the gateway's
+//! state in tiers; `docs/architecture.md` has the map.
 
-pub mod api;
-pub mod auth;
-pub mod breaker;
-pub mod cache;
+pub mod access;
 pub mod config;
-pub mod cors;
-pub mod error;
-pub mod events;
-pub mod failover;
-pub mod guard;
-pub mod identifier;
-pub mod keys;
-pub mod metrics;
-pub mod persist;
-pub mod plugins;
-pub mod quota;
+pub mod http;
+pub mod ops;
+pub mod providers;
 pub mod redact;
-pub mod reload;
-pub mod router;
-pub mod server;
-pub mod sse;
+pub mod routing;
 pub mod state;
-pub mod stats;
-pub mod store;
-pub mod stream;
-pub mod tokens;
-pub mod upstream;
 pub mod validate;
-pub mod virtual_keys;

@@ -55,7 +55,7 @@ enum PluginCommand {
         fixtures: Option<PathBuf>,
         /// A setting for `configure` in the conformance cases (repeatable),
         /// e.g. `--setting models=llama3`.
-        #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = freellm::plugins::check::parse_setting)]
+        #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = freellm_runtime::check::parse_setting)]
         settings: Vec<(String, String)>,
         /// Where compiled code is cached (default: the system temp directory).
         #[arg(long)]
@@ -68,13 +68,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Plugin { command: PluginCommand::Check { component, fixtures, settings, cache_dir } } => {
-            let options = freellm::plugins::check::CheckOptions {
+            let options = freellm_runtime::check::CheckOptions {
                 component,
                 fixtures,
                 settings,
-                cache_dir: cache_dir.unwrap_or_else(freellm::plugins::check::default_cache_dir),
+                cache_dir: cache_dir.unwrap_or_else(freellm_runtime::check::default_cache_dir),
             };
-            let result = freellm::plugins::check::run(&options);
+            let result = freellm_runtime::check::run(&options);
             print!("{}", result.text);
             if result.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
@@ -105,7 +105,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
                  NVIDIA_NIM_API_KEY, or OLLAMA_BASE_URL with OLLAMA_MODELS"
             );
         }
-        freellm::server::serve(gw).await
+        freellm::http::server::serve(gw).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,15 +23,15 @@
 //!
 //! Paths that go through it:
 //! * client error bodies: every `ApiError` message and the whole rendered
-//!   envelope ([`crate::error`]);
-//! * stream error events after the answer started ([`crate::stream`]);
+//!   envelope ([`crate::http::error`]);
+//! * stream error events after the answer started ([`crate::routing::stream`]);
 //! * `/v1/status` (and the `/v1/events` snapshot built from it): a
-//!   provider's `lastErrorMessage` ([`crate::stats::ProviderStats::failure`]),
-//!   `keys[].invalidReason` ([`crate::keys::KeyRing::disable`]),
-//!   `recentRequests[].error` ([`crate::stats::RequestLog::push`]);
+//!   provider's `lastErrorMessage` ([`crate::ops::stats::ProviderStats::failure`]),
+//!   `keys[].invalidReason` ([`crate::providers::keys::KeyRing::disable`]),
+//!   `recentRequests[].error` ([`crate::ops::stats::RequestLog::push`]);
 //! * `/v1/events` frames: request and adapter events
-//!   ([`crate::events::EventBus::publish`]);
-//! * `/metrics` label values ([`crate::metrics::escape`]);
+//!   ([`crate::ops::events::EventBus::publish`]);
+//! * `/metrics` label values ([`crate::ops::metrics::escape`]);
 //! * every log line: the log writer ([`LogWriter`]) redacts each formatted
 //!   line, so `tracing` calls anywhere in the code (failover, streams,
 //!   upstream, reload, adapters' own log calls) are covered without each

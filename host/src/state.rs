@@ -7,18 +7,19 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::auth::{self, Credentials};
-use crate::cache::ResponseCache;
+use crate::access::auth::{self, Credentials};
+use crate::access::tokens::TokenSecret;
+use crate::access::virtual_keys::VirtualKeys;
 use crate::config::Config;
-use crate::cors::AllowedOrigins;
-use crate::identifier::{IdentifierLimit, IdentifierLimiter};
-use crate::plugins::{PluginEngine, Registry};
-use crate::router::{RouteTable, StrategyCell};
-use crate::stats::RequestLog;
-use crate::store::Store;
-use crate::tokens::TokenSecret;
-use crate::upstream::Upstream;
-use crate::virtual_keys::VirtualKeys;
+use crate::http::cors::AllowedOrigins;
+use crate::ops::stats::RequestLog;
+use crate::ops::store::Store;
+use crate::providers::Registry;
+use crate::routing::cache::ResponseCache;
+use crate::routing::router::{RouteTable, StrategyCell};
+use crate::routing::upstream::Upstream;
+use freellm_limits::identifier::{IdentifierLimit, IdentifierLimiter};
+use freellm_runtime::PluginEngine;
 
 /// Shared gateway state (cheap to clone: one `Arc`).
 pub type SharedGateway = Arc<Gateway>;
@@ -54,15 +55,15 @@ pub struct Gateway {
     /// Where counters survive restarts.
     pub store: Option<Arc<Store>>,
     /// The live event feed (`GET /v1/events`).
-    pub events: crate::events::EventBus,
+    pub events: crate::ops::events::EventBus,
     /// Request-path metrics (`GET /metrics`).
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::ops::metrics::Metrics,
     /// Hot reloads, uploads and canaries of adapters.
-    pub plugins: crate::reload::PluginManager,
+    pub plugins: crate::ops::reload::PluginManager,
     /// Event feeds held per principal (`max_event_feeds_per_principal`).
-    pub event_feeds: crate::events::FeedSlots,
+    pub event_feeds: crate::ops::events::FeedSlots,
     /// Graceful shutdown: tells open streams when the drain deadline passed.
-    pub drain: crate::server::Drain,
+    pub drain: crate::http::server::Drain,
     /// Keeps the virtual-keys file watcher alive.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -113,17 +114,17 @@ impl Gateway {
         let cors = AllowedOrigins::new(sec.allowed_origins.as_deref(), credentials.protected);
 
         let store = Arc::new(Store::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
-        crate::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::ops::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let engine = PluginEngine::new()?;
         let registry = Registry::load(&engine, &config, Some(&store)).await;
-        crate::persist::restore_provider_usage(&store, &registry).map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::ops::persist::restore_provider_usage(&store, &registry).map_err(|e| anyhow::anyhow!("{e}"))?;
         let upstream = Upstream::new(config.upstream, config.upstream_ca_file.as_deref())?;
         let routes = RouteTable::new(&config.routes);
         let strategy = StrategyCell::new(config.routing.strategy);
         let cache = ResponseCache::new(config.cache);
         let watcher = virtual_keys.watch();
-        let event_feeds = crate::events::FeedSlots::new(config.max_event_feeds_per_principal);
+        let event_feeds = crate::ops::events::FeedSlots::new(config.max_event_feeds_per_principal);
         let gw = Arc::new(Self {
             config,
             registry: ArcSwap::from_pointee(registry),
@@ -141,20 +142,20 @@ impl Gateway {
             events: Default::default(),
             metrics: Default::default(),
             store: Some(store.clone()),
-            plugins: crate::reload::PluginManager::default(),
+            plugins: crate::ops::reload::PluginManager::default(),
             event_feeds,
-            drain: crate::server::Drain::default(),
+            drain: crate::http::server::Drain::default(),
             _watcher: watcher,
         });
         gw.plugins.watch(&gw);
-        crate::persist::spawn_snapshots(&gw, store);
+        crate::ops::persist::spawn_snapshots(&gw, store);
         Ok(gw)
     }
 
     /// Commits the counters one last time (graceful shutdown).
     pub fn persist_now(&self) {
         if let Some(store) = &self.store {
-            match crate::persist::snapshot(self, store) {
+            match crate::ops::persist::snapshot(self, store) {
                 Ok(n) => tracing::info!(entries = n, "counters persisted"),
                 Err(e) => tracing::error!(error = %e, "cannot persist counters at shutdown"),
             }

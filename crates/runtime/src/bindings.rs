@@ -5,7 +5,7 @@
 
 wasmtime::component::bindgen!({
     world: "provider",
-    path: "../wit",
+    path: "../../wit",
     exports: { default: async },
 });
 

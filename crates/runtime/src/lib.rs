@@ -1,23 +1,22 @@
-//! The plugin runtime: provider adapters as sandboxed WebAssembly components.
+//! The adapter runtime: provider adapters as sandboxed WebAssembly components.
+//! It knows nothing of HTTP, routing or keys: the host (`freellm`) holds the
+//! provider table and calls adapters through [`Adapter`].
 //!
 //! - [`engine`]: the one wasmtime engine (pooling allocator, epoch ticker, linker).
 //! - [`loader`]: compile with an on-disk cache, sandbox policy, contract check.
 //! - [`sandbox`]: the deny-all store each call runs in.
 //! - [`adapter`]: a configured adapter version and the calls into it.
 //! - [`check`]: `freellm plugin check`, conformance and fixtures against a component.
-//! - [`registry`]: the immutable snapshot of loaded providers, swapped atomically.
 
 pub mod adapter;
 pub mod bindings;
 pub mod check;
 pub mod engine;
 pub mod loader;
-pub mod registry;
 pub mod sandbox;
 
 pub use adapter::{Adapter, AdapterFault, StreamSession};
 pub use bindings::types;
 pub use engine::{MAX_MEMORY_BYTES, PluginEngine};
 pub use loader::LoadError;
-pub use registry::{ProviderEntry, Registry};
 pub use sandbox::SandboxLimits;

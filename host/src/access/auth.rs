@@ -27,8 +27,8 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
 
-use crate::tokens::{self, Claims, TokenSecret};
-use crate::virtual_keys::{VirtualKey, VirtualKeys};
+use crate::access::tokens::{self, Claims, TokenSecret};
+use crate::access::virtual_keys::{VirtualKey, VirtualKeys};
 
 /// Configured credentials.
 #[derive(Default)]

@@ -37,7 +37,7 @@
 //! whoever holds a token can read it, and a raw key there would hand out
 //! the long-lived credential (which can mint tokens for any origin). The
 //! reference put the raw key in `vk`; such a token still verifies here, but
-//! [`crate::auth`] refuses to let it act for the key (it is rejected as
+//! [`crate::access::auth`] refuses to let it act for the key (it is rejected as
 //! `raw_virtual_key`: the holder must get a fresh token).
 //!
 //! # Minting ([`mint`])
@@ -51,7 +51,7 @@
 //!   https, `:80` on http), at most 256 characters. The reference accepts
 //!   anything non-blank after `https://`; such tokens could never match a
 //!   real `Origin` header, so they are refused at mint time instead.
-//! * The identifier must pass [`crate::identifier::check_identifier`]. In
+//! * The identifier must pass [`freellm_limits::identifier::check_identifier`]. In
 //!   the reference a client header could override it; here the identifier
 //!   in a verified token is authoritative (the HTTP layer must not let
 //!   `X-FreeLLM-Identifier` replace it).
@@ -80,7 +80,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
 
-use crate::identifier::{InvalidIdentifier, check_identifier, matches_identifier_pattern};
+use freellm_limits::identifier::{InvalidIdentifier, check_identifier, matches_identifier_pattern};
 
 /// Every token starts with this.
 pub const TOKEN_PREFIX: &str = "flt.";

@@ -74,7 +74,7 @@ impl VirtualKey {
 
     /// The non-secret handle browser tokens carry (hex SHA-256 of the id).
     pub fn handle(&self) -> String {
-        crate::tokens::key_handle(&self.id)
+        crate::access::tokens::key_handle(&self.id)
     }
 
     /// Whether `model` may be requested with this key.
@@ -170,7 +170,7 @@ impl KeySet {
     /// The key a handle ([`VirtualKey::handle`]) names, if any. Anything
     /// but 64 lowercase hex digits names no key (a raw key is not a handle).
     pub fn find_by_handle(&self, handle: &str) -> Option<&Arc<VirtualKey>> {
-        if !crate::tokens::is_key_handle(handle) {
+        if !crate::access::tokens::is_key_handle(handle) {
             return None;
         }
         let mut hash = [0u8; 32];

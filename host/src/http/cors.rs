@@ -2,11 +2,11 @@
 //!
 //! `ALLOWED_ORIGINS` is an allowlist (comma-separated, or `*`). Without it
 //! the gateway allows any origin only while it is open (no key source
-//! configured: the decision [`crate::auth::is_protected`] makes once, at
+//! configured: the decision [`crate::access::auth::is_protected`] makes once, at
 //! start); a protected gateway allows none until the operator lists them.
 //! Admin endpoints are never opened by `*`, only to listed origins; an
 //! open gateway's admin endpoints also refuse unlisted origins other than
-//! its own ([`crate::guard`]). Preflights
+//! its own ([`crate::http::guard`]). Preflights
 //! are answered here, before authentication (browsers send no credentials
 //! on them), with the allowed methods and headers listed explicitly; every
 //! answer to an allowed origin exposes `X-Request-Id`, the `X-FreeLLM-*`
@@ -75,7 +75,7 @@ impl Cors {
         let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
         // `*` never covers admin endpoints: on an open gateway it would let
         // any page read (and, with a preflight, drive) them.
-        let allowed = if crate::guard::is_admin_path(req.uri().path()) {
+        let allowed = if crate::http::guard::is_admin_path(req.uri().path()) {
             origin.filter(|o| gw.cors.lists(o)).and_then(|o| HeaderValue::from_str(o).ok())
         } else {
             origin.and_then(|o| gw.cors.allow(o))

@@ -2,7 +2,7 @@
 //!
 //! Handlers return [`ApiError`]; its `IntoResponse` sets the status and
 //! parks the OpenAI-shaped body in a response extension. The request-id
-//! middleware ([`crate::server`]) then renders it as
+//! middleware ([`crate::http::server`]) then renders it as
 //! `{"error":{"type","code","message","request_id",...}}`, so every error,
 //! including fallbacks and extractor rejections, carries the request's id.
 

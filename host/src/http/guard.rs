@@ -5,7 +5,7 @@
 //! serve (`[server] allowed_hosts`): a page whose name an attacker points
 //! at 127.0.0.1 (DNS rebinding) is same-origin with itself, not with us.
 //!
-//! Order: authenticate ([`crate::auth`]) → admin check → operator views
+//! Order: authenticate ([`crate::access::auth`]) → admin check → operator views
 //! (`/v1/status`, `/v1/events`, `/metrics`: master, admin or open mode
 //! only) → on an open gateway, admin endpoints refuse other origins and
 //! content types a cross-site form or simple request could send → identifier
@@ -24,11 +24,11 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::{self, AuthFailure, Principal};
-use crate::error::ApiError;
-use crate::identifier::{Decision, validate_identifier};
+use crate::access::auth::{self, AuthFailure, Principal};
+use crate::http::error::ApiError;
+use crate::ops::stats::unix_ms;
 use crate::state::Gateway;
-use crate::stats::unix_ms;
+use freellm_limits::identifier::{Decision, validate_identifier};
 
 /// Endpoints open to everyone.
 fn is_public(path: &str) -> bool {

@@ -4,8 +4,8 @@
 //! gateway does). In front of the routes, one middleware ([`edge`]) runs,
 //! in order: the request id (assigns or echoes `X-Request-Id` and renders
 //! every error body with it), the `Host` check ([`guard::check_host`]),
-//! CORS ([`crate::cors`], answers preflights
-//! before authentication), the guard ([`crate::guard`]: authentication,
+//! CORS ([`crate::http::cors`], answers preflights
+//! before authentication), the guard ([`crate::http::guard`]: authentication,
 //! admin-only endpoints, per-IP and per-identifier limits).
 //!
 //! The serving loop is our own (axum's `serve` has no timeouts or limits):
@@ -39,10 +39,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::api;
-use crate::cors::Cors;
-use crate::error::{ApiError, PendingErrorBody, render_error_body};
-use crate::guard;
+use crate::http::api;
+use crate::http::cors::Cors;
+use crate::http::error::{ApiError, PendingErrorBody, render_error_body};
+use crate::http::guard;
 use crate::state::{Gateway, SharedGateway};
 
 /// The request's id, available to handlers as an extension.

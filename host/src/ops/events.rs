@@ -18,9 +18,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
-use crate::breaker::BreakerState;
-use crate::cache::CacheStats;
-use crate::stats::RequestLogEntry;
+use crate::ops::stats::RequestLogEntry;
+use crate::routing::cache::CacheStats;
+use freellm_limits::breaker::BreakerState;
 
 /// Events a subscriber may fall behind by before it starts losing them
 /// (a feed gathers events for 100 ms before writing: room for 40 000

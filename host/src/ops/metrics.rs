@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::breaker::BreakerState;
+use crate::ops::stats::RequestLogEntry;
 use crate::state::Gateway;
-use crate::stats::RequestLogEntry;
+use freellm_limits::breaker::BreakerState;
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

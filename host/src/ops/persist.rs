@@ -1,25 +1,25 @@
 //! What survives a restart: virtual-key usage, per-key windows and
 //! cooldowns (a key resting on a spent daily quota stays benched) and
 //! per-provider token usage, kept in the embedded store
-//! ([`crate::store`], one file under `FREELLM_DATA_DIR`).
+//! ([`crate::ops::store`], one file under `FREELLM_DATA_DIR`).
 //!
 //! Every second a snapshot of the counters is staged and committed in one
 //! transaction; graceful shutdown commits a last one. **Guarantee:** a
 //! SIGKILL or power loss loses at most the last second of counts; anything
 //! committed survives (redb is crash-safe). Nothing secret is stored: keys
-//! are named by a hash (see [`crate::keys::KeyRing::store_id`]).
+//! are named by a hash (see [`crate::providers::keys::KeyRing::store_id`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::keys::KeyState;
-use crate::plugins::Registry;
+use crate::access::virtual_keys::{UsageWindow, VirtualKeys};
+use crate::ops::stats::UsageTotals;
+use crate::ops::store::{Store, StoreError, Table};
+use crate::providers::Registry;
+use crate::providers::keys::KeyState;
 use crate::state::Gateway;
-use crate::stats::UsageTotals;
-use crate::store::{Store, StoreError, Table};
-use crate::virtual_keys::{UsageWindow, VirtualKeys};
 
 /// How often counters are committed.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
@@ -43,7 +43,7 @@ pub fn restore_virtual_keys(store: &Store, keys: &VirtualKeys) -> Result<(), Sto
     Ok(())
 }
 
-/// The saved state of a provider key, for [`crate::keys::KeyRing::restore_state`].
+/// The saved state of a provider key, for [`crate::providers::keys::KeyRing::restore_state`].
 pub fn saved_key_state(store: &Store, store_id: &str) -> Option<KeyState> {
     store.get(Table::KeyWindows, store_id).ok().flatten()
 }

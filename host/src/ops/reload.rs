@@ -18,7 +18,7 @@
 //!
 //! With `canary = N` on a provider, a new version first serves N % of the
 //! provider's traffic; its failure rate against the current version's then
-//! promotes it or rolls it back ([`crate::plugins::registry::Canary`]).
+//! promotes it or rolls it back ([`crate::providers::registry::Canary`]).
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -31,12 +31,13 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::ProviderConfig;
-use crate::events::Event;
-use crate::plugins::registry::{self, Canary, Verdict};
-use crate::plugins::{LoadError, ProviderEntry, Registry};
-use crate::router::RouteTable;
+use crate::ops::events::Event;
+use crate::ops::stats::{iso8601, unix_ms};
+use crate::providers::registry::{self, Canary, Verdict};
+use crate::providers::{ProviderEntry, Registry};
+use crate::routing::router::RouteTable;
 use crate::state::Gateway;
-use crate::stats::{iso8601, unix_ms};
+use freellm_runtime::LoadError;
 
 /// Largest component accepted by upload unless `FREELLM_MAX_UPLOAD_BYTES` says otherwise.
 pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
@@ -281,7 +282,7 @@ impl PluginManager {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // The check drives its own small runtime: a plain thread, not a worker.
         std::thread::spawn(move || {
-            let _ = tx.send(crate::plugins::check::self_check(engine, &candidate));
+            let _ = tx.send(freellm_runtime::check::self_check(engine, &candidate));
         });
         match rx.await {
             Ok(Ok(())) => {}

@@ -2,7 +2,7 @@
 //! invalid keys.
 //!
 //! Keys are tried in rotation so concurrent requests spread across them.
-//! Each key has its own sliding windows ([`crate::quota`]) sized by the
+//! Each key has its own sliding windows ([`freellm_limits::quota`]) sized by the
 //! limits its adapter declares: a key whose window is full is not picked,
 //! so the gateway avoids sending what the upstream would rate-limit. A key
 //! the upstream rate-limits anyway cools down for the clamped `Retry-After`
@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::quota::{Headroom, KeyWindows, Limits, Reservation, WindowState, WindowUse};
-use crate::stats::unix_ms;
+use crate::ops::stats::unix_ms;
+use freellm_limits::quota::{Headroom, KeyWindows, Limits, Reservation, WindowState, WindowUse};
 
 /// Cooldown applied on a 429 that names no `Retry-After`.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);

@@ -9,16 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::adapter::Adapter;
-use super::engine::PluginEngine;
-use super::loader;
-use super::types::AuthPlacement;
-use crate::breaker::Breaker;
 use crate::config::{Config, ProviderConfig};
-use crate::keys::KeyRing;
-use crate::quota::Limits;
-use crate::stats::ProviderStats;
-use crate::store::Store;
+use crate::ops::stats::ProviderStats;
+use crate::ops::store::Store;
+use crate::providers::keys::KeyRing;
+use freellm_limits::breaker::Breaker;
+use freellm_limits::quota::Limits;
+use freellm_runtime::types::AuthPlacement;
+use freellm_runtime::{Adapter, PluginEngine, loader};
 
 /// One configured provider slot.
 pub struct ProviderEntry {
@@ -284,7 +282,7 @@ pub fn assemble(
                 let saved = p.keys.export_state(&p.id);
                 keys.restore_state(&pc.id, &|id| saved.iter().find(|(s, _)| s == id).map(|(_, w)| w.clone()));
             } else if let Some(store) = store {
-                keys.restore_state(&pc.id, &|id| crate::persist::saved_key_state(store, id));
+                keys.restore_state(&pc.id, &|id| crate::ops::persist::saved_key_state(store, id));
             }
             Arc::new(keys)
         }

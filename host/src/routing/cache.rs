@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::plugins::types::{FinishReason, Usage};
+use freellm_runtime::types::{FinishReason, Usage};
 
 /// Request fields that make up the key, in this order.
 const KEY_FIELDS: &[&str] = &[

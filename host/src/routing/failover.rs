@@ -27,17 +27,18 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::breaker::{Outcome as BreakerOutcome, Permit};
-use crate::error::ApiError;
-use crate::keys::{DEFAULT_COOLDOWN, clamp_cooldown};
-use crate::plugins::types::{CallContext, Failure, FailureKind, FinishReason, ResponseHead, Usage};
-use crate::plugins::{Adapter, ProviderEntry, Registry};
-use crate::router::{Candidate, Plan, PlanKind, RouteTable};
+use crate::access::virtual_keys::Ticket;
+use crate::http::error::ApiError;
+use crate::ops::stats::unix_ms;
+use crate::providers::keys::{DEFAULT_COOLDOWN, clamp_cooldown};
+use crate::providers::{ProviderEntry, Registry};
+use crate::routing::router::{Candidate, Plan, PlanKind, RouteTable};
+use crate::routing::stream::{self, StreamStart};
+use crate::routing::upstream::{UpstreamError, UpstreamResponse, response_head};
 use crate::state::SharedGateway;
-use crate::stats::unix_ms;
-use crate::stream::{self, StreamStart};
-use crate::upstream::{UpstreamError, UpstreamResponse, response_head};
-use crate::virtual_keys::Ticket;
+use freellm_limits::breaker::{Outcome as BreakerOutcome, Permit};
+use freellm_runtime::Adapter;
+use freellm_runtime::types::{CallContext, Failure, FailureKind, FinishReason, ResponseHead, Usage};
 
 /// How an answer was routed, for `X-FreeLLM-Route-Reason`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +91,7 @@ pub struct RouteRequest<'a> {
     /// settles it when it ends.
     pub ticket: std::sync::Mutex<Option<Ticket>>,
     /// Time spent waiting on upstreams (for the gateway-overhead metric).
-    pub upstream_time: crate::metrics::UpstreamTime,
+    pub upstream_time: crate::ops::metrics::UpstreamTime,
 }
 
 /// A successful answer and how it was routed.
@@ -590,7 +591,7 @@ fn observe_upstream(req: &RouteRequest<'_>, provider: &ProviderEntry, elapsed: D
 /// only issued closed (or half-open for the probe), so the state before is
 /// known without a lock, and a success while closed never moves it.
 fn publish_breaker_change(gw: &SharedGateway, provider: &ProviderEntry, was_probe: bool, outcome: BreakerOutcome) {
-    use crate::breaker::BreakerState;
+    use freellm_limits::breaker::BreakerState;
     if !(was_probe || outcome == BreakerOutcome::Failure) || !gw.events.has_subscribers() {
         return;
     }
@@ -604,7 +605,7 @@ fn publish_breaker_change(gw: &SharedGateway, provider: &ProviderEntry, was_prob
 /// For a stream to a provider that reports usage on request: the body with
 /// `stream_options.include_usage = true`, unless the client set it.
 fn with_stream_usage(req: &RouteRequest<'_>, adapter: &Adapter) -> Option<Bytes> {
-    use crate::plugins::types::Capabilities;
+    use freellm_runtime::types::Capabilities;
     if !req.is_stream || !adapter.info.capabilities.contains(Capabilities::STREAM_USAGE) {
         return None;
     }
@@ -692,8 +693,8 @@ fn exhausted(req: &RouteRequest<'_>, memory: &Memory, message: String) -> ApiErr
 }
 
 /// When the first provider of `route` can take a request again.
-fn route_eta(registry: &Registry, route: &crate::router::Route, now: Instant) -> Option<Duration> {
-    use crate::router::Target;
+fn route_eta(registry: &Registry, route: &crate::routing::router::Route, now: Instant) -> Option<Duration> {
+    use crate::routing::router::Target;
     let mut best: Option<Duration> = None;
     let mut consider = |p: &ProviderEntry| {
         if let Some(d) = p.available_in(now) {

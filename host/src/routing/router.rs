@@ -10,7 +10,7 @@
 //! provider cannot serve it. The survivors are ordered by the strategy:
 //! `quota_aware` (priority order, but targets without headroom in their
 //! declared per-key limits go last), `round_robin` or `random`. The
-//! failover loop in [`crate::failover`] walks the plan.
+//! failover loop in [`crate::routing::failover`] walks the plan.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,9 +20,9 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::config::RouteConfig;
-use crate::error::ApiError;
-use crate::plugins::types::{Capabilities, ModelInfo, ModelTags, PrivacyPolicy};
-use crate::plugins::{ProviderEntry, Registry};
+use crate::http::error::ApiError;
+use crate::providers::{ProviderEntry, Registry};
+use freellm_runtime::types::{Capabilities, ModelInfo, ModelTags, PrivacyPolicy};
 
 /// How a route orders its candidates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,7 +245,7 @@ impl Needs {
             json_schema: format == Some("json_schema"),
             json_mode: format == Some("json_object"),
             vision,
-            estimated_tokens: crate::quota::estimate_tokens(body_len),
+            estimated_tokens: freellm_limits::quota::estimate_tokens(body_len),
             no_training,
         }
     }

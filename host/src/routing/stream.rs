@@ -44,19 +44,20 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
-use crate::breaker::Outcome as BreakerOutcome;
+use crate::access::virtual_keys::Ticket;
 use crate::config::UpstreamConfig;
-use crate::error::ApiError;
-use crate::failover::AttemptVerdict;
-use crate::plugins::types::{CallContext, Capabilities, ResponseHead, StreamEvent, StreamOutput, Usage};
-use crate::plugins::{Adapter, ProviderEntry, StreamSession};
-use crate::quota::Reservation;
-use crate::router::Candidate;
-use crate::sse::Framer;
+use crate::http::error::ApiError;
+use crate::ops::stats::unix_ms;
+use crate::providers::ProviderEntry;
+use crate::routing::failover::AttemptVerdict;
+use crate::routing::router::Candidate;
+use crate::routing::sse::Framer;
+use crate::routing::upstream::{UpstreamResponse, response_head};
 use crate::state::SharedGateway;
-use crate::stats::unix_ms;
-use crate::upstream::{UpstreamResponse, response_head};
-use crate::virtual_keys::Ticket;
+use freellm_limits::breaker::Outcome as BreakerOutcome;
+use freellm_limits::quota::Reservation;
+use freellm_runtime::types::{CallContext, Capabilities, ResponseHead, StreamEvent, StreamOutput, Usage};
+use freellm_runtime::{Adapter, StreamSession};
 
 /// Appends one SSE event carrying `data`. A payload with line breaks (an
 /// upstream may send pretty-printed JSON over several `data:` lines, which
@@ -292,7 +293,10 @@ impl Source {
                 Ok(Err(e)) => {
                     return Step::Cut {
                         code: "stream_interrupted",
-                        message: format!("the upstream stream broke off: {}", crate::upstream::error_chain(&e)),
+                        message: format!(
+                            "the upstream stream broke off: {}",
+                            crate::routing::upstream::error_chain(&e)
+                        ),
                     };
                 }
                 Err(_) => return Step::Idle,

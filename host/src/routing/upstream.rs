@@ -31,7 +31,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use crate::config::UpstreamConfig;
-use crate::plugins::types::{AuthPlacement, HttpMethod, ResponseHead, UpstreamRequest};
+use freellm_runtime::types::{AuthPlacement, HttpMethod, ResponseHead, UpstreamRequest};
 
 /// Largest non-streaming upstream body read.
 const MAX_RESPONSE_BYTES: usize = 32 << 20;

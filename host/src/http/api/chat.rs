@@ -1,6 +1,6 @@
 //! `POST /v1/chat/completions`: read and validate the body, read the
 //! routing headers (`X-FreeLLM-Strict`, `X-FreeLLM-Privacy`), plan the route
-//! ([`crate::router`]), let [`crate::failover`] find an answer, then add the
+//! ([`crate::routing::router`]), let [`crate::routing::failover`] find an answer, then add the
 //! routing headers and log the request for `/v1/status`.
 
 use std::sync::Arc;
@@ -17,16 +17,16 @@ use serde_json::Value;
 
 use axum::response::IntoResponse;
 
-use crate::auth::Principal;
-use crate::cache::{self, CachedAnswer};
-use crate::error::ApiError;
-use crate::failover::{self, Answered, RouteRequest};
-use crate::router::{self, Needs, PlanRequest, Strategy};
-use crate::server::RequestId;
+use crate::access::auth::Principal;
+use crate::access::virtual_keys::{Refusal, Ticket, VirtualKey};
+use crate::http::error::ApiError;
+use crate::http::server::RequestId;
+use crate::ops::stats::{RequestLogEntry, unix_ms};
+use crate::routing::cache::{self, CachedAnswer};
+use crate::routing::failover::{self, Answered, RouteRequest};
+use crate::routing::router::{self, Needs, PlanRequest, Strategy};
 use crate::state::SharedGateway;
-use crate::stats::{RequestLogEntry, unix_ms};
 use crate::validate::validate_chat_request;
-use crate::virtual_keys::{Refusal, Ticket, VirtualKey};
 
 /// The chat endpoint.
 pub async fn chat_completions(
@@ -283,8 +283,8 @@ fn log_failure(
 }
 
 /// OpenAI's name of a finish reason.
-fn finish_name(reason: crate::plugins::types::FinishReason) -> &'static str {
-    use crate::plugins::types::FinishReason;
+fn finish_name(reason: freellm_runtime::types::FinishReason) -> &'static str {
+    use freellm_runtime::types::FinishReason;
     match reason {
         FinishReason::Stop => "stop",
         FinishReason::Length => "length",

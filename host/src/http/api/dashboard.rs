@@ -21,12 +21,12 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 
 /// Embedded files: name, content type, bytes.
 const ASSETS: &[(&str, &str, &[u8])] = &[
-    ("index.html", "text/html; charset=utf-8", include_bytes!("../../dashboard/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../dashboard/app.js")),
-    ("api.js", "text/javascript; charset=utf-8", include_bytes!("../../dashboard/api.js")),
-    ("charts.js", "text/javascript; charset=utf-8", include_bytes!("../../dashboard/charts.js")),
-    ("style.css", "text/css; charset=utf-8", include_bytes!("../../dashboard/style.css")),
-    ("icon.svg", "image/svg+xml", include_bytes!("../../dashboard/icon.svg")),
+    ("index.html", "text/html; charset=utf-8", include_bytes!("../../../dashboard/index.html")),
+    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../../dashboard/app.js")),
+    ("api.js", "text/javascript; charset=utf-8", include_bytes!("../../../dashboard/api.js")),
+    ("charts.js", "text/javascript; charset=utf-8", include_bytes!("../../../dashboard/charts.js")),
+    ("style.css", "text/css; charset=utf-8", include_bytes!("../../../dashboard/style.css")),
+    ("icon.svg", "image/svg+xml", include_bytes!("../../../dashboard/icon.svg")),
 ];
 
 /// `GET /dashboard` and `GET /dashboard/`: the page.
@@ -37,7 +37,7 @@ pub async fn index() -> Response {
 /// `GET /dashboard/session`: whether the page must ask for a key (any
 /// credential configured). Says nothing about any key.
 pub async fn session(State(gw): State<SharedGateway>) -> Response {
-    let protected = crate::auth::is_protected(&gw.credentials, &gw.virtual_keys);
+    let protected = crate::access::auth::is_protected(&gw.credentials, &gw.virtual_keys);
     let mut response = Json(json!({ "protected": protected })).into_response();
     secure(&mut response);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -25,11 +25,11 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::Principal;
-use crate::cache::CacheStats;
-use crate::error::ApiError;
-use crate::events::{Event, FeedSlot, Subscription, report_lag};
-use crate::guard::ClientAddr;
+use crate::access::auth::Principal;
+use crate::http::error::ApiError;
+use crate::http::guard::ClientAddr;
+use crate::ops::events::{Event, FeedSlot, Subscription, report_lag};
+use crate::routing::cache::CacheStats;
 use crate::state::SharedGateway;
 
 /// Silence after which a keep-alive comment is sent.
@@ -45,7 +45,7 @@ pub const CACHE_CHECK: Duration = Duration::from_secs(2);
 pub const BATCH_WINDOW: Duration = Duration::from_millis(100);
 
 /// Events written in one batch at most.
-const MAX_BATCH: usize = crate::events::CAPACITY;
+const MAX_BATCH: usize = crate::ops::events::CAPACITY;
 
 /// The event feed.
 pub async fn events(
@@ -62,7 +62,7 @@ pub async fn events(
     // (an event may appear in both; request events carry their id).
     let subscription = gw.events.subscribe();
     let mut first = String::new();
-    frame(&mut first, "snapshot", &crate::api::status::status_json(&gw));
+    frame(&mut first, "snapshot", &crate::http::api::status::status_json(&gw));
     let mut tick = tokio::time::interval(CACHE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let cache = cache_counters(&gw.cache.stats());

@@ -16,10 +16,10 @@ use axum::extract::State;
 use axum::{Extension, Json};
 use serde_json::{Value, json};
 
-use crate::auth::Principal;
+use crate::access::auth::Principal;
+use crate::access::virtual_keys::{VirtualKey, VirtualKeys};
+use crate::ops::stats::{iso8601, unix_ms};
 use crate::state::SharedGateway;
-use crate::stats::{iso8601, unix_ms};
-use crate::virtual_keys::{VirtualKey, VirtualKeys};
 
 /// The caller's own view.
 pub async fn me(State(gw): State<SharedGateway>, principal: Option<Extension<Principal>>) -> Json<Value> {
@@ -99,13 +99,13 @@ mod tests {
 
     #[test]
     fn a_browser_token_sees_its_binding_and_operators_their_kind() {
-        let claims = crate::tokens::Claims {
+        let claims = crate::access::tokens::Claims {
             version: 1,
             iat: 1_700_000_000,
             exp: 1_700_000_900,
             origin: "https://app.example".into(),
             identifier: Some("user-1".into()),
-            virtual_key: Some(crate::tokens::key_handle(KEY)),
+            virtual_key: Some(crate::access::tokens::key_handle(KEY)),
             jti: None,
         };
         let keys = VirtualKeys::none();

@@ -1,5 +1,5 @@
 //! `GET /metrics`: Prometheus text exposition (format 0.0.4), see
-//! [`crate::metrics`]. Authenticated like every endpoint; open when no
+//! [`crate::ops::metrics`]. Authenticated like every endpoint; open when no
 //! credential is configured.
 
 use axum::extract::State;
@@ -10,8 +10,8 @@ use crate::state::SharedGateway;
 
 /// The scrape endpoint.
 pub async fn metrics(State(gw): State<SharedGateway>) -> Response {
-    let body = crate::metrics::render(&gw);
+    let body = crate::ops::metrics::render(&gw);
     let mut response = body.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::ops::metrics::CONTENT_TYPE));
     response
 }

@@ -15,10 +15,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use serde_json::{Value, json};
 
-use crate::error::ApiError;
-use crate::plugins::{Adapter, ProviderEntry};
+use crate::http::error::ApiError;
+use crate::ops::stats::iso8601;
+use crate::providers::ProviderEntry;
 use crate::state::SharedGateway;
-use crate::stats::iso8601;
+use freellm_runtime::Adapter;
 
 fn version_json(a: &Adapter) -> Value {
     let stats = &a.stats;
@@ -35,7 +36,7 @@ fn version_json(a: &Adapter) -> Value {
     })
 }
 
-fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::reload::Rejection>) -> Value {
+fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::ops::reload::Rejection>) -> Value {
     let state = match (&p.adapter, p.enabled, &p.canary) {
         (None, _, _) => "failed",
         (Some(_), _, Some(_)) => "canary",

@@ -12,13 +12,13 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde_json::{Value, json};
 
-use crate::auth::Principal;
-use crate::error::ApiError;
-use crate::events::Event;
-use crate::plugins::ProviderEntry;
-use crate::router::{Strategy, privacy_name};
+use crate::access::auth::Principal;
+use crate::http::error::ApiError;
+use crate::ops::events::Event;
+use crate::ops::stats::{UsageTotals, iso8601, unix_ms};
+use crate::providers::ProviderEntry;
+use crate::routing::router::{Strategy, privacy_name};
 use crate::state::{Gateway, SharedGateway};
-use crate::stats::{UsageTotals, iso8601, unix_ms};
 
 /// The built-in providers, always listed, in registry order.
 pub const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
@@ -105,7 +105,8 @@ pub fn status_json(gw: &Gateway) -> Value {
 pub async fn virtual_keys(State(gw): State<SharedGateway>) -> Json<Value> {
     let now_ms = unix_ms(SystemTime::now());
     let set = gw.virtual_keys.current();
-    let mut keys: Vec<Value> = set.keys().map(|k| crate::api::me::key_json(k, &gw.virtual_keys, now_ms)).collect();
+    let mut keys: Vec<Value> =
+        set.keys().map(|k| crate::http::api::me::key_json(k, &gw.virtual_keys, now_ms)).collect();
     keys.sort_by(|a, b| a["label"].as_str().cmp(&b["label"].as_str()));
     Json(json!({
         "softCapWarning": "Counters are rolling 24h and persisted across restarts (at most the last second of \
@@ -178,7 +179,7 @@ pub async fn reset_provider(State(gw): State<SharedGateway>, Path(id): Path<Stri
     let provider = registry.get(&id).ok_or_else(|| ApiError::ProviderNotFound { id: id.clone() })?;
     provider.breaker.reset();
     provider.keys.reset();
-    gw.events.publish_breaker(&id, crate::breaker::BreakerState::Closed);
+    gw.events.publish_breaker(&id, freellm_limits::breaker::BreakerState::Closed);
     tracing::info!(provider = %id, "provider reset by admin");
     let mut answer = provider_json(provider, Instant::now(), unix_ms(SystemTime::now()));
     if let Some(object) = answer.as_object_mut() {

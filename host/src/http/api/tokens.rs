@@ -13,11 +13,11 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::Principal;
-use crate::error::ApiError;
+use crate::access::auth::Principal;
+use crate::access::tokens::{self, MintRequest};
+use crate::http::error::ApiError;
+use crate::ops::stats::{iso8601, unix_ms};
 use crate::state::SharedGateway;
-use crate::stats::{iso8601, unix_ms};
-use crate::tokens::{self, MintRequest};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

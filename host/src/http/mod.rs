@@ -1,0 +1,14 @@
+//! The HTTP edge: the server and its middleware, the endpoint handlers, the
+//! guard every request passes, CORS, and the error envelope clients see.
+//!
+//! - [`server`]: listener, connection limits, middleware stack, graceful shutdown.
+//! - [`guard`]: authentication, admin-only endpoints, per-IP and per-identifier limits.
+//! - [`cors`]: the origin allowlist.
+//! - [`api`]: one handler module per endpoint family.
+//! - [`error`]: [`error::ApiError`], rendered as `{"error":{…}}` in one place.
+
+pub mod api;
+pub mod cors;
+pub mod error;
+pub mod guard;
+pub mod server;

@@ -1,0 +1,15 @@
+//! Where a chat request goes and how it gets an answer.
+//!
+//! - [`router`]: a route (client-visible model name) to ordered targets, filtered and ordered into a plan.
+//! - [`failover`]: walks the plan's candidates until one answers.
+//! - [`upstream`]: the pooled HTTP client and per-attempt timeouts.
+//! - [`stream`]: relays a streaming answer and resumes a cut one.
+//! - [`sse`]: frames upstream stream bytes into events.
+//! - [`cache`]: answers identical non-streaming requests from memory.
+
+pub mod cache;
+pub mod failover;
+pub mod router;
+pub mod sse;
+pub mod stream;
+pub mod upstream;
