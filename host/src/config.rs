@@ -13,11 +13,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::http::guard::AllowedHosts;
+use crate::http::hosts::AllowedHosts;
 use crate::routing::cache::{CacheConfig, CacheScope};
-use crate::routing::router::Strategy;
+use crate::routing::strategy::Strategy;
 use freellm_limits::breaker::BreakerConfig;
 use freellm_runtime::SandboxLimits;
+
+/// Largest component accepted by upload unless `FREELLM_MAX_UPLOAD_BYTES` says otherwise.
+pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
 
 /// A configuration problem, reported at start-up (or on reload).
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +115,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
             max_control_body_bytes: 64 << 10,
-            max_upload_bytes: crate::ops::reload::MAX_UPLOAD_BYTES,
+            max_upload_bytes: MAX_UPLOAD_BYTES,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(5),
@@ -404,6 +407,44 @@ impl Config {
         let Some(path) = &self.path else { return Ok((self.providers.clone(), self.routes.clone())) };
         let fresh = Self::load_with_env(path, self.env.clone())?;
         Ok((fresh.providers, fresh.routes))
+    }
+
+    /// The configuration as its file says now (same environment), for a
+    /// reload; without a file, this one.
+    pub fn reread(&self) -> Result<Self, ConfigError> {
+        match &self.path {
+            Some(path) => Self::load_with_env(path, self.env.clone()),
+            None => Ok(self.clone()),
+        }
+    }
+
+    /// The start-up settings that differ in `fresh`: a reload applies only
+    /// the live sections (providers, routes), so each of these is named in
+    /// a warning instead of being silently ignored.
+    pub fn startup_changes(&self, fresh: &Self) -> Vec<&'static str> {
+        // Compared through `Debug`: every section derives it, and a new
+        // field is covered without touching this list's comparisons.
+        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let sections: [(&'static str, bool); 14] = [
+            ("[server] host", differs(&self.host, &fresh.host)),
+            ("[server] port", differs(&self.port, &fresh.port)),
+            ("[server] max_body_bytes", differs(&self.max_body_bytes, &fresh.max_body_bytes)),
+            ("[server] data_dir", differs(&self.data_dir, &fresh.data_dir)),
+            ("[server] cache_dir", differs(&self.cache_dir, &fresh.cache_dir)),
+            ("log format", differs(&self.log_json, &fresh.log_json)),
+            ("[upstream]", differs(&self.upstream, &fresh.upstream)),
+            ("upstream CA file", differs(&self.upstream_ca_file, &fresh.upstream_ca_file)),
+            ("[routing]", differs(&self.routing, &fresh.routing)),
+            ("[cache]", differs(&self.cache, &fresh.cache)),
+            ("[security]", differs(&self.security, &fresh.security)),
+            ("[server] allowed_hosts", differs(&self.allowed_hosts, &fresh.allowed_hosts)),
+            (
+                "[server] max_event_feeds_per_principal",
+                differs(&self.max_event_feeds_per_principal, &fresh.max_event_feeds_per_principal),
+            ),
+            ("[server] edge limits and timeouts", differs(&self.edge, &fresh.edge)),
+        ];
+        sections.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
     }
 
     fn build(file: FileConfig, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
@@ -850,6 +891,15 @@ mod tests {
         settings = { models = ["a", "b"] }
         settings_env = { models = "OLLAMA_MODELS" }
     "#;
+
+    #[test]
+    fn a_reload_names_the_start_up_settings_that_changed_and_ignores_live_sections() {
+        let running = load(TWO, &[]).unwrap();
+        let same_but_routes = format!("{TWO}\n[routes.fast]\ntargets = [\"groq\"]\n");
+        assert!(running.startup_changes(&load(&same_but_routes, &[]).unwrap()).is_empty());
+        let edited = format!("[server]\nport = 4000\n[routing]\nstrategy = \"random\"\n{TWO}");
+        assert_eq!(running.startup_changes(&load(&edited, &[]).unwrap()), ["[server] port", "[routing]"]);
+    }
 
     #[test]
     fn server_connection_limits_default_read_the_file_and_env_wins() {

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod config;
 pub mod http;
+pub mod live;
 pub mod ops;
 pub mod providers;
 pub mod redact;

@@ -1,7 +1,19 @@
-//! The state every handler shares: configuration, the provider registry
-//! snapshot, routes, credentials and virtual keys, limiters, the response
-//! cache, the plugin engine, the upstream client, the request log and the
-//! persistent store.
+//! The gateway's state, in three tiers:
+//!
+//! 1. **Start-up settings**: the validated [`Config`] and what is built from
+//!    it once (credentials, CORS, limiters, feed limits). A reload never
+//!    changes them; a changed start-up setting in `plugins.toml` is named in
+//!    a warning ([`Config::startup_changes`]).
+//! 2. **The live configuration** ([`Live`]): the provider table, the routes
+//!    and the routing strategy, one value swapped as a whole by a hot reload
+//!    or `PATCH /v1/status/routing`. A request loads it once.
+//! 3. **Process-lifetime services**: the adapter engine, the upstream client,
+//!    the store, the event bus, the metrics, the request log, the response
+//!    cache, virtual keys (which reload their own file), the reloader, the
+//!    drain signal.
+//!
+//! Leaves (the reloader, persistence, metrics, CORS) take the handles they
+//! need, never the whole gateway, so nothing below this module imports it.
 
 use std::sync::Arc;
 
@@ -12,11 +24,16 @@ use crate::access::tokens::TokenSecret;
 use crate::access::virtual_keys::VirtualKeys;
 use crate::config::Config;
 use crate::http::cors::AllowedOrigins;
+use crate::http::shutdown::Drain;
+use crate::live::{Live, LiveCell, Section, StrategySection, registry_section, routes_section};
+use crate::ops::events::{EventBus, FeedSlots};
+use crate::ops::metrics::Metrics;
+use crate::ops::reload::{PluginManager, ReloadHandles};
 use crate::ops::stats::RequestLog;
 use crate::ops::store::Store;
 use crate::providers::Registry;
 use crate::routing::cache::ResponseCache;
-use crate::routing::router::{RouteTable, StrategyCell};
+use crate::routing::router::RouteTable;
 use crate::routing::upstream::Upstream;
 use freellm_limits::identifier::{IdentifierLimit, IdentifierLimiter};
 use freellm_runtime::PluginEngine;
@@ -26,44 +43,51 @@ pub type SharedGateway = Arc<Gateway>;
 
 /// The gateway's shared state.
 pub struct Gateway {
-    /// Validated configuration.
-    pub config: Config,
-    /// The current provider snapshot; a request loads it once.
-    pub registry: ArcSwap<Registry>,
-    /// Routes and meta-models (swapped whole when `[routes.*]` change).
-    pub routes: ArcSwap<RouteTable>,
-    /// The global routing strategy (switchable at runtime).
-    pub strategy: StrategyCell,
+    // Tier 1: start-up settings and what is built from them once.
+    /// Validated configuration, as read at start.
+    pub config: Arc<Config>,
     /// Master and admin keys, browser-token secret.
     pub credentials: Credentials,
-    /// Virtual keys and their usage.
-    pub virtual_keys: Arc<VirtualKeys>,
-    /// The response cache.
-    pub cache: ResponseCache,
+    /// CORS allowlist.
+    pub cors: AllowedOrigins,
     /// Per-identifier limit.
     pub identifier_limiter: Option<IdentifierLimiter>,
     /// Per-IP limit (`RATE_LIMIT_RPM`).
     pub ip_limiter: Option<IdentifierLimiter>,
-    /// CORS allowlist.
-    pub cors: AllowedOrigins,
-    /// The plugin engine (kept for reloads).
+    /// Event feeds held per principal (`max_event_feeds_per_principal`).
+    pub event_feeds: FeedSlots,
+
+    // Tier 2: the live configuration, swapped as a whole.
+    /// The live configuration; a request loads it once.
+    pub live: Arc<LiveCell>,
+    /// Its provider table (`gw.registry.load()`).
+    pub registry: Section<Registry>,
+    /// Its routes and meta-models.
+    pub routes: Section<RouteTable>,
+    /// Its global routing strategy (switchable at runtime).
+    pub strategy: StrategySection,
+
+    // Tier 3: process-lifetime services.
+    /// The adapter engine (kept for reloads).
     pub engine: Arc<PluginEngine>,
     /// The pooled upstream client.
     pub upstream: Upstream,
-    /// Recent chat requests and gateway-wide counters.
-    pub log: RequestLog,
     /// Where counters survive restarts.
     pub store: Option<Arc<Store>>,
     /// The live event feed (`GET /v1/events`).
-    pub events: crate::ops::events::EventBus,
+    pub events: Arc<EventBus>,
     /// Request-path metrics (`GET /metrics`).
-    pub metrics: crate::ops::metrics::Metrics,
+    pub metrics: Metrics,
+    /// Recent chat requests and gateway-wide counters.
+    pub log: RequestLog,
+    /// The response cache.
+    pub cache: ResponseCache,
+    /// Virtual keys and their usage (their file is watched and reloaded).
+    pub virtual_keys: Arc<VirtualKeys>,
     /// Hot reloads, uploads and canaries of adapters.
-    pub plugins: crate::ops::reload::PluginManager,
-    /// Event feeds held per principal (`max_event_feeds_per_principal`).
-    pub event_feeds: crate::ops::events::FeedSlots,
+    pub plugins: Arc<PluginManager>,
     /// Graceful shutdown: tells open streams when the drain deadline passed.
-    pub drain: crate::http::server::Drain,
+    pub drain: Drain,
     /// Keeps the virtual-keys file watcher alive.
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -120,42 +144,54 @@ impl Gateway {
         let registry = Registry::load(&engine, &config, Some(&store)).await;
         crate::ops::persist::restore_provider_usage(&store, &registry).map_err(|e| anyhow::anyhow!("{e}"))?;
         let upstream = Upstream::new(config.upstream, config.upstream_ca_file.as_deref())?;
-        let routes = RouteTable::new(&config.routes);
-        let strategy = StrategyCell::new(config.routing.strategy);
+        let live: Arc<LiveCell> = Arc::new(ArcSwap::from_pointee(Live {
+            registry: Arc::new(registry),
+            routes: Arc::new(RouteTable::new(&config.routes)),
+            strategy: config.routing.strategy,
+        }));
         let cache = ResponseCache::new(config.cache);
         let watcher = virtual_keys.watch();
-        let event_feeds = crate::ops::events::FeedSlots::new(config.max_event_feeds_per_principal);
-        let gw = Arc::new(Self {
+        let event_feeds = FeedSlots::new(config.max_event_feeds_per_principal);
+        let config = Arc::new(config);
+        let events = Arc::new(EventBus::default());
+        let plugins = Arc::new(PluginManager::new(ReloadHandles {
+            config: config.clone(),
+            engine: engine.clone(),
+            live: live.clone(),
+            events: events.clone(),
+            store: Some(store.clone()),
+        }));
+        plugins.watch();
+        crate::ops::persist::spawn_snapshots(&virtual_keys, &live, store.clone());
+        Ok(Arc::new(Self {
             config,
-            registry: ArcSwap::from_pointee(registry),
-            routes: ArcSwap::from_pointee(routes),
-            strategy,
             credentials,
-            virtual_keys,
-            cache,
+            cors,
             identifier_limiter,
             ip_limiter,
-            cors,
+            event_feeds,
+            registry: registry_section(&live),
+            routes: routes_section(&live),
+            strategy: StrategySection::new(&live),
+            live,
             engine,
             upstream,
+            store: Some(store),
+            events,
+            metrics: Metrics::default(),
             log: RequestLog::default(),
-            events: Default::default(),
-            metrics: Default::default(),
-            store: Some(store.clone()),
-            plugins: crate::ops::reload::PluginManager::default(),
-            event_feeds,
-            drain: crate::http::server::Drain::default(),
+            cache,
+            virtual_keys,
+            plugins,
+            drain: Drain::default(),
             _watcher: watcher,
-        });
-        gw.plugins.watch(&gw);
-        crate::ops::persist::spawn_snapshots(&gw, store);
-        Ok(gw)
+        }))
     }
 
     /// Commits the counters one last time (graceful shutdown).
     pub fn persist_now(&self) {
         if let Some(store) = &self.store {
-            match crate::ops::persist::snapshot(self, store) {
+            match crate::ops::persist::snapshot(&self.virtual_keys, &self.live.load().registry, store) {
                 Ok(n) => tracing::info!(entries = n, "counters persisted"),
                 Err(e) => tracing::error!(error = %e, "cannot persist counters at shutdown"),
             }

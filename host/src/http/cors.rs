@@ -16,8 +16,6 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::state::Gateway;
-
 /// Methods the API uses.
 pub const ALLOW_METHODS: &str = "GET, POST, PATCH, OPTIONS";
 /// Request headers browsers may send.
@@ -71,14 +69,14 @@ pub struct Cors {
 impl Cors {
     /// Reads the request's origin. A preflight is answered here (`Err`, the
     /// answer), before authentication; any other request goes on (`Ok`).
-    pub fn check(gw: &Gateway, req: &Request) -> Result<Self, Box<Response>> {
+    pub fn check(origins: &AllowedOrigins, req: &Request) -> Result<Self, Box<Response>> {
         let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
         // `*` never covers admin endpoints: on an open gateway it would let
         // any page read (and, with a preflight, drive) them.
         let allowed = if crate::http::guard::is_admin_path(req.uri().path()) {
-            origin.filter(|o| gw.cors.lists(o)).and_then(|o| HeaderValue::from_str(o).ok())
+            origin.filter(|o| origins.lists(o)).and_then(|o| HeaderValue::from_str(o).ok())
         } else {
-            origin.and_then(|o| gw.cors.allow(o))
+            origin.and_then(|o| origins.allow(o))
         };
         let preflight =
             req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);

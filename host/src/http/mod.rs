@@ -2,7 +2,9 @@
 //! guard every request passes, CORS, and the error envelope clients see.
 //!
 //! - [`server`]: listener, connection limits, middleware stack, graceful shutdown.
+//! - [`shutdown`]: the drain signal open streams watch.
 //! - [`guard`]: authentication, admin-only endpoints, per-IP and per-identifier limits.
+//! - [`hosts`]: the `Host` allowlist (DNS rebinding).
 //! - [`cors`]: the origin allowlist.
 //! - [`api`]: one handler module per endpoint family.
 //! - [`error`]: [`error::ApiError`], rendered as `{"error":{…}}` in one place.
@@ -11,4 +13,6 @@ pub mod api;
 pub mod cors;
 pub mod error;
 pub mod guard;
+pub mod hosts;
 pub mod server;
+pub mod shutdown;

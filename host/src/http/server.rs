@@ -106,7 +106,7 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
     if let Err(refusal) = guard::check_host(&gw, &req) {
         return finish_request_id(*refusal, &id);
     }
-    let response = match Cors::check(&gw, &req) {
+    let response = match Cors::check(&gw.cors, &req) {
         Err(preflight) => *preflight,
         Ok(cors) => {
             let mut response = match guard::admit(&gw, &mut req) {
@@ -162,27 +162,6 @@ const FLUSH_AFTER_CUTOFF: Duration = Duration::from_secs(1);
 /// Bounds of the pause after a failed `accept` (e.g. out of descriptors).
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// The drain deadline, as open streams see it.
-pub struct Drain(watch::Sender<bool>);
-
-impl Default for Drain {
-    fn default() -> Self {
-        Self(watch::channel(false).0)
-    }
-}
-
-impl Drain {
-    /// A receiver that turns `true` once open streams must end.
-    pub fn streams_cutoff(&self) -> watch::Receiver<bool> {
-        self.0.subscribe()
-    }
-
-    /// Ends open streams (each sends a `shutdown` error event).
-    pub fn cut_streams(&self) {
-        self.0.send_replace(true);
-    }
-}
 
 /// Serves until SIGINT/SIGTERM, then drains in-flight requests up to the
 /// shutdown grace.

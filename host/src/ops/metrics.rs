@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::ops::stats::RequestLogEntry;
-use crate::state::Gateway;
+use crate::ops::events::EventBus;
+use crate::ops::stats::{RequestLogEntry, RequestStatus};
+use crate::providers::Registry;
+use crate::routing::cache::CacheStats;
 use freellm_limits::breaker::BreakerState;
 
 /// The `Content-Type` of the exposition.
@@ -257,12 +259,12 @@ impl Metrics {
         let reason = entry.route_reason.unwrap_or("none");
         let model = entry.resolved_model.as_deref().unwrap_or(&entry.requested_model);
         let provider = entry.provider.as_deref().unwrap_or("none");
-        self.requests.with(&[provider, model, entry.status, reason], |c| c.fetch_add(1, Ordering::Relaxed));
+        self.requests.with(&[provider, model, entry.status.as_str(), reason], |c| c.fetch_add(1, Ordering::Relaxed));
         let i = ROUTE_REASONS.iter().position(|r| *r == reason).unwrap_or(ROUTE_REASONS.len() - 1);
         self.durations[i].observe(total);
         // A stream's latency ends at its first chunk; only whole answers say
         // how much of the time was the gateway's own.
-        if entry.status == "success" && !entry.streaming {
+        if entry.status == RequestStatus::Success && !entry.streaming {
             self.overhead.observe(total.saturating_sub(upstream));
         }
     }
@@ -297,9 +299,9 @@ impl Metrics {
     }
 }
 
-/// The whole exposition: request-path metrics plus the state read now.
-pub fn render(gw: &Gateway) -> String {
-    let m = &gw.metrics;
+/// The whole exposition: request-path metrics plus the state read now
+/// (the provider table, the cache's counters, the event bus).
+pub fn render(m: &Metrics, registry: &Registry, cache: CacheStats, events: &EventBus) -> String {
     let mut out = String::with_capacity(8192);
 
     header(&mut out, "freellm_build_info", "gauge", "Gateway version.");
@@ -347,9 +349,8 @@ pub fn render(gw: &Gateway) -> String {
         }
     }
 
-    render_providers(&mut out, gw);
+    render_providers(&mut out, registry);
 
-    let cache = gw.cache.stats();
     header(&mut out, "freellm_cache_hits_total", "counter", "Response-cache lookups answered from the cache.");
     let _ = writeln!(out, "freellm_cache_hits_total {}", cache.hits);
     header(&mut out, "freellm_cache_misses_total", "counter", "Response-cache lookups that missed.");
@@ -365,15 +366,14 @@ pub fn render(gw: &Gateway) -> String {
     );
     let _ = writeln!(out, "freellm_routing_quota_skips_total {}", m.quota_skips());
     header(&mut out, "freellm_event_subscribers", "gauge", "Connected /v1/events subscribers.");
-    let _ = writeln!(out, "freellm_event_subscribers {}", gw.events.subscribers());
+    let _ = writeln!(out, "freellm_event_subscribers {}", events.subscribers());
     header(&mut out, "freellm_events_lagged_total", "counter", "Events slow subscribers lost.");
-    let _ = writeln!(out, "freellm_events_lagged_total {}", gw.events.lagged_total());
+    let _ = writeln!(out, "freellm_events_lagged_total {}", events.lagged_total());
     out
 }
 
 /// Breakers, key cooldowns, adapter time and upstream attempts, read now.
-fn render_providers(out: &mut String, gw: &Gateway) {
-    let registry = gw.registry.load();
+fn render_providers(out: &mut String, registry: &Registry) {
     let now = Instant::now();
     let mut breakers = String::new();
     let mut cooldowns = String::new();
@@ -495,7 +495,7 @@ fn format_float(v: f64) -> String {
 mod tests {
     use super::*;
 
-    fn entry(provider: Option<&str>, status: &'static str, reason: Option<&'static str>) -> RequestLogEntry {
+    fn entry(provider: Option<&str>, status: RequestStatus, reason: Option<&'static str>) -> RequestLogEntry {
         RequestLogEntry {
             id: "r".into(),
             at_ms: 0,
@@ -533,10 +533,14 @@ mod tests {
     #[test]
     fn requests_are_counted_by_label_set() {
         let m = Metrics::default();
-        let ok = entry(Some("groq"), "success", Some("meta"));
+        let ok = entry(Some("groq"), RequestStatus::Success, Some("meta"));
         m.record_request(&ok, Duration::from_millis(3), Duration::from_millis(2));
         m.record_request(&ok, Duration::from_millis(3), Duration::from_millis(2));
-        m.record_request(&entry(None, "all_providers_failed", None), Duration::from_millis(3), Duration::ZERO);
+        m.record_request(
+            &entry(None, RequestStatus::AllProvidersFailed, None),
+            Duration::from_millis(3),
+            Duration::ZERO,
+        );
         let series = m.requests.snapshot();
         assert_eq!(series.len(), 2);
         assert_eq!(m.requests_total(), 3);

@@ -15,11 +15,10 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::access::virtual_keys::{UsageWindow, VirtualKeys};
+use crate::live::LiveCell;
 use crate::ops::stats::UsageTotals;
 use crate::ops::store::{Store, StoreError, Table};
 use crate::providers::Registry;
-use crate::providers::keys::KeyState;
-use crate::state::Gateway;
 
 /// How often counters are committed.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
@@ -43,11 +42,6 @@ pub fn restore_virtual_keys(store: &Store, keys: &VirtualKeys) -> Result<(), Sto
     Ok(())
 }
 
-/// The saved state of a provider key, for [`crate::providers::keys::KeyRing::restore_state`].
-pub fn saved_key_state(store: &Store, store_id: &str) -> Option<KeyState> {
-    store.get(Table::KeyWindows, store_id).ok().flatten()
-}
-
 /// Restores per-provider token usage.
 pub fn restore_provider_usage(store: &Store, registry: &Registry) -> Result<(), StoreError> {
     for p in &registry.providers {
@@ -59,11 +53,10 @@ pub fn restore_provider_usage(store: &Store, registry: &Registry) -> Result<(), 
 }
 
 /// Stages every counter and commits them in one transaction.
-pub fn snapshot(gw: &Gateway, store: &Store) -> Result<usize, StoreError> {
-    for (id, window) in gw.virtual_keys.export_usage() {
+pub fn snapshot(virtual_keys: &VirtualKeys, registry: &Registry, store: &Store) -> Result<usize, StoreError> {
+    for (id, window) in virtual_keys.export_usage() {
         store.stage(Table::VirtualKeyUsage, &vk_store_id(&id), &window)?;
     }
-    let registry = gw.registry.load();
     for p in &registry.providers {
         for (id, state) in p.keys.export_state(&p.id) {
             store.stage(Table::KeyWindows, &id, &state)?;
@@ -73,18 +66,19 @@ pub fn snapshot(gw: &Gateway, store: &Store) -> Result<usize, StoreError> {
     store.flush()
 }
 
-/// Commits a snapshot every [`SNAPSHOT_EVERY`] until the gateway is dropped.
-pub fn spawn_snapshots(gw: &Arc<Gateway>, store: Arc<Store>) {
-    let weak = Arc::downgrade(gw);
+/// Commits a snapshot every [`SNAPSHOT_EVERY`] until the virtual keys or the
+/// live configuration are dropped (with the gateway that holds them).
+pub fn spawn_snapshots(virtual_keys: &Arc<VirtualKeys>, live: &Arc<LiveCell>, store: Arc<Store>) {
+    let (keys, live) = (Arc::downgrade(virtual_keys), Arc::downgrade(live));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(gw) = weak.upgrade() else { break };
-            let store = store.clone();
+            let (Some(keys), Some(live)) = (keys.upgrade(), live.upgrade()) else { break };
+            let (registry, store) = (live.load().registry.clone(), store.clone());
             // redb commits fsync: keep them off the async workers.
-            let result = tokio::task::spawn_blocking(move || snapshot(&gw, &store)).await;
+            let result = tokio::task::spawn_blocking(move || snapshot(&keys, &registry, &store)).await;
             match result {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "cannot persist counters"),

@@ -30,25 +30,65 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::ProviderConfig;
-use crate::ops::events::Event;
+use crate::config::{Config, ProviderConfig};
+use crate::live::{Live, LiveCell};
+use crate::ops::events::{Event, EventBus};
 use crate::ops::stats::{iso8601, unix_ms};
+use crate::ops::store::Store;
 use crate::providers::registry::{self, Canary, Verdict};
 use crate::providers::{ProviderEntry, Registry};
 use crate::routing::router::RouteTable;
-use crate::state::Gateway;
-use freellm_runtime::LoadError;
+use freellm_runtime::{LoadError, PluginEngine};
 
-/// Largest component accepted by upload unless `FREELLM_MAX_UPLOAD_BYTES` says otherwise.
-pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
 /// How long a burst of file events is gathered before one reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The step of loading a new version that refused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// The component file could not be read.
+    Read,
+    /// It did not compile.
+    Compile,
+    /// It imports something the sandbox does not grant.
+    Sandbox,
+    /// It does not implement the WIT contract.
+    Contract,
+    /// Its `configure` refused the settings.
+    Configure,
+    /// It failed the conformance self-check.
+    SelfCheck,
+    /// It failed on canary and was rolled back.
+    Canary,
+}
+
+impl Step {
+    /// The name in `/v1/plugins`, events and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Compile => "compile",
+            Self::Sandbox => "sandbox",
+            Self::Contract => "contract",
+            Self::Configure => "configure",
+            Self::SelfCheck => "self-check",
+            Self::Canary => "canary",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The step at which a new version was refused.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rejection {
-    /// `read`, `compile`, `sandbox`, `contract`, `configure` or `self-check`.
-    pub step: &'static str,
+    /// Which step refused it.
+    pub step: Step,
     /// What went wrong.
     pub error: String,
     /// The refused file's SHA-256, when it could be read.
@@ -58,12 +98,44 @@ pub struct Rejection {
 }
 
 /// What a reload did to one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Nothing changed.
+    Unchanged,
+    /// A new version replaced the live one.
+    Swapped,
+    /// A provider without a live version got one.
+    Added,
+    /// The provider left `plugins.toml`.
+    Removed,
+    /// A new version went on canary.
+    Canary,
+    /// The new version was refused; the previous one keeps serving.
+    Rejected,
+}
+
+impl Action {
+    /// The name in `/v1/plugins` answers and `adapter` events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unchanged => "unchanged",
+            Self::Swapped => "swapped",
+            Self::Added => "added",
+            Self::Removed => "removed",
+            Self::Canary => "canary",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// What a reload did to one provider.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
     /// Provider id.
     pub id: String,
-    /// `unchanged`, `swapped`, `added`, `removed`, `canary` or `rejected`.
-    pub action: &'static str,
+    /// What happened to it.
+    pub action: Action,
     /// The live version's hash after the reload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
@@ -72,8 +144,39 @@ pub struct Outcome {
     pub rejection: Option<Rejection>,
 }
 
+/// What the reloader reads and swaps: the handles it needs, not the gateway.
+pub struct ReloadHandles {
+    /// The running configuration (its file is re-read at each reload).
+    pub config: Arc<Config>,
+    /// The engine new adapter versions are compiled with.
+    pub engine: Arc<PluginEngine>,
+    /// The live configuration a reload swaps.
+    pub live: Arc<LiveCell>,
+    /// Where adapter changes are published.
+    pub events: Arc<EventBus>,
+    /// Where a new provider's saved key windows are read from.
+    pub store: Option<Arc<Store>>,
+}
+
+impl ReloadHandles {
+    /// The provider table now live.
+    fn registry(&self) -> Arc<Registry> {
+        self.live.load().registry.clone()
+    }
+
+    /// Swaps in `registry` (and `routes` when given) as one live configuration.
+    fn swap(&self, registry: &Arc<Registry>, routes: Option<Arc<RouteTable>>) {
+        self.live.rcu(|live| Live {
+            registry: registry.clone(),
+            routes: routes.clone().unwrap_or_else(|| live.routes.clone()),
+            strategy: live.strategy,
+        });
+    }
+}
+
 /// Reloads, uploads, canary verdicts; serialized by one lock.
 pub struct PluginManager {
+    handles: ReloadHandles,
     lock: tokio::sync::Mutex<()>,
     rejections: Mutex<HashMap<String, Rejection>>,
     events: Mutex<Vec<String>>,
@@ -90,9 +193,11 @@ pub struct PluginManager {
     reloads: AtomicU64,
 }
 
-impl Default for PluginManager {
-    fn default() -> Self {
+impl PluginManager {
+    /// A manager that reloads through `handles`.
+    pub fn new(handles: ReloadHandles) -> Self {
         Self {
+            handles,
             lock: tokio::sync::Mutex::new(()),
             rejections: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
@@ -105,13 +210,13 @@ impl Default for PluginManager {
     }
 }
 
-fn step_of(e: &LoadError) -> &'static str {
+fn step_of(e: &LoadError) -> Step {
     match e {
-        LoadError::Read { .. } => "read",
-        LoadError::Compile(_) => "compile",
-        LoadError::ForbiddenImport(_) => "sandbox",
-        LoadError::Contract(_) => "contract",
-        LoadError::Configure(_) => "configure",
+        LoadError::Read { .. } => Step::Read,
+        LoadError::Compile(_) => Step::Compile,
+        LoadError::ForbiddenImport(_) => Step::Sandbox,
+        LoadError::Contract(_) => Step::Contract,
+        LoadError::Configure(_) => Step::Configure,
     }
 }
 
@@ -144,8 +249,8 @@ impl PluginManager {
         events.push(format!("{} {event}", iso8601(unix_ms(SystemTime::now()))));
     }
 
-    fn reject(&self, id: &str, step: &'static str, error: String, hash: Option<String>) -> Rejection {
-        tracing::error!(provider = id, step, error = %error, "new adapter version rejected; the previous one keeps serving");
+    fn reject(&self, id: &str, step: Step, error: String, hash: Option<String>) -> Rejection {
+        tracing::error!(provider = id, step = %step, error = %error, "new adapter version rejected; the previous one keeps serving");
         let r = Rejection { step, error, hash, at: iso8601(unix_ms(SystemTime::now())) };
         self.rejections.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), r.clone());
         self.note(format!("{id}: rejected at {step}"));
@@ -158,15 +263,23 @@ impl PluginManager {
 
     /// Re-reads `plugins.toml` and every component; loads, checks and swaps
     /// in what changed (only provider `only` when given).
-    pub async fn reload(&self, gw: &Gateway, only: Option<&str>) -> Result<Vec<Outcome>, String> {
+    pub async fn reload(&self, only: Option<&str>) -> Result<Vec<Outcome>, String> {
+        let gw = &self.handles;
         let _serial = self.lock.lock().await;
         self.reloads.fetch_add(1, Ordering::Relaxed);
-        let (mut configs, routes) = gw.config.reload_live_sections().map_err(|e| {
+        let fresh = gw.config.reread().map_err(|e| {
             let message = e.to_string();
             tracing::error!(error = %message, "plugins.toml rejected; the running providers stay as they are");
             self.note(format!("plugins.toml rejected: {message}"));
             message
         })?;
+        let ignored = gw.config.startup_changes(&fresh);
+        if !ignored.is_empty() {
+            let settings = ignored.join(", ");
+            tracing::warn!(settings = %settings, "plugins.toml: start-up settings changed; they apply at the next start");
+            self.note(format!("start-up settings changed, not applied until restart: {settings}"));
+        }
+        let (mut configs, routes) = (fresh.providers, fresh.routes);
         {
             let overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
             let canaries = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
@@ -179,7 +292,7 @@ impl PluginManager {
                 }
             }
         }
-        let current = gw.registry.load_full();
+        let current = gw.registry();
         let mut next: Vec<Arc<ProviderEntry>> = Vec::with_capacity(configs.len());
         let mut outcomes = Vec::new();
         for pc in &configs {
@@ -190,14 +303,14 @@ impl PluginManager {
                 }
                 continue;
             }
-            let (entry, outcome) = self.reload_one(gw, pc, old).await;
+            let (entry, outcome) = self.reload_one(pc, old).await;
             next.push(entry);
             outcomes.push(outcome);
         }
         if only.is_none() {
             for old in current.providers.iter().filter(|p| !configs.iter().any(|c| c.id == *p.id)) {
                 self.note(format!("{}: removed", old.id));
-                outcomes.push(Outcome { id: old.id.to_string(), action: "removed", hash: None, rejection: None });
+                outcomes.push(Outcome { id: old.id.to_string(), action: Action::Removed, hash: None, rejection: None });
             }
         } else if let Some(id) = only
             && !configs.iter().any(|c| c.id == id)
@@ -205,19 +318,19 @@ impl PluginManager {
             return Err(format!("no provider \"{id}\" in plugins.toml"));
         }
         let registry = Arc::new(Registry { providers: next });
-        gw.registry.store(registry.clone());
-        if only.is_none() && gw.routes.load().configured() != routes.as_slice() {
-            gw.routes.store(Arc::new(RouteTable::new(&routes)));
+        let routes_changed = only.is_none() && gw.live.load().routes.configured() != routes.as_slice();
+        gw.swap(&registry, routes_changed.then(|| Arc::new(RouteTable::new(&routes))));
+        if routes_changed {
             self.note(format!("routes: {} configured route(s) applied", routes.len()));
             tracing::info!(routes = routes.len(), "routes reloaded");
         }
-        for o in outcomes.iter().filter(|o| o.action != "unchanged") {
+        for o in outcomes.iter().filter(|o| o.action != Action::Unchanged) {
             let live = registry.get(&o.id).and_then(|p| p.adapter.as_ref());
             gw.events.publish(Event::Adapter {
                 id: o.id.clone(),
                 version: live.map(|a| a.info.adapter_version.clone()).unwrap_or_default(),
                 hash: o.rejection.as_ref().and_then(|r| r.hash.clone()).or_else(|| o.hash.clone()).unwrap_or_default(),
-                state: o.action.to_owned(),
+                state: o.action.as_str().to_owned(),
                 error: o.rejection.as_ref().map(|r| format!("{}: {}", r.step, r.error)),
             });
         }
@@ -225,12 +338,8 @@ impl PluginManager {
     }
 
     /// Loads one provider's new version, if anything changed.
-    async fn reload_one(
-        &self,
-        gw: &Gateway,
-        pc: &ProviderConfig,
-        old: Option<&Arc<ProviderEntry>>,
-    ) -> (Arc<ProviderEntry>, Outcome) {
+    async fn reload_one(&self, pc: &ProviderConfig, old: Option<&Arc<ProviderEntry>>) -> (Arc<ProviderEntry>, Outcome) {
+        let gw = &self.handles;
         let id = pc.id.clone();
         let keep = |old: Option<&Arc<ProviderEntry>>, rejection: Rejection| {
             let entry = match old {
@@ -243,13 +352,15 @@ impl PluginManager {
                 )),
             };
             let hash = entry.adapter.as_ref().map(|a| a.hash.clone());
-            (entry, Outcome { id: id.clone(), action: "rejected", hash, rejection: Some(rejection) })
+            (entry, Outcome { id: id.clone(), action: Action::Rejected, hash, rejection: Some(rejection) })
         };
         let path = pc.component.clone();
         let hash = match tokio::task::spawn_blocking(move || file_hash(&path)).await {
             Ok(Ok(h)) => h,
-            Ok(Err(e)) => return keep(old, self.reject(&id, "read", format!("{}: {e}", pc.component.display()), None)),
-            Err(e) => return keep(old, self.reject(&id, "read", e.to_string(), None)),
+            Ok(Err(e)) => {
+                return keep(old, self.reject(&id, Step::Read, format!("{}: {e}", pc.component.display()), None));
+            }
+            Err(e) => return keep(old, self.reject(&id, Step::Read, e.to_string(), None)),
         };
         // Unchanged: the live version, or the canary on trial, is this file.
         let serving = |o: &ProviderEntry| {
@@ -260,7 +371,7 @@ impl PluginManager {
             && serving(o)
             && (o.config == *pc || o.canary.is_some() && o.config.component == pc.component)
         {
-            return (o.clone(), Outcome { id, action: "unchanged", hash: Some(hash), rejection: None });
+            return (o.clone(), Outcome { id, action: Action::Unchanged, hash: Some(hash), rejection: None });
         }
         // The same rejected file again: nothing new to try.
         let known_bad = self
@@ -286,8 +397,8 @@ impl PluginManager {
         });
         match rx.await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return keep(old, self.reject(&id, "self-check", e, Some(hash))),
-            Err(_) => return keep(old, self.reject(&id, "self-check", "the self-check crashed".into(), Some(hash))),
+            Ok(Err(e)) => return keep(old, self.reject(&id, Step::SelfCheck, e, Some(hash))),
+            Err(_) => return keep(old, self.reject(&id, Step::SelfCheck, "the self-check crashed".into(), Some(hash))),
         }
         self.accept(&id);
         let version = adapter.info.adapter_version.clone();
@@ -301,12 +412,12 @@ impl PluginManager {
                 entry.canary = Some(Arc::new(canary));
                 self.note(format!("{id}: version {version} ({}) on canary at {percent}%", short(&hash)));
                 let live = entry.adapter.as_ref().map(|a| a.hash.clone());
-                (Arc::new(entry), Outcome { id, action: "canary", hash: live, rejection: None })
+                (Arc::new(entry), Outcome { id, action: Action::Canary, hash: live, rejection: None })
             }
             _ => {
                 let entry = registry::assemble(&gw.config, pc, adapter, old.map(|o| o.as_ref()), gw.store.as_deref());
-                let action = if old.is_some_and(|o| o.adapter.is_some()) { "swapped" } else { "added" };
-                self.note(format!("{id}: {action} to version {version} ({})", short(&hash)));
+                let action = if old.is_some_and(|o| o.adapter.is_some()) { Action::Swapped } else { Action::Added };
+                self.note(format!("{id}: {} to version {version} ({})", action.as_str(), short(&hash)));
                 (Arc::new(entry), Outcome { id, action, hash: Some(hash), rejection: None })
             }
         }
@@ -314,9 +425,10 @@ impl PluginManager {
 
     /// Acts on a canary verdict: the new version replaces the old one, or is
     /// dropped.
-    pub async fn conclude_canary(&self, gw: &Gateway, id: &str, canary: &Arc<Canary>, verdict: Verdict) {
+    pub async fn conclude_canary(&self, id: &str, canary: &Arc<Canary>, verdict: Verdict) {
+        let gw = &self.handles;
         let _serial = self.lock.lock().await;
-        let current = gw.registry.load_full();
+        let current = gw.registry();
         let Some(entry) = current.get(id) else { return };
         if !entry.canary.as_ref().is_some_and(|c| Arc::ptr_eq(c, canary)) {
             return; // superseded meanwhile
@@ -338,7 +450,7 @@ impl PluginManager {
             Verdict::Promote => self.note(format!("{id}: canary {} promoted ({summary})", short(&canary.adapter.hash))),
             Verdict::RollBack => {
                 let error = format!("canary rolled back: {summary}");
-                self.reject(id, "canary", error, Some(canary.adapter.hash.clone()));
+                self.reject(id, Step::Canary, error, Some(canary.adapter.hash.clone()));
                 self.note(format!("{id}: canary {} rolled back ({summary})", short(&canary.adapter.hash)));
             }
         }
@@ -359,7 +471,7 @@ impl PluginManager {
             .iter()
             .map(|p| if Arc::ptr_eq(p, entry) { replacement.clone() } else { p.clone() })
             .collect();
-        gw.registry.store(Arc::new(Registry { providers }));
+        gw.swap(&Arc::new(Registry { providers }), None);
     }
 
     /// Sets (1..=99) or clears (0) the canary share new versions of `id`
@@ -380,13 +492,8 @@ impl PluginManager {
     /// nothing: its file is deleted and `canary` (the share it would have
     /// been tried on) is not kept. Of the uploads of `id`, only the live
     /// version and the one on canary stay on disk.
-    pub async fn upload(
-        &self,
-        gw: &Gateway,
-        id: &str,
-        bytes: &[u8],
-        canary: Option<u8>,
-    ) -> Result<Vec<Outcome>, String> {
+    pub async fn upload(&self, id: &str, bytes: &[u8], canary: Option<u8>) -> Result<Vec<Outcome>, String> {
+        let gw = &self.handles;
         let (current, _) = gw.config.reload_live_sections().map_err(|e| e.to_string())?;
         if !current.iter().any(|p| p.id == id) {
             return Err(format!("no provider \"{id}\" in plugins.toml"));
@@ -411,13 +518,13 @@ impl PluginManager {
         let previous = self.overrides.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), path.clone());
         // The share applies to this upload's trial, and stays only if it passes.
         let previous_canary = canary.map(|percent| self.swap_canary(id, percent));
-        let result = self.reload(gw, Some(id)).await;
-        let accepted = result.as_ref().is_ok_and(|outcomes| !outcomes.iter().any(|o| o.action == "rejected"));
+        let result = self.reload(Some(id)).await;
+        let accepted = result.as_ref().is_ok_and(|outcomes| !outcomes.iter().any(|o| o.action == Action::Rejected));
         if accepted {
             if let Some(percent) = canary {
                 self.note(format!("{id}: canary share for new versions set to {percent}%"));
             }
-            let on_canary = result.as_ref().is_ok_and(|outcomes| outcomes.iter().any(|o| o.action == "canary"));
+            let on_canary = result.as_ref().is_ok_and(|outcomes| outcomes.iter().any(|o| o.action == Action::Canary));
             let keep: Vec<PathBuf> = std::iter::once(path).chain(previous.filter(|_| on_canary)).collect();
             remove_stale_uploads(&gw.config.data_dir.join("uploads"), id, &keep);
         } else {
@@ -448,8 +555,9 @@ impl PluginManager {
 
     /// Watches `plugins.toml` and the component files (their directories,
     /// so atomic replaces are seen) and reloads on change.
-    pub fn watch(&self, gw: &Arc<Gateway>) {
+    pub fn watch(self: &Arc<Self>) {
         use notify::{RecursiveMode, Watcher};
+        let gw = &self.handles;
         let Some(config_path) = gw.config.path.clone() else { return };
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         self.note_watched_names(&config_path, gw.config.providers.iter().map(|p| p.component.as_path()));
@@ -475,26 +583,27 @@ impl PluginManager {
             }
         }
         *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
-        let weak: Weak<Gateway> = Arc::downgrade(gw);
+        let weak: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
             while rx.recv().await.is_some() {
                 tokio::time::sleep(DEBOUNCE).await;
                 while rx.try_recv().is_ok() {}
-                let Some(gw) = weak.upgrade() else { break };
-                if let Err(e) = gw.plugins.reload(&gw, None).await {
+                let Some(plugins) = weak.upgrade() else { break };
+                if let Err(e) = plugins.reload(None).await {
                     tracing::error!(error = %e, "plugin reload failed");
                 }
-                gw.plugins.watch_new_dirs(&gw);
+                plugins.watch_new_dirs();
             }
         });
     }
 
     /// Adds watches for component directories that appeared in a reload.
-    fn watch_new_dirs(&self, gw: &Gateway) {
+    fn watch_new_dirs(&self) {
         use notify::{RecursiveMode, Watcher};
+        let gw = &self.handles;
         let mut guard = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
         let Some(watcher) = guard.as_mut() else { return };
-        let registry = gw.registry.load();
+        let registry = gw.registry();
         for p in &registry.providers {
             let _ = watcher.watch(&parent(&p.config.component), RecursiveMode::NonRecursive);
         }

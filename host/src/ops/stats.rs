@@ -165,6 +165,29 @@ impl ProviderStats {
     }
 }
 
+/// How a chat request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    /// A provider (or the cache) answered.
+    Success,
+    /// Refused or failed before or outside routing.
+    Error,
+    /// Every candidate provider failed.
+    AllProvidersFailed,
+}
+
+impl RequestStatus {
+    /// The name in `recentRequests` and the `status` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Error => "error",
+            Self::AllProvidersFailed => "all_providers_failed",
+        }
+    }
+}
+
 /// One chat request, as shown in `recentRequests`.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -186,8 +209,8 @@ pub struct RequestLogEntry {
     pub latency_ms: u64,
     /// A streaming request.
     pub streaming: bool,
-    /// `success`, `error` or `all_providers_failed`.
-    pub status: &'static str,
+    /// How the request ended.
+    pub status: RequestStatus,
     /// Route reason on success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route_reason: Option<&'static str>,
@@ -242,7 +265,7 @@ impl RequestLog {
     pub fn push(&self, mut entry: RequestLogEntry) {
         entry.redact();
         self.total.fetch_add(1, Ordering::Relaxed);
-        if entry.status == "success" {
+        if entry.status == RequestStatus::Success {
             self.success.fetch_add(1, Ordering::Relaxed);
         } else {
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -302,7 +325,7 @@ mod tests {
                 provider: None,
                 latency_ms: 0,
                 streaming: false,
-                status: if i % 2 == 0 { "success" } else { "error" },
+                status: if i % 2 == 0 { RequestStatus::Success } else { RequestStatus::Error },
                 route_reason: None,
                 attempted: vec![],
                 error: None,

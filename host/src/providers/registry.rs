@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, ProviderConfig};
 use crate::ops::stats::ProviderStats;
-use crate::ops::store::Store;
+use crate::ops::store::{Store, Table};
 use crate::providers::keys::KeyRing;
 use freellm_limits::breaker::Breaker;
 use freellm_limits::quota::Limits;
@@ -282,7 +282,7 @@ pub fn assemble(
                 let saved = p.keys.export_state(&p.id);
                 keys.restore_state(&pc.id, &|id| saved.iter().find(|(s, _)| s == id).map(|(_, w)| w.clone()));
             } else if let Some(store) = store {
-                keys.restore_state(&pc.id, &|id| crate::ops::persist::saved_key_state(store, id));
+                keys.restore_state(&pc.id, &|id| store.get(Table::KeyWindows, id).ok().flatten());
             }
             Arc::new(keys)
         }

@@ -574,7 +574,7 @@ impl AttemptVerdict {
             let counted = !matches!(outcome, BreakerOutcome::Neutral);
             if counted && let Some(verdict) = canary.record(on_canary, failed) {
                 let (gw, id, canary) = (gw.clone(), provider.id.to_string(), canary.clone());
-                tokio::spawn(async move { gw.plugins.conclude_canary(&gw, &id, &canary, verdict).await });
+                tokio::spawn(async move { gw.plugins.conclude_canary(&id, &canary, verdict).await });
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Where a chat request goes and how it gets an answer.
 //!
 //! - [`router`]: a route (client-visible model name) to ordered targets, filtered and ordered into a plan.
+//! - [`strategy`]: how a route orders its candidates.
 //! - [`failover`]: walks the plan's candidates until one answers.
 //! - [`upstream`]: the pooled HTTP client and per-attempt timeouts.
 //! - [`stream`]: relays a streaming answer and resumes a cut one.
@@ -11,5 +12,6 @@ pub mod cache;
 pub mod failover;
 pub mod router;
 pub mod sse;
+pub mod strategy;
 pub mod stream;
 pub mod upstream;

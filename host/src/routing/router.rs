@@ -12,9 +12,8 @@
 //! declared per-key limits go last), `round_robin` or `random`. The
 //! failover loop in [`crate::routing::failover`] walks the plan.
 
-use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use serde_json::Value;
@@ -22,80 +21,8 @@ use serde_json::Value;
 use crate::config::RouteConfig;
 use crate::http::error::ApiError;
 use crate::providers::{ProviderEntry, Registry};
+pub use crate::routing::strategy::Strategy;
 use freellm_runtime::types::{Capabilities, ModelInfo, ModelTags, PrivacyPolicy};
-
-/// How a route orders its candidates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Strategy {
-    /// Priority order, skipping ahead past targets with no headroom in their
-    /// declared per-key windows (the default).
-    QuotaAware,
-    /// Rotate the starting target per request.
-    RoundRobin,
-    /// Uniformly random order.
-    Random,
-}
-
-impl Strategy {
-    /// The name used in configuration and the status API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::QuotaAware => "quota_aware",
-            Self::RoundRobin => "round_robin",
-            Self::Random => "random",
-        }
-    }
-
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::RoundRobin,
-            2 => Self::Random,
-            _ => Self::QuotaAware,
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            Self::QuotaAware => 0,
-            Self::RoundRobin => 1,
-            Self::Random => 2,
-        }
-    }
-}
-
-impl FromStr for Strategy {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "quota_aware" => Ok(Self::QuotaAware),
-            "round_robin" => Ok(Self::RoundRobin),
-            "random" => Ok(Self::Random),
-            other => Err(format!("unknown strategy {other:?}: use quota_aware, round_robin or random")),
-        }
-    }
-}
-
-/// The global strategy, switchable at runtime.
-#[derive(Debug)]
-pub struct StrategyCell(AtomicU8);
-
-impl StrategyCell {
-    /// Starts with `s`.
-    pub fn new(s: Strategy) -> Self {
-        Self(AtomicU8::new(s.to_u8()))
-    }
-
-    /// The current strategy.
-    pub fn get(&self) -> Strategy {
-        Strategy::from_u8(self.0.load(Ordering::Relaxed))
-    }
-
-    /// Switches strategy.
-    pub fn set(&self, s: Strategy) {
-        self.0.store(s.to_u8(), Ordering::Relaxed);
-    }
-}
 
 /// One target of a route: a provider, and a model or its default.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -549,17 +476,6 @@ fn no_providers(registry: &Registry) -> ApiError {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn strategies_parse_and_round_trip() {
-        for s in [Strategy::QuotaAware, Strategy::RoundRobin, Strategy::Random] {
-            assert_eq!(s.as_str().parse::<Strategy>().unwrap(), s);
-            let cell = StrategyCell::new(Strategy::QuotaAware);
-            cell.set(s);
-            assert_eq!(cell.get(), s);
-        }
-        assert!("fastest".parse::<Strategy>().is_err());
-    }
 
     #[test]
     fn targets_parse() {

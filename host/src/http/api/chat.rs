@@ -21,7 +21,7 @@ use crate::access::auth::Principal;
 use crate::access::virtual_keys::{Refusal, Ticket, VirtualKey};
 use crate::http::error::ApiError;
 use crate::http::server::RequestId;
-use crate::ops::stats::{RequestLogEntry, unix_ms};
+use crate::ops::stats::{RequestLogEntry, RequestStatus, unix_ms};
 use crate::routing::cache::{self, CachedAnswer};
 use crate::routing::failover::{self, Answered, RouteRequest};
 use crate::routing::router::{self, Needs, PlanRequest, Strategy};
@@ -69,12 +69,14 @@ pub async fn chat_completions(
         return Ok(cache_hit(&gw, &request_id.0, &model, started, &hit, ticket));
     }
 
-    let registry = gw.registry.load_full();
-    let routes = gw.routes.load_full();
+    // One live configuration for the whole request: a reload meanwhile
+    // never pairs new providers with old routes.
+    let live = gw.live.load_full();
+    let (registry, routes) = (live.registry.clone(), live.routes.clone());
     let plan_request = PlanRequest {
         model: &model,
         needs,
-        strategy: gw.strategy.get(),
+        strategy: live.strategy,
         retries: gw.config.routing.transient_retries,
         strict,
     };
@@ -178,7 +180,7 @@ fn cache_hit(
         provider: Some(hit.provider.to_string()),
         latency_ms,
         streaming: false,
-        status: "success",
+        status: RequestStatus::Success,
         route_reason: Some("cache"),
         attempted: Vec::new(),
         error: None,
@@ -237,7 +239,7 @@ fn finish(
         provider: Some(a.provider.id.to_string()),
         latency_ms,
         streaming: is_stream,
-        status: "success",
+        status: RequestStatus::Success,
         route_reason: Some(a.reason.as_str()),
         attempted: a.attempted,
         error: None,
@@ -259,7 +261,11 @@ fn log_failure(
     error: &ApiError,
     attempted: Vec<String>,
 ) {
-    let status = if matches!(error, ApiError::AllProvidersExhausted { .. }) { "all_providers_failed" } else { "error" };
+    let status = if matches!(error, ApiError::AllProvidersExhausted { .. }) {
+        RequestStatus::AllProvidersFailed
+    } else {
+        RequestStatus::Error
+    };
     tracing::warn!(request_id, model, error = %error_text(error), ?attempted, "chat failed");
     // Only successes say how much time was the gateway's own.
     let entry = RequestLogEntry {

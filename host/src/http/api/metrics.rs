@@ -10,7 +10,7 @@ use crate::state::SharedGateway;
 
 /// The scrape endpoint.
 pub async fn metrics(State(gw): State<SharedGateway>) -> Response {
-    let body = crate::ops::metrics::render(&gw);
+    let body = crate::ops::metrics::render(&gw.metrics, &gw.registry.load(), gw.cache.stats(), &gw.events);
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::ops::metrics::CONTENT_TYPE));
     response

@@ -100,7 +100,7 @@ pub async fn reload(State(gw): State<SharedGateway>, body: Bytes) -> Result<Json
             Some(_) => return Err(ApiError::invalid_body("\"id\" must be a provider id")),
         }
     };
-    let outcomes = gw.plugins.reload(&gw, only.as_deref()).await.map_err(|message| match &only {
+    let outcomes = gw.plugins.reload(only.as_deref()).await.map_err(|message| match &only {
         Some(id) if message.starts_with("no provider") => ApiError::ProviderNotFound { id: id.clone() },
         _ => ApiError::invalid_body(message),
     })?;
@@ -151,7 +151,7 @@ pub async fn upload(
     if body.is_empty() {
         return Err(ApiError::invalid_body("the body must be a WebAssembly component"));
     }
-    let outcomes = gw.plugins.upload(&gw, &id, &body, query.canary).await.map_err(|message| {
+    let outcomes = gw.plugins.upload(&id, &body, query.canary).await.map_err(|message| {
         if message.starts_with("no provider") {
             ApiError::ProviderNotFound { id: id.clone() }
         } else {
