@@ -1,0 +1,185 @@
+use super::*;
+
+fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let file: FileConfig =
+        toml::from_str(toml).map_err(|e| ConfigError::Parse { path: "t".into(), message: e.to_string() })?;
+    Config::build(file, Path::new("/cfg"), env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+const TWO: &str = r#"
+        [providers.groq]
+        component = "groq.wasm"
+        [providers.ollama]
+        component = "/abs/ollama.wasm"
+        settings = { models = ["a", "b"] }
+        settings_env = { models = "OLLAMA_MODELS" }
+    "#;
+
+#[test]
+fn a_reload_names_the_start_up_settings_that_changed_and_ignores_live_sections() {
+    let running = load(TWO, &[]).unwrap();
+    let same_but_routes = format!("{TWO}\n[routes.fast]\ntargets = [\"groq\"]\n");
+    assert!(running.startup_changes(&load(&same_but_routes, &[]).unwrap()).is_empty());
+    let edited = format!("[server]\nport = 4000\n[routing]\nstrategy = \"random\"\n{TWO}");
+    assert_eq!(running.startup_changes(&load(&edited, &[]).unwrap()), ["[server] port", "[routing]"]);
+}
+
+#[test]
+fn server_connection_limits_default_read_the_file_and_env_wins() {
+    assert_eq!(load(TWO, &[]).unwrap().edge, EdgeConfig::default());
+    let file = "[server]\nmax_control_body_bytes = 1024\nidle_timeout_ms = 700\nshutdown_grace_ms = 900\n";
+    let c = load(file, &[("FREELLM_SHUTDOWN_GRACE_MS", "1500"), ("FREELLM_MAX_CONNECTIONS", "8")]).unwrap();
+    assert_eq!(c.edge.max_control_body_bytes, 1024);
+    assert_eq!(c.edge.idle_timeout, Duration::from_millis(700));
+    assert_eq!(c.edge.shutdown_grace, Duration::from_millis(1500));
+    assert_eq!(c.edge.max_connections, 8);
+    for bad in [("FREELLM_MAX_CONNECTIONS", "0"), ("FREELLM_BODY_READ_TIMEOUT_MS", "x")] {
+        assert!(load(TWO, &[bad]).is_err(), "{bad:?} must be refused");
+    }
+}
+
+#[test]
+fn defaults_apply_and_providers_keep_file_order() {
+    let c = load(TWO, &[]).unwrap();
+    assert_eq!(c.port, 3000);
+    assert_eq!(c.host.to_string(), "127.0.0.1");
+    assert_eq!(c.max_body_bytes, 2 << 20);
+    assert_eq!(c.providers.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["groq", "ollama"]);
+    assert_eq!(c.providers[0].component, Path::new("/cfg/groq.wasm"));
+    assert_eq!(c.providers[1].settings, vec![("models".to_owned(), "a,b".to_owned())]);
+    assert_eq!(c.cache_dir, Path::new("/cfg/data/components"));
+}
+
+#[test]
+fn environment_wins_over_the_file() {
+    let c =
+        load(TWO, &[("PORT", "4000"), ("OLLAMA_MODELS", "x,y"), ("GROQ_BASE_URL", "http://127.0.0.1:9/v1/")]).unwrap();
+    assert_eq!(c.port, 4000);
+    assert_eq!(c.providers[1].settings, vec![("models".to_owned(), "x,y".to_owned())]);
+    assert_eq!(c.providers[0].base_url.as_deref(), Some("http://127.0.0.1:9/v1"));
+}
+
+#[test]
+fn keys_are_split_trimmed_and_empty_entries_dropped() {
+    let c = load(TWO, &[("GROQ_API_KEY", " k1, ,k2 ,")]).unwrap();
+    assert_eq!(c.keys_from("GROQ_API_KEY"), ["k1", "k2"]);
+    assert!(c.keys_from("MISSING").is_empty());
+}
+
+#[test]
+fn bad_values_are_named_in_the_error() {
+    let e = load(TWO, &[("PORT", "http")]).unwrap_err();
+    assert!(e.to_string().contains("PORT"), "{e}");
+    let e = load(TWO, &[("GROQ_BASE_URL", "ftp://x")]).unwrap_err();
+    assert!(e.to_string().contains("GROQ_BASE_URL"), "{e}");
+    let e = load("[providers.x]\ncomponent='a'\ncolour='red'\n", &[]).unwrap_err();
+    assert!(e.to_string().contains("colour"), "{e}");
+    let e = load("[providers.Bad]\ncomponent='a'\n", &[]).unwrap_err();
+    assert!(e.to_string().contains("providers.Bad"), "{e}");
+}
+
+#[test]
+fn stream_bounds_have_defaults_file_values_and_env_overrides() {
+    let d = load(TWO, &[]).unwrap().upstream;
+    assert_eq!(d.stream_max_event_bytes, 1 << 20);
+    assert_eq!(d.stream_max_bytes, 64 << 20);
+    assert_eq!(d.stream_max_duration, Duration::from_secs(1800));
+    assert_eq!(d.stream_continuation_max_bytes, 256 << 10);
+    let text = format!(
+        "[upstream]\nstream_max_event_bytes = 4096\nstream_max_bytes = 100000\n\
+             stream_max_duration_ms = 5000\nstream_continuation_max_bytes = 0\n{TWO}"
+    );
+    let f = load(&text, &[]).unwrap().upstream;
+    assert_eq!(
+        (f.stream_max_event_bytes, f.stream_max_bytes, f.stream_max_duration, f.stream_continuation_max_bytes),
+        (4096, 100_000, Duration::from_secs(5), 0)
+    );
+    let e = load(&text, &[("STREAM_MAX_BYTES", "7"), ("STREAM_MAX_EVENT_BYTES", "9")]).unwrap().upstream;
+    assert_eq!((e.stream_max_bytes, e.stream_max_event_bytes), (7, 9));
+    for (name, bad) in [
+        ("STREAM_MAX_EVENT_BYTES", "0"),
+        ("STREAM_MAX_BYTES", "0"),
+        ("STREAM_MAX_DURATION_MS", "0"),
+        ("STREAM_MAX_BYTES", "lots"),
+    ] {
+        let e = load(TWO, &[(name, bad)]).unwrap_err();
+        assert!(e.to_string().contains(name), "{e}");
+    }
+}
+
+#[test]
+fn access_settings_have_safe_defaults_and_the_environment_wins() {
+    let c = load(TWO, &[]).unwrap();
+    assert_eq!(c.max_event_feeds_per_principal, 8);
+    assert_eq!(c.cache.scope, CacheScope::Tenant);
+    assert!(c.allowed_hosts.allows(Some("localhost:3000")));
+    assert!(!c.allowed_hosts.allows(Some("evil.example")));
+    let file = format!(
+        "[server]\nallowed_hosts = [\"gw.example\"]\nmax_event_feeds_per_principal = 2\n[cache]\nscope = \"shared\"\n{TWO}"
+    );
+    let c = load(&file, &[]).unwrap();
+    assert_eq!((c.max_event_feeds_per_principal, c.cache.scope), (2, CacheScope::Shared));
+    assert!(c.allowed_hosts.allows(Some("gw.example")) && !c.allowed_hosts.allows(Some("localhost")));
+    let c = load(
+        &file,
+        &[
+            ("FREELLM_ALLOWED_HOSTS", "other.example, localhost"),
+            ("FREELLM_MAX_EVENT_FEEDS", "3"),
+            ("CACHE_SCOPE", "tenant"),
+        ],
+    )
+    .unwrap();
+    assert_eq!((c.max_event_feeds_per_principal, c.cache.scope), (3, CacheScope::Tenant));
+    assert!(c.allowed_hosts.allows(Some("localhost:1")) && !c.allowed_hosts.allows(Some("gw.example")));
+    assert!(load(TWO, &[("HOST", "0.0.0.0")]).unwrap().allowed_hosts.allows(Some("anything.example")));
+    for bad in [("FREELLM_MAX_EVENT_FEEDS", "0"), ("CACHE_SCOPE", "global"), ("FREELLM_ALLOWED_HOSTS", "a b")] {
+        let e = load(TWO, &[bad]).unwrap_err();
+        assert!(e.to_string().contains(bad.0), "{e}");
+    }
+    assert!(load("[server]\nallowed_hosts = []\n", &[]).is_err());
+    assert!(load("[cache]\nttl = 1\n", &[]).is_err());
+}
+
+#[test]
+fn zero_idle_timeout_disables_heartbeats() {
+    let c = load(TWO, &[("STREAM_IDLE_TIMEOUT_MS", "0")]).unwrap();
+    assert!(c.upstream.stream_idle_timeout.is_none());
+}
+
+#[test]
+fn routes_and_routing_are_read_and_checked() {
+    let text = format!(
+        "{TWO}\n[routing]\nstrategy = \"round_robin\"\ntransient_retries = 2\n\
+             [routes.my-chat]\ntargets = [\"groq/llama-3.3-70b-versatile\", \"ollama\"]\nretries = 0\n\
+             context_fallbacks = [\"gemini/gemini-2.5-pro\"]\n"
+    );
+    let c = load(&text, &[]).unwrap();
+    assert_eq!(c.routing.strategy, Strategy::RoundRobin);
+    assert_eq!(c.routing.transient_retries, 2);
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].name, "my-chat");
+    assert_eq!(c.routes[0].targets, ["groq/llama-3.3-70b-versatile", "ollama"]);
+    assert_eq!(c.routes[0].retries, Some(0));
+    assert_eq!(c.routes[0].context_fallbacks, ["gemini/gemini-2.5-pro"]);
+    let env = load(&text, &[("ROUTING_STRATEGY", "random")]).unwrap();
+    assert_eq!(env.routing.strategy, Strategy::Random);
+    assert_eq!(load(TWO, &[]).unwrap().routing.strategy, Strategy::QuotaAware);
+
+    for bad in [
+        "[routes.x]\ntargets = []\n",
+        "[routes.x]\ntargets = [\"/m\"]\n",
+        "[routes.x]\ntargets = [\"groq\"]\nstrategy = \"fastest\"\n",
+        "[routes.x]\ntargets = [\"groq\"]\nbogus = 1\n",
+        "[routing]\ntransient_retries = 50\n",
+    ] {
+        assert!(load(bad, &[]).is_err(), "{bad}");
+    }
+    assert!(load(TWO, &[("ROUTING_STRATEGY", "fastest")]).is_err());
+    let defaults = load(TWO, &[]).unwrap().routing;
+    assert_eq!((defaults.canary_min_calls, defaults.canary_margin), (20, 0.2));
+    let tuned = load(TWO, &[("CANARY_MIN_CALLS", "50"), ("CANARY_MARGIN", "0.05")]).unwrap().routing;
+    assert_eq!((tuned.canary_min_calls, tuned.canary_margin), (50, 0.05));
+    assert!(load(TWO, &[("CANARY_MARGIN", "2")]).is_err());
+    assert!(load(TWO, &[("CANARY_MIN_CALLS", "some")]).is_err());
+    assert!(load(TWO, &[("CB_FAILURE_THRESHOLD", "zero")]).is_err());
+}
