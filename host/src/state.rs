@@ -28,7 +28,7 @@ use crate::http::shutdown::Drain;
 use crate::live::{Live, LiveCell, Section, StrategySection, registry_section, routes_section};
 use crate::ops::events::{EventBus, FeedSlots};
 use crate::ops::metrics::Metrics;
-use crate::ops::reload::{PluginManager, ReloadHandles};
+use crate::ops::reload::{ReloadHandles, Reloader};
 use crate::ops::stats::RequestLog;
 use crate::ops::store::Store;
 use crate::providers::Registry;
@@ -85,7 +85,7 @@ pub struct Gateway {
     /// Virtual keys and their usage (their file is watched and reloaded).
     pub virtual_keys: Arc<VirtualKeys>,
     /// Hot reloads, uploads and canaries of adapters.
-    pub plugins: Arc<PluginManager>,
+    pub plugins: Arc<Reloader>,
     /// Graceful shutdown: tells open streams when the drain deadline passed.
     pub drain: Drain,
     /// Keeps the virtual-keys file watcher alive.
@@ -154,7 +154,7 @@ impl Gateway {
         let event_feeds = FeedSlots::new(config.max_event_feeds_per_principal);
         let config = Arc::new(config);
         let events = Arc::new(EventBus::default());
-        let plugins = Arc::new(PluginManager::new(ReloadHandles {
+        let plugins = Arc::new(Reloader::new(ReloadHandles {
             config: config.clone(),
             engine: engine.clone(),
             live: live.clone(),

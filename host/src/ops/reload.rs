@@ -5,16 +5,18 @@
 //! A change to `plugins.toml` or to a component file (their directories
 //! are watched with `notify`, other files there are ignored; debounced),
 //! `POST /v1/plugins/reload` or an upload through
-//! `POST /v1/plugins/{id}` runs [`PluginManager::reload`]: for each
+//! `POST /v1/plugins/{id}` runs [`Reloader::reload`]: for each
 //! provider whose component or settings changed, the new version is loaded
 //! in the background — compile (cached by content hash), check against the
 //! WIT world and the sandbox policy, `configure`, conformance self-check —
-//! and only then the registry snapshot is swapped atomically (`arc-swap`).
-//! Requests and streams in flight keep the snapshot (and adapter version)
-//! they started with; the old version is dropped when its last user ends.
-//! A version that fails any step never goes live: the previous one keeps
-//! serving, and the step and error are recorded for `/v1/plugins`, the
-//! status and the log.
+//! and only then a new live configuration ([`crate::live::Live`]: the
+//! provider table, and the routes when they changed) is swapped in as one
+//! value. Requests and streams in flight keep the live configuration (and
+//! adapter version) they started with; the old version is dropped when its
+//! last user ends. A version that fails any step never goes live: the
+//! previous one keeps serving, and the step and error are recorded for
+//! `/v1/plugins`, the status and the log. Start-up settings that changed in
+//! the file are named in a warning; they apply at the next start.
 //!
 //! With `canary = N` on a provider, a new version first serves N % of the
 //! provider's traffic; its failure rate against the current version's then
@@ -175,7 +177,7 @@ impl ReloadHandles {
 }
 
 /// Reloads, uploads, canary verdicts; serialized by one lock.
-pub struct PluginManager {
+pub struct Reloader {
     handles: ReloadHandles,
     lock: tokio::sync::Mutex<()>,
     rejections: Mutex<HashMap<String, Rejection>>,
@@ -193,7 +195,7 @@ pub struct PluginManager {
     reloads: AtomicU64,
 }
 
-impl PluginManager {
+impl Reloader {
     /// A manager that reloads through `handles`.
     pub fn new(handles: ReloadHandles) -> Self {
         Self {
@@ -224,7 +226,7 @@ fn file_hash(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(Sha256::digest(std::fs::read(path)?)))
 }
 
-impl PluginManager {
+impl Reloader {
     /// The last refusal of each provider still not superseded by a success.
     pub fn rejections(&self) -> HashMap<String, Rejection> {
         self.rejections.lock().unwrap_or_else(|e| e.into_inner()).clone()
