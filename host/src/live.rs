@@ -83,3 +83,41 @@ impl StrategySection {
         self.0.rcu(|live| Live { strategy, ..Live::clone(live) });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell() -> Arc<LiveCell> {
+        Arc::new(ArcSwap::from_pointee(Live {
+            registry: Arc::new(Registry { providers: Vec::new() }),
+            routes: Arc::new(RouteTable::new(&[])),
+            strategy: Strategy::QuotaAware,
+        }))
+    }
+
+    #[test]
+    fn replacing_one_section_swaps_the_whole_value_and_keeps_the_other_sections() {
+        let live = cell();
+        let (registry, routes, strategy) =
+            (registry_section(&live), routes_section(&live), StrategySection::new(&live));
+        let before = live.load_full();
+        let new_registry = Arc::new(Registry { providers: Vec::new() });
+        registry.store(new_registry.clone());
+        strategy.set(Strategy::Random);
+        let after = live.load_full();
+        assert!(Arc::ptr_eq(&registry.load(), &new_registry) && Arc::ptr_eq(&after.registry, &new_registry));
+        assert!(Arc::ptr_eq(&after.routes, &before.routes) && Arc::ptr_eq(&routes.load(), &before.routes));
+        assert_eq!((after.strategy, strategy.get()), (Strategy::Random, Strategy::Random));
+    }
+
+    #[test]
+    fn a_loaded_live_configuration_does_not_change_under_a_swap() {
+        let live = cell();
+        let held = live.load_full();
+        StrategySection::new(&live).set(Strategy::RoundRobin);
+        routes_section(&live).store(Arc::new(RouteTable::new(&[])));
+        assert_eq!(held.strategy, Strategy::QuotaAware);
+        assert!(!Arc::ptr_eq(&held.routes, &live.load().routes));
+    }
+}

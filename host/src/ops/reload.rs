@@ -243,7 +243,7 @@ impl Reloader {
     }
 
     fn note(&self, event: String) {
-        tracing::info!(event = %event, "plugins");
+        tracing::info!(event = %event, "adapters");
         let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if events.len() == 100 {
             events.remove(0);
@@ -571,7 +571,7 @@ impl Reloader {
         }) {
             Ok(w) => w,
             Err(e) => {
-                tracing::error!(error = %e, "cannot watch plugins; reload with POST /v1/plugins/reload");
+                tracing::error!(error = %e, "cannot watch plugins.toml and the components; reload with POST /v1/plugins/reload");
                 return;
             }
         };
@@ -592,7 +592,7 @@ impl Reloader {
                 while rx.try_recv().is_ok() {}
                 let Some(plugins) = weak.upgrade() else { break };
                 if let Err(e) = plugins.reload(None).await {
-                    tracing::error!(error = %e, "plugin reload failed");
+                    tracing::error!(error = %e, "adapter reload failed");
                 }
                 plugins.watch_new_dirs();
             }
