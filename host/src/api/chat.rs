@@ -22,6 +22,7 @@ use crate::cache::{self, CachedAnswer};
 use crate::error::ApiError;
 use crate::failover::{self, Answered, RouteRequest};
 use crate::router::{self, Needs, PlanRequest, Strategy};
+use crate::routing_error::RoutingError;
 use crate::server::RequestId;
 use crate::state::SharedGateway;
 use crate::stats::{RequestLogEntry, unix_ms};
@@ -82,10 +83,10 @@ pub async fn chat_completions(
         Ok(plan) => plan,
         Err(e) => {
             // Strict and privacy refusals reached the router: log them.
-            if matches!(e, ApiError::StrictMetaForbidden { .. } | ApiError::ModelNotSupported { .. }) {
+            if matches!(e, RoutingError::StrictMetaForbidden { .. } | RoutingError::ModelNotSupported { .. }) {
                 log_failure(&gw, &request_id.0, &model, is_stream, started, &e, Vec::new());
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     if plan.strategy == Strategy::QuotaAware
@@ -103,9 +104,9 @@ pub async fn chat_completions(
         } else {
             format!("No enabled provider can serve this request on \"{model}\": {}.", reasons.join("; "))
         };
-        let e = ApiError::ModelNotSupported { model: model.clone(), message };
+        let e = RoutingError::ModelNotSupported { model: model.clone(), message };
         log_failure(&gw, &request_id.0, &model, is_stream, started, &e, Vec::new());
-        return Err(e);
+        return Err(e.into());
     }
     let route_request = RouteRequest {
         gw: &gw,
@@ -140,7 +141,8 @@ pub async fn chat_completions(
         }
         Err(unanswered) => {
             log_failure(&gw, &request_id.0, &model, is_stream, started, &unanswered.error, unanswered.attempted);
-            Err(unanswered.error)
+            // The HTTP edge: the routing failure becomes the client's envelope here.
+            Err(unanswered.error.into())
         }
     }
 }
@@ -256,11 +258,12 @@ fn log_failure(
     model: &str,
     is_stream: bool,
     started: Instant,
-    error: &ApiError,
+    error: &RoutingError,
     attempted: Vec<String>,
 ) {
-    let status = if matches!(error, ApiError::AllProvidersExhausted { .. }) { "all_providers_failed" } else { "error" };
-    tracing::warn!(request_id, model, error = %error_text(error), ?attempted, "chat failed");
+    let status = error.log_status();
+    let text = error.log_text();
+    tracing::warn!(request_id, model, error = %text, ?attempted, "chat failed");
     // Only successes say how much time was the gateway's own.
     let entry = RequestLogEntry {
         id: request_id.to_owned(),
@@ -273,7 +276,7 @@ fn log_failure(
         status,
         route_reason: None,
         attempted,
-        error: Some(error_text(error)),
+        error: Some(text),
         prompt_tokens: None,
         completion_tokens: None,
         finish_reason: None,
@@ -300,15 +303,6 @@ fn record(gw: &SharedGateway, started: Instant, upstream: Duration, entry: Reque
     gw.metrics.record_request(&entry, started.elapsed(), upstream);
     gw.events.publish_request(&entry);
     gw.log.push(entry);
-}
-
-fn error_text(error: &ApiError) -> String {
-    match error {
-        ApiError::ProviderUpstream { provider, .. } | ApiError::AdapterFault { provider, .. } => {
-            format!("{provider}: {}", error.message())
-        }
-        other => other.message(),
-    }
 }
 
 /// `true`, `1`, `yes` or `on` (case-insensitive).
