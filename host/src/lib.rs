@@ -39,3 +39,8 @@ pub mod tokens;
 pub mod upstream;
 pub mod validate;
 pub mod virtual_keys;
+
+#[cfg(test)]
+mod core_tests;
+#[cfg(test)]
+mod testing;

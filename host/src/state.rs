@@ -71,6 +71,13 @@ impl Gateway {
     /// Builds everything: an invalid credential, keys file or store refuses
     /// to start with a message saying what to fix.
     pub async fn start(config: Config) -> anyhow::Result<SharedGateway> {
+        let upstream = Upstream::new(config.upstream, config.upstream_ca_file.as_deref())?;
+        Self::start_with(config, upstream).await
+    }
+
+    /// [`Gateway::start`] with a given upstream client (the in-process
+    /// tests pass one that answers from memory).
+    pub async fn start_with(config: Config, upstream: Upstream) -> anyhow::Result<SharedGateway> {
         let sec = &config.security;
         let token_secret = match &sec.token_secret {
             Some(s) => Some(TokenSecret::new(s.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?),
@@ -118,7 +125,6 @@ impl Gateway {
         let engine = PluginEngine::new()?;
         let registry = Registry::load(&engine, &config, Some(&store)).await;
         crate::persist::restore_provider_usage(&store, &registry).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let upstream = Upstream::new(config.upstream, config.upstream_ca_file.as_deref())?;
         let routes = RouteTable::new(&config.routes);
         let strategy = StrategyCell::new(config.routing.strategy);
         let cache = ResponseCache::new(config.cache);
