@@ -22,10 +22,11 @@
 //!    `Retry-After`, next key, next target, context fallbacks, stop), what
 //!    it means for the breaker and for the key. Its module documentation
 //!    holds the table.
-//! 6. **report**: [`report_failure`] and [`report_answer`] are the one place
-//!    that feeds the provider's stats, the key's cooldowns, `/metrics` and
-//!    the event feed; the verdict feeds the breaker (at once, or when a
-//!    committed stream ends).
+//! 6. **report**: [`report_sent`], [`report_failure`] and [`report_answer`]
+//!    are the one place that feeds the provider's stats, the key's
+//!    cooldowns, `/metrics` and the event feed; the [`AttemptVerdict`]
+//!    feeds the breaker (at once, or when a committed stream ends, where
+//!    the stream counts its own success or failure).
 //!
 //! A stream cut after content is resumed through the same acquire, send,
 //! classify, decide and report phases ([`crate::stream`]'s continuation).
@@ -505,11 +506,10 @@ pub(crate) async fn send(call: &Call<'_>, body: &[u8], key: &mut KeyGrant) -> Re
             });
         }
     };
-    provider.stats.attempt(unix_ms(SystemTime::now()));
     let sent_at = clock::now();
     let auth = &call.adapter.info.auth;
     let sent = call.gw.upstream.send(&provider.base_url, upstream_request, auth, key.secret.as_deref()).await;
-    observe_upstream(call, sent_at.elapsed());
+    report_sent(call, clock::now().saturating_duration_since(sent_at));
     sent.map_err(|e| {
         tracing::warn!(request_id = %call.request_id, provider = %provider.id, error = %e, "upstream attempt failed");
         let detail = Some(e.to_string());
@@ -613,6 +613,17 @@ async fn answer(
     })
 }
 
+/// Report, send part: the provider's attempt count and last use, and the
+/// wait for its `/metrics` latency and the request's gateway-overhead
+/// figure.
+fn report_sent(call: &Call<'_>, waited: Duration) {
+    call.provider.stats.attempt(unix_ms(SystemTime::now()));
+    if let Some(time) = call.upstream_time {
+        time.add(waited);
+    }
+    call.gw.metrics.observe_upstream(&call.provider.id, waited);
+}
+
 /// Report, failure part: the provider's status, the key's cooldown (and
 /// its event), a key taken out. The breaker hears the decision's health
 /// through the attempt's verdict.
@@ -698,15 +709,6 @@ impl AttemptVerdict {
             }
         }
     }
-}
-
-/// Counts an upstream wait for the provider's latency histogram and the
-/// request's gateway-overhead figure.
-fn observe_upstream(call: &Call<'_>, elapsed: Duration) {
-    if let Some(time) = call.upstream_time {
-        time.add(elapsed);
-    }
-    call.gw.metrics.observe_upstream(&call.provider.id, elapsed);
 }
 
 /// Publishes the breaker's new state when `record` moved it. A permit is
@@ -829,7 +831,7 @@ async fn complete(
     let upstream_error = |message: String| RoutingError::provider(&provider.id, message, None);
     let read_at = clock::now();
     let body = req.gw.upstream.read_body(response).await.map_err(|e| upstream_error(e.to_string()))?;
-    req.upstream_time.add(read_at.elapsed());
+    req.upstream_time.add(clock::now().saturating_duration_since(read_at));
     let normalized = match adapter.normalize_response(ctx, &head, &body).await {
         Ok(Ok(n)) => n,
         Ok(Err(failure)) => return Err(upstream_error(failure.message)),

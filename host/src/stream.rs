@@ -461,7 +461,7 @@ impl Relay {
         match result {
             Ok(()) => {
                 tracing::info!(request_id = %self.request_id, provider = %provider,
-                    continued = self.splice.is_some(), latency_ms = started.elapsed().as_millis() as u64, "stream completed");
+                    continued = self.splice.is_some(), latency_ms = crate::clock::now().saturating_duration_since(started).as_millis() as u64, "stream completed");
             }
             Err(Cut::ClientGone) => {
                 tracing::info!(request_id = %self.request_id, provider = %provider, "client closed the stream");
