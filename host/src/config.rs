@@ -399,6 +399,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses a `plugins.toml` text (relative paths against `base_dir`) and
+    /// overlays the given environment. No file is watched or re-read: a
+    /// configuration built this way has no path (the in-process tests).
+    pub fn from_toml_str(text: &str, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: "<string>".into(), message: e.to_string() })?;
+        Self::build(file, base_dir, env)
+    }
+
     /// Re-reads the providers and routes of `plugins.toml` (for a hot
     /// reload), with the environment this process started with. Only
     /// `[providers.*]` and `[routes.*]` take effect at runtime; other

@@ -13,6 +13,7 @@
 //! state in tiers; `docs/architecture.md` has the map.
 
 pub mod access;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod live;
@@ -22,3 +23,8 @@ pub mod redact;
 pub mod routing;
 pub mod state;
 pub mod validate;
+
+#[cfg(test)]
+mod core_tests;
+#[cfg(test)]
+mod testing;

@@ -136,11 +136,6 @@ impl ApiError {
         Self::invalid(vec![Issue { path: format!("header {name}"), message: message.into() }])
     }
 
-    /// The message clients see (secrets redacted).
-    pub fn message(&self) -> String {
-        self.body().get("message").and_then(Value::as_str).unwrap_or_default().to_owned()
-    }
-
     fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest { .. } | Self::StrictMetaForbidden { .. } | Self::ModelNotSupported { .. } => {
@@ -226,10 +221,7 @@ impl ApiError {
             Self::NoProvidersConfigured { hint } => hint.clone(),
             Self::StrictMetaForbidden { model } => {
                 body.insert("requested_model".into(), model.as_str().into());
-                format!(
-                    "Strict mode forbids meta-model \"{model}\". Specify a concrete model like \
-                     \"groq/llama-3.3-70b-versatile\" or disable strict mode."
-                )
+                crate::routing::error::strict_meta_message(model)
             }
             Self::ModelNotSupported { model, message } => {
                 body.insert("requested_model".into(), model.as_str().into());

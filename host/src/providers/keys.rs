@@ -117,7 +117,7 @@ impl KeyRing {
     }
 
     fn from_keys(secrets: Vec<Option<String>>, limits: Limits) -> Self {
-        let epoch = Instant::now();
+        let epoch = crate::clock::now();
         Self {
             keys: secrets
                 .into_iter()
@@ -220,7 +220,7 @@ impl KeyRing {
     /// Rests a key for `wait` (callers clamp it; see [`clamp_cooldown`]).
     pub fn cool_down(&self, index: usize, wait: Duration) {
         if let Some(key) = self.keys.get(index) {
-            let until = self.ms(Instant::now()) + wait.as_millis() as u64;
+            let until = self.ms(crate::clock::now()) + wait.as_millis() as u64;
             key.cooled_until_ms.fetch_max(until, Ordering::Relaxed);
         }
     }
@@ -262,21 +262,21 @@ impl KeyRing {
     /// Corrects a reservation to the real token use (`None`: keep the estimate).
     pub fn settle(&self, index: usize, reservation: Reservation, actual_tokens: Option<u32>) {
         if let (Some(key), Some(tokens)) = (self.keys.get(index), actual_tokens) {
-            key.windows.settle(reservation, tokens, Instant::now());
+            key.windows.settle(reservation, tokens, crate::clock::now());
         }
     }
 
     /// Undoes a reservation (the request never reached the upstream).
     pub fn release(&self, index: usize, reservation: Reservation) {
         if let Some(key) = self.keys.get(index) {
-            key.windows.release(reservation, Instant::now());
+            key.windows.release(reservation, crate::clock::now());
         }
     }
 
     /// Time until the key is usable, or `None` when it already is.
     pub fn cooldown_left(&self, index: usize) -> Option<Duration> {
         let until = self.keys.get(index)?.cooled_until_ms.load(Ordering::Relaxed);
-        let now = self.ms(Instant::now());
+        let now = self.ms(crate::clock::now());
         (until > now).then(|| Duration::from_millis(until - now))
     }
 
@@ -293,7 +293,7 @@ impl KeyRing {
 
     /// Every key's windows and cooldown, for the persistent store.
     pub fn export_state(&self, provider: &str) -> Vec<(String, KeyState)> {
-        self.export_state_at(provider, Instant::now(), SystemTime::now())
+        self.export_state_at(provider, crate::clock::now(), SystemTime::now())
     }
 
     fn export_state_at(&self, provider: &str, now: Instant, wall_now: SystemTime) -> Vec<(String, KeyState)> {
@@ -315,7 +315,7 @@ impl KeyRing {
     /// whose secret changed start fresh). A saved rest continues for what was
     /// left of it, at most a day (a clock jump cannot bench a key for longer).
     pub fn restore_state(&mut self, provider: &str, saved: &dyn Fn(&str) -> Option<KeyState>) {
-        self.restore_state_at(provider, saved, Instant::now(), SystemTime::now());
+        self.restore_state_at(provider, saved, crate::clock::now(), SystemTime::now());
     }
 
     fn restore_state_at(

@@ -1,20 +1,35 @@
 //! The failover loop: walks a [`Plan`]'s candidates until one answers.
 //!
-//! Per target: the circuit breaker must admit the call; a key with room in
-//! its windows is picked; the adapter maps the request (wasm); the host
-//! sends it; a 2xx is normalized (or, for a stream, committed once its first
-//! chunk arrives), anything else is classified by the adapter.
+//! Each attempt goes through the same phases, in this order:
 //!
-//! | Failure | Effect |
-//! |---|---|
-//! | rate-limited | key cools for the clamped `Retry-After` (60 s default); next key, else next target. A short wait on the route's primary target is waited out once when the deadline allows. |
-//! | quota-exhausted | key cools until the quota resets; next key, else next target |
-//! | key-invalid | key taken out (reported in status); next key |
-//! | transient, timeout, connection error, adapter fault | retried on the same target with jittered backoff (bounded), then breaker failure and next target |
-//! | unsupported | next target, no breaker effect |
-//! | context-length | the route's context fallbacks are tried, else the error is returned |
-//! | request-invalid, content-filter | returned at once with the provider's reason |
+//! 1. **plan**: [`route`] takes the candidates in the plan's order (the
+//!    route deadline checked before each) and, for a context-length
+//!    failure, the route's context fallbacks.
+//! 2. **acquire**: the target's circuit breaker must grant a permit
+//!    ([`acquire_target`]: the adapter version, a canary's share included,
+//!    and the [`AttemptVerdict`] that will record the outcome), then a key
+//!    with room in its windows is reserved ([`acquire_key`]).
+//! 3. **send**: the adapter maps the request (wasm) and the host sends it
+//!    ([`send`]); a request that never reached the upstream releases its
+//!    key reservation.
+//! 4. **classify**: a non-2xx is read and classified by the adapter
+//!    ([`classify`]); a 2xx is normalized, or for a stream committed once
+//!    its first chunk arrives ([`crate::routing::stream::start`]), and what goes
+//!    wrong there is classified too. Every failure becomes an
+//!    [`AttemptFailure`] and a [`RoutingError`].
+//! 5. **decide**: one pure function, [`crate::routing::decide::decide`], says what
+//!    the failure leads to (retry the target, wait out a short
+//!    `Retry-After`, next key, next target, context fallbacks, stop), what
+//!    it means for the breaker and for the key. Its module documentation
+//!    holds the table.
+//! 6. **report**: [`report_sent`], [`report_failure`] and [`report_answer`]
+//!    are the one place that feeds the provider's stats, the key's
+//!    cooldowns, `/metrics` and the event feed; the [`AttemptVerdict`]
+//!    feeds the breaker (at once, or when a committed stream ends, where
+//!    the stream counts its own success or failure).
 //!
+//! A stream cut after content is resumed through the same acquire, send,
+//! classify, decide and report phases ([`crate::routing::stream`]'s continuation).
 //! Failover only happens before the first byte reaches the client. Strict
 //! mode makes exactly one attempt with one key.
 
@@ -28,15 +43,18 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::access::virtual_keys::Ticket;
-use crate::http::error::ApiError;
+use crate::clock;
+use crate::ops::metrics::UpstreamTime;
 use crate::ops::stats::unix_ms;
-use crate::providers::keys::{DEFAULT_COOLDOWN, clamp_cooldown};
 use crate::providers::{ProviderEntry, Registry};
+use crate::routing::decide::{Action, AttemptFailure, Blame, Context, Decision, KeyEffect, decide};
+use crate::routing::error::RoutingError;
 use crate::routing::router::{Candidate, Plan, PlanKind, RouteTable};
 use crate::routing::stream::{self, StreamStart};
 use crate::routing::upstream::{UpstreamError, UpstreamResponse, response_head};
 use crate::state::SharedGateway;
 use freellm_limits::breaker::{Outcome as BreakerOutcome, Permit};
+use freellm_limits::quota::Reservation;
 use freellm_runtime::Adapter;
 use freellm_runtime::types::{CallContext, Failure, FailureKind, FinishReason, ResponseHead, Usage};
 
@@ -91,7 +109,7 @@ pub struct RouteRequest<'a> {
     /// settles it when it ends.
     pub ticket: std::sync::Mutex<Option<Ticket>>,
     /// Time spent waiting on upstreams (for the gateway-overhead metric).
-    pub upstream_time: crate::ops::metrics::UpstreamTime,
+    pub upstream_time: UpstreamTime,
 }
 
 /// A successful answer and how it was routed.
@@ -116,8 +134,8 @@ pub struct Answered {
 
 /// A route that found no answer.
 pub struct Unanswered {
-    /// What the client gets.
-    pub error: ApiError,
+    /// Why.
+    pub error: RoutingError,
     /// Providers tried, in order.
     pub attempted: Vec<String>,
 }
@@ -125,12 +143,12 @@ pub struct Unanswered {
 /// What one target attempt came to.
 enum TargetOutcome {
     Answered(Box<AnsweredTarget>),
-    /// Move on; the error is kept for the final report.
-    Next(Option<ApiError>),
-    /// The prompt is too long for this target.
-    ContextLength(ApiError),
+    /// Move on (the failure, if any, is in the request's memory).
+    Next,
+    /// The prompt is too long for this target: try the context fallbacks.
+    ContextFallbacks,
     /// Stop routing and return this error.
-    Stop(ApiError),
+    Stop(RoutingError),
 }
 
 struct AnsweredTarget {
@@ -146,7 +164,7 @@ struct Memory {
     attempted: Vec<String>,
     failures: u32,
     rate_limited: bool,
-    last_error: Option<ApiError>,
+    last_error: Option<RoutingError>,
 }
 
 impl Memory {
@@ -155,11 +173,23 @@ impl Memory {
             self.attempted.push(id.to_owned());
         }
     }
+
+    /// Counts a failure the route moves past, as `decide` blamed it.
+    fn blame(&mut self, blame: Blame, error: RoutingError) {
+        match blame {
+            Blame::None => {}
+            Blame::RateLimited => self.last_error = Some(error),
+            Blame::Failure => {
+                self.failures += 1;
+                self.last_error = Some(error);
+            }
+        }
+    }
 }
 
 /// Routes a request through its plan.
 pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unanswered> {
-    let started = Instant::now();
+    let started = clock::now();
     let deadline = started + req.gw.config.upstream.route_timeout;
     let mut memory = Memory::default();
     let all: Vec<Candidate> = plan.candidates.clone();
@@ -167,7 +197,7 @@ pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unans
     let mut fallbacks = Some(plan.context_fallbacks);
     let mut first_try = true;
     while let Some(candidate) = queue.pop_front() {
-        if Instant::now() >= deadline {
+        if clock::now() >= deadline {
             let message = format!(
                 "Routing timeout ({}ms) exceeded for model: {}",
                 req.gw.config.upstream.route_timeout.as_millis(),
@@ -179,8 +209,9 @@ pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unans
         // short Retry-After: a rotated-in target simply fails over.
         let primary = first_try && plan.primary.as_ref().is_some_and(|p| Arc::ptr_eq(p, &candidate.provider));
         first_try = false;
-        let outcome = attempt_target(req, &candidate, &all, primary, deadline, &mut memory).await;
-        match outcome {
+        let has_fallbacks = fallbacks.as_ref().is_some_and(|f| !f.is_empty());
+        let target = TargetRoute { candidate: &candidate, all: &all, primary, deadline, has_fallbacks };
+        match attempt_target(req, &target, &mut memory).await {
             TargetOutcome::Answered(a) => {
                 let reason = if memory.failures > 0 || memory.rate_limited {
                     RouteReason::Failover
@@ -202,22 +233,13 @@ pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unans
                     body: a.body,
                 });
             }
-            TargetOutcome::Next(error) => {
-                if let Some(e) = error {
-                    memory.failures += 1;
-                    memory.last_error = Some(e);
-                }
+            TargetOutcome::Next => {}
+            TargetOutcome::ContextFallbacks => {
+                tracing::info!(request_id = %req.request_id, provider = %candidate.provider.id,
+                    "prompt too long; trying the route's context fallbacks");
+                let more = fallbacks.take().unwrap_or_default();
+                queue.extend(more.into_iter().filter(|c| !Arc::ptr_eq(&c.provider, &candidate.provider)));
             }
-            TargetOutcome::ContextLength(error) => match fallbacks.take() {
-                Some(more) if !more.is_empty() && !req.strict => {
-                    tracing::info!(request_id = %req.request_id, provider = %candidate.provider.id,
-                        "prompt too long; trying the route's context fallbacks");
-                    memory.failures += 1;
-                    memory.last_error = Some(error);
-                    queue.extend(more.into_iter().filter(|c| !Arc::ptr_eq(&c.provider, &candidate.provider)));
-                }
-                _ => return Err(Unanswered { error, attempted: memory.attempted }),
-            },
             TargetOutcome::Stop(error) => return Err(Unanswered { error, attempted: memory.attempted }),
         }
     }
@@ -231,313 +253,425 @@ pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unans
     Err(Unanswered { error, attempted: memory.attempted })
 }
 
-/// Tries one target: keys in rotation, bounded retries, breaker accounting.
-async fn attempt_target(
-    req: &RouteRequest<'_>,
-    candidate: &Candidate,
-    all: &[Candidate],
+/// Where one target stands in the plan.
+struct TargetRoute<'c> {
+    candidate: &'c Candidate,
+    /// Every candidate (a stream's continuation may resume on them).
+    all: &'c [Candidate],
+    /// The route's primary target, on its first try.
     primary: bool,
     deadline: Instant,
-    memory: &mut Memory,
-) -> TargetOutcome {
+    /// The route still has context fallbacks.
+    has_fallbacks: bool,
+}
+
+/// Tries one target: the phases of the module documentation, in a loop
+/// over keys and bounded retries until `decide` moves on.
+async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory: &mut Memory) -> TargetOutcome {
+    let candidate = target.candidate;
     let provider = &candidate.provider;
-    // The adapter version for this request: a canary takes its share.
-    let Some((adapter, on_canary)) = provider.select_adapter() else { return TargetOutcome::Next(None) };
-    let permit = match provider.breaker.try_acquire(Instant::now()) {
-        Ok(p) => p,
-        Err(open) => {
-            tracing::debug!(request_id = %req.request_id, provider = %provider.id, retry_in_ms = open.retry_in.as_millis() as u64,
-                "circuit open; skipping");
-            return TargetOutcome::Next(None);
-        }
+    let Some((adapter, verdict)) = acquire_target(req.gw, provider, req.request_id) else {
+        return TargetOutcome::Next;
     };
     // A half-open probe is one attempt: its outcome decides the breaker, and
     // a retry would only hammer a provider that is likely still down.
-    let retry_budget = if permit.is_probe() { 0 } else { candidate.retries };
+    let retry_budget = if verdict.is_probe() { 0 } else { candidate.retries };
     // A committed stream takes this along and records its verdict when it
     // ends; otherwise it is recorded below, once the attempt is decided.
-    let verdict = std::sync::Mutex::new(Some(AttemptVerdict {
-        gw: req.gw.clone(),
-        provider: provider.clone(),
-        permit,
-        on_canary,
-    }));
-    let routing = &req.gw.config.routing;
+    let verdict = std::sync::Mutex::new(Some(verdict));
     let ctx = adapter.context(req.request_id, &candidate.upstream_model, req.is_stream);
+    let call = Call {
+        gw: req.gw,
+        request_id: req.request_id,
+        provider,
+        adapter: &adapter,
+        ctx: &ctx,
+        upstream_time: Some(&req.upstream_time),
+    };
     // Streams report usage only when asked: ask the providers that can, and
     // keep the extra usage chunk from clients that did not ask themselves.
     let (body, hide_usage_chunks) = match with_stream_usage(req, &adapter) {
         Some(body) => (body, true),
         None => (req.body.clone(), false),
     };
+    let routing = &req.gw.config.routing;
     let mut tried_keys: Vec<usize> = Vec::new();
-    let mut transient_tries = 0u32;
+    let mut retries = 0u32;
     let mut waited_retry_after = false;
-    let mut breaker_outcome = BreakerOutcome::Neutral;
+    let mut health = BreakerOutcome::Neutral;
     let result = loop {
-        if Instant::now() >= deadline {
-            break TargetOutcome::Next(None);
+        if clock::now() >= target.deadline {
+            break TargetOutcome::Next;
         }
-        let picked = match provider.keys.pick(&tried_keys, Instant::now(), req.estimated_tokens) {
-            Ok(p) => p,
+        let mut key = match acquire_key(provider, &tried_keys, clock::now(), req.estimated_tokens) {
+            Ok(key) => key,
             // Keys cooling down or with full windows: a rate limit, with an
             // ETA. Keys all tried or invalid: nothing more to do here.
             Err(wait) => {
                 memory.rate_limited |= wait != Duration::MAX;
-                break TargetOutcome::Next(None);
+                break TargetOutcome::Next;
             }
         };
         memory.note(&provider.id);
-        let key_index = picked.index;
-        let secret = picked.secret.map(str::to_owned);
-        let reservation = picked.reservation;
-
-        let upstream_request = match adapter.map_request(&ctx, &body).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(failure)) => {
-                provider.keys.release(key_index, reservation);
-                break match failure.kind {
-                    FailureKind::Unsupported => TargetOutcome::Next(None),
-                    FailureKind::ContextLength => TargetOutcome::ContextLength(provider_error(provider, &failure)),
-                    FailureKind::RequestInvalid | FailureKind::ContentFilter => {
-                        TargetOutcome::Stop(provider_error(provider, &failure))
-                    }
-                    _ => TargetOutcome::Next(Some(provider_error(provider, &failure))),
-                };
+        let key_index = key.index;
+        let answer = match send(&call, &body, &mut key).await {
+            Ok(response) if response.status().is_success() => {
+                answer(req, &call, target, key, response, hide_usage_chunks, &verdict).await
             }
-            Err(fault) => {
-                provider.keys.release(key_index, reservation);
-                breaker_outcome = BreakerOutcome::Failure;
-                let error = ApiError::AdapterFault { provider: provider.id.to_string(), message: fault.to_string() };
-                provider.stats.failure(unix_ms(SystemTime::now()), false, &fault.to_string());
-                break TargetOutcome::Next(Some(error));
-            }
+            Ok(response) => Err(classify(&call, response).await),
+            Err(failed) => Err(failed),
         };
-
-        provider.stats.attempt(unix_ms(SystemTime::now()));
-        let sent_at = Instant::now();
-        let sent =
-            req.gw.upstream.send(&provider.base_url, upstream_request, &adapter.info.auth, secret.as_deref()).await;
-        observe_upstream(req, provider, sent_at.elapsed());
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(request_id = %req.request_id, provider = %provider.id, error = %e, "upstream attempt failed");
-                provider.stats.failure(unix_ms(SystemTime::now()), false, &e.to_string());
-                if let UpstreamError::BadAdapterRequest(m) = e {
-                    provider.keys.release(key_index, reservation);
-                    breaker_outcome = BreakerOutcome::Failure;
-                    break TargetOutcome::Next(Some(ApiError::AdapterFault {
-                        provider: provider.id.to_string(),
-                        message: m,
-                    }));
-                }
-                let error = ApiError::ProviderUpstream {
-                    provider: provider.id.to_string(),
-                    message: format!("Provider {} failed: {e}", provider.id),
-                    upstream_code: None,
-                };
-                if req.strict {
-                    break TargetOutcome::Stop(error);
-                }
-                // A silent upstream moves on at once: a retry on it would
-                // cost the caller another full timeout. Same-target retries
-                // are for fast failures (refused, reset).
-                if !e.is_timeout()
-                    && retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await
-                {
-                    tried_keys.clear();
-                    continue;
-                }
-                breaker_outcome = BreakerOutcome::Failure;
-                break TargetOutcome::Next(Some(error));
+        let failed = match answer {
+            Ok(answered) => {
+                report_answer(req, &call, key_index, &answered);
+                health = BreakerOutcome::Success;
+                break TargetOutcome::Answered(Box::new(answered));
             }
+            Err(failed) => failed,
         };
-        let head = response_head(&response);
-
-        if response.status().is_success() {
-            let answered = if req.is_stream {
-                let start = StreamStart {
-                    adapter: adapter.clone(),
-                    ctx: ctx.clone(),
-                    head,
-                    response,
-                    timeouts: *req.gw.upstream.timeouts(),
-                    first_token_timeout: req.gw.config.routing.first_token_timeout,
-                    request_id: req.request_id.to_owned(),
-                    provider: provider.clone(),
-                    key_index,
-                    reservation,
-                    hide_usage_chunks,
-                    continuation: stream::Continuation::new(req.gw.clone(), req.request.clone(), all.to_vec()),
-                    ticket: &req.ticket,
-                    verdict: &verdict,
-                };
-                // The stream settles its own reservations when it ends.
-                stream::start(start).await.map(|response| AnsweredTarget {
-                    response,
-                    usage: None,
-                    finish_reason: None,
-                    body: None,
-                })
-            } else {
-                let answered = complete(req, &adapter, &ctx, head, response, provider).await;
-                let tokens = answered.as_ref().ok().and_then(|a| a.usage.map(|u| u.total_tokens));
-                provider.keys.settle(key_index, reservation, tokens);
-                answered
-            };
-            match answered {
-                Ok(a) => {
-                    provider.keys.clear(key_index);
-                    if let Some(u) = a.usage {
-                        req.gw.metrics.record_tokens(&provider.id, u.prompt_tokens, u.completion_tokens);
-                        provider.stats.usage.record(
-                            unix_ms(SystemTime::now()),
-                            u64::from(u.prompt_tokens),
-                            u64::from(u.completion_tokens),
-                        );
-                    }
-                    // A committed stream counts its success or failure
-                    // when it ends (with the verdict it took along).
-                    if !req.is_stream {
-                        provider.stats.success();
-                    }
-                    breaker_outcome = BreakerOutcome::Success;
-                    break TargetOutcome::Answered(Box::new(a));
-                }
-                Err(error) => {
-                    provider.stats.failure(unix_ms(SystemTime::now()), false, &error.message());
-                    if req.strict {
-                        break TargetOutcome::Stop(error);
-                    }
-                    // A trapping adapter would trap again: no retry on it.
-                    let retryable = !matches!(error, ApiError::AdapterFault { .. });
-                    if retryable
-                        && retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await
-                    {
-                        continue;
-                    }
-                    breaker_outcome = BreakerOutcome::Failure;
-                    break TargetOutcome::Next(Some(error));
-                }
-            }
+        let now = clock::now();
+        let context = Context {
+            strict: req.strict,
+            retries_left: retry_budget.saturating_sub(retries),
+            backoff: jittered_backoff(routing.retry_backoff, retries),
+            remaining: target.deadline.saturating_duration_since(now),
+            may_wait_retry_after: target.primary && !waited_retry_after,
+            max_retry_after_wait: routing.max_retry_after_wait,
+            context_fallbacks: target.has_fallbacks,
+        };
+        let decision = decide(failed.failure, &context);
+        report_failure(&call, key_index, &failed, &decision);
+        health = decision.health;
+        if decision.blame == Blame::RateLimited {
+            memory.rate_limited = true;
         }
-
-        let status = head.status;
-        let error_body = req.gw.upstream.read_body(response).await.unwrap_or_default();
-        let failure = match adapter.classify_failure(&ctx, &head, &error_body).await {
-            Ok(f) => f,
-            Err(fault) => Failure {
-                kind: FailureKind::Transient,
-                message: format!("{status} from upstream; {fault}"),
-                retry_after_ms: None,
-                upstream_code: None,
-            },
-        };
-        let limited = matches!(failure.kind, FailureKind::RateLimited | FailureKind::QuotaExhausted);
-        provider.stats.failure(unix_ms(SystemTime::now()), limited, &failure.message);
-        tracing::warn!(
-            request_id = %req.request_id, provider = %provider.id, key_index, status, kind = ?failure.kind,
-            retry_after_ms = failure.retry_after_ms, "upstream refused"
-        );
-        match failure.kind {
-            FailureKind::RateLimited => {
-                memory.rate_limited = true;
-                let wait = failure.retry_after_ms.map(Duration::from_millis);
-                provider.keys.cool_down(key_index, clamp_cooldown(wait.unwrap_or(DEFAULT_COOLDOWN)));
-                req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
-                if req.strict {
-                    break TargetOutcome::Stop(ApiError::ProviderRateLimited {
-                        provider: provider.id.to_string(),
-                        message: failure.message.clone(),
-                        retry_after_ms: Some(clamp_cooldown(wait.unwrap_or(DEFAULT_COOLDOWN)).as_millis() as u64),
-                    });
-                }
-                // A short wait on the primary target is cheaper than failing over.
-                if let Some(wait) = wait
-                    && primary
-                    && !waited_retry_after
-                    && wait <= routing.max_retry_after_wait
-                    && Instant::now() + wait < deadline
-                {
-                    tracing::info!(request_id = %req.request_id, provider = %provider.id, wait_ms = wait.as_millis() as u64,
-                        "waiting out a short Retry-After on the primary target");
-                    waited_retry_after = true;
-                    tokio::time::sleep(wait).await;
-                    provider.keys.clear(key_index);
-                    continue;
-                }
-                memory.last_error = Some(provider_error(provider, &failure));
+        match decision.action {
+            Action::RetryTarget { after } => {
+                tokio::time::sleep(after).await;
+                retries += 1;
+                tried_keys.clear();
+            }
+            Action::WaitOutKey { after } => {
+                tracing::info!(request_id = %req.request_id, provider = %provider.id, wait_ms = after.as_millis() as u64,
+                    "waiting out a short Retry-After on the primary target");
+                waited_retry_after = true;
+                tokio::time::sleep(after).await;
+                provider.keys.clear(key_index);
+            }
+            Action::NextKey => {
+                memory.blame(decision.blame, failed.error);
                 tried_keys.push(key_index);
             }
-            FailureKind::QuotaExhausted => {
-                memory.rate_limited = true;
-                provider.keys.exhaust_quota(
-                    key_index,
-                    failure.retry_after_ms.map(Duration::from_millis),
-                    SystemTime::now(),
-                );
-                req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
-                if req.strict {
-                    break TargetOutcome::Stop(ApiError::ProviderRateLimited {
-                        provider: provider.id.to_string(),
-                        message: failure.message.clone(),
-                        retry_after_ms: provider.keys.cooldown_left(key_index).map(|d| d.as_millis() as u64),
-                    });
-                }
-                memory.last_error = Some(provider_error(provider, &failure));
-                tried_keys.push(key_index);
+            Action::NextTarget => {
+                memory.blame(decision.blame, failed.error);
+                break TargetOutcome::Next;
             }
-            FailureKind::KeyInvalid => {
-                tracing::error!(provider = %provider.id, key_index, "upstream rejected the key; taking it out of rotation");
-                provider.keys.disable(key_index, &failure.message);
-                let error = provider_error(provider, &failure);
-                if req.strict {
-                    break TargetOutcome::Stop(error);
-                }
-                memory.failures += 1;
-                memory.last_error = Some(error);
-                tried_keys.push(key_index);
+            Action::ContextFallbacks => {
+                memory.blame(decision.blame, failed.error);
+                break TargetOutcome::ContextFallbacks;
             }
-            FailureKind::Transient => {
-                let error = provider_error(provider, &failure);
-                if let Some(ms) = failure.retry_after_ms {
-                    provider.keys.cool_down(key_index, clamp_cooldown(Duration::from_millis(ms)));
-                    req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
-                }
-                // A client error (an adapter may still call it transient, as
-                // Ollama's 404 for a model it has not pulled) says nothing
-                // about the provider's health, and the same request would
-                // get the same answer: fail over, but neither retry it nor
-                // count it against the breaker.
-                let health = if is_client_error(status) { BreakerOutcome::Neutral } else { BreakerOutcome::Failure };
-                if req.strict {
-                    breaker_outcome = health;
-                    break TargetOutcome::Stop(error);
-                }
-                if health == BreakerOutcome::Failure
-                    && retry_transient(&mut transient_tries, retry_budget, routing.retry_backoff, deadline).await
-                {
-                    tried_keys.clear();
-                    continue;
-                }
-                breaker_outcome = health;
-                break TargetOutcome::Next(Some(error));
-            }
-            FailureKind::Unsupported => break TargetOutcome::Next(None),
-            FailureKind::ContextLength => break TargetOutcome::ContextLength(provider_error(provider, &failure)),
-            FailureKind::RequestInvalid | FailureKind::ContentFilter => {
-                break TargetOutcome::Stop(provider_error(provider, &failure));
-            }
-        }
-        if req.strict {
-            break TargetOutcome::Stop(memory.last_error.take().unwrap_or_else(|| provider_error(provider, &failure)));
+            Action::Stop => break TargetOutcome::Stop(stop_error(provider, key_index, failed, &decision)),
         }
     };
     if let Some(verdict) = verdict.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        verdict.record(breaker_outcome);
+        verdict.record(health);
     }
     result
+}
+
+/// The error a stopped route returns: a strict request's rate limit says
+/// when the key is usable again; anything else is the failure itself.
+fn stop_error(provider: &ProviderEntry, key_index: usize, failed: Failed, decision: &Decision) -> RoutingError {
+    let retry_after_ms = match decision.key {
+        KeyEffect::CoolDown(wait) => Some(wait.as_millis() as u64),
+        KeyEffect::ExhaustQuota(_) => provider.keys.cooldown_left(key_index).map(|d| d.as_millis() as u64),
+        KeyEffect::Keep | KeyEffect::Disable => return failed.error,
+    };
+    if decision.blame != Blame::RateLimited {
+        return failed.error;
+    }
+    match failed.error {
+        RoutingError::Provider { provider, message, .. } => {
+            RoutingError::RateLimited { provider, message, retry_after_ms }
+        }
+        other => other,
+    }
+}
+
+/// One attempt's fixed parts: who is called, with which adapter and call
+/// context.
+pub(crate) struct Call<'a> {
+    /// The gateway (upstream client, events, metrics).
+    pub gw: &'a SharedGateway,
+    /// For log lines.
+    pub request_id: &'a str,
+    /// The provider tried.
+    pub provider: &'a Arc<ProviderEntry>,
+    /// The adapter version that maps and classifies.
+    pub adapter: &'a Arc<Adapter>,
+    /// The adapter's call context.
+    pub ctx: &'a CallContext,
+    /// Where upstream waits are added up (the gateway-overhead figure).
+    pub upstream_time: Option<&'a UpstreamTime>,
+}
+
+/// A key reserved for one attempt.
+pub(crate) struct KeyGrant {
+    /// The key's index in the provider's ring.
+    pub index: usize,
+    secret: Option<String>,
+    /// The request counted in the key's windows, until it is settled,
+    /// released or handed to a stream.
+    reservation: Option<Reservation>,
+}
+
+impl KeyGrant {
+    /// Undoes the reservation: the request never reached the upstream.
+    fn release(&mut self, provider: &ProviderEntry) {
+        if let Some(reservation) = self.reservation.take() {
+            provider.keys.release(self.index, reservation);
+        }
+    }
+
+    /// Hands the reservation on (to a stream, which settles it when it ends).
+    pub(crate) fn take_reservation(&mut self) -> Option<Reservation> {
+        self.reservation.take()
+    }
+}
+
+/// A failed attempt, classified.
+pub(crate) struct Failed {
+    /// What went wrong, for [`decide`].
+    pub failure: AttemptFailure,
+    /// What the client learns if routing ends here.
+    pub error: RoutingError,
+    /// The provider's last error for its status; `None` when the provider
+    /// is not to blame (its adapter declined to map the request).
+    pub detail: Option<String>,
+}
+
+/// Acquire, target part: the adapter version (a canary takes its share)
+/// and a breaker permit, wrapped in the verdict that will record the
+/// outcome.
+pub(crate) fn acquire_target(
+    gw: &SharedGateway,
+    provider: &Arc<ProviderEntry>,
+    request_id: &str,
+) -> Option<(Arc<Adapter>, AttemptVerdict)> {
+    let (adapter, on_canary) = provider.select_adapter()?;
+    match provider.breaker.try_acquire(clock::now()) {
+        Ok(permit) => Some((adapter, AttemptVerdict { gw: gw.clone(), provider: provider.clone(), permit, on_canary })),
+        Err(open) => {
+            tracing::debug!(request_id, provider = %provider.id, retry_in_ms = open.retry_in.as_millis() as u64,
+                "circuit open; skipping");
+            None
+        }
+    }
+}
+
+/// Acquire, key part: the next key in rotation with room for the request,
+/// its use reserved. `Err` holds how long until one frees up.
+pub(crate) fn acquire_key(
+    provider: &ProviderEntry,
+    exclude: &[usize],
+    now: Instant,
+    estimated_tokens: u32,
+) -> Result<KeyGrant, Duration> {
+    let picked = provider.keys.pick(exclude, now, estimated_tokens)?;
+    Ok(KeyGrant {
+        index: picked.index,
+        secret: picked.secret.map(str::to_owned),
+        reservation: Some(picked.reservation),
+    })
+}
+
+/// Send: the adapter maps the request and the host sends it, waiting for
+/// the response head. A request that never reached the upstream releases
+/// its key reservation.
+pub(crate) async fn send(call: &Call<'_>, body: &[u8], key: &mut KeyGrant) -> Result<UpstreamResponse, Failed> {
+    let provider = call.provider;
+    let upstream_request = match call.adapter.map_request(call.ctx, body).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(failure)) => {
+            key.release(provider);
+            let error = provider_error(provider, &failure);
+            return Err(Failed { failure: AttemptFailure::MapRefused(failure.kind), error, detail: None });
+        }
+        Err(fault) => {
+            key.release(provider);
+            let message = fault.to_string();
+            return Err(Failed {
+                failure: AttemptFailure::AdapterFault,
+                error: RoutingError::AdapterFault { provider: provider.id.to_string(), message: message.clone() },
+                detail: Some(message),
+            });
+        }
+    };
+    let sent_at = clock::now();
+    let auth = &call.adapter.info.auth;
+    let sent = call.gw.upstream.send(&provider.base_url, upstream_request, auth, key.secret.as_deref()).await;
+    report_sent(call, clock::now().saturating_duration_since(sent_at));
+    sent.map_err(|e| {
+        tracing::warn!(request_id = %call.request_id, provider = %provider.id, error = %e, "upstream attempt failed");
+        let detail = Some(e.to_string());
+        match e {
+            UpstreamError::BadAdapterRequest(message) => {
+                key.release(provider);
+                let error = RoutingError::AdapterFault { provider: provider.id.to_string(), message };
+                Failed { failure: AttemptFailure::AdapterFault, error, detail }
+            }
+            e => {
+                let failure = if e.is_timeout() { AttemptFailure::Silent } else { AttemptFailure::Unreachable };
+                let error = RoutingError::provider(&provider.id, format!("Provider {} failed: {e}", provider.id), None);
+                Failed { failure, error, detail }
+            }
+        }
+    })
+}
+
+/// Classify: a non-2xx answer, read and classified by the adapter. An
+/// adapter that traps while classifying leaves a transient failure.
+pub(crate) async fn classify(call: &Call<'_>, response: UpstreamResponse) -> Failed {
+    let head = response_head(&response);
+    let status = head.status;
+    let error_body = call.gw.upstream.read_body(response).await.unwrap_or_default();
+    let failure = match call.adapter.classify_failure(call.ctx, &head, &error_body).await {
+        Ok(f) => f,
+        Err(fault) => Failure {
+            kind: FailureKind::Transient,
+            message: format!("{status} from upstream; {fault}"),
+            retry_after_ms: None,
+            upstream_code: None,
+        },
+    };
+    tracing::warn!(
+        request_id = %call.request_id, provider = %call.provider.id, status, kind = ?failure.kind,
+        retry_after_ms = failure.retry_after_ms, "upstream refused"
+    );
+    Failed {
+        failure: AttemptFailure::Refused {
+            kind: failure.kind,
+            status,
+            retry_after: failure.retry_after_ms.map(Duration::from_millis),
+        },
+        error: provider_error(call.provider, &failure),
+        detail: Some(failure.message),
+    }
+}
+
+/// Classify, 2xx part: a non-streaming answer is read and normalized; a
+/// stream is committed once its first chunk arrives. What goes wrong
+/// before that is a failed attempt like any other.
+async fn answer(
+    req: &RouteRequest<'_>,
+    call: &Call<'_>,
+    target: &TargetRoute<'_>,
+    mut key: KeyGrant,
+    response: UpstreamResponse,
+    hide_usage_chunks: bool,
+    verdict: &std::sync::Mutex<Option<AttemptVerdict>>,
+) -> Result<AnsweredTarget, Failed> {
+    let provider = call.provider;
+    let head = response_head(&response);
+    if req.is_stream {
+        let start = StreamStart {
+            adapter: call.adapter.clone(),
+            ctx: call.ctx.clone(),
+            head,
+            response,
+            timeouts: *req.gw.upstream.timeouts(),
+            first_token_timeout: req.gw.config.routing.first_token_timeout,
+            request_id: req.request_id.to_owned(),
+            provider: provider.clone(),
+            key_index: key.index,
+            reservation: key.take_reservation(),
+            hide_usage_chunks,
+            continuation: stream::Continuation::new(req.gw.clone(), req.request.clone(), target.all.to_vec()),
+            ticket: &req.ticket,
+            verdict,
+        };
+        // The stream settles its own reservations when it ends.
+        return stream::start(start)
+            .await
+            .map(|response| AnsweredTarget { response, usage: None, finish_reason: None, body: None })
+            .map_err(|not_committed| {
+                let detail = Some(not_committed.error.message());
+                Failed { failure: not_committed.failure, error: not_committed.error, detail }
+            });
+    }
+    let answered = complete(req, call.adapter, call.ctx, head, response, provider).await;
+    let tokens = answered.as_ref().ok().and_then(|a| a.usage.map(|u| u.total_tokens));
+    if let Some(reservation) = key.take_reservation() {
+        provider.keys.settle(key.index, reservation, tokens);
+    }
+    answered.map_err(|error| {
+        // A trapping adapter would trap again: no retry on it.
+        let failure = match error {
+            RoutingError::AdapterFault { .. } => AttemptFailure::AdapterFault,
+            _ => AttemptFailure::BrokenAnswer,
+        };
+        Failed { failure, detail: Some(error.message()), error }
+    })
+}
+
+/// Report, send part: the provider's attempt count and last use, and the
+/// wait for its `/metrics` latency and the request's gateway-overhead
+/// figure.
+fn report_sent(call: &Call<'_>, waited: Duration) {
+    call.provider.stats.attempt(unix_ms(SystemTime::now()));
+    if let Some(time) = call.upstream_time {
+        time.add(waited);
+    }
+    call.gw.metrics.observe_upstream(&call.provider.id, waited);
+}
+
+/// Report, failure part: the provider's status, the key's cooldown (and
+/// its event), a key taken out. The breaker hears the decision's health
+/// through the attempt's verdict.
+pub(crate) fn report_failure(call: &Call<'_>, key_index: usize, failed: &Failed, decision: &Decision) {
+    let provider = call.provider;
+    if let Some(detail) = &failed.detail {
+        let limited = matches!(
+            failed.failure,
+            AttemptFailure::Refused { kind: FailureKind::RateLimited | FailureKind::QuotaExhausted, .. }
+        );
+        provider.stats.failure(unix_ms(SystemTime::now()), limited, detail);
+    }
+    let events = &call.gw.events;
+    match decision.key {
+        KeyEffect::Keep => {}
+        KeyEffect::CoolDown(wait) => {
+            provider.keys.cool_down(key_index, wait);
+            events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
+        }
+        KeyEffect::ExhaustQuota(retry_after) => {
+            provider.keys.exhaust_quota(key_index, retry_after, SystemTime::now());
+            events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
+        }
+        KeyEffect::Disable => {
+            tracing::error!(provider = %provider.id, key_index, "upstream rejected the key; taking it out of rotation");
+            provider.keys.disable(key_index, failed.detail.as_deref().unwrap_or_default());
+        }
+    }
+}
+
+/// Report, answer part: the key is usable again, the tokens are counted
+/// (`/metrics`, the provider's usage) and a non-streaming success is
+/// counted; a committed stream counts its own ending.
+fn report_answer(req: &RouteRequest<'_>, call: &Call<'_>, key_index: usize, answered: &AnsweredTarget) {
+    let provider = call.provider;
+    provider.keys.clear(key_index);
+    if let Some(u) = answered.usage {
+        req.gw.metrics.record_tokens(&provider.id, u.prompt_tokens, u.completion_tokens);
+        provider.stats.usage.record(
+            unix_ms(SystemTime::now()),
+            u64::from(u.prompt_tokens),
+            u64::from(u.completion_tokens),
+        );
+    }
+    if !req.is_stream {
+        provider.stats.success();
+    }
 }
 
 /// The breaker permit of one attempt and what its verdict feeds (breaker,
@@ -552,11 +686,9 @@ pub struct AttemptVerdict {
 }
 
 impl AttemptVerdict {
-    /// A verdict for an attempt outside [`route`]'s loop (a stream resumed on
-    /// another provider), when that provider's breaker admits it.
-    pub fn acquire(gw: &SharedGateway, provider: &Arc<ProviderEntry>, now: Instant) -> Option<Self> {
-        let permit = provider.breaker.try_acquire(now).ok()?;
-        Some(Self { gw: gw.clone(), provider: provider.clone(), permit, on_canary: false })
+    /// True when the permit is the breaker's half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.permit.is_probe()
     }
 
     /// Feeds the outcome to the provider's breaker (publishing a state
@@ -567,7 +699,7 @@ impl AttemptVerdict {
         // A canary's failures are judged by the canary (rolled back), not held
         // against the provider's breaker, which protects the current version.
         let health = if on_canary && outcome == BreakerOutcome::Failure { BreakerOutcome::Neutral } else { outcome };
-        provider.breaker.record(permit, health, Instant::now());
+        provider.breaker.record(permit, health, clock::now());
         publish_breaker_change(&gw, &provider, was_probe, health);
         if let Some(canary) = &provider.canary {
             let failed = matches!(outcome, BreakerOutcome::Failure);
@@ -580,13 +712,6 @@ impl AttemptVerdict {
     }
 }
 
-/// Counts an upstream wait for the provider's latency histogram and the
-/// request's gateway-overhead figure.
-fn observe_upstream(req: &RouteRequest<'_>, provider: &ProviderEntry, elapsed: Duration) {
-    req.upstream_time.add(elapsed);
-    req.gw.metrics.observe_upstream(&provider.id, elapsed);
-}
-
 /// Publishes the breaker's new state when `record` moved it. A permit is
 /// only issued closed (or half-open for the probe), so the state before is
 /// known without a lock, and a success while closed never moves it.
@@ -596,7 +721,7 @@ fn publish_breaker_change(gw: &SharedGateway, provider: &ProviderEntry, was_prob
         return;
     }
     let before = if was_probe { BreakerState::HalfOpen } else { BreakerState::Closed };
-    let after = provider.breaker.snapshot(Instant::now()).state;
+    let after = provider.breaker.snapshot(clock::now()).state;
     if after != before {
         gw.events.publish_breaker(&provider.id, after);
     }
@@ -619,46 +744,27 @@ fn with_stream_usage(req: &RouteRequest<'_>, adapter: &Adapter) -> Option<Bytes>
     serde_json::to_vec(&request).ok().map(Bytes::from)
 }
 
-/// A 4xx answer about the request (not 408 Request Timeout, not 429 Too
-/// Many Requests): never a breaker failure, never retried on the target.
-fn is_client_error(status: u16) -> bool {
-    (400..500).contains(&status) && status != 408 && status != 429
+/// The backoff before same-target retry number `retry` (from 0):
+/// `base * 2^retry`, jittered to 50-150 % so concurrent retries spread.
+fn jittered_backoff(base: Duration, retry: u32) -> Duration {
+    base.saturating_mul(1u32 << retry.min(6)).mul_f64(0.5 + fastrand::f64())
 }
 
-/// Whether a transient failure gets another try on the same target: while
-/// `tries` is within the route's retry budget and the backoff fits before the
-/// deadline. Sleeps the backoff and counts the try when it does.
-async fn retry_transient(tries: &mut u32, budget: u32, base: Duration, deadline: Instant) -> bool {
-    if *tries >= budget || !backoff(base, *tries, deadline).await {
-        return false;
-    }
-    *tries += 1;
-    true
-}
-
-/// Sleeps `base * 2^attempt`, jittered to 50-150 %, if the deadline allows.
-/// Returns false (without sleeping) when it does not.
-async fn backoff(base: Duration, attempt: u32, deadline: Instant) -> bool {
-    let nominal = base.saturating_mul(1u32 << attempt.min(6));
-    let jittered = nominal.mul_f64(0.5 + fastrand::f64());
-    if Instant::now() + jittered >= deadline {
-        return false;
-    }
-    tokio::time::sleep(jittered).await;
-    true
-}
-
-fn provider_error(provider: &ProviderEntry, failure: &Failure) -> ApiError {
-    ApiError::ProviderUpstream {
-        provider: provider.id.to_string(),
-        message: failure.message.clone(),
-        upstream_code: failure.upstream_code.clone(),
+/// A provider's classified refusal as a routing error: retryable unless
+/// the provider says the request itself is the problem.
+fn provider_error(provider: &ProviderEntry, failure: &Failure) -> RoutingError {
+    let (message, code) = (failure.message.clone(), failure.upstream_code.clone());
+    match failure.kind {
+        FailureKind::RequestInvalid | FailureKind::ContentFilter | FailureKind::ContextLength => {
+            RoutingError::provider_final(&provider.id, message, code)
+        }
+        _ => RoutingError::provider(&provider.id, message, code),
     }
 }
 
 /// The `all_providers_exhausted` error with the reference's advice fields.
-fn exhausted(req: &RouteRequest<'_>, memory: &Memory, message: String) -> ApiError {
-    let now = Instant::now();
+fn exhausted(req: &RouteRequest<'_>, memory: &Memory, message: String) -> RoutingError {
+    let now = clock::now();
     let registry = &req.registry;
     // Providers tried first, then every other enabled one.
     let mut order: Vec<&Arc<ProviderEntry>> = memory.attempted.iter().filter_map(|id| registry.get(id)).collect();
@@ -689,7 +795,7 @@ fn exhausted(req: &RouteRequest<'_>, memory: &Memory, message: String) -> ApiErr
             Some(json!({"model": name, "available_in_ms": eta.as_millis() as u64}))
         })
         .collect();
-    ApiError::AllProvidersExhausted { model: req.model.to_owned(), message, retry_after_ms, providers, suggestions }
+    RoutingError::Exhausted { model: req.model.to_owned(), message, retry_after_ms, providers, suggestions }
 }
 
 /// When the first provider of `route` can take a request again.
@@ -722,23 +828,19 @@ async fn complete(
     head: ResponseHead,
     response: UpstreamResponse,
     provider: &ProviderEntry,
-) -> Result<AnsweredTarget, ApiError> {
-    let upstream_error = |message: String| ApiError::ProviderUpstream {
-        provider: provider.id.to_string(),
-        message,
-        upstream_code: None,
-    };
-    let read_at = Instant::now();
+) -> Result<AnsweredTarget, RoutingError> {
+    let upstream_error = |message: String| RoutingError::provider(&provider.id, message, None);
+    let read_at = clock::now();
     let body = req.gw.upstream.read_body(response).await.map_err(|e| upstream_error(e.to_string()))?;
-    req.upstream_time.add(read_at.elapsed());
+    req.upstream_time.add(clock::now().saturating_duration_since(read_at));
     let normalized = match adapter.normalize_response(ctx, &head, &body).await {
         Ok(Ok(n)) => n,
         Ok(Err(failure)) => return Err(upstream_error(failure.message)),
         Err(fault) => {
-            return Err(ApiError::AdapterFault { provider: provider.id.to_string(), message: fault.to_string() });
+            return Err(RoutingError::AdapterFault { provider: provider.id.to_string(), message: fault.to_string() });
         }
     };
-    let out = with_provider_marker(normalized.body, &provider.id).ok_or_else(|| ApiError::AdapterFault {
+    let out = with_provider_marker(normalized.body, &provider.id).ok_or_else(|| RoutingError::AdapterFault {
         provider: provider.id.to_string(),
         message: format!("adapter \"{}\" returned a body that is not a JSON object", provider.id),
     })?;
@@ -777,17 +879,6 @@ fn wants_json(request: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn client_errors_are_4xx_but_request_timeout_and_rate_limits() {
-        for status in [400, 401, 403, 404, 409, 413, 422, 451] {
-            assert!(is_client_error(status), "{status}");
-        }
-        for status in [200, 302, 408, 429, 500, 502, 503, 504] {
-            assert!(!is_client_error(status), "{status}");
-        }
-    }
-
     use super::*;
 
     #[test]
@@ -799,31 +890,17 @@ mod tests {
         assert!(with_provider_marker(b"".to_vec(), "g").is_none());
     }
 
-    #[tokio::test]
-    async fn backoff_respects_the_deadline() {
-        let soon = Instant::now() + Duration::from_millis(5);
-        assert!(!backoff(Duration::from_secs(1), 0, soon).await);
-        let later = Instant::now() + Duration::from_secs(5);
-        let t = Instant::now();
-        assert!(backoff(Duration::from_millis(10), 1, later).await);
-        let slept = t.elapsed();
-        assert!(slept >= Duration::from_millis(10) && slept < Duration::from_millis(200), "{slept:?}");
-    }
-
-    #[tokio::test]
-    async fn transient_retries_stop_at_the_budget_and_the_deadline() {
-        let later = Instant::now() + Duration::from_secs(5);
-        let mut tries = 0;
-        assert!(retry_transient(&mut tries, 2, Duration::from_millis(1), later).await);
-        assert!(retry_transient(&mut tries, 2, Duration::from_millis(1), later).await);
-        assert_eq!(tries, 2);
-        let t = Instant::now();
-        assert!(!retry_transient(&mut tries, 2, Duration::from_secs(10), later).await, "budget spent");
-        assert!(t.elapsed() < Duration::from_millis(100), "no sleep once the budget is spent");
-        let mut fresh = 0;
-        let soon = Instant::now() + Duration::from_millis(5);
-        assert!(!retry_transient(&mut fresh, 2, Duration::from_secs(1), soon).await, "backoff past the deadline");
-        assert_eq!(fresh, 0);
+    #[test]
+    fn the_backoff_doubles_per_retry_within_its_jitter() {
+        let base = Duration::from_millis(100);
+        for retry in 0..4u32 {
+            let nominal = base * (1 << retry);
+            for _ in 0..50 {
+                let b = jittered_backoff(base, retry);
+                assert!(b >= nominal / 2 && b <= nominal * 3 / 2, "retry {retry}: {b:?}");
+            }
+        }
+        assert!(jittered_backoff(base, 40) <= base * 64 * 3 / 2, "the doubling is capped");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! - [`router`]: a route (client-visible model name) to ordered targets, filtered and ordered into a plan.
 //! - [`strategy`]: how a route orders its candidates.
+//! - [`decide`]: the pure failover policy: what a failed attempt leads to.
+//! - [`error`]: the routing error (what failed, from which source, whether retryable).
 //! - [`failover`]: walks the plan's candidates until one answers.
 //! - [`upstream`]: the pooled HTTP client and per-attempt timeouts.
 //! - [`stream`]: relays a streaming answer and resumes a cut one.
@@ -9,6 +11,8 @@
 //! - [`cache`]: answers identical non-streaming requests from memory.
 
 pub mod cache;
+pub mod decide;
+pub mod error;
 pub mod failover;
 pub mod router;
 pub mod sse;

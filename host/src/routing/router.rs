@@ -14,13 +14,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use serde_json::Value;
 
 use crate::config::RouteConfig;
-use crate::http::error::ApiError;
 use crate::providers::{ProviderEntry, Registry};
+use crate::routing::error::RoutingError;
 pub use crate::routing::strategy::Strategy;
 use freellm_runtime::types::{Capabilities, ModelInfo, ModelTags, PrivacyPolicy};
 
@@ -247,23 +246,23 @@ pub struct PlanRequest<'a> {
 }
 
 /// Resolves a model against the registry snapshot and the route table.
-pub fn plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>) -> Result<Plan, ApiError> {
+pub fn plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>) -> Result<Plan, RoutingError> {
     if registry.enabled().next().is_none() {
         return Err(no_providers(registry));
     }
     let model = req.model;
     if let Some(route) = table.get(model) {
         if req.strict {
-            return Err(ApiError::StrictMetaForbidden { model: model.to_owned() });
+            return Err(RoutingError::StrictMetaForbidden { model: model.to_owned() });
         }
         return Ok(route_plan(registry, route, req));
     }
     concrete_plan(registry, table, req)
 }
 
-fn concrete_plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>) -> Result<Plan, ApiError> {
+fn concrete_plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>) -> Result<Plan, RoutingError> {
     let model = req.model;
-    let not_found = |reason: String| ApiError::ModelNotFound {
+    let not_found = |reason: String| RoutingError::ModelNotFound {
         model: model.to_owned(),
         reason,
         available: available_models(registry, table),
@@ -284,7 +283,7 @@ fn concrete_plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>)
         return Err(not_found(format!("provider \"{provider_id}\" has no model \"{upstream_model}\"")));
     };
     if let Err(reason) = serves(entry, info, &req.needs) {
-        return Err(ApiError::ModelNotSupported { model: model.to_owned(), message: reason });
+        return Err(RoutingError::ModelNotSupported { model: model.to_owned(), message: reason });
     }
     Ok(Plan {
         kind: PlanKind::Concrete,
@@ -433,7 +432,7 @@ fn order(candidates: &mut [Candidate], strategy: Strategy, counter: &AtomicUsize
         }
         Strategy::Random => fastrand::shuffle(candidates),
         Strategy::QuotaAware => {
-            let now = Instant::now();
+            let now = crate::clock::now();
             // Stable: priority order among those with headroom, then the
             // rest by how soon they free up.
             let mut keyed: Vec<(Option<std::time::Duration>, usize)> =
@@ -458,12 +457,12 @@ pub fn available_models(registry: &Registry, table: &RouteTable) -> Vec<String> 
         .collect()
 }
 
-fn no_providers(registry: &Registry) -> ApiError {
+fn no_providers(registry: &Registry) -> RoutingError {
     let mut hints: Vec<String> = registry.providers.iter().filter_map(|p| p.note.clone()).collect();
     if hints.is_empty() {
         hints.push("add a [providers.<id>] table to plugins.toml".into());
     }
-    ApiError::NoProvidersConfigured {
+    RoutingError::NoProvidersConfigured {
         hint: format!(
             "No provider is configured. Set at least one of GROQ_API_KEY, GEMINI_API_KEY, MISTRAL_API_KEY, \
              CEREBRAS_API_KEY, NVIDIA_NIM_API_KEY, or OLLAMA_BASE_URL with OLLAMA_MODELS. Providers: {}.",

@@ -46,10 +46,13 @@ use tokio::time::timeout_at;
 
 use crate::access::virtual_keys::Ticket;
 use crate::config::UpstreamConfig;
-use crate::http::error::ApiError;
 use crate::ops::stats::unix_ms;
 use crate::providers::ProviderEntry;
-use crate::routing::failover::AttemptVerdict;
+use crate::routing::decide::{AttemptFailure, Context, decide};
+use crate::routing::error::RoutingError;
+use crate::routing::failover::{
+    AttemptVerdict, Call, Failed, acquire_key, acquire_target, classify, report_failure, send,
+};
 use crate::routing::router::Candidate;
 use crate::routing::sse::Framer;
 use crate::routing::upstream::{UpstreamResponse, response_head};
@@ -97,7 +100,7 @@ pub struct StreamStart<'t> {
     /// The key it answers with.
     pub key_index: usize,
     /// The request counted in that key's windows (settled with the real usage).
-    pub reservation: Reservation,
+    pub reservation: Option<Reservation>,
     /// The gateway asked for usage the client did not: drop usage-only chunks.
     pub hide_usage_chunks: bool,
     /// Where a cut stream may be resumed.
@@ -109,21 +112,36 @@ pub struct StreamStart<'t> {
     pub verdict: &'t std::sync::Mutex<Option<AttemptVerdict>>,
 }
 
+/// A stream that failed before its first chunk: nothing reached the
+/// client, so the attempt fails over like any other.
+#[derive(Debug)]
+pub struct NotCommitted {
+    /// How the attempt failed, for the failover policy.
+    pub failure: AttemptFailure,
+    /// What the client learns if routing ends here.
+    pub error: RoutingError,
+}
+
 /// Opens the adapter's normalizer and waits for the first chunk, then
 /// commits: returns the SSE response whose body the relay task feeds. Any
 /// failure before that allows failover, since nothing has reached the client.
-pub async fn start(s: StreamStart<'_>) -> Result<Response, ApiError> {
-    let provider_error = |message: String| ApiError::ProviderUpstream {
-        provider: s.provider.id.to_string(),
-        message,
-        upstream_code: None,
+/// A first token that does not come in time (or an upstream silent for the
+/// stall timeout before it) is a silent upstream: failed over at once,
+/// like a connect or first-byte timeout.
+pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
+    let broken = |message: String| NotCommitted {
+        failure: AttemptFailure::BrokenAnswer,
+        error: RoutingError::provider(&s.provider.id, message, None),
     };
-    let session = s
-        .adapter
-        .open_stream(&s.ctx, &s.head)
-        .await
-        .map_err(|fault| ApiError::AdapterFault { provider: s.provider.id.to_string(), message: fault.to_string() })?;
-    let started = Instant::now();
+    let silent = |message: String| NotCommitted {
+        failure: AttemptFailure::Silent,
+        error: RoutingError::provider(&s.provider.id, message, None),
+    };
+    let session = s.adapter.open_stream(&s.ctx, &s.head).await.map_err(|fault| NotCommitted {
+        failure: AttemptFailure::AdapterFault,
+        error: RoutingError::AdapterFault { provider: s.provider.id.to_string(), message: fault.to_string() },
+    })?;
+    let started = crate::clock::now();
     let mut source =
         Source::new(session, s.response, &s.adapter, s.provider.clone(), s.key_index, s.reservation, &s.timeouts);
     let first_deadline = started + s.first_token_timeout;
@@ -141,29 +159,26 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, ApiError> {
                     break;
                 }
                 if done {
-                    return Err(provider_error("the upstream stream ended without a single chunk".into()));
+                    return Err(broken("the upstream stream ended without a single chunk".into()));
                 }
             }
             Step::Eof => {
-                return Err(provider_error("the upstream answered 2xx but its stream held no usable chunk".into()));
+                return Err(broken("the upstream answered 2xx but its stream held no usable chunk".into()));
             }
-            Step::Idle if Instant::now() >= first_deadline => {
-                return Err(provider_error(format!("no first token within {} ms", s.first_token_timeout.as_millis())));
+            Step::Idle if crate::clock::now() >= first_deadline => {
+                return Err(silent(format!("no first token within {} ms", s.first_token_timeout.as_millis())));
             }
-            Step::Idle if Instant::now() >= source.last_data + s.timeouts.stream_stall_timeout => {
-                return Err(provider_error(format!(
-                    "the upstream sent nothing for {:?}",
-                    s.timeouts.stream_stall_timeout
-                )));
+            Step::Idle if crate::clock::now() >= source.last_data + s.timeouts.stream_stall_timeout => {
+                return Err(silent(format!("the upstream sent nothing for {:?}", s.timeouts.stream_stall_timeout)));
             }
             Step::Idle => {}
-            Step::Cut { message, .. } | Step::Limit { message, .. } if Instant::now() >= first_deadline => {
-                return Err(provider_error(format!(
+            Step::Cut { message, .. } | Step::Limit { message, .. } if crate::clock::now() >= first_deadline => {
+                return Err(silent(format!(
                     "no first token within {} ms ({message})",
                     s.first_token_timeout.as_millis()
                 )));
             }
-            Step::Cut { message, .. } | Step::Limit { message, .. } => return Err(provider_error(message)),
+            Step::Cut { message, .. } | Step::Limit { message, .. } => return Err(broken(message)),
         }
     }
     source.verdict = s.verdict.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -176,7 +191,7 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, ApiError> {
         continuation: s.continuation,
         answered: Prefill::new(s.timeouts.stream_continuation_max_bytes),
         deadline: started + s.timeouts.stream_max_duration,
-        last_sent: Instant::now(),
+        last_sent: crate::clock::now(),
         stream_id: None,
         splice: None,
         hide_usage_chunks: s.hide_usage_chunks,
@@ -240,7 +255,7 @@ impl Source {
         adapter: &Adapter,
         provider: Arc<ProviderEntry>,
         key_index: usize,
-        reservation: Reservation,
+        reservation: Option<Reservation>,
         limits: &UpstreamConfig,
     ) -> Self {
         Self {
@@ -253,8 +268,8 @@ impl Source {
             usage: None,
             provider,
             key_index,
-            reservation: Some(reservation),
-            last_data: Instant::now(),
+            reservation,
+            last_data: crate::clock::now(),
             received: 0,
             max_bytes: limits.stream_max_bytes,
             verdict: None,
@@ -301,7 +316,7 @@ impl Source {
                 }
                 Err(_) => return Step::Idle,
             };
-            self.last_data = Instant::now();
+            self.last_data = crate::clock::now();
             self.received = self.received.saturating_add(chunk.len() as u64);
             if self.received > self.max_bytes {
                 self.ended = true;
@@ -317,7 +332,7 @@ impl Source {
             if self.events.is_empty() {
                 // Bytes that complete no event still hand control back in
                 // time for heartbeats and the caller's deadlines.
-                if Instant::now() >= wake_at {
+                if crate::clock::now() >= wake_at {
                     return Step::Idle;
                 }
                 tokio::task::coop::consume_budget().await;
@@ -432,7 +447,7 @@ impl Relay {
     }
 
     async fn run(mut self, first: Vec<StreamOutput>) {
-        let started = Instant::now();
+        let started = crate::clock::now();
         let result = self.relay(first).await;
         self.count_tokens();
         self.source.account();
@@ -451,7 +466,7 @@ impl Relay {
         match result {
             Ok(()) => {
                 tracing::info!(request_id = %self.request_id, provider = %provider,
-                    continued = self.splice.is_some(), latency_ms = started.elapsed().as_millis() as u64, "stream completed");
+                    continued = self.splice.is_some(), latency_ms = crate::clock::now().saturating_duration_since(started).as_millis() as u64, "stream completed");
             }
             Err(Cut::ClientGone) => {
                 tracing::info!(request_id = %self.request_id, provider = %provider, "client closed the stream");
@@ -482,7 +497,7 @@ impl Relay {
         }
         let mut cutoff = self.continuation.gw.drain.streams_cutoff();
         loop {
-            let now = Instant::now();
+            let now = crate::clock::now();
             if now >= self.deadline {
                 return Err(self.too_long());
             }
@@ -513,7 +528,7 @@ impl Relay {
                     // Read afresh: bytes that arrived during the wait count.
                     let clock =
                         Clock { deadline: self.deadline, last_data: self.source.last_data, last_sent: self.last_sent };
-                    match clock.on_idle(Instant::now(), &self.timeouts) {
+                    match clock.on_idle(crate::clock::now(), &self.timeouts) {
                         Wake::TooLong => return Err(self.too_long()),
                         Wake::Stalled => {
                             let message =
@@ -551,7 +566,7 @@ impl Relay {
         };
         tracing::warn!(request_id = %self.request_id, provider = %failed.id, code, error = %message,
             "stream cut after content; looking for a continuation");
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let remaining = self.deadline.saturating_duration_since(crate::clock::now());
         let resumed = tokio::time::timeout(
             remaining,
             self.continuation.resume(&prefill, &failed, &self.request_id, &self.timeouts),
@@ -676,7 +691,7 @@ impl Relay {
     async fn send(&mut self, bytes: Bytes) -> Result<(), Cut> {
         match timeout_at(self.deadline.into(), self.tx.send(bytes)).await {
             Ok(Ok(())) => {
-                self.last_sent = Instant::now();
+                self.last_sent = crate::clock::now();
                 Ok(())
             }
             Ok(Err(_)) => Err(Cut::ClientGone),
@@ -789,7 +804,12 @@ impl Continuation {
     }
 
     /// Starts the continuation on the first candidate (other than `failed`)
-    /// that accepts a prefill and answers 2xx.
+    /// that accepts a prefill and answers 2xx. Each candidate gets one
+    /// attempt through the failover phases: its breaker and a key are
+    /// acquired, the request sent, a refusal classified by its adapter,
+    /// decided and reported like any failed attempt (stats, key cooldowns,
+    /// breaker), and a reservation that never reached the upstream is
+    /// released.
     async fn resume(
         &self,
         partial: &str,
@@ -800,50 +820,74 @@ impl Continuation {
         let body = continuation_body(&self.request, partial)?;
         for candidate in &self.candidates {
             let provider = &candidate.provider;
-            if Arc::ptr_eq(provider, failed) {
-                continue;
-            }
-            let Some(adapter) = provider.live().cloned() else { continue };
-            if !adapter.info.capabilities.contains(Capabilities::ASSISTANT_PREFILL)
-                || !provider.breaker.is_available(Instant::now())
-            {
+            if Arc::ptr_eq(provider, failed) || !accepts_prefill(provider.live()) {
                 continue;
             }
             // Held from here, so the continuation's ending reaches the breaker.
-            let Some(verdict) = AttemptVerdict::acquire(&self.gw, provider, Instant::now()) else { continue };
-            let Ok(key) = provider.keys.pick(&[], Instant::now(), 0) else { continue };
-            let (key_index, secret, reservation) = (key.index, key.secret.map(str::to_owned), key.reservation);
+            let Some((adapter, verdict)) = acquire_target(&self.gw, provider, request_id) else { continue };
+            if !accepts_prefill(Some(&adapter)) {
+                continue; // a canary without prefill: the permit goes back unused
+            }
+            let Ok(mut key) = acquire_key(provider, &[], crate::clock::now(), 0) else { continue };
             let ctx = adapter.context(request_id, &candidate.upstream_model, true);
-            let Ok(Ok(up)) = adapter.map_request(&ctx, &body).await else { continue };
-            provider.stats.attempt(unix_ms(SystemTime::now()));
-            let response =
-                match self.gw.upstream.send(&provider.base_url, up, &adapter.info.auth, secret.as_deref()).await {
-                    Ok(r) if r.status().is_success() => r,
-                    Ok(r) => {
-                        tracing::info!(request_id, provider = %provider.id, status = r.status().as_u16(),
-                        "continuation refused");
-                        provider.stats.failure(unix_ms(SystemTime::now()), false, "continuation refused");
-                        verdict.record(BreakerOutcome::Neutral);
-                        continue;
+            let call = Call { gw: &self.gw, request_id, provider, adapter: &adapter, ctx: &ctx, upstream_time: None };
+            let failure = match send(&call, &body, &mut key).await {
+                Ok(response) if response.status().is_success() => {
+                    let head = response_head(&response);
+                    match adapter.open_stream(&ctx, &head).await {
+                        Ok(session) => {
+                            let reservation = key.take_reservation();
+                            let mut source = Source::new(
+                                session,
+                                response,
+                                &adapter,
+                                provider.clone(),
+                                key.index,
+                                reservation,
+                                limits,
+                            );
+                            source.verdict = Some(verdict);
+                            return Some(source);
+                        }
+                        Err(fault) => {
+                            let message = format!("the adapter could not open the stream: {fault}");
+                            Failed {
+                                failure: AttemptFailure::AdapterFault,
+                                error: RoutingError::AdapterFault {
+                                    provider: provider.id.to_string(),
+                                    message: message.clone(),
+                                },
+                                detail: Some(message),
+                            }
+                        }
                     }
-                    Err(e) => {
-                        provider.stats.failure(unix_ms(SystemTime::now()), false, &e.to_string());
-                        verdict.record(BreakerOutcome::Failure);
-                        continue;
-                    }
-                };
-            let head = response_head(&response);
-            let Ok(session) = adapter.open_stream(&ctx, &head).await else {
-                provider.stats.failure(unix_ms(SystemTime::now()), false, "the adapter could not open the stream");
-                verdict.record(BreakerOutcome::Failure);
-                continue;
+                }
+                Ok(response) => classify(&call, response).await,
+                Err(failure) => failure,
             };
-            let mut source = Source::new(session, response, &adapter, provider.clone(), key_index, reservation, limits);
-            source.verdict = Some(verdict);
-            return Some(source);
+            tracing::info!(request_id, provider = %provider.id, error = %failure.error.message(), "continuation refused");
+            // One attempt per candidate: no retry, no wait, no fallbacks;
+            // whatever the decision, the next candidate is tried.
+            let context = Context {
+                strict: false,
+                retries_left: 0,
+                backoff: Duration::ZERO,
+                remaining: Duration::ZERO,
+                may_wait_retry_after: false,
+                max_retry_after_wait: Duration::ZERO,
+                context_fallbacks: false,
+            };
+            let decision = decide(failure.failure, &context);
+            report_failure(&call, key.index, &failure, &decision);
+            verdict.record(decision.health);
         }
         None
     }
+}
+
+/// Whether an adapter takes an assistant prefill (a continuation needs it).
+fn accepts_prefill(adapter: Option<&Arc<Adapter>>) -> bool {
+    adapter.is_some_and(|a| a.info.capabilities.contains(Capabilities::ASSISTANT_PREFILL))
 }
 
 /// The original request with the partial answer appended as an assistant

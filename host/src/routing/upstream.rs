@@ -12,9 +12,19 @@
 //! auth and hop-by-hop headers the adapter set are dropped, and the key is
 //! injected where the adapter's `auth` placement says. So an adapter never
 //! sees a key and cannot send one anywhere else.
+//!
+//! The wire is a [`Transport`]: the pooled client, or any [`Exchange`] (the
+//! in-process tests answer from memory, with scripted delays, under paused
+//! time). Both go through the same request building and timeouts.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -122,14 +132,63 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 /// The shared upstream client.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    transport: Transport,
     timeouts: UpstreamConfig,
+}
+
+/// Where built requests go. An enum, not a trait object, so the pooled
+/// client's path costs no allocation or indirection per request.
+// One per process: its size does not matter, a pointer hop on every
+// request to the client would.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum Transport {
+    /// The pooled HTTP(S) client.
+    Http(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    /// Any other exchange (an in-memory upstream in tests).
+    Exchange(Arc<dyn Exchange>),
+}
+
+/// A body failed while it was read.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct BodyError(pub String);
+
+/// The body of an [`Exchange`]'s answer: chunks, or an error that breaks it
+/// off.
+pub type ExchangeBody = BoxStream<'static, Result<Bytes, BodyError>>;
+
+/// The future of one [`Exchange::exchange`].
+pub type ExchangeFuture = Pin<Box<dyn Future<Output = Result<http::Response<ExchangeBody>, UpstreamError>> + Send>>;
+
+/// Something that answers the built upstream requests instead of the
+/// network: the seam for in-process tests. It sees the request exactly as
+/// the pooled client would send it (URI, headers with the key injected,
+/// body); the first-byte timeout applies to its answer as to a real one.
+pub trait Exchange: Send + Sync + 'static {
+    /// Answers one request with a response head and a body stream.
+    fn exchange(&self, request: http::Request<Full<Bytes>>) -> ExchangeFuture;
+}
+
+/// A response's body, from the wire or from an [`Exchange`].
+enum ResponseBody {
+    Http(Incoming),
+    Exchange(ExchangeBody),
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Http(_) => "ResponseBody::Http",
+            Self::Exchange(_) => "ResponseBody::Exchange",
+        })
+    }
 }
 
 /// A response head from upstream, its body not yet read.
 #[derive(Debug)]
 pub struct UpstreamResponse {
-    inner: http::Response<Incoming>,
+    inner: http::Response<ResponseBody>,
 }
 
 impl UpstreamResponse {
@@ -149,15 +208,28 @@ impl UpstreamResponse {
     }
 
     /// The next piece of the body; `None` at its end (trailers are skipped).
-    pub async fn chunk(&mut self) -> Result<Option<Bytes>, hyper::Error> {
-        while let Some(frame) = self.inner.body_mut().frame().await {
-            if let Ok(data) = frame?.into_data()
-                && !data.is_empty()
-            {
-                return Ok(Some(data));
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        match self.inner.body_mut() {
+            ResponseBody::Http(body) => {
+                while let Some(frame) = body.frame().await {
+                    if let Ok(data) = frame.map_err(|e| BodyError(error_chain(&e)))?.into_data()
+                        && !data.is_empty()
+                    {
+                        return Ok(Some(data));
+                    }
+                }
+                Ok(None)
+            }
+            ResponseBody::Exchange(body) => {
+                while let Some(data) = body.next().await {
+                    let data = data?;
+                    if !data.is_empty() {
+                        return Ok(Some(data));
+                    }
+                }
+                Ok(None)
             }
         }
-        Ok(None)
     }
 }
 
@@ -194,7 +266,14 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        Ok(Self { client, timeouts })
+        Ok(Self { transport: Transport::Http(client), timeouts })
+    }
+
+    /// An upstream whose requests go to `exchange` instead of the network
+    /// (the in-process tests' in-memory upstreams), with the same request
+    /// checks and timeouts.
+    pub fn with_exchange(timeouts: UpstreamConfig, exchange: Arc<dyn Exchange>) -> Self {
+        Self { transport: Transport::Exchange(exchange), timeouts }
     }
 
     /// The configured timeouts.
@@ -211,11 +290,19 @@ impl Upstream {
         key: Option<&str>,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let request = self.build(base_url, request, auth, key)?;
-        match tokio::time::timeout(self.timeouts.first_byte_timeout, self.client.request(request)).await {
-            Ok(Ok(inner)) => Ok(UpstreamResponse { inner }),
-            Ok(Err(e)) if is_timeout(&e) => Err(UpstreamError::ConnectTimeout(self.timeouts.connect_timeout)),
-            Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
-            Err(_) => Err(UpstreamError::FirstByteTimeout(self.timeouts.first_byte_timeout)),
+        let first_byte = self.timeouts.first_byte_timeout;
+        match &self.transport {
+            Transport::Http(client) => match tokio::time::timeout(first_byte, client.request(request)).await {
+                Ok(Ok(inner)) => Ok(UpstreamResponse { inner: inner.map(ResponseBody::Http) }),
+                Ok(Err(e)) if is_timeout(&e) => Err(UpstreamError::ConnectTimeout(self.timeouts.connect_timeout)),
+                Ok(Err(e)) => Err(UpstreamError::Connect(error_chain(&e))),
+                Err(_) => Err(UpstreamError::FirstByteTimeout(first_byte)),
+            },
+            Transport::Exchange(exchange) => match tokio::time::timeout(first_byte, exchange.exchange(request)).await {
+                Ok(Ok(inner)) => Ok(UpstreamResponse { inner: inner.map(ResponseBody::Exchange) }),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(UpstreamError::FirstByteTimeout(first_byte)),
+            },
         }
     }
 
@@ -288,7 +375,7 @@ impl Upstream {
         let read = async {
             let mut response = response;
             let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::Body(error_chain(&e)))? {
+            while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::Body(e.0))? {
                 if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
                     return Err(UpstreamError::Body(format!("larger than {MAX_RESPONSE_BYTES} bytes")));
                 }
@@ -337,6 +424,7 @@ fn check_path(path: &str) -> Result<(), UpstreamError> {
     Ok(())
 }
 
+/// An error and its sources, joined with `: `.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

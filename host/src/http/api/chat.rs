@@ -23,6 +23,7 @@ use crate::http::error::ApiError;
 use crate::http::server::RequestId;
 use crate::ops::stats::{RequestLogEntry, RequestStatus, unix_ms};
 use crate::routing::cache::{self, CachedAnswer};
+use crate::routing::error::RoutingError;
 use crate::routing::failover::{self, Answered, RouteRequest};
 use crate::routing::router::{self, Needs, PlanRequest, Strategy};
 use crate::state::SharedGateway;
@@ -84,10 +85,10 @@ pub async fn chat_completions(
         Ok(plan) => plan,
         Err(e) => {
             // Strict and privacy refusals reached the router: log them.
-            if matches!(e, ApiError::StrictMetaForbidden { .. } | ApiError::ModelNotSupported { .. }) {
+            if matches!(e, RoutingError::StrictMetaForbidden { .. } | RoutingError::ModelNotSupported { .. }) {
                 log_failure(&gw, &request_id.0, &model, is_stream, started, &e, Vec::new());
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     if plan.strategy == Strategy::QuotaAware
@@ -105,9 +106,9 @@ pub async fn chat_completions(
         } else {
             format!("No enabled provider can serve this request on \"{model}\": {}.", reasons.join("; "))
         };
-        let e = ApiError::ModelNotSupported { model: model.clone(), message };
+        let e = RoutingError::ModelNotSupported { model: model.clone(), message };
         log_failure(&gw, &request_id.0, &model, is_stream, started, &e, Vec::new());
-        return Err(e);
+        return Err(e.into());
     }
     let route_request = RouteRequest {
         gw: &gw,
@@ -142,7 +143,8 @@ pub async fn chat_completions(
         }
         Err(unanswered) => {
             log_failure(&gw, &request_id.0, &model, is_stream, started, &unanswered.error, unanswered.attempted);
-            Err(unanswered.error)
+            // The HTTP edge: the routing failure becomes the client's envelope here.
+            Err(unanswered.error.into())
         }
     }
 }
@@ -258,15 +260,12 @@ fn log_failure(
     model: &str,
     is_stream: bool,
     started: Instant,
-    error: &ApiError,
+    error: &RoutingError,
     attempted: Vec<String>,
 ) {
-    let status = if matches!(error, ApiError::AllProvidersExhausted { .. }) {
-        RequestStatus::AllProvidersFailed
-    } else {
-        RequestStatus::Error
-    };
-    tracing::warn!(request_id, model, error = %error_text(error), ?attempted, "chat failed");
+    let status = error.log_status();
+    let text = error.log_text();
+    tracing::warn!(request_id, model, error = %text, ?attempted, "chat failed");
     // Only successes say how much time was the gateway's own.
     let entry = RequestLogEntry {
         id: request_id.to_owned(),
@@ -279,7 +278,7 @@ fn log_failure(
         status,
         route_reason: None,
         attempted,
-        error: Some(error_text(error)),
+        error: Some(text),
         prompt_tokens: None,
         completion_tokens: None,
         finish_reason: None,
@@ -306,15 +305,6 @@ fn record(gw: &SharedGateway, started: Instant, upstream: Duration, entry: Reque
     gw.metrics.record_request(&entry, started.elapsed(), upstream);
     gw.events.publish_request(&entry);
     gw.log.push(entry);
-}
-
-fn error_text(error: &ApiError) -> String {
-    match error {
-        ApiError::ProviderUpstream { provider, .. } | ApiError::AdapterFault { provider, .. } => {
-            format!("{provider}: {}", error.message())
-        }
-        other => other.message(),
-    }
 }
 
 /// `true`, `1`, `yes` or `on` (case-insensitive).

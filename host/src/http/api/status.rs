@@ -46,7 +46,7 @@ pub async fn status(State(gw): State<SharedGateway>, principal: Option<Extension
 /// The `/v1/status` object (also the event feed's opening `snapshot`).
 pub fn status_json(gw: &Gateway) -> Value {
     let registry = gw.registry.load();
-    let now = Instant::now();
+    let now = crate::clock::now();
     let now_ms = unix_ms(SystemTime::now());
     let mut providers = Vec::new();
     let mut usage = UsageTotals::default();
@@ -181,7 +181,7 @@ pub async fn reset_provider(State(gw): State<SharedGateway>, Path(id): Path<Stri
     provider.keys.reset();
     gw.events.publish_breaker(&id, freellm_limits::breaker::BreakerState::Closed);
     tracing::info!(provider = %id, "provider reset by admin");
-    let mut answer = provider_json(provider, Instant::now(), unix_ms(SystemTime::now()));
+    let mut answer = provider_json(provider, crate::clock::now(), unix_ms(SystemTime::now()));
     if let Some(object) = answer.as_object_mut() {
         object.remove("privacy");
     }
