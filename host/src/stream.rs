@@ -582,8 +582,9 @@ impl Relay {
             return Ok(done);
         }
         let mut buf = Vec::with_capacity(output.chunks.iter().map(|c| c.len() + 8).sum());
+        let now = crate::failover::unix_now();
         for chunk in output.chunks {
-            let Some(chunk) = self.prepare(chunk) else { continue };
+            let Some(chunk) = self.prepare(crate::failover::fill_created(chunk, now)) else { continue };
             push_event(&mut buf, &chunk);
         }
         if !buf.is_empty() {
