@@ -95,6 +95,8 @@ pub const PROVIDER_CRATES: &[&str] = &[
     "freellm-provider-openai-compatible",
     "freellm-provider-hostile",
     "freellm-provider-swaptest",
+    "freellm-test-adapter-v01",
+    "freellm-test-adapter-plain",
 ];
 
 /// A swap-test variant (`v1`, `v2`, `broken`, `flaky`) or `wrong-world`.
