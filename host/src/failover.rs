@@ -269,6 +269,9 @@ async fn attempt_target(
         Some(body) => (body, true),
         None => (req.body.clone(), false),
     };
+    // A model with limits of its own (contract 0.2) is counted in its own
+    // windows; every other model in the provider's.
+    let keys = provider.keys_for(&candidate.upstream_model);
     let mut tried_keys: Vec<usize> = Vec::new();
     let mut transient_tries = 0u32;
     let mut waited_retry_after = false;
@@ -277,7 +280,7 @@ async fn attempt_target(
         if Instant::now() >= deadline {
             break TargetOutcome::Next(None);
         }
-        let picked = match provider.keys.pick(&tried_keys, Instant::now(), req.estimated_tokens) {
+        let picked = match keys.pick(&tried_keys, Instant::now(), req.estimated_tokens) {
             Ok(p) => p,
             // Keys cooling down or with full windows: a rate limit, with an
             // ETA. Keys all tried or invalid: nothing more to do here.
@@ -294,7 +297,7 @@ async fn attempt_target(
         let upstream_request = match adapter.map_request(&ctx, &body).await {
             Ok(Ok(r)) => r,
             Ok(Err(failure)) => {
-                provider.keys.release(key_index, reservation);
+                keys.release(key_index, reservation);
                 break match failure.kind {
                     FailureKind::Unsupported => TargetOutcome::Next(None),
                     FailureKind::ContextLength => TargetOutcome::ContextLength(provider_error(provider, &failure)),
@@ -305,7 +308,7 @@ async fn attempt_target(
                 };
             }
             Err(fault) => {
-                provider.keys.release(key_index, reservation);
+                keys.release(key_index, reservation);
                 breaker_outcome = BreakerOutcome::Failure;
                 let error = ApiError::AdapterFault { provider: provider.id.to_string(), message: fault.to_string() };
                 provider.stats.failure(unix_ms(SystemTime::now()), false, &fault.to_string());
@@ -324,7 +327,7 @@ async fn attempt_target(
                 tracing::warn!(request_id = %req.request_id, provider = %provider.id, error = %e, "upstream attempt failed");
                 provider.stats.failure(unix_ms(SystemTime::now()), false, &e.to_string());
                 if let UpstreamError::BadAdapterRequest(m) = e {
-                    provider.keys.release(key_index, reservation);
+                    keys.release(key_index, reservation);
                     breaker_outcome = BreakerOutcome::Failure;
                     break TargetOutcome::Next(Some(ApiError::AdapterFault {
                         provider: provider.id.to_string(),
@@ -382,12 +385,12 @@ async fn attempt_target(
             } else {
                 let answered = complete(req, &adapter, &ctx, head, response, provider).await;
                 let tokens = answered.as_ref().ok().and_then(|a| a.usage.map(|u| u.total_tokens));
-                provider.keys.settle(key_index, reservation, tokens);
+                keys.settle(key_index, reservation, tokens);
                 answered
             };
             match answered {
                 Ok(a) => {
-                    provider.keys.clear(key_index);
+                    keys.clear(key_index);
                     if let Some(u) = a.usage {
                         req.gw.metrics.record_tokens(&provider.id, u.prompt_tokens, u.completion_tokens);
                         provider.stats.usage.record(
@@ -443,8 +446,8 @@ async fn attempt_target(
             FailureKind::RateLimited => {
                 memory.rate_limited = true;
                 let wait = failure.retry_after_ms.map(Duration::from_millis);
-                provider.keys.cool_down(key_index, clamp_cooldown(wait.unwrap_or(DEFAULT_COOLDOWN)));
-                req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
+                keys.cool_down(key_index, clamp_cooldown(wait.unwrap_or(DEFAULT_COOLDOWN)));
+                req.gw.events.publish_key_cooldown(&provider.id, key_index, keys.cooldown_left(key_index));
                 if req.strict {
                     break TargetOutcome::Stop(ApiError::ProviderRateLimited {
                         provider: provider.id.to_string(),
@@ -463,7 +466,7 @@ async fn attempt_target(
                         "waiting out a short Retry-After on the primary target");
                     waited_retry_after = true;
                     tokio::time::sleep(wait).await;
-                    provider.keys.clear(key_index);
+                    keys.clear(key_index);
                     continue;
                 }
                 memory.last_error = Some(provider_error(provider, &failure));
@@ -471,17 +474,13 @@ async fn attempt_target(
             }
             FailureKind::QuotaExhausted => {
                 memory.rate_limited = true;
-                provider.keys.exhaust_quota(
-                    key_index,
-                    failure.retry_after_ms.map(Duration::from_millis),
-                    SystemTime::now(),
-                );
-                req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
+                keys.exhaust_quota(key_index, failure.retry_after_ms.map(Duration::from_millis), SystemTime::now());
+                req.gw.events.publish_key_cooldown(&provider.id, key_index, keys.cooldown_left(key_index));
                 if req.strict {
                     break TargetOutcome::Stop(ApiError::ProviderRateLimited {
                         provider: provider.id.to_string(),
                         message: failure.message.clone(),
-                        retry_after_ms: provider.keys.cooldown_left(key_index).map(|d| d.as_millis() as u64),
+                        retry_after_ms: keys.cooldown_left(key_index).map(|d| d.as_millis() as u64),
                     });
                 }
                 memory.last_error = Some(provider_error(provider, &failure));
@@ -489,7 +488,7 @@ async fn attempt_target(
             }
             FailureKind::KeyInvalid => {
                 tracing::error!(provider = %provider.id, key_index, "upstream rejected the key; taking it out of rotation");
-                provider.keys.disable(key_index, &failure.message);
+                provider.disable_key(key_index, &failure.message);
                 let error = provider_error(provider, &failure);
                 if req.strict {
                     break TargetOutcome::Stop(error);
@@ -501,8 +500,8 @@ async fn attempt_target(
             FailureKind::Transient => {
                 let error = provider_error(provider, &failure);
                 if let Some(ms) = failure.retry_after_ms {
-                    provider.keys.cool_down(key_index, clamp_cooldown(Duration::from_millis(ms)));
-                    req.gw.events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
+                    keys.cool_down(key_index, clamp_cooldown(Duration::from_millis(ms)));
+                    req.gw.events.publish_key_cooldown(&provider.id, key_index, keys.cooldown_left(key_index));
                 }
                 // A client error (an adapter may still call it transient, as
                 // Ollama's 404 for a model it has not pulled) says nothing

@@ -113,6 +113,21 @@ async fn a_0_1_and_a_0_2_component_serve_side_by_side() {
 }
 
 #[tokio::test]
+async fn a_model_with_its_own_limits_is_counted_apart_from_the_others() {
+    let mock = mock().await;
+    let gw = start(plain_config(&mock)).await;
+    // plain-1-trial declares 1 request a minute; plain-1 has the adapter's 60.
+    assert_eq!(gw.chat(chat_body("plain/plain-1-trial")).await.status(), 200, "{}", gw.log());
+    let r = gw.chat(chat_body("plain/plain-1-trial")).await;
+    assert_eq!(r.status(), 429, "the model's own window is full: {}", r.text().await.unwrap());
+    for _ in 0..3 {
+        assert_eq!(gw.chat(chat_body("plain/plain-1")).await.status(), 200, "the other model's window is its own");
+    }
+    assert_eq!(mock.requests().len(), 4, "the refused request never went upstream");
+    gw.terminate().await;
+}
+
+#[tokio::test]
 async fn a_non_openai_stream_is_normalized_and_timestamped() {
     let mock = mock().await;
     let gw = start(plain_config(&mock)).await;

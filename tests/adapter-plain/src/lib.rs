@@ -83,7 +83,18 @@ impl Adapter for Plain {
             stream_framing: StreamFraming::Ndjson,
             wire_format: WireFormat::Other("freellm-test-plain".into()),
             capabilities: Capabilities::empty(),
-            models: vec![ModelInfo::new(MODEL, 8192, ModelTags::FAST)],
+            // `plain-1-trial` has a free tier of its own: one request a
+            // minute, counted apart from `plain-1`'s.
+            models: vec![
+                ModelInfo::new(MODEL, 8192, ModelTags::FAST),
+                ModelInfo::new("plain-1-trial", 8192, ModelTags::empty()).with_limits(RateLimits {
+                    requests_per_minute: Some(1),
+                    requests_per_day: None,
+                    tokens_per_minute: None,
+                    tokens_per_day: None,
+                    shared_per_project: false,
+                }),
+            ],
             default_model: MODEL.into(),
             privacy: PrivacyInfo {
                 policy: PrivacyPolicy::NoTraining,
