@@ -443,3 +443,60 @@ impl WireFormat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::v0_1::freellm::provider::types as old;
+    use super::*;
+
+    fn old_info(capabilities: old::Capabilities, tags: old::ModelTags) -> old::AdapterInfo {
+        old::AdapterInfo {
+            id: "legacy".into(),
+            display_name: "Legacy".into(),
+            adapter_version: "0.1.0".into(),
+            default_base_url: "https://example.com/v1".into(),
+            key_env: Some("LEGACY_API_KEY".into()),
+            auth: old::AuthPlacement::Header("x-key".into()),
+            stream_framing: old::StreamFraming::Ndjson,
+            capabilities,
+            models: vec![old::ModelInfo { id: "m".into(), context_window: 4096, tags }],
+            default_model: "m".into(),
+            privacy: old::PrivacyInfo {
+                policy: old::PrivacyPolicy::Configurable,
+                source_url: "https://example.com/terms".into(),
+                last_verified: "2026-04-09".into(),
+                note: String::new(),
+            },
+            limits: old::RateLimits {
+                requests_per_minute: Some(30),
+                requests_per_day: Some(1000),
+                tokens_per_minute: None,
+                tokens_per_day: None,
+                shared_per_project: true,
+            },
+        }
+    }
+
+    #[test]
+    fn a_0_1_adapter_info_is_openai_chat_with_every_flag_and_limit_kept() {
+        let info = up::info(old_info(old::Capabilities::all(), old::ModelTags::all()));
+        assert_eq!(info.wire_format, WireFormat::OpenaiChat);
+        assert!(info.capabilities == types::Capabilities::all(), "{:?}", info.capabilities);
+        assert!(info.models[0].tags == types::ModelTags::all());
+        assert!(info.models[0].limits.is_none(), "0.1 had no per-model limits");
+        assert_eq!((info.limits.requests_per_minute, info.limits.requests_per_day), (Some(30), Some(1000)));
+        assert!(matches!(info.auth, types::AuthPlacement::Header(ref h) if h == "x-key"));
+        assert!(matches!(info.stream_framing, types::StreamFraming::Ndjson));
+
+        let none = up::info(old_info(old::Capabilities::empty(), old::ModelTags::FAST));
+        assert!(none.capabilities == types::Capabilities::empty());
+        assert!(none.models[0].tags == types::ModelTags::FAST);
+    }
+
+    #[test]
+    fn contract_versions_name_their_package() {
+        assert_eq!(ContractVersion::V0_1.to_string(), "freellm:provider@0.1.0");
+        assert_eq!(ContractVersion::V0_2.package(), "freellm:provider@0.2.0");
+        assert_eq!(WireFormat::Other("cohere-chat-v2".into()).name(), "cohere-chat-v2");
+    }
+}

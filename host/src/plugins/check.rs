@@ -1,7 +1,9 @@
-//! `freellm plugin check`: loads any component the way the gateway does,
-//! then runs the common conformance cases and an adapter's golden fixtures
-//! against it through this runtime, and prints a pass/fail report with the
-//! first difference of each failure.
+//! `freellm plugin check`: loads any component the way the gateway does
+//! (and names the contract version it targets), then runs the conformance
+//! cases its declaration calls for (wire format, capabilities), the
+//! fixtures it embeds and a fixtures directory against it through this
+//! runtime, and prints a pass/fail report with the contract rule or first
+//! difference of each failure.
 //!
 //! The cases and the fixture format live in `freellm-fixtures`, shared with
 //! the SDK's native runner; this module only provides the [`Subject`] that
