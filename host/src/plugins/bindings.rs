@@ -480,7 +480,7 @@ mod tests {
     #[test]
     fn a_0_1_adapter_info_is_openai_chat_with_every_flag_and_limit_kept() {
         let info = up::info(old_info(old::Capabilities::all(), old::ModelTags::all()));
-        assert_eq!(info.wire_format, WireFormat::OpenaiChat);
+        assert!(matches!(info.wire_format, WireFormat::OpenaiChat));
         assert!(info.capabilities == types::Capabilities::all(), "{:?}", info.capabilities);
         assert!(info.models[0].tags == types::ModelTags::all());
         assert!(info.models[0].limits.is_none(), "0.1 had no per-model limits");
