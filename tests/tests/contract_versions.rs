@@ -209,3 +209,41 @@ async fn a_non_openai_adapter_hot_loads_into_a_running_gateway_and_answers() {
     assert_eq!(v["choices"][0]["message"]["content"], "plain says hi");
     gw.terminate().await;
 }
+
+#[test]
+fn a_failing_embedded_fixture_fails_plugin_check_with_its_name_and_difference() {
+    let (ok, text) = check(&swap_variant("plain-wrong-fixture"));
+    assert!(!ok, "{text}");
+    assert!(text.contains("embedded fixtures\n"), "{text}");
+    assert!(text.contains("FAIL wrong-fixture: failure kind: expected transient, got key-invalid"), "{text}");
+}
+
+#[tokio::test]
+async fn the_load_time_self_check_refuses_a_version_that_breaks_its_embedded_fixtures() {
+    let mock = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("plain.wasm");
+    std::fs::copy(component_path(PLAIN), &component).unwrap();
+    let config = format!("[providers.plain]\ncomponent = \"{}\"\nbase_url = \"{}\"\n", component.display(), mock.url);
+    let gw = start(config).await;
+    assert_eq!(gw.chat(chat_body("plain/plain-1")).await.status(), 200, "{}", gw.log());
+    let good = plugin(&gw, "plain").await["hash"].clone();
+
+    let incoming = dir.path().join("plain.incoming");
+    std::fs::copy(swap_variant("plain-wrong-fixture"), &incoming).unwrap();
+    std::fs::rename(&incoming, &component).unwrap();
+    let started = Instant::now();
+    let refused = loop {
+        let p = plugin(&gw, "plain").await;
+        if p["last_error"]["step"] == "self-check" {
+            break p;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never refused: {p}\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let error = refused["last_error"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("embedded fixture wrong-fixture"), "{refused}");
+    assert_eq!(refused["hash"], good, "the good version stays live");
+    assert_eq!(gw.chat(chat_body("plain/plain-1")).await.status(), 200);
+    gw.terminate().await;
+}

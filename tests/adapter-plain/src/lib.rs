@@ -199,12 +199,16 @@ impl Adapter for Plain {
     }
 
     fn embedded_fixtures() -> Vec<FixtureFile> {
-        freellm_sdk::embed_fixtures![
+        let mut fixtures = freellm_sdk::embed_fixtures![
             "fixtures/map-system-and-turns.json",
             "fixtures/respond-text.json",
             "fixtures/classify-429-retry-in-body.json",
             "fixtures/stream-text.json",
-        ]
+        ];
+        if cfg!(feature = "wrong-fixture") {
+            fixtures.extend(freellm_sdk::embed_fixtures!["wrong/wrong-fixture.json"]);
+        }
+        fixtures
     }
 }
 
