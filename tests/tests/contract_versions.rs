@@ -124,6 +124,11 @@ async fn a_model_with_its_own_limits_is_counted_apart_from_the_others() {
         assert_eq!(gw.chat(chat_body("plain/plain-1")).await.status(), 200, "the other model's window is its own");
     }
     assert_eq!(mock.requests().len(), 4, "the refused request never went upstream");
+    let status: Value = gw.get("/v1/status").await.json().await.unwrap();
+    let plain = status["providers"].as_array().unwrap().iter().find(|p| p["id"] == "plain").cloned().unwrap();
+    assert_eq!(plain["limits"]["requestsPerMinute"], 60, "{plain}");
+    assert_eq!(plain["modelLimits"]["plain-1-trial"]["requestsPerMinute"], 1, "{plain}");
+    assert_eq!(plain["modelLimits"]["plain-1-trial"]["keysAvailable"], 0, "{plain}");
     gw.terminate().await;
 }
 
