@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds every provider component under providers/ for wasm32-wasip2,
-# installing the target first if this machine lacks it.
+# Builds every provider component under providers/ and the test adapters
+# under tests/adapter-* (a 0.1-contract adapter, a non-OpenAI adapter) for
+# wasm32-wasip2, installing the target first if this machine lacks it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
 fi
 
 packages=()
-for manifest in providers/*/Cargo.toml; do
+for manifest in providers/*/Cargo.toml tests/adapter-*/Cargo.toml; do
     name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)
     packages+=(-p "$name")
 done

@@ -25,8 +25,8 @@ pub use freellm_fixtures::{
 use crate::bindings::exports::freellm::provider::adapter::Guest as _;
 use crate::glue::Guest;
 use crate::{
-    Adapter, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod,
-    NormalizedResponse, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod,
+    NormalizedResponse, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage, WireFormat,
 };
 
 /// Runs every fixture in `dir` against `A` and panics with a report naming
@@ -44,12 +44,16 @@ pub fn assert_dir<A: Adapter>(dir: impl AsRef<Path>) {
     );
 }
 
-/// Runs the common conformance cases against `A` configured with
-/// `settings`, and panics with the report when one fails.
+/// Runs the conformance cases that apply to `A` configured with `settings`,
+/// then its embedded fixtures, and panics with the report when one fails.
 pub fn assert_conformance<A: Adapter>(settings: &[(&str, &str)]) {
     let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    let report = freellm_fixtures::conformance(&mut Native::<A>::new(), &settings);
+    let mut subject = Native::<A>::new();
+    let report = freellm_fixtures::conformance(&mut subject, &settings);
     assert!(report.all_passed(), "conformance:\n{report}");
+    let embedded = A::embedded_fixtures().into_iter().map(|f| (f.name, f.json)).collect::<Vec<_>>();
+    let report = freellm_fixtures::run_embedded(&mut subject, &embedded);
+    assert!(report.all_passed(), "embedded fixtures:\n{report}");
 }
 
 /// An [`Adapter`] seen as a fixture [`Subject`], called in-process. A panic
@@ -83,14 +87,11 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, FailureOut>) -> Result<T, FailureOut
 impl<A: Adapter> Subject for Native<A> {
     fn describe(&mut self, settings: &[(String, String)]) -> Result<Described, String> {
         let info = guarded(|| A::configure(&settings.to_vec()).map_err(FailureOut::fault)).map_err(|f| f.message)?;
-        Ok(Described {
-            id: info.id,
-            base_url: info.default_base_url.trim_end_matches('/').to_owned(),
-            auth: auth(info.auth),
-            default_model: info.default_model,
-            models: info.models.into_iter().map(|m| m.id).collect(),
-            tools: info.capabilities.contains(Capabilities::TOOLS),
-        })
+        Ok(described(info))
+    }
+
+    fn embedded_fixtures(&mut self) -> Result<Vec<(String, String)>, FailureOut> {
+        guarded(|| Ok(A::embedded_fixtures().into_iter().map(|f| (f.name, f.json)).collect()))
     }
 
     fn map(&mut self, ctx: &Ctx, body: &[u8]) -> Result<Mapped, FailureOut> {

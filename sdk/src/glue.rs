@@ -10,8 +10,8 @@ use std::marker::PhantomData;
 
 use crate::bindings::exports::freellm::provider::adapter;
 use crate::{
-    Adapter, AdapterInfo, CallContext, ChatRequest, Failure, NormalizedResponse, ResponseHead, Settings, StreamEvent,
-    StreamNormalizer, StreamOutput, UpstreamRequest,
+    Adapter, AdapterInfo, CallContext, ChatRequest, Failure, FixtureFile, NormalizedResponse, ResponseHead, Settings,
+    StreamEvent, StreamNormalizer, StreamOutput, UpstreamRequest,
 };
 
 /// The exported `adapter` interface, implemented for any [`Adapter`].
@@ -43,6 +43,10 @@ impl<A: Adapter> adapter::Guest for Guest<A> {
     fn classify_failure(ctx: CallContext, head: ResponseHead, body: Vec<u8>) -> Failure {
         A::classify_failure(&ctx, &head, &body)
     }
+
+    fn embedded_fixtures() -> Vec<FixtureFile> {
+        A::embedded_fixtures()
+    }
 }
 
 impl<A: Adapter> adapter::GuestStreamNormalizer for Stream<A> {
@@ -63,7 +67,9 @@ impl<A: Adapter> adapter::GuestStreamNormalizer for Stream<A> {
 mod tests {
     use super::*;
     use crate::bindings::exports::freellm::provider::adapter::{Guest as _, GuestStreamNormalizer as _};
-    use crate::{AuthPlacement, Capabilities, FailureKind, PrivacyInfo, PrivacyPolicy, RateLimits, StreamFraming};
+    use crate::{
+        AuthPlacement, Capabilities, FailureKind, PrivacyInfo, PrivacyPolicy, RateLimits, StreamFraming, WireFormat,
+    };
 
     struct Minimal;
 
@@ -77,6 +83,7 @@ mod tests {
                 key_env: None,
                 auth: AuthPlacement::None,
                 stream_framing: StreamFraming::Sse,
+                wire_format: WireFormat::OpenaiChat,
                 capabilities: Capabilities::empty(),
                 models: vec![],
                 default_model: "m".into(),
@@ -115,6 +122,7 @@ mod tests {
         assert_eq!(f.kind, FailureKind::KeyInvalid);
         let n = Guest::<Minimal>::normalize_response(ctx(), head(), br#"{"choices":[]}"#.to_vec()).unwrap();
         assert_eq!(n.body, br#"{"choices":[]}"#);
+        assert!(Guest::<Minimal>::embedded_fixtures().is_empty(), "no fixtures unless the adapter embeds some");
     }
 
     #[test]

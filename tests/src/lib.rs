@@ -73,6 +73,13 @@ pub fn build_artifacts() -> &'static Path {
         }
         // Leave the default build in place for the other tests.
         run(&["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2", "-p", "freellm-provider-swaptest"]);
+        // The non-OpenAI test adapter with a wrong embedded fixture.
+        let plain =
+            ["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2", "-p", "freellm-test-adapter-plain"];
+        run(&[&plain[..], &["--features", "wrong-fixture"]].concat());
+        std::fs::copy(component_path("freellm-test-adapter-plain"), variants.join("plain-wrong-fixture.wasm"))
+            .expect("copy plain-wrong-fixture variant");
+        run(&plain);
         run(&["build", "--quiet", "--target", "wasm32-wasip2", "-p", "freellm-wrong-world"]);
         std::fs::copy(
             root.join("target/wasm32-wasip2/debug/freellm-wrong-world.wasm"),
@@ -95,9 +102,13 @@ pub const PROVIDER_CRATES: &[&str] = &[
     "freellm-provider-openai-compatible",
     "freellm-provider-hostile",
     "freellm-provider-swaptest",
+    "freellm-test-adapter-v01",
+    "freellm-test-adapter-plain",
 ];
 
-/// A swap-test variant (`v1`, `v2`, `broken`, `flaky`) or `wrong-world`.
+/// A swap-test variant (`v1`, `v2`, `broken`, `flaky`), `wrong-world`, or
+/// `plain-wrong-fixture` (the non-OpenAI test adapter embedding a wrong
+/// fixture).
 pub fn swap_variant(name: &str) -> PathBuf {
     build_artifacts();
     workspace_root().join("target/e2e-swap").join(format!("{name}.wasm"))

@@ -25,9 +25,10 @@ use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 
 use super::bindings::types::{
-    AdapterInfo, CallContext, Failure, NormalizedResponse, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest,
+    AdapterInfo, CallContext, Failure, FixtureFile, NormalizedResponse, ResponseHead, StreamEvent, StreamOutput,
+    UpstreamRequest,
 };
-use super::bindings::{Provider, ProviderPre};
+use super::bindings::{Bindings, ContractVersion, ProviderPre};
 use super::engine::PluginEngine;
 use super::loader::{Compiled, LoadError};
 use super::sandbox::{CallState, SandboxLimits, new_store};
@@ -148,7 +149,7 @@ pub struct Adapter {
     pub stats: AdapterStats,
     settings: Vec<(String, String)>,
     limits: SandboxLimits,
-    pre: ProviderPre<CallState>,
+    pre: ProviderPre,
     engine: Arc<PluginEngine>,
     /// Idle instances ready for the next call (empty unless reuse is on).
     warm: Mutex<Vec<Instance>>,
@@ -185,7 +186,7 @@ impl Adapter {
         let mut store = new_store(&engine, &label, limits);
         let configure = async {
             let provider = compiled.pre.instantiate_async(&mut store).await?;
-            provider.freellm_provider_adapter().call_configure(&mut store, &settings).await
+            provider.configure(&mut store, &settings).await
         };
         let info = match configure.await {
             Ok(Ok(info)) => info,
@@ -213,6 +214,11 @@ impl Adapter {
         Compiled { pre: self.pre.clone(), hash: self.hash.clone() }
     }
 
+    /// The contract version the component targets.
+    pub fn contract(&self) -> ContractVersion {
+        self.pre.version()
+    }
+
     /// The settings it was configured with (slot id included).
     pub fn settings(&self) -> &[(String, String)] {
         &self.settings
@@ -234,10 +240,7 @@ impl Adapter {
         ctx: &CallContext,
         body: &[u8],
     ) -> Result<Result<UpstreamRequest, Failure>, AdapterFault> {
-        self.call(&ctx.request_id, async |p, store| {
-            p.freellm_provider_adapter().call_map_request(store, ctx, body).await
-        })
-        .await
+        self.call(&ctx.request_id, async |p, store| p.map_request(store, ctx, body).await).await
     }
 
     /// `normalize-response`: a 2xx upstream body → OpenAI `chat.completion`.
@@ -247,10 +250,7 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Result<NormalizedResponse, Failure>, AdapterFault> {
-        self.call(&ctx.request_id, async |p, store| {
-            p.freellm_provider_adapter().call_normalize_response(store, ctx, head, body).await
-        })
-        .await
+        self.call(&ctx.request_id, async |p, store| p.normalize_response(store, ctx, head, body).await).await
     }
 
     /// `classify-failure`: a non-2xx upstream answer → a typed failure.
@@ -260,10 +260,13 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Failure, AdapterFault> {
-        self.call(&ctx.request_id, async |p, store| {
-            p.freellm_provider_adapter().call_classify_failure(store, ctx, head, body).await
-        })
-        .await
+        self.call(&ctx.request_id, async |p, store| p.classify_failure(store, ctx, head, body).await).await
+    }
+
+    /// `embedded-fixtures`: the golden fixtures the component carries
+    /// (none for a 0.1 component).
+    pub async fn embedded_fixtures(&self) -> Result<Vec<FixtureFile>, AdapterFault> {
+        self.call("", async |p, store| p.embedded_fixtures(store).await).await
     }
 
     /// Starts a stream normalizer for a 2xx streaming answer. The returned
@@ -275,12 +278,7 @@ impl Adapter {
         head: &ResponseHead,
     ) -> Result<StreamSession, AdapterFault> {
         let (mut instance, started) = self.checkout(&ctx.request_id).await?;
-        let result = instance
-            .provider
-            .freellm_provider_adapter()
-            .stream_normalizer()
-            .call_constructor(&mut instance.store, ctx, head)
-            .await;
+        let result = instance.provider.open_stream(&mut instance.store, ctx, head).await;
         let handle = self.record(&ctx.request_id, started, result, &instance.store)?;
         Ok(StreamSession {
             adapter: self.clone(),
@@ -301,7 +299,7 @@ impl Adapter {
     async fn call<R>(
         &self,
         request_id: &str,
-        call: impl AsyncFnOnce(&Provider, &mut Store<CallState>) -> wasmtime::Result<R>,
+        call: impl AsyncFnOnce(&Bindings, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, AdapterFault> {
         let (mut instance, started) = self.checkout(request_id).await?;
         let result = call(&instance.provider, &mut instance.store).await;
@@ -390,7 +388,7 @@ impl Adapter {
 /// One instantiated adapter: its store and bindings, and the calls it served.
 struct Instance {
     store: Store<CallState>,
-    provider: Provider,
+    provider: Bindings,
     calls: u32,
 }
 
@@ -406,7 +404,7 @@ const RECYCLE_ABOVE_MEMORY: usize = 8 << 20;
 pub struct StreamSession {
     adapter: Arc<Adapter>,
     store: Store<CallState>,
-    provider: Provider,
+    provider: Bindings,
     handle: ResourceAny,
     request_id: String,
 }
@@ -415,24 +413,14 @@ impl StreamSession {
     /// Normalizes the events of one network read.
     pub async fn push(&mut self, events: &[StreamEvent]) -> Result<Result<StreamOutput, Failure>, AdapterFault> {
         let started = self.begin();
-        let result = self
-            .provider
-            .freellm_provider_adapter()
-            .stream_normalizer()
-            .call_push(&mut self.store, self.handle, events)
-            .await;
+        let result = self.provider.push(&mut self.store, self.handle, events).await;
         self.adapter.record(&self.request_id, started, result, &self.store)
     }
 
     /// Flushes the normalizer at upstream EOF.
     pub async fn finish(&mut self) -> Result<Result<StreamOutput, Failure>, AdapterFault> {
         let started = self.begin();
-        let result = self
-            .provider
-            .freellm_provider_adapter()
-            .stream_normalizer()
-            .call_finish(&mut self.store, self.handle)
-            .await;
+        let result = self.provider.finish(&mut self.store, self.handle).await;
         self.adapter.record(&self.request_id, started, result, &self.store)
     }
 

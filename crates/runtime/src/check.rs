@@ -1,7 +1,9 @@
-//! `freellm plugin check`: loads any component the way the gateway does,
-//! then runs the common conformance cases and an adapter's golden fixtures
-//! against it through this runtime, and prints a pass/fail report with the
-//! first difference of each failure.
+//! `freellm plugin check`: loads any component the way the gateway does
+//! (and names the contract version it targets), then runs the conformance
+//! cases its declaration calls for (wire format, capabilities), the
+//! fixtures it embeds and a fixtures directory against it through this
+//! runtime, and prints a pass/fail report with the contract rule or first
+//! difference of each failure.
 //!
 //! The cases and the fixture format live in `freellm-fixtures`, shared with
 //! the SDK's native runner; this module only provides the [`Subject`] that
@@ -18,8 +20,8 @@ use super::engine::PluginEngine;
 use super::loader::{self, Compiled};
 use super::sandbox::SandboxLimits;
 use super::types::{
-    AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod, NormalizedResponse,
-    ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage,
+    AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod,
+    NormalizedResponse, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage, WireFormat,
 };
 
 /// What to check.
@@ -62,7 +64,9 @@ pub fn run(options: &CheckOptions) -> CheckResult {
         Err(e) => return fail(text, "load", e.to_string()),
     };
     let _ = writeln!(text, "sha256     {}", compiled.hash);
-    let _ = writeln!(text, "PASS load: compiled, sandbox policy and freellm:provider@0.1.0 world checked");
+    let version = compiled.version();
+    let _ = writeln!(text, "contract   {version}");
+    let _ = writeln!(text, "PASS load: compiled, sandbox policy and {version} world checked");
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(text, "runtime", e.to_string()),
@@ -74,17 +78,34 @@ pub fn run(options: &CheckOptions) -> CheckResult {
         let info = &adapter.info;
         let _ = writeln!(
             text,
-            "adapter    {} {} \"{}\", {} model(s), default {}",
+            "adapter    {} {} \"{}\", {} model(s), default {}, wire format {}",
             info.id,
             info.adapter_version,
             info.display_name,
             info.models.len(),
-            info.default_model
+            info.default_model,
+            info.wire_format.name()
         );
     }
     let _ = writeln!(text, "conformance");
     let _ = write!(text, "{conformance}");
     let mut totals = (conformance.passed(), conformance.failures().count());
+
+    if subject.adapter.is_some() {
+        match embedded_report(&mut subject) {
+            Ok(Some(report)) => {
+                let _ = writeln!(text, "embedded fixtures");
+                let _ = write!(text, "{report}");
+                totals.0 += report.passed();
+                totals.1 += report.failures().count();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = writeln!(text, "embedded fixtures\n  FAIL embedded-fixtures: {e}");
+                totals.1 += 1;
+            }
+        }
+    }
 
     if let Some(dir) = &options.fixtures {
         let _ = writeln!(text, "fixtures ({})", dir.display());
@@ -112,9 +133,11 @@ pub fn run(options: &CheckOptions) -> CheckResult {
 }
 
 /// The conformance self-check a new adapter version must pass before it
-/// goes live (hot reload): the common cases of `plugin check`, run with the
-/// slot's settings. Blocks; call it off the async workers. `Err` names the
-/// failed cases.
+/// goes live (hot reload): the cases of `plugin check` that apply to the
+/// adapter's declared wire format and capabilities, run with the slot's
+/// settings, then the fixtures the component embeds. Blocks; call it off
+/// the async workers. `Err` names the failed cases, each with its rule or
+/// first difference.
 pub fn self_check(engine: Arc<PluginEngine>, adapter: &Adapter) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,14 +145,29 @@ pub fn self_check(engine: Arc<PluginEngine>, adapter: &Adapter) -> Result<(), St
         .map_err(|e| format!("cannot start the self-check: {e}"))?;
     let mut subject = RuntimeSubject { runtime, engine, compiled: adapter.compiled(), adapter: None };
     let report = freellm_fixtures::conformance(&mut subject, adapter.settings());
-    if report.all_passed() {
-        return Ok(());
-    }
-    let failures: Vec<String> = report
+    let mut failures: Vec<String> = report
         .failures()
         .map(|o| format!("{}: {}", o.name, o.result.as_ref().err().map_or("", String::as_str)))
         .collect();
-    Err(failures.join("; "))
+    if subject.adapter.is_some() {
+        match embedded_report(&mut subject) {
+            Ok(Some(report)) => failures.extend(report.failures().map(|o| {
+                format!("embedded fixture {}: {}", o.name, o.result.as_ref().err().map_or("", String::as_str))
+            })),
+            Ok(None) => {}
+            Err(e) => failures.push(format!("embedded-fixtures: {e}")),
+        }
+    }
+    if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
+}
+
+/// Runs the fixtures the component embeds; `None` when it embeds none.
+fn embedded_report(subject: &mut RuntimeSubject) -> Result<Option<freellm_fixtures::Report>, String> {
+    let fixtures = subject.embedded_fixtures().map_err(|f| f.message)?;
+    if fixtures.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(freellm_fixtures::run_embedded(subject, &fixtures)))
 }
 
 /// The default cache for `plugin check`: inside the system temp directory,
@@ -164,17 +202,15 @@ impl Subject for RuntimeSubject {
                 SandboxLimits::default(),
             ))
             .map_err(|e| e.to_string())?;
-        let info = &adapter.info;
-        let described = Described {
-            id: info.id.clone(),
-            base_url: info.default_base_url.trim_end_matches('/').to_owned(),
-            auth: auth(info.auth.clone()),
-            default_model: info.default_model.clone(),
-            models: info.models.iter().map(|m| m.id.clone()).collect(),
-            tools: info.capabilities.contains(Capabilities::TOOLS),
-        };
+        let described = described(adapter.info.clone());
         self.adapter = Some(Arc::new(adapter));
         Ok(described)
+    }
+
+    fn embedded_fixtures(&mut self) -> Result<Vec<(String, String)>, FailureOut> {
+        let adapter = self.adapter()?;
+        let files = self.runtime.block_on(adapter.embedded_fixtures()).map_err(|f| FailureOut::fault(f.detailed()))?;
+        Ok(files.into_iter().map(|f| (f.name, f.json)).collect())
     }
 
     fn map(&mut self, ctx: &Ctx, body: &[u8]) -> Result<Mapped, FailureOut> {

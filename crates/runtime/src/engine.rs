@@ -4,7 +4,7 @@
 //! that bounds CPU time. A background thread advances the epoch every
 //! [`EPOCH_TICK`]; each call sets its deadline in ticks. The linker offers
 //! WASI p2 (deny-all contexts are built per call in [`super::sandbox`]) and the
-//! contract's tiny `host` interface.
+//! contract's tiny `host` interface, once per supported contract version.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::freellm::provider::host as wit_host;
+use super::bindings::{v0_1, v0_2};
 use super::sandbox::CallState;
 
 /// How often the epoch advances; the unit of every CPU deadline.
@@ -68,7 +68,10 @@ impl PluginEngine {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wit_host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+        // Every supported contract version's `host` interface: components
+        // of each version load side by side.
+        v0_1::freellm::provider::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+        v0_2::freellm::provider::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         let warm_per_adapter = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
         Ok(Arc::new(Self { engine, linker, warm_per_adapter, compiling: Default::default() }))
     }

@@ -16,7 +16,7 @@ pub mod loader;
 pub mod sandbox;
 
 pub use adapter::{Adapter, AdapterFault, StreamSession};
-pub use bindings::types;
+pub use bindings::{ContractVersion, types};
 pub use engine::{MAX_MEMORY_BYTES, PluginEngine};
 pub use loader::LoadError;
 pub use sandbox::SandboxLimits;

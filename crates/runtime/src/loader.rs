@@ -23,9 +23,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
-use super::bindings::ProviderPre;
+use super::bindings::{ContractVersion, ProviderPre};
 use super::engine::PluginEngine;
-use super::sandbox::CallState;
 
 /// Why a component could not be loaded. Each variant names the step.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +38,7 @@ pub enum LoadError {
     /// The component imports something the sandbox does not grant.
     #[error("sandbox policy: component imports `{0}`, which adapters may not use")]
     ForbiddenImport(String),
-    /// The component does not implement the `freellm:provider@0.1` world.
+    /// The component implements no supported `freellm:provider` world.
     #[error("contract: {0}")]
     Contract(String),
     /// `configure` failed or trapped.
@@ -99,8 +98,9 @@ impl<T: Clone> InFlight<T> {
 /// A compiled, policy-checked, type-checked component, ready to instantiate.
 #[derive(Clone)]
 pub struct Compiled {
-    /// Ready-to-instantiate form; imports resolved and exports checked once.
-    pub pre: ProviderPre<CallState>,
+    /// Ready-to-instantiate form; imports resolved and exports checked once
+    /// against the contract version the component targets.
+    pub pre: ProviderPre,
     /// Hex SHA-256 of the component bytes.
     pub hash: String,
 }
@@ -120,7 +120,16 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:clocks/",
     "freellm:provider/types@0.1.",
     "freellm:provider/host@0.1.",
+    "freellm:provider/types@0.2.",
+    "freellm:provider/host@0.2.",
 ];
+
+impl Compiled {
+    /// The contract version the component targets.
+    pub fn version(&self) -> ContractVersion {
+        self.pre.version()
+    }
+}
 
 /// Reads a component file, then [`compile`]s it.
 pub fn load_file(engine: &PluginEngine, path: &Path, cache_dir: &Path) -> Result<Compiled, LoadError> {
@@ -137,7 +146,7 @@ pub fn compile(engine: &PluginEngine, bytes: &[u8], cache_dir: &Path) -> Result<
         check_imports(engine, &component)?;
         let instance_pre =
             engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
-        let pre = ProviderPre::new(instance_pre).map_err(|e| LoadError::Contract(format!("{e:#}")))?;
+        let pre = ProviderPre::new(instance_pre).map_err(LoadError::Contract)?;
         Ok(Compiled { pre, hash: hash.clone() })
     })
 }

@@ -13,7 +13,7 @@ use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::freellm::provider::host::{Host, LogLevel};
+use super::bindings::{v0_1, v0_2};
 use super::engine::PluginEngine;
 
 /// Bytes of guest stderr kept for the log when a call fails.
@@ -122,12 +122,13 @@ impl WasiView for CallState {
     }
 }
 
-impl Host for CallState {
-    fn log(&mut self, level: LogLevel, message: String) {
+impl v0_2::freellm::provider::host::Host for CallState {
+    fn log(&mut self, level: v0_2::freellm::provider::host::LogLevel, message: String) {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
+        use v0_2::freellm::provider::host::LogLevel;
         let message = truncate(&message, MAX_LOG_LINE);
         let adapter = &*self.adapter_id;
         match level {
@@ -136,6 +137,21 @@ impl Host for CallState {
             LogLevel::Warn => tracing::warn!(adapter, "{message}"),
             LogLevel::Error => tracing::error!(adapter, "{message}"),
         }
+    }
+}
+
+/// A 0.1 adapter's log line goes the same way as a 0.2 one's.
+impl v0_1::freellm::provider::host::Host for CallState {
+    fn log(&mut self, level: v0_1::freellm::provider::host::LogLevel, message: String) {
+        use v0_1::freellm::provider::host::LogLevel as Old;
+        use v0_2::freellm::provider::host::LogLevel as New;
+        let level = match level {
+            Old::Debug => New::Debug,
+            Old::Info => New::Info,
+            Old::Warn => New::Warn,
+            Old::Error => New::Error,
+        };
+        v0_2::freellm::provider::host::Host::log(self, level, message);
     }
 }
 

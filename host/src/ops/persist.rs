@@ -58,8 +58,10 @@ pub fn snapshot(virtual_keys: &VirtualKeys, registry: &Registry, store: &Store) 
         store.stage(Table::VirtualKeyUsage, &vk_store_id(&id), &window)?;
     }
     for p in &registry.providers {
-        for (id, state) in p.keys.export_state(&p.id) {
-            store.stage(Table::KeyWindows, &id, &state)?;
+        for (scope, keys) in p.key_rings() {
+            for (id, state) in keys.export_state(&scope) {
+                store.stage(Table::KeyWindows, &id, &state)?;
+            }
         }
         store.stage(Table::ProviderUsage, &p.id, &p.stats.usage.export())?;
     }

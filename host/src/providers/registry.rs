@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, LimitsOverride, ProviderConfig};
 use crate::ops::stats::ProviderStats;
 use crate::ops::store::{Store, Table};
 use crate::providers::keys::KeyRing;
 use freellm_limits::breaker::Breaker;
 use freellm_limits::quota::Limits;
-use freellm_runtime::types::AuthPlacement;
+use freellm_runtime::types::{AuthPlacement, RateLimits};
 use freellm_runtime::{Adapter, PluginEngine, loader};
 
 /// One configured provider slot.
@@ -26,8 +26,13 @@ pub struct ProviderEntry {
     pub adapter: Option<Arc<Adapter>>,
     /// Base URL without a trailing slash.
     pub base_url: String,
-    /// Keys, their windows and cooldowns.
+    /// Keys, their windows and cooldowns, against the adapter-wide limits.
     pub keys: Arc<KeyRing>,
+    /// The same keys for each model that declares limits of its own
+    /// (contract 0.2 `model-info.limits`), counted in windows of their own:
+    /// a provider whose quotas are per model (Gemini) spends one model's
+    /// quota without touching another's.
+    pub model_keys: Vec<(String, Arc<KeyRing>)>,
     /// The provider's circuit breaker (shared by its keys).
     pub breaker: Arc<Breaker>,
     /// Counters and token usage.
@@ -126,12 +131,34 @@ impl ProviderEntry {
         }
     }
 
-    /// `None` when the provider could take a request of `tokens` now (breaker
-    /// admits, a key has room), else how long until it can.
-    pub fn wait_for_headroom(&self, now: Instant, tokens: u32) -> Option<Duration> {
+    /// The keys a request for upstream `model` is counted against: the
+    /// model's own when it declares limits, else the provider's.
+    pub fn keys_for(&self, model: &str) -> &Arc<KeyRing> {
+        self.model_keys.iter().find(|(m, _)| m == model).map_or(&self.keys, |(_, keys)| keys)
+    }
+
+    /// Every key ring with the scope its state is stored under: the
+    /// provider id, then `<id>/<model>` for each model with its own limits.
+    pub fn key_rings(&self) -> impl Iterator<Item = (String, &Arc<KeyRing>)> {
+        std::iter::once((self.id.to_string(), &self.keys))
+            .chain(self.model_keys.iter().map(|(model, keys)| (format!("{}/{model}", self.id), keys)))
+    }
+
+    /// Takes key `index` out of every ring: the upstream rejected the key
+    /// itself, whatever the model.
+    pub fn disable_key(&self, index: usize, reason: &str) {
+        for (_, keys) in self.key_rings() {
+            keys.disable(index, reason);
+        }
+    }
+
+    /// `None` when the provider could take a request of `tokens` for
+    /// upstream `model` now (breaker admits, a key has room), else how long
+    /// until it can.
+    pub fn wait_for_headroom(&self, model: &str, now: Instant, tokens: u32) -> Option<Duration> {
         let breaker = (!self.breaker.is_available(now))
             .then(|| self.breaker.snapshot(now).opened_for_ms_remaining.map_or(Duration::ZERO, Duration::from_millis));
-        let keys = self.keys.wait_for_headroom(now, tokens);
+        let keys = self.keys_for(model).wait_for_headroom(now, tokens);
         match (breaker, keys) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or_default().max(b.unwrap_or_default())),
@@ -259,34 +286,20 @@ pub fn assemble(
     } else {
         (true, None)
     };
-    let l = &info.limits;
-    let o = pc.limits.unwrap_or_default();
-    // An operator override wins; 0 there means unlimited.
-    let pick = |over: Option<u32>, declared: Option<u32>| match over {
-        Some(0) => None,
-        Some(v) => Some(v),
-        None => declared,
-    };
-    let limits = Limits {
-        requests_per_minute: pick(o.rpm, l.requests_per_minute),
-        requests_per_day: pick(o.rpd, l.requests_per_day),
-        tokens_per_minute: pick(o.tpm, l.tokens_per_minute),
-        tokens_per_day: pick(o.tpd, l.tokens_per_day),
-    };
-    let key_count = if needs_key { secrets.len() } else { 1 };
-    let keys = match previous {
-        Some(p) if *p.keys.limits() == limits && p.keys.len() == key_count && !p.keys.is_empty() => p.keys.clone(),
-        _ => {
-            let mut keys = if needs_key { KeyRing::new(secrets, limits) } else { KeyRing::keyless(limits) };
-            if let Some(p) = previous {
-                let saved = p.keys.export_state(&p.id);
-                keys.restore_state(&pc.id, &|id| saved.iter().find(|(s, _)| s == id).map(|(_, w)| w.clone()));
-            } else if let Some(store) = store {
-                keys.restore_state(&pc.id, &|id| store.get(Table::KeyWindows, id).ok().flatten());
-            }
-            Arc::new(keys)
-        }
-    };
+    let override_ = pc.limits.unwrap_or_default();
+    let ring = Rings { secrets: &secrets, needs_key, store };
+    let keys = ring.build(&pc.id, effective_limits(&info.limits, override_), previous.map(|p| (&p.id, &p.keys)));
+    let model_keys = info
+        .models
+        .iter()
+        .filter_map(|m| {
+            let declared = m.limits.as_ref()?;
+            let scope = format!("{}/{}", pc.id, m.id);
+            let before =
+                previous.and_then(|p| p.model_keys.iter().find(|(id, _)| *id == m.id)).map(|(_, keys)| (&scope, keys));
+            Some((m.id.clone(), ring.build(&scope, effective_limits(declared, override_), before)))
+        })
+        .collect();
     let base_url = pc.base_url.clone().unwrap_or_else(|| info.default_base_url.trim_end_matches('/').to_owned());
     tracing::debug!(provider = %pc.id, hash = %adapter.hash, version = %info.adapter_version, "adapter loaded");
     ProviderEntry {
@@ -294,12 +307,61 @@ pub fn assemble(
         adapter: Some(adapter.clone()),
         base_url,
         keys,
+        model_keys,
         breaker: previous.map_or_else(|| Arc::new(Breaker::new(config.routing.breaker)), |p| p.breaker.clone()),
         stats: previous.map_or_else(|| Arc::new(ProviderStats::default()), |p| p.stats.clone()),
         enabled,
         note,
         config: pc.clone(),
         canary: None,
+    }
+}
+
+/// Declared limits with the operator's override applied: an override
+/// wins, and 0 there means unlimited.
+fn effective_limits(declared: &RateLimits, o: LimitsOverride) -> Limits {
+    let pick = |over: Option<u32>, declared: Option<u32>| match over {
+        Some(0) => None,
+        Some(v) => Some(v),
+        None => declared,
+    };
+    Limits {
+        requests_per_minute: pick(o.rpm, declared.requests_per_minute),
+        requests_per_day: pick(o.rpd, declared.requests_per_day),
+        tokens_per_minute: pick(o.tpm, declared.tokens_per_minute),
+        tokens_per_day: pick(o.tpd, declared.tokens_per_day),
+    }
+}
+
+/// What every key ring of one slot is built from.
+struct Rings<'a> {
+    secrets: &'a [String],
+    needs_key: bool,
+    store: Option<&'a Store>,
+}
+
+impl Rings<'_> {
+    /// The ring stored under `scope`: the previous one when its limits and
+    /// keys are unchanged, else a new one that takes over the previous
+    /// one's windows and cooldowns (or, at start-up, the stored ones).
+    fn build(&self, scope: &str, limits: Limits, previous: Option<(&impl AsRef<str>, &Arc<KeyRing>)>) -> Arc<KeyRing> {
+        let key_count = if self.needs_key { self.secrets.len() } else { 1 };
+        if let Some((_, p)) = previous
+            && *p.limits() == limits
+            && p.len() == key_count
+            && !p.is_empty()
+        {
+            return p.clone();
+        }
+        let mut keys =
+            if self.needs_key { KeyRing::new(self.secrets.to_vec(), limits) } else { KeyRing::keyless(limits) };
+        if let Some((previous_scope, p)) = previous {
+            let saved = p.export_state(previous_scope.as_ref());
+            keys.restore_state(scope, &|id| saved.iter().find(|(s, _)| s == id).map(|(_, w)| w.clone()));
+        } else if let Some(store) = self.store {
+            keys.restore_state(scope, &|id| store.get(Table::KeyWindows, id).ok().flatten());
+        }
+        Arc::new(keys)
     }
 }
 
@@ -321,6 +383,7 @@ pub fn failed_slot(
         adapter: None,
         base_url: pc.base_url.clone().unwrap_or_default(),
         keys: Arc::new(KeyRing::new(Vec::new(), Limits::default())),
+        model_keys: Vec::new(),
         breaker: previous.map_or_else(|| Arc::new(Breaker::new(config.routing.breaker)), |p| p.breaker.clone()),
         stats: previous.map_or_else(|| Arc::new(ProviderStats::default()), |p| p.stats.clone()),
         enabled: false,

@@ -46,6 +46,7 @@ use crate::access::virtual_keys::Ticket;
 use crate::clock;
 use crate::ops::metrics::UpstreamTime;
 use crate::ops::stats::unix_ms;
+use crate::providers::keys::KeyRing;
 use crate::providers::{ProviderEntry, Registry};
 use crate::routing::decide::{Action, AttemptFailure, Blame, Context, Decision, KeyEffect, decide};
 use crate::routing::error::RoutingError;
@@ -286,6 +287,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
         provider,
         adapter: &adapter,
         ctx: &ctx,
+        keys: provider.keys_for(&candidate.upstream_model),
         upstream_time: Some(&req.upstream_time),
     };
     // Streams report usage only when asked: ask the providers that can, and
@@ -303,7 +305,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
         if clock::now() >= target.deadline {
             break TargetOutcome::Next;
         }
-        let mut key = match acquire_key(provider, &tried_keys, clock::now(), req.estimated_tokens) {
+        let mut key = match acquire_key(call.keys, &tried_keys, clock::now(), req.estimated_tokens) {
             Ok(key) => key,
             // Keys cooling down or with full windows: a rate limit, with an
             // ETA. Keys all tried or invalid: nothing more to do here.
@@ -356,7 +358,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
                     "waiting out a short Retry-After on the primary target");
                 waited_retry_after = true;
                 tokio::time::sleep(after).await;
-                provider.keys.clear(key_index);
+                call.keys.clear(key_index);
             }
             Action::NextKey => {
                 memory.blame(decision.blame, failed.error);
@@ -370,7 +372,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
                 memory.blame(decision.blame, failed.error);
                 break TargetOutcome::ContextFallbacks;
             }
-            Action::Stop => break TargetOutcome::Stop(stop_error(provider, key_index, failed, &decision)),
+            Action::Stop => break TargetOutcome::Stop(stop_error(call.keys, key_index, failed, &decision)),
         }
     };
     if let Some(verdict) = verdict.into_inner().unwrap_or_else(|e| e.into_inner()) {
@@ -381,10 +383,10 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
 
 /// The error a stopped route returns: a strict request's rate limit says
 /// when the key is usable again; anything else is the failure itself.
-fn stop_error(provider: &ProviderEntry, key_index: usize, failed: Failed, decision: &Decision) -> RoutingError {
+fn stop_error(keys: &KeyRing, key_index: usize, failed: Failed, decision: &Decision) -> RoutingError {
     let retry_after_ms = match decision.key {
         KeyEffect::CoolDown(wait) => Some(wait.as_millis() as u64),
-        KeyEffect::ExhaustQuota(_) => provider.keys.cooldown_left(key_index).map(|d| d.as_millis() as u64),
+        KeyEffect::ExhaustQuota(_) => keys.cooldown_left(key_index).map(|d| d.as_millis() as u64),
         KeyEffect::Keep | KeyEffect::Disable => return failed.error,
     };
     if decision.blame != Blame::RateLimited {
@@ -411,6 +413,9 @@ pub(crate) struct Call<'a> {
     pub adapter: &'a Arc<Adapter>,
     /// The adapter's call context.
     pub ctx: &'a CallContext,
+    /// The key ring the attempt's model is counted in (a model with limits
+    /// of its own has its own ring).
+    pub keys: &'a Arc<KeyRing>,
     /// Where upstream waits are added up (the gateway-overhead figure).
     pub upstream_time: Option<&'a UpstreamTime>,
 }
@@ -423,19 +428,37 @@ pub(crate) struct KeyGrant {
     /// The request counted in the key's windows, until it is settled,
     /// released or handed to a stream.
     reservation: Option<Reservation>,
+    /// The ring the key and its reservation belong to.
+    keys: Arc<KeyRing>,
+}
+
+/// A key's reservation handed on to whoever settles it with the real usage
+/// (a committed stream, when it ends).
+pub struct KeyHold {
+    keys: Arc<KeyRing>,
+    index: usize,
+    reservation: Reservation,
+}
+
+impl KeyHold {
+    /// Counts the request's real token use in the key's windows.
+    pub fn settle(self, tokens: Option<u32>) {
+        self.keys.settle(self.index, self.reservation, tokens);
+    }
 }
 
 impl KeyGrant {
     /// Undoes the reservation: the request never reached the upstream.
-    fn release(&mut self, provider: &ProviderEntry) {
+    fn release(&mut self) {
         if let Some(reservation) = self.reservation.take() {
-            provider.keys.release(self.index, reservation);
+            self.keys.release(self.index, reservation);
         }
     }
 
     /// Hands the reservation on (to a stream, which settles it when it ends).
-    pub(crate) fn take_reservation(&mut self) -> Option<Reservation> {
-        self.reservation.take()
+    pub(crate) fn take_hold(&mut self) -> Option<KeyHold> {
+        let reservation = self.reservation.take()?;
+        Some(KeyHold { keys: self.keys.clone(), index: self.index, reservation })
     }
 }
 
@@ -472,16 +495,17 @@ pub(crate) fn acquire_target(
 /// Acquire, key part: the next key in rotation with room for the request,
 /// its use reserved. `Err` holds how long until one frees up.
 pub(crate) fn acquire_key(
-    provider: &ProviderEntry,
+    keys: &Arc<KeyRing>,
     exclude: &[usize],
     now: Instant,
     estimated_tokens: u32,
 ) -> Result<KeyGrant, Duration> {
-    let picked = provider.keys.pick(exclude, now, estimated_tokens)?;
+    let picked = keys.pick(exclude, now, estimated_tokens)?;
     Ok(KeyGrant {
         index: picked.index,
         secret: picked.secret.map(str::to_owned),
         reservation: Some(picked.reservation),
+        keys: keys.clone(),
     })
 }
 
@@ -493,12 +517,12 @@ pub(crate) async fn send(call: &Call<'_>, body: &[u8], key: &mut KeyGrant) -> Re
     let upstream_request = match call.adapter.map_request(call.ctx, body).await {
         Ok(Ok(r)) => r,
         Ok(Err(failure)) => {
-            key.release(provider);
+            key.release();
             let error = provider_error(provider, &failure);
             return Err(Failed { failure: AttemptFailure::MapRefused(failure.kind), error, detail: None });
         }
         Err(fault) => {
-            key.release(provider);
+            key.release();
             let message = fault.to_string();
             return Err(Failed {
                 failure: AttemptFailure::AdapterFault,
@@ -516,7 +540,7 @@ pub(crate) async fn send(call: &Call<'_>, body: &[u8], key: &mut KeyGrant) -> Re
         let detail = Some(e.to_string());
         match e {
             UpstreamError::BadAdapterRequest(message) => {
-                key.release(provider);
+                key.release();
                 let error = RoutingError::AdapterFault { provider: provider.id.to_string(), message };
                 Failed { failure: AttemptFailure::AdapterFault, error, detail }
             }
@@ -583,8 +607,7 @@ async fn answer(
             first_token_timeout: req.gw.config.routing.first_token_timeout,
             request_id: req.request_id.to_owned(),
             provider: provider.clone(),
-            key_index: key.index,
-            reservation: key.take_reservation(),
+            hold: key.take_hold(),
             hide_usage_chunks,
             continuation: stream::Continuation::new(req.gw.clone(), req.request.clone(), target.all.to_vec()),
             ticket: &req.ticket,
@@ -601,8 +624,8 @@ async fn answer(
     }
     let answered = complete(req, call.adapter, call.ctx, head, response, provider).await;
     let tokens = answered.as_ref().ok().and_then(|a| a.usage.map(|u| u.total_tokens));
-    if let Some(reservation) = key.take_reservation() {
-        provider.keys.settle(key.index, reservation, tokens);
+    if let Some(hold) = key.take_hold() {
+        hold.settle(tokens);
     }
     answered.map_err(|error| {
         // A trapping adapter would trap again: no retry on it.
@@ -641,16 +664,16 @@ pub(crate) fn report_failure(call: &Call<'_>, key_index: usize, failed: &Failed,
     match decision.key {
         KeyEffect::Keep => {}
         KeyEffect::CoolDown(wait) => {
-            provider.keys.cool_down(key_index, wait);
-            events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
+            call.keys.cool_down(key_index, wait);
+            events.publish_key_cooldown(&provider.id, key_index, call.keys.cooldown_left(key_index));
         }
         KeyEffect::ExhaustQuota(retry_after) => {
-            provider.keys.exhaust_quota(key_index, retry_after, SystemTime::now());
-            events.publish_key_cooldown(&provider.id, key_index, provider.keys.cooldown_left(key_index));
+            call.keys.exhaust_quota(key_index, retry_after, SystemTime::now());
+            events.publish_key_cooldown(&provider.id, key_index, call.keys.cooldown_left(key_index));
         }
         KeyEffect::Disable => {
             tracing::error!(provider = %provider.id, key_index, "upstream rejected the key; taking it out of rotation");
-            provider.keys.disable(key_index, failed.detail.as_deref().unwrap_or_default());
+            provider.disable_key(key_index, failed.detail.as_deref().unwrap_or_default());
         }
     }
 }
@@ -660,7 +683,7 @@ pub(crate) fn report_failure(call: &Call<'_>, key_index: usize, failed: &Failed,
 /// counted; a committed stream counts its own ending.
 fn report_answer(req: &RouteRequest<'_>, call: &Call<'_>, key_index: usize, answered: &AnsweredTarget) {
     let provider = call.provider;
-    provider.keys.clear(key_index);
+    call.keys.clear(key_index);
     if let Some(u) = answered.usage {
         req.gw.metrics.record_tokens(&provider.id, u.prompt_tokens, u.completion_tokens);
         provider.stats.usage.record(
@@ -840,7 +863,8 @@ async fn complete(
             return Err(RoutingError::AdapterFault { provider: provider.id.to_string(), message: fault.to_string() });
         }
     };
-    let out = with_provider_marker(normalized.body, &provider.id).ok_or_else(|| RoutingError::AdapterFault {
+    let body = crate::routing::created::fill_created(normalized.body, crate::routing::created::unix_now());
+    let out = with_provider_marker(body, &provider.id).ok_or_else(|| RoutingError::AdapterFault {
         provider: provider.id.to_string(),
         message: format!("adapter \"{}\" returned a body that is not a JSON object", provider.id),
     })?;

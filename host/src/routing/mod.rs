@@ -2,6 +2,7 @@
 //!
 //! - [`router`]: a route (client-visible model name) to ordered targets, filtered and ordered into a plan.
 //! - [`strategy`]: how a route orders its candidates.
+//! - [`created`]: fills a `created` timestamp an adapter left 0.
 //! - [`decide`]: the pure failover policy: what a failed attempt leads to.
 //! - [`error`]: the routing error (what failed, from which source, whether retryable).
 //! - [`failover`]: walks the plan's candidates until one answers.
@@ -11,6 +12,7 @@
 //! - [`cache`]: answers identical non-streaming requests from memory.
 
 pub mod cache;
+pub mod created;
 pub mod decide;
 pub mod error;
 pub mod failover;

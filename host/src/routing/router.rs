@@ -435,8 +435,11 @@ fn order(candidates: &mut [Candidate], strategy: Strategy, counter: &AtomicUsize
             let now = crate::clock::now();
             // Stable: priority order among those with headroom, then the
             // rest by how soon they free up.
-            let mut keyed: Vec<(Option<std::time::Duration>, usize)> =
-                candidates.iter().enumerate().map(|(i, c)| (c.provider.wait_for_headroom(now, tokens), i)).collect();
+            let mut keyed: Vec<(Option<std::time::Duration>, usize)> = candidates
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.provider.wait_for_headroom(&c.upstream_model, now, tokens), i))
+                .collect();
             keyed.sort_by_key(|(wait, i)| (wait.is_some(), wait.unwrap_or_default(), *i));
             let reordered: Vec<Candidate> = keyed.iter().map(|(_, i)| candidates[*i].clone()).collect();
             candidates.clone_from_slice(&reordered);

@@ -51,14 +51,13 @@ use crate::providers::ProviderEntry;
 use crate::routing::decide::{AttemptFailure, Context, decide};
 use crate::routing::error::RoutingError;
 use crate::routing::failover::{
-    AttemptVerdict, Call, Failed, acquire_key, acquire_target, classify, report_failure, send,
+    AttemptVerdict, Call, Failed, KeyHold, acquire_key, acquire_target, classify, report_failure, send,
 };
 use crate::routing::router::Candidate;
 use crate::routing::sse::Framer;
 use crate::routing::upstream::{UpstreamResponse, response_head};
 use crate::state::SharedGateway;
 use freellm_limits::breaker::Outcome as BreakerOutcome;
-use freellm_limits::quota::Reservation;
 use freellm_runtime::types::{CallContext, Capabilities, ResponseHead, StreamEvent, StreamOutput, Usage};
 use freellm_runtime::{Adapter, StreamSession};
 
@@ -97,10 +96,9 @@ pub struct StreamStart<'t> {
     pub request_id: String,
     /// The provider answering.
     pub provider: Arc<ProviderEntry>,
-    /// The key it answers with.
-    pub key_index: usize,
-    /// The request counted in that key's windows (settled with the real usage).
-    pub reservation: Option<Reservation>,
+    /// The request counted in the answering key's windows (settled with the
+    /// real usage when the stream ends).
+    pub hold: Option<KeyHold>,
     /// The gateway asked for usage the client did not: drop usage-only chunks.
     pub hide_usage_chunks: bool,
     /// Where a cut stream may be resumed.
@@ -142,8 +140,7 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
         error: RoutingError::AdapterFault { provider: s.provider.id.to_string(), message: fault.to_string() },
     })?;
     let started = crate::clock::now();
-    let mut source =
-        Source::new(session, s.response, &s.adapter, s.provider.clone(), s.key_index, s.reservation, &s.timeouts);
+    let mut source = Source::new(session, s.response, &s.adapter, s.provider.clone(), s.hold, &s.timeouts);
     let first_deadline = started + s.first_token_timeout;
     let mut first = Vec::new();
     // Nothing is committed until a chunk is: garbage, an empty stream or an
@@ -234,8 +231,7 @@ struct Source {
     finished: bool,
     usage: Option<Usage>,
     provider: Arc<ProviderEntry>,
-    key_index: usize,
-    reservation: Option<Reservation>,
+    hold: Option<KeyHold>,
     /// When the last byte arrived (the stall timer measures silence).
     last_data: Instant,
     /// Bytes read so far, against `max_bytes`.
@@ -254,8 +250,7 @@ impl Source {
         response: UpstreamResponse,
         adapter: &Adapter,
         provider: Arc<ProviderEntry>,
-        key_index: usize,
-        reservation: Option<Reservation>,
+        hold: Option<KeyHold>,
         limits: &UpstreamConfig,
     ) -> Self {
         Self {
@@ -267,8 +262,7 @@ impl Source {
             finished: false,
             usage: None,
             provider,
-            key_index,
-            reservation,
+            hold,
             last_data: crate::clock::now(),
             received: 0,
             max_bytes: limits.stream_max_bytes,
@@ -389,8 +383,8 @@ impl Source {
                 u64::from(u.completion_tokens),
             );
         }
-        if let Some(reservation) = self.reservation.take() {
-            self.provider.keys.settle(self.key_index, reservation, self.usage.map(|u| u.total_tokens));
+        if let Some(hold) = self.hold.take() {
+            hold.settle(self.usage.map(|u| u.total_tokens));
         }
     }
 }
@@ -601,8 +595,9 @@ impl Relay {
             return Ok(done);
         }
         let mut buf = Vec::with_capacity(output.chunks.iter().map(|c| c.len() + 8).sum());
+        let now = crate::routing::created::unix_now();
         for chunk in output.chunks {
-            let Some(chunk) = self.prepare(chunk) else { continue };
+            let Some(chunk) = self.prepare(crate::routing::created::fill_created(chunk, now)) else { continue };
             push_event(&mut buf, &chunk);
         }
         if !buf.is_empty() {
@@ -828,24 +823,18 @@ impl Continuation {
             if !accepts_prefill(Some(&adapter)) {
                 continue; // a canary without prefill: the permit goes back unused
             }
-            let Ok(mut key) = acquire_key(provider, &[], crate::clock::now(), 0) else { continue };
+            let keys = provider.keys_for(&candidate.upstream_model);
+            let Ok(mut key) = acquire_key(keys, &[], crate::clock::now(), 0) else { continue };
             let ctx = adapter.context(request_id, &candidate.upstream_model, true);
-            let call = Call { gw: &self.gw, request_id, provider, adapter: &adapter, ctx: &ctx, upstream_time: None };
+            let call =
+                Call { gw: &self.gw, request_id, provider, adapter: &adapter, ctx: &ctx, keys, upstream_time: None };
             let failure = match send(&call, &body, &mut key).await {
                 Ok(response) if response.status().is_success() => {
                     let head = response_head(&response);
                     match adapter.open_stream(&ctx, &head).await {
                         Ok(session) => {
-                            let reservation = key.take_reservation();
-                            let mut source = Source::new(
-                                session,
-                                response,
-                                &adapter,
-                                provider.clone(),
-                                key.index,
-                                reservation,
-                                limits,
-                            );
+                            let hold = key.take_hold();
+                            let mut source = Source::new(session, response, &adapter, provider.clone(), hold, limits);
                             source.verdict = Some(verdict);
                             return Some(source);
                         }

@@ -26,6 +26,7 @@ use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration, retry_after
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, ModelInfo,
     ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest,
+    WireFormat,
 };
 use serde_json::Value;
 
@@ -78,6 +79,7 @@ impl Adapter for Cerebras {
             key_env: Some("CEREBRAS_API_KEY".into()),
             auth: AuthPlacement::Bearer,
             stream_framing: StreamFraming::Sse,
+            wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::JSON_MODE
                 | Capabilities::JSON_SCHEMA
                 | Capabilities::STREAM_USAGE

@@ -23,6 +23,7 @@ use freellm_sdk::openai_compat;
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, ModelInfo, ModelTags,
     PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, StreamNormalizer, UpstreamRequest,
+    WireFormat,
 };
 use serde_json::Value;
 
@@ -58,6 +59,19 @@ pub const DROP_FIELDS: &[&str] = &[
 /// Model used when a meta-model picks Gemini.
 pub const DEFAULT_MODEL: &str = "gemini-2.5-flash";
 
+/// A free-tier quota of Gemini: `rpm` requests per minute, `rpd` per day,
+/// 250k tokens per minute (the same for every 2.5 model), shared by the
+/// keys of one project.
+fn free_tier(rpm: u32, rpd: u32) -> RateLimits {
+    RateLimits {
+        requests_per_minute: Some(rpm),
+        requests_per_day: Some(rpd),
+        tokens_per_minute: Some(250_000),
+        tokens_per_day: None,
+        shared_per_project: true,
+    }
+}
+
 /// The Gemini adapter.
 pub struct Gemini;
 
@@ -73,16 +87,23 @@ impl Adapter for Gemini {
             key_env: Some("GEMINI_API_KEY".into()),
             auth: AuthPlacement::Bearer,
             stream_framing: StreamFraming::Sse,
+            wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::TOOLS
                 | Capabilities::JSON_MODE
                 | Capabilities::JSON_SCHEMA
                 | Capabilities::VISION
                 | Capabilities::STREAM_USAGE
                 | Capabilities::REASONING,
+            // Free-tier quotas are per model and per Google Cloud project
+            // (https://ai.google.dev/gemini-api/docs/rate-limits): Flash
+            // has the adapter-wide limits below, Pro and Flash-Lite their
+            // own, each counted in its own windows.
             models: vec![
                 ModelInfo::new(DEFAULT_MODEL, 1_048_576, fast | smart | vision | tools | reasoning),
-                ModelInfo::new("gemini-2.5-pro", 1_048_576, smart | vision | tools | reasoning),
-                ModelInfo::new("gemini-2.5-flash-lite", 1_048_576, fast | vision | tools),
+                ModelInfo::new("gemini-2.5-pro", 1_048_576, smart | vision | tools | reasoning)
+                    .with_limits(free_tier(5, 100)),
+                ModelInfo::new("gemini-2.5-flash-lite", 1_048_576, fast | vision | tools)
+                    .with_limits(free_tier(15, 1_000)),
             ],
             default_model: DEFAULT_MODEL.into(),
             privacy: PrivacyInfo {
@@ -93,15 +114,9 @@ impl Adapter for Gemini {
                        products, with human review; paid (billed) usage is not used."
                     .into(),
             },
-            limits: RateLimits {
-                // Free tier of Gemini 2.5 Flash; quotas belong to the Google
-                // Cloud project, so keys of one project share them.
-                requests_per_minute: Some(10),
-                requests_per_day: Some(250),
-                tokens_per_minute: Some(250_000),
-                tokens_per_day: None,
-                shared_per_project: true,
-            },
+            // Free tier of Gemini 2.5 Flash; quotas belong to the Google
+            // Cloud project, so keys of one project share them.
+            limits: free_tier(10, 250),
         })
     }
 
@@ -217,6 +232,12 @@ mod tests {
             ),
             (Some(10), Some(250), Some(250_000), None, true)
         );
+        let rpm = |id: &str| {
+            info.models.iter().find(|m| m.id == id).map(|m| m.limits.as_ref().map(|l| l.requests_per_minute))
+        };
+        assert_eq!(rpm("gemini-2.5-flash"), Some(None), "flash uses the adapter-wide limits");
+        assert_eq!(rpm("gemini-2.5-pro"), Some(Some(Some(5))));
+        assert_eq!(rpm("gemini-2.5-flash-lite"), Some(Some(Some(15))));
     }
 
     #[test]

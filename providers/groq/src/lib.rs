@@ -15,7 +15,7 @@ use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, ChunkRewriter, Failure, FailureKind,
     ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings,
-    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest,
+    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat,
 };
 use serde_json::{Map, Value};
 
@@ -38,6 +38,7 @@ impl Adapter for Groq {
             key_env: Some("GROQ_API_KEY".into()),
             auth: AuthPlacement::Bearer,
             stream_framing: StreamFraming::Sse,
+            wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::TOOLS
                 | Capabilities::JSON_MODE
                 | Capabilities::JSON_SCHEMA

@@ -15,6 +15,7 @@ use freellm_sdk::openai_compat;
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, ModelInfo, ModelTags,
     NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest,
+    WireFormat,
 };
 
 /// The hostile adapter.
@@ -30,6 +31,7 @@ impl Adapter for Hostile {
             key_env: Some("HOSTILE_API_KEY".into()),
             auth: AuthPlacement::Bearer,
             stream_framing: StreamFraming::Sse,
+            wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::empty(),
             models: ["ok", "loop", "grow", "panic", "remember"]
                 .map(|id| ModelInfo::new(id, 0, ModelTags::empty()))

@@ -42,7 +42,7 @@ use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration, retry_after
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, ChunkRewriter, Failure, FailureKind,
     ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream,
-    Settings, StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest,
+    Settings, StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat,
 };
 use serde_json::{Map, Value};
 
@@ -117,6 +117,7 @@ impl Adapter for Mistral {
             key_env: Some("MISTRAL_API_KEY".into()),
             auth: AuthPlacement::Bearer,
             stream_framing: StreamFraming::Sse,
+            wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::TOOLS
                 | Capabilities::JSON_MODE
                 | Capabilities::JSON_SCHEMA

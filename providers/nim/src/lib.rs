@@ -19,6 +19,7 @@ use freellm_sdk::openai_compat::{self, UpstreamError};
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, ModelInfo,
     ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest,
+    WireFormat,
 };
 use serde_json::{Map, Value};
 
@@ -53,6 +54,7 @@ impl Adapter for Nim {
             key_env: Some("NVIDIA_NIM_API_KEY".into()),
             auth: AuthPlacement::Bearer,
             stream_framing: StreamFraming::Sse,
+            wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::TOOLS
                 | Capabilities::JSON_MODE
                 | Capabilities::JSON_SCHEMA

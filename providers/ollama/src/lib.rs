@@ -19,7 +19,7 @@ use freellm_sdk::openai_compat;
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, ChunkRewriter, Failure, FailureKind,
     ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings,
-    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, setting,
+    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat, setting,
 };
 use serde_json::{Map, Value};
 
@@ -55,6 +55,7 @@ impl Adapter for Ollama {
             key_env: None,
             auth: AuthPlacement::None,
             stream_framing: StreamFraming::Sse,
+            wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::TOOLS
                 | Capabilities::JSON_MODE
                 | Capabilities::JSON_SCHEMA

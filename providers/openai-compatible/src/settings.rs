@@ -3,7 +3,7 @@
 
 use freellm_sdk::{
     AdapterInfo, AuthPlacement, Capabilities, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, Settings,
-    StreamFraming,
+    StreamFraming, WireFormat,
 };
 
 /// Every setting the adapter understands, in documentation order.
@@ -154,6 +154,7 @@ pub fn describe(settings: &Settings) -> Result<AdapterInfo, String> {
         key_env,
         auth,
         stream_framing: StreamFraming::Sse,
+        wire_format: WireFormat::OpenaiChat,
         capabilities: request.capabilities,
         models,
         default_model,

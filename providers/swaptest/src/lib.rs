@@ -12,7 +12,7 @@ use freellm_sdk::openai_compat;
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChunkRewriter, Failure, FailureKind, ModelInfo,
     ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings,
-    StreamFraming, StreamNormalizer, StreamOutput,
+    StreamFraming, StreamNormalizer, StreamOutput, WireFormat,
 };
 use serde_json::{Map, Value};
 
@@ -46,6 +46,7 @@ impl Adapter for SwapTest {
             key_env: None,
             auth: AuthPlacement::None,
             stream_framing: StreamFraming::Sse,
+            wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::TOOLS | Capabilities::ASSISTANT_PREFILL,
             models: vec![ModelInfo::new("m", 0, ModelTags::FAST)],
             default_model: "m".into(),

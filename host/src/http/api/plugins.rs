@@ -27,6 +27,8 @@ fn version_json(a: &Adapter) -> Value {
     json!({
         "version": a.info.adapter_version,
         "hash": a.hash,
+        "contract": a.contract().package(),
+        "wire_format": a.info.wire_format.name(),
         "loaded_at": iso8601(loaded_ms),
         "calls": stats.calls.load(Ordering::Relaxed),
         "traps": stats.faults.load(Ordering::Relaxed),

@@ -156,6 +156,17 @@ fn provider_json(p: &ProviderEntry, now: Instant, now_ms: u64) -> Value {
             "tokensPerMinute": limits.tokens_per_minute,
             "tokensPerDay": limits.tokens_per_day,
         },
+        // Models counted against limits of their own (contract 0.2).
+        "modelLimits": p.model_keys.iter().map(|(model, keys)| {
+            let l = keys.limits();
+            (model.clone(), json!({
+                "requestsPerMinute": l.requests_per_minute,
+                "requestsPerDay": l.requests_per_day,
+                "tokensPerMinute": l.tokens_per_minute,
+                "tokensPerDay": l.tokens_per_day,
+                "keysAvailable": keys.available(now),
+            }))
+        }).collect::<serde_json::Map<String, Value>>(),
     })
 }
 
