@@ -1,0 +1,308 @@
+//! Describing a provider without writing every field of the contract's
+//! records: [`AdapterInfoBuilder`] (everything optional has a default, and
+//! `build` checks what the host would refuse), [`RateLimits`] with a
+//! `Default` and chainable setters, and [`PrivacyInfo::new`].
+//!
+//! ```
+//! use freellm_sdk::*;
+//!
+//! let info = AdapterInfo::builder("example", "Example")
+//!     .version(env!("CARGO_PKG_VERSION"))
+//!     .base_url("https://api.example.com/v1")
+//!     .bearer_key("EXAMPLE_API_KEY")
+//!     .model(ModelInfo::new("example-large", 32_768, ModelTags::SMART))
+//!     .privacy(PrivacyInfo::new(PrivacyPolicy::NoTraining, "https://example.com/terms", "2026-04-09", "No training."))
+//!     .limits(RateLimits::default().rpm(60))
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(info.default_model, "example-large");
+//! ```
+
+use crate::{
+    AdapterInfo, AuthPlacement, Capabilities, ModelInfo, PrivacyInfo, PrivacyPolicy, RateLimits, StreamFraming,
+};
+
+impl Default for RateLimits {
+    /// No published limit, quota per key.
+    fn default() -> Self {
+        Self {
+            requests_per_minute: None,
+            requests_per_day: None,
+            tokens_per_minute: None,
+            tokens_per_day: None,
+            shared_per_project: false,
+        }
+    }
+}
+
+impl RateLimits {
+    /// With `n` requests per minute.
+    pub fn rpm(mut self, n: u32) -> Self {
+        self.requests_per_minute = Some(n);
+        self
+    }
+
+    /// With `n` requests per day.
+    pub fn rpd(mut self, n: u32) -> Self {
+        self.requests_per_day = Some(n);
+        self
+    }
+
+    /// With `n` tokens per minute.
+    pub fn tpm(mut self, n: u32) -> Self {
+        self.tokens_per_minute = Some(n);
+        self
+    }
+
+    /// With `n` tokens per day.
+    pub fn tpd(mut self, n: u32) -> Self {
+        self.tokens_per_day = Some(n);
+        self
+    }
+
+    /// Every key of one account shares the quota.
+    pub fn shared_per_project(mut self) -> Self {
+        self.shared_per_project = true;
+        self
+    }
+}
+
+impl PrivacyInfo {
+    /// A privacy posture: the policy, the https page stating it, the date
+    /// it was last checked (`YYYY-MM-DD`) and one sentence for operators.
+    pub fn new(
+        policy: PrivacyPolicy,
+        source_url: impl Into<String>,
+        last_verified: impl Into<String>,
+        note: impl Into<String>,
+    ) -> Self {
+        Self { policy, source_url: source_url.into(), last_verified: last_verified.into(), note: note.into() }
+    }
+}
+
+impl AdapterInfo {
+    /// A builder for the description of provider `id` (its `<id>/` model
+    /// prefix) named `display_name`.
+    pub fn builder(id: impl Into<String>, display_name: impl Into<String>) -> AdapterInfoBuilder {
+        AdapterInfoBuilder {
+            id: id.into(),
+            display_name: display_name.into(),
+            adapter_version: String::new(),
+            default_base_url: String::new(),
+            key_env: None,
+            auth: AuthPlacement::None,
+            stream_framing: StreamFraming::Sse,
+            capabilities: Capabilities::empty(),
+            models: Vec::new(),
+            default_model: None,
+            privacy: None,
+            limits: RateLimits::default(),
+        }
+    }
+}
+
+/// Builds an [`AdapterInfo`]. Required: the version, the base URL, at least
+/// one model and the privacy posture. Defaults: no key (auth `none`), SSE
+/// framing, no capabilities, the first model as default, no published
+/// limits.
+#[derive(Debug, Clone)]
+pub struct AdapterInfoBuilder {
+    id: String,
+    display_name: String,
+    adapter_version: String,
+    default_base_url: String,
+    key_env: Option<String>,
+    auth: AuthPlacement,
+    stream_framing: StreamFraming,
+    capabilities: Capabilities,
+    models: Vec<ModelInfo>,
+    default_model: Option<String>,
+    privacy: Option<PrivacyInfo>,
+    limits: RateLimits,
+}
+
+impl AdapterInfoBuilder {
+    /// The adapter build's semver, usually `env!("CARGO_PKG_VERSION")`.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.adapter_version = version.into();
+        self
+    }
+
+    /// The base URL used when the operator sets none.
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.default_base_url = url.into();
+        self
+    }
+
+    /// Keys come from environment variable `key_env` and are sent as
+    /// `Authorization: Bearer <key>`.
+    pub fn bearer_key(self, key_env: impl Into<String>) -> Self {
+        self.key(key_env, AuthPlacement::Bearer)
+    }
+
+    /// Keys come from environment variable `key_env` and go where `auth`
+    /// says.
+    pub fn key(mut self, key_env: impl Into<String>, auth: AuthPlacement) -> Self {
+        self.key_env = Some(key_env.into());
+        self.auth = auth;
+        self
+    }
+
+    /// How streaming answers are framed (default: SSE).
+    pub fn stream_framing(mut self, framing: StreamFraming) -> Self {
+        self.stream_framing = framing;
+        self
+    }
+
+    /// What the provider supports.
+    pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
+    }
+
+    /// Adds a model to the catalog.
+    pub fn model(mut self, model: ModelInfo) -> Self {
+        self.models.push(model);
+        self
+    }
+
+    /// Adds models to the catalog.
+    pub fn models(mut self, models: impl IntoIterator<Item = ModelInfo>) -> Self {
+        self.models.extend(models);
+        self
+    }
+
+    /// The model meta-models use (default: the first of the catalog).
+    pub fn default_model(mut self, model: impl Into<String>) -> Self {
+        self.default_model = Some(model.into());
+        self
+    }
+
+    /// The privacy posture.
+    pub fn privacy(mut self, privacy: PrivacyInfo) -> Self {
+        self.privacy = Some(privacy);
+        self
+    }
+
+    /// Free-tier limits per key.
+    pub fn limits(mut self, limits: RateLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The description, or what is missing or inconsistent (in words fit
+    /// for `configure`'s error).
+    pub fn build(self) -> Result<AdapterInfo, String> {
+        let missing = |what: &str| format!("adapter {:?}: {what}", self.id);
+        if self.id.is_empty() {
+            return Err("adapter description: the id is empty".to_owned());
+        }
+        if self.adapter_version.is_empty() {
+            return Err(missing("no version (set it to env!(\"CARGO_PKG_VERSION\"))"));
+        }
+        if !(self.default_base_url.starts_with("https://") || self.default_base_url.starts_with("http://")) {
+            return Err(missing(&format!("the base URL {:?} is not http(s)", self.default_base_url)));
+        }
+        let Some(first) = self.models.first() else {
+            return Err(missing("the catalog has no model"));
+        };
+        let default_model = match self.default_model {
+            Some(model) if self.models.iter().any(|m| m.id == model) => model,
+            Some(model) => return Err(missing(&format!("the default model {model:?} is not in the catalog"))),
+            None => first.id.clone(),
+        };
+        let Some(privacy) = self.privacy else {
+            return Err(missing("no privacy posture"));
+        };
+        Ok(AdapterInfo {
+            id: self.id,
+            display_name: self.display_name,
+            adapter_version: self.adapter_version,
+            default_base_url: self.default_base_url,
+            key_env: self.key_env,
+            auth: self.auth,
+            stream_framing: self.stream_framing,
+            capabilities: self.capabilities,
+            models: self.models,
+            default_model,
+            privacy,
+            limits: self.limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ModelTags;
+
+    fn privacy() -> PrivacyInfo {
+        PrivacyInfo::new(PrivacyPolicy::Configurable, "https://example.com/privacy", "2026-04-09", "Opt out.")
+    }
+
+    fn builder() -> AdapterInfoBuilder {
+        AdapterInfo::builder("ex", "Example")
+            .version("1.2.3")
+            .base_url("https://api.example.com")
+            .model(ModelInfo::new("small", 8_192, ModelTags::FAST))
+            .privacy(privacy())
+    }
+
+    #[test]
+    fn defaults_fill_everything_optional() {
+        let info = builder().build().unwrap();
+        assert_eq!(
+            (info.id.as_str(), info.display_name.as_str(), info.adapter_version.as_str()),
+            ("ex", "Example", "1.2.3")
+        );
+        assert_eq!((info.key_env, info.auth), (None, AuthPlacement::None));
+        assert_eq!((info.stream_framing, info.capabilities), (StreamFraming::Sse, Capabilities::empty()));
+        assert_eq!(info.default_model, "small");
+        assert_eq!(info.limits, RateLimits::default());
+        assert_eq!(info.privacy, privacy());
+    }
+
+    #[test]
+    fn setters_land_in_their_fields() {
+        let info = builder()
+            .bearer_key("EX_API_KEY")
+            .stream_framing(StreamFraming::Ndjson)
+            .capabilities(Capabilities::TOOLS)
+            .models([ModelInfo::new("large", 0, ModelTags::SMART)])
+            .default_model("large")
+            .limits(RateLimits::default().rpm(20).rpd(1_000).tpm(5).tpd(6).shared_per_project())
+            .build()
+            .unwrap();
+        assert_eq!((info.key_env.as_deref(), info.auth), (Some("EX_API_KEY"), AuthPlacement::Bearer));
+        assert_eq!((info.stream_framing, info.capabilities), (StreamFraming::Ndjson, Capabilities::TOOLS));
+        assert_eq!((info.models.len(), info.default_model.as_str()), (2, "large"));
+        assert_eq!(
+            info.limits,
+            RateLimits {
+                requests_per_minute: Some(20),
+                requests_per_day: Some(1_000),
+                tokens_per_minute: Some(5),
+                tokens_per_day: Some(6),
+                shared_per_project: true
+            }
+        );
+        let info = builder().key("EX_KEY", AuthPlacement::Header("x-api-key".into())).build().unwrap();
+        assert_eq!(info.auth, AuthPlacement::Header("x-api-key".into()));
+    }
+
+    #[test]
+    fn build_names_what_the_host_would_refuse() {
+        let err = |b: AdapterInfoBuilder| b.build().unwrap_err();
+        assert!(err(builder().version("")).contains("no version"));
+        assert!(err(builder().base_url("api.example.com")).contains("not http(s)"));
+        assert!(err(builder().default_model("huge")).contains("\"huge\" is not in the catalog"));
+        assert!(err(AdapterInfo::builder("ex", "Ex").version("1").base_url("http://x")).contains("no model"));
+        let no_privacy = AdapterInfo::builder("ex", "Ex").version("1").base_url("http://x").model(ModelInfo::new(
+            "m",
+            0,
+            ModelTags::empty(),
+        ));
+        assert!(err(no_privacy).contains("no privacy posture"));
+        assert!(err(AdapterInfo::builder("", "Ex")).contains("the id is empty"));
+    }
+}
