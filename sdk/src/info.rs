@@ -84,7 +84,8 @@ impl AdapterInfo {
     /// A builder for the description of provider `id` (its `<id>/` model
     /// prefix) named `display_name`.
     pub fn builder(id: impl Into<String>, display_name: impl Into<String>) -> AdapterInfoBuilder {
-        AdapterInfoBuilder {
+        // A field added to the contract gets its default here, in one line.
+        let info = AdapterInfo {
             id: id.into(),
             display_name: display_name.into(),
             adapter_version: String::new(),
@@ -94,43 +95,35 @@ impl AdapterInfo {
             stream_framing: StreamFraming::Sse,
             capabilities: Capabilities::empty(),
             models: Vec::new(),
-            default_model: None,
-            privacy: None,
+            default_model: String::new(),
+            privacy: PrivacyInfo::new(PrivacyPolicy::Configurable, "", "", ""),
             limits: RateLimits::default(),
-        }
+        };
+        AdapterInfoBuilder { info, privacy_set: false }
     }
 }
 
 /// Builds an [`AdapterInfo`]. Required: the version, the base URL, at least
 /// one model and the privacy posture. Defaults: no key (auth `none`), SSE
 /// framing, no capabilities, the first model as default, no published
-/// limits.
+/// limits. Any field without a setter of its own is set with
+/// [`with`](Self::with).
 #[derive(Debug, Clone)]
 pub struct AdapterInfoBuilder {
-    id: String,
-    display_name: String,
-    adapter_version: String,
-    default_base_url: String,
-    key_env: Option<String>,
-    auth: AuthPlacement,
-    stream_framing: StreamFraming,
-    capabilities: Capabilities,
-    models: Vec<ModelInfo>,
-    default_model: Option<String>,
-    privacy: Option<PrivacyInfo>,
-    limits: RateLimits,
+    info: AdapterInfo,
+    privacy_set: bool,
 }
 
 impl AdapterInfoBuilder {
     /// The adapter build's semver, usually `env!("CARGO_PKG_VERSION")`.
     pub fn version(mut self, version: impl Into<String>) -> Self {
-        self.adapter_version = version.into();
+        self.info.adapter_version = version.into();
         self
     }
 
     /// The base URL used when the operator sets none.
     pub fn base_url(mut self, url: impl Into<String>) -> Self {
-        self.default_base_url = url.into();
+        self.info.default_base_url = url.into();
         self
     }
 
@@ -143,91 +136,87 @@ impl AdapterInfoBuilder {
     /// Keys come from environment variable `key_env` and go where `auth`
     /// says.
     pub fn key(mut self, key_env: impl Into<String>, auth: AuthPlacement) -> Self {
-        self.key_env = Some(key_env.into());
-        self.auth = auth;
+        self.info.key_env = Some(key_env.into());
+        self.info.auth = auth;
         self
     }
 
     /// How streaming answers are framed (default: SSE).
     pub fn stream_framing(mut self, framing: StreamFraming) -> Self {
-        self.stream_framing = framing;
+        self.info.stream_framing = framing;
         self
     }
 
     /// What the provider supports.
     pub fn capabilities(mut self, capabilities: Capabilities) -> Self {
-        self.capabilities = capabilities;
+        self.info.capabilities = capabilities;
         self
     }
 
     /// Adds a model to the catalog.
     pub fn model(mut self, model: ModelInfo) -> Self {
-        self.models.push(model);
+        self.info.models.push(model);
         self
     }
 
     /// Adds models to the catalog.
     pub fn models(mut self, models: impl IntoIterator<Item = ModelInfo>) -> Self {
-        self.models.extend(models);
+        self.info.models.extend(models);
         self
     }
 
     /// The model meta-models use (default: the first of the catalog).
     pub fn default_model(mut self, model: impl Into<String>) -> Self {
-        self.default_model = Some(model.into());
+        self.info.default_model = model.into();
         self
     }
 
     /// The privacy posture.
     pub fn privacy(mut self, privacy: PrivacyInfo) -> Self {
-        self.privacy = Some(privacy);
+        self.info.privacy = privacy;
+        self.privacy_set = true;
         self
     }
 
     /// Free-tier limits per key.
     pub fn limits(mut self, limits: RateLimits) -> Self {
-        self.limits = limits;
+        self.info.limits = limits;
+        self
+    }
+
+    /// Sets anything else on the description, e.g. a field a newer
+    /// contract adds: `.with(|info| info.display_name.push_str(" (beta)"))`.
+    pub fn with(mut self, set: impl FnOnce(&mut AdapterInfo)) -> Self {
+        set(&mut self.info);
         self
     }
 
     /// The description, or what is missing or inconsistent (in words fit
     /// for `configure`'s error).
     pub fn build(self) -> Result<AdapterInfo, String> {
-        let missing = |what: &str| format!("adapter {:?}: {what}", self.id);
-        if self.id.is_empty() {
+        let mut info = self.info;
+        let missing = |what: &str| format!("adapter {:?}: {what}", info.id);
+        if info.id.is_empty() {
             return Err("adapter description: the id is empty".to_owned());
         }
-        if self.adapter_version.is_empty() {
+        if info.adapter_version.is_empty() {
             return Err(missing("no version (set it to env!(\"CARGO_PKG_VERSION\"))"));
         }
-        if !(self.default_base_url.starts_with("https://") || self.default_base_url.starts_with("http://")) {
-            return Err(missing(&format!("the base URL {:?} is not http(s)", self.default_base_url)));
+        if !(info.default_base_url.starts_with("https://") || info.default_base_url.starts_with("http://")) {
+            return Err(missing(&format!("the base URL {:?} is not http(s)", info.default_base_url)));
         }
-        let Some(first) = self.models.first() else {
+        let Some(first) = info.models.first() else {
             return Err(missing("the catalog has no model"));
         };
-        let default_model = match self.default_model {
-            Some(model) if self.models.iter().any(|m| m.id == model) => model,
-            Some(model) => return Err(missing(&format!("the default model {model:?} is not in the catalog"))),
-            None => first.id.clone(),
-        };
-        let Some(privacy) = self.privacy else {
+        if info.default_model.is_empty() {
+            info.default_model = first.id.clone();
+        } else if !info.models.iter().any(|m| m.id == info.default_model) {
+            return Err(missing(&format!("the default model {:?} is not in the catalog", info.default_model)));
+        }
+        if !self.privacy_set {
             return Err(missing("no privacy posture"));
-        };
-        Ok(AdapterInfo {
-            id: self.id,
-            display_name: self.display_name,
-            adapter_version: self.adapter_version,
-            default_base_url: self.default_base_url,
-            key_env: self.key_env,
-            auth: self.auth,
-            stream_framing: self.stream_framing,
-            capabilities: self.capabilities,
-            models: self.models,
-            default_model,
-            privacy,
-            limits: self.limits,
-        })
+        }
+        Ok(info)
     }
 }
 
@@ -288,6 +277,8 @@ mod tests {
         );
         let info = builder().key("EX_KEY", AuthPlacement::Header("x-api-key".into())).build().unwrap();
         assert_eq!(info.auth, AuthPlacement::Header("x-api-key".into()));
+        let info = builder().with(|info| info.display_name.push_str(" (beta)")).build().unwrap();
+        assert_eq!(info.display_name, "Example (beta)");
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl<H: EventHandler> NamedEventStream<H> {
         }
         let text = event.data.trim();
         // Blank data and SSE comments that reach the adapter carry nothing.
-        if text.is_empty() && sse_name.is_none() || text.starts_with(':') {
+        if (text.is_empty() && sse_name.is_none()) || text.starts_with(':') {
             return Ok(());
         }
         if text == "[DONE]" {
