@@ -13,8 +13,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "error: building the JavaScript adapter needs node and npm" >&2
     exit 1
 fi
-if [[ -f "$out" && "$out" -nt "$src/adapter.js" && "$out" -nt "$src/build.mjs" \
-      && "$out" -nt "$src/package-lock.json" && "$out" -nt wit/provider.wit ]]; then
+if [[ -f "$out" && -z "$(find wit "$src/adapter.js" "$src/build.mjs" "$src/package-lock.json" -newer "$out" -print -quit)" ]]; then
     exit 0
 fi
 if [[ ! -d "$src/node_modules/@bytecodealliance/componentize-js" ]]; then
