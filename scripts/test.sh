@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-components.sh
+scripts/build-js-adapter.sh   # the JavaScript adapter (node and npm)
 cargo build -p freellm --bin freellm
 cargo test --workspace --no-fail-fast
 scripts/browser-tests.sh

@@ -134,6 +134,27 @@ pub fn finish_reason_from_str(reason: &str) -> FinishReason {
     }
 }
 
+/// The OpenAI `finish_reason` string of a contract finish reason, for
+/// adapters that build OpenAI answers. OpenAI has no "other": it is written
+/// as `stop`, the end of an answer no other reason explains.
+pub fn finish_reason_to_str(reason: FinishReason) -> &'static str {
+    match reason {
+        FinishReason::Stop | FinishReason::Other => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+    }
+}
+
+/// The OpenAI `usage` object of a [`Usage`].
+pub fn usage_to_json(usage: &Usage) -> Value {
+    serde_json::json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    })
+}
+
 /// Reads an OpenAI `usage` object (`prompt_tokens`, `completion_tokens`,
 /// `total_tokens`; a missing total is the sum). `None` when it is not an
 /// object or names none of the three.
@@ -145,7 +166,9 @@ pub fn usage_from_json(usage: &Value) -> Option<Usage> {
 
 /// [`Usage`] from the three counts, when at least one is known: counts
 /// saturate at `u32::MAX`, a missing total is the sum of the other two.
-fn usage_from_counts(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) -> Option<Usage> {
+/// Adapters for providers that name their counts differently (e.g.
+/// `input_tokens` / `output_tokens`) read them and call this.
+pub fn usage_from_counts(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) -> Option<Usage> {
     if prompt.is_none() && completion.is_none() && total.is_none() {
         return None;
     }
@@ -158,8 +181,9 @@ fn usage_from_counts(prompt: Option<u64>, completion: Option<u64>, total: Option
     })
 }
 
-/// The finish reason of the first choice, when it has one.
-pub(crate) fn first_finish_reason(choices: &[Value]) -> Option<FinishReason> {
+/// The finish reason of the first choice of an OpenAI `choices` array, when
+/// it has one.
+pub fn first_finish_reason(choices: &[Value]) -> Option<FinishReason> {
     choices.first()?.get("finish_reason")?.as_str().map(finish_reason_from_str)
 }
 
@@ -644,6 +668,22 @@ mod tests {
         ] {
             assert_eq!(finish_reason_from_str(text), reason);
         }
+    }
+
+    #[test]
+    fn finish_reasons_round_trip_through_openai_strings() {
+        for reason in [FinishReason::Stop, FinishReason::Length, FinishReason::ToolCalls, FinishReason::ContentFilter] {
+            assert_eq!(finish_reason_from_str(finish_reason_to_str(reason)), reason);
+        }
+        assert_eq!(finish_reason_to_str(FinishReason::Other), "stop");
+    }
+
+    #[test]
+    fn usage_is_written_as_openai_counts() {
+        let usage = usage_from_counts(Some(3), Some(4), None).unwrap();
+        assert_eq!(usage_to_json(&usage), json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}));
+        assert_eq!(usage_from_json(&usage_to_json(&usage)), Some(usage));
+        assert!(usage_from_counts(None, None, None).is_none());
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! When may a rate-limited key be used again? Parsers for the hints
 //! upstreams give: the standard `Retry-After` header (delay seconds or an
 //! HTTP-date) and the Go-style durations of `x-ratelimit-reset-*` headers
-//! (`2m59.56s`, `7.66s`, `120ms`) used by OpenAI, Groq and others.
+//! (`2m59.56s`, `7.66s`, `120ms`) used by OpenAI, Groq and others, and
+//! the RFC 3339 timestamps other providers put in reset headers
+//! (`2026-04-09T12:00:30Z`); [`parse_reset`] takes either.
 //!
 //! Delays handed to the host are clamped to
 //! [`MIN_RETRY_AFTER_MS`]..=[`MAX_RETRY_AFTER_MS`]; unparseable values give
@@ -95,6 +97,87 @@ pub fn parse_reset_duration(value: &str) -> Option<u64> {
         rest = &tail[unit_len..];
     }
     Some(total_ms.ceil().min(u64::MAX as f64) as u64)
+}
+
+/// Parses an RFC 3339 timestamp: `2026-04-09T12:00:30Z`,
+/// `2026-04-09T14:00:30.250+02:00` (`t` or a space may stand for `T`, `z`
+/// for `Z`; fractions of a second are kept to the millisecond). `None` for
+/// anything else or a time before 1970.
+pub fn parse_rfc3339(value: &str) -> Option<SystemTime> {
+    let value = value.trim();
+    let b = value.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        let part = value.get(range)?;
+        if part.bytes().all(|c| c.is_ascii_digit()) { part.parse().ok() } else { None }
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (h, m, s) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let mut rest = &value[19..];
+    let mut millis = 0_u64;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let len = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return None;
+        }
+        let padded = format!("{:0<3}", &fraction[..len.min(3)]);
+        millis = padded.parse().ok()?;
+        rest = &fraction[len..];
+    }
+    let offset_secs: i64 = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = rest[1..].split_once(':')?;
+            if oh.len() != 2 || om.len() != 2 || !oh.bytes().chain(om.bytes()).all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&day) || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let local = days_from_civil(i64::from(year), month, day) * 86_400 + i64::from(h * 3600 + m * 60 + s);
+    let secs = u64::try_from(local - offset_secs).ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
+}
+
+/// Milliseconds from `now` until the reset a rate-limit header names, as a
+/// duration (`1m30s`, `6s`, `250ms`, bare seconds; see
+/// [`parse_reset_duration`]) or an RFC 3339 timestamp (see
+/// [`parse_rfc3339`]; a time already past gives 0). Not clamped: pass the
+/// result through [`clamp_retry_after_ms`] before handing it to the host.
+pub fn parse_reset(value: &str, now: SystemTime) -> Option<u64> {
+    if let Some(ms) = parse_reset_duration(value) {
+        return Some(ms);
+    }
+    let at = parse_rfc3339(value)?;
+    Some(at.duration_since(now).map_or(0, millis))
 }
 
 /// Parses an HTTP-date (RFC 9110): the preferred IMF-fixdate
@@ -204,6 +287,45 @@ mod tests {
         let headers = vec![("Retry-After".to_owned(), "3".to_owned())];
         assert_eq!(retry_after_ms(&headers), Some(3_000));
         assert_eq!(retry_after_ms(&Vec::new()), None);
+    }
+
+    #[test]
+    fn rfc3339_timestamps() {
+        // 2026-04-09T12:00:30Z
+        let t = 1_775_736_030;
+        assert_eq!(parse_rfc3339("2026-04-09T12:00:30Z"), Some(at(t)));
+        assert_eq!(parse_rfc3339("2026-04-09t12:00:30z"), Some(at(t)));
+        assert_eq!(parse_rfc3339("2026-04-09 14:00:30+02:00"), Some(at(t)));
+        assert_eq!(parse_rfc3339("2026-04-09T11:30:30-00:30"), Some(at(t)));
+        assert_eq!(parse_rfc3339("2026-04-09T12:00:30.25Z"), Some(at(t) + Duration::from_millis(250)));
+        assert_eq!(parse_rfc3339("2026-04-09T12:00:30.123456789Z"), Some(at(t) + Duration::from_millis(123)));
+        assert_eq!(parse_rfc3339("2028-02-29T00:00:00Z"), Some(at(1_835_395_200)));
+        for bad in [
+            "",
+            "2026-04-09",
+            "2026-04-09T12:00:30",
+            "2026-04-09T12:00:30+0200",
+            "2026-02-30T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-04-09T24:00:00Z",
+            "2026-04-09T12:00:30.Z",
+            "1969-12-31T23:59:59Z",
+            "2026-04-09T12:00:30Zjunk",
+            "2026-0a-09T12:00:30Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reset_hints_are_durations_or_timestamps() {
+        let now = at(1_775_736_000);
+        assert_eq!(parse_reset("1m30s", now), Some(90_000));
+        assert_eq!(parse_reset("6s", now), Some(6_000));
+        assert_eq!(parse_reset("250ms", now), Some(250));
+        assert_eq!(parse_reset("2026-04-09T12:00:30Z", now), Some(30_000));
+        assert_eq!(parse_reset("2026-04-09T11:00:00Z", now), Some(0), "a past reset is now");
+        assert_eq!(parse_reset("tomorrow", now), None);
     }
 
     #[test]

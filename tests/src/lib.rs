@@ -100,6 +100,7 @@ pub const PROVIDER_CRATES: &[&str] = &[
     "freellm-provider-nim",
     "freellm-provider-ollama",
     "freellm-provider-openai-compatible",
+    "freellm-provider-cohere",
     "freellm-provider-hostile",
     "freellm-provider-swaptest",
     "freellm-test-adapter-v01",
