@@ -40,7 +40,18 @@ pub fn build_artifacts() -> &'static Path {
         let root = workspace_root();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let run = |args: &[&str]| {
-            let status = std::process::Command::new(&cargo).args(args).current_dir(&root).status().expect("cargo runs");
+            let mut cmd = std::process::Command::new(&cargo);
+            // Cargo gives a test process the variables of the package under
+            // test; build scripts that watch one (ring watches
+            // CARGO_MANIFEST_DIR) would then rebuild here and again in the
+            // next plain `cargo build`, every run.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if CARGO_TEST_VARS.iter().any(|prefix| name.starts_with(prefix)) {
+                    cmd.env_remove(&*name);
+                }
+            }
+            let status = cmd.args(args).current_dir(&root).status().expect("cargo runs");
             assert!(status.success(), "cargo {args:?} failed");
         };
         let mut wasm = vec!["build", "--quiet", "--profile", "wasm", "--target", "wasm32-wasip2"];
@@ -90,6 +101,18 @@ pub fn build_artifacts() -> &'static Path {
         root.join("target/debug/freellm")
     })
 }
+
+/// Variables cargo sets for a test process (not the caller's own settings
+/// such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+const CARGO_TEST_VARS: &[&str] = &[
+    "CARGO_MANIFEST_",
+    "CARGO_PKG_",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+];
 
 /// Component crates the suite needs.
 pub const PROVIDER_CRATES: &[&str] = &[

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::routing::error::RoutingError;
 use crate::validate::{Issue, issues_message};
 
 /// An error answer to a client.
@@ -350,9 +351,42 @@ pub fn render_error_body(body: Map<String, Value>, request_id: &str) -> Vec<u8> 
     out.into_bytes()
 }
 
+/// The HTTP edge: a routing failure as the client's envelope.
+impl From<RoutingError> for ApiError {
+    fn from(e: RoutingError) -> Self {
+        match e {
+            RoutingError::ModelNotFound { model, reason, available } => {
+                Self::ModelNotFound { model, reason, available }
+            }
+            RoutingError::NoProvidersConfigured { hint } => Self::NoProvidersConfigured { hint },
+            RoutingError::StrictMetaForbidden { model } => Self::StrictMetaForbidden { model },
+            RoutingError::ModelNotSupported { model, message } => Self::ModelNotSupported { model, message },
+            RoutingError::Provider { provider, message, upstream_code, .. } => {
+                Self::ProviderUpstream { provider, message, upstream_code }
+            }
+            RoutingError::AdapterFault { provider, message } => Self::AdapterFault { provider, message },
+            RoutingError::RateLimited { provider, message, retry_after_ms } => {
+                Self::ProviderRateLimited { provider, message, retry_after_ms }
+            }
+            RoutingError::Exhausted { model, message, retry_after_ms, providers, suggestions } => {
+                Self::AllProvidersExhausted { model, message, retry_after_ms, providers, suggestions }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_routing_error_becomes_its_envelope_at_the_edge() {
+        let e = RoutingError::StrictMetaForbidden { model: "free".into() };
+        assert!(matches!(ApiError::from(e), ApiError::StrictMetaForbidden { .. }));
+        let e =
+            RoutingError::RateLimited { provider: "groq".into(), message: "slow down".into(), retry_after_ms: Some(7) };
+        assert!(matches!(ApiError::from(e), ApiError::ProviderRateLimited { retry_after_ms: Some(7), .. }));
+    }
 
     fn rendered(error: ApiError, request_id: &str) -> Value {
         let body = error.body();

@@ -8,8 +8,6 @@
 
 use serde_json::Value;
 
-use crate::http::error::ApiError;
-
 /// Where a routing failure came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorSource {
@@ -186,30 +184,6 @@ impl RoutingError {
     }
 }
 
-/// The HTTP edge: a routing failure as the client's envelope.
-impl From<RoutingError> for ApiError {
-    fn from(e: RoutingError) -> Self {
-        match e {
-            RoutingError::ModelNotFound { model, reason, available } => {
-                Self::ModelNotFound { model, reason, available }
-            }
-            RoutingError::NoProvidersConfigured { hint } => Self::NoProvidersConfigured { hint },
-            RoutingError::StrictMetaForbidden { model } => Self::StrictMetaForbidden { model },
-            RoutingError::ModelNotSupported { model, message } => Self::ModelNotSupported { model, message },
-            RoutingError::Provider { provider, message, upstream_code, .. } => {
-                Self::ProviderUpstream { provider, message, upstream_code }
-            }
-            RoutingError::AdapterFault { provider, message } => Self::AdapterFault { provider, message },
-            RoutingError::RateLimited { provider, message, retry_after_ms } => {
-                Self::ProviderRateLimited { provider, message, retry_after_ms }
-            }
-            RoutingError::Exhausted { model, message, retry_after_ms, providers, suggestions } => {
-                Self::AllProvidersExhausted { model, message, retry_after_ms, providers, suggestions }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +224,5 @@ mod tests {
     fn the_envelope_keeps_the_strict_mode_message() {
         let e = RoutingError::StrictMetaForbidden { model: "free".into() };
         assert_eq!(e.to_string(), strict_meta_message("free"));
-        assert!(matches!(ApiError::from(e), ApiError::StrictMetaForbidden { .. }));
     }
 }

@@ -9,8 +9,10 @@
 //! - [`upstream`]: the pooled HTTP client and per-attempt timeouts.
 //! - [`stream`]: relays a streaming answer and resumes a cut one.
 //! - [`sse`]: frames upstream stream bytes into events.
+//! - [`attempt`]: one attempt's phases (acquire, send, classify, report), shared by failover and a stream's continuation.
 //! - [`cache`]: answers identical non-streaming requests from memory.
 
+pub mod attempt;
 pub mod cache;
 pub mod created;
 pub mod decide;

@@ -48,11 +48,11 @@ use crate::access::virtual_keys::Ticket;
 use crate::config::UpstreamConfig;
 use crate::ops::stats::unix_ms;
 use crate::providers::ProviderEntry;
-use crate::routing::decide::{AttemptFailure, Context, decide};
-use crate::routing::error::RoutingError;
-use crate::routing::failover::{
+use crate::routing::attempt::{
     AttemptVerdict, Call, Failed, KeyHold, acquire_key, acquire_target, classify, report_failure, send,
 };
+use crate::routing::decide::{AttemptFailure, Context, decide};
+use crate::routing::error::RoutingError;
 use crate::routing::router::Candidate;
 use crate::routing::sse::Framer;
 use crate::routing::upstream::{UpstreamResponse, response_head};
