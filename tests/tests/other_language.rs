@@ -55,7 +55,10 @@ fn the_javascript_adapter_passes_plugin_check() {
     let (_, ok, text) = js_component();
     assert!(ok, "{text}");
     assert!(text.contains("adapter    jsopenai"), "{text}");
-    assert!(text.contains("result: PASSED (9 passed, 0 failed)"), "{text}");
+    // Built against the frozen 0.1 contract: the host loads it beside 0.2 adapters.
+    assert!(text.contains("contract   freellm:provider@0.1.0"), "{text}");
+    assert!(text.contains("PASS openai-round-trip"), "{text}");
+    assert!(text.contains("result: PASSED (11 passed, 0 failed)"), "{text}");
 }
 
 #[tokio::test]
