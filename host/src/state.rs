@@ -81,7 +81,7 @@ pub struct Gateway {
     /// Recent chat requests and gateway-wide counters.
     pub log: RequestLog,
     /// The response cache.
-    pub cache: ResponseCache,
+    pub cache: Arc<ResponseCache>,
     /// Virtual keys and their usage (their file is watched and reloaded).
     pub virtual_keys: Arc<VirtualKeys>,
     /// Hot reloads, uploads and canaries of adapters.
@@ -160,7 +160,7 @@ impl Gateway {
             routes: Arc::new(RouteTable::new(&config.routes).with_meta_order(&config.meta_order)),
             strategy: config.routing.strategy,
         }));
-        let cache = ResponseCache::new(config.cache);
+        let cache = Arc::new(ResponseCache::new(config.cache));
         let watcher = virtual_keys.watch();
         let event_feeds = FeedSlots::new(config.max_event_feeds_per_principal);
         let config = Arc::new(config);
@@ -172,6 +172,7 @@ impl Gateway {
                 live: live.clone(),
                 events: events.clone(),
                 store: Some(store.clone()),
+                cache: cache.clone(),
             })
             .with_pins(pins),
         );

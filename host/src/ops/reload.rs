@@ -49,6 +49,7 @@ use crate::ops::stats::{iso8601, unix_ms};
 use crate::ops::store::Store;
 use crate::providers::registry::{self, Canary, Verdict};
 use crate::providers::{ProviderEntry, Registry};
+use crate::routing::cache::ResponseCache;
 use crate::routing::router::RouteTable;
 use freellm_runtime::{LoadError, PluginEngine};
 
@@ -264,6 +265,8 @@ pub struct ReloadHandles {
     pub events: Arc<EventBus>,
     /// Where a new provider's saved key windows are read from.
     pub store: Option<Arc<Store>>,
+    /// The response cache: a removed provider's answers are purged from it.
+    pub cache: Arc<ResponseCache>,
 }
 
 impl ReloadHandles {
@@ -485,6 +488,8 @@ impl Reloader {
                     unpinned = true;
                 }
                 remove_stale_uploads(&gw.config.data_dir.join("uploads"), &old.id, &[]);
+                let purged = gw.cache.purge_provider(&old.id);
+                tracing::info!(provider = %old.id, purged, "provider removed; its cached answers purged");
             }
             if unpinned {
                 self.save_pins();

@@ -264,6 +264,21 @@ impl ResponseCache {
         self.sets.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Drops every entry provider `id` answered (the provider left the
+    /// configuration: its answers must not come back if it is added again
+    /// with the same component). Returns how many were dropped.
+    pub fn purge_provider(&self, id: &str) -> u64 {
+        let mut dropped = 0;
+        for (key, answer) in self.entries.iter() {
+            if &*answer.provider == id {
+                self.entries.invalidate(&*key);
+                dropped += 1;
+            }
+        }
+        self.stale.fetch_add(dropped, Ordering::Relaxed);
+        dropped
+    }
+
     /// Counters for `/v1/status`.
     pub fn stats(&self) -> CacheStats {
         self.entries.run_pending_tasks();
@@ -412,6 +427,19 @@ mod tests {
         assert!(c.get_valid(&key, |_| None).is_none(), "provider removed or disabled");
         let s = c.stats();
         assert_eq!((s.hits, s.misses, s.stale), (1, 3, 2), "{s:?}");
+    }
+
+    #[test]
+    fn a_removed_providers_answers_are_purged_and_the_others_kept() {
+        let c = ResponseCache::new(CacheConfig::default());
+        c.put([1; 32], answer(ok_body("a", "stop")), None);
+        let mut other = answer(ok_body("b", "stop"));
+        other.provider = Arc::from("gemini");
+        c.put([2; 32], other, None);
+        assert_eq!(c.purge_provider("groq"), 1);
+        let live = |_: &str| Some("v1".to_owned());
+        assert!(c.get_valid(&[1; 32], live).is_none(), "even with the same version back");
+        assert!(c.get_valid(&[2; 32], live).is_some());
     }
 
     #[test]
