@@ -24,7 +24,7 @@
 //!
 //! An accepted upload pins its provider: the slot runs the uploaded version
 //! instead of its component file, across restarts too (the pins are kept in
-//! `<data_dir>/uploads/pins.json`), until the operator switches back with
+//! `<data_dir>/upload-pins.json`), until the operator switches back with
 //! `POST /v1/plugins/{id}/reload?source=file`. While pinned, a component
 //! file that differs from the upload is not loaded, and a reload says so
 //! (`pinned_by_upload`, with how to switch) instead of `unchanged`.
@@ -197,21 +197,22 @@ pub struct Pin {
     /// The stored component (`<data_dir>/uploads/<id>-<12 hex>.wasm`).
     #[serde(skip)]
     pub path: PathBuf,
-    /// Its file name in the uploads directory (what `pins.json` records).
+    /// Its file name in the uploads directory (what the pins file records).
     pub file: String,
     /// Its SHA-256.
     pub hash: String,
 }
 
-/// The file that records the pins, in the uploads directory.
-const PINS_FILE: &str = "pins.json";
+/// The file that records the pins, in the data directory (beside the
+/// uploads directory, which holds components only).
+const PINS_FILE: &str = "upload-pins.json";
 
-/// The pins recorded in `<data_dir>/uploads/pins.json` whose upload is
+/// The pins recorded in `<data_dir>/upload-pins.json` whose upload is
 /// still there. A missing or unreadable record pins nothing (logged): the
 /// component files serve.
 pub fn read_pins(data_dir: &Path) -> HashMap<String, Pin> {
     let dir = data_dir.join("uploads");
-    let text = match std::fs::read_to_string(dir.join(PINS_FILE)) {
+    let text = match std::fs::read_to_string(data_dir.join(PINS_FILE)) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
         Err(e) => {
@@ -357,7 +358,7 @@ impl Reloader {
     /// restart runs the same versions.
     fn save_pins(&self) {
         let pins = self.overrides.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let dir = self.handles.config.data_dir.join("uploads");
+        let dir = self.handles.config.data_dir.clone();
         let written = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
             let text = serde_json::to_vec_pretty(&pins).map_err(std::io::Error::other)?;
@@ -642,6 +643,7 @@ impl Reloader {
         match verdict {
             Verdict::Promote => self.note(format!("{id}: canary {} promoted ({summary})", short(&canary.adapter.hash))),
             Verdict::RollBack => {
+                self.unpin_rolled_back(id, entry.adapter.as_ref().map(|a| a.hash.as_str()));
                 let error = format!("canary rolled back: {summary}");
                 self.reject(id, Step::Canary, error, Some(canary.adapter.hash.clone()));
                 self.note(format!("{id}: canary {} rolled back ({summary})", short(&canary.adapter.hash)));
@@ -665,6 +667,29 @@ impl Reloader {
             .map(|p| if Arc::ptr_eq(p, entry) { replacement.clone() } else { p.clone() })
             .collect();
         gw.swap(&Arc::new(Registry { providers }), None);
+    }
+
+    /// After a rolled-back canary that was an upload, the pin follows the
+    /// version that keeps serving: its own upload when it came from one
+    /// (kept on disk during the trial), else none (the component file), so
+    /// a restart never brings the refused version back.
+    fn unpin_rolled_back(&self, id: &str, live_hash: Option<&str>) {
+        let uploads = self.handles.config.data_dir.join("uploads");
+        let back = live_hash.filter(|h| self.source_of(id, h) == Source::Upload).and_then(|hash| {
+            let file = format!("{id}-{}.wasm", short(hash));
+            let path = uploads.join(&file);
+            path.is_file().then(|| Pin { path, file, hash: hash.to_owned() })
+        });
+        let mut overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        if overrides.get(id).is_none_or(|pin| Some(pin.hash.as_str()) == live_hash) {
+            return; // not pinned by the refused version
+        }
+        match back {
+            Some(pin) => overrides.insert(id.to_owned(), pin),
+            None => overrides.remove(id),
+        };
+        drop(overrides);
+        self.save_pins();
     }
 
     /// Sets (1..=99) or clears (0) the canary share new versions of `id`
@@ -967,11 +992,11 @@ mod tests {
             "sneaky": {"file": "../../plugins.toml", "hash": "cc"},
             "other": {"file": "swap-aaaaaaaaaaaa.wasm", "hash": "aa"},
         });
-        std::fs::write(uploads.join(PINS_FILE), record.to_string()).unwrap();
+        std::fs::write(data.path().join(PINS_FILE), record.to_string()).unwrap();
         let pins = read_pins(data.path());
         assert_eq!(pins.keys().collect::<Vec<_>>(), ["swap"], "missing, outside or another provider's: dropped");
         assert_eq!(pins["swap"].path, uploads.join("swap-aaaaaaaaaaaa.wasm"));
-        std::fs::write(uploads.join(PINS_FILE), b"{not json").unwrap();
+        std::fs::write(data.path().join(PINS_FILE), b"{not json").unwrap();
         assert!(read_pins(data.path()).is_empty(), "an unreadable record pins nothing");
     }
 
