@@ -194,3 +194,44 @@ async fn an_upload_pins_its_slot_across_a_restart_until_reloaded_from_the_file()
     assert_eq!(plugin(&gw, "swap").await["source"], "file");
     assert_eq!(ask(&gw, "swap/m").await.1, "v1");
 }
+
+#[tokio::test]
+async fn a_rolled_back_canary_upload_never_comes_back_after_a_restart() {
+    let mock = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("swap.wasm");
+    install(&swap_variant("v1"), &component);
+    let h2 = sha256(&swap_variant("v2"));
+    let data = dir.path().join("data").display().to_string();
+    let options = || GatewayOptions {
+        config: swap_block(&component, &mock.url),
+        env: vec![("FREELLM_DATA_DIR".into(), data.clone()), ("CACHE_ENABLED".into(), "false".into())],
+    };
+    let gw = Gateway::start_with(options()).await;
+    let upload = |variant: &str, query: &str| {
+        gw.http
+            .post(format!("{}/v1/plugins/swap{query}", gw.url))
+            .header("content-type", "application/wasm")
+            .body(std::fs::read(swap_variant(variant)).unwrap())
+            .send()
+    };
+    assert_eq!(upload("v2", "").await.unwrap().status(), 200);
+    let r: Value = upload("flaky", "?canary=50").await.unwrap().json().await.unwrap();
+    assert_eq!(r["outcomes"][0]["action"], "canary", "{r}");
+    let mut i = 0;
+    while plugin(&gw, "swap").await["state"] == "canary" {
+        assert!(i < 400, "no verdict after {i} requests: {}", plugin(&gw, "swap").await);
+        let mut body = chat_body("swap/m");
+        body["messages"][0]["content"] = json!(format!("canary {i}"));
+        let _ = gw.chat(body).await;
+        i += 1;
+    }
+    let p = plugin(&gw, "swap").await;
+    assert_eq!((p["hash"].as_str(), p["source"].as_str()), (Some(h2.as_str()), Some("upload")), "{p}");
+    assert_eq!(p["pinned_upload"]["hash"], h2.as_str(), "the pin follows the version that kept serving: {p}");
+    gw.terminate().await;
+
+    let gw = Gateway::start_with(options()).await;
+    let p = plugin(&gw, "swap").await;
+    assert_eq!((p["hash"].as_str(), p["source"].as_str()), (Some(h2.as_str()), Some("upload")), "{p}");
+}
