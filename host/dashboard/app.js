@@ -425,7 +425,7 @@ function describeOutcomes(result) {
   const outcomes = (result && result.outcomes) || [];
   if (!outcomes.length) return "nothing to reload";
   return outcomes
-    .map((o) => `${o.id}: ${o.action}${o.rejection ? ` (${o.rejection.step}: ${o.rejection.error})` : ""}`)
+    .map((o) => `${o.id}: ${o.action}${o.rejection ? ` (${o.rejection.step}: ${o.rejection.error})` : ""}${o.note ? ` (${o.note})` : ""}`)
     .join("; ");
 }
 
@@ -440,6 +440,18 @@ async function reloadAdapters(id) {
     toast(`Reload failed: ${e.message}`, "bad");
   }
   if (button) button.disabled = !state.access.admin;
+  await loadPlugins();
+  scheduleRefresh(0);
+}
+
+async function reloadFromFile(id) {
+  try {
+    const result = await call(state.key, `/v1/plugins/${encodeURIComponent(id)}/reload?source=file`, { method: "POST", body: {} });
+    const rejected = ((result && result.outcomes) || []).some((o) => o.rejection);
+    toast(`Back to the file: ${describeOutcomes(result)}`, rejected ? "bad" : "ok");
+  } catch (e) {
+    toast(`Reload of ${id} from its file failed: ${e.message}`, "bad");
+  }
   await loadPlugins();
   scheduleRefresh(0);
 }
@@ -633,6 +645,7 @@ function renderProviders() {
       p.lastErrorMessage ? h("div", { class: "small" }, h("span", { class: "muted" }, `Last error (${ago(p.lastError)}): `),
         h("span", { class: "error-text" }, p.lastErrorMessage)) : null,
       p.note ? h("div", { class: "muted small" }, p.note) : null,
+      p.keyEnv ? h("div", { class: "muted small", "data-field": "key-env" }, "Keys from ", h("code", {}, p.keyEnv)) : null,
       p.enabled ? h("div", { class: "muted small" }, `Last used ${ago(p.lastUsedAt)}`) : null,
       p.enabled ? h("div", { class: "card-actions" },
         h("button", {
@@ -665,6 +678,7 @@ function renderAdapters() {
       h("dl", { class: "kv" },
         h("dt", {}, "Version"), h("dd", { "data-field": "version" }, a.version || "–"),
         h("dt", {}, "Hash"), h("dd", { class: "mono", title: a.hash || "", "data-field": "hash" }, a.hash ? a.hash.slice(0, 16) : "–"),
+        h("dt", {}, "Source"), h("dd", { "data-field": "source" }, a.source || "–"),
         h("dt", {}, "Loaded"), h("dd", { "data-field": "loaded" }, a.loaded_at ? `${clock(a.loaded_at)} (${ago(a.loaded_at)})` : "–"),
         h("dt", {}, "Calls"), h("dd", {}, `${compact(a.calls || 0)} · ${compact(a.traps || 0)} traps`),
         h("dt", {}, "Time inside"), h("dd", {}, `${compact(a.busy_ms || 0)} ms total · p50 ${a.p50_us ?? "–"} µs · p99 ${a.p99_us ?? "–"} µs`),
@@ -674,6 +688,9 @@ function renderAdapters() {
         `Canary at ${canary.percent}%: version ${canary.candidate && canary.candidate.version} ` +
         `(${canary.candidate && String(canary.candidate.hash || "").slice(0, 12)}) — ` +
         `${canary.candidate_calls} calls, ${canary.candidate_failures} failures vs current ${canary.current_calls} calls, ${canary.current_failures} failures`) : null,
+      a.pinned_upload ? h("div", { class: "notice", "data-field": "pinned" },
+        `Pinned by an upload (${String(a.pinned_upload.hash || "").slice(0, 12)}): the component file is not loaded, across restarts too, until you switch back. `,
+        h("button", { type: "button", disabled: !admin, onclick: () => reloadFromFile(a.id) }, "Use the file")) : null,
       err ? h("div", { class: "small", "data-field": "last-error" }, h("span", { class: "muted" }, `Last reload refused at ${err.step} (${ago(err.at)}): `),
         h("span", { class: "error-text" }, err.error)) : null,
       h("div", { class: "card-actions" },

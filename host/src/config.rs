@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::http::hosts::AllowedHosts;
 use crate::routing::cache::{CacheConfig, CacheScope};
+use crate::routing::meta::{self, MetaOrder};
 use crate::routing::strategy::Strategy;
 use freellm_limits::breaker::BreakerConfig;
 use freellm_runtime::SandboxLimits;
@@ -64,6 +65,9 @@ pub struct Config {
     /// User-defined routes (`[routes.<name>]`), in file order; a route named
     /// like a built-in meta-model replaces it.
     pub routes: Vec<RouteConfig>,
+    /// Provider priority of the meta-models (`[routing] order`,
+    /// `[routing.order_by_meta]`); applied live, like the routes.
+    pub meta_order: MetaOrder,
     /// Response cache (`CACHE_ENABLED`, `CACHE_TTL_MS`, `CACHE_MAX_ENTRIES`).
     pub cache: CacheConfig,
     /// Credentials and per-client limits.
@@ -292,6 +296,10 @@ struct FileRouting {
     retry_backoff_ms: Option<u64>,
     max_retry_after_wait_ms: Option<u64>,
     first_token_timeout_ms: Option<u64>,
+    #[serde(default)]
+    order: Vec<String>,
+    #[serde(default)]
+    order_by_meta: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -619,6 +627,7 @@ impl Config {
         for (name, value) in file.routes {
             routes.push(route_config(&name, value)?);
         }
+        let meta_order = meta_order(&file.routing)?;
 
         let flag = |name: &str, default: bool| -> Result<bool, ConfigError> {
             match get(name).map(str::to_ascii_lowercase).as_deref() {
@@ -681,6 +690,7 @@ impl Config {
             providers,
             routing,
             routes,
+            meta_order,
             cache,
             security,
             allowed_hosts,
@@ -811,6 +821,32 @@ fn route_config(name: &str, value: toml::Value) -> Result<RouteConfig, ConfigErr
         retries: r.retries,
         context_fallbacks: r.context_fallbacks,
     })
+}
+
+/// `[routing] order` and `[routing.order_by_meta]`: provider ids, and
+/// built-in meta-model names.
+fn meta_order(r: &FileRouting) -> Result<MetaOrder, ConfigError> {
+    let check = |name: String, list: &[String]| -> Result<Vec<String>, ConfigError> {
+        match list.iter().find(|id| !is_provider_id(id)) {
+            Some(id) => Err(ConfigError::Invalid { name, message: format!("{id:?} is not a provider id") }),
+            None => Ok(list.to_vec()),
+        }
+    };
+    let mut by_meta = Vec::with_capacity(r.order_by_meta.len());
+    for (name, list) in &r.order_by_meta {
+        if !meta::is_meta_model(name) {
+            return Err(ConfigError::Invalid {
+                name: format!("routing.order_by_meta.{name}"),
+                message: "not a built-in meta-model (free, free-fast, free-smart)".into(),
+            });
+        }
+        by_meta.push((name.clone(), check(format!("routing.order_by_meta.{name}"), list)?));
+    }
+    Ok(MetaOrder { order: check("routing.order".into(), &r.order)?, by_meta })
+}
+
+fn is_provider_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// A set, non-blank environment value, trimmed.

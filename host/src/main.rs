@@ -99,12 +99,12 @@ fn serve(path: &std::path::Path) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let gw = Gateway::start(config).await?;
-        if gw.registry.load().enabled().next().is_none() {
-            tracing::warn!(
-                "no provider is enabled: set GROQ_API_KEY, GEMINI_API_KEY, MISTRAL_API_KEY, CEREBRAS_API_KEY, \
-                 NVIDIA_NIM_API_KEY, or OLLAMA_BASE_URL with OLLAMA_MODELS"
-            );
+        let registry = gw.registry.load();
+        if registry.enabled().next().is_none() {
+            // Each provider of plugins.toml names its own key variable.
+            tracing::warn!("{}", freellm::routing::router::no_providers_hint(&registry));
         }
+        drop(registry);
         freellm::http::server::serve(gw).await
     });
     match result {

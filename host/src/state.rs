@@ -81,7 +81,7 @@ pub struct Gateway {
     /// Recent chat requests and gateway-wide counters.
     pub log: RequestLog,
     /// The response cache.
-    pub cache: ResponseCache,
+    pub cache: Arc<ResponseCache>,
     /// Virtual keys and their usage (their file is watched and reloaded).
     pub virtual_keys: Arc<VirtualKeys>,
     /// Hot reloads, uploads and canaries of adapters.
@@ -148,25 +148,34 @@ impl Gateway {
         crate::ops::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
 
         let engine = PluginEngine::new()?;
-        let registry = Registry::load(&engine, &config, Some(&store)).await;
+        // An upload pins its provider across restarts, until the operator
+        // reloads that provider from its file.
+        let pins = crate::ops::reload::read_pins(&config.data_dir);
+        let boot = crate::ops::reload::apply_pins(&config, &pins);
+        let registry = Registry::load(&engine, &boot, Some(&store)).await;
+        drop(boot);
         crate::ops::persist::restore_provider_usage(&store, &registry).map_err(|e| anyhow::anyhow!("{e}"))?;
         let live: Arc<LiveCell> = Arc::new(ArcSwap::from_pointee(Live {
             registry: Arc::new(registry),
-            routes: Arc::new(RouteTable::new(&config.routes)),
+            routes: Arc::new(RouteTable::new(&config.routes).with_meta_order(&config.meta_order)),
             strategy: config.routing.strategy,
         }));
-        let cache = ResponseCache::new(config.cache);
+        let cache = Arc::new(ResponseCache::new(config.cache));
         let watcher = virtual_keys.watch();
         let event_feeds = FeedSlots::new(config.max_event_feeds_per_principal);
         let config = Arc::new(config);
         let events = Arc::new(EventBus::default());
-        let plugins = Arc::new(Reloader::new(ReloadHandles {
-            config: config.clone(),
-            engine: engine.clone(),
-            live: live.clone(),
-            events: events.clone(),
-            store: Some(store.clone()),
-        }));
+        let plugins = Arc::new(
+            Reloader::new(ReloadHandles {
+                config: config.clone(),
+                engine: engine.clone(),
+                live: live.clone(),
+                events: events.clone(),
+                store: Some(store.clone()),
+                cache: cache.clone(),
+            })
+            .with_pins(pins),
+        );
         plugins.watch();
         crate::ops::persist::spawn_snapshots(&virtual_keys, &live, store.clone());
         Ok(Arc::new(Self {

@@ -183,3 +183,20 @@ fn routes_and_routing_are_read_and_checked() {
     assert!(load(TWO, &[("CANARY_MIN_CALLS", "some")]).is_err());
     assert!(load(TWO, &[("CB_FAILURE_THRESHOLD", "zero")]).is_err());
 }
+
+#[test]
+fn the_meta_model_order_is_read_checked_and_a_live_section() {
+    let running = load(TWO, &[]).unwrap();
+    assert_eq!(running.meta_order, MetaOrder::default(), "no order: registry order");
+    let ordered =
+        format!("[routing]\norder = [\"ollama\", \"groq\"]\n[routing.order_by_meta]\nfree-fast = [\"groq\"]\n{TWO}");
+    let c = load(&ordered, &[]).unwrap();
+    assert_eq!(c.meta_order.order, ["ollama", "groq"]);
+    assert_eq!(c.meta_order.for_meta("free-fast"), ["groq"]);
+    assert_eq!(c.meta_order.for_meta("free-smart"), ["ollama", "groq"]);
+    assert!(running.startup_changes(&c).is_empty(), "the order applies live, like the routes");
+    let unknown_meta = format!("[routing.order_by_meta]\nfree-huge = [\"groq\"]\n{TWO}");
+    assert!(load(&unknown_meta, &[]).unwrap_err().to_string().contains("not a built-in meta-model"));
+    let bad_id = format!("[routing]\norder = [\"Groq!\"]\n{TWO}");
+    assert!(load(&bad_id, &[]).unwrap_err().to_string().contains("not a provider id"));
+}

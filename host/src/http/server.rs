@@ -66,7 +66,8 @@ pub fn app(gw: SharedGateway) -> Router {
         .route("/v1/plugins", get(api::plugins::list))
         .route("/v1/plugins/reload", post(api::plugins::reload))
         .route("/v1/plugins/{id}", post(api::plugins::upload))
-        .route("/v1/plugins/{id}/canary", post(api::plugins::set_canary));
+        .route("/v1/plugins/{id}/canary", post(api::plugins::set_canary))
+        .route("/v1/plugins/{id}/reload", post(api::plugins::reload_one));
     Router::new()
         .merge(routes.clone())
         .nest("/api", routes)

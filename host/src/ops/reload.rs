@@ -21,6 +21,16 @@
 //! With `canary = N` on a provider, a new version first serves N % of the
 //! provider's traffic; its failure rate against the current version's then
 //! promotes it or rolls it back ([`crate::providers::registry::Canary`]).
+//!
+//! An accepted upload pins its provider: the slot runs the uploaded version
+//! instead of its component file, across restarts too (the pins are kept in
+//! `<data_dir>/upload-pins.json`), until the operator switches back with
+//! `POST /v1/plugins/{id}/reload?source=file`. While pinned, a component
+//! file that differs from the upload is not loaded, and a reload says so
+//! (`pinned_by_upload`, with how to switch) instead of `unchanged`.
+//! `/v1/plugins` shows where each running version came from (`file` or
+//! `upload`). A provider removed from `plugins.toml` loses its pin and its
+//! uploads.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
@@ -39,6 +49,7 @@ use crate::ops::stats::{iso8601, unix_ms};
 use crate::ops::store::Store;
 use crate::providers::registry::{self, Canary, Verdict};
 use crate::providers::{ProviderEntry, Registry};
+use crate::routing::cache::ResponseCache;
 use crate::routing::router::RouteTable;
 use freellm_runtime::{LoadError, PluginEngine};
 
@@ -115,6 +126,10 @@ pub enum Action {
     Canary,
     /// The new version was refused; the previous one keeps serving.
     Rejected,
+    /// An upload pins the slot and the component file differs from it: the
+    /// file was not loaded (`POST /v1/plugins/{id}/reload?source=file`
+    /// switches to it).
+    PinnedByUpload,
 }
 
 impl Action {
@@ -127,6 +142,7 @@ impl Action {
             Self::Removed => "removed",
             Self::Canary => "canary",
             Self::Rejected => "rejected",
+            Self::PinnedByUpload => "pinned_by_upload",
         }
     }
 }
@@ -144,6 +160,98 @@ pub struct Outcome {
     /// Why the new version was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Rejection>,
+    /// What the operator should know (a pin, and how to lift it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Outcome {
+    fn new(id: impl Into<String>, action: Action, hash: Option<String>, rejection: Option<Rejection>) -> Self {
+        Self { id: id.into(), action, hash, rejection, note: None }
+    }
+}
+
+/// Where a running adapter version came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The provider's `component` file in `plugins.toml`.
+    File,
+    /// An upload through `POST /v1/plugins/{id}`.
+    Upload,
+}
+
+impl Source {
+    /// The name in `/v1/plugins`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Upload => "upload",
+        }
+    }
+}
+
+/// An upload that pins its provider's slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Pin {
+    /// The stored component (`<data_dir>/uploads/<id>-<12 hex>.wasm`).
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// Its file name in the uploads directory (what the pins file records).
+    pub file: String,
+    /// Its SHA-256.
+    pub hash: String,
+}
+
+/// The file that records the pins, in the data directory (beside the
+/// uploads directory, which holds components only).
+const PINS_FILE: &str = "upload-pins.json";
+
+/// The pins recorded in `<data_dir>/upload-pins.json` whose upload is
+/// still there. A missing or unreadable record pins nothing (logged): the
+/// component files serve.
+pub fn read_pins(data_dir: &Path) -> HashMap<String, Pin> {
+    let dir = data_dir.join("uploads");
+    let text = match std::fs::read_to_string(data_dir.join(PINS_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the upload pins; the component files serve");
+            return HashMap::new();
+        }
+    };
+    let pins: HashMap<String, Pin> = match serde_json::from_str(&text) {
+        Ok(pins) => pins,
+        Err(e) => {
+            tracing::error!(error = %e, "the upload pins do not parse; the component files serve");
+            return HashMap::new();
+        }
+    };
+    pins.into_iter()
+        .filter_map(|(id, mut pin)| {
+            // Only `<id>-<12 hex>.wasm` in the uploads directory: the record
+            // never points elsewhere.
+            if !is_upload_of(std::ffi::OsStr::new(&pin.file), &id) || !dir.join(&pin.file).is_file() {
+                tracing::warn!(provider = %id, file = %pin.file, "a pinned upload is missing; the component file serves");
+                return None;
+            }
+            pin.path = dir.join(&pin.file);
+            Some((id, pin))
+        })
+        .collect()
+}
+
+/// `config` with each pinned provider's component replaced by its upload
+/// (the configuration a restart loads).
+pub fn apply_pins(config: &Config, pins: &HashMap<String, Pin>) -> Config {
+    let mut boot = config.clone();
+    for pc in &mut boot.providers {
+        if let Some(pin) = pins.get(&pc.id) {
+            tracing::info!(provider = %pc.id, upload = %pin.file, "an upload pins this provider; POST /v1/plugins/{}/reload?source=file switches to the component file", pc.id);
+            pc.component = pin.path.clone();
+        }
+    }
+    boot
 }
 
 /// What the reloader reads and swaps: the handles it needs, not the gateway.
@@ -158,6 +266,8 @@ pub struct ReloadHandles {
     pub events: Arc<EventBus>,
     /// Where a new provider's saved key windows are read from.
     pub store: Option<Arc<Store>>,
+    /// The response cache: a removed provider's answers are purged from it.
+    pub cache: Arc<ResponseCache>,
 }
 
 impl ReloadHandles {
@@ -182,8 +292,13 @@ pub struct Reloader {
     lock: tokio::sync::Mutex<()>,
     rejections: Mutex<HashMap<String, Rejection>>,
     events: Mutex<Vec<String>>,
-    /// Uploaded components, used instead of the configured path.
-    overrides: Mutex<HashMap<String, PathBuf>>,
+    /// Uploads that pin their provider: used instead of the configured path.
+    overrides: Mutex<HashMap<String, Pin>>,
+    /// Where each loaded version came from, by provider and hash.
+    origins: Mutex<HashMap<(String, String), Source>>,
+    /// The component files of pinned providers: still watched, so a rebuilt
+    /// file is reported (`pinned_by_upload`), not silently ignored.
+    pinned_components: Mutex<Vec<PathBuf>>,
     /// Canary shares set through the API (`plugins.toml`'s `canary` wins).
     canaries: Mutex<HashMap<String, u8>>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
@@ -204,10 +319,55 @@ impl Reloader {
             rejections: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
             overrides: Mutex::new(HashMap::new()),
+            origins: Mutex::new(HashMap::new()),
+            pinned_components: Mutex::new(Vec::new()),
             canaries: Mutex::new(HashMap::new()),
             watcher: Mutex::new(None),
             watched_names: Arc::new(RwLock::new(HashSet::new())),
             reloads: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Reloader {
+    /// The same reloader with the pins a restart found (the registry was
+    /// loaded from them, see [`apply_pins`]).
+    pub fn with_pins(self, pins: HashMap<String, Pin>) -> Self {
+        {
+            let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, pin) in &pins {
+                origins.insert((id.clone(), pin.hash.clone()), Source::Upload);
+            }
+        }
+        *self.overrides.lock().unwrap_or_else(|e| e.into_inner()) = pins;
+        self
+    }
+
+    /// Where provider `id`'s version `hash` came from.
+    pub fn source_of(&self, id: &str, hash: &str) -> Source {
+        let origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        origins.get(&(id.to_owned(), hash.to_owned())).copied().unwrap_or(Source::File)
+    }
+
+    /// The upload pinning provider `id`, if any.
+    pub fn pin(&self, id: &str) -> Option<Pin> {
+        self.overrides.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    /// Records the pins in the data directory (write, then rename), so a
+    /// restart runs the same versions.
+    fn save_pins(&self) {
+        let pins = self.overrides.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let dir = self.handles.config.data_dir.clone();
+        let written = (|| -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let text = serde_json::to_vec_pretty(&pins).map_err(std::io::Error::other)?;
+            let tmp = dir.join(format!("{PINS_FILE}.tmp"));
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, dir.join(PINS_FILE))
+        })();
+        if let Err(e) = written {
+            tracing::error!(error = %e, "cannot record the upload pins; after a restart the component files serve");
         }
     }
 }
@@ -281,19 +441,24 @@ impl Reloader {
             tracing::warn!(settings = %settings, "plugins.toml: start-up settings changed; they apply at the next start");
             self.note(format!("start-up settings changed, not applied until restart: {settings}"));
         }
-        let (mut configs, routes) = (fresh.providers, fresh.routes);
+        let (mut configs, routes, meta_order) = (fresh.providers, fresh.routes, fresh.meta_order);
+        // Pinned providers: the component file each would load if not pinned.
+        let mut pinned_files: HashMap<String, (PathBuf, String)> = HashMap::new();
         {
             let overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
             let canaries = self.canaries.lock().unwrap_or_else(|e| e.into_inner());
             for pc in &mut configs {
-                if let Some(path) = overrides.get(&pc.id) {
-                    pc.component = path.clone();
+                if let Some(pin) = overrides.get(&pc.id) {
+                    pinned_files.insert(pc.id.clone(), (pc.component.clone(), pin.hash.clone()));
+                    pc.component = pin.path.clone();
                 }
                 if pc.canary.is_none() {
                     pc.canary = canaries.get(&pc.id).copied();
                 }
             }
         }
+        *self.pinned_components.lock().unwrap_or_else(|e| e.into_inner()) =
+            pinned_files.values().map(|(file, _)| file.clone()).collect();
         let current = gw.registry();
         let mut next: Vec<Arc<ProviderEntry>> = Vec::with_capacity(configs.len());
         let mut outcomes = Vec::new();
@@ -305,14 +470,30 @@ impl Reloader {
                 }
                 continue;
             }
-            let (entry, outcome) = self.reload_one(pc, old).await;
+            let (entry, mut outcome) = self.reload_one(pc, old).await;
+            if outcome.action == Action::Unchanged
+                && let Some((file, pinned)) = pinned_files.get(&pc.id)
+            {
+                self.flag_pinned_file(&mut outcome, file, pinned).await;
+            }
             next.push(entry);
             outcomes.push(outcome);
         }
         if only.is_none() {
+            let mut unpinned = false;
             for old in current.providers.iter().filter(|p| !configs.iter().any(|c| c.id == *p.id)) {
                 self.note(format!("{}: removed", old.id));
-                outcomes.push(Outcome { id: old.id.to_string(), action: Action::Removed, hash: None, rejection: None });
+                outcomes.push(Outcome::new(old.id.to_string(), Action::Removed, None, None));
+                // A removed provider's uploads go with it: re-adding it starts from its file.
+                if self.overrides.lock().unwrap_or_else(|e| e.into_inner()).remove(&*old.id).is_some() {
+                    unpinned = true;
+                }
+                remove_stale_uploads(&gw.config.data_dir.join("uploads"), &old.id, &[]);
+                let purged = gw.cache.purge_provider(&old.id);
+                tracing::info!(provider = %old.id, purged, "provider removed; its cached answers purged");
+            }
+            if unpinned {
+                self.save_pins();
             }
         } else if let Some(id) = only
             && !configs.iter().any(|c| c.id == id)
@@ -320,10 +501,19 @@ impl Reloader {
             return Err(format!("no provider \"{id}\" in plugins.toml"));
         }
         let registry = Arc::new(Registry { providers: next });
-        let routes_changed = only.is_none() && gw.live.load().routes.configured() != routes.as_slice();
-        gw.swap(&registry, routes_changed.then(|| Arc::new(RouteTable::new(&routes))));
+        self.origins.lock().unwrap_or_else(|e| e.into_inner()).retain(|(id, hash), _| {
+            registry.get(id).is_some_and(|p| {
+                p.adapter.as_ref().is_some_and(|a| a.hash == *hash)
+                    || p.canary.as_ref().is_some_and(|c| c.adapter.hash == *hash)
+            })
+        });
+        let routes_changed = only.is_none() && {
+            let table = gw.live.load().routes.clone();
+            table.configured() != routes.as_slice() || *table.meta_order() != meta_order
+        };
+        gw.swap(&registry, routes_changed.then(|| Arc::new(RouteTable::new(&routes).with_meta_order(&meta_order))));
         if routes_changed {
-            self.note(format!("routes: {} configured route(s) applied", routes.len()));
+            self.note(format!("routes: {} configured route(s) and the meta-model order applied", routes.len()));
             tracing::info!(routes = routes.len(), "routes reloaded");
         }
         for o in outcomes.iter().filter(|o| o.action != Action::Unchanged) {
@@ -354,7 +544,7 @@ impl Reloader {
                 )),
             };
             let hash = entry.adapter.as_ref().map(|a| a.hash.clone());
-            (entry, Outcome { id: id.clone(), action: Action::Rejected, hash, rejection: Some(rejection) })
+            (entry, Outcome::new(id.clone(), Action::Rejected, hash, Some(rejection)))
         };
         let path = pc.component.clone();
         let hash = match tokio::task::spawn_blocking(move || file_hash(&path)).await {
@@ -373,7 +563,7 @@ impl Reloader {
             && serving(o)
             && (o.config == *pc || o.canary.is_some() && o.config.component == pc.component)
         {
-            return (o.clone(), Outcome { id, action: Action::Unchanged, hash: Some(hash), rejection: None });
+            return (o.clone(), Outcome::new(id, Action::Unchanged, Some(hash), None));
         }
         // The same rejected file again: nothing new to try.
         let known_bad = self
@@ -403,6 +593,8 @@ impl Reloader {
             Err(_) => return keep(old, self.reject(&id, Step::SelfCheck, "the self-check crashed".into(), Some(hash))),
         }
         self.accept(&id);
+        let source = if self.pin(&id).is_some_and(|p| p.path == pc.component) { Source::Upload } else { Source::File };
+        self.origins.lock().unwrap_or_else(|e| e.into_inner()).insert((id.clone(), hash.clone()), source);
         let version = adapter.info.adapter_version.clone();
         let old_live = old.filter(|o| o.live().is_some());
         match (pc.canary, old_live.and_then(|o| o.adapter.clone().map(|a| (o, a)))) {
@@ -414,13 +606,13 @@ impl Reloader {
                 entry.canary = Some(Arc::new(canary));
                 self.note(format!("{id}: version {version} ({}) on canary at {percent}%", short(&hash)));
                 let live = entry.adapter.as_ref().map(|a| a.hash.clone());
-                (Arc::new(entry), Outcome { id, action: Action::Canary, hash: live, rejection: None })
+                (Arc::new(entry), Outcome::new(id, Action::Canary, live, None))
             }
             _ => {
                 let entry = registry::assemble(&gw.config, pc, adapter, old.map(|o| o.as_ref()), gw.store.as_deref());
                 let action = if old.is_some_and(|o| o.adapter.is_some()) { Action::Swapped } else { Action::Added };
                 self.note(format!("{id}: {} to version {version} ({})", action.as_str(), short(&hash)));
-                (Arc::new(entry), Outcome { id, action, hash: Some(hash), rejection: None })
+                (Arc::new(entry), Outcome::new(id, action, Some(hash), None))
             }
         }
     }
@@ -451,6 +643,7 @@ impl Reloader {
         match verdict {
             Verdict::Promote => self.note(format!("{id}: canary {} promoted ({summary})", short(&canary.adapter.hash))),
             Verdict::RollBack => {
+                self.unpin_rolled_back(id, entry.adapter.as_ref().map(|a| a.hash.as_str()));
                 let error = format!("canary rolled back: {summary}");
                 self.reject(id, Step::Canary, error, Some(canary.adapter.hash.clone()));
                 self.note(format!("{id}: canary {} rolled back ({summary})", short(&canary.adapter.hash)));
@@ -474,6 +667,29 @@ impl Reloader {
             .map(|p| if Arc::ptr_eq(p, entry) { replacement.clone() } else { p.clone() })
             .collect();
         gw.swap(&Arc::new(Registry { providers }), None);
+    }
+
+    /// After a rolled-back canary that was an upload, the pin follows the
+    /// version that keeps serving: its own upload when it came from one
+    /// (kept on disk during the trial), else none (the component file), so
+    /// a restart never brings the refused version back.
+    fn unpin_rolled_back(&self, id: &str, live_hash: Option<&str>) {
+        let uploads = self.handles.config.data_dir.join("uploads");
+        let back = live_hash.filter(|h| self.source_of(id, h) == Source::Upload).and_then(|hash| {
+            let file = format!("{id}-{}.wasm", short(hash));
+            let path = uploads.join(&file);
+            path.is_file().then(|| Pin { path, file, hash: hash.to_owned() })
+        });
+        let mut overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
+        if overrides.get(id).is_none_or(|pin| Some(pin.hash.as_str()) == live_hash) {
+            return; // not pinned by the refused version
+        }
+        match back {
+            Some(pin) => overrides.insert(id.to_owned(), pin),
+            None => overrides.remove(id),
+        };
+        drop(overrides);
+        self.save_pins();
     }
 
     /// Sets (1..=99) or clears (0) the canary share new versions of `id`
@@ -517,7 +733,12 @@ impl Reloader {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot store the upload: {e}"))?;
-        let previous = self.overrides.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), path.clone());
+        let pin = Pin {
+            path: path.clone(),
+            file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            hash: hash.clone(),
+        };
+        let previous = self.overrides.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), pin);
         // The share applies to this upload's trial, and stays only if it passes.
         let previous_canary = canary.map(|percent| self.swap_canary(id, percent));
         let result = self.reload(Some(id)).await;
@@ -527,8 +748,10 @@ impl Reloader {
                 self.note(format!("{id}: canary share for new versions set to {percent}%"));
             }
             let on_canary = result.as_ref().is_ok_and(|outcomes| outcomes.iter().any(|o| o.action == Action::Canary));
-            let keep: Vec<PathBuf> = std::iter::once(path).chain(previous.filter(|_| on_canary)).collect();
+            let keep: Vec<PathBuf> =
+                std::iter::once(path).chain(previous.map(|p| p.path).filter(|_| on_canary)).collect();
             remove_stale_uploads(&gw.config.data_dir.join("uploads"), id, &keep);
+            self.save_pins();
         } else {
             // A refused upload must not become the slot's component.
             let mut overrides = self.overrides.lock().unwrap_or_else(|e| e.into_inner());
@@ -540,13 +763,61 @@ impl Reloader {
             if let Some(previous_canary) = previous_canary {
                 self.swap_canary(id, previous_canary.unwrap_or(0));
             }
-            if previous.as_ref() != Some(&path)
+            if previous.as_ref().map(|p| &p.path) != Some(&path)
                 && let Err(e) = std::fs::remove_file(&path)
             {
                 tracing::warn!(provider = id, error = %e, "cannot delete a refused upload");
             }
         }
         result
+    }
+
+    /// `POST /v1/plugins/{id}/reload?source=file`: lifts provider `id`'s
+    /// upload pin and loads its component file, checked like any new
+    /// version. A refused file changes nothing: the upload keeps serving and
+    /// stays pinned. Once the file serves, the provider's uploads are deleted.
+    pub async fn reload_from_file(&self, id: &str) -> Result<Vec<Outcome>, String> {
+        let previous = self.overrides.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let result = self.reload(Some(id)).await;
+        let accepted = result.as_ref().is_ok_and(|outcomes| !outcomes.iter().any(|o| o.action == Action::Rejected));
+        match previous {
+            Some(pin) if !accepted => {
+                self.overrides.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_owned(), pin);
+            }
+            Some(_) => {
+                self.note(format!("{id}: upload pin lifted; the component file serves"));
+                self.save_pins();
+                remove_stale_uploads(&self.handles.config.data_dir.join("uploads"), id, &[]);
+            }
+            None => {}
+        }
+        result
+    }
+
+    /// Turns an `unchanged` outcome of a pinned provider into
+    /// `pinned_by_upload` when its component file differs from the upload.
+    async fn flag_pinned_file(&self, outcome: &mut Outcome, file: &Path, pinned: &str) {
+        let path = file.to_path_buf();
+        let file_hash = match tokio::task::spawn_blocking(move || file_hash(&path)).await {
+            Ok(Ok(h)) => h,
+            // An unreadable file is not what serves either; say so the same way.
+            _ => "unreadable".to_owned(),
+        };
+        if file_hash == pinned {
+            return;
+        }
+        let id = &outcome.id;
+        let note = format!(
+            "provider \"{id}\" runs an uploaded version ({}); its component file {} ({}) is not loaded while the \
+             upload pins the slot: POST /v1/plugins/{id}/reload?source=file switches to the file",
+            short(pinned),
+            file.display(),
+            short(&file_hash)
+        );
+        tracing::warn!(provider = %id, "{note}");
+        self.note(format!("{id}: pinned by upload {}; component file {} not loaded", short(pinned), short(&file_hash)));
+        outcome.action = Action::PinnedByUpload;
+        outcome.note = Some(note);
     }
 
     /// Sets the canary share of `id` quietly (0 clears it); returns the one before.
@@ -606,11 +877,18 @@ impl Reloader {
         let mut guard = self.watcher.lock().unwrap_or_else(|e| e.into_inner());
         let Some(watcher) = guard.as_mut() else { return };
         let registry = gw.registry();
-        for p in &registry.providers {
-            let _ = watcher.watch(&parent(&p.config.component), RecursiveMode::NonRecursive);
+        let pinned = self.pinned_components.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let components: Vec<&Path> = registry
+            .providers
+            .iter()
+            .map(|p| p.config.component.as_path())
+            .chain(pinned.iter().map(PathBuf::as_path))
+            .collect();
+        for component in &components {
+            let _ = watcher.watch(&parent(component), RecursiveMode::NonRecursive);
         }
         if let Some(config_path) = &gw.config.path {
-            self.note_watched_names(config_path, registry.providers.iter().map(|p| p.config.component.as_path()));
+            self.note_watched_names(config_path, components.into_iter());
         }
     }
 
@@ -699,6 +977,46 @@ mod tests {
         remove_stale_uploads(dir.path(), "swap", &[live.clone(), canary.clone()]);
         assert!(live.exists() && canary.exists() && other.exists());
         assert!(!stale.exists());
+    }
+
+    #[test]
+    fn pins_are_read_back_only_for_uploads_still_in_the_uploads_directory() {
+        let data = tempfile::tempdir().unwrap();
+        let uploads = data.path().join("uploads");
+        std::fs::create_dir_all(&uploads).unwrap();
+        assert!(read_pins(data.path()).is_empty(), "no record: nothing pinned");
+        std::fs::write(uploads.join("swap-aaaaaaaaaaaa.wasm"), b"x").unwrap();
+        let record = serde_json::json!({
+            "swap": {"file": "swap-aaaaaaaaaaaa.wasm", "hash": "aa"},
+            "gone": {"file": "gone-bbbbbbbbbbbb.wasm", "hash": "bb"},
+            "sneaky": {"file": "../../plugins.toml", "hash": "cc"},
+            "other": {"file": "swap-aaaaaaaaaaaa.wasm", "hash": "aa"},
+        });
+        std::fs::write(data.path().join(PINS_FILE), record.to_string()).unwrap();
+        let pins = read_pins(data.path());
+        assert_eq!(pins.keys().collect::<Vec<_>>(), ["swap"], "missing, outside or another provider's: dropped");
+        assert_eq!(pins["swap"].path, uploads.join("swap-aaaaaaaaaaaa.wasm"));
+        std::fs::write(data.path().join(PINS_FILE), b"{not json").unwrap();
+        assert!(read_pins(data.path()).is_empty(), "an unreadable record pins nothing");
+    }
+
+    #[test]
+    fn a_pinned_provider_boots_from_its_upload_and_the_others_from_their_files() {
+        let config = Config::from_toml_str(
+            "[providers.a]\ncomponent = \"a.wasm\"\n[providers.b]\ncomponent = \"b.wasm\"\n",
+            Path::new("/cfg"),
+            HashMap::new(),
+        )
+        .unwrap();
+        let pin = Pin { path: PathBuf::from("/data/uploads/a-aaaaaaaaaaaa.wasm"), file: "a".into(), hash: "h".into() };
+        let boot = apply_pins(&config, &HashMap::from([("a".to_owned(), pin.clone())]));
+        assert_eq!(boot.providers[0].component, pin.path);
+        assert_eq!(boot.providers[1].component, config.providers[1].component);
+        assert_eq!(
+            config.providers[0].component,
+            PathBuf::from("/cfg/a.wasm"),
+            "the running configuration keeps the file"
+        );
     }
 
     #[test]

@@ -116,6 +116,23 @@ impl Canary {
 }
 
 impl ProviderEntry {
+    /// The environment variable this provider's keys come from: the slot's
+    /// `key_env`, else what its adapter declares, else `<ID>_API_KEY`;
+    /// `None` when its adapter needs no key.
+    pub fn key_env(&self) -> Option<String> {
+        let info = self.adapter.as_ref().map(|a| &a.info);
+        if info.is_some_and(|i| matches!(i.auth, AuthPlacement::None)) {
+            return None;
+        }
+        Some(
+            self.config
+                .key_env
+                .clone()
+                .or_else(|| info.and_then(|i| i.key_env.clone()))
+                .unwrap_or_else(|| format!("{}_API_KEY", self.id.to_ascii_uppercase().replace('-', "_"))),
+        )
+    }
+
     /// The adapter, when the provider is enabled and loaded.
     pub fn live(&self) -> Option<&Arc<Adapter>> {
         if self.enabled { self.adapter.as_ref() } else { None }

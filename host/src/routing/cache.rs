@@ -10,6 +10,16 @@
 //! are never cached. Entries live in a `moka` cache bounded by
 //! `CACHE_MAX_ENTRIES` with a TTL of `CACHE_TTL_MS`.
 //!
+//! An entry remembers the adapter versions (content hashes) of the provider
+//! slot that answered: the live one, and the one on canary if any. A hit is
+//! served only while that slot still runs exactly those versions
+//! ([`ResponseCache::get_valid`]): after a hot swap, an upload, a canary's
+//! verdict or the provider's removal (or once it is disabled), its old
+//! answers are never served again, and the first lookup drops them. The
+//! check is one registry lookup and a string comparison; a request for a
+//! meta-model finds the entry of whichever provider answered it, and the
+//! entry is valid only if that provider's versions are unchanged.
+//!
 //! By default the key also holds the caller's tenant (its virtual key's
 //! handle, else its principal kind): with a shared cache, a hit
 //! (`X-FreeLLM-Cached: true`, and its speed) tells one tenant what another
@@ -101,6 +111,21 @@ pub struct CachedAnswer {
     pub upstream_model: String,
     /// Token usage of the original answer (virtual-key caps count it).
     pub usage: Option<Usage>,
+    /// The answering slot's adapter versions when it answered
+    /// ([`versions_of`]); the entry is served only while they are live.
+    pub versions: Arc<str>,
+}
+
+/// The adapter versions a provider slot runs: its live version's content
+/// hash, and `+<hash>` of the version on canary. Either may have answered,
+/// and a change to either (a swap, a canary's start or verdict) changes this.
+pub fn versions_of(live: Option<&str>, canary: Option<&str>) -> String {
+    match (live, canary) {
+        (Some(l), Some(c)) => format!("{l}+{c}"),
+        (Some(l), None) => l.to_owned(),
+        (None, Some(c)) => format!("+{c}"),
+        (None, None) => String::new(),
+    }
 }
 
 /// A cache key.
@@ -126,6 +151,10 @@ pub struct CacheStats {
     pub sets: u64,
     /// Entries pushed out by capacity.
     pub evictions: u64,
+    /// Entries dropped at lookup because the adapter version that answered
+    /// no longer serves (swapped, rolled back, provider removed); each also
+    /// counts as a miss.
+    pub stale: u64,
     /// hits / (hits + misses), or 0.
     pub hit_rate: f64,
 }
@@ -138,6 +167,7 @@ pub struct ResponseCache {
     misses: AtomicU64,
     sets: AtomicU64,
     evictions: Arc<AtomicU64>,
+    stale: AtomicU64,
 }
 
 impl ResponseCache {
@@ -154,7 +184,15 @@ impl ResponseCache {
                 }
             })
             .build();
-        Self { config, entries, hits: AtomicU64::new(0), misses: AtomicU64::new(0), sets: AtomicU64::new(0), evictions }
+        Self {
+            config,
+            entries,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            sets: AtomicU64::new(0),
+            evictions,
+            stale: AtomicU64::new(0),
+        }
     }
 
     /// The key of `tenant`'s request, or `None` when it must not be cached
@@ -198,9 +236,19 @@ impl ResponseCache {
         Some(hasher.finalize().into())
     }
 
-    /// Looks a key up (counting a hit or a miss).
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedAnswer>> {
-        let found = self.entries.get(key);
+    /// Looks a key up, serving the entry only when `live(provider)` still
+    /// returns the versions that produced it ([`versions_of`]; `None`: the
+    /// provider is gone or disabled). A stale entry is dropped and counts
+    /// as a miss.
+    pub fn get_valid(&self, key: &CacheKey, live: impl FnOnce(&str) -> Option<String>) -> Option<Arc<CachedAnswer>> {
+        let found = self.entries.get(key).and_then(|answer| {
+            if live(&answer.provider).as_deref() == Some(&*answer.versions) {
+                return Some(answer);
+            }
+            self.entries.invalidate(key);
+            self.stale.fetch_add(1, Ordering::Relaxed);
+            None
+        });
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
@@ -214,6 +262,21 @@ impl ResponseCache {
         }
         self.entries.insert(key, Arc::new(answer));
         self.sets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops every entry provider `id` answered (the provider left the
+    /// configuration: its answers must not come back if it is added again
+    /// with the same component). Returns how many were dropped.
+    pub fn purge_provider(&self, id: &str) -> u64 {
+        let mut dropped = 0;
+        for (key, answer) in self.entries.iter() {
+            if &*answer.provider == id {
+                self.entries.invalidate(&*key);
+                dropped += 1;
+            }
+        }
+        self.stale.fetch_add(dropped, Ordering::Relaxed);
+        dropped
     }
 
     /// Counters for `/v1/status`.
@@ -230,6 +293,7 @@ impl ResponseCache {
             misses,
             sets: self.sets.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
             hit_rate: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
         }
     }
@@ -278,6 +342,7 @@ mod tests {
             provider: Arc::from("groq"),
             upstream_model: "m".into(),
             usage: None,
+            versions: Arc::from("v1"),
         }
     }
 
@@ -341,12 +406,48 @@ mod tests {
         c.put(key, answer(ok_body("cut", "length")), Some(FinishReason::Length));
         c.put(key, answer(ok_body("", "stop")), Some(FinishReason::Stop));
         c.put(key, answer(json!({"choices": []})), None);
-        assert!(c.get(&key).is_none());
+        assert!(c.get_valid(&key, |_| Some("v1".into())).is_none());
         c.put(key, answer(ok_body("Hello", "stop")), Some(FinishReason::Stop));
-        assert_eq!(c.get(&key).unwrap().provider.as_ref(), "groq");
+        assert_eq!(c.get_valid(&key, |_| Some("v1".into())).unwrap().provider.as_ref(), "groq");
         let s = c.stats();
         assert_eq!((s.hits, s.misses, s.sets, s.current_size), (1, 1, 1, 1));
         assert!((s.hit_rate - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn an_answer_is_served_only_while_the_versions_that_produced_it_serve() {
+        let c = ResponseCache::new(CacheConfig::default());
+        let key = [7u8; 32];
+        let live = |versions: &'static str| move |provider: &str| (provider == "groq").then(|| versions.to_owned());
+        c.put(key, answer(ok_body("Hello", "stop")), None);
+        assert!(c.get_valid(&key, live("v1")).is_some(), "same version: a hit");
+        assert!(c.get_valid(&key, live("v2")).is_none(), "swapped: never served");
+        assert!(c.get_valid(&key, live("v1")).is_none(), "and dropped, not kept for a swap back");
+        c.put(key, answer(ok_body("Hello", "stop")), None);
+        assert!(c.get_valid(&key, |_| None).is_none(), "provider removed or disabled");
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.stale), (1, 3, 2), "{s:?}");
+    }
+
+    #[test]
+    fn a_removed_providers_answers_are_purged_and_the_others_kept() {
+        let c = ResponseCache::new(CacheConfig::default());
+        c.put([1; 32], answer(ok_body("a", "stop")), None);
+        let mut other = answer(ok_body("b", "stop"));
+        other.provider = Arc::from("gemini");
+        c.put([2; 32], other, None);
+        assert_eq!(c.purge_provider("groq"), 1);
+        let live = |_: &str| Some("v1".to_owned());
+        assert!(c.get_valid(&[1; 32], live).is_none(), "even with the same version back");
+        assert!(c.get_valid(&[2; 32], live).is_some());
+    }
+
+    #[test]
+    fn versions_name_the_live_and_the_canary_version() {
+        assert_eq!(versions_of(Some("a"), None), "a");
+        assert_eq!(versions_of(Some("a"), Some("b")), "a+b");
+        assert_ne!(versions_of(Some("a"), Some("b")), versions_of(Some("a"), None), "a canary's verdict changes it");
+        assert_eq!(versions_of(None, None), "");
     }
 
     #[test]

@@ -107,8 +107,8 @@ pub enum RoutingError {
 /// envelope).
 pub fn strict_meta_message(model: &str) -> String {
     format!(
-        "Strict mode forbids meta-model \"{model}\". Specify a concrete model like \
-         \"groq/llama-3.3-70b-versatile\" or disable strict mode."
+        "Strict mode forbids meta-model \"{model}\". Specify a concrete \"<provider>/<model>\" id \
+         (GET /v1/models lists them) or disable strict mode."
     )
 }
 

@@ -2,9 +2,10 @@
 //! ordering.
 //!
 //! A model is a route name (the built-in meta-models `free`, `free-fast`,
-//! `free-smart`, or a `[routes.<name>]` from `plugins.toml`, which may also
-//! redefine the built-ins) or a concrete `<provider>/<model>` id (the model
-//! part may contain slashes). A route expands to its targets; each target is
+//! `free-smart`, built from what the adapters declare in
+//! [`crate::routing::meta`], or a `[routes.<name>]` from `plugins.toml`,
+//! which may also redefine the built-ins) or a concrete `<provider>/<model>`
+//! id (the model part may contain slashes). A route expands to its targets; each target is
 //! checked against what the request needs (tools, JSON schema, images,
 //! context window, privacy posture) and skipped, not failed, when its
 //! provider cannot serve it. The survivors are ordered by the strategy:
@@ -20,6 +21,7 @@ use serde_json::Value;
 use crate::config::RouteConfig;
 use crate::providers::{ProviderEntry, Registry};
 use crate::routing::error::RoutingError;
+use crate::routing::meta::{self, META_MODELS, MetaOrder, MetaPick};
 pub use crate::routing::strategy::Strategy;
 use freellm_runtime::types::{Capabilities, ModelInfo, ModelTags, PrivacyPolicy};
 
@@ -65,21 +67,18 @@ pub struct Route {
     pub context_fallbacks: Vec<Target>,
     /// True for `free`, `free-fast` and `free-smart`.
     pub builtin: bool,
+    /// A built-in meta-model's pick and provider priority: its targets are
+    /// chosen from the registry at each request ([`meta::select`]).
+    pub meta: Option<(MetaPick, Vec<String>)>,
     counter: AtomicUsize,
 }
-
-/// Built-in meta-models: name and provider priority (`*` = registry order).
-pub const META_MODELS: &[(&str, &[&str])] = &[
-    ("free", &["*"]),
-    ("free-fast", &["groq", "cerebras", "gemini", "nim", "mistral", "ollama"]),
-    ("free-smart", &["gemini", "nim", "groq", "mistral", "cerebras", "ollama"]),
-];
 
 /// Every route a client may name.
 #[derive(Debug)]
 pub struct RouteTable {
     routes: Vec<Route>,
     configured: Vec<RouteConfig>,
+    meta_order: MetaOrder,
 }
 
 impl RouteTable {
@@ -88,13 +87,14 @@ impl RouteTable {
     pub fn new(configured: &[RouteConfig]) -> Self {
         let mut routes: Vec<Route> = META_MODELS
             .iter()
-            .map(|(name, targets)| Route {
+            .map(|(name, pick)| Route {
                 name: (*name).to_owned(),
-                targets: targets.iter().map(|t| Target::parse(t)).collect(),
+                targets: Vec::new(),
                 strategy: None,
                 retries: None,
                 context_fallbacks: Vec::new(),
                 builtin: true,
+                meta: Some((*pick, Vec::new())),
                 counter: AtomicUsize::new(0),
             })
             .collect();
@@ -106,6 +106,7 @@ impl RouteTable {
                 retries: rc.retries,
                 context_fallbacks: rc.context_fallbacks.iter().map(|t| Target::parse(t)).collect(),
                 builtin: false,
+                meta: None,
                 counter: AtomicUsize::new(0),
             };
             match routes.iter_mut().find(|r| r.name == rc.name) {
@@ -113,7 +114,25 @@ impl RouteTable {
                 None => routes.push(route),
             }
         }
-        Self { routes, configured: configured.to_vec() }
+        Self { routes, configured: configured.to_vec(), meta_order: MetaOrder::default() }
+    }
+
+    /// The same table with the operator's provider priority for the
+    /// meta-models (`[routing] order`, `[routing.order_by_meta]`).
+    pub fn with_meta_order(mut self, order: &MetaOrder) -> Self {
+        for route in &mut self.routes {
+            if let Some((_, priority)) = &mut route.meta {
+                *priority = order.for_meta(&route.name).to_vec();
+            }
+        }
+        self.meta_order = order.clone();
+        self
+    }
+
+    /// The meta-model priority this table was built with (to tell whether a
+    /// reload changes anything).
+    pub fn meta_order(&self) -> &MetaOrder {
+        &self.meta_order
     }
 
     /// The `[routes.*]` this table was built from (to tell whether a reload
@@ -302,7 +321,10 @@ fn concrete_plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>)
 fn route_plan(registry: &Registry, route: &Route, req: &PlanRequest<'_>) -> Plan {
     let retries = route.retries.unwrap_or(req.retries);
     let mut skipped = Vec::new();
-    let mut candidates = expand(registry, &route.targets, &req.needs, retries, &mut skipped);
+    let meta_targets =
+        route.meta.as_ref().map(|(pick, priority)| meta_targets(registry, *pick, priority, &req.needs, &mut skipped));
+    let targets = meta_targets.as_deref().unwrap_or(&route.targets);
+    let mut candidates = expand(registry, targets, &req.needs, retries, &mut skipped);
     let context_fallbacks = {
         let needs = Needs { estimated_tokens: 0, ..req.needs };
         let mut ignored = Vec::new();
@@ -319,6 +341,25 @@ fn route_plan(registry: &Registry, route: &Route, req: &PlanRequest<'_>) -> Plan
         strategy,
         primary,
     }
+}
+
+/// A meta-model's targets now: one model of each enabled provider, as its
+/// adapter declares them, in the operator's priority order.
+fn meta_targets(
+    registry: &Registry,
+    pick: MetaPick,
+    priority: &[String],
+    needs: &Needs,
+    skipped: &mut Vec<Skipped>,
+) -> Vec<Target> {
+    let catalogs: Vec<meta::Catalog<'_>> = registry
+        .enabled()
+        .filter_map(|p| p.live().map(|a| (p, a)))
+        .map(|(p, a)| meta::Catalog { id: &p.id, default_model: &a.info.default_model, models: &a.info.models })
+        .collect();
+    let selection = meta::select(&catalogs, pick, priority, needs.vision);
+    skipped.extend(selection.left_out.into_iter().map(|(provider, reason)| Skipped { provider, reason }));
+    selection.targets.into_iter().map(|(id, model)| Target::Provider { id, model: Some(model) }).collect()
 }
 
 /// Expands targets into candidates, skipping what cannot serve `needs`.
@@ -461,17 +502,21 @@ pub fn available_models(registry: &Registry, table: &RouteTable) -> Vec<String> 
 }
 
 fn no_providers(registry: &Registry) -> RoutingError {
-    let mut hints: Vec<String> = registry.providers.iter().filter_map(|p| p.note.clone()).collect();
+    RoutingError::NoProvidersConfigured { hint: no_providers_hint(registry) }
+}
+
+/// What to set to enable a provider, for each provider the registry holds
+/// (its own key variable, or why it is off), or how to add one.
+pub fn no_providers_hint(registry: &Registry) -> String {
+    let hints: Vec<String> = registry
+        .providers
+        .iter()
+        .map(|p| format!("{}: {}", p.id, p.note.as_deref().unwrap_or("not enabled")))
+        .collect();
     if hints.is_empty() {
-        hints.push("add a [providers.<id>] table to plugins.toml".into());
+        return "No provider is configured: add a [providers.<id>] table to plugins.toml.".into();
     }
-    RoutingError::NoProvidersConfigured {
-        hint: format!(
-            "No provider is configured. Set at least one of GROQ_API_KEY, GEMINI_API_KEY, MISTRAL_API_KEY, \
-             CEREBRAS_API_KEY, NVIDIA_NIM_API_KEY, or OLLAMA_BASE_URL with OLLAMA_MODELS. Providers: {}.",
-            hints.join("; ")
-        ),
-    }
+    format!("No provider is enabled. {}.", hints.join("; "))
 }
 
 #[cfg(test)]

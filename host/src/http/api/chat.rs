@@ -22,6 +22,7 @@ use crate::access::virtual_keys::{Refusal, Ticket, VirtualKey};
 use crate::http::error::ApiError;
 use crate::http::server::RequestId;
 use crate::ops::stats::{RequestLogEntry, RequestStatus, unix_ms};
+use crate::providers::ProviderEntry;
 use crate::routing::cache::{self, CachedAnswer};
 use crate::routing::error::RoutingError;
 use crate::routing::failover::{self, Answered, RouteRequest};
@@ -60,20 +61,21 @@ pub async fn chat_completions(
         None => None,
     };
 
-    // The cache: strict mode skips reads (one real attempt) but still stores.
-    let tenant = principal.as_ref().map_or_else(|| Principal::Open.tenant(), |Extension(p)| p.tenant());
-    let cache_key = gw.cache.key_for(&request, no_training, &tenant);
-    if !strict
-        && let Some(key) = &cache_key
-        && let Some(hit) = gw.cache.get(key)
-    {
-        return Ok(cache_hit(&gw, &request_id.0, &model, started, &hit, ticket));
-    }
-
     // One live configuration for the whole request: a reload meanwhile
     // never pairs new providers with old routes.
     let live = gw.live.load_full();
     let (registry, routes) = (live.registry.clone(), live.routes.clone());
+
+    // The cache: strict mode skips reads (one real attempt) but still stores.
+    // A hit is served only while the adapter versions that answered it serve.
+    let tenant = principal.as_ref().map_or_else(|| Principal::Open.tenant(), |Extension(p)| p.tenant());
+    let cache_key = gw.cache.key_for(&request, no_training, &tenant);
+    if !strict
+        && let Some(key) = &cache_key
+        && let Some(hit) = gw.cache.get_valid(key, |provider| registry.get(provider).and_then(|p| live_versions(p)))
+    {
+        return Ok(cache_hit(&gw, &request_id.0, &model, started, &hit, ticket));
+    }
     let plan_request = PlanRequest {
         model: &model,
         needs,
@@ -136,6 +138,7 @@ pub async fn chat_completions(
                     provider: answered.provider.id.clone(),
                     upstream_model: answered.upstream_model.clone(),
                     usage: answered.usage,
+                    versions: Arc::from(versions(&answered.provider)),
                 };
                 gw.cache.put(key, entry, answered.finish_reason);
             }
@@ -147,6 +150,20 @@ pub async fn chat_completions(
             Err(unanswered.error.into())
         }
     }
+}
+
+/// The adapter versions a slot runs (for the cache), whether or not it serves.
+fn versions(p: &ProviderEntry) -> String {
+    cache::versions_of(
+        p.adapter.as_deref().map(|a| a.hash.as_str()),
+        p.canary.as_ref().map(|c| c.adapter.hash.as_str()),
+    )
+}
+
+/// The versions of a slot that serves requests now; `None` when it is
+/// disabled or failed (its cached answers are not served).
+fn live_versions(p: &ProviderEntry) -> Option<String> {
+    p.live().map(|_| versions(p))
 }
 
 /// Answers from the cache: the original provider's body, marked.

@@ -1,6 +1,8 @@
 //! The adapter admin API: `GET /v1/plugins` (every adapter: version, hash,
 //! state, last error, calls, traps, time inside the component),
-//! `POST /v1/plugins/reload` (all, or `{"id": "<provider>"}`) and
+//! `POST /v1/plugins/reload` (all, or `{"id": "<provider>"}`),
+//! `POST /v1/plugins/{id}/reload` (one provider; `?source=file` lifts an
+//! upload's pin and loads the component file) and
 //! `POST /v1/plugins/{id}` (upload a component, checked like a changed file;
 //! `?canary=N` puts it on trial for N % of the traffic, once it passed
 //! validation) and
@@ -16,17 +18,20 @@ use axum::extract::{Path, Query, State};
 use serde_json::{Value, json};
 
 use crate::http::error::ApiError;
+use crate::ops::reload::Reloader;
 use crate::ops::stats::iso8601;
 use crate::providers::ProviderEntry;
 use crate::state::SharedGateway;
 use freellm_runtime::Adapter;
 
-fn version_json(a: &Adapter) -> Value {
+fn version_json(a: &Adapter, plugins: &Reloader) -> Value {
     let stats = &a.stats;
     let loaded_ms = a.loaded_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     json!({
         "version": a.info.adapter_version,
         "hash": a.hash,
+        // `file` (the component in plugins.toml) or `upload`.
+        "source": plugins.source_of(&a.id, &a.hash).as_str(),
         "contract": a.contract().package(),
         "wire_format": a.info.wire_format.name(),
         "loaded_at": iso8601(loaded_ms),
@@ -38,7 +43,9 @@ fn version_json(a: &Adapter) -> Value {
     })
 }
 
-fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::ops::reload::Rejection>) -> Value {
+fn plugin_json(p: &ProviderEntry, plugins: &Reloader) -> Value {
+    let rejections = plugins.rejections();
+    let rejection = rejections.get(&*p.id);
     let state = match (&p.adapter, p.enabled, &p.canary) {
         (None, _, _) => "failed",
         (Some(_), _, Some(_)) => "canary",
@@ -52,6 +59,8 @@ fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::ops::reload::Rejecti
         "enabled": p.enabled,
         "note": p.note,
         "last_error": rejection,
+        // The upload that pins this slot (until `reload?source=file`).
+        "pinned_upload": plugins.pin(&p.id).map(|pin| json!({ "hash": pin.hash, "file": pin.file })),
         "sandbox": {
             "memory_mb": p.config.sandbox.memory_bytes >> 20,
             "cpu_ms": p.config.sandbox.cpu_time.as_millis() as u64,
@@ -60,7 +69,7 @@ fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::ops::reload::Rejecti
         },
     });
     if let (Some(a), Some(obj)) = (&p.adapter, v.as_object_mut())
-        && let Value::Object(fields) = version_json(a)
+        && let Value::Object(fields) = version_json(a, plugins)
     {
         obj.extend(fields);
     }
@@ -70,7 +79,7 @@ fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::ops::reload::Rejecti
             "canary".into(),
             json!({
                 "percent": c.percent,
-                "candidate": version_json(&c.adapter),
+                "candidate": version_json(&c.adapter, plugins),
                 "candidate_calls": load(&c.new.0),
                 "candidate_failures": load(&c.new.1),
                 "current_calls": load(&c.old.0),
@@ -84,8 +93,7 @@ fn plugin_json(p: &ProviderEntry, rejection: Option<&crate::ops::reload::Rejecti
 /// `GET /v1/plugins`.
 pub async fn list(State(gw): State<SharedGateway>) -> Json<Value> {
     let registry = gw.registry.load();
-    let rejections = gw.plugins.rejections();
-    let plugins: Vec<Value> = registry.providers.iter().map(|p| plugin_json(p, rejections.get(&*p.id))).collect();
+    let plugins: Vec<Value> = registry.providers.iter().map(|p| plugin_json(p, &gw.plugins)).collect();
     Json(json!({ "plugins": plugins, "events": gw.plugins.events(), "reloads": gw.plugins.reload_count() }))
 }
 
@@ -105,6 +113,38 @@ pub async fn reload(State(gw): State<SharedGateway>, body: Bytes) -> Result<Json
     let outcomes = gw.plugins.reload(only.as_deref()).await.map_err(|message| match &only {
         Some(id) if message.starts_with("no provider") => ApiError::ProviderNotFound { id: id.clone() },
         _ => ApiError::invalid_body(message),
+    })?;
+    Ok(Json(json!({ "outcomes": outcomes })))
+}
+
+/// Query of `POST /v1/plugins/{id}/reload`.
+#[derive(serde::Deserialize)]
+pub struct ReloadQuery {
+    /// `file`: lift an upload's pin and load the component file.
+    source: Option<String>,
+}
+
+/// `POST /v1/plugins/{id}/reload`: reloads one provider; with
+/// `?source=file`, from its component file even while an upload pins it.
+pub async fn reload_one(
+    State(gw): State<SharedGateway>,
+    Path(id): Path<String>,
+    Query(query): Query<ReloadQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let from_file = match query.source.as_deref() {
+        None => false,
+        Some("file") => true,
+        Some(other) => {
+            return Err(ApiError::invalid_body(format!("source must be \"file\" (or omitted), got {other:?}")));
+        }
+    };
+    let result = if from_file { gw.plugins.reload_from_file(&id).await } else { gw.plugins.reload(Some(&id)).await };
+    let outcomes = result.map_err(|message| {
+        if message.starts_with("no provider") {
+            ApiError::ProviderNotFound { id: id.clone() }
+        } else {
+            ApiError::invalid_body(message)
+        }
     })?;
     Ok(Json(json!({ "outcomes": outcomes })))
 }

@@ -20,16 +20,6 @@ use crate::providers::ProviderEntry;
 use crate::routing::router::{Strategy, privacy_name};
 use crate::state::{Gateway, SharedGateway};
 
-/// The built-in providers, always listed, in registry order.
-pub const BUILTIN_PROVIDERS: &[(&str, &str)] = &[
-    ("groq", "Groq"),
-    ("gemini", "Gemini"),
-    ("mistral", "Mistral"),
-    ("cerebras", "Cerebras"),
-    ("nim", "NVIDIA NIM"),
-    ("ollama", "Ollama"),
-];
-
 /// Recent requests shown.
 const RECENT: usize = 50;
 
@@ -50,22 +40,9 @@ pub fn status_json(gw: &Gateway) -> Value {
     let now_ms = unix_ms(SystemTime::now());
     let mut providers = Vec::new();
     let mut usage = UsageTotals::default();
-    for (id, name) in BUILTIN_PROVIDERS {
-        match registry.get(id) {
-            Some(p) => {
-                usage.add(&p.stats.usage.totals(now_ms));
-                providers.push(provider_json(p, now, now_ms));
-            }
-            None => providers.push(json!({
-                "id": id, "name": name, "enabled": false, "note": "not configured in plugins.toml",
-                "circuitBreakerState": "closed", "totalRequests": 0, "successRequests": 0, "failedRequests": 0,
-                "rateLimitedRequests": 0, "lastError": null, "lastErrorMessage": null, "lastUsedAt": null,
-                "models": [], "keyCount": 0, "keysAvailable": 0, "keys": [],
-                "usage": UsageTotals::default(), "privacy": null, "limits": null,
-            })),
-        }
-    }
-    for p in registry.providers.iter().filter(|p| !BUILTIN_PROVIDERS.iter().any(|(id, _)| *id == &*p.id)) {
+    // Whatever the registry holds, in registry order: no provider is known
+    // by name.
+    for p in registry.providers.iter() {
         usage.add(&p.stats.usage.totals(now_ms));
         providers.push(provider_json(p, now, now_ms));
     }
@@ -130,6 +107,8 @@ fn provider_json(p: &ProviderEntry, now: Instant, now_ms: u64) -> Value {
         "name": info.map_or_else(|| p.id.to_string(), |i| i.display_name.clone()),
         "enabled": p.live().is_some(),
         "note": p.note,
+        // The variable its keys come from (`None`: a provider without keys).
+        "keyEnv": p.key_env(),
         "circuitBreakerState": breaker.state,
         "circuitBreaker": breaker,
         "totalRequests": load(&stats.total),
