@@ -1,6 +1,7 @@
 //! Where a chat request goes and how it gets an answer.
 //!
 //! - [`router`]: a route (client-visible model name) to ordered targets, filtered and ordered into a plan.
+//! - [`pattern`]: glob route names and target placeholders (`{model}`, `{1}`).
 //! - [`strategy`]: how a route orders its candidates.
 //! - [`created`]: fills a `created` timestamp an adapter left 0.
 //! - [`decide`]: the pure failover policy: what a failed attempt leads to.
@@ -18,6 +19,7 @@ pub mod created;
 pub mod decide;
 pub mod error;
 pub mod failover;
+pub mod pattern;
 pub mod router;
 pub mod sse;
 pub mod strategy;
