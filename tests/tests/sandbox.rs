@@ -31,10 +31,11 @@ async fn hostile_gateway_with(mock: &MockUpstream, extra_settings: &str, env: &[
 async fn expect_fault(gw: &Gateway, model: &str, needle: &str) {
     let started = Instant::now();
     let r = gw.chat(chat_body(model)).await;
-    assert_eq!(r.status(), 502, "{model}");
+    assert_eq!(r.status(), 429, "{model}");
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "adapter_fault", "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(body["error"]["code"], "all_providers_exhausted", "{body}");
+    assert_eq!(body["error"]["attempts"][0]["outcome"], "adapter_fault", "{body}");
+    let message = body["error"]["attempts"][0]["message"].as_str().unwrap();
     assert!(message.contains(needle), "{model}: {message}");
     assert!(message.contains("adapter \"hostile\" failed"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(10), "{model} took {:?}", started.elapsed());
@@ -63,9 +64,9 @@ async fn a_trap_after_the_upstream_call_is_a_provider_failure() {
     let mock = MockUpstream::completing().await;
     let mut gw = hostile_gateway(&mock, "settings = { normalize = \"panic\" }\n").await;
     let r = gw.chat(chat_body("hostile/ok")).await;
-    assert_eq!(r.status(), 502);
+    assert_eq!(r.status(), 429);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "adapter_fault");
+    assert_eq!(body["error"]["attempts"][0]["outcome"], "adapter_fault", "{body}");
     assert_eq!(mock.requests().len(), 1);
     gw.assert_healthy().await;
 }

@@ -94,13 +94,24 @@ pub enum RoutingError {
         model: String,
         /// What happened.
         message: String,
-        /// When some provider is usable again.
-        retry_after_ms: Option<u64>,
-        /// Each provider's availability.
-        providers: Vec<Value>,
-        /// Other meta-models and when they are available.
-        suggestions: Vec<Value>,
+        /// When to retry, and what each provider and attempt came to.
+        advice: Box<Advice>,
     },
+}
+
+/// The advice an `all_providers_exhausted` error carries (boxed: it is the
+/// largest error and results carry errors by value).
+#[derive(Debug, Clone, Default)]
+pub struct Advice {
+    /// When some provider is usable again.
+    pub retry_after_ms: Option<u64>,
+    /// Each provider's availability.
+    pub providers: Vec<Value>,
+    /// Other meta-models and when they are available.
+    pub suggestions: Vec<Value>,
+    /// What each attempt (and each target passed over) came to: provider,
+    /// model, outcome, upstream status, message.
+    pub attempts: Vec<Value>,
 }
 
 /// The message of [`RoutingError::StrictMetaForbidden`] (and of its
@@ -212,9 +223,7 @@ mod tests {
         let exhausted = RoutingError::Exhausted {
             model: "free".into(),
             message: "All providers exhausted for model: free".into(),
-            retry_after_ms: None,
-            providers: vec![],
-            suggestions: vec![],
+            advice: Box::default(),
         };
         assert_eq!(exhausted.log_text(), "All providers exhausted for model: free");
         assert_eq!(exhausted.log_status(), crate::ops::stats::RequestStatus::AllProvidersFailed);
