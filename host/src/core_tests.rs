@@ -134,6 +134,12 @@ async fn the_route_deadline_stops_failover_between_targets() {
     assert_eq!(answer.status, 429, "{}", answer.text());
     let message = answer.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
     assert!(message.starts_with("Routing timeout (3000ms) exceeded"), "{message}");
+    let error = &answer.json()["error"];
+    assert_eq!(error["code"], "all_providers_exhausted");
+    assert!(error["retry_after_ms"].is_u64() && error["suggestions"].is_array(), "the advice fields: {error}");
+    let outcomes: Vec<&str> =
+        error["attempts"].as_array().into_iter().flatten().filter_map(|a| a["outcome"].as_str()).collect();
+    assert_eq!(outcomes, ["timeout", "timeout"], "{error}");
     assert_eq!(bench.upstream.count("first.test"), 1, "a silent upstream is not retried");
     assert_eq!(bench.upstream.count("second.test"), 1);
     assert_eq!(bench.upstream.count("third.test"), 0, "past the deadline nothing more is tried");

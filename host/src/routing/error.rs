@@ -184,6 +184,17 @@ impl RoutingError {
             Self::Provider { provider, .. } | Self::AdapterFault { provider, .. } => {
                 format!("{provider}: {}", self.message())
             }
+            // The operator's log keeps what the last failed attempt said.
+            Self::Exhausted { advice, .. } => {
+                let last = advice.attempts.iter().rev().find_map(|a| {
+                    let message = a.get("message")?.as_str()?;
+                    Some(format!("{}: {message}", a.get("provider")?.as_str()?))
+                });
+                match last {
+                    Some(last) => crate::redact::redact(&format!("{} (last: {last})", self.message())).into_owned(),
+                    None => self.message(),
+                }
+            }
             _ => self.message(),
         }
     }
@@ -226,6 +237,18 @@ mod tests {
             advice: Box::default(),
         };
         assert_eq!(exhausted.log_text(), "All providers exhausted for model: free");
+        let after_failures = RoutingError::Exhausted {
+            model: "free".into(),
+            message: "All providers exhausted for model: free".into(),
+            advice: Box::new(Advice {
+                attempts: vec![
+                    serde_json::json!({"provider": "groq", "outcome": "server_error", "message": "down"}),
+                    serde_json::json!({"provider": "lab", "outcome": "circuit_open"}),
+                ],
+                ..Advice::default()
+            }),
+        };
+        assert_eq!(after_failures.log_text(), "All providers exhausted for model: free (last: groq: down)");
         assert_eq!(exhausted.log_status(), crate::ops::stats::RequestStatus::AllProvidersFailed);
     }
 

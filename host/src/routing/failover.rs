@@ -5,7 +5,7 @@
 //! 1. **plan**: [`route`] takes the candidates in the plan's order (the
 //!    route deadline checked before each) and, for a context-length
 //!    failure, the route's context fallbacks.
-//! 2. **acquire**: the target's circuit breaker must grant a permit
+//! 2. **acquire**: the breaker of the target's model must grant a permit
 //!    ([`acquire_target`]: the adapter version, a canary's share included,
 //!    and the [`AttemptVerdict`] that will record the outcome), then a key
 //!    with room in its windows is reserved ([`acquire_key`]).
