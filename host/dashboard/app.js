@@ -298,9 +298,15 @@ function onEvent(name, data) {
         p.circuitBreakerState = data.state;
         if (p.circuitBreaker) p.circuitBreaker.state = data.state;
         if (data.state !== "open") p.openUntil = null;
+        // Breakers are per model: the event names the model that moved.
+        p.modelBreakers = p.modelBreakers || {};
+        if (data.model) p.modelBreakers[data.model] = { ...(p.modelBreakers[data.model] || {}), state: data.model_state };
+        else for (const m of Object.values(p.modelBreakers)) m.state = data.state;
       }
-      const text = { open: "breaker opened", half_open: "breaker half-open", closed: "breaker closed" }[data.state];
-      toast(`${data.provider}: ${text || data.state}`, data.state === "open" ? "bad" : data.state === "closed" ? "ok" : "warn");
+      const shown = data.model ? data.model_state : data.state;
+      const text = { open: "breaker opened", half_open: "breaker half-open", closed: "breaker closed" }[shown];
+      const who = data.model ? `${data.provider}/${data.model}` : data.provider;
+      toast(`${who}: ${text || shown}`, shown === "open" ? "bad" : shown === "closed" ? "ok" : "warn");
       markDirty("providers");
       scheduleRefresh();
       break;
@@ -589,6 +595,17 @@ function breakerBadge(p) {
   return h("span", { class: `badge ${kind}`, "data-breaker": st, title: `circuit breaker ${st.replace("_", "-")}` }, text);
 }
 
+// The models whose breaker is not closed (the provider's badge shows the worst).
+function modelBreakers(p) {
+  const sick = Object.entries(p.modelBreakers || {}).filter(([, b]) => b && b.state && b.state !== "closed");
+  if (!sick.length) return null;
+  return h("div", { class: "small", "data-model-breakers": p.id }, h("span", { class: "muted" }, "Models: "),
+    ...sick.map(([model, b]) => {
+      const [text, kind] = BREAKER[b.state] || [b.state, "muted"];
+      return h("span", { class: `badge ${kind}`, "data-model-breaker": model, title: `${model}: circuit breaker ${b.state.replace("_", "-")}` }, `${model} ${text}`);
+    }));
+}
+
 function privacyBadge(privacy) {
   if (!privacy) return null;
   const [text, kind] = PRIVACY[privacy.policy] || [privacy.policy, "muted"];
@@ -634,6 +651,7 @@ function renderProviders() {
           p.keyCount > 1 ? h("span", { class: "badge muted", title: "keys available / total" }, `${p.keysAvailable}/${p.keyCount} keys`) : null,
           privacyBadge(p.privacy))),
       p.enabled && left > 0 ? h("div", { class: "notice" }, `Breaker open: the next probe in ${duration(left)}.`) : null,
+      p.enabled ? modelBreakers(p) : null,
       p.enabled ? h("div", { class: "stats" },
         h("div", {}, h("b", {}, compact(p.successRequests)), h("span", {}, "success")),
         h("div", {}, h("b", {}, compact(p.failedRequests)), h("span", {}, "failed")),

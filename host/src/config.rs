@@ -810,6 +810,10 @@ fn route_config(name: &str, value: toml::Value) -> Result<RouteConfig, ConfigErr
             return Err(invalid(format!("target {t:?} is not `<provider>` or `<provider>/<model>`")));
         }
     }
+    // A glob name (`team-*`) and placeholders in targets (`lab/{model}`,
+    // `lab/{1}`) are checked here, so a bad one is refused at load.
+    let all: Vec<String> = r.targets.iter().chain(&r.context_fallbacks).cloned().collect();
+    crate::routing::pattern::validate_route(name, &all).map_err(invalid)?;
     let strategy = r.strategy.map(|s| s.parse::<Strategy>()).transpose().map_err(invalid)?;
     if r.retries.is_some_and(|n| n > 5) {
         return Err(invalid("retries: at most 5".into()));

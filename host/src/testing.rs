@@ -292,11 +292,19 @@ impl Bench {
 
     /// Sends a chat request with this body and reads the whole answer.
     pub async fn chat_body(&self, body: Value) -> Answer {
+        self.chat_body_with(body, &[]).await
+    }
+
+    /// Sends a chat request with this body and these extra headers, and
+    /// reads the whole answer.
+    pub async fn chat_body_with(&self, body: Value, headers: &[(&str, &str)]) -> Answer {
         let mut request = Request::post("/v1/chat/completions")
             .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Body::from(body.to_string()))
-            .expect("a request");
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request.body(Body::from(body.to_string())).expect("a request");
         request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         let response = self.app.clone().oneshot(request).await.expect("the app answers");
         let (parts, body) = response.into_parts();

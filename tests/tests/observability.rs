@@ -409,7 +409,11 @@ async fn a_breaker_opening_and_a_key_cooling_down_are_published() {
     let wait = cooled["retry_after_ms"].as_u64().unwrap();
     assert!(wait > 29_000 && wait <= 30_000, "{cooled}");
     let opened = feed.until("breaker", |_| true).await;
-    assert_eq!(opened, json!({"type": "breaker", "provider": "groq", "state": "open"}));
+    assert_eq!(
+        opened,
+        json!({"type": "breaker", "provider": "groq", "state": "open",
+               "model": "llama-3.3-70b-versatile", "model_state": "open"})
+    );
     let failed = feed.until("request", |_| true).await;
     assert_eq!(failed["attempted"], json!(["groq"]));
 }

@@ -116,7 +116,7 @@ async fn a_provider_failing_for_a_while_opens_its_breaker_then_one_probe_closes_
     .await;
     let model = "groq/llama-3.3-70b-versatile";
     for _ in 0..2 {
-        assert_eq!(gw.chat(chat_body(model)).await.status(), 502);
+        assert_eq!(gw.chat(chat_body(model)).await.status(), 429, "a failed concrete model is exhausted");
     }
     // Open: refused without an upstream call.
     let r = gw.chat(chat_body(model)).await;
@@ -177,7 +177,7 @@ async fn a_flapping_provider_is_probed_once_per_period_and_back_within_a_period_
     // Two requests, each retried once on the target: two breaker failures
     // open it for 300 ms.
     for _ in 0..2 {
-        assert_eq!(gw.chat(chat_body(model)).await.status(), 502);
+        assert_eq!(gw.chat(chat_body(model)).await.status(), 429, "a failed concrete model is exhausted");
     }
     assert_eq!(groq.requests().len(), 4);
     let status: Value = gw.get("/v1/status").await.json().await.unwrap();
@@ -186,7 +186,7 @@ async fn a_flapping_provider_is_probed_once_per_period_and_back_within_a_period_
 
     // The probe fails: a single upstream attempt, and the next period is longer.
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(gw.chat(chat_body(model)).await.status(), 502);
+    assert_eq!(gw.chat(chat_body(model)).await.status(), 429);
     assert_eq!(groq.requests().len(), 5, "a half-open probe is one attempt, never retried");
     let status: Value = gw.get("/v1/status").await.json().await.unwrap();
     let remaining = breaker(&status)["opened_for_ms_remaining"].as_u64().expect("open again");

@@ -31,10 +31,11 @@ async fn hostile_gateway_with(mock: &MockUpstream, extra_settings: &str, env: &[
 async fn expect_fault(gw: &Gateway, model: &str, needle: &str) {
     let started = Instant::now();
     let r = gw.chat(chat_body(model)).await;
-    assert_eq!(r.status(), 502, "{model}");
+    assert_eq!(r.status(), 429, "{model}");
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "adapter_fault", "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(body["error"]["code"], "all_providers_exhausted", "{body}");
+    assert_eq!(body["error"]["attempts"][0]["outcome"], "adapter_fault", "{body}");
+    let message = body["error"]["attempts"][0]["message"].as_str().unwrap();
     assert!(message.contains(needle), "{model}: {message}");
     assert!(message.contains("adapter \"hostile\" failed"), "{message}");
     assert!(started.elapsed() < Duration::from_secs(10), "{model} took {:?}", started.elapsed());
@@ -63,35 +64,48 @@ async fn a_trap_after_the_upstream_call_is_a_provider_failure() {
     let mock = MockUpstream::completing().await;
     let mut gw = hostile_gateway(&mock, "settings = { normalize = \"panic\" }\n").await;
     let r = gw.chat(chat_body("hostile/ok")).await;
-    assert_eq!(r.status(), 502);
+    assert_eq!(r.status(), 429);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "adapter_fault");
+    assert_eq!(body["error"]["attempts"][0]["outcome"], "adapter_fault", "{body}");
     assert_eq!(mock.requests().len(), 1);
     gw.assert_healthy().await;
 }
 
 #[tokio::test]
-async fn an_adapter_that_traps_repeatedly_is_quarantined_by_its_breaker() {
+async fn an_adapter_that_traps_repeatedly_is_quarantined_by_the_breaker_of_that_model() {
     let mock = MockUpstream::completing().await;
     let mut gw = hostile_gateway_with(&mock, "", &[("CB_FAILURE_THRESHOLD", "3"), ("CB_TIMEOUT_MS", "60000")]).await;
     for _ in 0..3 {
         expect_fault(&gw, "hostile/panic", "trapped").await;
     }
-    // The breaker is open: even well-behaved calls are not sent to it.
-    let r = gw.chat(chat_body("hostile/ok")).await;
+    let traps = || gw.log().matches("hostile adapter panicked on purpose").count();
+    // The log is read from the gateway's stderr as it comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = traps();
+    assert!(before >= 3, "{}", gw.log());
+    // The breaker of that model is open: the adapter is not called for it.
+    let r = gw.chat(chat_body("hostile/panic")).await;
     assert_eq!(r.status(), 429, "{}", gw.log());
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "all_providers_exhausted", "{body}");
-    assert_eq!(body["error"]["providers"][0]["circuit_state"], "open", "{body}");
+    assert_eq!(body["error"]["attempts"][0]["outcome"], "circuit_open", "{body}");
+    assert_eq!(body["error"]["providers"][0]["circuit_state"], "open", "the provider's summary: {body}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(traps(), before, "no call into the adapter for the quarantined model");
     let status: Value = gw.get("/v1/status").await.json().await.unwrap();
     let hostile = status["providers"].as_array().unwrap().iter().find(|p| p["id"] == "hostile").unwrap().clone();
     assert_eq!(hostile["circuitBreakerState"], "open", "{hostile}");
+    assert_eq!(hostile["modelBreakers"]["panic"]["state"], "open", "{hostile}");
     assert!(mock.requests().is_empty());
-    // An admin reset closes it again.
-    let r = gw.http.post(format!("{}/v1/status/providers/hostile/reset", gw.url)).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    // The provider's other models keep serving.
     let r = gw.chat(chat_body("hostile/ok")).await;
     assert_eq!(r.status(), 200, "{}", gw.log());
+    // An admin reset closes every model's breaker again.
+    let r = gw.http.post(format!("{}/v1/status/providers/hostile/reset", gw.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["circuitBreakerState"], "closed", "{answer}");
+    expect_fault(&gw, "hostile/panic", "trapped").await;
     gw.assert_healthy().await;
 }
 

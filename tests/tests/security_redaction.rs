@@ -166,11 +166,11 @@ async fn a_trapping_adapter_shows_clients_a_plain_message_and_keeps_details_in_t
     })
     .await;
     let r = gw.chat(chat_body("hostile/panic")).await;
-    assert_eq!(r.status(), 502);
+    assert_eq!(r.status(), 429);
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "adapter_fault", "{body}");
-    let message = body["error"]["message"].as_str().unwrap();
+    assert_eq!(body["error"]["attempts"][0]["outcome"], "adapter_fault", "{body}");
+    let message = body["error"]["attempts"][0]["message"].as_str().unwrap();
     assert_eq!(message, format!("adapter \"hostile\" failed (trapped); see the gateway log, request id {id}"));
     let text = body.to_string();
     for detail in ["panicked", ".rs:", "backtrace", "wasm", "stderr", "0x"] {

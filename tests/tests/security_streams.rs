@@ -240,9 +240,10 @@ async fn a_garbage_200_without_a_fallback_is_an_error_and_counts_as_a_failure() 
     let gw = two_providers(&groq, &ollama, &[("CB_FAILURE_THRESHOLD", "2")]).await;
     for _ in 0..2 {
         let response = gw.chat(stream_body(CONCRETE)).await;
-        assert_eq!(response.status(), 502);
+        assert_eq!(response.status(), 429);
         let body: Value = response.json().await.expect("error envelope");
-        assert_eq!(body["error"]["type"], "provider_error", "{body}");
+        assert_eq!(body["error"]["code"], "all_providers_exhausted", "{body}");
+        assert_eq!(body["error"]["attempts"][0]["outcome"], "broken_answer", "{body}");
         assert!(body["error"]["request_id"].is_string(), "{body}");
     }
     let groq_status = provider_status(&gw, "groq").await;

@@ -51,10 +51,10 @@ async fn an_untrusted_certificate_is_refused_and_named() {
     let mut gw = Gateway::start_with(GatewayOptions { config: default_config(), env: tls_env(&mock, None) }).await;
 
     let r = gw.chat(chat_body("groq/llama-3.3-70b-versatile")).await;
-    assert_eq!(r.status(), 502);
+    assert_eq!(r.status(), 429);
     let error: Value = r.json().await.unwrap();
-    assert_eq!(error["error"]["code"], "provider_upstream_error");
-    let message = error["error"]["message"].as_str().unwrap_or_default().to_ascii_lowercase();
+    assert_eq!(error["error"]["code"], "all_providers_exhausted");
+    let message = error["error"]["attempts"][0]["message"].as_str().unwrap_or_default().to_ascii_lowercase();
     assert!(message.contains("certificate"), "the TLS failure is named: {message}");
     assert!(mock.requests().is_empty(), "no request crossed an unverified connection");
     gw.assert_healthy().await;

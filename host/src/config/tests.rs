@@ -200,3 +200,23 @@ fn the_meta_model_order_is_read_checked_and_a_live_section() {
     let bad_id = format!("[routing]\norder = [\"Groq!\"]\n{TWO}");
     assert!(load(&bad_id, &[]).unwrap_err().to_string().contains("not a provider id"));
 }
+
+#[test]
+fn a_glob_route_with_placeholders_loads_and_a_bad_one_is_refused_naming_the_route() {
+    let text = format!(
+        "{TWO}\n[routes.\"team-*\"]\ntargets = [\"groq/{{model}}\", \"groq/{{1}}\", \"ollama\"]\n\
+         context_fallbacks = [\"groq/{{model}}-long\"]\n"
+    );
+    let c = load(&text, &[]).unwrap();
+    assert_eq!(c.routes[0].name, "team-*");
+    assert_eq!(c.routes[0].targets, ["groq/{model}", "groq/{1}", "ollama"]);
+    for (bad, needle) in [
+        ("[routes.chat]\ntargets = [\"groq/{1}\"]\n", "at least 1"),
+        ("[routes.\"team-*\"]\ntargets = [\"groq/{name}\"]\n", "unknown placeholder"),
+        ("[routes.\"team-*\"]\ntargets = [\"{model}\"]\n", "model part"),
+        ("[routes.\"team-*\"]\ntargets = [\"groq/{model\"]\n", "unclosed"),
+    ] {
+        let err = load(bad, &[]).expect_err(bad).to_string();
+        assert!(err.contains(needle) && err.contains("routes."), "{bad}: {err}");
+    }
+}

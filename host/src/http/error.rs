@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use crate::routing::error::RoutingError;
+use crate::routing::error::{Advice, RoutingError};
 use crate::validate::{Issue, issues_message};
 
 /// An error answer to a client.
@@ -44,13 +44,7 @@ pub enum ApiError {
     /// Every candidate was rate-limited, out of quota or failed, or the
     /// route deadline passed.
     #[error("all providers exhausted")]
-    AllProvidersExhausted {
-        model: String,
-        message: String,
-        retry_after_ms: Option<u64>,
-        providers: Vec<Value>,
-        suggestions: Vec<Value>,
-    },
+    AllProvidersExhausted { model: String, message: String, advice: Box<Advice> },
     /// No credential on a protected gateway.
     #[error("missing api key")]
     MissingApiKey,
@@ -233,11 +227,13 @@ impl ApiError {
                 body.insert("retry_after_ms".into(), json!(retry_after_ms));
                 message.clone()
             }
-            Self::AllProvidersExhausted { model, message, retry_after_ms, providers, suggestions } => {
+            Self::AllProvidersExhausted { model, message, advice } => {
                 body.insert("requested_model".into(), model.as_str().into());
-                body.insert("retry_after_ms".into(), json!(retry_after_ms));
-                body.insert("providers".into(), Value::Array(providers.clone()));
-                body.insert("suggestions".into(), Value::Array(suggestions.clone()));
+                body.insert("retry_after_ms".into(), json!(advice.retry_after_ms));
+                body.insert("providers".into(), Value::Array(advice.providers.clone()));
+                body.insert("suggestions".into(), Value::Array(advice.suggestions.clone()));
+                // An extension of the reference's contract.
+                body.insert("attempts".into(), Value::Array(advice.attempts.clone()));
                 message.clone()
             }
             Self::ProviderNotFound { id } => format!("Provider not found: {id}"),
@@ -308,8 +304,15 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::TooManyConnections) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        if let Self::AllProvidersExhausted { retry_after_ms: Some(ms), .. }
-        | Self::ProviderRateLimited { retry_after_ms: Some(ms), .. }
+        let exhausted_retry = match &self {
+            Self::AllProvidersExhausted { advice, .. } => advice.retry_after_ms,
+            _ => None,
+        };
+        if let Some(ms) = &exhausted_retry {
+            let secs = ms.div_ceil(1000).max(1);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Self::ProviderRateLimited { retry_after_ms: Some(ms), .. }
         | Self::ClientRateLimited { retry_after_ms: ms, .. }
         | Self::IdentifierRateLimited { retry_after_ms: ms, .. } = &self
         {
@@ -368,8 +371,8 @@ impl From<RoutingError> for ApiError {
             RoutingError::RateLimited { provider, message, retry_after_ms } => {
                 Self::ProviderRateLimited { provider, message, retry_after_ms }
             }
-            RoutingError::Exhausted { model, message, retry_after_ms, providers, suggestions } => {
-                Self::AllProvidersExhausted { model, message, retry_after_ms, providers, suggestions }
+            RoutingError::Exhausted { model, message, advice } => {
+                Self::AllProvidersExhausted { model, message, advice }
             }
         }
     }
@@ -406,14 +409,17 @@ mod tests {
             ApiError::AllProvidersExhausted {
                 model: "free".into(),
                 message: "all failed".into(),
-                retry_after_ms: None,
-                providers: vec![json!({"id": "groq", "error": "echo odd.Shaped/Key+0001 and Bearer abc"})],
-                suggestions: vec![],
+                advice: Box::new(Advice {
+                    providers: vec![json!({"id": "groq", "error": "echo odd.Shaped/Key+0001 and Bearer abc"})],
+                    attempts: vec![json!({"provider": "groq", "model": "m", "outcome": "server_error", "status": 503})],
+                    ..Advice::default()
+                }),
             },
             "rid",
         );
         assert_eq!(e["error"]["providers"][0]["error"], "echo [REDACTED] and Bearer [REDACTED]", "{e}");
         assert_eq!(e["error"]["code"], "all_providers_exhausted");
+        assert_eq!(e["error"]["attempts"][0]["status"], 503, "{e}");
         assert_eq!(e["error"]["request_id"], "rid");
     }
 

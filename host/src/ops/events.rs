@@ -34,12 +34,20 @@ pub const CAPACITY: usize = 4096;
 pub enum Event {
     /// A chat request finished (the `recentRequests` entry).
     Request(RequestLogEntry),
-    /// A provider's circuit breaker changed state (or was reset).
+    /// A circuit breaker of a provider's model changed state (or the
+    /// provider's breakers were reset).
     Breaker {
         /// Provider id.
         provider: String,
-        /// The state it is in now.
+        /// The provider's summary state now (the worst of its models).
         state: BreakerState,
+        /// The upstream model whose breaker moved; absent for a reset of
+        /// the whole provider.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model: Option<String>,
+        /// That model's state now.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        model_state: Option<BreakerState>,
     },
     /// A provider key was rested after a rate limit or a spent quota.
     KeyCooldown {
@@ -167,10 +175,16 @@ impl EventBus {
         }
     }
 
-    /// Publishes a breaker state change of `provider`.
-    pub fn publish_breaker(&self, provider: &str, state: BreakerState) {
+    /// Publishes a breaker state change of `provider`: its summary state
+    /// and, when one model's breaker moved, that model and its state.
+    pub fn publish_breaker(&self, provider: &str, state: BreakerState, model: Option<(&str, BreakerState)>) {
         if self.has_subscribers() {
-            self.publish(Event::Breaker { provider: provider.to_owned(), state });
+            self.publish(Event::Breaker {
+                provider: provider.to_owned(),
+                state,
+                model: model.map(|(m, _)| m.to_owned()),
+                model_state: model.map(|(_, s)| s),
+            });
         }
     }
 
@@ -383,12 +397,18 @@ mod tests {
         let bus = EventBus::default();
         let mut sub = bus.subscribe();
         bus.publish(routing(1));
-        bus.publish_breaker("groq", BreakerState::Open);
+        bus.publish_breaker("groq", BreakerState::Open, Some(("llama", BreakerState::Open)));
+        bus.publish_breaker("groq", BreakerState::Closed, None);
         let first = sub.next().await.expect("event");
         assert_eq!(first.kind(), "routing");
         let second = sub.next().await.expect("event");
         let json = serde_json::to_value(&*second).expect("json");
-        assert_eq!(json, serde_json::json!({"type": "breaker", "provider": "groq", "state": "open"}));
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "breaker", "provider": "groq", "state": "open", "model": "llama", "model_state": "open"})
+        );
+        let reset = serde_json::to_value(&*sub.next().await.expect("event")).expect("json");
+        assert_eq!(reset, serde_json::json!({"type": "breaker", "provider": "groq", "state": "closed"}));
     }
 
     #[tokio::test]

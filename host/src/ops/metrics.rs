@@ -376,6 +376,7 @@ pub fn render(m: &Metrics, registry: &Registry, cache: CacheStats, events: &Even
 fn render_providers(out: &mut String, registry: &Registry) {
     let now = Instant::now();
     let mut breakers = String::new();
+    let mut model_breakers = String::new();
     let mut cooldowns = String::new();
     let mut attempts = String::new();
     let mut limited = String::new();
@@ -384,12 +385,21 @@ fn render_providers(out: &mut String, registry: &Registry) {
     let mut faults = String::new();
     for p in &registry.providers {
         let provider = escape(&p.id);
-        let state = match p.breaker.snapshot(now).state {
+        let gauge = |state: BreakerState| match state {
             BreakerState::Closed => 0,
             BreakerState::HalfOpen => 1,
             BreakerState::Open => 2,
         };
+        let state = gauge(p.breakers.summary(now).state);
         let _ = writeln!(breakers, "freellm_breaker_state{{provider=\"{provider}\"}} {state}");
+        for (model, b) in p.breakers.models() {
+            let _ = writeln!(
+                model_breakers,
+                "freellm_model_breaker_state{{provider=\"{provider}\",model=\"{}\"}} {}",
+                escape(&model),
+                gauge(b.snapshot(now).state)
+            );
+        }
         for key in 0..p.keys.len() {
             let left = p.keys.cooldown_left(key).map_or(0.0, |d| d.as_secs_f64());
             let _ = writeln!(
@@ -429,7 +439,18 @@ fn render_providers(out: &mut String, registry: &Registry) {
         }
     }
     let sections = [
-        ("freellm_breaker_state", "gauge", "Circuit breaker per provider: 0 closed, 1 half_open, 2 open.", breakers),
+        (
+            "freellm_breaker_state",
+            "gauge",
+            "Circuit breaker per provider, the worst of its models: 0 closed, 1 half_open, 2 open.",
+            breakers,
+        ),
+        (
+            "freellm_model_breaker_state",
+            "gauge",
+            "Circuit breaker per provider and model: 0 closed, 1 half_open, 2 open.",
+            model_breakers,
+        ),
         (
             "freellm_key_cooldown_seconds",
             "gauge",

@@ -1,9 +1,11 @@
 //! The provider table: every configured provider slot with its adapter
-//! version, keys, breaker and stats, as one immutable snapshot.
+//! version, keys, breakers and stats, as one immutable snapshot.
 //!
 //! - [`registry`]: the snapshot, how a slot is assembled and its canary.
 //! - [`keys`]: a provider's API keys, their windows and cooldowns.
+//! - [`health`]: a provider's circuit breakers, one per model.
 
+pub mod health;
 pub mod keys;
 pub mod registry;
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, LimitsOverride, ProviderConfig};
 use crate::ops::stats::ProviderStats;
 use crate::ops::store::{Store, Table};
+use crate::providers::health::ModelBreakers;
 use crate::providers::keys::KeyRing;
-use freellm_limits::breaker::Breaker;
 use freellm_limits::quota::Limits;
 use freellm_runtime::types::{AuthPlacement, RateLimits};
 use freellm_runtime::{Adapter, PluginEngine, loader};
@@ -33,8 +33,9 @@ pub struct ProviderEntry {
     /// a provider whose quotas are per model (Gemini) spends one model's
     /// quota without touching another's.
     pub model_keys: Vec<(String, Arc<KeyRing>)>,
-    /// The provider's circuit breaker (shared by its keys).
-    pub breaker: Arc<Breaker>,
+    /// The provider's circuit breakers, one per model (shared by its keys):
+    /// one model's failures never keep requests from another.
+    pub breakers: Arc<ModelBreakers>,
     /// Counters and token usage.
     pub stats: Arc<ProviderStats>,
     /// True when requests may be routed here.
@@ -161,6 +162,14 @@ impl ProviderEntry {
             .chain(self.model_keys.iter().map(|(model, keys)| (format!("{}/{model}", self.id), keys)))
     }
 
+    /// Clears the cooldowns of every key in every ring (the admin reset;
+    /// windows are kept, as in the reference).
+    pub fn reset_keys(&self) {
+        for (_, keys) in self.key_rings() {
+            keys.reset();
+        }
+    }
+
     /// Takes key `index` out of every ring: the upstream rejected the key
     /// itself, whatever the model.
     pub fn disable_key(&self, index: usize, reason: &str) {
@@ -170,11 +179,14 @@ impl ProviderEntry {
     }
 
     /// `None` when the provider could take a request of `tokens` for
-    /// upstream `model` now (breaker admits, a key has room), else how long
-    /// until it can.
+    /// upstream `model` now (the model's breaker admits, a key of its ring
+    /// has room), else how long until it can.
     pub fn wait_for_headroom(&self, model: &str, now: Instant, tokens: u32) -> Option<Duration> {
-        let breaker = (!self.breaker.is_available(now))
-            .then(|| self.breaker.snapshot(now).opened_for_ms_remaining.map_or(Duration::ZERO, Duration::from_millis));
+        let breaker = self
+            .breakers
+            .get(model)
+            .filter(|b| !b.is_available(now))
+            .map(|b| b.snapshot(now).opened_for_ms_remaining.map_or(Duration::ZERO, Duration::from_millis));
         let keys = self.keys_for(model).wait_for_headroom(now, tokens);
         match (breaker, keys) {
             (None, None) => None,
@@ -325,7 +337,7 @@ pub fn assemble(
         base_url,
         keys,
         model_keys,
-        breaker: previous.map_or_else(|| Arc::new(Breaker::new(config.routing.breaker)), |p| p.breaker.clone()),
+        breakers: previous.map_or_else(|| Arc::new(ModelBreakers::new(config.routing.breaker)), |p| p.breakers.clone()),
         stats: previous.map_or_else(|| Arc::new(ProviderStats::default()), |p| p.stats.clone()),
         enabled,
         note,
@@ -401,7 +413,7 @@ pub fn failed_slot(
         base_url: pc.base_url.clone().unwrap_or_default(),
         keys: Arc::new(KeyRing::new(Vec::new(), Limits::default())),
         model_keys: Vec::new(),
-        breaker: previous.map_or_else(|| Arc::new(Breaker::new(config.routing.breaker)), |p| p.breaker.clone()),
+        breakers: previous.map_or_else(|| Arc::new(ModelBreakers::new(config.routing.breaker)), |p| p.breakers.clone()),
         stats: previous.map_or_else(|| Arc::new(ProviderStats::default()), |p| p.stats.clone()),
         enabled: false,
         // Shown in status; a load error may quote settings or guest output.

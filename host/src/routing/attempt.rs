@@ -23,7 +23,7 @@ use crate::routing::decide::{AttemptFailure, Decision, KeyEffect};
 use crate::routing::error::RoutingError;
 use crate::routing::upstream::{UpstreamError, UpstreamResponse, response_head};
 use crate::state::SharedGateway;
-use freellm_limits::breaker::{Outcome as BreakerOutcome, Permit};
+use freellm_limits::breaker::{Breaker, Outcome as BreakerOutcome, Permit};
 use freellm_limits::quota::Reservation;
 use freellm_runtime::Adapter;
 use freellm_runtime::types::{CallContext, Failure, FailureKind};
@@ -102,19 +102,31 @@ pub(crate) struct Failed {
 }
 
 /// Acquire, target part: the adapter version (a canary takes its share)
-/// and a breaker permit, wrapped in the verdict that will record the
-/// outcome.
+/// and a permit of the breaker of the target's model, wrapped in the
+/// verdict that will record the outcome.
 pub(crate) fn acquire_target(
     gw: &SharedGateway,
     provider: &Arc<ProviderEntry>,
+    model: &str,
     request_id: &str,
 ) -> Option<(Arc<Adapter>, AttemptVerdict)> {
     let (adapter, on_canary) = provider.select_adapter()?;
-    match provider.breaker.try_acquire(clock::now()) {
-        Ok(permit) => Some((adapter, AttemptVerdict { gw: gw.clone(), provider: provider.clone(), permit, on_canary })),
+    let breaker = provider.breakers.for_model(model);
+    match breaker.try_acquire(clock::now()) {
+        Ok(permit) => Some((
+            adapter,
+            AttemptVerdict {
+                gw: gw.clone(),
+                provider: provider.clone(),
+                model: model.to_owned(),
+                breaker,
+                permit,
+                on_canary,
+            },
+        )),
         Err(open) => {
-            tracing::debug!(request_id, provider = %provider.id, retry_in_ms = open.retry_in.as_millis() as u64,
-                "circuit open; skipping");
+            tracing::debug!(request_id, provider = %provider.id, model, retry_in_ms = open.retry_in.as_millis() as u64,
+                "circuit open for this model; skipping");
             None
         }
     }
@@ -259,6 +271,9 @@ pub(crate) fn report_failure(call: &Call<'_>, key_index: usize, failed: &Failed,
 pub struct AttemptVerdict {
     gw: SharedGateway,
     provider: Arc<ProviderEntry>,
+    /// The upstream model the breaker judges.
+    model: String,
+    breaker: Arc<Breaker>,
     permit: Permit,
     on_canary: bool,
 }
@@ -269,16 +284,17 @@ impl AttemptVerdict {
         self.permit.is_probe()
     }
 
-    /// Feeds the outcome to the provider's breaker (publishing a state
-    /// change) and, for a provider with a canary, to the canary's judgement.
+    /// Feeds the outcome to the breaker of the attempt's model (publishing
+    /// a state change) and, for a provider with a canary, to the canary's
+    /// judgement.
     pub fn record(self, outcome: BreakerOutcome) {
-        let Self { gw, provider, permit, on_canary } = self;
+        let Self { gw, provider, model, breaker, permit, on_canary } = self;
         let was_probe = permit.is_probe();
         // A canary's failures are judged by the canary (rolled back), not held
         // against the provider's breaker, which protects the current version.
         let health = if on_canary && outcome == BreakerOutcome::Failure { BreakerOutcome::Neutral } else { outcome };
-        provider.breaker.record(permit, health, clock::now());
-        publish_breaker_change(&gw, &provider, was_probe, health);
+        breaker.record(permit, health, clock::now());
+        publish_breaker_change(&gw, &provider, &model, &breaker, was_probe, health);
         if let Some(canary) = &provider.canary {
             let failed = matches!(outcome, BreakerOutcome::Failure);
             let counted = !matches!(outcome, BreakerOutcome::Neutral);
@@ -290,12 +306,14 @@ impl AttemptVerdict {
     }
 }
 
-/// Publishes the breaker's new state when `record` moved it. A permit is
-/// only issued closed (or half-open for the probe), so the state before is
-/// known without a lock, and a success while closed never moves it.
+/// Publishes the model breaker's new state when `record` moved it. A
+/// permit is only issued closed (or half-open for the probe), so the state
+/// before is known without a lock, and a success while closed never moves it.
 pub(crate) fn publish_breaker_change(
     gw: &SharedGateway,
     provider: &ProviderEntry,
+    model: &str,
+    breaker: &Breaker,
     was_probe: bool,
     outcome: BreakerOutcome,
 ) {
@@ -304,9 +322,10 @@ pub(crate) fn publish_breaker_change(
         return;
     }
     let before = if was_probe { BreakerState::HalfOpen } else { BreakerState::Closed };
-    let after = provider.breaker.snapshot(clock::now()).state;
+    let now = clock::now();
+    let after = breaker.snapshot(now).state;
     if after != before {
-        gw.events.publish_breaker(&provider.id, after);
+        gw.events.publish_breaker(&provider.id, provider.breakers.summary(now).state, Some((model, after)));
     }
 }
 

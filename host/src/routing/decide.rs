@@ -59,6 +59,40 @@ pub enum AttemptFailure {
     BrokenAnswer,
 }
 
+impl AttemptFailure {
+    /// The failure's name in an exhaustion error's `attempts[]`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::MapRefused(FailureKind::Unsupported) | Self::Refused { kind: FailureKind::Unsupported, .. } => {
+                "unsupported"
+            }
+            Self::MapRefused(_) => "refused_by_adapter",
+            Self::AdapterFault => "adapter_fault",
+            Self::Unreachable => "unreachable",
+            Self::Silent => "timeout",
+            Self::BrokenAnswer => "broken_answer",
+            Self::Refused { kind, status, .. } => match kind {
+                FailureKind::RateLimited => "rate_limited",
+                FailureKind::QuotaExhausted => "quota_exhausted",
+                FailureKind::KeyInvalid => "key_invalid",
+                FailureKind::ContextLength => "context_length",
+                FailureKind::ContentFilter => "content_filter",
+                FailureKind::RequestInvalid => "request_invalid",
+                FailureKind::Transient if is_client_error(*status) => "client_error",
+                FailureKind::Transient | FailureKind::Unsupported => "server_error",
+            },
+        }
+    }
+
+    /// The upstream's HTTP status, when it answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
 /// Where the request stands when a failure is decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Context {

@@ -364,3 +364,18 @@ fn client_errors_are_4xx_but_request_timeout_and_rate_limits() {
         assert!(!is_client_error(status), "{status}");
     }
 }
+
+#[test]
+fn each_failure_names_its_outcome_and_upstream_status_for_the_attempts_list() {
+    assert_eq!(refused(FailureKind::Transient, 503, None).outcome(), "server_error");
+    assert_eq!(refused(FailureKind::Transient, 404, None).outcome(), "client_error");
+    assert_eq!(refused(FailureKind::RateLimited, 429, Some(1_000)).outcome(), "rate_limited");
+    assert_eq!(refused(FailureKind::Transient, 503, None).status(), Some(503));
+    assert_eq!(AttemptFailure::Silent.outcome(), "timeout");
+    assert_eq!(AttemptFailure::Silent.status(), None);
+    assert_eq!(AttemptFailure::Unreachable.outcome(), "unreachable");
+    assert_eq!(AttemptFailure::MapRefused(FailureKind::Unsupported).outcome(), "unsupported");
+    for failure in every_failure() {
+        assert!(!failure.outcome().is_empty(), "{failure:?}");
+    }
+}

@@ -94,13 +94,24 @@ pub enum RoutingError {
         model: String,
         /// What happened.
         message: String,
-        /// When some provider is usable again.
-        retry_after_ms: Option<u64>,
-        /// Each provider's availability.
-        providers: Vec<Value>,
-        /// Other meta-models and when they are available.
-        suggestions: Vec<Value>,
+        /// When to retry, and what each provider and attempt came to.
+        advice: Box<Advice>,
     },
+}
+
+/// The advice an `all_providers_exhausted` error carries (boxed: it is the
+/// largest error and results carry errors by value).
+#[derive(Debug, Clone, Default)]
+pub struct Advice {
+    /// When some provider is usable again.
+    pub retry_after_ms: Option<u64>,
+    /// Each provider's availability.
+    pub providers: Vec<Value>,
+    /// Other meta-models and when they are available.
+    pub suggestions: Vec<Value>,
+    /// What each attempt (and each target passed over) came to: provider,
+    /// model, outcome, upstream status, message.
+    pub attempts: Vec<Value>,
 }
 
 /// The message of [`RoutingError::StrictMetaForbidden`] (and of its
@@ -173,6 +184,17 @@ impl RoutingError {
             Self::Provider { provider, .. } | Self::AdapterFault { provider, .. } => {
                 format!("{provider}: {}", self.message())
             }
+            // The operator's log keeps what the last failed attempt said.
+            Self::Exhausted { advice, .. } => {
+                let last = advice.attempts.iter().rev().find_map(|a| {
+                    let message = a.get("message")?.as_str()?;
+                    Some(format!("{}: {message}", a.get("provider")?.as_str()?))
+                });
+                match last {
+                    Some(last) => crate::redact::redact(&format!("{} (last: {last})", self.message())).into_owned(),
+                    None => self.message(),
+                }
+            }
             _ => self.message(),
         }
     }
@@ -212,11 +234,21 @@ mod tests {
         let exhausted = RoutingError::Exhausted {
             model: "free".into(),
             message: "All providers exhausted for model: free".into(),
-            retry_after_ms: None,
-            providers: vec![],
-            suggestions: vec![],
+            advice: Box::default(),
         };
         assert_eq!(exhausted.log_text(), "All providers exhausted for model: free");
+        let after_failures = RoutingError::Exhausted {
+            model: "free".into(),
+            message: "All providers exhausted for model: free".into(),
+            advice: Box::new(Advice {
+                attempts: vec![
+                    serde_json::json!({"provider": "groq", "outcome": "server_error", "message": "down"}),
+                    serde_json::json!({"provider": "lab", "outcome": "circuit_open"}),
+                ],
+                ..Advice::default()
+            }),
+        };
+        assert_eq!(after_failures.log_text(), "All providers exhausted for model: free (last: groq: down)");
         assert_eq!(exhausted.log_status(), crate::ops::stats::RequestStatus::AllProvidersFailed);
     }
 

@@ -5,7 +5,7 @@
 //! 1. **plan**: [`route`] takes the candidates in the plan's order (the
 //!    route deadline checked before each) and, for a context-length
 //!    failure, the route's context fallbacks.
-//! 2. **acquire**: the target's circuit breaker must grant a permit
+//! 2. **acquire**: the breaker of the target's model must grant a permit
 //!    ([`acquire_target`]: the adapter version, a canary's share included,
 //!    and the [`AttemptVerdict`] that will record the outcome), then a key
 //!    with room in its windows is reserved ([`acquire_key`]).
@@ -52,7 +52,7 @@ use crate::routing::attempt::{
     AttemptVerdict, Call, Failed, KeyGrant, acquire_key, acquire_target, classify, report_failure, send,
 };
 use crate::routing::decide::{Action, AttemptFailure, Blame, Context, Decision, KeyEffect, decide};
-use crate::routing::error::RoutingError;
+use crate::routing::error::{Advice, RoutingError};
 use crate::routing::router::{Candidate, Plan, PlanKind, RouteTable};
 use crate::routing::stream::{self, StreamStart};
 use crate::routing::upstream::{UpstreamResponse, response_head};
@@ -168,12 +168,37 @@ struct Memory {
     failures: u32,
     rate_limited: bool,
     last_error: Option<RoutingError>,
+    /// What each attempt and each skipped target came to, for the
+    /// exhaustion error's `attempts[]`.
+    attempts: Vec<Value>,
 }
+
+/// The most `attempts[]` entries an exhaustion error carries; a route of
+/// many targets and keys stays a bounded answer.
+const MAX_ATTEMPT_ENTRIES: usize = 64;
 
 impl Memory {
     fn note(&mut self, id: &str) {
         if !self.attempted.iter().any(|a| a == id) {
             self.attempted.push(id.to_owned());
+        }
+    }
+
+    /// Records one attempt (or a target passed over) for `attempts[]`:
+    /// what it came to, the upstream's status and, for a failure, its
+    /// message (redacted, like the whole error body).
+    fn record(&mut self, candidate: &Candidate, outcome: &str, status: Option<u16>, message: Option<String>) {
+        if self.attempts.len() < MAX_ATTEMPT_ENTRIES {
+            let mut entry = json!({
+                "provider": candidate.provider.id.as_ref(),
+                "model": candidate.upstream_model,
+                "outcome": outcome,
+                "status": status,
+            });
+            if let (Some(message), Some(object)) = (message, entry.as_object_mut()) {
+                object.insert("message".into(), Value::String(message));
+            }
+            self.attempts.push(entry);
         }
     }
 
@@ -246,11 +271,12 @@ pub async fn route(req: &RouteRequest<'_>, plan: Plan) -> Result<Answered, Unans
             TargetOutcome::Stop(error) => return Err(Unanswered { error, attempted: memory.attempted }),
         }
     }
-    // Every candidate failed outright (no rate limit involved): the last
-    // failure says more than a generic exhaustion. Otherwise the client gets
-    // `all_providers_exhausted` with when to retry.
+    // Strict mode keeps the one upstream's own error; otherwise every
+    // candidate failed, was skipped or is cooling down, and the client gets
+    // `all_providers_exhausted` with when to retry and what each attempt
+    // came to (the reference's contract, which clients key off).
     let error = match memory.last_error.take() {
-        Some(e) if !memory.rate_limited => e,
+        Some(e) if req.strict => e,
         _ => exhausted(req, &memory, format!("All providers exhausted for model: {}", req.model)),
     };
     Err(Unanswered { error, attempted: memory.attempted })
@@ -273,7 +299,8 @@ struct TargetRoute<'c> {
 async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory: &mut Memory) -> TargetOutcome {
     let candidate = target.candidate;
     let provider = &candidate.provider;
-    let Some((adapter, verdict)) = acquire_target(req.gw, provider, req.request_id) else {
+    let Some((adapter, verdict)) = acquire_target(req.gw, provider, &candidate.upstream_model, req.request_id) else {
+        memory.record(candidate, "circuit_open", None, None);
         return TargetOutcome::Next;
     };
     // A half-open probe is one attempt: its outcome decides the breaker, and
@@ -305,6 +332,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
     let mut health = BreakerOutcome::Neutral;
     let result = loop {
         if clock::now() >= target.deadline {
+            memory.record(candidate, "deadline", None, None);
             break TargetOutcome::Next;
         }
         let mut key = match acquire_key(call.keys, &tried_keys, clock::now(), req.estimated_tokens) {
@@ -313,6 +341,10 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
             // ETA. Keys all tried or invalid: nothing more to do here.
             Err(wait) => {
                 memory.rate_limited |= wait != Duration::MAX;
+                if tried_keys.is_empty() {
+                    let outcome = if wait == Duration::MAX { "no_usable_key" } else { "cooling_down" };
+                    memory.record(candidate, outcome, None, None);
+                }
                 break TargetOutcome::Next;
             }
         };
@@ -345,6 +377,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
         };
         let decision = decide(failed.failure, &context);
         report_failure(&call, key_index, &failed, &decision);
+        memory.record(candidate, failed.failure.outcome(), failed.failure.status(), Some(failed.error.message()));
         health = decision.health;
         if decision.blame == Blame::RateLimited {
             memory.rate_limited = true;
@@ -429,6 +462,7 @@ async fn answer(
             hold: key.take_hold(),
             hide_usage_chunks,
             continuation: stream::Continuation::new(req.gw.clone(), req.request.clone(), target.all.to_vec()),
+            model: target.candidate.upstream_model.clone(),
             ticket: &req.ticket,
             verdict,
         };
@@ -517,7 +551,7 @@ fn exhausted(req: &RouteRequest<'_>, memory: &Memory, message: String) -> Routin
                 "retry_after_ms": p.available_in(now).map(|d| d.as_millis() as u64),
                 "keys_available": p.keys.available(now),
                 "keys_total": p.keys.len(),
-                "circuit_state": p.breaker.snapshot(now).state,
+                "circuit_state": p.breakers.summary(now).state,
             })
         })
         .collect();
@@ -531,7 +565,8 @@ fn exhausted(req: &RouteRequest<'_>, memory: &Memory, message: String) -> Routin
             Some(json!({"model": name, "available_in_ms": eta.as_millis() as u64}))
         })
         .collect();
-    RoutingError::Exhausted { model: req.model.to_owned(), message, retry_after_ms, providers, suggestions }
+    let advice = Advice { retry_after_ms, providers, suggestions, attempts: memory.attempts.clone() };
+    RoutingError::Exhausted { model: req.model.to_owned(), message, advice: Box::new(advice) }
 }
 
 /// When the first provider of `route` can take a request again.

@@ -2,6 +2,7 @@
 //!
 //! - [`router`]: a route (client-visible model name) to ordered targets, filtered and ordered into a plan.
 //! - [`meta`]: the built-in meta-models, picked from what the adapters declare (tags, default model) in the operator's priority.
+//! - [`pattern`]: glob route names and target placeholders (`{model}`, `{1}`).
 //! - [`strategy`]: how a route orders its candidates.
 //! - [`created`]: fills a `created` timestamp an adapter left 0.
 //! - [`decide`]: the pure failover policy: what a failed attempt leads to.
@@ -20,6 +21,7 @@ pub mod decide;
 pub mod error;
 pub mod failover;
 pub mod meta;
+pub mod pattern;
 pub mod router;
 pub mod sse;
 pub mod strategy;

@@ -5,7 +5,13 @@
 //! `free-smart`, built from what the adapters declare in
 //! [`crate::routing::meta`], or a `[routes.<name>]` from `plugins.toml`,
 //! which may also redefine the built-ins) or a concrete `<provider>/<model>`
-//! id (the model part may contain slashes). A route expands to its targets; each target is
+//! id (the model part may contain slashes). A route name may be a glob
+//! (`team-*`, `*` = any characters but `/`); an exact name wins over every
+//! glob, and among globs the one with the longest literal prefix (then the
+//! first in the file) wins. A target's model may be `{model}` (the
+//! requested name) or `{1}`, `{2}`, … (what the glob's first, second, … `*`
+//! matched). Names with a `/` are concrete ids and never match a glob. A
+//! route expands to its targets; each target is
 //! checked against what the request needs (tools, JSON schema, images,
 //! context window, privacy posture) and skipped, not failed, when its
 //! provider cannot serve it. The survivors are ordered by the strategy:
@@ -22,6 +28,7 @@ use crate::config::RouteConfig;
 use crate::providers::{ProviderEntry, Registry};
 use crate::routing::error::RoutingError;
 use crate::routing::meta::{self, META_MODELS, MetaOrder, MetaPick};
+use crate::routing::pattern::{fill_placeholders, glob_match, is_glob};
 pub use crate::routing::strategy::Strategy;
 use freellm_runtime::types::{Capabilities, ModelInfo, ModelTags, PrivacyPolicy};
 
@@ -40,6 +47,16 @@ pub enum Target {
 }
 
 impl Target {
+    /// The target with its model's placeholders filled in for one request.
+    fn fill(&self, requested: &str, captures: &[&str]) -> Self {
+        match self {
+            Self::Provider { id, model: Some(m) } if m.contains('{') => {
+                Self::Provider { id: id.clone(), model: Some(fill_placeholders(m, requested, captures)) }
+            }
+            other => other.clone(),
+        }
+    }
+
     fn parse(text: &str) -> Self {
         let text = text.trim();
         if text == "*" {
@@ -141,19 +158,56 @@ impl RouteTable {
         &self.configured
     }
 
-    /// The route called `name`.
+    /// The route called exactly `name` (no glob matching).
     pub fn get(&self, name: &str) -> Option<&Route> {
         self.routes.iter().find(|r| r.name == name)
     }
 
-    /// Every route name, in order.
+    /// The route a requested model goes to, with its targets' placeholders
+    /// filled: the exact name first; else, among the globs that match, the
+    /// one with the longest literal prefix, then the first in file order.
+    pub fn resolve(&self, model: &str) -> Option<Resolved<'_>> {
+        if let Some(route) = self.routes.iter().find(|r| !is_glob(&r.name) && r.name == model) {
+            return Some(Resolved::of(route, model, &[]));
+        }
+        let mut best: Option<(&Route, Vec<&str>)> = None;
+        for route in self.routes.iter().filter(|r| is_glob(&r.name)) {
+            let Some(captures) = glob_match(&route.name, model) else { continue };
+            let prefix = |r: &Route| r.name.find('*').unwrap_or(r.name.len());
+            if best.as_ref().is_none_or(|(b, _)| prefix(route) > prefix(b)) {
+                best = Some((route, captures));
+            }
+        }
+        best.map(|(route, captures)| Resolved::of(route, model, &captures))
+    }
+
+    /// Every exact route name, in order (glob patterns are not model ids a
+    /// client sends as they are).
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.name.as_str())
+        self.routes.iter().map(|r| r.name.as_str()).filter(|n| !is_glob(n))
     }
 
     /// The routes, in order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
+    }
+}
+
+/// A route chosen for one requested model, its targets instantiated.
+#[derive(Debug)]
+pub struct Resolved<'t> {
+    /// The route.
+    pub route: &'t Route,
+    /// Its targets with `{model}` and `{N}` filled in.
+    pub targets: Vec<Target>,
+    /// Its context fallbacks, filled in the same way.
+    pub context_fallbacks: Vec<Target>,
+}
+
+impl<'t> Resolved<'t> {
+    fn of(route: &'t Route, requested: &str, captures: &[&str]) -> Self {
+        let fill = |targets: &[Target]| targets.iter().map(|t| t.fill(requested, captures)).collect();
+        Self { route, targets: fill(&route.targets), context_fallbacks: fill(&route.context_fallbacks) }
     }
 }
 
@@ -270,11 +324,11 @@ pub fn plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>) -> R
         return Err(no_providers(registry));
     }
     let model = req.model;
-    if let Some(route) = table.get(model) {
+    if let Some(resolved) = table.resolve(model) {
         if req.strict {
             return Err(RoutingError::StrictMetaForbidden { model: model.to_owned() });
         }
-        return Ok(route_plan(registry, route, req));
+        return Ok(route_plan(registry, &resolved, req));
     }
     concrete_plan(registry, table, req)
 }
@@ -318,17 +372,18 @@ fn concrete_plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>)
     })
 }
 
-fn route_plan(registry: &Registry, route: &Route, req: &PlanRequest<'_>) -> Plan {
+fn route_plan(registry: &Registry, resolved: &Resolved<'_>, req: &PlanRequest<'_>) -> Plan {
+    let route = resolved.route;
     let retries = route.retries.unwrap_or(req.retries);
     let mut skipped = Vec::new();
     let meta_targets =
         route.meta.as_ref().map(|(pick, priority)| meta_targets(registry, *pick, priority, &req.needs, &mut skipped));
-    let targets = meta_targets.as_deref().unwrap_or(&route.targets);
+    let targets = meta_targets.as_deref().unwrap_or(&resolved.targets);
     let mut candidates = expand(registry, targets, &req.needs, retries, &mut skipped);
     let context_fallbacks = {
         let needs = Needs { estimated_tokens: 0, ..req.needs };
         let mut ignored = Vec::new();
-        expand(registry, &route.context_fallbacks, &needs, retries, &mut ignored)
+        expand(registry, &resolved.context_fallbacks, &needs, retries, &mut ignored)
     };
     let strategy = route.strategy.unwrap_or(req.strategy);
     let primary = candidates.first().map(|c| c.provider.clone());
@@ -557,6 +612,50 @@ mod tests {
         assert!(!fast.builtin);
         assert_eq!(fast.targets, [Target::Provider { id: "ollama".into(), model: None }]);
         assert!(table.get("free").unwrap().builtin);
+    }
+
+    fn route(name: &str, targets: &[&str]) -> RouteConfig {
+        RouteConfig {
+            name: name.into(),
+            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            strategy: None,
+            retries: None,
+            context_fallbacks: vec!["lab/{model}-long".into()],
+        }
+    }
+
+    fn resolved(table: &RouteTable, model: &str) -> Option<(String, Vec<Target>, Vec<Target>)> {
+        table.resolve(model).map(|r| (r.route.name.clone(), r.targets, r.context_fallbacks))
+    }
+
+    fn lab(model: &str) -> Target {
+        Target::Provider { id: "lab".into(), model: Some(model.into()) }
+    }
+
+    #[test]
+    fn an_exact_route_wins_over_globs_and_the_longest_literal_prefix_wins_among_globs() {
+        let table = RouteTable::new(&[
+            route("*", &["lab/{model}"]),
+            route("team-*", &["lab/{model}", "groq/llama-3.3-70b-versatile"]),
+            route("team-a*", &["lab/{1}"]),
+            route("team-*-x", &["lab/second"]),
+            route("team-alpha", &["lab/exact"]),
+        ]);
+        let (name, targets, fallbacks) = resolved(&table, "team-beta").unwrap();
+        assert_eq!(name, "team-*");
+        assert_eq!(
+            targets,
+            [lab("team-beta"), Target::Provider { id: "groq".into(), model: Some("llama-3.3-70b-versatile".into()) }]
+        );
+        assert_eq!(fallbacks, [lab("team-beta-long")]);
+        assert_eq!(resolved(&table, "team-alpha").unwrap().1, [lab("exact")], "an exact name wins");
+        let (name, targets, _) = resolved(&table, "team-ax").unwrap();
+        assert_eq!((name.as_str(), targets), ("team-a*", vec![lab("x")]), "the longer literal prefix wins");
+        assert_eq!(resolved(&table, "team-b-x").unwrap().0, "team-*", "same prefix: the first in the file");
+        assert_eq!(resolved(&table, "other").unwrap().0, "*");
+        assert_eq!(resolved(&table, "free").unwrap().0, "free", "a built-in is an exact name");
+        assert!(table.resolve("groq/llama-3.3-70b-versatile").is_none(), "a concrete id is never a glob's");
+        assert!(!table.names().any(|n| n.contains('*')), "patterns are not listed as models");
     }
 
     #[test]

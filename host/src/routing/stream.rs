@@ -96,6 +96,9 @@ pub struct StreamStart<'t> {
     pub request_id: String,
     /// The provider answering.
     pub provider: Arc<ProviderEntry>,
+    /// The upstream model answering (a continuation skips this one, not
+    /// the provider's other models).
+    pub model: String,
     /// The request counted in the answering key's windows (settled with the
     /// real usage when the stream ends).
     pub hold: Option<KeyHold>,
@@ -140,7 +143,8 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
         error: RoutingError::AdapterFault { provider: s.provider.id.to_string(), message: fault.to_string() },
     })?;
     let started = crate::clock::now();
-    let mut source = Source::new(session, s.response, &s.adapter, s.provider.clone(), s.hold, &s.timeouts);
+    let mut source =
+        Source::new(session, s.response, &s.adapter, (s.provider.clone(), s.model.clone()), s.hold, &s.timeouts);
     let first_deadline = started + s.first_token_timeout;
     let mut first = Vec::new();
     // Nothing is committed until a chunk is: garbage, an empty stream or an
@@ -231,6 +235,8 @@ struct Source {
     finished: bool,
     usage: Option<Usage>,
     provider: Arc<ProviderEntry>,
+    /// The upstream model this source answers with.
+    model: String,
     hold: Option<KeyHold>,
     /// When the last byte arrived (the stall timer measures silence).
     last_data: Instant,
@@ -249,11 +255,12 @@ impl Source {
         session: StreamSession,
         response: UpstreamResponse,
         adapter: &Adapter,
-        provider: Arc<ProviderEntry>,
+        (provider, model): (Arc<ProviderEntry>, String),
         hold: Option<KeyHold>,
         limits: &UpstreamConfig,
     ) -> Self {
         Self {
+            model,
             session,
             response,
             framer: Framer::new(adapter.info.stream_framing, limits.stream_max_event_bytes),
@@ -552,14 +559,14 @@ impl Relay {
         if self.answered.is_empty() {
             return Err(Cut::Failed { code, message });
         }
-        let failed = self.source.provider.clone();
+        let failed = (self.source.provider.clone(), self.source.model.clone());
         let Some(prefill) = self.answered.text().map(str::to_owned) else {
-            tracing::warn!(request_id = %self.request_id, provider = %failed.id, code, error = %message,
+            tracing::warn!(request_id = %self.request_id, provider = %failed.0.id, code, error = %message,
                 "stream cut after more content than a continuation may carry");
             return Err(Cut::Failed { code, message });
         };
-        tracing::warn!(request_id = %self.request_id, provider = %failed.id, code, error = %message,
-            "stream cut after content; looking for a continuation");
+        tracing::warn!(request_id = %self.request_id, provider = %failed.0.id, model = %failed.1, code,
+            error = %message, "stream cut after content; looking for a continuation");
         let remaining = self.deadline.saturating_duration_since(crate::clock::now());
         let resumed = tokio::time::timeout(
             remaining,
@@ -568,8 +575,8 @@ impl Relay {
         .await;
         match resumed {
             Ok(Some(source)) => {
-                tracing::info!(request_id = %self.request_id, from = %failed.id, to = %source.provider.id,
-                    "stream continued on another provider");
+                tracing::info!(request_id = %self.request_id, from = %failed.0.id, to = %source.provider.id,
+                    model = %source.model, "stream continued on another target");
                 self.count_tokens();
                 self.source.account();
                 self.source.conclude(BreakerOutcome::Failure, Some(&message));
@@ -798,8 +805,9 @@ impl Continuation {
         Self { gw, request, candidates }
     }
 
-    /// Starts the continuation on the first candidate (other than `failed`)
-    /// that accepts a prefill and answers 2xx. Each candidate gets one
+    /// Starts the continuation on the first candidate (other than the
+    /// `failed` provider and model: another model of the same provider may
+    /// continue) that accepts a prefill and answers 2xx. Each candidate gets one
     /// attempt through the failover phases: its breaker and a key are
     /// acquired, the request sent, a refusal classified by its adapter,
     /// decided and reported like any failed attempt (stats, key cooldowns,
@@ -808,18 +816,22 @@ impl Continuation {
     async fn resume(
         &self,
         partial: &str,
-        failed: &Arc<ProviderEntry>,
+        (failed, failed_model): &(Arc<ProviderEntry>, String),
         request_id: &str,
         limits: &UpstreamConfig,
     ) -> Option<Source> {
         let body = continuation_body(&self.request, partial)?;
         for candidate in &self.candidates {
             let provider = &candidate.provider;
-            if Arc::ptr_eq(provider, failed) || !accepts_prefill(provider.live()) {
+            let same_target = Arc::ptr_eq(provider, failed) && candidate.upstream_model == *failed_model;
+            if same_target || !accepts_prefill(provider.live()) {
                 continue;
             }
             // Held from here, so the continuation's ending reaches the breaker.
-            let Some((adapter, verdict)) = acquire_target(&self.gw, provider, request_id) else { continue };
+            let Some((adapter, verdict)) = acquire_target(&self.gw, provider, &candidate.upstream_model, request_id)
+            else {
+                continue;
+            };
             if !accepts_prefill(Some(&adapter)) {
                 continue; // a canary without prefill: the permit goes back unused
             }
@@ -834,7 +846,8 @@ impl Continuation {
                     match adapter.open_stream(&ctx, &head).await {
                         Ok(session) => {
                             let hold = key.take_hold();
-                            let mut source = Source::new(session, response, &adapter, provider.clone(), hold, limits);
+                            let target = (provider.clone(), candidate.upstream_model.clone());
+                            let mut source = Source::new(session, response, &adapter, target, hold, limits);
                             source.verdict = Some(verdict);
                             return Some(source);
                         }

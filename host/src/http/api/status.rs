@@ -99,7 +99,7 @@ fn provider_json(p: &ProviderEntry, now: Instant, now_ms: u64) -> Value {
     let stats = &p.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let at = |ms: u64| (ms > 0).then(|| iso8601(ms));
-    let breaker = p.breaker.snapshot(now);
+    let breaker = p.breakers.summary(now);
     let keys = p.keys.status(now);
     let limits = p.keys.limits();
     json!({
@@ -109,8 +109,12 @@ fn provider_json(p: &ProviderEntry, now: Instant, now_ms: u64) -> Value {
         "note": p.note,
         // The variable its keys come from (`None`: a provider without keys).
         "keyEnv": p.key_env(),
+        // The provider's summary (its worst model), then each model's own.
         "circuitBreakerState": breaker.state,
         "circuitBreaker": breaker,
+        "modelBreakers": p.breakers.models().iter().map(|(model, b)| {
+            (model.clone(), serde_json::to_value(b.snapshot(now)).unwrap_or(Value::Null))
+        }).collect::<serde_json::Map<String, Value>>(),
         "totalRequests": load(&stats.total),
         "successRequests": load(&stats.success),
         "failedRequests": load(&stats.failed),
@@ -167,9 +171,9 @@ pub async fn set_routing(State(gw): State<SharedGateway>, body: Bytes) -> Result
 pub async fn reset_provider(State(gw): State<SharedGateway>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let registry = gw.registry.load();
     let provider = registry.get(&id).ok_or_else(|| ApiError::ProviderNotFound { id: id.clone() })?;
-    provider.breaker.reset();
-    provider.keys.reset();
-    gw.events.publish_breaker(&id, freellm_limits::breaker::BreakerState::Closed);
+    provider.breakers.reset();
+    provider.reset_keys();
+    gw.events.publish_breaker(&id, freellm_limits::breaker::BreakerState::Closed, None);
     tracing::info!(provider = %id, "provider reset by admin");
     let mut answer = provider_json(provider, crate::clock::now(), unix_ms(SystemTime::now()));
     if let Some(object) = answer.as_object_mut() {
