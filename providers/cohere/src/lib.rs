@@ -24,7 +24,7 @@ use freellm_sdk::named_events::NamedEventStream;
 use freellm_sdk::{
     Adapter, AdapterInfo, CallContext, Capabilities, ChatRequest, ChunkBuilder, Failure, ModelInfo, ModelTags,
     NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamNormalizer,
-    UpstreamRequest,
+    UpstreamRequest, WireFormat,
 };
 
 /// Model used when a meta-model picks Cohere.
