@@ -52,7 +52,11 @@ async fn keys_from_the_keys_file_reach_providers_without_a_restart() {
         url = mock.url,
     );
     let gw =
-        Gateway::start_with(GatewayOptions { config, env: vec![("CEREBRAS_API_KEY".into(), CEREBRAS_ENV.into())] })
+        // Every chat goes upstream (no cache), so the mock sees each key used.
+        Gateway::start_with(GatewayOptions {
+            config,
+            env: vec![("CEREBRAS_API_KEY".into(), CEREBRAS_ENV.into()), ("CACHE_ENABLED".into(), "false".into())],
+        })
             .await;
     let groq = || chat_body("groq/llama-3.1-8b-instant");
 
