@@ -9,11 +9,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::http::hosts::AllowedHosts;
+use crate::providers::keys_file::ProviderKeysFile;
 use crate::routing::cache::{CacheConfig, CacheScope};
 use crate::routing::meta::{self, MetaOrder};
 use crate::routing::strategy::Strategy;
@@ -85,6 +87,10 @@ pub struct Config {
     pub path: Option<PathBuf>,
     /// Client-connection limits: body sizes, read timeouts, connection cap, drain.
     pub edge: EdgeConfig,
+    /// The provider keys file (`[keys] file`, `FREELLM_PROVIDER_KEYS_FILE`)
+    /// and what its last good read held: watched and re-read while the
+    /// gateway runs ([`Config::provider_keys`]). Clones share it.
+    pub keys_file: Arc<ProviderKeysFile>,
     env: HashMap<String, String>,
 }
 
@@ -280,6 +286,16 @@ struct FileConfig {
     routes: toml::Table,
     #[serde(default)]
     cache: FileCache,
+    #[serde(default)]
+    keys: FileKeys,
+}
+
+/// `[keys]`: where provider keys come from besides the environment.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileKeys {
+    /// The provider keys file (relative to `plugins.toml`).
+    file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -442,7 +458,7 @@ impl Config {
         // Compared through `Debug`: every section derives it, and a new
         // field is covered without touching this list's comparisons.
         let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        let sections: [(&'static str, bool); 14] = [
+        let sections: [(&'static str, bool); 15] = [
             ("[server] host", differs(&self.host, &fresh.host)),
             ("[server] port", differs(&self.port, &fresh.port)),
             ("[server] max_body_bytes", differs(&self.max_body_bytes, &fresh.max_body_bytes)),
@@ -460,6 +476,7 @@ impl Config {
                 differs(&self.max_event_feeds_per_principal, &fresh.max_event_feeds_per_principal),
             ),
             ("[server] edge limits and timeouts", differs(&self.edge, &fresh.edge)),
+            ("[keys] file", differs(&self.keys_file.path(), &fresh.keys_file.path())),
         ];
         sections.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
     }
@@ -697,6 +714,9 @@ impl Config {
             max_event_feeds_per_principal,
             path: None,
             edge,
+            keys_file: Arc::new(ProviderKeysFile::new(
+                get("FREELLM_PROVIDER_KEYS_FILE").map(PathBuf::from).or(file.keys.file).map(|p| resolve(base_dir, &p)),
+            )),
             env,
         })
     }
@@ -708,6 +728,18 @@ impl Config {
             .get(key_env)
             .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default()
+    }
+
+    /// The keys of provider `id` whose key variable is `key_env`: the
+    /// environment's when the variable is set there, else the keys file's
+    /// entry for the variable, else its entry for the provider id.
+    pub fn provider_keys(&self, id: &str, key_env: &str) -> Vec<String> {
+        let from_env = self.keys_from(key_env);
+        if !from_env.is_empty() {
+            return from_env;
+        }
+        let file = self.keys_file.current();
+        file.get(key_env).or_else(|| file.get(id)).map(<[String]>::to_vec).unwrap_or_default()
     }
 }
 

@@ -1,5 +1,6 @@
-//! The `freellm` command line: `freellm serve [--config PATH]` and
-//! `freellm plugin check <component.wasm> [--fixtures DIR]`.
+//! The `freellm` command line: `freellm serve [--config PATH]`,
+//! `freellm plugin check <component.wasm> [--fixtures DIR]` and
+//! `freellm plugin new <name> [--openai-compatible]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,25 @@ enum PluginCommand {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
+    /// Write a new adapter crate (`<dir>/<name>`) that builds for
+    /// wasm32-wasip2 and passes `plugin check` as written: `src/lib.rs` on
+    /// the SDK, golden fixtures, and tests that run them natively.
+    New {
+        /// The adapter's name: its provider id and the crate's folder.
+        name: String,
+        /// Start from the SDK's OpenAI defaults (for a provider that serves
+        /// OpenAI's chat completions API) instead of an API of its own shape.
+        #[arg(long)]
+        openai_compatible: bool,
+        /// The folder to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK's folder (`sdk/` of a FreeLLM checkout) to depend on by
+        /// path. Default: the checkout the crate is created in, if any, else
+        /// `freellm-sdk` by version.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,7 +98,35 @@ fn main() -> ExitCode {
             print!("{}", result.text);
             if result.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
+        Command::Plugin { command: PluginCommand::New { name, openai_compatible, dir, sdk_path } } => {
+            new_adapter(freellm_runtime::scaffold::ScaffoldOptions { name, parent: dir, openai_compatible, sdk_path })
+        }
     }
+}
+
+fn new_adapter(options: freellm_runtime::scaffold::ScaffoldOptions) -> ExitCode {
+    use freellm_runtime::scaffold::{self, SdkSource};
+    let done = match scaffold::write(&options) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("freellm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("wrote {} ({})", done.dir.display(), done.package);
+    for file in &done.files {
+        println!("  {}", file.display());
+    }
+    match &done.sdk {
+        SdkSource::Path(path) => println!("freellm-sdk: the checkout's, by path ({path})"),
+        SdkSource::Version(v) => println!("freellm-sdk: version {v} (use --sdk-path to build against a checkout)"),
+    }
+    let dir = done.dir.display();
+    println!("\nnext:");
+    println!("  cd {dir} && cargo test");
+    println!("  cargo build --profile wasm --target wasm32-wasip2");
+    println!("  freellm plugin check target/{} --fixtures fixtures", done.component);
+    ExitCode::SUCCESS
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {

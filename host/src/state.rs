@@ -90,6 +90,8 @@ pub struct Gateway {
     pub drain: Drain,
     /// Keeps the virtual-keys file watcher alive.
     _watcher: Option<notify::RecommendedWatcher>,
+    /// Keeps the provider keys file watcher alive.
+    _keys_watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl Gateway {
@@ -147,6 +149,12 @@ impl Gateway {
         let store = Arc::new(Store::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
         crate::ops::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
 
+        // Read before the providers load, so they start with its keys; at
+        // start a broken file is an error to fix, not a silent key loss.
+        if let Some(path) = config.keys_file.path() {
+            let file = config.keys_file.reload().map_err(|e| anyhow::anyhow!("{e}"))?;
+            tracing::info!(file = %path.display(), entries = file.names().count(), "provider keys file read");
+        }
         let engine = PluginEngine::new()?;
         // An upload pins its provider across restarts, until the operator
         // reloads that provider from its file.
@@ -177,6 +185,7 @@ impl Gateway {
             .with_pins(pins),
         );
         plugins.watch();
+        let keys_watcher = plugins.watch_keys_file();
         crate::ops::persist::spawn_snapshots(&virtual_keys, &live, store.clone());
         Ok(Arc::new(Self {
             config,
@@ -200,6 +209,7 @@ impl Gateway {
             plugins,
             drain: Drain::default(),
             _watcher: watcher,
+            _keys_watcher: keys_watcher,
         }))
     }
 

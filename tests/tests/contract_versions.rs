@@ -220,7 +220,10 @@ fn a_failing_embedded_fixture_fails_plugin_check_with_its_name_and_difference() 
     let (ok, text) = check(&swap_variant("plain-wrong-fixture"));
     assert!(!ok, "{text}");
     assert!(text.contains("embedded fixtures\n"), "{text}");
-    assert!(text.contains("FAIL wrong-fixture: failure kind: expected transient, got key-invalid"), "{text}");
+    assert!(
+        text.contains("FAIL wrong-fixture: classify-failure: failure kind: expected transient, got key-invalid"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

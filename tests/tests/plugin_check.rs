@@ -91,7 +91,9 @@ fn a_wrong_fixture_fails_with_the_first_difference() {
     let (ok, text) = check(&component_path("freellm-provider-groq"), Some(broken.path()), &[]);
     assert!(!ok, "{text}");
     assert!(
-        text.contains("FAIL zz-deliberately-wrong: body $.logit_bias: expected {\"50256\":-100}, got (missing)"),
+        text.contains(
+            "FAIL zz-deliberately-wrong: map-request: body $.logit_bias: expected {\"50256\":-100}, got (missing)"
+        ),
         "{text}"
     );
     assert!(text.contains("result: FAILED (") && text.contains(" 1 failed)"), "{text}");

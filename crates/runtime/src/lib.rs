@@ -14,6 +14,7 @@ pub mod check;
 pub mod engine;
 pub mod loader;
 pub mod sandbox;
+pub mod scaffold;
 
 pub use adapter::{Adapter, AdapterFault, StreamSession};
 pub use bindings::{ContractVersion, types};

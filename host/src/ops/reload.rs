@@ -900,6 +900,84 @@ impl Reloader {
     }
 }
 
+impl Reloader {
+    /// Re-reads the provider keys file and rebuilds the slot of each
+    /// provider whose keys changed ([`registry::rekeyed`]: keys kept keep
+    /// their windows and cooldowns). A file that cannot be read or does not
+    /// parse changes nothing; the error is logged. Returns the providers
+    /// whose keys changed.
+    pub async fn reload_keys(&self) -> Result<Vec<String>, String> {
+        let gw = &self.handles;
+        let _serial = self.lock.lock().await;
+        let file = gw.config.keys_file.clone();
+        let read = tokio::task::spawn_blocking(move || file.reload()).await.map_err(|e| e.to_string())?;
+        let fresh = read.map_err(|e| {
+            // The message names a position or an entry, never a key.
+            let message = crate::redact::redact(&e.to_string()).into_owned();
+            tracing::error!(error = %message, "keys file rejected; the providers keep their keys");
+            self.note(format!("keys file rejected: {message}"));
+            message
+        })?;
+        let current = gw.registry();
+        let mut changed = Vec::new();
+        let providers = current
+            .providers
+            .iter()
+            .map(|entry| match registry::rekeyed(&gw.config, entry) {
+                Some(slot) => {
+                    changed.push(entry.id.to_string());
+                    Arc::new(slot)
+                }
+                None => entry.clone(),
+            })
+            .collect();
+        if !changed.is_empty() {
+            gw.swap(&Arc::new(Registry { providers }), None);
+        }
+        let names = fresh.names().collect::<Vec<_>>().join(", ");
+        tracing::info!(entries = %names, rekeyed = %changed.join(", "), "keys file read");
+        self.note(format!("keys file read ({names}); new keys for: {}", changed.join(", ")));
+        Ok(changed)
+    }
+
+    /// Watches the provider keys file (its directory, so atomic replaces and
+    /// a file created later are seen) and re-reads it on change. The
+    /// watcher lives as long as the returned handle.
+    pub fn watch_keys_file(self: &Arc<Self>) -> Option<notify::RecommendedWatcher> {
+        use notify::{RecursiveMode, Watcher};
+        let path = self.handles.config.keys_file.path()?.to_path_buf();
+        let names: HashSet<OsString> = path.file_name().map(OsString::from).into_iter().collect();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher = match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok_and(|e| concerns(&e, &names)) {
+                let _ = tx.send(());
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the keys file; its changes apply at the next start");
+                return None;
+            }
+        };
+        let dir = parent(&path);
+        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot watch the keys file's directory");
+            return None;
+        }
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+                let Some(reloader) = weak.upgrade() else { break };
+                // A refused file was logged; the old keys stay.
+                let _ = reloader.reload_keys().await;
+            }
+        });
+        Some(watcher)
+    }
+}
+
 /// Whether a file event may change what is loaded: a change (not a read) to
 /// a watched file name, or to a `..`-prefixed entry (Kubernetes swaps a
 /// mounted ConfigMap by renaming its `..data` link, and the files in it are

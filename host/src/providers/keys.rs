@@ -280,6 +280,11 @@ impl KeyRing {
         (until > now).then(|| Duration::from_millis(until - now))
     }
 
+    /// Whether the ring holds exactly `secrets`, in that order.
+    pub fn holds(&self, secrets: &[String]) -> bool {
+        self.keys.len() == secrets.len() && self.keys.iter().zip(secrets).all(|(k, s)| k.secret.as_ref() == Some(s))
+    }
+
     /// A stable, non-secret name for key `index` of provider `provider`, used
     /// by the persistent store: `<provider>#<first 16 hex of SHA-256(key)>`.
     pub fn store_id(&self, provider: &str, index: usize) -> Option<String> {

@@ -125,13 +125,7 @@ impl ProviderEntry {
         if info.is_some_and(|i| matches!(i.auth, AuthPlacement::None)) {
             return None;
         }
-        Some(
-            self.config
-                .key_env
-                .clone()
-                .or_else(|| info.and_then(|i| i.key_env.clone()))
-                .unwrap_or_else(|| format!("{}_API_KEY", self.id.to_ascii_uppercase().replace('-', "_"))),
-        )
+        Some(key_env(&self.config, info.and_then(|i| i.key_env.as_deref())))
     }
 
     /// The adapter, when the provider is enabled and loaded.
@@ -292,14 +286,8 @@ pub fn assemble(
 ) -> ProviderEntry {
     let info = &adapter.info;
     let needs_key = !matches!(info.auth, AuthPlacement::None);
-    // The key variable: plugins.toml, else what the adapter declares, else
-    // `<ID>_API_KEY`.
-    let key_env = pc
-        .key_env
-        .clone()
-        .or_else(|| info.key_env.clone())
-        .unwrap_or_else(|| format!("{}_API_KEY", pc.id.to_ascii_uppercase().replace('-', "_")));
-    let secrets = if needs_key { config.keys_from(&key_env) } else { Vec::new() };
+    let key_env = key_env(pc, info.key_env.as_deref());
+    let secrets = if needs_key { config.provider_keys(&pc.id, &key_env) } else { Vec::new() };
     crate::redact::set_secrets(&format!("provider:{}", pc.id), &secrets);
     // A keyless provider (a local server) is enabled only when the operator
     // says where it is: `base_url` in plugins.toml or `<ID>_BASE_URL`, or a
@@ -307,6 +295,8 @@ pub fn assemble(
     let base_url_given = pc.base_url.is_some() || pc.settings.iter().any(|(k, _)| k == "base_url");
     let (enabled, note) = if !pc.enabled {
         (false, Some("disabled in plugins.toml".to_owned()))
+    } else if needs_key && secrets.is_empty() && config.keys_file.path().is_some() {
+        (false, Some(format!("no API key: set {key_env} or add it to the keys file")))
     } else if needs_key && secrets.is_empty() {
         (false, Some(format!("no API key: set {key_env}")))
     } else if !needs_key && !base_url_given {
@@ -346,6 +336,40 @@ pub fn assemble(
     }
 }
 
+/// The key variable of a slot: plugins.toml's `key_env`, else what the
+/// adapter declares, else `<ID>_API_KEY`.
+fn key_env(pc: &ProviderConfig, declared: Option<&str>) -> String {
+    pc.key_env
+        .clone()
+        .or_else(|| declared.map(str::to_owned))
+        .unwrap_or_else(|| format!("{}_API_KEY", pc.id.to_ascii_uppercase().replace('-', "_")))
+}
+
+/// The slot `entry` rebuilt with the keys its configuration gives now
+/// (the environment, then the keys file), or `None` when they are the keys
+/// it has. Keys kept keep their windows and cooldowns; the adapter version,
+/// canary, breaker and counters carry over.
+pub fn rekeyed(config: &Config, entry: &ProviderEntry) -> Option<ProviderEntry> {
+    let Some(adapter) = &entry.adapter else {
+        // A slot that failed to load only needs its keys redacted.
+        crate::redact::set_secrets(
+            &format!("provider:{}", entry.id),
+            config.provider_keys(&entry.id, &key_env(&entry.config, None)),
+        );
+        return None;
+    };
+    if matches!(adapter.info.auth, AuthPlacement::None) {
+        return None;
+    }
+    let secrets = config.provider_keys(&entry.id, &key_env(&entry.config, adapter.info.key_env.as_deref()));
+    if entry.keys.holds(&secrets) {
+        return None;
+    }
+    let mut slot = assemble(config, &entry.config, adapter.clone(), Some(entry), None);
+    slot.canary = entry.canary.clone();
+    Some(slot)
+}
+
 /// Declared limits with the operator's override applied: an override
 /// wins, and 0 there means unlimited.
 fn effective_limits(declared: &RateLimits, o: LimitsOverride) -> Limits {
@@ -374,10 +398,10 @@ impl Rings<'_> {
     /// keys are unchanged, else a new one that takes over the previous
     /// one's windows and cooldowns (or, at start-up, the stored ones).
     fn build(&self, scope: &str, limits: Limits, previous: Option<(&impl AsRef<str>, &Arc<KeyRing>)>) -> Arc<KeyRing> {
-        let key_count = if self.needs_key { self.secrets.len() } else { 1 };
+        let same_keys = |p: &KeyRing| if self.needs_key { p.holds(self.secrets) } else { p.len() == 1 };
         if let Some((_, p)) = previous
             && *p.limits() == limits
-            && p.len() == key_count
+            && same_keys(&**p)
             && !p.is_empty()
         {
             return p.clone();
@@ -404,9 +428,7 @@ pub fn failed_slot(
 ) -> ProviderEntry {
     // The slot is down, but its keys are configured and an error about it
     // may still quote them.
-    let key_env =
-        pc.key_env.clone().unwrap_or_else(|| format!("{}_API_KEY", pc.id.to_ascii_uppercase().replace('-', "_")));
-    crate::redact::set_secrets(&format!("provider:{}", pc.id), config.keys_from(&key_env));
+    crate::redact::set_secrets(&format!("provider:{}", pc.id), config.provider_keys(&pc.id, &key_env(pc, None)));
     ProviderEntry {
         id: Arc::from(pc.id.as_str()),
         adapter: None,
