@@ -571,14 +571,14 @@ fn exhausted(req: &RouteRequest<'_>, memory: &Memory, message: String) -> Routin
 
 /// When the first provider of `route` can take a request again.
 fn route_eta(registry: &Registry, route: &crate::routing::router::Route, now: Instant) -> Option<Duration> {
-    use crate::routing::router::Target;
+    use crate::routing::router::{Target, current_targets};
     let mut best: Option<Duration> = None;
     let mut consider = |p: &ProviderEntry| {
         if let Some(d) = p.available_in(now) {
             best = Some(best.map_or(d, |b| b.min(d)));
         }
     };
-    for t in &route.targets {
+    for t in &current_targets(registry, route) {
         match t {
             Target::AllProviders => registry.enabled().for_each(|p| consider(p)),
             Target::Provider { id, .. } => {

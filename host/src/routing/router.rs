@@ -400,6 +400,15 @@ fn route_plan(registry: &Registry, resolved: &Resolved<'_>, req: &PlanRequest<'_
 
 /// A meta-model's targets now: one model of each enabled provider, as its
 /// adapter declares them, in the operator's priority order.
+/// A route's targets as they stand now: a meta-model's picked from what
+/// the registry's adapters declare, any other route's as configured.
+pub fn current_targets(registry: &Registry, route: &Route) -> Vec<Target> {
+    match &route.meta {
+        Some((pick, priority)) => meta_targets(registry, *pick, priority, &Needs::default(), &mut Vec::new()),
+        None => route.targets.clone(),
+    }
+}
+
 fn meta_targets(
     registry: &Registry,
     pick: MetaPick,
