@@ -401,7 +401,7 @@ impl Rings<'_> {
         let same_keys = |p: &KeyRing| if self.needs_key { p.holds(self.secrets) } else { p.len() == 1 };
         if let Some((_, p)) = previous
             && *p.limits() == limits
-            && same_keys(&**p)
+            && same_keys(p)
             && !p.is_empty()
         {
             return p.clone();
