@@ -83,29 +83,10 @@ impl KeysFile {
     /// Parses a keys file's text (`json`: JSON, else TOML). The error names
     /// a position or an entry, never a value of the file.
     pub fn parse(text: &str, json: bool) -> Result<Self, String> {
-        let entries: Vec<(String, Result<Vec<String>, ()>)> = if json {
-            let value: serde_json::Value = serde_json::from_str(text)
-                .map_err(|e| format!("invalid JSON at line {} column {}", e.line(), e.column()))?;
-            let serde_json::Value::Object(map) = value else {
-                return Err("expected an object of names to keys".to_owned());
-            };
-            map.into_iter()
-                .map(|(name, value)| {
-                    let keys = match value {
-                        serde_json::Value::String(s) => Ok(split(&s)),
-                        serde_json::Value::Array(items) => items
-                            .into_iter()
-                            .map(|i| match i {
-                                serde_json::Value::String(s) => Ok(s),
-                                _ => Err(()),
-                            })
-                            .collect::<Result<Vec<_>, ()>>()
-                            .map(tidy),
-                        _ => Err(()),
-                    };
-                    (name, keys)
-                })
-                .collect()
+        // Both formats become one JSON value, so one mapping reads them.
+        let value: serde_json::Value = if json {
+            serde_json::from_str(text)
+                .map_err(|e| format!("invalid JSON at line {} column {}", e.line(), e.column()))?
         } else {
             let table: toml::Table = toml::from_str(text).map_err(|e| {
                 // `Display` would quote the offending line, keys included.
@@ -115,25 +96,28 @@ impl KeysFile {
                     None => format!("invalid TOML: {}", e.message()),
                 }
             })?;
-            table
-                .into_iter()
-                .map(|(name, value)| {
-                    let keys = match value {
-                        toml::Value::String(s) => Ok(split(&s)),
-                        toml::Value::Array(items) => items
-                            .into_iter()
-                            .map(|i| match i {
-                                toml::Value::String(s) => Ok(s),
-                                _ => Err(()),
-                            })
-                            .collect::<Result<Vec<_>, ()>>()
-                            .map(tidy),
-                        _ => Err(()),
-                    };
-                    (name, keys)
-                })
-                .collect()
+            // A TOML table is always representable as JSON (dates become
+            // strings, which the mapping below refuses as keys lists anyway).
+            serde_json::to_value(table).map_err(|_| "the keys file holds values JSON cannot represent".to_owned())?
         };
+        let serde_json::Value::Object(map) = value else {
+            return Err("expected an object of names to keys".to_owned());
+        };
+        let entries = map.into_iter().map(|(name, value)| {
+            let keys = match value {
+                serde_json::Value::String(s) => Ok(split(&s)),
+                serde_json::Value::Array(items) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        serde_json::Value::String(s) => Ok(s),
+                        _ => Err(()),
+                    })
+                    .collect::<Result<Vec<_>, ()>>()
+                    .map(tidy),
+                _ => Err(()),
+            };
+            (name, keys)
+        });
         let mut out = BTreeMap::new();
         for (name, keys) in entries {
             let keys = keys.map_err(|()| format!("entry {name:?}: expected a string or a list of strings"))?;
