@@ -1,6 +1,7 @@
 //! Parsing and validation of the adapter's settings (see the crate docs for
 //! the contract). Every error message names the offending setting.
 
+use freellm_sdk::settings::SettingsReader;
 use freellm_sdk::{
     AdapterInfo, AuthPlacement, Capabilities, ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, Settings,
     StreamFraming, WireFormat,
@@ -116,7 +117,7 @@ impl RequestConfig {
 
 /// Validates every setting and describes the provider.
 pub fn describe(settings: &Settings) -> Result<AdapterInfo, String> {
-    check_keys(settings)?;
+    SettingsReader::new(settings).only(KEYS)?;
     let id = parse_id(required(settings, "id")?)?;
     let request = RequestConfig::from_settings(settings)?;
     let display_name = match get(settings, "display_name") {
@@ -126,7 +127,8 @@ pub fn describe(settings: &Settings) -> Result<AdapterInfo, String> {
         Some(name) => name.to_owned(),
         None => id.clone(),
     };
-    let base_url = parse_url("base_url", required(settings, "base_url")?)?;
+    required(settings, "base_url")?;
+    let base_url = SettingsReader::new(settings).url("base_url")?.unwrap_or_default();
     let auth = parse_auth(get(settings, "auth"))?;
     let key_env = parse_key_env(get(settings, "key_env"), &auth, &id)?;
     let models = parse_models(required(settings, "models")?)?;
@@ -166,51 +168,18 @@ pub fn describe(settings: &Settings) -> Result<AdapterInfo, String> {
 /// A setting's value, trimmed; `None` when absent or blank (a blank value
 /// means "use the default", as an unset environment override would).
 fn get<'a>(settings: &'a Settings, key: &str) -> Option<&'a str> {
-    freellm_sdk::setting(settings, key).map(str::trim).filter(|v| !v.is_empty())
+    SettingsReader::new(settings).string(key)
 }
 
 fn required<'a>(settings: &'a Settings, key: &str) -> Result<&'a str, String> {
-    get(settings, key).ok_or_else(|| {
+    SettingsReader::new(settings).required(key).map_err(|e| {
         let hint = if key == "id" { " (the host passes the provider's slot name)" } else { "" };
-        format!("setting `{key}` is required{hint}")
+        format!("{e}{hint}")
     })
 }
 
 fn bad(key: &str, why: &str) -> String {
     format!("setting `{key}`: {why}")
-}
-
-fn check_keys(settings: &Settings) -> Result<(), String> {
-    for (key, _) in settings {
-        if KEYS.contains(&key.as_str()) {
-            continue;
-        }
-        let suggestion = KEYS
-            .iter()
-            .map(|k| (edit_distance(k, key), *k))
-            .filter(|(d, _)| *d <= 2)
-            .min()
-            .map(|(_, k)| format!(" (did you mean `{k}`?)"))
-            .unwrap_or_default();
-        return Err(format!("unknown setting `{key}`{suggestion}; valid settings: {}", KEYS.join(", ")));
-    }
-    Ok(())
-}
-
-/// Levenshtein distance, for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != *cb)).min(above + 1).min(row[j] + 1);
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 fn parse_id(id: &str) -> Result<String, String> {
@@ -220,22 +189,6 @@ fn parse_id(id: &str) -> Result<String, String> {
     } else {
         Err(bad("id", &format!("\"{id}\" must use only lowercase a-z, 0-9, '-' and '_'")))
     }
-}
-
-/// An http(s) URL without query, fragment or whitespace; trailing `/`
-/// removed.
-fn parse_url(key: &str, url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| bad(key, &format!("must start with http:// or https://, got \"{url}\"")))?;
-    if rest.split('/').next().is_none_or(str::is_empty) {
-        return Err(bad(key, &format!("\"{url}\" has no host")));
-    }
-    if url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#') {
-        return Err(bad(key, &format!("\"{url}\" must not contain spaces, a query or a fragment")));
-    }
-    Ok(url.trim_end_matches('/').to_owned())
 }
 
 fn parse_path(path: Option<&str>) -> Result<String, String> {
@@ -404,10 +357,7 @@ fn parse_privacy(settings: &Settings, base_url: &str) -> Result<PrivacyInfo, Str
             }
         },
     };
-    let source_url = match get(settings, "privacy_source") {
-        Some(url) => parse_url("privacy_source", url)?,
-        None => base_url.to_owned(),
-    };
+    let source_url = SettingsReader::new(settings).url("privacy_source")?.unwrap_or_else(|| base_url.to_owned());
     let last_verified = match get(settings, "privacy_verified") {
         None => UNVERIFIED.to_owned(),
         Some(v) if v.eq_ignore_ascii_case(UNVERIFIED) => UNVERIFIED.to_owned(),
@@ -472,11 +422,7 @@ fn parse_limit(settings: &Settings, key: &str) -> Result<Option<u32>, String> {
 }
 
 fn parse_bool(settings: &Settings, key: &str) -> Result<bool, String> {
-    match get(settings, key).map(str::to_ascii_lowercase).as_deref() {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(_) => Err(bad(key, "must be true or false")),
-    }
+    Ok(SettingsReader::new(settings).bool(key)?.unwrap_or(false))
 }
 
 fn parse_drop_fields(list: Option<&str>) -> Result<Vec<String>, String> {
