@@ -19,6 +19,7 @@
 //! declared per-key limits go last), `round_robin` or `random`. The
 //! failover loop in [`crate::routing::failover`] walks the plan.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -48,6 +49,11 @@ pub enum Target {
 
 impl Target {
     /// The target with its model's placeholders filled in for one request.
+    /// Whether the target's model holds a placeholder to fill.
+    fn has_placeholder(&self) -> bool {
+        matches!(self, Self::Provider { model: Some(m), .. } if m.contains('{'))
+    }
+
     fn fill(&self, requested: &str, captures: &[&str]) -> Self {
         match self {
             Self::Provider { id, model: Some(m) } if m.contains('{') => {
@@ -198,15 +204,22 @@ impl RouteTable {
 pub struct Resolved<'t> {
     /// The route.
     pub route: &'t Route,
-    /// Its targets with `{model}` and `{N}` filled in.
-    pub targets: Vec<Target>,
+    /// Its targets with `{model}` and `{N}` filled in (the route's own,
+    /// borrowed, when none has a placeholder: no copy per request).
+    pub targets: Cow<'t, [Target]>,
     /// Its context fallbacks, filled in the same way.
-    pub context_fallbacks: Vec<Target>,
+    pub context_fallbacks: Cow<'t, [Target]>,
 }
 
 impl<'t> Resolved<'t> {
     fn of(route: &'t Route, requested: &str, captures: &[&str]) -> Self {
-        let fill = |targets: &[Target]| targets.iter().map(|t| t.fill(requested, captures)).collect();
+        let fill = |targets: &'t [Target]| -> Cow<'t, [Target]> {
+            if targets.iter().any(Target::has_placeholder) {
+                Cow::Owned(targets.iter().map(|t| t.fill(requested, captures)).collect())
+            } else {
+                Cow::Borrowed(targets)
+            }
+        };
         Self { route, targets: fill(&route.targets), context_fallbacks: fill(&route.context_fallbacks) }
     }
 }
@@ -634,7 +647,7 @@ mod tests {
     }
 
     fn resolved(table: &RouteTable, model: &str) -> Option<(String, Vec<Target>, Vec<Target>)> {
-        table.resolve(model).map(|r| (r.route.name.clone(), r.targets, r.context_fallbacks))
+        table.resolve(model).map(|r| (r.route.name.clone(), r.targets.into_owned(), r.context_fallbacks.into_owned()))
     }
 
     fn lab(model: &str) -> Target {
