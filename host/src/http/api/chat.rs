@@ -80,7 +80,7 @@ pub async fn chat_completions(
         model: &model,
         needs,
         strategy: live.strategy,
-        retries: gw.config.routing.transient_retries,
+        retries: live.routing.retries,
         strict,
     };
     let plan = match router::plan(&registry, &routes, &plan_request) {
@@ -123,6 +123,7 @@ pub async fn chat_completions(
         estimated_tokens: needs.estimated_tokens,
         registry: registry.clone(),
         routes: &routes,
+        routing: &live.routing,
         ticket: std::sync::Mutex::new(ticket),
         upstream_time: Default::default(),
     };
