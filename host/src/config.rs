@@ -1186,12 +1186,22 @@ fn routing_config(
             true,
         )?,
         max_retry_after_wait: ms(
-            setting(env, "ROUTE_MAX_RETRY_AFTER_WAIT_MS", "[routing] max_retry_after_wait_ms", r.max_retry_after_wait_ms)?,
+            setting(
+                env,
+                "ROUTE_MAX_RETRY_AFTER_WAIT_MS",
+                "[routing] max_retry_after_wait_ms",
+                r.max_retry_after_wait_ms,
+            )?,
             d.max_retry_after_wait,
             false,
         )?,
         first_token_timeout: ms(
-            setting(env, "STREAM_FIRST_TOKEN_TIMEOUT_MS", "[routing] first_token_timeout_ms", r.first_token_timeout_ms)?,
+            setting(
+                env,
+                "STREAM_FIRST_TOKEN_TIMEOUT_MS",
+                "[routing] first_token_timeout_ms",
+                r.first_token_timeout_ms,
+            )?,
             d.first_token_timeout,
             true,
         )?,
@@ -1217,17 +1227,20 @@ fn cache_config(c: &FileCache, env: &HashMap<String, String>) -> Result<CacheCon
         max_entries: setting(env, "CACHE_MAX_ENTRIES", "[cache] max_entries", c.max_entries)?
             .map_or(d.max_entries, |n| n.value),
         scope: match setting::<String>(env, "CACHE_SCOPE", "[cache] scope", c.scope.clone())? {
-            Some(n) => n
-                .value
-                .parse::<CacheScope>()
-                .map_err(|message| ConfigError::Invalid { name: n.name, message })?,
+            Some(n) => {
+                n.value.parse::<CacheScope>().map_err(|message| ConfigError::Invalid { name: n.name, message })?
+            }
             None => d.scope,
         },
     })
 }
 
 /// `[limits]` and `[cors]`, env wins.
-fn clients_config(l: &FileClientLimits, c: &FileCors, env: &HashMap<String, String>) -> Result<ClientsConfig, ConfigError> {
+fn clients_config(
+    l: &FileClientLimits,
+    c: &FileCors,
+    env: &HashMap<String, String>,
+) -> Result<ClientsConfig, ConfigError> {
     let d = ClientsConfig::default();
     let invalid_limit = |name: &str, e: freellm_limits::identifier::InvalidLimit| ConfigError::Invalid {
         name: name.into(),
@@ -1241,9 +1254,9 @@ fn clients_config(l: &FileClientLimits, c: &FileCors, env: &HashMap<String, Stri
         (None, Some(FileIdentifierLimit::Text(text))) => {
             Some(IdentifierLimit::parse(text).map_err(|e| invalid_limit(LIMIT_KEY, e))?)
         }
-        (None, Some(FileIdentifierLimit::Table { max, window_ms })) => Some(
-            IdentifierLimit::parse(&format!("{max}/{window_ms}")).map_err(|e| invalid_limit(LIMIT_KEY, e))?,
-        ),
+        (None, Some(FileIdentifierLimit::Table { max, window_ms })) => {
+            Some(IdentifierLimit::parse(&format!("{max}/{window_ms}")).map_err(|e| invalid_limit(LIMIT_KEY, e))?)
+        }
         (None, None) => None,
     };
     let per_ip_rpm = match setting(env, "RATE_LIMIT_RPM", "[limits] per_ip_rpm", l.per_ip_rpm)? {
@@ -1259,9 +1272,7 @@ fn clients_config(l: &FileClientLimits, c: &FileCors, env: &HashMap<String, Stri
         Some(text) => Some(text.split(',').map(str::to_owned).collect::<Vec<_>>()),
         None => c.allowed_origins.clone(),
     }
-    .map(|list| {
-        list.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
-    });
+    .map(|list| list.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect());
     Ok(ClientsConfig {
         identifier_limit,
         identifier_max_buckets: setting(

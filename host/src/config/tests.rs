@@ -244,7 +244,8 @@ fn the_cache_is_set_in_the_file_the_environment_wins_and_a_bad_value_names_its_k
 #[test]
 fn the_breaker_is_set_in_the_file_the_environment_wins_and_a_bad_value_names_its_key() {
     assert_eq!(load(TWO, &[]).unwrap().routing.breaker, BreakerConfig::default());
-    let file = "[breaker]\nfailure_threshold = 5\nsuccess_threshold = 1\nopen_timeout_ms = 1000\nmax_open_timeout_ms = 8000\n";
+    let file =
+        "[breaker]\nfailure_threshold = 5\nsuccess_threshold = 1\nopen_timeout_ms = 1000\nmax_open_timeout_ms = 8000\n";
     let b = load(file, &[]).unwrap().routing.breaker;
     assert_eq!(
         (b.failure_threshold, b.success_threshold, b.open_timeout, b.max_open_timeout),
@@ -261,7 +262,8 @@ fn the_breaker_is_set_in_the_file_the_environment_wins_and_a_bad_value_names_its
 #[test]
 fn client_limits_are_set_in_the_file_the_environment_wins_and_a_bad_value_names_its_key() {
     assert_eq!(load(TWO, &[]).unwrap().clients, ClientsConfig::default());
-    let file = "[limits]\nidentifier_limit = \"5/2000\"\nidentifier_max_buckets = 50\nper_ip_rpm = 30\ntrust_proxy = true\n";
+    let file =
+        "[limits]\nidentifier_limit = \"5/2000\"\nidentifier_max_buckets = 50\nper_ip_rpm = 30\ntrust_proxy = true\n";
     let c = load(file, &[]).unwrap().clients;
     assert_eq!(c.identifier_limit, Some(IdentifierLimit { max: 5, window_ms: 2000 }));
     assert_eq!((c.identifier_max_buckets, c.per_ip_rpm, c.trust_proxy), (50, Some(30), true));
@@ -292,7 +294,10 @@ fn client_limits_are_set_in_the_file_the_environment_wins_and_a_bad_value_names_
 fn cors_origins_are_set_in_the_file_and_the_environment_wins() {
     let file = "[cors]\nallowed_origins = [\"https://app.example/\", \" https://b.example\"]\n";
     let c = load(file, &[]).unwrap().clients;
-    assert_eq!(c.allowed_origins.as_deref(), Some(&["https://app.example".to_owned(), "https://b.example".to_owned()][..]));
+    assert_eq!(
+        c.allowed_origins.as_deref(),
+        Some(&["https://app.example".to_owned(), "https://b.example".to_owned()][..])
+    );
     let e = load(file, &[("ALLOWED_ORIGINS", "*")]).unwrap().clients;
     assert_eq!(e.allowed_origins, Some(vec!["*".to_owned()]));
     refused_naming("[cors]\norigins = []\n", &[], "origins");

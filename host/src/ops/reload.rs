@@ -324,8 +324,11 @@ impl ReloadHandles {
             return applied;
         }
         let routing = if routing_changes.is_empty() { live.routing.clone() } else { Arc::new(fresh.routing.clone()) };
-        let clients =
-            if client_changes.is_empty() { live.clients.clone() } else { Arc::new(live.clients.updated(&fresh.clients)) };
+        let clients = if client_changes.is_empty() {
+            live.clients.clone()
+        } else {
+            Arc::new(live.clients.updated(&fresh.clients))
+        };
         self.live.rcu(|now| Live { routing: routing.clone(), clients: clients.clone(), ..Live::clone(now) });
         applied
     }

@@ -436,7 +436,10 @@ fn timeout_retries_wait_the_backoff_and_never_apply_to_a_strict_request() {
     let c = Context { retries: Retries { timeout: 1, ..Retries::default() }, ..ctx() };
     assert_eq!(decide(AttemptFailure::Silent, &c).action, Action::RetryTarget { after: ms(100) });
     let s = Context { strict: true, ..c };
-    assert_eq!(decide(AttemptFailure::Silent, &s), Decision::new(Action::Stop, Health::Neutral, KeyEffect::Keep, Blame::Failure));
+    assert_eq!(
+        decide(AttemptFailure::Silent, &s),
+        Decision::new(Action::Stop, Health::Neutral, KeyEffect::Keep, Blame::Failure)
+    );
 }
 
 #[test]

@@ -26,8 +26,8 @@ use serde_json::Value;
 
 use crate::config::RouteConfig;
 use crate::providers::{ProviderEntry, Registry};
-use crate::routing::error::RoutingError;
 use crate::routing::decide::Retries;
+use crate::routing::error::RoutingError;
 use crate::routing::meta::{self, META_MODELS, MetaOrder, MetaPick};
 use crate::routing::pattern::{fill_placeholders, glob_match, is_glob};
 pub use crate::routing::strategy::Strategy;

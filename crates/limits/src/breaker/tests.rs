@@ -447,7 +447,11 @@ fn a_retuned_threshold_applies_to_the_next_failure_and_keeps_the_counts() {
 fn a_retuned_open_period_applies_from_the_next_trip() {
     let t0 = Instant::now();
     let b = tripped(t0);
-    b.retune(BreakerConfig { open_timeout: Duration::from_secs(1), max_open_timeout: Duration::from_secs(1), ..fixed() });
+    b.retune(BreakerConfig {
+        open_timeout: Duration::from_secs(1),
+        max_open_timeout: Duration::from_secs(1),
+        ..fixed()
+    });
     assert_eq!(b.snapshot(t0 + Duration::from_secs(2)).state, BreakerState::Open, "the running period ends as set");
     b.retune(BreakerConfig { failure_threshold: 0, ..fixed() });
     assert_eq!(b.config().failure_threshold, 1, "normalized like a new breaker");

@@ -76,13 +76,8 @@ pub async fn chat_completions(
     {
         return Ok(cache_hit(&gw, &request_id.0, &model, started, &hit, ticket));
     }
-    let plan_request = PlanRequest {
-        model: &model,
-        needs,
-        strategy: live.strategy,
-        retries: live.routing.retries,
-        strict,
-    };
+    let plan_request =
+        PlanRequest { model: &model, needs, strategy: live.strategy, retries: live.routing.retries, strict };
     let plan = match router::plan(&registry, &routes, &plan_request) {
         Ok(plan) => plan,
         Err(e) => {
