@@ -4,7 +4,11 @@
 //! The environment wins over the file: `PORT`, `HOST`, `FREELLM_*`, the
 //! per-attempt timeouts, `<ID>_BASE_URL` per provider and each provider's key
 //! variable (`GROQ_API_KEY=k1,k2`, ...). A provider without keys is disabled,
-//! not an error.
+//! not an error. Every setting but the secrets (master, admin and
+//! browser-token keys, provider keys) has a file key; `docs/configuration.md`
+//! lists them with their variables, defaults and whether a reload applies
+//! them. A bad value is refused naming where it was set: the variable, or
+//! the file key (`[cache] ttl_ms`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -17,9 +21,11 @@ use serde::Deserialize;
 use crate::http::hosts::AllowedHosts;
 use crate::providers::keys_file::ProviderKeysFile;
 use crate::routing::cache::{CacheConfig, CacheScope};
+use crate::routing::decide::Retries;
 use crate::routing::meta::{self, MetaOrder};
 use crate::routing::strategy::Strategy;
 use freellm_limits::breaker::BreakerConfig;
+use freellm_limits::identifier::IdentifierLimit;
 use freellm_runtime::SandboxLimits;
 
 /// Largest component accepted by upload unless `FREELLM_MAX_UPLOAD_BYTES` says otherwise.
@@ -62,7 +68,11 @@ pub struct Config {
     pub upstream_ca_file: Option<PathBuf>,
     /// Providers in registry order (the order of the file).
     pub providers: Vec<ProviderConfig>,
-    /// Routing policy: strategy, retries, breakers.
+    /// The strategy at start (`[routing] strategy`, `ROUTING_STRATEGY`:
+    /// `quota_aware`, `round_robin`, `random`); switchable at runtime with
+    /// `PATCH /v1/status/routing`.
+    pub strategy: Strategy,
+    /// Routing policy: retries, waits, breakers, canaries (applied live).
     pub routing: RoutingConfig,
     /// User-defined routes (`[routes.<name>]`), in file order; a route named
     /// like a built-in meta-model replaces it.
@@ -70,10 +80,14 @@ pub struct Config {
     /// Provider priority of the meta-models (`[routing] order`,
     /// `[routing.order_by_meta]`); applied live, like the routes.
     pub meta_order: MetaOrder,
-    /// Response cache (`CACHE_ENABLED`, `CACHE_TTL_MS`, `CACHE_MAX_ENTRIES`).
+    /// Response cache (`[cache]`; `CACHE_ENABLED`, `CACHE_TTL_MS`,
+    /// `CACHE_MAX_ENTRIES`, `CACHE_SCOPE`).
     pub cache: CacheConfig,
-    /// Credentials and per-client limits.
+    /// Credentials (environment only).
     pub security: SecurityConfig,
+    /// What the edge applies to each client: CORS origins, per-IP and
+    /// per-identifier limits, trusting `X-Forwarded-For` (applied live).
+    pub clients: ClientsConfig,
     /// `Host` headers the gateway answers (`[server] allowed_hosts`,
     /// `FREELLM_ALLOWED_HOSTS`): a page on another name that resolves to
     /// this gateway (DNS rebinding) is refused. Default: the loopback names
@@ -135,8 +149,7 @@ impl Default for EdgeConfig {
     }
 }
 
-/// Credentials, client limits and CORS (environment only: secrets never
-/// live in `plugins.toml`).
+/// Credentials (environment only: secrets never live in `plugins.toml`).
 #[derive(Debug, Clone, Default)]
 pub struct SecurityConfig {
     /// `FREELLM_API_KEY`: the master key.
@@ -147,29 +160,69 @@ pub struct SecurityConfig {
     pub virtual_keys_path: Option<PathBuf>,
     /// `FREELLM_TOKEN_SECRET`: enables browser tokens (≥ 32 bytes).
     pub token_secret: Option<String>,
-    /// `FREELLM_IDENTIFIER_LIMIT` (`<max>/<windowMs>`, e.g. `60/60000`);
-    /// unset = no per-identifier limit.
-    pub identifier_limit: Option<String>,
-    /// `FREELLM_IDENTIFIER_MAX_BUCKETS` (10000).
-    pub identifier_max_buckets: usize,
-    /// `RATE_LIMIT_RPM`: requests per minute per client IP (none by default).
-    pub rate_limit_rpm: Option<u32>,
-    /// `ALLOWED_ORIGINS`: comma list, or `*`; default `*` only when no
-    /// credential is configured.
-    pub allowed_origins: Option<Vec<String>>,
-    /// `TRUST_PROXY=1`: take the client IP from the last `X-Forwarded-For` hop.
-    pub trust_proxy: bool,
 }
 
-/// How requests are spread and retried (`[routing]`, env wins).
-#[derive(Debug, Clone)]
+/// Per-client settings of the edge (`[limits]`, `[cors]`; env wins). A
+/// reload applies them: see [`crate::http::clients`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientsConfig {
+    /// Requests per sliding window per `X-FreeLLM-Identifier` (else per
+    /// client IP) (`[limits] identifier_limit`, `FREELLM_IDENTIFIER_LIMIT`,
+    /// `60/60000`); none = no per-identifier limit.
+    pub identifier_limit: Option<IdentifierLimit>,
+    /// Buckets each limiter holds at most (`[limits] identifier_max_buckets`,
+    /// `FREELLM_IDENTIFIER_MAX_BUCKETS`, 10000).
+    pub identifier_max_buckets: usize,
+    /// Requests per minute per client IP (`[limits] per_ip_rpm`,
+    /// `RATE_LIMIT_RPM`; none or 0 = no limit).
+    pub per_ip_rpm: Option<u32>,
+    /// Take the client IP from the last `X-Forwarded-For` hop
+    /// (`[limits] trust_proxy`, `TRUST_PROXY`, false).
+    pub trust_proxy: bool,
+    /// CORS allowlist (`[cors] allowed_origins`, `ALLOWED_ORIGINS` as a comma
+    /// list); `*` = any; unset = any only when no credential is configured.
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        Self {
+            identifier_limit: None,
+            identifier_max_buckets: 10_000,
+            per_ip_rpm: None,
+            trust_proxy: false,
+            allowed_origins: None,
+        }
+    }
+}
+
+impl ClientsConfig {
+    /// The settings that differ in `other`, by file key.
+    pub fn changes(&self, other: &Self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        let mut note = |name, changed: bool| {
+            if changed {
+                names.push(name);
+            }
+        };
+        note("[limits] identifier_limit", self.identifier_limit != other.identifier_limit);
+        note("[limits] identifier_max_buckets", self.identifier_max_buckets != other.identifier_max_buckets);
+        note("[limits] per_ip_rpm", self.per_ip_rpm != other.per_ip_rpm);
+        note("[limits] trust_proxy", self.trust_proxy != other.trust_proxy);
+        note("[cors] allowed_origins", self.allowed_origins != other.allowed_origins);
+        names
+    }
+}
+
+/// How requests are retried, waited for and judged (`[routing]`,
+/// `[routing.retries]`, `[breaker]`; env wins). A reload applies every
+/// field: a request uses the values of the live configuration it loaded.
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoutingConfig {
-    /// Initial strategy (`ROUTING_STRATEGY`: `quota_aware`, `round_robin`,
-    /// `random`); switchable at runtime with `PATCH /v1/status/routing`.
-    pub strategy: Strategy,
-    /// Retries of a transient failure on the same target before moving on
-    /// (`ROUTE_TRANSIENT_RETRIES`, 1).
-    pub transient_retries: u32,
+    /// Same-target retries per failure kind (`[routing.retries]`;
+    /// `transient_retries`, `ROUTE_TRANSIENT_RETRIES`, 1, is the shorthand
+    /// for the fast failures; timeouts 0).
+    pub retries: Retries,
     /// Base of the jittered exponential backoff between retries on one
     /// target (`ROUTE_RETRY_BACKOFF_MS`, 200).
     pub retry_backoff: Duration,
@@ -179,7 +232,8 @@ pub struct RoutingConfig {
     /// A stream whose first token takes longer fails over before anything
     /// was sent (`STREAM_FIRST_TOKEN_TIMEOUT_MS`, 15000).
     pub first_token_timeout: Duration,
-    /// Circuit breaker thresholds (`CB_FAILURE_THRESHOLD`, `CB_SUCCESS_THRESHOLD`, `CB_TIMEOUT_MS`).
+    /// Circuit breaker thresholds and periods (`[breaker]`; `CB_FAILURE_THRESHOLD`,
+    /// `CB_SUCCESS_THRESHOLD`, `CB_TIMEOUT_MS`, `CB_MAX_TIMEOUT_MS`).
     pub breaker: BreakerConfig,
     /// Calls a canary version must serve before its verdict (`CANARY_MIN_CALLS`, 20).
     pub canary_min_calls: u64,
@@ -187,6 +241,46 @@ pub struct RoutingConfig {
     /// failure rate may be than the current version's before it is rolled
     /// back (`CANARY_MARGIN`, 0.2).
     pub canary_margin: f64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            retries: Retries::default(),
+            retry_backoff: Duration::from_millis(200),
+            max_retry_after_wait: Duration::from_secs(3),
+            first_token_timeout: Duration::from_secs(15),
+            breaker: BreakerConfig::default(),
+            canary_min_calls: 20,
+            canary_margin: 0.2,
+        }
+    }
+}
+
+impl RoutingConfig {
+    /// The settings that differ in `other`, by file key.
+    pub fn changes(&self, other: &Self) -> Vec<&'static str> {
+        let (a, b) = (&self.retries, &other.retries);
+        let (x, y) = (&self.breaker, &other.breaker);
+        [
+            ("[routing.retries] server_error", a.server_error != b.server_error),
+            ("[routing.retries] connection", a.connection != b.connection),
+            ("[routing.retries] broken_answer", a.broken_answer != b.broken_answer),
+            ("[routing.retries] timeout", a.timeout != b.timeout),
+            ("[routing] retry_backoff_ms", self.retry_backoff != other.retry_backoff),
+            ("[routing] max_retry_after_wait_ms", self.max_retry_after_wait != other.max_retry_after_wait),
+            ("[routing] first_token_timeout_ms", self.first_token_timeout != other.first_token_timeout),
+            ("[routing] canary_min_calls", self.canary_min_calls != other.canary_min_calls),
+            ("[routing] canary_margin", self.canary_margin != other.canary_margin),
+            ("[breaker] failure_threshold", x.failure_threshold != y.failure_threshold),
+            ("[breaker] success_threshold", x.success_threshold != y.success_threshold),
+            ("[breaker] open_timeout_ms", x.open_timeout != y.open_timeout),
+            ("[breaker] max_open_timeout_ms", x.max_open_timeout != y.max_open_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+    }
 }
 
 /// One `[routes.<name>]` table: a model name clients may send and the
@@ -200,15 +294,18 @@ pub struct RouteConfig {
     pub targets: Vec<String>,
     /// Strategy for this route; the global one when absent.
     pub strategy: Option<Strategy>,
-    /// Transient retries per target; the global count when absent.
+    /// Retries of the fast failures (server error, connection, broken
+    /// answer) per target on this route; the global numbers when absent.
     pub retries: Option<u32>,
     /// Targets tried only when a target reports the prompt is too long for
     /// its context window (larger-context models).
     pub context_fallbacks: Vec<String>,
 }
 
-/// Upstream timeouts, per attempt unless noted.
-#[derive(Debug, Clone, Copy)]
+/// Upstream timeouts, per attempt unless noted: one per way an upstream
+/// can stay silent (connect, first byte, first token in `[routing]`, a
+/// stall inside a stream), plus the route's whole budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UpstreamConfig {
     /// TCP (and TLS) connect (`UPSTREAM_CONNECT_TIMEOUT_MS`, 5 s).
     pub connect_timeout: Duration,
@@ -288,6 +385,57 @@ struct FileConfig {
     cache: FileCache,
     #[serde(default)]
     keys: FileKeys,
+    #[serde(default)]
+    breaker: FileBreaker,
+    #[serde(default)]
+    limits: FileClientLimits,
+    #[serde(default)]
+    cors: FileCors,
+}
+
+/// `[breaker]`: the circuit breaker of every provider's models.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileBreaker {
+    failure_threshold: Option<u32>,
+    success_threshold: Option<u32>,
+    open_timeout_ms: Option<u64>,
+    max_open_timeout_ms: Option<u64>,
+}
+
+/// `[limits]`: per-client request limits.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileClientLimits {
+    identifier_limit: Option<FileIdentifierLimit>,
+    identifier_max_buckets: Option<usize>,
+    per_ip_rpm: Option<u32>,
+    trust_proxy: Option<bool>,
+}
+
+/// `identifier_limit = "60/60000"` or `{ max = 60, window_ms = 60000 }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FileIdentifierLimit {
+    Text(String),
+    Table { max: u32, window_ms: u64 },
+}
+
+/// `[cors]`: browser origins allowed to call.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileCors {
+    allowed_origins: Option<Vec<String>>,
+}
+
+/// `[routing.retries]`: same-target retries per failure kind.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileRetries {
+    server_error: Option<u32>,
+    connection: Option<u32>,
+    broken_answer: Option<u32>,
+    timeout: Option<u32>,
 }
 
 /// `[keys]`: where provider keys come from besides the environment.
@@ -301,6 +449,9 @@ struct FileKeys {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileCache {
+    enabled: Option<bool>,
+    ttl_ms: Option<u64>,
+    max_entries: Option<u64>,
     scope: Option<String>,
 }
 
@@ -312,6 +463,10 @@ struct FileRouting {
     retry_backoff_ms: Option<u64>,
     max_retry_after_wait_ms: Option<u64>,
     first_token_timeout_ms: Option<u64>,
+    canary_min_calls: Option<u64>,
+    canary_margin: Option<f64>,
+    #[serde(default)]
+    retries: FileRetries,
     #[serde(default)]
     order: Vec<String>,
     #[serde(default)]
@@ -451,32 +606,51 @@ impl Config {
         }
     }
 
-    /// The start-up settings that differ in `fresh`: a reload applies only
-    /// the live sections (providers, routes), so each of these is named in
-    /// a warning instead of being silently ignored.
+    /// The start-up settings that differ in `fresh`, each by its file key:
+    /// a reload applies only the live sections (providers, routes, the
+    /// meta-model order, [`RoutingConfig`], [`ClientsConfig`], `[cache]
+    /// enabled`), so each of these is named in a warning ("restart
+    /// needed") instead of being silently ignored.
     pub fn startup_changes(&self, fresh: &Self) -> Vec<&'static str> {
-        // Compared through `Debug`: every section derives it, and a new
-        // field is covered without touching this list's comparisons.
-        let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        let sections: [(&'static str, bool); 15] = [
-            ("[server] host", differs(&self.host, &fresh.host)),
-            ("[server] port", differs(&self.port, &fresh.port)),
-            ("[server] max_body_bytes", differs(&self.max_body_bytes, &fresh.max_body_bytes)),
-            ("[server] data_dir", differs(&self.data_dir, &fresh.data_dir)),
-            ("[server] cache_dir", differs(&self.cache_dir, &fresh.cache_dir)),
-            ("log format", differs(&self.log_json, &fresh.log_json)),
-            ("[upstream]", differs(&self.upstream, &fresh.upstream)),
-            ("upstream CA file", differs(&self.upstream_ca_file, &fresh.upstream_ca_file)),
-            ("[routing]", differs(&self.routing, &fresh.routing)),
-            ("[cache]", differs(&self.cache, &fresh.cache)),
-            ("[security]", differs(&self.security, &fresh.security)),
-            ("[server] allowed_hosts", differs(&self.allowed_hosts, &fresh.allowed_hosts)),
+        let (u, v) = (&self.upstream, &fresh.upstream);
+        let (e, f) = (&self.edge, &fresh.edge);
+        let (c, d) = (&self.cache, &fresh.cache);
+        let sections = [
+            ("[server] host", self.host != fresh.host),
+            ("[server] port", self.port != fresh.port),
+            ("[server] max_body_bytes", self.max_body_bytes != fresh.max_body_bytes),
+            ("[server] data_dir", self.data_dir != fresh.data_dir),
+            ("[server] cache_dir", self.cache_dir != fresh.cache_dir),
+            ("[server] allowed_hosts", self.allowed_hosts != fresh.allowed_hosts),
             (
                 "[server] max_event_feeds_per_principal",
-                differs(&self.max_event_feeds_per_principal, &fresh.max_event_feeds_per_principal),
+                self.max_event_feeds_per_principal != fresh.max_event_feeds_per_principal,
             ),
-            ("[server] edge limits and timeouts", differs(&self.edge, &fresh.edge)),
-            ("[keys] file", differs(&self.keys_file.path(), &fresh.keys_file.path())),
+            ("[server] max_control_body_bytes", e.max_control_body_bytes != f.max_control_body_bytes),
+            ("[server] max_upload_bytes", e.max_upload_bytes != f.max_upload_bytes),
+            ("[server] header_read_timeout_ms", e.header_read_timeout != f.header_read_timeout),
+            ("[server] body_read_timeout_ms", e.body_read_timeout != f.body_read_timeout),
+            ("[server] idle_timeout_ms", e.idle_timeout != f.idle_timeout),
+            ("[server] max_connections", e.max_connections != f.max_connections),
+            ("[server] shutdown_grace_ms", e.shutdown_grace != f.shutdown_grace),
+            ("[upstream] connect_timeout_ms", u.connect_timeout != v.connect_timeout),
+            ("[upstream] first_byte_timeout_ms", u.first_byte_timeout != v.first_byte_timeout),
+            ("[upstream] stream_stall_timeout_ms", u.stream_stall_timeout != v.stream_stall_timeout),
+            ("[upstream] stream_idle_timeout_ms", u.stream_idle_timeout != v.stream_idle_timeout),
+            ("[upstream] route_timeout_ms", u.route_timeout != v.route_timeout),
+            ("[upstream] stream_max_event_bytes", u.stream_max_event_bytes != v.stream_max_event_bytes),
+            ("[upstream] stream_max_bytes", u.stream_max_bytes != v.stream_max_bytes),
+            ("[upstream] stream_max_duration_ms", u.stream_max_duration != v.stream_max_duration),
+            (
+                "[upstream] stream_continuation_max_bytes",
+                u.stream_continuation_max_bytes != v.stream_continuation_max_bytes,
+            ),
+            ("[upstream] ca_file", self.upstream_ca_file != fresh.upstream_ca_file),
+            ("[routing] strategy", self.strategy != fresh.strategy),
+            ("[cache] ttl_ms", c.ttl != d.ttl),
+            ("[cache] max_entries", c.max_entries != d.max_entries),
+            ("[cache] scope", c.scope != d.scope),
+            ("[keys] file", self.keys_file.path() != fresh.keys_file.path()),
         ];
         sections.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
     }
@@ -596,49 +770,7 @@ impl Config {
                 .map_err(|message| ConfigError::Invalid { name: "ROUTING_STRATEGY".into(), message })?,
             None => Strategy::QuotaAware,
         };
-        let transient_retries = match get("ROUTE_TRANSIENT_RETRIES") {
-            Some(v) => parse_num("ROUTE_TRANSIENT_RETRIES", v)?,
-            None => r.transient_retries.unwrap_or(1),
-        };
-        if transient_retries > 5 {
-            return Err(ConfigError::Invalid {
-                name: "ROUTE_TRANSIENT_RETRIES".into(),
-                message: "at most 5 (attempts on one target are bounded)".into(),
-            });
-        }
-        let routing = RoutingConfig {
-            strategy,
-            transient_retries,
-            retry_backoff: positive("ROUTE_RETRY_BACKOFF_MS", ms("ROUTE_RETRY_BACKOFF_MS", r.retry_backoff_ms, 200)?)?,
-            max_retry_after_wait: Duration::from_millis(ms(
-                "ROUTE_MAX_RETRY_AFTER_WAIT_MS",
-                r.max_retry_after_wait_ms,
-                3_000,
-            )?),
-            first_token_timeout: positive(
-                "STREAM_FIRST_TOKEN_TIMEOUT_MS",
-                ms("STREAM_FIRST_TOKEN_TIMEOUT_MS", r.first_token_timeout_ms, 15_000)?,
-            )?,
-            breaker: BreakerConfig::from_env(|name| get(name).map(str::to_owned))
-                .map_err(|e| ConfigError::Invalid { name: "CB_*".into(), message: e.to_string() })?,
-            canary_min_calls: match get("CANARY_MIN_CALLS") {
-                Some(v) => parse_num::<u64>("CANARY_MIN_CALLS", v)?.max(1),
-                None => 20,
-            },
-            canary_margin: match get("CANARY_MARGIN") {
-                Some(v) => {
-                    let m: f64 = parse_num("CANARY_MARGIN", v)?;
-                    if !(0.0..=1.0).contains(&m) {
-                        return Err(ConfigError::Invalid {
-                            name: "CANARY_MARGIN".into(),
-                            message: "between 0 and 1".into(),
-                        });
-                    }
-                    m
-                }
-                None => 0.2,
-            },
-        };
+        let routing = routing_config(r, &file.breaker, &env)?;
 
         let mut routes = Vec::with_capacity(file.routes.len());
         for (name, value) in file.routes {
@@ -646,51 +778,14 @@ impl Config {
         }
         let meta_order = meta_order(&file.routing)?;
 
-        let flag = |name: &str, default: bool| -> Result<bool, ConfigError> {
-            match get(name).map(str::to_ascii_lowercase).as_deref() {
-                None => Ok(default),
-                Some("1" | "true" | "yes" | "on") => Ok(true),
-                Some("0" | "false" | "no" | "off") => Ok(false),
-                Some(other) => Err(ConfigError::Invalid {
-                    name: name.into(),
-                    message: format!("expected true or false, got {other}"),
-                }),
-            }
-        };
-        let cache_defaults = CacheConfig::default();
-        let cache = CacheConfig {
-            enabled: flag("CACHE_ENABLED", cache_defaults.enabled)?,
-            ttl: positive("CACHE_TTL_MS", ms("CACHE_TTL_MS", None, cache_defaults.ttl.as_millis() as u64)?)?,
-            max_entries: match get("CACHE_MAX_ENTRIES") {
-                Some(v) => parse_num("CACHE_MAX_ENTRIES", v)?,
-                None => cache_defaults.max_entries,
-            },
-            scope: match get("CACHE_SCOPE").map(str::to_owned).or(file.cache.scope) {
-                Some(text) => text
-                    .parse::<CacheScope>()
-                    .map_err(|message| ConfigError::Invalid { name: "CACHE_SCOPE".into(), message })?,
-                None => cache_defaults.scope,
-            },
-        };
+        let cache = cache_config(&file.cache, &env)?;
         let security = SecurityConfig {
             api_key: get("FREELLM_API_KEY").map(str::to_owned),
             admin_key: get("FREELLM_ADMIN_KEY").map(str::to_owned),
             virtual_keys_path: get("FREELLM_VIRTUAL_KEYS_PATH").map(|p| resolve(base_dir, Path::new(p))),
             token_secret: env.get("FREELLM_TOKEN_SECRET").filter(|v| !v.is_empty()).cloned(),
-            identifier_limit: get("FREELLM_IDENTIFIER_LIMIT").map(str::to_owned),
-            identifier_max_buckets: match get("FREELLM_IDENTIFIER_MAX_BUCKETS") {
-                Some(v) => parse_num("FREELLM_IDENTIFIER_MAX_BUCKETS", v)?,
-                None => 10_000,
-            },
-            rate_limit_rpm: get("RATE_LIMIT_RPM")
-                .map(|v| parse_num("RATE_LIMIT_RPM", v))
-                .transpose()?
-                .filter(|v| *v > 0),
-            allowed_origins: get("ALLOWED_ORIGINS").map(|v| {
-                v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
-            }),
-            trust_proxy: flag("TRUST_PROXY", false)?,
         };
+        let clients = clients_config(&file.limits, &file.cors, &env)?;
 
         Ok(Self {
             host,
@@ -705,11 +800,13 @@ impl Config {
                 .or_else(|| u.ca_file.clone())
                 .map(|p| resolve(base_dir, &p)),
             providers,
+            strategy,
             routing,
             routes,
             meta_order,
             cache,
             security,
+            clients,
             allowed_hosts,
             max_event_feeds_per_principal,
             path: None,
@@ -947,6 +1044,247 @@ fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeC
             file.shutdown_grace_ms,
             ms(d.shutdown_grace),
         )?),
+    })
+}
+
+/// A value and the name it was set under: the environment variable, or
+/// the file key (`[cache] ttl_ms`), so an error names what to fix.
+struct Named<T> {
+    value: T,
+    name: String,
+}
+
+impl<T> Named<T> {
+    /// The value, or an error naming it when `ok` refuses it.
+    fn check(self, ok: impl FnOnce(&T) -> bool, message: &str) -> Result<T, ConfigError> {
+        if ok(&self.value) {
+            Ok(self.value)
+        } else {
+            Err(ConfigError::Invalid { name: self.name, message: message.into() })
+        }
+    }
+}
+
+/// The environment's `var` when set (parsed as `T`), else the file's `key`.
+fn setting<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    var: &str,
+    key: &str,
+    file: Option<T>,
+) -> Result<Option<Named<T>>, ConfigError> {
+    if let Some(text) = env_get(env, var) {
+        return Ok(Some(Named { value: parse_num(var, text)?, name: var.into() }));
+    }
+    Ok(from_file(key, file))
+}
+
+/// A file value under its key (for settings whose variables are read elsewhere).
+fn from_file<T>(key: &str, file: Option<T>) -> Option<Named<T>> {
+    file.map(|value| Named { value, name: key.into() })
+}
+
+/// [`setting`] for a flag: the variable takes `1/true/yes/on` or `0/false/no/off`.
+fn flag_setting(
+    env: &HashMap<String, String>,
+    var: &str,
+    key: &str,
+    file: Option<bool>,
+) -> Result<Option<bool>, ConfigError> {
+    match env_get(env, var).map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(file),
+        Some("1" | "true" | "yes" | "on") => Ok(Some(true)),
+        Some("0" | "false" | "no" | "off") => Ok(Some(false)),
+        Some(other) => Err(ConfigError::Invalid {
+            name: var.into(),
+            message: format!("expected true or false, got {other} (for {key})"),
+        }),
+    }
+}
+
+/// `[routing]`, `[routing.retries]` and `[breaker]`, env wins.
+fn routing_config(
+    r: &FileRouting,
+    b: &FileBreaker,
+    env: &HashMap<String, String>,
+) -> Result<RoutingConfig, ConfigError> {
+    let d = RoutingConfig::default();
+    let at_most = |n: &u32| *n <= Retries::MAX;
+    const AT_MOST: &str = "at most 5 (attempts on one target are bounded)";
+    let transient = setting(env, "ROUTE_TRANSIENT_RETRIES", "[routing] transient_retries", r.transient_retries)?
+        .map(|n| n.check(at_most, AT_MOST))
+        .transpose()?;
+    // Per kind: its own variable, else the shorthand's variable (the
+    // environment wins over the file), else its file key, else the
+    // shorthand's file key, else the default.
+    let env_transient = env_get(env, "ROUTE_TRANSIENT_RETRIES").and(transient);
+    let kind = |var: &str, key: &str, file: Option<u32>, shorthand: Option<u32>, default: u32| {
+        let value = match setting(env, var, key, file.filter(|_| shorthand.is_none() || env_transient.is_none()))? {
+            Some(n) => n.check(at_most, AT_MOST)?,
+            None => shorthand.unwrap_or(default),
+        };
+        Ok::<u32, ConfigError>(value)
+    };
+    let f = &r.retries;
+    let retries = Retries {
+        server_error: kind(
+            "ROUTE_RETRIES_SERVER_ERROR",
+            "[routing.retries] server_error",
+            f.server_error,
+            transient,
+            d.retries.server_error,
+        )?,
+        connection: kind(
+            "ROUTE_RETRIES_CONNECTION",
+            "[routing.retries] connection",
+            f.connection,
+            transient,
+            d.retries.connection,
+        )?,
+        broken_answer: kind(
+            "ROUTE_RETRIES_BROKEN_ANSWER",
+            "[routing.retries] broken_answer",
+            f.broken_answer,
+            transient,
+            d.retries.broken_answer,
+        )?,
+        // `transient_retries` never covered timeouts: they fail over at once.
+        timeout: kind("ROUTE_RETRIES_TIMEOUT", "[routing.retries] timeout", f.timeout, None, d.retries.timeout)?,
+    };
+    let ms = |value: Option<Named<u64>>, default: Duration, positive: bool| match value {
+        Some(n) => Ok(Duration::from_millis(n.check(|v| !positive || *v > 0, "must be > 0")?)),
+        None => Ok::<Duration, ConfigError>(default),
+    };
+    let count = |value: Option<Named<u32>>, default: u32| match value {
+        Some(n) => n.check(|v| *v > 0, "must be > 0"),
+        None => Ok(default),
+    };
+    // The file's values first, then the `CB_*` variables laid over them.
+    let breaker_file = BreakerConfig {
+        failure_threshold: count(
+            from_file("[breaker] failure_threshold", b.failure_threshold),
+            d.breaker.failure_threshold,
+        )?,
+        success_threshold: count(
+            from_file("[breaker] success_threshold", b.success_threshold),
+            d.breaker.success_threshold,
+        )?,
+        open_timeout: ms(from_file("[breaker] open_timeout_ms", b.open_timeout_ms), d.breaker.open_timeout, true)?,
+        max_open_timeout: ms(
+            from_file("[breaker] max_open_timeout_ms", b.max_open_timeout_ms),
+            d.breaker.max_open_timeout,
+            true,
+        )?,
+    };
+    let breaker = breaker_file
+        .with_env(|name| env_get(env, name).map(str::to_owned))
+        .map_err(|e| ConfigError::Invalid { name: e.var.into(), message: "must be a positive integer".into() })?;
+    Ok(RoutingConfig {
+        retries,
+        retry_backoff: ms(
+            setting(env, "ROUTE_RETRY_BACKOFF_MS", "[routing] retry_backoff_ms", r.retry_backoff_ms)?,
+            d.retry_backoff,
+            true,
+        )?,
+        max_retry_after_wait: ms(
+            setting(
+                env,
+                "ROUTE_MAX_RETRY_AFTER_WAIT_MS",
+                "[routing] max_retry_after_wait_ms",
+                r.max_retry_after_wait_ms,
+            )?,
+            d.max_retry_after_wait,
+            false,
+        )?,
+        first_token_timeout: ms(
+            setting(
+                env,
+                "STREAM_FIRST_TOKEN_TIMEOUT_MS",
+                "[routing] first_token_timeout_ms",
+                r.first_token_timeout_ms,
+            )?,
+            d.first_token_timeout,
+            true,
+        )?,
+        breaker,
+        canary_min_calls: setting(env, "CANARY_MIN_CALLS", "[routing] canary_min_calls", r.canary_min_calls)?
+            .map_or(d.canary_min_calls, |n| n.value.max(1)),
+        canary_margin: match setting(env, "CANARY_MARGIN", "[routing] canary_margin", r.canary_margin)? {
+            Some(n) => n.check(|m| (0.0..=1.0).contains(m), "between 0 and 1")?,
+            None => d.canary_margin,
+        },
+    })
+}
+
+/// `[cache]`, env wins.
+fn cache_config(c: &FileCache, env: &HashMap<String, String>) -> Result<CacheConfig, ConfigError> {
+    let d = CacheConfig::default();
+    Ok(CacheConfig {
+        enabled: flag_setting(env, "CACHE_ENABLED", "[cache] enabled", c.enabled)?.unwrap_or(d.enabled),
+        ttl: match setting(env, "CACHE_TTL_MS", "[cache] ttl_ms", c.ttl_ms)? {
+            Some(n) => Duration::from_millis(n.check(|v| *v > 0, "must be > 0")?),
+            None => d.ttl,
+        },
+        max_entries: setting(env, "CACHE_MAX_ENTRIES", "[cache] max_entries", c.max_entries)?
+            .map_or(d.max_entries, |n| n.value),
+        scope: match setting::<String>(env, "CACHE_SCOPE", "[cache] scope", c.scope.clone())? {
+            Some(n) => {
+                n.value.parse::<CacheScope>().map_err(|message| ConfigError::Invalid { name: n.name, message })?
+            }
+            None => d.scope,
+        },
+    })
+}
+
+/// `[limits]` and `[cors]`, env wins.
+fn clients_config(
+    l: &FileClientLimits,
+    c: &FileCors,
+    env: &HashMap<String, String>,
+) -> Result<ClientsConfig, ConfigError> {
+    let d = ClientsConfig::default();
+    let invalid_limit = |name: &str, e: freellm_limits::identifier::InvalidLimit| ConfigError::Invalid {
+        name: name.into(),
+        message: format!("{}, got {:?}", e.reason, e.value),
+    };
+    const LIMIT_KEY: &str = "[limits] identifier_limit";
+    let identifier_limit = match (env_get(env, "FREELLM_IDENTIFIER_LIMIT"), &l.identifier_limit) {
+        (Some(text), _) => {
+            Some(IdentifierLimit::parse(text).map_err(|e| invalid_limit("FREELLM_IDENTIFIER_LIMIT", e))?)
+        }
+        (None, Some(FileIdentifierLimit::Text(text))) => {
+            Some(IdentifierLimit::parse(text).map_err(|e| invalid_limit(LIMIT_KEY, e))?)
+        }
+        (None, Some(FileIdentifierLimit::Table { max, window_ms })) => {
+            Some(IdentifierLimit::parse(&format!("{max}/{window_ms}")).map_err(|e| invalid_limit(LIMIT_KEY, e))?)
+        }
+        (None, None) => None,
+    };
+    let per_ip_rpm = match setting(env, "RATE_LIMIT_RPM", "[limits] per_ip_rpm", l.per_ip_rpm)? {
+        Some(Named { value: 0, .. }) | None => None,
+        Some(n) => {
+            let name = n.name.clone();
+            let rpm = n.value;
+            IdentifierLimit::per_minute(rpm).map_err(|e| invalid_limit(&name, e))?;
+            Some(rpm)
+        }
+    };
+    let allowed_origins = match env_get(env, "ALLOWED_ORIGINS") {
+        Some(text) => Some(text.split(',').map(str::to_owned).collect::<Vec<_>>()),
+        None => c.allowed_origins.clone(),
+    }
+    .map(|list| list.iter().map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect());
+    Ok(ClientsConfig {
+        identifier_limit,
+        identifier_max_buckets: setting(
+            env,
+            "FREELLM_IDENTIFIER_MAX_BUCKETS",
+            "[limits] identifier_max_buckets",
+            l.identifier_max_buckets,
+        )?
+        .map_or(d.identifier_max_buckets, |n| n.value),
+        per_ip_rpm,
+        trust_proxy: flag_setting(env, "TRUST_PROXY", "[limits] trust_proxy", l.trust_proxy)?.unwrap_or(d.trust_proxy),
+        allowed_origins,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The live configuration: everything that can change while the gateway
-//! serves (the provider table, the routes, the routing strategy), held as
-//! one value and swapped as a whole.
+//! serves (the provider table, the routes, the routing strategy, the
+//! routing policy, the per-client policy of the edge), held as one value
+//! and swapped as a whole.
 //!
 //! A request loads one [`Live`] and keeps it to the end, so it never sees a
 //! new provider table with old routes. A hot reload ([`crate::ops::reload`])
@@ -10,6 +11,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::config::RoutingConfig;
+use crate::http::clients::ClientPolicy;
 use crate::providers::Registry;
 use crate::routing::router::RouteTable;
 use crate::routing::strategy::Strategy;
@@ -23,6 +26,11 @@ pub struct Live {
     pub routes: Arc<RouteTable>,
     /// The global routing strategy.
     pub strategy: Strategy,
+    /// Retries per failure kind, backoff, waits, breaker and canary
+    /// settings (`[routing]`, `[routing.retries]`, `[breaker]`).
+    pub routing: Arc<RoutingConfig>,
+    /// CORS origins and client limits (`[cors]`, `[limits]`).
+    pub clients: Arc<ClientPolicy>,
 }
 
 /// The one swap point of the live configuration, shared by the gateway and
@@ -93,6 +101,8 @@ mod tests {
             registry: Arc::new(Registry { providers: Vec::new() }),
             routes: Arc::new(RouteTable::new(&[])),
             strategy: Strategy::QuotaAware,
+            routing: Arc::new(RoutingConfig::default()),
+            clients: Arc::new(ClientPolicy::new(&Default::default(), false)),
         }))
     }
 

@@ -1,18 +1,20 @@
 //! The gateway's state, in three tiers:
 //!
 //! 1. **Start-up settings**: the validated [`Config`] and what is built from
-//!    it once (credentials, CORS, limiters, feed limits). A reload never
-//!    changes them; a changed start-up setting in `plugins.toml` is named in
-//!    a warning ([`Config::startup_changes`]).
-//! 2. **The live configuration** ([`Live`]): the provider table, the routes
-//!    and the routing strategy, one value swapped as a whole by a hot reload
-//!    or `PATCH /v1/status/routing`. A request loads it once.
+//!    it once (credentials, feed limits). A reload never changes them; a
+//!    changed start-up setting in `plugins.toml` is named in a warning
+//!    ([`Config::startup_changes`]).
+//! 2. **The live configuration** ([`Live`]): the provider table, the routes,
+//!    the routing strategy, the routing policy (retries, breakers, canaries)
+//!    and the per-client policy (CORS, limiters), one value swapped as a
+//!    whole by a hot reload or `PATCH /v1/status/routing`. A request loads
+//!    it once.
 //! 3. **Process-lifetime services**: the adapter engine, the upstream client,
 //!    the store, the event bus, the metrics, the request log, the response
 //!    cache, virtual keys (which reload their own file), the reloader, the
 //!    drain signal.
 //!
-//! Leaves (the reloader, persistence, metrics, CORS) take the handles they
+//! Leaves (the reloader, persistence, metrics) take the handles they
 //! need, never the whole gateway, so nothing below this module imports it.
 
 use std::sync::Arc;
@@ -23,7 +25,7 @@ use crate::access::auth::{self, Credentials};
 use crate::access::tokens::TokenSecret;
 use crate::access::virtual_keys::VirtualKeys;
 use crate::config::Config;
-use crate::http::cors::AllowedOrigins;
+use crate::http::clients::ClientPolicy;
 use crate::http::shutdown::Drain;
 use crate::live::{Live, LiveCell, Section, StrategySection, registry_section, routes_section};
 use crate::ops::events::{EventBus, FeedSlots};
@@ -35,7 +37,6 @@ use crate::providers::Registry;
 use crate::routing::cache::ResponseCache;
 use crate::routing::router::RouteTable;
 use crate::routing::upstream::Upstream;
-use freellm_limits::identifier::{IdentifierLimit, IdentifierLimiter};
 use freellm_runtime::PluginEngine;
 
 /// Shared gateway state (cheap to clone: one `Arc`).
@@ -48,12 +49,6 @@ pub struct Gateway {
     pub config: Arc<Config>,
     /// Master and admin keys, browser-token secret.
     pub credentials: Credentials,
-    /// CORS allowlist.
-    pub cors: AllowedOrigins,
-    /// Per-identifier limit.
-    pub identifier_limiter: Option<IdentifierLimiter>,
-    /// Per-IP limit (`RATE_LIMIT_RPM`).
-    pub ip_limiter: Option<IdentifierLimiter>,
     /// Event feeds held per principal (`max_event_feeds_per_principal`).
     pub event_feeds: FeedSlots,
 
@@ -130,21 +125,7 @@ impl Gateway {
             "credentials",
             [&sec.api_key, &sec.admin_key, &sec.token_secret].into_iter().flatten(),
         );
-        let identifier_limiter = match &sec.identifier_limit {
-            Some(text) => Some(IdentifierLimiter::new(
-                IdentifierLimit::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?,
-                sec.identifier_max_buckets,
-            )),
-            None => None,
-        };
-        let ip_limiter = match sec.rate_limit_rpm {
-            Some(rpm) => Some(IdentifierLimiter::new(
-                IdentifierLimit::per_minute(rpm).map_err(|e| anyhow::anyhow!("RATE_LIMIT_RPM: {e}"))?,
-                sec.identifier_max_buckets,
-            )),
-            None => None,
-        };
-        let cors = AllowedOrigins::new(sec.allowed_origins.as_deref(), credentials.protected);
+        let clients = ClientPolicy::new(&config.clients, credentials.protected);
 
         let store = Arc::new(Store::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
         crate::ops::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -166,7 +147,9 @@ impl Gateway {
         let live: Arc<LiveCell> = Arc::new(ArcSwap::from_pointee(Live {
             registry: Arc::new(registry),
             routes: Arc::new(RouteTable::new(&config.routes).with_meta_order(&config.meta_order)),
-            strategy: config.routing.strategy,
+            strategy: config.strategy,
+            routing: Arc::new(config.routing.clone()),
+            clients: Arc::new(clients),
         }));
         let cache = Arc::new(ResponseCache::new(config.cache));
         let watcher = virtual_keys.watch();
@@ -190,9 +173,6 @@ impl Gateway {
         Ok(Arc::new(Self {
             config,
             credentials,
-            cors,
-            identifier_limiter,
-            ip_limiter,
             event_feeds,
             registry: registry_section(&live),
             routes: routes_section(&live),

@@ -433,14 +433,13 @@ async fn other_files_next_to_the_config_start_no_reload() {
 async fn a_reload_names_changed_start_up_settings_instead_of_ignoring_them() {
     let s = start("").await;
     let config = std::fs::read_to_string(s.config_path()).unwrap();
-    std::fs::write(s.config_path(), format!("{config}\n[routing]\ntransient_retries = 3\n")).unwrap();
+    std::fs::write(s.config_path(), format!("{config}\n[routing]\nstrategy = \"random\"\n")).unwrap();
     let r = s.gw.http.post(format!("{}/v1/plugins/reload", s.gw.url)).send().await.unwrap();
     assert_eq!(r.status(), 200, "a start-up change does not refuse the reload");
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["restart_needed"], json!(["[routing] strategy"]), "{answer}");
     let list: Value = s.gw.get("/v1/plugins").await.json().await.unwrap();
     let events: Vec<&str> = list["events"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(
-        events.iter().any(|e| e.ends_with("start-up settings changed, not applied until restart: [routing]")),
-        "{events:?}"
-    );
-    assert!(s.gw.log().contains("start-up settings changed"), "{}", s.gw.log());
+    assert!(events.iter().any(|e| e.ends_with("changed, restart needed: [routing] strategy")), "{events:?}");
+    assert!(s.gw.log().contains("[routing] strategy changed: restart needed"), "{}", s.gw.log());
 }

@@ -63,7 +63,7 @@ async fn an_adapter_from_outside_the_tree_that_tags_a_fast_model_serves_free_fas
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(answered_by(&gw, "free-smart").await, "bigbrain/deep", "order ranks, tags still choose");
-    assert!(!gw.log().contains("start-up settings changed"), "the order is not a start-up setting");
+    assert!(!gw.log().contains("restart needed"), "the order is not a start-up setting");
 }
 
 #[tokio::test]

@@ -86,7 +86,17 @@ impl BreakerConfig {
     /// [`BreakerConfigError`] for the first variable that is set to anything
     /// but a positive integer.
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, BreakerConfigError> {
-        let mut config = Self::default();
+        Self::default().with_env(lookup)
+    }
+
+    /// This configuration with the variables [`BreakerConfig::from_env`]
+    /// reads set over it (the environment wins over a file's values).
+    ///
+    /// # Errors
+    ///
+    /// As [`BreakerConfig::from_env`].
+    pub fn with_env(self, lookup: impl Fn(&str) -> Option<String>) -> Result<Self, BreakerConfigError> {
+        let mut config = self;
         if let Some(n) = positive(&lookup, ENV_FAILURE_THRESHOLD)? {
             config.failure_threshold = n;
         }
@@ -100,6 +110,19 @@ impl BreakerConfig {
             config.max_open_timeout = Duration::from_millis(ms);
         }
         Ok(config)
+    }
+}
+
+impl BreakerConfig {
+    /// Thresholds of zero raised to one; the longest open period never
+    /// shorter than the first.
+    fn normalized(self) -> Self {
+        Self {
+            failure_threshold: self.failure_threshold.max(1),
+            success_threshold: self.success_threshold.max(1),
+            max_open_timeout: self.max_open_timeout.max(self.open_timeout),
+            ..self
+        }
     }
 }
 
@@ -212,7 +235,6 @@ pub struct Breaker {
 
 #[derive(Debug)]
 struct Shared {
-    config: BreakerConfig,
     inner: Mutex<Inner>,
 }
 
@@ -237,6 +259,8 @@ enum Phase {
 
 #[derive(Debug)]
 struct Inner {
+    /// The thresholds and periods; [`Breaker::retune`] replaces them.
+    config: BreakerConfig,
     phase: Phase,
     /// Bumped on every phase change and reset: permits from an earlier
     /// generation no longer count.
@@ -301,13 +325,8 @@ impl Inner {
 impl Breaker {
     /// A closed breaker. Thresholds of zero are treated as one.
     pub fn new(config: BreakerConfig) -> Self {
-        let config = BreakerConfig {
-            failure_threshold: config.failure_threshold.max(1),
-            success_threshold: config.success_threshold.max(1),
-            max_open_timeout: config.max_open_timeout.max(config.open_timeout),
-            ..config
-        };
         let inner = Inner {
+            config: config.normalized(),
             phase: Phase::Closed,
             generation: 0,
             consecutive_failures: 0,
@@ -316,12 +335,20 @@ impl Breaker {
             trips: 0,
             last_period: Duration::ZERO,
         };
-        Self { shared: Arc::new(Shared { config, inner: Mutex::new(inner) }) }
+        Self { shared: Arc::new(Shared { inner: Mutex::new(inner) }) }
     }
 
     /// The effective configuration.
-    pub fn config(&self) -> &BreakerConfig {
-        &self.shared.config
+    pub fn config(&self) -> BreakerConfig {
+        self.shared.lock().config
+    }
+
+    /// Replaces the thresholds and periods (a configuration reload). The
+    /// state and its counts are kept: a new failure threshold applies to the
+    /// next failure, a new open period to the next trip (an open period
+    /// already running ends as it was set).
+    pub fn retune(&self, config: BreakerConfig) {
+        self.shared.lock().config = config.normalized();
     }
 
     /// Asks to send one request. Closed: always granted. Open: refused until
@@ -356,8 +383,8 @@ impl Breaker {
             owner.lock().release_probe(permit.generation);
             return;
         }
-        let config = self.shared.config;
         let mut inner = self.shared.lock();
+        let config = inner.config;
         if permit.generation != inner.generation {
             return;
         }

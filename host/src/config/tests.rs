@@ -21,7 +21,7 @@ fn a_reload_names_the_start_up_settings_that_changed_and_ignores_live_sections()
     let same_but_routes = format!("{TWO}\n[routes.fast]\ntargets = [\"groq\"]\n");
     assert!(running.startup_changes(&load(&same_but_routes, &[]).unwrap()).is_empty());
     let edited = format!("[server]\nport = 4000\n[routing]\nstrategy = \"random\"\n{TWO}");
-    assert_eq!(running.startup_changes(&load(&edited, &[]).unwrap()), ["[server] port", "[routing]"]);
+    assert_eq!(running.startup_changes(&load(&edited, &[]).unwrap()), ["[server] port", "[routing] strategy"]);
 }
 
 #[test]
@@ -154,16 +154,16 @@ fn routes_and_routing_are_read_and_checked() {
              context_fallbacks = [\"gemini/gemini-2.5-pro\"]\n"
     );
     let c = load(&text, &[]).unwrap();
-    assert_eq!(c.routing.strategy, Strategy::RoundRobin);
-    assert_eq!(c.routing.transient_retries, 2);
+    assert_eq!(c.strategy, Strategy::RoundRobin);
+    assert_eq!(c.routing.retries, Retries::transient(2));
     assert_eq!(c.routes.len(), 1);
     assert_eq!(c.routes[0].name, "my-chat");
     assert_eq!(c.routes[0].targets, ["groq/llama-3.3-70b-versatile", "ollama"]);
     assert_eq!(c.routes[0].retries, Some(0));
     assert_eq!(c.routes[0].context_fallbacks, ["gemini/gemini-2.5-pro"]);
     let env = load(&text, &[("ROUTING_STRATEGY", "random")]).unwrap();
-    assert_eq!(env.routing.strategy, Strategy::Random);
-    assert_eq!(load(TWO, &[]).unwrap().routing.strategy, Strategy::QuotaAware);
+    assert_eq!(env.strategy, Strategy::Random);
+    assert_eq!(load(TWO, &[]).unwrap().strategy, Strategy::QuotaAware);
 
     for bad in [
         "[routes.x]\ntargets = []\n",
@@ -219,4 +219,147 @@ fn a_glob_route_with_placeholders_loads_and_a_bad_one_is_refused_naming_the_rout
         let err = load(bad, &[]).expect_err(bad).to_string();
         assert!(err.contains(needle) && err.contains("routes."), "{bad}: {err}");
     }
+}
+
+/// The error of loading `toml` (with `env`), which must name `name`.
+fn refused_naming(toml: &str, env: &[(&str, &str)], name: &str) {
+    let e = load(toml, env).expect_err(toml).to_string();
+    assert!(e.contains(name), "{toml} {env:?}: {e}");
+}
+
+#[test]
+fn the_cache_is_set_in_the_file_the_environment_wins_and_a_bad_value_names_its_key() {
+    let file = "[cache]\nenabled = false\nttl_ms = 5000\nmax_entries = 7\nscope = \"shared\"\n";
+    let c = load(file, &[]).unwrap().cache;
+    assert_eq!((c.enabled, c.ttl, c.max_entries, c.scope), (false, Duration::from_secs(5), 7, CacheScope::Shared));
+    let e = load(file, &[("CACHE_ENABLED", "on"), ("CACHE_TTL_MS", "9"), ("CACHE_MAX_ENTRIES", "3")]).unwrap().cache;
+    assert_eq!((e.enabled, e.ttl, e.max_entries), (true, Duration::from_millis(9), 3));
+    refused_naming("[cache]\nttl_ms = 0\n", &[], "[cache] ttl_ms");
+    refused_naming("[cache]\nscope = \"everyone\"\n", &[], "[cache] scope");
+    refused_naming("[cache]\nenabled = \"maybe\"\n", &[], "enabled");
+    refused_naming(file, &[("CACHE_TTL_MS", "0")], "CACHE_TTL_MS");
+    refused_naming(file, &[("CACHE_ENABLED", "maybe")], "CACHE_ENABLED");
+}
+
+#[test]
+fn the_breaker_is_set_in_the_file_the_environment_wins_and_a_bad_value_names_its_key() {
+    assert_eq!(load(TWO, &[]).unwrap().routing.breaker, BreakerConfig::default());
+    let file =
+        "[breaker]\nfailure_threshold = 5\nsuccess_threshold = 1\nopen_timeout_ms = 1000\nmax_open_timeout_ms = 8000\n";
+    let b = load(file, &[]).unwrap().routing.breaker;
+    assert_eq!(
+        (b.failure_threshold, b.success_threshold, b.open_timeout, b.max_open_timeout),
+        (5, 1, Duration::from_secs(1), Duration::from_secs(8))
+    );
+    let e = load(file, &[("CB_FAILURE_THRESHOLD", "9"), ("CB_MAX_TIMEOUT_MS", "2000")]).unwrap().routing.breaker;
+    assert_eq!((e.failure_threshold, e.success_threshold, e.max_open_timeout), (9, 1, Duration::from_secs(2)));
+    refused_naming("[breaker]\nfailure_threshold = 0\n", &[], "[breaker] failure_threshold");
+    refused_naming("[breaker]\nopen_timeout_ms = 0\n", &[], "[breaker] open_timeout_ms");
+    refused_naming("[breaker]\nhalf_open = 1\n", &[], "half_open");
+    refused_naming(file, &[("CB_TIMEOUT_MS", "soon")], "CB_TIMEOUT_MS");
+}
+
+#[test]
+fn client_limits_are_set_in_the_file_the_environment_wins_and_a_bad_value_names_its_key() {
+    assert_eq!(load(TWO, &[]).unwrap().clients, ClientsConfig::default());
+    let file =
+        "[limits]\nidentifier_limit = \"5/2000\"\nidentifier_max_buckets = 50\nper_ip_rpm = 30\ntrust_proxy = true\n";
+    let c = load(file, &[]).unwrap().clients;
+    assert_eq!(c.identifier_limit, Some(IdentifierLimit { max: 5, window_ms: 2000 }));
+    assert_eq!((c.identifier_max_buckets, c.per_ip_rpm, c.trust_proxy), (50, Some(30), true));
+    let table = load("[limits]\nidentifier_limit = { max = 60, window_ms = 60000 }\n", &[]).unwrap().clients;
+    assert_eq!(table.identifier_limit, Some(IdentifierLimit { max: 60, window_ms: 60_000 }));
+    let e = load(
+        file,
+        &[
+            ("FREELLM_IDENTIFIER_LIMIT", "7/1000"),
+            ("FREELLM_IDENTIFIER_MAX_BUCKETS", "9"),
+            ("RATE_LIMIT_RPM", "0"),
+            ("TRUST_PROXY", "false"),
+        ],
+    )
+    .unwrap()
+    .clients;
+    assert_eq!(e.identifier_limit, Some(IdentifierLimit { max: 7, window_ms: 1000 }));
+    assert_eq!((e.identifier_max_buckets, e.per_ip_rpm, e.trust_proxy), (9, None, false), "RATE_LIMIT_RPM=0: off");
+    refused_naming("[limits]\nidentifier_limit = \"sixty\"\n", &[], "[limits] identifier_limit");
+    refused_naming("[limits]\nidentifier_limit = { max = 0, window_ms = 1000 }\n", &[], "[limits] identifier_limit");
+    refused_naming("[limits]\nper_ip_rpm = 2000000\n", &[], "[limits] per_ip_rpm");
+    refused_naming(file, &[("FREELLM_IDENTIFIER_LIMIT", "1/0")], "FREELLM_IDENTIFIER_LIMIT");
+    refused_naming(file, &[("RATE_LIMIT_RPM", "many")], "RATE_LIMIT_RPM");
+    refused_naming(file, &[("TRUST_PROXY", "perhaps")], "TRUST_PROXY");
+}
+
+#[test]
+fn cors_origins_are_set_in_the_file_and_the_environment_wins() {
+    let file = "[cors]\nallowed_origins = [\"https://app.example/\", \" https://b.example\"]\n";
+    let c = load(file, &[]).unwrap().clients;
+    assert_eq!(
+        c.allowed_origins.as_deref(),
+        Some(&["https://app.example".to_owned(), "https://b.example".to_owned()][..])
+    );
+    let e = load(file, &[("ALLOWED_ORIGINS", "*")]).unwrap().clients;
+    assert_eq!(e.allowed_origins, Some(vec!["*".to_owned()]));
+    refused_naming("[cors]\norigins = []\n", &[], "origins");
+}
+
+#[test]
+fn canary_judging_is_set_in_the_file_the_environment_wins_and_a_bad_value_names_its_key() {
+    let file = "[routing]\ncanary_min_calls = 5\ncanary_margin = 0.5\n";
+    let r = load(file, &[]).unwrap().routing;
+    assert_eq!((r.canary_min_calls, r.canary_margin), (5, 0.5));
+    let e = load(file, &[("CANARY_MIN_CALLS", "8")]).unwrap().routing;
+    assert_eq!((e.canary_min_calls, e.canary_margin), (8, 0.5));
+    refused_naming("[routing]\ncanary_margin = 1.5\n", &[], "[routing] canary_margin");
+    refused_naming(file, &[("CANARY_MARGIN", "-1")], "CANARY_MARGIN");
+}
+
+#[test]
+fn retries_are_set_per_failure_kind_with_transient_retries_as_the_shorthand() {
+    let defaults = load(TWO, &[]).unwrap().routing.retries;
+    assert_eq!(defaults, Retries { server_error: 1, connection: 1, broken_answer: 1, timeout: 0 }, "today's behaviour");
+    let shorthand = load("[routing]\ntransient_retries = 3\n", &[]).unwrap().routing.retries;
+    assert_eq!(shorthand, Retries { server_error: 3, connection: 3, broken_answer: 3, timeout: 0 });
+    let file = "[routing]\ntransient_retries = 2\n[routing.retries]\nserver_error = 0\ntimeout = 1\n";
+    let per_kind = load(file, &[]).unwrap().routing.retries;
+    assert_eq!(per_kind, Retries { server_error: 0, connection: 2, broken_answer: 2, timeout: 1 });
+    let env_kind = load(file, &[("ROUTE_RETRIES_CONNECTION", "4")]).unwrap().routing.retries;
+    assert_eq!((env_kind.server_error, env_kind.connection), (0, 4));
+    let env_shorthand = load(file, &[("ROUTE_TRANSIENT_RETRIES", "5")]).unwrap().routing.retries;
+    assert_eq!(
+        env_shorthand,
+        Retries { server_error: 5, connection: 5, broken_answer: 5, timeout: 1 },
+        "the environment's shorthand wins over the file's kinds, never over timeouts"
+    );
+    refused_naming("[routing.retries]\nserver_error = 6\n", &[], "[routing.retries] server_error");
+    refused_naming("[routing.retries]\nrate_limited = 1\n", &[], "rate_limited");
+    refused_naming("[routing]\ntransient_retries = 9\n", &[], "[routing] transient_retries");
+    refused_naming(TWO, &[("ROUTE_RETRIES_TIMEOUT", "x")], "ROUTE_RETRIES_TIMEOUT");
+}
+
+#[test]
+fn secrets_have_no_file_key() {
+    for key in ["api_key", "admin_key", "token_secret"] {
+        refused_naming(&format!("[server]\n{key} = \"s\"\n"), &[], key);
+        refused_naming(&format!("[limits]\n{key} = \"s\"\n"), &[], key);
+    }
+}
+
+#[test]
+fn a_reload_names_each_changed_live_setting_by_its_key_and_leaves_it_out_of_the_restart_list() {
+    let running = load(TWO, &[]).unwrap();
+    let edited = load(
+        "[routing]\nretry_backoff_ms = 50\n[routing.retries]\ntimeout = 1\n[breaker]\nfailure_threshold = 1\n\
+         [limits]\nper_ip_rpm = 5\n[cors]\nallowed_origins = [\"https://a.example\"]\n[cache]\nenabled = false\nttl_ms = 10\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        running.routing.changes(&edited.routing),
+        ["[routing.retries] timeout", "[routing] retry_backoff_ms", "[breaker] failure_threshold"]
+    );
+    assert_eq!(running.clients.changes(&edited.clients), ["[limits] per_ip_rpm", "[cors] allowed_origins"]);
+    assert_eq!(running.startup_changes(&edited), ["[cache] ttl_ms"], "only the restart-only key");
+    let upstream = load("[upstream]\nconnect_timeout_ms = 10\nstream_max_bytes = 10\n", &[]).unwrap();
+    assert_eq!(running.startup_changes(&upstream), ["[upstream] connect_timeout_ms", "[upstream] stream_max_bytes"]);
 }

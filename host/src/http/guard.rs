@@ -24,6 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::access::auth::{self, AuthFailure, Principal};
+use crate::http::clients::ClientPolicy;
 use crate::http::error::ApiError;
 use crate::ops::stats::unix_ms;
 use crate::state::Gateway;
@@ -86,13 +87,13 @@ pub fn check_host(gw: &Gateway, req: &Request) -> Result<(), Box<Response>> {
 /// (unpreflighted) cross-site POST. Admin endpoints there take requests
 /// only from the gateway's own origin or an `ALLOWED_ORIGINS` entry, and
 /// only with the content type they read.
-fn check_open_admin(gw: &Gateway, req: &Request) -> Result<(), ApiError> {
+fn check_open_admin(clients: &ClientPolicy, req: &Request) -> Result<(), ApiError> {
     let headers = req.headers();
     let cross_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site");
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or_default();
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).or_else(|| req.uri().host());
-        if !(is_own_origin(origin, host) || gw.cors.lists(origin)) {
+        if !(is_own_origin(origin, host) || clients.origins.lists(origin)) {
             return Err(ApiError::CrossOriginRefused);
         }
     } else if cross_site {
@@ -157,7 +158,7 @@ impl Admission {
 
 /// Authenticates and limits one request. `Ok`: it goes on, its principal
 /// in the request's extensions. `Err`: the refusal to answer with.
-pub fn admit(gw: &Gateway, req: &mut Request) -> Result<Admission, Box<Response>> {
+pub fn admit(gw: &Gateway, clients: &ClientPolicy, req: &mut Request) -> Result<Admission, Box<Response>> {
     let path = req.uri().path();
     if is_public(path) {
         return Ok(Admission { identifier: None });
@@ -181,17 +182,17 @@ pub fn admit(gw: &Gateway, req: &mut Request) -> Result<Admission, Box<Response>
         return Err(Box::new(ApiError::OperatorRequired.into_response()));
     }
     if admin_only && matches!(principal, Principal::Open) {
-        check_open_admin(gw, req).map_err(|e| Box::new(e.into_response()))?;
+        check_open_admin(clients, req).map_err(|e| Box::new(e.into_response()))?;
     }
 
-    let client_ip = client_ip(req, gw.config.security.trust_proxy);
+    let client_ip = client_ip(req, clients.trust_proxy());
     req.extensions_mut().insert(ClientAddr(client_ip));
     let identifier =
         resolve_identifier(req.headers(), &principal, client_ip).map_err(|e| Box::new(e.into_response()))?;
-    if let (Some(limiter), Some(ip)) = (&gw.ip_limiter, client_ip) {
+    if let (Some(limiter), Some(ip)) = (&clients.ip_limiter, client_ip) {
         let d = limiter.check(&format!("ip:{ip}"), now_ms);
         if !d.allowed {
-            let rpm = gw.config.security.rate_limit_rpm.unwrap_or_default();
+            let rpm = clients.per_ip_rpm().unwrap_or_default();
             return Err(Box::new(
                 ApiError::ClientRateLimited {
                     message: format!("Client rate limit exceeded. Max {rpm} requests per 60s."),
@@ -201,7 +202,7 @@ pub fn admit(gw: &Gateway, req: &mut Request) -> Result<Admission, Box<Response>
             ));
         }
     }
-    let Some(limiter) = &gw.identifier_limiter else {
+    let Some(limiter) = &clients.identifier_limiter else {
         req.extensions_mut().insert(principal);
         return Ok(Admission { identifier: None });
     };

@@ -6,10 +6,12 @@
 //! - [`guard`]: authentication, admin-only endpoints, per-IP and per-identifier limits.
 //! - [`hosts`]: the `Host` allowlist (DNS rebinding).
 //! - [`cors`]: the origin allowlist.
+//! - [`clients`]: the per-client policy (CORS origins, per-IP and per-identifier limiters), swapped live.
 //! - [`api`]: one handler module per endpoint family.
 //! - [`error`]: [`error::ApiError`], rendered as `{"error":{…}}` in one place.
 
 pub mod api;
+pub mod clients;
 pub mod cors;
 pub mod error;
 pub mod guard;

@@ -107,10 +107,11 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
     if let Err(refusal) = guard::check_host(&gw, &req) {
         return finish_request_id(*refusal, &id);
     }
-    let response = match Cors::check(&gw.cors, &req) {
+    let clients = gw.live.load().clients.clone();
+    let response = match Cors::check(&clients.origins, &req) {
         Err(preflight) => *preflight,
         Ok(cors) => {
-            let mut response = match guard::admit(&gw, &mut req) {
+            let mut response = match guard::admit(&gw, &clients, &mut req) {
                 Err(refusal) => *refusal,
                 Ok(admission) => {
                     let mut response = run_with_body_guard(&gw, req, next).await;

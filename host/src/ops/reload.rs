@@ -15,8 +15,15 @@
 //! adapter version) they started with; the old version is dropped when its
 //! last user ends. A version that fails any step never goes live: the
 //! previous one keeps serving, and the step and error are recorded for
-//! `/v1/plugins`, the status and the log. Start-up settings that changed in
-//! the file are named in a warning; they apply at the next start.
+//! `/v1/plugins`, the status and the log.
+//!
+//! A full reload also applies the live settings of the file: the routing
+//! policy (`[routing]` retries, waits, canary judging, `[routing.retries]`,
+//! `[breaker]`, which every provider's breakers take at once), the
+//! per-client policy (`[limits]`, `[cors]`) and `[cache] enabled`. Each
+//! start-up setting that changed is named in a warning (`[server] port
+//! changed: restart needed`) and in the reload's answer; it applies at the
+//! next start.
 //!
 //! With `canary = N` on a provider, a new version first serves N % of the
 //! provider's traffic; its failure rate against the current version's then
@@ -42,7 +49,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, ProviderConfig, RoutingConfig};
 use crate::live::{Live, LiveCell};
 use crate::ops::events::{Event, EventBus};
 use crate::ops::stats::{iso8601, unix_ms};
@@ -254,6 +261,18 @@ pub fn apply_pins(config: &Config, pins: &HashMap<String, Pin>) -> Config {
     boot
 }
 
+/// What one reload did: each provider's outcome, and the settings of the
+/// file it applied or found changed but not applied (by file key).
+#[derive(Debug, Serialize)]
+pub struct Reloaded {
+    /// Each provider's outcome.
+    pub outcomes: Vec<Outcome>,
+    /// Live settings that changed and now apply.
+    pub applied: Vec<&'static str>,
+    /// Start-up settings that changed: they apply at the next start.
+    pub restart_needed: Vec<&'static str>,
+}
+
 /// What the reloader reads and swaps: the handles it needs, not the gateway.
 pub struct ReloadHandles {
     /// The running configuration (its file is re-read at each reload).
@@ -281,8 +300,37 @@ impl ReloadHandles {
         self.live.rcu(|live| Live {
             registry: registry.clone(),
             routes: routes.clone().unwrap_or_else(|| live.routes.clone()),
-            strategy: live.strategy,
+            ..Live::clone(live)
         });
+    }
+
+    /// The routing policy now live.
+    fn routing(&self) -> Arc<RoutingConfig> {
+        self.live.load().routing.clone()
+    }
+
+    /// Applies the live settings of `fresh` that differ from the running
+    /// ones; returns them by file key.
+    fn apply_settings(&self, fresh: &Config) -> Vec<&'static str> {
+        let live = self.live.load_full();
+        let routing_changes = live.routing.changes(&fresh.routing);
+        let client_changes = live.clients.config.changes(&fresh.clients);
+        let mut applied: Vec<&'static str> = routing_changes.iter().chain(&client_changes).copied().collect();
+        if self.cache.is_enabled() != fresh.cache.enabled {
+            self.cache.set_enabled(fresh.cache.enabled);
+            applied.push("[cache] enabled");
+        }
+        if routing_changes.is_empty() && client_changes.is_empty() {
+            return applied;
+        }
+        let routing = if routing_changes.is_empty() { live.routing.clone() } else { Arc::new(fresh.routing.clone()) };
+        let clients = if client_changes.is_empty() {
+            live.clients.clone()
+        } else {
+            Arc::new(live.clients.updated(&fresh.clients))
+        };
+        self.live.rcu(|now| Live { routing: routing.clone(), clients: clients.clone(), ..Live::clone(now) });
+        applied
     }
 }
 
@@ -426,6 +474,12 @@ impl Reloader {
     /// Re-reads `plugins.toml` and every component; loads, checks and swaps
     /// in what changed (only provider `only` when given).
     pub async fn reload(&self, only: Option<&str>) -> Result<Vec<Outcome>, String> {
+        self.reload_report(only).await.map(|r| r.outcomes)
+    }
+
+    /// [`Reloader::reload`], with the settings it applied and those that
+    /// need a restart.
+    pub async fn reload_report(&self, only: Option<&str>) -> Result<Reloaded, String> {
         let gw = &self.handles;
         let _serial = self.lock.lock().await;
         self.reloads.fetch_add(1, Ordering::Relaxed);
@@ -435,11 +489,18 @@ impl Reloader {
             self.note(format!("plugins.toml rejected: {message}"));
             message
         })?;
-        let ignored = gw.config.startup_changes(&fresh);
-        if !ignored.is_empty() {
-            let settings = ignored.join(", ");
-            tracing::warn!(settings = %settings, "plugins.toml: start-up settings changed; they apply at the next start");
-            self.note(format!("start-up settings changed, not applied until restart: {settings}"));
+        let restart_needed = gw.config.startup_changes(&fresh);
+        for setting in &restart_needed {
+            tracing::warn!(setting, "plugins.toml: {setting} changed: restart needed");
+        }
+        if !restart_needed.is_empty() {
+            self.note(format!("changed, restart needed: {}", restart_needed.join(", ")));
+        }
+        // Settings, like routes, apply on a reload of the whole file.
+        let applied = if only.is_none() { gw.apply_settings(&fresh) } else { Vec::new() };
+        if !applied.is_empty() {
+            tracing::info!(settings = %applied.join(", "), "plugins.toml: settings applied");
+            self.note(format!("settings applied: {}", applied.join(", ")));
         }
         let (mut configs, routes, meta_order) = (fresh.providers, fresh.routes, fresh.meta_order);
         // Pinned providers: the component file each would load if not pinned.
@@ -501,6 +562,11 @@ impl Reloader {
             return Err(format!("no provider \"{id}\" in plugins.toml"));
         }
         let registry = Arc::new(Registry { providers: next });
+        // `[breaker]` as live now, for the breakers in use and those to come.
+        let breaker = gw.routing().breaker;
+        for provider in &registry.providers {
+            provider.breakers.retune(breaker);
+        }
         self.origins.lock().unwrap_or_else(|e| e.into_inner()).retain(|(id, hash), _| {
             registry.get(id).is_some_and(|p| {
                 p.adapter.as_ref().is_some_and(|a| a.hash == *hash)
@@ -526,7 +592,7 @@ impl Reloader {
                 error: o.rejection.as_ref().map(|r| format!("{}: {}", r.step, r.error)),
             });
         }
-        Ok(outcomes)
+        Ok(Reloaded { outcomes, applied, restart_needed })
     }
 
     /// Loads one provider's new version, if anything changed.
@@ -601,8 +667,9 @@ impl Reloader {
             (Some(percent), Some((o, current))) => {
                 let mut entry = registry::assemble(&gw.config, pc, current, Some(o), None);
                 let mut canary = Canary::new(adapter, percent);
-                canary.min_calls = gw.config.routing.canary_min_calls;
-                canary.margin = gw.config.routing.canary_margin;
+                let routing = gw.routing();
+                canary.min_calls = routing.canary_min_calls;
+                canary.margin = routing.canary_margin;
                 entry.canary = Some(Arc::new(canary));
                 self.note(format!("{id}: version {version} ({}) on canary at {percent}%", short(&hash)));
                 let live = entry.adapter.as_ref().map(|a| a.hash.clone());

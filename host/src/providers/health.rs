@@ -17,14 +17,30 @@ use freellm_limits::breaker::{Breaker, BreakerConfig, BreakerSnapshot, BreakerSt
 /// of the slot, so a new adapter version inherits what the old one learned.
 #[derive(Debug)]
 pub struct ModelBreakers {
-    config: BreakerConfig,
+    /// What a breaker made now starts with ([`ModelBreakers::retune`]).
+    config: Mutex<BreakerConfig>,
     by_model: Mutex<Vec<(String, Arc<Breaker>)>>,
 }
 
 impl ModelBreakers {
     /// No model judged yet.
     pub fn new(config: BreakerConfig) -> Self {
-        Self { config, by_model: Mutex::new(Vec::new()) }
+        Self { config: Mutex::new(config), by_model: Mutex::new(Vec::new()) }
+    }
+
+    /// Applies `config` (a reload of `[breaker]`) to every model's breaker,
+    /// keeping its state and counts, and to breakers made from now on.
+    pub fn retune(&self, config: BreakerConfig) {
+        {
+            let mut current = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+            if *current == config {
+                return;
+            }
+            *current = config;
+        }
+        for (_, b) in self.models() {
+            b.retune(config);
+        }
     }
 
     /// The breaker of `model` (made closed on first use).
@@ -33,7 +49,8 @@ impl ModelBreakers {
         if let Some((_, b)) = by_model.iter().find(|(m, _)| m == model) {
             return b.clone();
         }
-        let breaker = Arc::new(Breaker::new(self.config));
+        let config = *self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        let breaker = Arc::new(Breaker::new(config));
         by_model.push((model.to_owned(), breaker.clone()));
         breaker
     }
@@ -125,6 +142,14 @@ mod tests {
         assert_eq!(summary.trips, 1);
         breakers.reset();
         assert!(breakers.is_available("a", now), "the admin reset closes every model");
+    }
+
+    #[test]
+    fn a_retune_reaches_the_breakers_in_use_and_those_made_later() {
+        let breakers = ModelBreakers::new(BreakerConfig { failure_threshold: 3, ..config() });
+        let used = breakers.for_model("a");
+        breakers.retune(config());
+        assert_eq!((used.config().failure_threshold, breakers.for_model("b").config().failure_threshold), (1, 1));
     }
 
     #[test]

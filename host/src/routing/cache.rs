@@ -26,7 +26,7 @@
 //! asked. `CACHE_SCOPE=shared` trades that for a higher hit rate.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -162,6 +162,8 @@ pub struct CacheStats {
 /// The response cache.
 pub struct ResponseCache {
     config: CacheConfig,
+    /// `[cache] enabled`, switched by a reload ([`ResponseCache::set_enabled`]).
+    enabled: AtomicBool,
     entries: moka::sync::Cache<CacheKey, Arc<CachedAnswer>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -185,6 +187,7 @@ impl ResponseCache {
             })
             .build();
         Self {
+            enabled: AtomicBool::new(config.enabled),
             config,
             entries,
             hits: AtomicU64::new(0),
@@ -199,7 +202,7 @@ impl ResponseCache {
     /// (disabled, stream, JSON schema, images). `tenant` counts only with
     /// [`CacheScope::Tenant`].
     pub fn key_for(&self, request: &Value, no_training: bool, tenant: &str) -> Option<CacheKey> {
-        if !self.config.enabled || request.get("stream").and_then(Value::as_bool) == Some(true) {
+        if !self.enabled.load(Ordering::Relaxed) || request.get("stream").and_then(Value::as_bool) == Some(true) {
             return None;
         }
         if request.pointer("/response_format/type").and_then(Value::as_str) == Some("json_schema") {
@@ -257,7 +260,8 @@ impl ResponseCache {
     /// Stores an answer unless it must not be cached: no choices, empty
     /// content everywhere, or any `finish_reason: length`.
     pub fn put(&self, key: CacheKey, answer: CachedAnswer, finish: Option<FinishReason>) {
-        if finish == Some(FinishReason::Length) || !cacheable_body(&answer.body) {
+        // Disabled meanwhile: a request keyed before the switch stores nothing.
+        if finish == Some(FinishReason::Length) || !cacheable_body(&answer.body) || !self.is_enabled() {
             return;
         }
         self.entries.insert(key, Arc::new(answer));
@@ -279,13 +283,27 @@ impl ResponseCache {
         dropped
     }
 
+    /// Turns the cache on or off (a reload of `[cache] enabled`). Turning it
+    /// off drops every entry, so turning it on again starts empty.
+    pub fn set_enabled(&self, enabled: bool) {
+        if !self.enabled.swap(enabled, Ordering::Relaxed) || enabled {
+            return;
+        }
+        self.entries.invalidate_all();
+    }
+
+    /// Whether answers are cached and served now.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// Counters for `/v1/status`.
     pub fn stats(&self) -> CacheStats {
         self.entries.run_pending_tasks();
         let hits = self.hits.load(Ordering::Relaxed);
         let misses = self.misses.load(Ordering::Relaxed);
         CacheStats {
-            enabled: self.config.enabled,
+            enabled: self.enabled.load(Ordering::Relaxed),
             ttl_ms: self.config.ttl.as_millis() as u64,
             max_entries: self.config.max_entries,
             current_size: self.entries.entry_count(),
@@ -440,6 +458,21 @@ mod tests {
         let live = |_: &str| Some("v1".to_owned());
         assert!(c.get_valid(&[1; 32], live).is_none(), "even with the same version back");
         assert!(c.get_valid(&[2; 32], live).is_some());
+    }
+
+    #[test]
+    fn switching_the_cache_off_drops_its_answers_and_stores_nothing_until_it_is_on_again() {
+        let c = ResponseCache::new(CacheConfig::default());
+        let request = json!({"model": "m", "messages": []});
+        let key = c.key_for(&request, false, T).unwrap();
+        c.put(key, answer(ok_body("a", "stop")), None);
+        c.set_enabled(false);
+        assert!(c.key_for(&request, false, T).is_none() && !c.stats().enabled);
+        c.put(key, answer(ok_body("b", "stop")), None);
+        c.set_enabled(true);
+        assert!(c.get_valid(&key, |_| Some("v1".to_owned())).is_none(), "nothing kept across the off period");
+        c.put(key, answer(ok_body("c", "stop")), None);
+        assert!(c.get_valid(&key, |_| Some("v1".to_owned())).is_some());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! function of data ([`decide`]). The attempt loop in [`crate::routing::failover`]
 //! (and a stream's continuation in [`crate::routing::stream`]) classify what went
 //! wrong into an [`AttemptFailure`], describe where the request stands in a
-//! [`Context`] (strict mode, retries left, the jittered backoff, the time
+//! [`Context`] (strict mode, the same-target retries allowed per failure
+//! kind ([`Retries`]) and made so far, the jittered backoff, the time
 //! left before the route deadline, whether a short `Retry-After` may be
 //! waited out, whether context fallbacks remain) and act on the
 //! [`Decision`]. No clock is read and nothing is sent here, so the whole
@@ -13,11 +14,14 @@
 //! | rate-limited (upstream) | cools for the clamped `Retry-After` (60 s default) | neutral | the primary target's first try waits out a short `Retry-After` that fits the deadline, once; else next key; strict: stop |
 //! | quota-exhausted (upstream) | rests until the quota resets | neutral | next key; strict: stop |
 //! | key-invalid (upstream) | taken out | neutral | next key; strict: stop |
-//! | transient (upstream 5xx, 408, 429 called transient) | cools when `Retry-After` is given | failure | retry the target after the backoff while retries are left and it fits the deadline, else next target; strict: stop |
+//! | transient (upstream 5xx, 408, 429 called transient) | cools when `Retry-After` is given | failure | retry the target after the backoff while `retries.server_error` allows and it fits the deadline, else next target; strict: stop |
 //! | transient (upstream 4xx client error) | as above | neutral | next target, never retried; strict: stop |
-//! | connection refused or reset | — | failure | as transient |
-//! | connect, first-byte or first-token timeout | — | failure | next target at once (a retry would cost another full timeout); strict: stop, neutral |
-//! | a 2xx that could not be used | — | failure | as transient (strict: stop, neutral) |
+//! | connection refused or reset | — | failure | as transient, under `retries.connection` |
+//! | connect, first-byte or first-token timeout | — | failure | next target at once by default (`retries.timeout` = 0: a retry would cost another full timeout); strict: stop, neutral |
+//! | a 2xx that could not be used | — | failure | as transient, under `retries.broken_answer` (strict: stop, neutral) |
+//!
+//! A kind's number bounds the retries made on the target so far, whatever
+//! their kinds: with every kind at 1, a target gets at most one retry.
 //! | adapter fault (trap, refused request) | — | failure | next target (it would trap again) |
 //! | map-request refusal (rate-limited, quota, key, transient) | — | neutral | next target |
 //! | unsupported | — | neutral | next target, not counted as a failure |
@@ -93,14 +97,58 @@ impl AttemptFailure {
     }
 }
 
+/// Same-target retries allowed per failure kind (`[routing.retries]`). A
+/// failure of a kind is retried while the target has had fewer retries,
+/// of any kind, than the kind's number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retries {
+    /// An upstream 5xx, 408, or a 429 the adapter calls transient.
+    pub server_error: u32,
+    /// A connection refused or reset before an answer.
+    pub connection: u32,
+    /// A 2xx whose body or stream could not be used.
+    pub broken_answer: u32,
+    /// A connect, first-byte or first-token timeout (0 by default: a retry
+    /// would cost the caller another full timeout).
+    pub timeout: u32,
+}
+
+impl Retries {
+    /// No same-target retry (a half-open probe, a stream's continuation).
+    pub const NONE: Self = Self { server_error: 0, connection: 0, broken_answer: 0, timeout: 0 };
+
+    /// The most retries one kind may have (attempts on one target are bounded).
+    pub const MAX: u32 = 5;
+
+    /// `transient` retries for every fast failure, none after a timeout:
+    /// what `transient_retries` (and a route's `retries`) stands for.
+    pub const fn transient(transient: u32) -> Self {
+        Self { server_error: transient, connection: transient, broken_answer: transient, timeout: 0 }
+    }
+
+    /// The same with the fast failures' numbers replaced by `transient` (a
+    /// route's `retries`); the timeout's number is kept.
+    pub const fn with_transient(self, transient: u32) -> Self {
+        Self { timeout: self.timeout, ..Self::transient(transient) }
+    }
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self::transient(1)
+    }
+}
+
 /// Where the request stands when a failure is decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Context {
     /// `X-FreeLLM-Strict`: exactly one attempt with one key.
     pub strict: bool,
-    /// Same-target retries left (zero for a half-open probe, whose outcome
-    /// alone decides the breaker).
-    pub retries_left: u32,
+    /// Same-target retries allowed per kind ([`Retries::NONE`] for a
+    /// half-open probe, whose outcome alone decides the breaker).
+    pub retries: Retries,
+    /// Same-target retries made so far, of any kind.
+    pub retried: u32,
     /// What the next same-target retry would wait (already jittered).
     pub backoff: Duration,
     /// Time left before the route deadline.
@@ -193,8 +241,8 @@ pub fn is_client_error(status: u16) -> bool {
 pub fn decide(failure: AttemptFailure, ctx: &Context) -> Decision {
     use Action::*;
     use Health::{Failure as Failing, Neutral};
-    let retry_or_next = |health: Health| {
-        if health == Failing && ctx.retries_left > 0 && ctx.backoff < ctx.remaining {
+    let retry_or_next = |health: Health, allowed: u32| {
+        if health == Failing && allowed > ctx.retried && ctx.backoff < ctx.remaining {
             RetryTarget { after: ctx.backoff }
         } else {
             NextTarget
@@ -222,13 +270,18 @@ pub fn decide(failure: AttemptFailure, ctx: &Context) -> Decision {
         AttemptFailure::Unreachable | AttemptFailure::BrokenAnswer if ctx.strict => {
             Decision::new(Stop, Neutral, KeyEffect::Keep, Blame::Failure)
         }
-        AttemptFailure::Unreachable | AttemptFailure::BrokenAnswer => {
-            Decision::new(retry_or_next(Failing), Failing, KeyEffect::Keep, Blame::Failure)
+        AttemptFailure::Unreachable => {
+            Decision::new(retry_or_next(Failing, ctx.retries.connection), Failing, KeyEffect::Keep, Blame::Failure)
+        }
+        AttemptFailure::BrokenAnswer => {
+            Decision::new(retry_or_next(Failing, ctx.retries.broken_answer), Failing, KeyEffect::Keep, Blame::Failure)
         }
         AttemptFailure::Silent if ctx.strict => Decision::new(Stop, Neutral, KeyEffect::Keep, Blame::Failure),
-        // A silent upstream moves on at once: a retry would cost the caller
-        // another full timeout.
-        AttemptFailure::Silent => Decision::new(NextTarget, Failing, KeyEffect::Keep, Blame::Failure),
+        // A silent upstream moves on at once unless the operator allows
+        // timeout retries: each would cost the caller another full timeout.
+        AttemptFailure::Silent => {
+            Decision::new(retry_or_next(Failing, ctx.retries.timeout), Failing, KeyEffect::Keep, Blame::Failure)
+        }
         AttemptFailure::Refused { kind, status, retry_after } => match kind {
             FailureKind::RateLimited => {
                 let key = KeyEffect::CoolDown(clamp_cooldown(retry_after.unwrap_or(DEFAULT_COOLDOWN)));
@@ -259,7 +312,7 @@ pub fn decide(failure: AttemptFailure, ctx: &Context) -> Decision {
                 // the same answer: fail over, but neither retry it nor count
                 // it against the breaker.
                 let health = if is_client_error(status) { Neutral } else { Failing };
-                let action = if ctx.strict { Stop } else { retry_or_next(health) };
+                let action = if ctx.strict { Stop } else { retry_or_next(health, ctx.retries.server_error) };
                 Decision::new(action, health, key, Blame::Failure)
             }
             FailureKind::Unsupported => Decision::new(NextTarget, Neutral, KeyEffect::Keep, Blame::None),

@@ -15,12 +15,14 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// A plain request: not strict, one retry left, a 100 ms backoff, 10 s to
+/// A plain request: not strict, today's retries (one per fast failure,
+/// none after a timeout) with none made yet, a 100 ms backoff, 10 s to
 /// the deadline, on the primary target's first try, fallbacks available.
 fn ctx() -> Context {
     Context {
         strict: false,
-        retries_left: 1,
+        retries: Retries::default(),
+        retried: 0,
         backoff: ms(100),
         remaining: ms(10_000),
         may_wait_retry_after: true,
@@ -56,19 +58,40 @@ fn every_failure() -> Vec<AttemptFailure> {
     all
 }
 
+/// Two same-target retries for every kind, timeouts included.
+const EVERY_KIND_TWICE: Retries = Retries { server_error: 2, connection: 2, broken_answer: 2, timeout: 2 };
+
+/// The retries `c` allows the kind of `failure` (none for kinds never retried).
+fn allowed(failure: AttemptFailure, c: &Context) -> u32 {
+    match failure {
+        AttemptFailure::Unreachable => c.retries.connection,
+        AttemptFailure::BrokenAnswer => c.retries.broken_answer,
+        AttemptFailure::Silent => c.retries.timeout,
+        AttemptFailure::Refused { kind: FailureKind::Transient, .. } => c.retries.server_error,
+        _ => 0,
+    }
+}
+
 /// Every context worth distinguishing: strict or not, retries left or
 /// not, backoff inside or past the deadline, short wait allowed or not,
 /// fallbacks or not.
 fn every_context() -> Vec<Context> {
     let mut all = Vec::new();
     for strict in [false, true] {
-        for retries_left in [0, 1, 2] {
+        for (retries, retried) in [
+            (Retries::NONE, 0),
+            (Retries::default(), 0),
+            (Retries::default(), 1),
+            (EVERY_KIND_TWICE, 1),
+            (EVERY_KIND_TWICE, 2),
+        ] {
             for (backoff, remaining) in [(ms(100), ms(10_000)), (ms(100), ms(50)), (ms(100), ms(0))] {
                 for may_wait_retry_after in [false, true] {
                     for context_fallbacks in [false, true] {
                         all.push(Context {
                             strict,
-                            retries_left,
+                            retries,
+                            retried,
                             backoff,
                             remaining,
                             may_wait_retry_after,
@@ -155,7 +178,7 @@ fn a_transient_failure_with_retry_after_also_cools_the_key() {
 
 #[test]
 fn a_transient_failure_fails_over_once_retries_are_spent_or_the_backoff_passes_the_deadline() {
-    let spent = Context { retries_left: 0, ..ctx() };
+    let spent = Context { retried: 1, ..ctx() };
     let d = decide(refused(FailureKind::Transient, 500, None), &spent);
     assert_eq!((d.action, d.health), (Action::NextTarget, Health::Failure));
     let late = Context { remaining: ms(100), ..ctx() };
@@ -179,20 +202,20 @@ fn connection_failures_and_broken_answers_are_retried_then_fail_over() {
     for failure in [AttemptFailure::Unreachable, AttemptFailure::BrokenAnswer] {
         let d = decide(failure, &ctx());
         assert_eq!((d.action, d.health), (Action::RetryTarget { after: ms(100) }, Health::Failure), "{failure:?}");
-        let spent = decide(failure, &Context { retries_left: 0, ..ctx() });
+        let spent = decide(failure, &Context { retried: 1, ..ctx() });
         assert_eq!((spent.action, spent.health), (Action::NextTarget, Health::Failure), "{failure:?}");
     }
 }
 
 #[test]
-fn a_silent_upstream_fails_over_at_once() {
-    let d = decide(AttemptFailure::Silent, &Context { retries_left: 5, ..ctx() });
+fn a_silent_upstream_fails_over_at_once_by_default() {
+    let d = decide(AttemptFailure::Silent, &Context { retries: Retries::transient(5), ..ctx() });
     assert_eq!(d, Decision::new(Action::NextTarget, Health::Failure, KeyEffect::Keep, Blame::Failure));
 }
 
 #[test]
 fn an_adapter_fault_fails_over_without_retry() {
-    let d = decide(AttemptFailure::AdapterFault, &Context { retries_left: 5, ..ctx() });
+    let d = decide(AttemptFailure::AdapterFault, &Context { retries: EVERY_KIND_TWICE, ..ctx() });
     assert_eq!(d, Decision::new(Action::NextTarget, Health::Failure, KeyEffect::Keep, Blame::Failure));
 }
 
@@ -284,7 +307,7 @@ fn no_retry_is_decided_without_retries_left_or_past_the_deadline() {
     for failure in every_failure() {
         for c in every_context() {
             if let Action::RetryTarget { after } = decide(failure, &c).action {
-                assert!(c.retries_left > 0, "{failure:?} retried without budget in {c:?}");
+                assert!(allowed(failure, &c) > c.retried, "{failure:?} retried without budget in {c:?}");
                 assert!(after < c.remaining, "{failure:?} retried past the deadline in {c:?}");
                 assert_eq!(after, c.backoff);
             }
@@ -378,4 +401,50 @@ fn each_failure_names_its_outcome_and_upstream_status_for_the_attempts_list() {
     for failure in every_failure() {
         assert!(!failure.outcome().is_empty(), "{failure:?}");
     }
+}
+
+#[test]
+fn each_failure_kind_is_retried_under_its_own_number() {
+    let only = |retries: Retries| Context { retries, ..ctx() };
+    let server = refused(FailureKind::Transient, 503, None);
+    let cases = [
+        (server, Retries { server_error: 1, ..Retries::NONE }),
+        (AttemptFailure::Unreachable, Retries { connection: 1, ..Retries::NONE }),
+        (AttemptFailure::BrokenAnswer, Retries { broken_answer: 1, ..Retries::NONE }),
+        (AttemptFailure::Silent, Retries { timeout: 1, ..Retries::NONE }),
+    ];
+    for (failure, retries) in cases {
+        for (other, _) in cases.iter().filter(|(f, _)| *f != failure) {
+            assert_eq!(decide(*other, &only(retries)).action, Action::NextTarget, "{other:?} under {retries:?}");
+        }
+        assert_eq!(decide(failure, &only(retries)).action, Action::RetryTarget { after: ms(100) }, "{failure:?}");
+    }
+}
+
+#[test]
+fn a_kinds_number_bounds_the_retries_of_every_kind_made_on_the_target() {
+    let c = Context { retries: Retries { server_error: 3, connection: 1, ..Retries::NONE }, retried: 1, ..ctx() };
+    assert_eq!(decide(AttemptFailure::Unreachable, &c).action, Action::NextTarget, "one retry made already");
+    let d = decide(refused(FailureKind::Transient, 500, None), &c);
+    assert_eq!(d.action, Action::RetryTarget { after: ms(100) }, "server errors allow three");
+    let done = Context { retried: 3, ..c };
+    assert_eq!(decide(refused(FailureKind::Transient, 500, None), &done).action, Action::NextTarget);
+}
+
+#[test]
+fn timeout_retries_wait_the_backoff_and_never_apply_to_a_strict_request() {
+    let c = Context { retries: Retries { timeout: 1, ..Retries::default() }, ..ctx() };
+    assert_eq!(decide(AttemptFailure::Silent, &c).action, Action::RetryTarget { after: ms(100) });
+    let s = Context { strict: true, ..c };
+    assert_eq!(
+        decide(AttemptFailure::Silent, &s),
+        Decision::new(Action::Stop, Health::Neutral, KeyEffect::Keep, Blame::Failure)
+    );
+}
+
+#[test]
+fn a_routes_retries_replace_the_fast_failures_numbers_and_keep_the_timeouts() {
+    let global = Retries { server_error: 2, connection: 3, broken_answer: 1, timeout: 1 };
+    assert_eq!(global.with_transient(0), Retries { timeout: 1, ..Retries::NONE });
+    assert_eq!(Retries::default(), Retries { server_error: 1, connection: 1, broken_answer: 1, timeout: 0 });
 }

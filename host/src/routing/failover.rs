@@ -44,6 +44,7 @@ use serde_json::{Value, json};
 
 use crate::access::virtual_keys::Ticket;
 use crate::clock;
+use crate::config::RoutingConfig;
 use crate::ops::metrics::UpstreamTime;
 use crate::ops::stats::unix_ms;
 use crate::providers::keys::KeyRing;
@@ -51,7 +52,7 @@ use crate::providers::{ProviderEntry, Registry};
 use crate::routing::attempt::{
     AttemptVerdict, Call, Failed, KeyGrant, acquire_key, acquire_target, classify, report_failure, send,
 };
-use crate::routing::decide::{Action, AttemptFailure, Blame, Context, Decision, KeyEffect, decide};
+use crate::routing::decide::{Action, AttemptFailure, Blame, Context, Decision, KeyEffect, Retries, decide};
 use crate::routing::error::{Advice, RoutingError};
 use crate::routing::router::{Candidate, Plan, PlanKind, RouteTable};
 use crate::routing::stream::{self, StreamStart};
@@ -108,6 +109,8 @@ pub struct RouteRequest<'a> {
     pub registry: Arc<Registry>,
     /// The route table.
     pub routes: &'a RouteTable,
+    /// Retries, backoff and waits, from the same live configuration.
+    pub routing: &'a RoutingConfig,
     /// The caller's virtual-key reservation; a stream takes it along and
     /// settles it when it ends.
     pub ticket: std::sync::Mutex<Option<Ticket>>,
@@ -305,7 +308,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
     };
     // A half-open probe is one attempt: its outcome decides the breaker, and
     // a retry would only hammer a provider that is likely still down.
-    let retry_budget = if verdict.is_probe() { 0 } else { candidate.retries };
+    let retry_budget = if verdict.is_probe() { Retries::NONE } else { candidate.retries };
     // A committed stream takes this along and records its verdict when it
     // ends; otherwise it is recorded below, once the attempt is decided.
     let verdict = std::sync::Mutex::new(Some(verdict));
@@ -325,7 +328,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
         Some(body) => (body, true),
         None => (req.body.clone(), false),
     };
-    let routing = &req.gw.config.routing;
+    let routing = req.routing;
     let mut tried_keys: Vec<usize> = Vec::new();
     let mut retries = 0u32;
     let mut waited_retry_after = false;
@@ -368,7 +371,8 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
         let now = clock::now();
         let context = Context {
             strict: req.strict,
-            retries_left: retry_budget.saturating_sub(retries),
+            retries: retry_budget,
+            retried: retries,
             backoff: jittered_backoff(routing.retry_backoff, retries),
             remaining: target.deadline.saturating_duration_since(now),
             may_wait_retry_after: target.primary && !waited_retry_after,
@@ -456,7 +460,7 @@ async fn answer(
             head,
             response,
             timeouts: *req.gw.upstream.timeouts(),
-            first_token_timeout: req.gw.config.routing.first_token_timeout,
+            first_token_timeout: req.routing.first_token_timeout,
             request_id: req.request_id.to_owned(),
             provider: provider.clone(),
             hold: key.take_hold(),

@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use crate::config::RouteConfig;
 use crate::providers::{ProviderEntry, Registry};
+use crate::routing::decide::Retries;
 use crate::routing::error::RoutingError;
 use crate::routing::meta::{self, META_MODELS, MetaOrder, MetaPick};
 use crate::routing::pattern::{fill_placeholders, glob_match, is_glob};
@@ -84,7 +85,8 @@ pub struct Route {
     pub targets: Vec<Target>,
     /// This route's strategy, or the global one.
     pub strategy: Option<Strategy>,
-    /// Transient retries per target, or the global count.
+    /// Retries of the fast failures per target (server error, connection,
+    /// broken answer); the global numbers when absent.
     pub retries: Option<u32>,
     /// Targets tried when the prompt is too long for a target's context.
     pub context_fallbacks: Vec<Target>,
@@ -270,8 +272,8 @@ pub struct Candidate {
     pub provider: Arc<ProviderEntry>,
     /// Upstream model id, without the provider prefix.
     pub upstream_model: String,
-    /// Transient retries allowed on this target.
-    pub retries: u32,
+    /// Same-target retries allowed on this target, per failure kind.
+    pub retries: Retries,
 }
 
 impl std::fmt::Debug for Candidate {
@@ -325,8 +327,8 @@ pub struct PlanRequest<'a> {
     pub needs: Needs,
     /// Global strategy now.
     pub strategy: Strategy,
-    /// Global transient retries.
-    pub retries: u32,
+    /// Global same-target retries per failure kind (`[routing.retries]`).
+    pub retries: Retries,
     /// `X-FreeLLM-Strict`.
     pub strict: bool,
 }
@@ -377,7 +379,7 @@ fn concrete_plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>)
         candidates: vec![Candidate {
             provider: entry.clone(),
             upstream_model: upstream_model.to_owned(),
-            retries: if req.strict { 0 } else { req.retries },
+            retries: if req.strict { Retries::NONE } else { req.retries },
         }],
         context_fallbacks: Vec::new(),
         skipped: Vec::new(),
@@ -387,7 +389,7 @@ fn concrete_plan(registry: &Registry, table: &RouteTable, req: &PlanRequest<'_>)
 
 fn route_plan(registry: &Registry, resolved: &Resolved<'_>, req: &PlanRequest<'_>) -> Plan {
     let route = resolved.route;
-    let retries = route.retries.unwrap_or(req.retries);
+    let retries = route.retries.map_or(req.retries, |n| req.retries.with_transient(n));
     let mut skipped = Vec::new();
     let meta_targets =
         route.meta.as_ref().map(|(pick, priority)| meta_targets(registry, *pick, priority, &req.needs, &mut skipped));
@@ -445,7 +447,7 @@ fn expand(
     registry: &Registry,
     targets: &[Target],
     needs: &Needs,
-    retries: u32,
+    retries: Retries,
     skipped: &mut Vec<Skipped>,
 ) -> Vec<Candidate> {
     let mut out: Vec<Candidate> = Vec::new();

@@ -51,7 +51,7 @@ use crate::providers::ProviderEntry;
 use crate::routing::attempt::{
     AttemptVerdict, Call, Failed, KeyHold, acquire_key, acquire_target, classify, report_failure, send,
 };
-use crate::routing::decide::{AttemptFailure, Context, decide};
+use crate::routing::decide::{AttemptFailure, Context, Retries, decide};
 use crate::routing::error::RoutingError;
 use crate::routing::router::Candidate;
 use crate::routing::sse::Framer;
@@ -872,7 +872,8 @@ impl Continuation {
             // whatever the decision, the next candidate is tried.
             let context = Context {
                 strict: false,
-                retries_left: 0,
+                retries: Retries::NONE,
+                retried: 0,
                 backoff: Duration::ZERO,
                 remaining: Duration::ZERO,
                 may_wait_retry_after: false,

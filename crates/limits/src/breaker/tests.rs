@@ -431,3 +431,35 @@ fn racing_threads_get_exactly_one_probe() {
         assert!(b.is_available(t1));
     }
 }
+
+#[test]
+fn a_retuned_threshold_applies_to_the_next_failure_and_keeps_the_counts() {
+    let t0 = Instant::now();
+    let b = breaker();
+    fail(&b, t0);
+    b.retune(BreakerConfig { failure_threshold: 2, ..fixed() });
+    assert_eq!(b.snapshot(t0).consecutive_failures, 1, "the count survives");
+    fail(&b, t0);
+    assert_eq!(b.snapshot(t0).state, BreakerState::Open, "two failures now trip it");
+}
+
+#[test]
+fn a_retuned_open_period_applies_from_the_next_trip() {
+    let t0 = Instant::now();
+    let b = tripped(t0);
+    b.retune(BreakerConfig {
+        open_timeout: Duration::from_secs(1),
+        max_open_timeout: Duration::from_secs(1),
+        ..fixed()
+    });
+    assert_eq!(b.snapshot(t0 + Duration::from_secs(2)).state, BreakerState::Open, "the running period ends as set");
+    b.retune(BreakerConfig { failure_threshold: 0, ..fixed() });
+    assert_eq!(b.config().failure_threshold, 1, "normalized like a new breaker");
+}
+
+#[test]
+fn the_environment_is_laid_over_a_given_configuration() {
+    let file = BreakerConfig { failure_threshold: 7, success_threshold: 4, ..BreakerConfig::default() };
+    let c = file.with_env(env(&[(ENV_SUCCESS_THRESHOLD, "1")])).unwrap();
+    assert_eq!((c.failure_threshold, c.success_threshold), (7, 1));
+}

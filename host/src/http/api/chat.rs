@@ -76,13 +76,8 @@ pub async fn chat_completions(
     {
         return Ok(cache_hit(&gw, &request_id.0, &model, started, &hit, ticket));
     }
-    let plan_request = PlanRequest {
-        model: &model,
-        needs,
-        strategy: live.strategy,
-        retries: gw.config.routing.transient_retries,
-        strict,
-    };
+    let plan_request =
+        PlanRequest { model: &model, needs, strategy: live.strategy, retries: live.routing.retries, strict };
     let plan = match router::plan(&registry, &routes, &plan_request) {
         Ok(plan) => plan,
         Err(e) => {
@@ -123,6 +118,7 @@ pub async fn chat_completions(
         estimated_tokens: needs.estimated_tokens,
         registry: registry.clone(),
         routes: &routes,
+        routing: &live.routing,
         ticket: std::sync::Mutex::new(ticket),
         upstream_time: Default::default(),
     };

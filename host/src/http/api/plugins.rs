@@ -97,7 +97,9 @@ pub async fn list(State(gw): State<SharedGateway>) -> Json<Value> {
     Json(json!({ "plugins": plugins, "events": gw.plugins.events(), "reloads": gw.plugins.reload_count() }))
 }
 
-/// `POST /v1/plugins/reload`, optionally `{"id": "<provider>"}`.
+/// `POST /v1/plugins/reload`, optionally `{"id": "<provider>"}`: each
+/// provider's outcome, the settings applied (`applied`) and those that
+/// need a restart (`restart_needed`), by file key.
 pub async fn reload(State(gw): State<SharedGateway>, body: Bytes) -> Result<Json<Value>, ApiError> {
     let only = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -110,11 +112,11 @@ pub async fn reload(State(gw): State<SharedGateway>, body: Bytes) -> Result<Json
             Some(_) => return Err(ApiError::invalid_body("\"id\" must be a provider id")),
         }
     };
-    let outcomes = gw.plugins.reload(only.as_deref()).await.map_err(|message| match &only {
+    let reloaded = gw.plugins.reload_report(only.as_deref()).await.map_err(|message| match &only {
         Some(id) if message.starts_with("no provider") => ApiError::ProviderNotFound { id: id.clone() },
         _ => ApiError::invalid_body(message),
     })?;
-    Ok(Json(json!({ "outcomes": outcomes })))
+    Ok(Json(json!(reloaded)))
 }
 
 /// Query of `POST /v1/plugins/{id}/reload`.
