@@ -22,6 +22,9 @@ use crate::routing::strategy::Strategy;
 use freellm_limits::breaker::BreakerConfig;
 use freellm_runtime::SandboxLimits;
 
+mod state;
+pub use state::{OnRedisError, RedisUrl, StateConfig, is_instance_id};
+
 /// Largest component accepted by upload unless `FREELLM_MAX_UPLOAD_BYTES` says otherwise.
 pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
 
@@ -91,6 +94,8 @@ pub struct Config {
     /// and what its last good read held: watched and re-read while the
     /// gateway runs ([`Config::provider_keys`]). Clones share it.
     pub keys_file: Arc<ProviderKeysFile>,
+    /// Shared state of a fleet of instances (`[state]`, `FREELLM_REDIS_URL`).
+    pub state: StateConfig,
     env: HashMap<String, String>,
 }
 
@@ -288,6 +293,8 @@ struct FileConfig {
     cache: FileCache,
     #[serde(default)]
     keys: FileKeys,
+    #[serde(default)]
+    state: state::FileState,
 }
 
 /// `[keys]`: where provider keys come from besides the environment.
@@ -458,7 +465,7 @@ impl Config {
         // Compared through `Debug`: every section derives it, and a new
         // field is covered without touching this list's comparisons.
         let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-        let sections: [(&'static str, bool); 15] = [
+        let sections: [(&'static str, bool); 16] = [
             ("[server] host", differs(&self.host, &fresh.host)),
             ("[server] port", differs(&self.port, &fresh.port)),
             ("[server] max_body_bytes", differs(&self.max_body_bytes, &fresh.max_body_bytes)),
@@ -477,6 +484,7 @@ impl Config {
             ),
             ("[server] edge limits and timeouts", differs(&self.edge, &fresh.edge)),
             ("[keys] file", differs(&self.keys_file.path(), &fresh.keys_file.path())),
+            ("[state]", differs(&self.state, &fresh.state)),
         ];
         sections.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
     }
@@ -484,6 +492,7 @@ impl Config {
     fn build(file: FileConfig, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| env_get(&env, name);
         let edge = edge_config(&file.server, &env)?;
+        let state = state::state_config(file.state, &env)?;
         let host_text = get("HOST").map(str::to_owned).or(file.server.host).unwrap_or_else(|| "127.0.0.1".into());
         let host = host_text.parse().map_err(|_| ConfigError::Invalid {
             name: "HOST".into(),
@@ -717,6 +726,7 @@ impl Config {
             keys_file: Arc::new(ProviderKeysFile::new(
                 get("FREELLM_PROVIDER_KEYS_FILE").map(PathBuf::from).or(file.keys.file).map(|p| resolve(base_dir, &p)),
             )),
+            state,
             env,
         })
     }

@@ -23,6 +23,7 @@ use crate::access::auth::{self, Credentials};
 use crate::access::tokens::TokenSecret;
 use crate::access::virtual_keys::VirtualKeys;
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::http::cors::AllowedOrigins;
 use crate::http::shutdown::Drain;
 use crate::live::{Live, LiveCell, Section, StrategySection, registry_section, routes_section};
@@ -56,6 +57,11 @@ pub struct Gateway {
     pub ip_limiter: Option<IdentifierLimiter>,
     /// Event feeds held per principal (`max_event_feeds_per_principal`).
     pub event_feeds: FeedSlots,
+    /// This instance and the fleet's shared state (`[state]`): the local
+    /// backend unless a Redis URL is set.
+    pub fleet: Arc<Fleet>,
+    /// `X-FreeLLM-Instance`, made once.
+    pub instance_header: axum::http::HeaderValue,
 
     // Tier 2: the live configuration, swapped as a whole.
     /// The live configuration; a request loads it once.
@@ -145,6 +151,10 @@ impl Gateway {
             None => None,
         };
         let cors = AllowedOrigins::new(sec.allowed_origins.as_deref(), credentials.protected);
+        // A bad URL refuses to start; an unreachable Redis starts degraded.
+        let fleet = Fleet::start(&config.state).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let instance_header = axum::http::HeaderValue::from_str(fleet.instance_id())
+            .map_err(|_| anyhow::anyhow!("instance id {:?} is not a header value", fleet.instance_id()))?;
 
         let store = Arc::new(Store::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
         crate::ops::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -194,6 +204,8 @@ impl Gateway {
             identifier_limiter,
             ip_limiter,
             event_feeds,
+            fleet,
+            instance_header,
             registry: registry_section(&live),
             routes: routes_section(&live),
             strategy: StrategySection::new(&live),

@@ -107,7 +107,7 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
     if let Err(refusal) = guard::check_host(&gw, &req) {
         return finish_request_id(*refusal, &id);
     }
-    let response = match Cors::check(&gw.cors, &req) {
+    let mut response = match Cors::check(&gw.cors, &req) {
         Err(preflight) => *preflight,
         Ok(cors) => {
             let mut response = match guard::admit(&gw, &mut req) {
@@ -122,6 +122,8 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
             response
         }
     };
+    // Which instance of a fleet answered (a shared value: no allocation).
+    response.headers_mut().insert("x-freellm-instance", gw.instance_header.clone());
     finish_request_id(response, &id)
 }
 

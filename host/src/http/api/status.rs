@@ -73,6 +73,10 @@ pub fn status_json(gw: &Gateway) -> Value {
             "lastReloadError": gw.virtual_keys.last_error(),
         },
         "quotaSkips": gw.metrics.quota_skips(),
+        // Where shared state lives, which instance answered, and whether
+        // the shared state is reachable ("degraded: shared state unavailable").
+        "instanceId": gw.fleet.instance_id(),
+        "sharedState": gw.fleet.status(),
         // Adapter versions refused by a reload (step and error), by provider.
         "adapterRejections": gw.plugins.rejections(),
     })
