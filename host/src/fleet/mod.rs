@@ -13,9 +13,16 @@
 //!
 //! - [`redis`]: the client, the timeout, key naming.
 //! - [`link`]: the link's state machine (pure, injected time).
+//! - [`caps`]: exact caps across instances (virtual keys, provider key
+//!   windows, identifier and per-IP limits), one script per decision
+//!   ([`scripts`]); [`deltas`]: counts made while degraded, merged when
+//!   the link is back.
 
+pub mod caps;
+pub mod deltas;
 pub mod link;
 pub mod redis;
+pub mod scripts;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
@@ -53,6 +60,10 @@ pub struct Shared {
     on_error: OnRedisError,
     /// Wakes the probe task when the link goes down.
     wake_probe: tokio::sync::Notify,
+    /// Counts made while degraded, merged when the link is back.
+    deltas: Mutex<deltas::Deltas>,
+    /// Makes identifier-window members unique within this instance.
+    seq: std::sync::atomic::AtomicU64,
 }
 
 /// `/v1/status`'s `sharedState`.
@@ -101,6 +112,8 @@ impl Fleet {
                 link: Mutex::new(Link::up()),
                 on_error: config.on_redis_error,
                 wake_probe: tokio::sync::Notify::new(),
+                deltas: Mutex::new(deltas::Deltas::default()),
+                seq: std::sync::atomic::AtomicU64::new(0),
             }),
         });
         match fleet.call(|c| async move { c.ping().await }).await {
@@ -256,7 +269,15 @@ fn spawn_probe(fleet: Weak<Fleet>) {
                 }
                 Some(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
                 Some(_) => {
-                    shared.probe().await;
+                    if shared.probe().await {
+                        let merged = f.merge_deltas().await;
+                        if merged > 0 {
+                            tracing::info!(
+                                counters = merged,
+                                "counts made while degraded merged into the shared state"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -110,7 +110,7 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
     let mut response = match Cors::check(&gw.cors, &req) {
         Err(preflight) => *preflight,
         Ok(cors) => {
-            let mut response = match guard::admit(&gw, &mut req) {
+            let mut response = match guard::admit(&gw, &mut req).await {
                 Err(refusal) => *refusal,
                 Ok(admission) => {
                     let mut response = run_with_body_guard(&gw, req, next).await;
