@@ -526,7 +526,8 @@ impl Ticket {
             let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
             match bucket {
                 // Counted at admission; the tokens go to the current bucket.
-                Some(_) => fleet.adjust_virtual_key(handle, None, Delta { requests: 0, tokens }),
+                Some(_) if tokens > 0 => fleet.adjust_virtual_key(handle, None, Delta { requests: 0, tokens }),
+                Some(_) => {}
                 None => fleet.keep_delta(Counter::VirtualKey(handle), Delta { requests: 1, tokens }),
             }
         }

@@ -88,6 +88,9 @@ pub struct SharedStateStatus {
     /// What caps do while degraded (`closed` or `open`), with Redis.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub on_redis_error: Option<&'static str>,
+    /// Counters made while degraded, waiting to be merged, with Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_counts: Option<usize>,
 }
 
 impl Fleet {
@@ -177,9 +180,11 @@ impl Fleet {
             reason: None,
             message: None,
             on_redis_error: None,
+            pending_counts: None,
         };
         if let Some(shared) = &self.shared {
             status.on_redis_error = Some(shared.on_error.as_str());
+            status.pending_counts = Some(shared.deltas.lock().unwrap_or_else(|e| e.into_inner()).len());
             if let LinkState::Degraded { since_unix_ms, reason, .. } = shared.link().state().clone() {
                 status.degraded = true;
                 status.since = Some(iso8601(since_unix_ms));
