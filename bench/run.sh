@@ -17,7 +17,10 @@
 # BENCH_CONNECTIONS (16), BENCH_COLD_RUNS (5), BENCH_OHA_THREADS (1),
 # BENCH_MOCK_THREADS (1), BENCH_MOCK_PORT (18081), BENCH_GATEWAY_PORT (18080),
 # BENCH_SKIP_BUILD=1 (reuse existing binaries), BENCH_GATEWAY_BIN (another
-# freellm binary to measure, e.g. an older build for comparison).
+# freellm binary to measure, e.g. an older build for comparison),
+# BENCH_STATE=redis (also measure the shared-state backend: a redis-server
+# on loopback, the embedded backend as its same-run baseline, and two
+# instances against one Redis; see measure_state).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -404,6 +407,74 @@ print_table() {
 
 # ---------------------------------------------------------------- main
 
+# The shared-state backend (BENCH_STATE=redis): one connection each, the
+# same configuration on the embedded store and on a redis-server on
+# loopback. Every request runs the shared parts: the master key with an
+# identifier limit (one script) and a provider key with declared limits
+# (one script to reserve; nothing to settle, as the estimate matches).
+# Then two instances on the one Redis, loaded at the same time.
+measure_state() {
+    command -v redis-server >/dev/null || die "BENCH_STATE=redis needs redis-server (apt-get install redis-server)"
+    local base_env=("${GATEWAY_ENV[@]}") redis_port redis_pid second_pid second_port
+    mkdir -p "$WORK/data2"
+    redis_port=$(free_port $((GATEWAY_PORT + 20)))
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+    redis_pid=$!
+    track "$redis_pid"
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
+        sleep 0.05
+    done
+    printf '[providers.groq]\ncomponent = "%s"\nlimits = { rpm = 4000000000, rpd = 0, tpm = 0, tpd = 0 }\n' \
+        "$GROQ_WASM" >"$WORK/plugins-state.toml"
+    local shared=(FREELLM_API_KEY=bench-master-key FREELLM_IDENTIFIER_LIMIT=1000000/60000)
+    local cmd=("$GATEWAY_BIN" serve --config "$WORK/plugins-state.toml")
+    GATEWAY_CMD=("${cmd[@]}")
+    log "state: embedded store, 1 connection, $DURATION"
+    GATEWAY_ENV=("${base_env[@]}" "${shared[@]}")
+    start_gateway
+    run_oha state-local-c1 "$GATEWAY_URL" 1 "$DURATION" -H "Authorization: Bearer bench-master-key"
+    stop_gateway
+    log "state: Redis on loopback, 1 connection, $DURATION"
+    GATEWAY_ENV=("${base_env[@]}" "${shared[@]}" FREELLM_REDIS_URL="redis://127.0.0.1:$redis_port" FREELLM_INSTANCE_ID=bench-1)
+    start_gateway
+    run_oha state-redis-c1 "$GATEWAY_URL" 1 "$DURATION" -H "Authorization: Bearer bench-master-key"
+    log "state: two instances on one Redis, 1 connection each, $DURATION"
+    second_port=$(free_port $((GATEWAY_PORT + 21)))
+    env "${GATEWAY_ENV[@]}" PORT="$second_port" FREELLM_INSTANCE_ID=bench-2 FREELLM_DATA_DIR="$WORK/data2" \
+        "${cmd[@]}" </dev/null >>"$WORK/gateway2.log" 2>&1 &
+    second_pid=$!
+    track "$second_pid"
+    wait_http_200 "http://127.0.0.1:$second_port/healthz" 180 "$second_pid" || die "the second instance did not start"
+    local first_load
+    run_oha state-two-a "$GATEWAY_URL" 1 "$DURATION" -H "Authorization: Bearer bench-master-key" &
+    first_load=$!
+    run_oha state-two-b "http://127.0.0.1:$second_port/v1/chat/completions" 1 "$DURATION" \
+        -H "Authorization: Bearer bench-master-key"
+    wait "$first_load"
+    stop_pid "$second_pid"
+    stop_gateway
+    stop_pid "$redis_pid"
+    GATEWAY_ENV=("${base_env[@]}")
+    GATEWAY_CMD=("$GATEWAY_BIN" serve --config "$WORK/plugins.toml")
+    jq -n --slurpfile l "$WORK/state-local-c1.json" --slurpfile r "$WORK/state-redis-c1.json" \
+        --slurpfile a "$WORK/state-two-a.json" --slurpfile b "$WORK/state-two-b.json" '
+        def us(o; p): (o.latencyPercentiles[p] * 1e6 * 10 | round) / 10;
+        def ok(o): ([o.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0) == 0;
+        {
+            local_p50_us: us($l[0]; "p50"), redis_p50_us: us($r[0]; "p50"),
+            redis_added_p50_us: ((us($r[0]; "p50") - us($l[0]; "p50")) * 10 | round / 10),
+            local_p99_us: us($l[0]; "p99"), redis_p99_us: us($r[0]; "p99"),
+            two_instances_p50_us: [us($a[0]; "p50"), us($b[0]; "p50")],
+            two_instances_rps: [$a[0].summary.requestsPerSec, $b[0].summary.requestsPerSec] | map(round),
+            all_200: (ok($l[0]) and ok($r[0]) and ok($a[0]) and ok($b[0]))
+        }' >"$RESULTS_DIR/state.json"
+    jq -r '
+        "Shared state, 1 conn: p50 \(.redis_p50_us) µs on Redis vs \(.local_p50_us) µs on the embedded store: +\(.redis_added_p50_us) µs (target ≤ 100 µs); p99 \(.redis_p99_us) vs \(.local_p99_us) µs.",
+        "Two instances on one Redis, 1 conn each: p50 \(.two_instances_p50_us | map(tostring) | join(" / ")) µs, \(.two_instances_rps | map(tostring) | join(" + ")) req/s. All 200: \(.all_200)."
+    ' "$RESULTS_DIR/state.json" | tee "$RESULTS_DIR/state.md"
+}
+
 main() {
     ensure_tools
     build_all
@@ -428,6 +499,7 @@ main() {
 
     write_results
     measure_extras
+    [[ ${BENCH_STATE:-} != redis ]] || measure_state
     log "measured in $((SECONDS - started)) s"
     echo
     print_table

@@ -512,6 +512,17 @@ function metric(id, label, value, sub) {
     h("div", { class: "sub" }, sub || "\u00a0"));
 }
 
+/** Where shared state lives and which instance answered; a fleet whose
+ * Redis is unreachable says "degraded: shared state unavailable". */
+function sharedStateMetric(shared) {
+  const st = shared || { backend: "local", instanceId: "" };
+  const value = st.degraded ? "degraded" : st.backend === "redis" ? "shared (Redis)" : "local";
+  const sub = st.degraded ? `${st.message} · instance ${st.instanceId}` : `instance ${st.instanceId}`;
+  const node = metric("shared-state", "Shared state", value, sub);
+  if (st.degraded) node.classList.add("warn");
+  return node;
+}
+
 function recentLatencies() {
   const since = Date.now() - BUCKETS * BUCKET_MS;
   return state.log.filter((e) => Date.parse(e.timestamp) >= since).map((e) => e.latencyMs);
@@ -542,6 +553,7 @@ function renderOverview() {
       latencies.length ? `${latencies.length} requests, last 5 min` : "no requests in 5 min"),
     metric("avoided", "Upstream 429s avoided", compact(s.quotaSkips || 0),
       `routed around full quotas · ${plural(taken, "429")} taken`),
+    sharedStateMetric(s.sharedState),
   );
   renderCharts();
 }

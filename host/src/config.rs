@@ -28,6 +28,9 @@ use freellm_limits::breaker::BreakerConfig;
 use freellm_limits::identifier::IdentifierLimit;
 use freellm_runtime::SandboxLimits;
 
+mod state;
+pub use state::{OnRedisError, RedisUrl, StateConfig, is_instance_id};
+
 /// Largest component accepted by upload unless `FREELLM_MAX_UPLOAD_BYTES` says otherwise.
 pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
 
@@ -105,6 +108,8 @@ pub struct Config {
     /// and what its last good read held: watched and re-read while the
     /// gateway runs ([`Config::provider_keys`]). Clones share it.
     pub keys_file: Arc<ProviderKeysFile>,
+    /// Shared state of a fleet of instances (`[state]`, `FREELLM_REDIS_URL`).
+    pub state: StateConfig,
     env: HashMap<String, String>,
 }
 
@@ -391,6 +396,8 @@ struct FileConfig {
     limits: FileClientLimits,
     #[serde(default)]
     cors: FileCors,
+    #[serde(default)]
+    state: state::FileState,
 }
 
 /// `[breaker]`: the circuit breaker of every provider's models.
@@ -651,6 +658,8 @@ impl Config {
             ("[cache] max_entries", c.max_entries != d.max_entries),
             ("[cache] scope", c.scope != d.scope),
             ("[keys] file", self.keys_file.path() != fresh.keys_file.path()),
+            // Compared through `Debug` (the URL's shows no password).
+            ("[state]", format!("{:?}", self.state) != format!("{:?}", fresh.state)),
         ];
         sections.into_iter().filter(|(_, changed)| *changed).map(|(name, _)| name).collect()
     }
@@ -658,6 +667,7 @@ impl Config {
     fn build(file: FileConfig, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| env_get(&env, name);
         let edge = edge_config(&file.server, &env)?;
+        let state = state::state_config(file.state, &env)?;
         let host_text = get("HOST").map(str::to_owned).or(file.server.host).unwrap_or_else(|| "127.0.0.1".into());
         let host = host_text.parse().map_err(|_| ConfigError::Invalid {
             name: "HOST".into(),
@@ -814,6 +824,7 @@ impl Config {
             keys_file: Arc::new(ProviderKeysFile::new(
                 get("FREELLM_PROVIDER_KEYS_FILE").map(PathBuf::from).or(file.keys.file).map(|p| resolve(base_dir, &p)),
             )),
+            state,
             env,
         })
     }

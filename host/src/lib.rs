@@ -15,6 +15,7 @@
 pub mod access;
 pub mod clock;
 pub mod config;
+pub mod fleet;
 pub mod http;
 pub mod live;
 pub mod ops;

@@ -25,6 +25,7 @@ use crate::access::auth::{self, Credentials};
 use crate::access::tokens::TokenSecret;
 use crate::access::virtual_keys::VirtualKeys;
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::http::clients::ClientPolicy;
 use crate::http::shutdown::Drain;
 use crate::live::{Live, LiveCell, Section, StrategySection, registry_section, routes_section};
@@ -51,6 +52,11 @@ pub struct Gateway {
     pub credentials: Credentials,
     /// Event feeds held per principal (`max_event_feeds_per_principal`).
     pub event_feeds: FeedSlots,
+    /// This instance and the fleet's shared state (`[state]`): the local
+    /// backend unless a Redis URL is set.
+    pub fleet: Arc<Fleet>,
+    /// `X-FreeLLM-Instance`, made once.
+    pub instance_header: axum::http::HeaderValue,
 
     // Tier 2: the live configuration, swapped as a whole.
     /// The live configuration; a request loads it once.
@@ -126,6 +132,10 @@ impl Gateway {
             [&sec.api_key, &sec.admin_key, &sec.token_secret].into_iter().flatten(),
         );
         let clients = ClientPolicy::new(&config.clients, credentials.protected);
+        // A bad URL refuses to start; an unreachable Redis starts degraded.
+        let fleet = Fleet::start(&config.state).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let instance_header = axum::http::HeaderValue::from_str(fleet.instance_id())
+            .map_err(|_| anyhow::anyhow!("instance id {:?} is not a header value", fleet.instance_id()))?;
 
         let store = Arc::new(Store::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
         crate::ops::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -174,6 +184,8 @@ impl Gateway {
             config,
             credentials,
             event_feeds,
+            fleet,
+            instance_header,
             registry: registry_section(&live),
             routes: routes_section(&live),
             strategy: StrategySection::new(&live),

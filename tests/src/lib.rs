@@ -7,7 +7,11 @@
 //!   answers with whatever the test scripts: JSON, SSE with delays, a hang,
 //!   or a connection cut.
 //! - [`Gateway`] writes a `plugins.toml`, starts the binary on a free port
-//!   with a clean environment and waits for `/healthz`.
+//!   with a clean environment and waits for `/healthz`;
+//!   [`Gateway::start_fleet`] starts several against one Redis.
+//! - [`RedisServer`] runs the real `redis-server` on a free loopback port
+//!   with a temporary directory; it can be killed and restarted on the same
+//!   port, and is killed on drop.
 
 use std::collections::VecDeque;
 use std::net::TcpListener as StdListener;
@@ -620,6 +624,142 @@ impl Gateway {
         // (e.g. a 413 answered before the body was read).
         let r = reqwest::Client::new().get(format!("{}/healthz", self.url)).send().await.expect("healthz");
         assert_eq!(r.status(), 200, "gateway unhealthy:\n{}", self.log());
+    }
+}
+
+// ---------------------------------------------------------------- redis
+
+/// A real `redis-server` on a free loopback port, in a temporary directory;
+/// killed on drop.
+pub struct RedisServer {
+    /// The port it listens on (kept across [`RedisServer::restart`]).
+    pub port: u16,
+    dir: tempfile::TempDir,
+    persist: bool,
+    password: Option<String>,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    /// Starts a server without persistence (`--save "" --appendonly no`).
+    pub async fn start() -> Self {
+        Self::start_with(false, None).await
+    }
+
+    /// Starts a server that writes an append-only file in its directory,
+    /// so a [`restart`](Self::restart) keeps its data.
+    pub async fn start_persistent() -> Self {
+        Self::start_with(true, None).await
+    }
+
+    /// Starts a server that requires `password` (`--requirepass`).
+    pub async fn start_with_password(password: &str) -> Self {
+        Self::start_with(false, Some(password.to_owned())).await
+    }
+
+    async fn start_with(persist: bool, password: Option<String>) -> Self {
+        let mut server =
+            Self { port: free_port(), dir: tempfile::tempdir().expect("tempdir"), persist, password, child: None };
+        server.spawn().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>` (with the password, when it has one).
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = std::process::Command::new(redis_server_binary());
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--appendonly", if self.persist { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server runs (install it: apt-get install redis-server)"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ping().await {
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {}", self.port);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends one command (RESP) and returns the raw reply.
+    pub async fn command(&self, args: &[&str]) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+        let mut frame = String::new();
+        if let Some(p) = &self.password {
+            frame.push_str(&format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len()));
+        }
+        frame.push_str(&format!("*{}\r\n", args.len()));
+        for a in args {
+            frame.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        conn.write_all(frame.as_bytes()).await.ok()?;
+        let mut buf = vec![0u8; 64 << 10];
+        let n = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf)).await.ok()?.ok()?;
+        let mut reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if self.password.is_some() {
+            reply = reply.strip_prefix("+OK\r\n").map(str::to_owned).unwrap_or(reply);
+        }
+        Some(reply)
+    }
+
+    async fn ping(&self) -> bool {
+        self.command(&["PING"]).await.is_some_and(|r| r.starts_with("+PONG"))
+    }
+
+    /// Kills the server (SIGKILL, as a crash would) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (after [`kill`](Self::kill)).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `redis-server` on the `PATH` (`.ci/run` installs it when missing).
+fn redis_server_binary() -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("redis-server")).find(|p| p.is_file()))
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"))
+}
+
+impl Gateway {
+    /// Starts `n` gateways at once, each with its own data directory, the
+    /// `plugins.toml` and environment `options(i)` gives, plus
+    /// `FREELLM_REDIS_URL` (the shared Redis) and `FREELLM_INSTANCE_ID=gw-<i>`.
+    pub async fn start_fleet(n: usize, redis_url: &str, options: impl Fn(usize) -> GatewayOptions) -> Vec<Self> {
+        let starts = (0..n).map(|i| {
+            let mut o = options(i);
+            o.env.push(("FREELLM_REDIS_URL".into(), redis_url.to_owned()));
+            o.env.push(("FREELLM_INSTANCE_ID".into(), format!("gw-{i}")));
+            Self::start_with(o)
+        });
+        futures_util::future::join_all(starts).await
     }
 }
 

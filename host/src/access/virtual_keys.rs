@@ -16,6 +16,12 @@
 //!   under it; the last admitted answers may take the total past it.)
 //! * **Rolling 24 h** in one-minute buckets per key; usage survives restarts
 //!   through the store ([`VirtualKeys::export_usage`], [`VirtualKeys::import_usage`]).
+//! * **A fleet.** With a shared Redis ([`crate::fleet`]) the caps and usage
+//!   are the fleet's: [`VirtualKeys::admit_in`] reserves the slot in Redis
+//!   (one script), and the ticket's settle and release adjust it there.
+//!   While Redis is unreachable `on_redis_error` decides: `closed` refuses
+//!   ([`Refusal::SharedStateUnavailable`]), `open` decides from this
+//!   instance's own window and keeps the count to merge later.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -25,6 +31,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::config::OnRedisError;
+use crate::fleet::Fleet;
+use crate::fleet::caps::VirtualKeyVerdict;
+use crate::fleet::deltas::{Counter, Delta};
 
 /// Largest accepted file.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
@@ -279,6 +290,8 @@ pub enum Refusal {
     RequestCap(u64),
     /// The token cap is reached.
     TokenCap(u64),
+    /// The fleet's shared state cannot be reached and caps fail closed.
+    SharedStateUnavailable,
 }
 
 /// Every loaded virtual key, the file they came from, and their usage.
@@ -374,7 +387,55 @@ impl VirtualKeys {
         }
         w.in_flight += 1;
         drop(w);
-        Ok(Ticket { window: Some(window) })
+        Ok(Ticket { window: Some(window), shared: None })
+    }
+
+    /// [`VirtualKeys::admit`] for a gateway in `fleet`: with Redis the
+    /// fleet's caps decide (one script); locally, exactly `admit`.
+    pub async fn admit_in(
+        &self,
+        fleet: &Arc<Fleet>,
+        key: &Arc<VirtualKey>,
+        model: &str,
+        now_ms: u64,
+    ) -> Result<Ticket, Refusal> {
+        if fleet.shared().is_none() {
+            return self.admit(key, model, now_ms);
+        }
+        if key.expired(now_ms) {
+            return Err(Refusal::Expired);
+        }
+        if !key.allows(model) {
+            return Err(Refusal::ModelNotAllowed);
+        }
+        let handle = key.handle();
+        match fleet.admit_virtual_key(&handle, key.daily_request_cap, key.daily_token_cap).await {
+            Ok(VirtualKeyVerdict::Admitted { bucket }) => Ok(Ticket {
+                window: None,
+                shared: Some(SharedTicket { fleet: fleet.clone(), handle, bucket: Some(bucket) }),
+            }),
+            Ok(VirtualKeyVerdict::RequestCap) => Err(Refusal::RequestCap(key.daily_request_cap.unwrap_or_default())),
+            Ok(VirtualKeyVerdict::TokenCap) => Err(Refusal::TokenCap(key.daily_token_cap.unwrap_or_default())),
+            Err(_) => match fleet.on_redis_error() {
+                OnRedisError::Closed => Err(Refusal::SharedStateUnavailable),
+                OnRedisError::Open => {
+                    let mut ticket = self.admit(key, model, now_ms)?;
+                    ticket.shared = Some(SharedTicket { fleet: fleet.clone(), handle, bucket: None });
+                    Ok(ticket)
+                }
+            },
+        }
+    }
+
+    /// `(requests, tokens)` of a key in the rolling 24 h: the fleet's when
+    /// it shares state and Redis answers, else this instance's.
+    pub async fn usage_in(&self, fleet: &Fleet, key: &VirtualKey, now_ms: u64) -> (u64, u64) {
+        if fleet.shared().is_some()
+            && let Ok(usage) = fleet.virtual_key_usage(&key.handle()).await
+        {
+            return usage;
+        }
+        self.usage_of(&key.id, now_ms)
     }
 
     /// `(requests, tokens)` of a key in the rolling 24 h.
@@ -440,6 +501,17 @@ impl VirtualKeys {
 #[derive(Debug)]
 pub struct Ticket {
     window: Option<Arc<Mutex<UsageWindow>>>,
+    shared: Option<SharedTicket>,
+}
+
+/// The fleet's side of a ticket.
+#[derive(Debug)]
+struct SharedTicket {
+    fleet: Arc<Fleet>,
+    handle: String,
+    /// The bucket Redis counted the request in; `None`: admitted from local
+    /// state while degraded, so the whole request is merged later.
+    bucket: Option<i64>,
 }
 
 impl Ticket {
@@ -450,6 +522,15 @@ impl Ticket {
             w.in_flight = w.in_flight.saturating_sub(1);
             w.record(now_ms, 1, tokens);
         }
+        if let Some(SharedTicket { fleet, handle, bucket }) = self.shared.take() {
+            let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
+            match bucket {
+                // Counted at admission; the tokens go to the current bucket.
+                Some(_) if tokens > 0 => fleet.adjust_virtual_key(handle, None, Delta { requests: 0, tokens }),
+                Some(_) => {}
+                None => fleet.keep_delta(Counter::VirtualKey(handle), Delta { requests: 1, tokens }),
+            }
+        }
     }
 }
 
@@ -459,6 +540,9 @@ impl Drop for Ticket {
         if let Some(window) = self.window.take() {
             let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
             w.in_flight = w.in_flight.saturating_sub(1);
+        }
+        if let Some(SharedTicket { fleet, handle, bucket: Some(bucket) }) = self.shared.take() {
+            fleet.adjust_virtual_key(handle, Some(bucket), Delta { requests: -1, tokens: 0 });
         }
     }
 }

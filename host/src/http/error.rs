@@ -103,6 +103,10 @@ pub enum ApiError {
     /// The gateway holds its maximum of client connections.
     #[error("too many connections")]
     TooManyConnections,
+    /// A cap could not be checked: the fleet's shared state is unreachable
+    /// and `[state] on_redis_error = "closed"`.
+    #[error("shared state unavailable")]
+    SharedStateUnavailable,
     /// A bug or an unexpected condition; details go to the log only.
     #[error("internal error: {0}")]
     Internal(String),
@@ -154,7 +158,7 @@ impl ApiError {
             }
             Self::BrowserTokensDisabled => StatusCode::BAD_REQUEST,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyConnections | Self::SharedStateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -190,6 +194,7 @@ impl ApiError {
             Self::BrowserTokensDisabled => ("invalid_request_error", "no_providers_configured"),
             Self::RequestTimeout { .. } => ("invalid_request_error", "request_timeout"),
             Self::TooManyConnections => ("server_error", "too_many_connections"),
+            Self::SharedStateUnavailable => ("server_error", "shared_state_unavailable"),
             Self::Internal(_) => ("internal_error", "internal_server_error"),
         }
     }
@@ -280,6 +285,9 @@ impl ApiError {
             }
             Self::RequestTimeout { after_ms } => format!("The request body was not complete after {after_ms} ms."),
             Self::TooManyConnections => "The gateway is at its connection limit; retry shortly.".into(),
+            Self::SharedStateUnavailable => "This request's limits are shared by the gateway's instances and \
+                 the shared state is unavailable (degraded: shared state unavailable); retry shortly."
+                .into(),
             Self::Internal(_) => "Internal server error".into(),
         };
         // Keep the documented key order: type, code, message, then context.
@@ -301,7 +309,7 @@ impl IntoResponse for ApiError {
             tracing::error!(detail = %detail, "internal error");
         }
         let mut response = self.status().into_response();
-        if matches!(self, Self::TooManyConnections) {
+        if matches!(self, Self::TooManyConnections | Self::SharedStateUnavailable) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         let exhausted_retry = match &self {

@@ -15,6 +15,14 @@
 //! 60 per minute per IP throttles a local gateway and its own dashboard).
 //! The principal is handed to handlers as a request extension, and every
 //! answer carries `X-FreeLLM-Identifier`, `-Remaining` and `-Reset`.
+//!
+//! In a fleet (Redis) both limits are the fleet's: one script decides and
+//! records ([`crate::fleet::Fleet::check_identifier`]). While Redis is
+//! unreachable `on_redis_error` decides for tenants: `closed` refuses with
+//! 503 `shared_state_unavailable`, `open` decides from this instance's own
+//! limiter and keeps the count to merge later. Operators (master, admin,
+//! open mode) are always decided locally then, so `/v1/status` stays
+//! readable during an outage.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
@@ -25,10 +33,11 @@ use axum::response::{IntoResponse, Response};
 
 use crate::access::auth::{self, AuthFailure, Principal};
 use crate::http::clients::ClientPolicy;
+use crate::config::OnRedisError;
 use crate::http::error::ApiError;
 use crate::ops::stats::unix_ms;
 use crate::state::Gateway;
-use freellm_limits::identifier::{Decision, validate_identifier};
+use freellm_limits::identifier::{Decision, IdentifierLimiter, validate_identifier};
 
 /// Endpoints open to everyone.
 fn is_public(path: &str) -> bool {
@@ -158,7 +167,7 @@ impl Admission {
 
 /// Authenticates and limits one request. `Ok`: it goes on, its principal
 /// in the request's extensions. `Err`: the refusal to answer with.
-pub fn admit(gw: &Gateway, clients: &ClientPolicy, req: &mut Request) -> Result<Admission, Box<Response>> {
+pub async fn admit(gw: &Gateway, clients: &ClientPolicy, req: &mut Request) -> Result<Admission, Box<Response>> {
     let path = req.uri().path();
     if is_public(path) {
         return Ok(Admission { identifier: None });
@@ -190,7 +199,9 @@ pub fn admit(gw: &Gateway, clients: &ClientPolicy, req: &mut Request) -> Result<
     let identifier =
         resolve_identifier(req.headers(), &principal, client_ip).map_err(|e| Box::new(e.into_response()))?;
     if let (Some(limiter), Some(ip)) = (&clients.ip_limiter, client_ip) {
-        let d = limiter.check(&format!("ip:{ip}"), now_ms);
+        let d = check_limit(gw, limiter, "ip", &format!("ip:{ip}"), &principal, now_ms)
+            .await
+            .map_err(|e| Box::new(e.into_response()))?;
         if !d.allowed {
             let rpm = clients.per_ip_rpm().unwrap_or_default();
             return Err(Box::new(
@@ -206,7 +217,9 @@ pub fn admit(gw: &Gateway, clients: &ClientPolicy, req: &mut Request) -> Result<
         req.extensions_mut().insert(principal);
         return Ok(Admission { identifier: None });
     };
-    let decision = limiter.check(&identifier, now_ms);
+    let decision = check_limit(gw, limiter, "id", &identifier, &principal, now_ms)
+        .await
+        .map_err(|e| Box::new(e.into_response()))?;
     if !decision.allowed {
         let mut response = ApiError::IdentifierRateLimited {
             message: format!(
@@ -221,6 +234,35 @@ pub fn admit(gw: &Gateway, clients: &ClientPolicy, req: &mut Request) -> Result<
     }
     req.extensions_mut().insert(principal);
     Ok(Admission { identifier: Some((identifier, decision)) })
+}
+
+/// One limit's decision for `name`: the fleet's when it shares state, else
+/// (or, for operators and with `on_redis_error = "open"`, while Redis is
+/// unreachable) the local limiter's.
+async fn check_limit(
+    gw: &Gateway,
+    limiter: &IdentifierLimiter,
+    kind: &'static str,
+    name: &str,
+    principal: &Principal,
+    now_ms: u64,
+) -> Result<Decision, ApiError> {
+    if gw.fleet.shared().is_none() {
+        return Ok(limiter.check(name, now_ms));
+    }
+    match gw.fleet.check_identifier(kind, name, limiter.limit()).await {
+        Ok(decision) => Ok(decision),
+        Err(_) if gw.fleet.on_redis_error() == OnRedisError::Closed && !principal.is_operator() => {
+            Err(ApiError::SharedStateUnavailable)
+        }
+        Err(_) => {
+            let decision = limiter.check(name, now_ms);
+            if decision.allowed {
+                gw.fleet.keep_identifier_count(kind, name, limiter.limit());
+            }
+            Ok(decision)
+        }
+    }
 }
 
 fn failure_kind(f: &AuthFailure) -> &'static str {

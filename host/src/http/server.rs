@@ -108,10 +108,10 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
         return finish_request_id(*refusal, &id);
     }
     let clients = gw.live.load().clients.clone();
-    let response = match Cors::check(&clients.origins, &req) {
+    let mut response = match Cors::check(&clients.origins, &req) {
         Err(preflight) => *preflight,
         Ok(cors) => {
-            let mut response = match guard::admit(&gw, &clients, &mut req) {
+            let mut response = match guard::admit(&gw, &clients, &mut req).await {
                 Err(refusal) => *refusal,
                 Ok(admission) => {
                     let mut response = run_with_body_guard(&gw, req, next).await;
@@ -123,6 +123,8 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
             response
         }
     };
+    // Which instance of a fleet answered (a shared value: no allocation).
+    response.headers_mut().insert("x-freellm-instance", gw.instance_header.clone());
     finish_request_id(response, &id)
 }
 

@@ -474,6 +474,23 @@ fn render_providers(out: &mut String, registry: &Registry) {
     }
 }
 
+/// `freellm_shared_state_up`: whether this instance reaches the fleet's
+/// shared state (always 1 on the local backend).
+pub fn render_shared_state(out: &mut String, status: &crate::fleet::SharedStateStatus) {
+    header(
+        out,
+        "freellm_shared_state_up",
+        "gauge",
+        "1 when the shared state answers; 0 when degraded: shared state unavailable (caps follow on_redis_error).",
+    );
+    let backend = match status.backend {
+        crate::fleet::Backend::Local => "local",
+        crate::fleet::Backend::Redis => "redis",
+    };
+    let labels = labels(&["backend", "instance_id"], &[backend, status.instance_id.as_str()]);
+    let _ = writeln!(out, "freellm_shared_state_up{{{labels}}} {}", u8::from(!status.degraded));
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");

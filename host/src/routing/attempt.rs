@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::clock;
+use crate::fleet::Fleet;
+use crate::fleet::caps::KeyVerdict;
+use crate::fleet::deltas::{Counter, Delta};
 use crate::ops::metrics::UpstreamTime;
 use crate::ops::stats::unix_ms;
 use crate::providers::ProviderEntry;
@@ -24,7 +27,7 @@ use crate::routing::error::RoutingError;
 use crate::routing::upstream::{UpstreamError, UpstreamResponse, response_head};
 use crate::state::SharedGateway;
 use freellm_limits::breaker::{Breaker, Outcome as BreakerOutcome, Permit};
-use freellm_limits::quota::Reservation;
+use freellm_limits::quota::{Limits, Reservation};
 use freellm_runtime::Adapter;
 use freellm_runtime::types::{CallContext, Failure, FailureKind};
 
@@ -58,6 +61,8 @@ pub(crate) struct KeyGrant {
     reservation: Option<Reservation>,
     /// The ring the key and its reservation belong to.
     keys: Arc<KeyRing>,
+    /// The same request counted in the fleet's windows (with Redis).
+    shared: Option<FleetReservation>,
 }
 
 /// A key's reservation handed on to whoever settles it with the real usage
@@ -66,12 +71,17 @@ pub struct KeyHold {
     keys: Arc<KeyRing>,
     index: usize,
     reservation: Reservation,
+    shared: Option<FleetReservation>,
 }
 
 impl KeyHold {
     /// Counts the request's real token use in the key's windows.
     pub fn settle(self, tokens: Option<u32>) {
+        let estimate = self.reservation.estimated_tokens();
         self.keys.settle(self.index, self.reservation, tokens);
+        if let Some(shared) = self.shared {
+            shared.settle(estimate, tokens);
+        }
     }
 }
 
@@ -79,14 +89,50 @@ impl KeyGrant {
     /// Undoes the reservation: the request never reached the upstream.
     fn release(&mut self) {
         if let Some(reservation) = self.reservation.take() {
+            let estimate = reservation.estimated_tokens();
             self.keys.release(self.index, reservation);
+            if let Some(shared) = self.shared.take() {
+                shared.release(estimate);
+            }
         }
     }
 
     /// Hands the reservation on (to a stream, which settles it when it ends).
     pub(crate) fn take_hold(&mut self) -> Option<KeyHold> {
         let reservation = self.reservation.take()?;
-        Some(KeyHold { keys: self.keys.clone(), index: self.index, reservation })
+        Some(KeyHold { keys: self.keys.clone(), index: self.index, reservation, shared: self.shared.take() })
+    }
+}
+
+/// A provider key's request as the fleet counted it.
+struct FleetReservation {
+    fleet: Arc<Fleet>,
+    /// The key's store id (hashed, never the secret).
+    store_id: String,
+    /// The buckets Redis counted it in; `None`: counted locally while
+    /// degraded, so the whole request is merged later.
+    buckets: Option<(i64, i64)>,
+}
+
+impl FleetReservation {
+    fn settle(self, estimate: u32, tokens: Option<u32>) {
+        let tokens = i64::from(tokens.unwrap_or(estimate));
+        match self.buckets {
+            Some(buckets) => {
+                let delta = Delta { requests: 0, tokens: tokens - i64::from(estimate) };
+                if delta.tokens != 0 {
+                    self.fleet.adjust_provider_key(self.store_id, Some(buckets), delta);
+                }
+            }
+            None => self.fleet.keep_delta(Counter::ProviderKey(self.store_id), Delta { requests: 1, tokens }),
+        }
+    }
+
+    fn release(self, estimate: u32) {
+        if let Some(buckets) = self.buckets {
+            let delta = Delta { requests: -1, tokens: -i64::from(estimate) };
+            self.fleet.adjust_provider_key(self.store_id, Some(buckets), delta);
+        }
     }
 }
 
@@ -134,18 +180,72 @@ pub(crate) fn acquire_target(
 
 /// Acquire, key part: the next key in rotation with room for the request,
 /// its use reserved. `Err` holds how long until one frees up.
-pub(crate) fn acquire_key(
-    keys: &Arc<KeyRing>,
+///
+/// In a fleet (Redis), a key whose adapter declares limits is confirmed in
+/// the fleet's windows too (one script): a key the fleet finds full rests
+/// until its window frees and the next key is tried. While Redis is
+/// unreachable the local windows decide (routing fails open) and the
+/// request is merged into the fleet's counts later.
+pub(crate) async fn acquire_key(
+    call: &Call<'_>,
+    model: &str,
     exclude: &[usize],
     now: Instant,
     estimated_tokens: u32,
 ) -> Result<KeyGrant, Duration> {
-    let picked = keys.pick(exclude, now, estimated_tokens)?;
-    Ok(KeyGrant {
+    let keys = call.keys;
+    let fleet = &call.gw.fleet;
+    let shares = fleet.shared().is_some() && *keys.limits() != Limits::default();
+    // Each refusal rests one key, which the next pick skips: at most one
+    // turn per key.
+    for _ in 0..=keys.len() {
+        let picked = keys.pick(exclude, now, estimated_tokens)?;
+        let mut grant = KeyGrant {
+            index: picked.index,
+            secret: picked.secret.map(str::to_owned),
+            reservation: Some(picked.reservation),
+            keys: keys.clone(),
+            shared: None,
+        };
+        if !shares {
+            return Ok(grant);
+        }
+        let scope = if Arc::ptr_eq(keys, &call.provider.keys) {
+            call.provider.id.to_string()
+        } else {
+            format!("{}/{model}", call.provider.id)
+        };
+        let Some(store_id) = keys.store_id(&scope, grant.index) else { return Ok(grant) };
+        match fleet.reserve_provider_key(&store_id, keys.limits(), estimated_tokens).await {
+            Ok(KeyVerdict::Reserved { minute_bucket, day_bucket }) => {
+                grant.shared = Some(FleetReservation {
+                    fleet: fleet.clone(),
+                    store_id,
+                    buckets: Some((minute_bucket, day_bucket)),
+                });
+                return Ok(grant);
+            }
+            Ok(KeyVerdict::Full { wait_ms }) => {
+                tracing::debug!(request_id = call.request_id, provider = %call.provider.id, key = grant.index, wait_ms,
+                    "the fleet's windows of this key are full");
+                // Only the local count: the fleet counted nothing.
+                if let Some(reservation) = grant.reservation.take() {
+                    keys.release(grant.index, reservation);
+                }
+                keys.cool_down(grant.index, Duration::from_millis(wait_ms));
+            }
+            Err(_) => {
+                grant.shared = Some(FleetReservation { fleet: fleet.clone(), store_id, buckets: None });
+                return Ok(grant);
+            }
+        }
+    }
+    keys.pick(exclude, now, estimated_tokens).map(|picked| KeyGrant {
         index: picked.index,
         secret: picked.secret.map(str::to_owned),
         reservation: Some(picked.reservation),
         keys: keys.clone(),
+        shared: None,
     })
 }
 

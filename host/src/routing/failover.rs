@@ -338,7 +338,9 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
             memory.record(candidate, "deadline", None, None);
             break TargetOutcome::Next;
         }
-        let mut key = match acquire_key(call.keys, &tried_keys, clock::now(), req.estimated_tokens) {
+        let acquired =
+            acquire_key(&call, &candidate.upstream_model, &tried_keys, clock::now(), req.estimated_tokens).await;
+        let mut key = match acquired {
             Ok(key) => key,
             // Keys cooling down or with full windows: a rate limit, with an
             // ETA. Keys all tried or invalid: nothing more to do here.

@@ -836,10 +836,12 @@ impl Continuation {
                 continue; // a canary without prefill: the permit goes back unused
             }
             let keys = provider.keys_for(&candidate.upstream_model);
-            let Ok(mut key) = acquire_key(keys, &[], crate::clock::now(), 0) else { continue };
             let ctx = adapter.context(request_id, &candidate.upstream_model, true);
             let call =
                 Call { gw: &self.gw, request_id, provider, adapter: &adapter, ctx: &ctx, keys, upstream_time: None };
+            let Ok(mut key) = acquire_key(&call, &candidate.upstream_model, &[], crate::clock::now(), 0).await else {
+                continue;
+            };
             let failure = match send(&call, &body, &mut key).await {
                 Ok(response) if response.status().is_success() => {
                     let head = response_head(&response);

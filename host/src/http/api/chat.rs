@@ -55,7 +55,8 @@ pub async fn chat_completions(
     let ticket = match principal.as_ref().and_then(|Extension(p)| p.virtual_key()) {
         Some(key) => Some(
             gw.virtual_keys
-                .admit(key, &model, unix_ms(SystemTime::now()))
+                .admit_in(&gw.fleet, key, &model, unix_ms(SystemTime::now()))
+                .await
                 .map_err(|refusal| refusal_error(refusal, key, &model))?,
         ),
         None => None,
@@ -222,6 +223,7 @@ fn refusal_error(refusal: Refusal, key: &VirtualKey, model: &str) -> ApiError {
         Refusal::TokenCap(cap) => ApiError::VirtualKeyCapReached {
             message: format!("virtual key {masked} exhausted its 24h token cap ({cap})"),
         },
+        Refusal::SharedStateUnavailable => ApiError::SharedStateUnavailable,
     }
 }
 

@@ -17,22 +17,29 @@ use axum::{Extension, Json};
 use serde_json::{Value, json};
 
 use crate::access::auth::Principal;
-use crate::access::virtual_keys::{VirtualKey, VirtualKeys};
+use crate::access::virtual_keys::VirtualKey;
 use crate::ops::stats::{iso8601, unix_ms};
 use crate::state::SharedGateway;
 
 /// The caller's own view.
 pub async fn me(State(gw): State<SharedGateway>, principal: Option<Extension<Principal>>) -> Json<Value> {
     let principal = principal.map_or(Principal::Open, |Extension(p)| p);
-    Json(me_json(&principal, principal.is_admin(&gw.credentials), &gw.virtual_keys, unix_ms(SystemTime::now())))
+    let now_ms = unix_ms(SystemTime::now());
+    // The fleet's usage when instances share state, else this instance's.
+    let usage = match principal.virtual_key() {
+        Some(key) => gw.virtual_keys.usage_in(&gw.fleet, key, now_ms).await,
+        None => (0, 0),
+    };
+    Json(me_json(&principal, principal.is_admin(&gw.credentials), usage, now_ms))
 }
 
-/// The `/v1/me` object of `principal` at `now_ms`.
-pub fn me_json(principal: &Principal, admin: bool, keys: &VirtualKeys, now_ms: u64) -> Value {
+/// The `/v1/me` object of `principal` at `now_ms`; `usage` is its virtual
+/// key's `(requests, tokens)` in the rolling 24 h.
+pub fn me_json(principal: &Principal, admin: bool, usage: (u64, u64), now_ms: u64) -> Value {
     let mut out = json!({ "principal": principal.kind(), "admin": admin });
     match principal {
         Principal::Virtual(key) => {
-            out["virtualKey"] = key_json(key, keys, now_ms);
+            out["virtualKey"] = key_json(key, usage, now_ms);
         }
         Principal::Browser { claims, virtual_key } => {
             out["token"] = json!({
@@ -41,7 +48,7 @@ pub fn me_json(principal: &Principal, admin: bool, keys: &VirtualKeys, now_ms: u
                 "issuedAt": iso8601(claims.issued_at_ms()),
                 "expiresAt": iso8601(claims.expires_at_ms()),
             });
-            out["virtualKey"] = virtual_key.as_ref().map_or(Value::Null, |k| key_json(k, keys, now_ms));
+            out["virtualKey"] = virtual_key.as_ref().map_or(Value::Null, |k| key_json(k, usage, now_ms));
         }
         Principal::Open | Principal::Master | Principal::Admin => {}
     }
@@ -49,9 +56,9 @@ pub fn me_json(principal: &Principal, admin: bool, keys: &VirtualKeys, now_ms: u
 }
 
 /// One virtual key as the operator inventory (`/v1/status/virtual-keys`)
-/// and its own tenant (`/v1/me`) see it: masked id, caps, rolling usage.
-pub(crate) fn key_json(key: &VirtualKey, keys: &VirtualKeys, now_ms: u64) -> Value {
-    let (requests, tokens) = keys.usage_of(&key.id, now_ms);
+/// and its own tenant (`/v1/me`) see it: masked id, caps, rolling usage
+/// (`(requests, tokens)`).
+pub(crate) fn key_json(key: &VirtualKey, (requests, tokens): (u64, u64), now_ms: u64) -> Value {
     json!({
         "maskedId": key.masked_id(),
         "label": key.label,
@@ -88,8 +95,7 @@ mod tests {
 
     #[test]
     fn a_virtual_key_sees_its_own_caps_and_usage_but_never_its_key() {
-        let keys = VirtualKeys::none();
-        let v = me_json(&Principal::Virtual(key()), false, &keys, 1_700_000_000_000);
+        let v = me_json(&Principal::Virtual(key()), false, (0, 0), 1_700_000_000_000);
         assert_eq!(v["principal"], "virtual_key");
         assert_eq!(v["virtualKey"]["label"], "Team");
         assert_eq!(v["virtualKey"]["requestCapRemaining"], 10);
@@ -108,14 +114,14 @@ mod tests {
             virtual_key: Some(crate::access::tokens::key_handle(KEY)),
             jti: None,
         };
-        let keys = VirtualKeys::none();
         let browser = Principal::Browser { claims: Arc::new(claims), virtual_key: Some(key()) };
-        let v = me_json(&browser, false, &keys, 1_700_000_000_000);
+        let v = me_json(&browser, false, (3, 0), 1_700_000_000_000);
         assert_eq!(v["token"]["origin"], "https://app.example");
         assert_eq!(v["token"]["identifier"], "user-1");
         assert_eq!(v["virtualKey"]["label"], "Team");
+        assert_eq!(v["virtualKey"]["requestCapRemaining"], 7);
         assert!(!v.to_string().contains(KEY), "{v}");
-        let admin = me_json(&Principal::Admin, true, &keys, 0);
+        let admin = me_json(&Principal::Admin, true, (0, 0), 0);
         assert_eq!(admin, json!({"principal": "admin", "admin": true}));
     }
 }

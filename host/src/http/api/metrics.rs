@@ -10,7 +10,8 @@ use crate::state::SharedGateway;
 
 /// The scrape endpoint.
 pub async fn metrics(State(gw): State<SharedGateway>) -> Response {
-    let body = crate::ops::metrics::render(&gw.metrics, &gw.registry.load(), gw.cache.stats(), &gw.events);
+    let mut body = crate::ops::metrics::render(&gw.metrics, &gw.registry.load(), gw.cache.stats(), &gw.events);
+    crate::ops::metrics::render_shared_state(&mut body, &gw.fleet.status());
     let mut response = body.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::ops::metrics::CONTENT_TYPE));
     response

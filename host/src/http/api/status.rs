@@ -27,6 +27,7 @@ const RECENT: usize = 50;
 /// (`access`: its role and whether it may call admin endpoints).
 pub async fn status(State(gw): State<SharedGateway>, principal: Option<Extension<Principal>>) -> Json<Value> {
     let mut status = status_json(&gw);
+    fleet_usage(&gw, &mut status).await;
     if let (Some(Extension(p)), Some(object)) = (principal, status.as_object_mut()) {
         object.insert("access".into(), json!({ "role": p.kind(), "admin": p.is_admin(&gw.credentials) }));
     }
@@ -73,17 +74,62 @@ pub fn status_json(gw: &Gateway) -> Value {
             "lastReloadError": gw.virtual_keys.last_error(),
         },
         "quotaSkips": gw.metrics.quota_skips(),
+        // Where shared state lives, which instance answered, and whether
+        // the shared state is reachable ("degraded: shared state unavailable").
+        "instanceId": gw.fleet.instance_id(),
+        "sharedState": gw.fleet.status(),
         // Adapter versions refused by a reload (step and error), by provider.
         "adapterRejections": gw.plugins.rejections(),
     })
 }
 
-/// `GET /v1/status/virtual-keys` (admin): masked ids, caps and usage.
+/// In a fleet, the usage of the whole fleet, read from Redis: each
+/// provider key's windows (`keys[].windows`, `keys[].requestsInWindow`)
+/// and each virtual key's rolling 24 h (`virtualKeys.usage`). The local
+/// numbers stay when Redis does not answer (`sharedState.degraded`).
+async fn fleet_usage(gw: &Gateway, status: &mut Value) {
+    if gw.fleet.shared().is_none() || gw.fleet.is_degraded() {
+        return;
+    }
+    let mut usage = Vec::new();
+    for k in gw.virtual_keys.current().keys() {
+        let Ok((requests, tokens)) = gw.fleet.virtual_key_usage(&k.handle()).await else { return };
+        usage.push(json!({"maskedId": k.masked_id(), "label": k.label, "requestsInWindow": requests,
+            "tokensInWindow": tokens, "dailyRequestCap": k.daily_request_cap, "dailyTokenCap": k.daily_token_cap}));
+    }
+    usage.sort_by(|a, b| a["label"].as_str().cmp(&b["label"].as_str()));
+    if let Some(vk) = status["virtualKeys"].as_object_mut() {
+        vk.insert("usage".into(), Value::Array(usage));
+    }
+    let registry = gw.registry.load();
+    let mut read = 0usize;
+    for (p, shown) in registry.providers.iter().zip(status["providers"].as_array_mut().into_iter().flatten()) {
+        if *p.keys.limits() == freellm_limits::quota::Limits::default() {
+            continue; // nothing limited: nothing shared
+        }
+        for (index, key) in shown["keys"].as_array_mut().into_iter().flatten().enumerate() {
+            let Some(store_id) = p.keys.store_id(&p.id, index) else { continue };
+            let Ok(windows) = gw.fleet.provider_key_usage(&store_id).await else { return };
+            key["requestsInWindow"] = json!(windows.requests_minute);
+            key["windows"] = json!(windows);
+            read += 1;
+        }
+    }
+    if let Some(shared) = status["sharedState"].as_object_mut() {
+        shared.insert("fleetKeyWindows".into(), json!(read));
+    }
+}
+
+/// `GET /v1/status/virtual-keys` (admin): masked ids, caps and usage (the
+/// fleet's, when instances share state).
 pub async fn virtual_keys(State(gw): State<SharedGateway>) -> Json<Value> {
     let now_ms = unix_ms(SystemTime::now());
     let set = gw.virtual_keys.current();
-    let mut keys: Vec<Value> =
-        set.keys().map(|k| crate::http::api::me::key_json(k, &gw.virtual_keys, now_ms)).collect();
+    let mut keys: Vec<Value> = Vec::with_capacity(set.len());
+    for k in set.keys() {
+        let usage = gw.virtual_keys.usage_in(&gw.fleet, k, now_ms).await;
+        keys.push(crate::http::api::me::key_json(k, usage, now_ms));
+    }
     keys.sort_by(|a, b| a["label"].as_str().cmp(&b["label"].as_str()));
     Json(json!({
         "softCapWarning": "Counters are rolling 24h and persisted across restarts (at most the last second of \

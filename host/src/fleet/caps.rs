@@ -1,0 +1,284 @@
+//! Exact caps across the fleet: each decision is one script ([`scripts`])
+//! run in one round trip, so three instances receiving 90 concurrent
+//! requests against a cap of 30 let exactly 30 through.
+//!
+//! - virtual keys: [`Fleet::admit_virtual_key`] counts the request in the
+//!   key's rolling 24 h before it is routed; the ticket's settle adds the
+//!   tokens and its release takes the request back
+//!   ([`Fleet::adjust_virtual_key`]);
+//! - provider keys: the local ring picks a key as always, then
+//!   [`Fleet::reserve_provider_key`] confirms the reservation in the
+//!   fleet's minute and day windows, or says how long the key is full;
+//! - identifier and per-IP limits: [`Fleet::check_identifier`].
+//!
+//! A call that gets no answer returns an error (the link goes down): the
+//! caller applies `on_redis_error`. Adjustments (settle, release) never
+//! make a request wait: they run in a task, and one that cannot be written
+//! is kept as a delta ([`deltas`]) and merged when Redis is back.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use freellm_limits::identifier::{Decision, IdentifierLimit};
+use freellm_limits::quota::{Limits, WindowUse};
+use sha2::{Digest, Sha256};
+
+use super::deltas::{Counter, Delta};
+use super::scripts;
+use super::{Fleet, FleetError, RedisClient};
+
+/// A virtual key's admission by the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtualKeyVerdict {
+    /// Counted in the bucket (minute since the epoch) it names.
+    Admitted {
+        /// The minute bucket the request was counted in.
+        bucket: i64,
+    },
+    /// The request cap is reached.
+    RequestCap,
+    /// The token cap is reached.
+    TokenCap,
+}
+
+/// A provider key's reservation by the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyVerdict {
+    /// Counted in these buckets (second, minute since the epoch).
+    Reserved {
+        /// The minute window's bucket (seconds).
+        minute_bucket: i64,
+        /// The day window's bucket (minutes).
+        day_bucket: i64,
+    },
+    /// A window is full for about this long.
+    Full {
+        /// Milliseconds until the request would fit.
+        wait_ms: u64,
+    },
+}
+
+fn limit_arg(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// A short hashed name for a client-chosen bucket (identifier or IP).
+fn hashed(name: &str) -> String {
+    hex::encode(&Sha256::digest(name.as_bytes())[..16])
+}
+
+impl Fleet {
+    /// Counts one request of virtual key `handle` if its caps allow it.
+    pub async fn admit_virtual_key(
+        &self,
+        handle: &str,
+        request_cap: Option<u64>,
+        token_cap: Option<u64>,
+    ) -> Result<VirtualKeyVerdict, FleetError> {
+        let args = [limit_arg(request_cap), limit_arg(token_cap)];
+        let reply: Vec<i64> = self
+            .call(
+                |c: RedisClient| async move { c.run(&scripts::VIRTUAL_KEY_ADMIT, &[c.key("vk", handle)], &args).await },
+            )
+            .await?;
+        Ok(match reply.as_slice() {
+            [1, _, _, bucket, ..] => VirtualKeyVerdict::Admitted { bucket: *bucket },
+            [0, _, _, _, 2] => VirtualKeyVerdict::TokenCap,
+            _ => VirtualKeyVerdict::RequestCap,
+        })
+    }
+
+    /// Adds `delta` to virtual key `handle` (in `bucket`, or the current
+    /// one), in a task; kept as a delta when Redis does not take it.
+    pub fn adjust_virtual_key(self: &Arc<Self>, handle: String, bucket: Option<i64>, delta: Delta) {
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let args = [bucket.unwrap_or(-1), delta.requests, delta.tokens];
+            let id = handle.as_str();
+            let written = fleet
+                .call(|c: RedisClient| async move {
+                    c.run::<Vec<i64>, _>(&scripts::VIRTUAL_KEY_ADJUST, &[c.key("vk", id)], &args).await.map(drop)
+                })
+                .await;
+            if written.is_err() {
+                fleet.keep_delta(Counter::VirtualKey(handle), delta);
+            }
+        });
+    }
+
+    /// A virtual key's `(requests, tokens)` in the fleet's rolling 24 h.
+    pub async fn virtual_key_usage(&self, handle: &str) -> Result<(u64, u64), FleetError> {
+        let reply: Vec<i64> = self
+            .call(|c: RedisClient| async move {
+                c.run(&scripts::WINDOW_USAGE, &[c.key("vk", handle)], &[60_000i64, 1440]).await
+            })
+            .await?;
+        let at = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
+        Ok((at(0), at(1)))
+    }
+
+    /// Reserves one request of `estimated_tokens` on provider key
+    /// `store_id` in the fleet's windows, if `limits` allow it.
+    pub async fn reserve_provider_key(
+        &self,
+        store_id: &str,
+        limits: &Limits,
+        estimated_tokens: u32,
+    ) -> Result<KeyVerdict, FleetError> {
+        let arg = |l: Option<u32>| limit_arg(l.map(u64::from));
+        let args = [
+            arg(limits.requests_per_minute),
+            arg(limits.requests_per_day),
+            arg(limits.tokens_per_minute),
+            arg(limits.tokens_per_day),
+            i64::from(estimated_tokens),
+        ];
+        let reply: Vec<i64> = self
+            .call(|c: RedisClient| async move {
+                let keys = [c.key("pk:m", store_id), c.key("pk:d", store_id)];
+                c.run(&scripts::PROVIDER_KEY_RESERVE, &keys, &args).await
+            })
+            .await?;
+        Ok(match reply.as_slice() {
+            [1, minute_bucket, day_bucket, ..] => {
+                KeyVerdict::Reserved { minute_bucket: *minute_bucket, day_bucket: *day_bucket }
+            }
+            [_, wait, ..] => KeyVerdict::Full { wait_ms: (*wait).max(1) as u64 },
+            _ => KeyVerdict::Full { wait_ms: 1_000 },
+        })
+    }
+
+    /// Adds `delta` to provider key `store_id` (in `buckets`, or the
+    /// current ones), in a task; kept as a delta when Redis does not take it.
+    pub fn adjust_provider_key(self: &Arc<Self>, store_id: String, buckets: Option<(i64, i64)>, delta: Delta) {
+        let fleet = self.clone();
+        tokio::spawn(async move {
+            let (m, d) = buckets.unwrap_or((-1, -1));
+            let args = [m, d, delta.requests, delta.tokens];
+            let id = store_id.as_str();
+            let written = fleet
+                .call(|c: RedisClient| async move {
+                    let keys = [c.key("pk:m", id), c.key("pk:d", id)];
+                    c.run::<i64, _>(&scripts::PROVIDER_KEY_ADJUST, &keys, &args).await.map(drop)
+                })
+                .await;
+            if written.is_err() {
+                fleet.keep_delta(Counter::ProviderKey(store_id), delta);
+            }
+        });
+    }
+
+    /// A provider key's use of the fleet's windows.
+    pub async fn provider_key_usage(&self, store_id: &str) -> Result<WindowUse, FleetError> {
+        let (minute, day) = self
+            .call(|c: RedisClient| async move {
+                let minute: Vec<i64> =
+                    c.run(&scripts::WINDOW_USAGE, &[c.key("pk:m", store_id)], &[1_000i64, 60]).await?;
+                let day: Vec<i64> =
+                    c.run(&scripts::WINDOW_USAGE, &[c.key("pk:d", store_id)], &[60_000i64, 1440]).await?;
+                Ok((minute, day))
+            })
+            .await?;
+        let at = |v: &[i64], i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        Ok(WindowUse {
+            requests_minute: at(&minute, 0),
+            tokens_minute: at(&minute, 1),
+            requests_day: at(&day, 0),
+            tokens_day: at(&day, 1),
+        })
+    }
+
+    /// Checks and records one request of `name` (an identifier, or
+    /// `ip:<addr>`) against `limit` in the fleet. `kind` keeps the per-IP
+    /// and identifier limits apart (`ip`, `id`).
+    pub async fn check_identifier(
+        &self,
+        kind: &'static str,
+        name: &str,
+        limit: IdentifierLimit,
+    ) -> Result<Decision, FleetError> {
+        let bucket = hashed(name);
+        let member = self.unique_member();
+        let reply: Vec<i64> = self
+            .call(|c: RedisClient| async move {
+                let args = [limit.max.to_string(), limit.window_ms.to_string(), member, "0".to_owned()];
+                c.run(&scripts::IDENTIFIER_CHECK, &[c.key(kind, &bucket)], &args).await
+            })
+            .await?;
+        let at = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
+        Ok(Decision { allowed: at(0) == 1, remaining: at(1) as u32, reset_ms: at(2) })
+    }
+
+    /// Keeps a request counted locally while degraded, to merge later.
+    pub fn keep_identifier_count(&self, kind: &'static str, name: &str, limit: IdentifierLimit) {
+        let bucket = format!("{kind}:{}", hashed(name));
+        self.keep_delta(
+            Counter::Identifier { bucket, max: limit.max, window_ms: limit.window_ms },
+            Delta { requests: 1, tokens: 0 },
+        );
+    }
+
+    /// A member no other request of the fleet uses: `<instance>:<n>`.
+    fn unique_member(&self) -> String {
+        let n = self.shared.as_ref().map_or(0, |s| s.seq.fetch_add(1, Ordering::Relaxed));
+        format!("{}:{n}", self.instance_id)
+    }
+
+    /// Keeps `delta` for the merge after the outage.
+    pub fn keep_delta(&self, counter: Counter, delta: Delta) {
+        if let Some(shared) = &self.shared {
+            shared.deltas.lock().unwrap_or_else(|e| e.into_inner()).add(counter, delta);
+        }
+    }
+
+    /// Writes the deltas kept while degraded, one script each; what fails
+    /// is kept for the next time. Returns how many were merged.
+    pub(super) async fn merge_deltas(&self) -> usize {
+        let Some(shared) = &self.shared else { return 0 };
+        let pending = shared.deltas.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut merged = 0;
+        let mut left = Vec::new();
+        for (counter, delta) in pending {
+            let client = shared.client.clone();
+            let written = match &counter {
+                Counter::VirtualKey(handle) => client
+                    .run::<Vec<i64>, _>(
+                        &scripts::VIRTUAL_KEY_ADJUST,
+                        &[client.key("vk", handle)],
+                        &[-1, delta.requests, delta.tokens],
+                    )
+                    .await
+                    .map(drop),
+                Counter::ProviderKey(store_id) => client
+                    .run::<i64, _>(
+                        &scripts::PROVIDER_KEY_ADJUST,
+                        &[client.key("pk:m", store_id), client.key("pk:d", store_id)],
+                        &[-1, -1, delta.requests, delta.tokens],
+                    )
+                    .await
+                    .map(drop),
+                Counter::Identifier { bucket, max, window_ms } => {
+                    let (kind, hash) = bucket.split_once(':').unwrap_or(("id", bucket));
+                    let member = self.unique_member();
+                    let n = delta.requests.max(0);
+                    let args = [max.to_string(), window_ms.to_string(), member, n.to_string()];
+                    client
+                        .run::<Vec<i64>, _>(&scripts::IDENTIFIER_CHECK, &[client.key(kind, hash)], &args)
+                        .await
+                        .map(drop)
+                }
+            };
+            match written {
+                Ok(()) => merged += 1,
+                Err(_) => left.push((counter, delta)),
+            }
+        }
+        if !left.is_empty() {
+            let mut deltas = shared.deltas.lock().unwrap_or_else(|e| e.into_inner());
+            for (counter, delta) in left {
+                deltas.add(counter, delta);
+            }
+        }
+        merged
+    }
+}

@@ -1,0 +1,269 @@
+//! End-to-end: several gateway processes on one real `redis-server` behave
+//! as one gateway for their caps. Exact caps under concurrency (virtual
+//! key, identifier limit, a provider key's rpm), Redis killed mid-load and
+//! restarted (no request hangs, failures only as `on_redis_error` says,
+//! degraded in `/v1/status` and `/metrics`, counts merged after recovery),
+//! and virtual-key usage that survives a restart of every instance.
+//! (`fleet_state.rs` has the instance header and hostile settings.)
+
+use std::time::{Duration, Instant};
+
+use freellm_e2e::*;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-secret-key-9876543210";
+const GROQ_KEY: &str = "gsk_fleet_secret_abcdefghijklmnop";
+const VK: &str = "sk-freellm-fleet-tenant-0001";
+const MODEL: &str = "groq/llama-3.3-70b-versatile";
+
+/// A `plugins.toml` with groq limited to `rpm` requests per minute per key
+/// and nothing else limited.
+fn config(rpm: u32) -> String {
+    default_config().replacen(
+        "[providers.ollama]",
+        &format!("[providers.groq.limits]\nrpm = {rpm}\nrpd = 0\ntpm = 0\ntpd = 0\n\n[providers.ollama]"),
+        1,
+    )
+}
+
+/// Room for every test's traffic.
+const ROOMY: u32 = 100_000;
+
+struct Setup {
+    redis: RedisServer,
+    mock: MockUpstream,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(redis: RedisServer) -> Self {
+        Self { redis, mock: MockUpstream::completing().await, dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    /// A virtual-keys file with one key and `caps`.
+    fn keys_file(&self, caps: Value) -> String {
+        let mut key = json!({"id": VK, "label": "tenant"});
+        if let (Some(k), Some(c)) = (key.as_object_mut(), caps.as_object()) {
+            k.extend(c.clone());
+        }
+        let path = self.dir.path().join("virtual-keys.json");
+        std::fs::write(&path, json!({"keys": [key]}).to_string()).expect("write keys");
+        path.display().to_string()
+    }
+
+    fn options(&self, config: &str, extra: &[(&str, &str)]) -> GatewayOptions {
+        let mut env = vec![
+            ("GROQ_API_KEY".to_owned(), GROQ_KEY.to_owned()),
+            ("GROQ_BASE_URL".to_owned(), format!("{}/v1", self.mock.url)),
+            ("FREELLM_ADMIN_KEY".to_owned(), ADMIN.to_owned()),
+            ("CACHE_ENABLED".to_owned(), "false".to_owned()),
+            // Three debug builds under a burst share two cores: a call's
+            // answer can take longer than the 50 ms default, and a timeout
+            // would (rightly) degrade the link and let routing fail open.
+            ("FREELLM_REDIS_TIMEOUT_MS".to_owned(), "1000".to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        GatewayOptions { config: config.to_owned(), env }
+    }
+
+    async fn fleet(&self, n: usize, config: &str, extra: &[(&str, &str)]) -> Vec<Gateway> {
+        Gateway::start_fleet(n, &self.redis.url(), |_| self.options(config, extra)).await
+    }
+}
+
+fn chat(gw: &Gateway, bearer: &str) -> reqwest::RequestBuilder {
+    gw.http.post(format!("{}/v1/chat/completions", gw.url)).bearer_auth(bearer).json(&chat_body(MODEL))
+}
+
+/// Sends `n` requests at once, spread over `gateways` in turn; returns each
+/// answer's status and error code.
+async fn burst(
+    gateways: &[Gateway],
+    n: usize,
+    request: impl Fn(&Gateway) -> reqwest::RequestBuilder,
+) -> Vec<(u16, String)> {
+    let sends = (0..n).map(|i| {
+        let r = request(&gateways[i % gateways.len()]);
+        async move {
+            let r = r.send().await.expect("answer");
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, body["error"]["code"].as_str().unwrap_or_default().to_owned())
+        }
+    });
+    futures_util::future::join_all(sends).await
+}
+
+fn count(results: &[(u16, String)], status: u16) -> usize {
+    results.iter().filter(|(s, _)| *s == status).count()
+}
+
+async fn admin_get(gw: &Gateway, path: &str) -> Value {
+    let r = gw.http.get(format!("{}{path}", gw.url)).bearer_auth(ADMIN).send().await.expect("get");
+    r.json().await.expect("json")
+}
+
+async fn vk_usage(gw: &Gateway) -> u64 {
+    let keys = admin_get(gw, "/v1/status/virtual-keys").await;
+    keys["keys"][0]["requestsInWindow"].as_u64().expect("usage")
+}
+
+#[tokio::test]
+async fn three_instances_let_exactly_a_virtual_keys_cap_through() {
+    let setup = Setup::new(RedisServer::start().await).await;
+    let keys = setup.keys_file(json!({"dailyRequestCap": 30}));
+    let fleet = setup.fleet(3, &config(ROOMY), &[("FREELLM_VIRTUAL_KEYS_PATH", &keys)]).await;
+
+    let results = burst(&fleet, 90, |gw| chat(gw, VK)).await;
+    assert_eq!(count(&results, 200), 30, "{results:?}");
+    assert!(
+        results.iter().all(|(s, code)| *s == 200 || (*s == 429 && code == "virtual_key_cap_reached")),
+        "{results:?}"
+    );
+    assert_eq!(setup.mock.requests().len(), 30);
+    // Every instance reads the fleet's usage.
+    for gw in &fleet {
+        assert_eq!(vk_usage(gw).await, 30);
+    }
+}
+
+#[tokio::test]
+async fn three_instances_share_one_identifier_limit() {
+    let setup = Setup::new(RedisServer::start().await).await;
+    let fleet = setup.fleet(3, &config(ROOMY), &[("FREELLM_IDENTIFIER_LIMIT", "30/60000")]).await;
+    let results = burst(&fleet, 90, |gw| chat(gw, ADMIN).header("x-freellm-identifier", "user-42")).await;
+    assert_eq!(count(&results, 200), 30, "{results:?}");
+    assert_eq!(results.iter().filter(|(s, c)| *s == 429 && c == "identifier_rate_limited").count(), 60);
+    // Another identifier has its own window.
+    let other = chat(&fleet[1], ADMIN).header("x-freellm-identifier", "user-7").send().await.expect("answer");
+    assert_eq!(other.status(), 200);
+}
+
+#[tokio::test]
+async fn three_instances_share_a_provider_keys_rpm() {
+    let setup = Setup::new(RedisServer::start().await).await;
+    let fleet = setup.fleet(3, &config(30), &[]).await;
+    let results = burst(&fleet, 90, |gw| chat(gw, ADMIN)).await;
+    assert_eq!(setup.mock.requests().len(), 30, "the upstream saw exactly the key's rpm");
+    assert_eq!(count(&results, 200), 30, "{results:?}");
+    assert!(results.iter().all(|(s, code)| *s == 200 || code == "all_providers_exhausted"), "{results:?}");
+    // Status shows the fleet's window, whichever instance answers.
+    let status = admin_get(&fleet[2], "/v1/status").await;
+    let groq = status["providers"].as_array().and_then(|p| p.iter().find(|p| p["id"] == "groq")).expect("groq");
+    assert_eq!(groq["keys"][0]["windows"]["requestsMinute"], 30, "{} {}", groq["keys"], status["sharedState"]);
+}
+
+/// Polls `/v1/status` until `sharedState.degraded` is `degraded`.
+async fn wait_degraded(gw: &Gateway, degraded: bool, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let status = admin_get(gw, "/v1/status").await;
+        if status["sharedState"]["degraded"] == degraded {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "sharedState never became degraded={degraded}: {}", status["sharedState"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_killed_mid_load_fails_caps_closed_then_recovers() {
+    let mut setup = Setup::new(RedisServer::start().await).await;
+    let keys = setup.keys_file(json!({"dailyRequestCap": 10_000}));
+    let fleet = setup.fleet(3, &config(ROOMY), &[("FREELLM_VIRTUAL_KEYS_PATH", &keys)]).await;
+
+    // Load on all three while Redis dies.
+    let load = async {
+        let mut results = Vec::new();
+        for round in 0..30 {
+            let started = Instant::now();
+            results.extend(burst(&fleet, 6, |gw| chat(gw, VK)).await);
+            assert!(started.elapsed() < Duration::from_secs(5), "round {round} hung: {:?}", started.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        results
+    };
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        setup.redis.kill();
+    };
+    let (results, ()) = tokio::join!(load, kill);
+    assert!(count(&results, 200) > 0, "answered before the kill");
+    let refused: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(!refused.is_empty(), "the outage was seen");
+    assert!(refused.iter().all(|(s, code)| *s == 503 && code == "shared_state_unavailable"), "{refused:?}");
+
+    // Degraded, said in status and metrics; operators still read them.
+    let status = wait_degraded(&fleet[0], true, Duration::from_secs(5)).await;
+    assert_eq!(status["sharedState"]["message"], "degraded: shared state unavailable");
+    let metrics = fleet[1].http.get(format!("{}/metrics", fleet[1].url)).bearer_auth(ADMIN).send().await.expect("m");
+    let metrics = metrics.text().await.expect("text");
+    assert!(metrics.contains("freellm_shared_state_up{backend=\"redis\",instance_id=\"gw-1\"} 0"), "{metrics}");
+    // Requests without a virtual key go on from local state.
+    assert_eq!(chat(&fleet[2], ADMIN).send().await.expect("answer").status(), 200);
+    assert_eq!(fleet[0].log().matches("degraded: shared state unavailable").count(), 1, "one line per transition");
+
+    setup.redis.restart().await;
+    for gw in &fleet {
+        wait_degraded(gw, false, Duration::from_secs(15)).await;
+    }
+    assert!(fleet[0].log().contains("shared state available again"));
+    assert_eq!(chat(&fleet[1], VK).send().await.expect("answer").status(), 200);
+}
+
+#[tokio::test]
+async fn counts_made_while_degraded_are_merged_when_redis_returns() {
+    let mut setup = Setup::new(RedisServer::start_persistent().await).await;
+    let keys = setup.keys_file(json!({"dailyRequestCap": 1_000}));
+    let extra = [("FREELLM_VIRTUAL_KEYS_PATH", keys.as_str()), ("FREELLM_ON_REDIS_ERROR", "open")];
+    let fleet = setup.fleet(2, &config(ROOMY), &extra).await;
+    let ok = burst(&fleet, 4, |gw| chat(gw, VK)).await;
+    assert_eq!(count(&ok, 200), 4);
+    // Settles are written in a task: let them land before the kill.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(vk_usage(&fleet[0]).await, 4);
+
+    setup.redis.kill();
+    // Open: the local windows decide, nothing is refused.
+    let during = burst(&fleet, 6, |gw| chat(gw, VK)).await;
+    assert_eq!(count(&during, 200), 6, "{during:?}");
+    wait_degraded(&fleet[0], true, Duration::from_secs(5)).await;
+
+    setup.redis.restart().await;
+    for gw in &fleet {
+        wait_degraded(gw, false, Duration::from_secs(15)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while vk_usage(&fleet[1]).await != 10 {
+        assert!(Instant::now() < deadline, "merged usage: {}", vk_usage(&fleet[1]).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn virtual_key_usage_survives_restarting_every_instance() {
+    let setup = Setup::new(RedisServer::start().await).await;
+    let keys = setup.keys_file(json!({"dailyRequestCap": 7}));
+    let extra = [("FREELLM_VIRTUAL_KEYS_PATH", keys.as_str())];
+    let fleet = setup.fleet(3, &config(ROOMY), &extra).await;
+    assert_eq!(count(&burst(&fleet, 6, |gw| chat(gw, VK)).await, 200), 6);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for gw in fleet {
+        gw.terminate().await;
+    }
+    // New processes, new data directories: only Redis remembers.
+    let fleet = setup.fleet(3, &config(ROOMY), &extra).await;
+    let me: Value = fleet[2]
+        .http
+        .get(format!("{}/v1/me", fleet[2].url))
+        .bearer_auth(VK)
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(me["virtualKey"]["requestsInWindow"], 6, "{me}");
+    let results = burst(&fleet, 3, |gw| chat(gw, VK)).await;
+    assert_eq!(count(&results, 200), 1, "one left of the cap: {results:?}");
+}
