@@ -24,6 +24,7 @@ use crate::access::tokens::TokenSecret;
 use crate::access::virtual_keys::VirtualKeys;
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::fleet::health_sync::HealthSync;
 use crate::http::cors::AllowedOrigins;
 use crate::http::shutdown::Drain;
 use crate::live::{Live, LiveCell, Section, StrategySection, registry_section, routes_section};
@@ -62,6 +63,8 @@ pub struct Gateway {
     pub fleet: Arc<Fleet>,
     /// `X-FreeLLM-Instance`, made once.
     pub instance_header: axum::http::HeaderValue,
+    /// Routing health shared with the fleet (nothing happens locally).
+    pub fleet_health: Arc<HealthSync>,
 
     // Tier 2: the live configuration, swapped as a whole.
     /// The live configuration; a request loads it once.
@@ -155,6 +158,7 @@ impl Gateway {
         let fleet = Fleet::start(&config.state).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let instance_header = axum::http::HeaderValue::from_str(fleet.instance_id())
             .map_err(|_| anyhow::anyhow!("instance id {:?} is not a header value", fleet.instance_id()))?;
+        let fleet_health = HealthSync::new(fleet.clone(), &config.state);
 
         let store = Arc::new(Store::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
         crate::ops::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -178,6 +182,7 @@ impl Gateway {
             routes: Arc::new(RouteTable::new(&config.routes).with_meta_order(&config.meta_order)),
             strategy: config.routing.strategy,
         }));
+        fleet_health.spawn_subscriber(Arc::downgrade(&live));
         let cache = Arc::new(ResponseCache::new(config.cache));
         let watcher = virtual_keys.watch();
         let event_feeds = FeedSlots::new(config.max_event_feeds_per_principal);
@@ -206,6 +211,7 @@ impl Gateway {
             event_feeds,
             fleet,
             instance_header,
+            fleet_health,
             registry: registry_section(&live),
             routes: routes_section(&live),
             strategy: StrategySection::new(&live),
