@@ -22,8 +22,10 @@ use arc_swap::ArcSwap;
 use crate::access::auth::{self, Credentials};
 use crate::access::tokens::TokenSecret;
 use crate::access::virtual_keys::VirtualKeys;
+use crate::config::CacheBackend;
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::fleet::cache::SharedCache;
 use crate::fleet::health_sync::HealthSync;
 use crate::http::cors::AllowedOrigins;
 use crate::http::shutdown::Drain;
@@ -183,7 +185,11 @@ impl Gateway {
             strategy: config.routing.strategy,
         }));
         fleet_health.spawn_subscriber(Arc::downgrade(&live));
-        let cache = Arc::new(ResponseCache::new(config.cache));
+        let cache = match config.state.cache_backend {
+            CacheBackend::Local => ResponseCache::new(config.cache),
+            CacheBackend::Redis => ResponseCache::new(config.cache).with_shared(SharedCache::new(fleet.clone())),
+        };
+        let cache = Arc::new(cache);
         let watcher = virtual_keys.watch();
         let event_feeds = FeedSlots::new(config.max_event_feeds_per_principal);
         let config = Arc::new(config);

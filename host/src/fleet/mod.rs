@@ -13,9 +13,11 @@
 //!
 //! - [`redis`]: the client, the timeout, key naming.
 //! - [`link`]: the link's state machine (pure, injected time).
+//! - [`cache`]: the fleet's level of the response cache.
 //! - [`health`], [`health_sync`]: routing health that travels (key rests,
 //!   invalid keys, breakers, resets) and its publishing and subscriber.
 
+pub mod cache;
 pub mod health;
 pub mod health_sync;
 pub mod link;
