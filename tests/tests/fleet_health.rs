@@ -267,3 +267,33 @@ async fn garbage_on_the_channel_is_ignored_with_a_warning() {
     assert!(fleet[0].log().contains("ignored a malformed fleet health message"), "{}", fleet[0].log());
     assert!(!fleet[0].log().contains("panicked"));
 }
+
+#[tokio::test]
+async fn health_learned_while_redis_was_down_is_written_back_when_it_returns() {
+    let mut redis = RedisServer::start().await;
+    let mock = MockUpstream::completing().await;
+    let keys = keys(2);
+    let fleet = Gateway::start_fleet(2, &redis.url(), |_| options(&mock, &keys, &[])).await;
+    let (a, b) = (&fleet[0], &fleet[1]);
+    wait_subscribed(&fleet).await;
+
+    redis.kill();
+    // Routing health fails open: A decides alone, as a single instance would.
+    mock.enqueue([Reply::error(429, "rate limited").with_header("retry-after", "120")]);
+    assert_eq!(chat(a).await.status(), 200);
+    let cooled = keys_used(&mock, 0).first().cloned().expect("a call");
+
+    // Redis returns empty; A writes back what it learned alone.
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let resyncs = |gw: &Gateway| gw.log().matches("fleet health resynchronised").count();
+    while !(resyncs(a) >= 2 && resyncs(b) >= 2) {
+        assert!(Instant::now() < deadline, "no resynchronisation after Redis returned:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = mock.requests().len();
+    for _ in 0..4 {
+        assert_eq!(chat(b).await.status(), 200);
+    }
+    assert!(!keys_used(&mock, before).contains(&cooled), "B used the key A cooled while Redis was down");
+}
