@@ -98,6 +98,25 @@ fn lags_us(log: &str, kind: &str) -> Vec<u64> {
         .collect()
 }
 
+/// How many changes of `kind` an instance applied (and that changed something).
+fn applied(gw: &Gateway, kind: &str) -> usize {
+    plain(&gw.log())
+        .lines()
+        .filter(|l| l.contains("fleet health change applied") && l.contains(kind) && l.contains("changed=true"))
+        .count()
+}
+
+/// Waits until `gw` has applied `n` changes of `kind`. The tests that use
+/// it are about what a change does once it arrives; the order guarantee
+/// itself is asserted by the rate-limit test, which does not wait.
+async fn wait_applied(gw: &Gateway, kind: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while applied(gw, kind) < n {
+        assert!(Instant::now() < deadline, "{kind} never applied:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or_default()
@@ -161,6 +180,7 @@ async fn a_key_rejected_on_one_instance_is_out_for_all() {
     mock.enqueue([Reply::error(401, "invalid api key")]);
     assert_eq!(chat(a).await.status(), 200);
     let rejected = keys_used(&mock, 0).first().cloned().expect("a call");
+    wait_applied(b, "DisableKey", 1).await;
     let before = mock.requests().len();
     for _ in 0..4 {
         assert_eq!(chat(b).await.status(), 200);
@@ -185,6 +205,9 @@ async fn a_breaker_opened_on_one_instance_is_open_for_all_and_probed_once() {
 
     mock.enqueue([Reply::error(500, "upstream down")]);
     assert!(!chat(&fleet[0]).await.status().is_success(), "A's only target failed");
+    for gw in &fleet[1..] {
+        wait_applied(gw, "OpenBreaker", 1).await;
+    }
     let before = mock.requests().len();
     for gw in &fleet[1..] {
         let r = chat(gw).await;
@@ -202,6 +225,11 @@ async fn a_breaker_opened_on_one_instance_is_open_for_all_and_probed_once() {
     assert_eq!(answers.iter().filter(|r| r.status().is_success()).count(), 1, "only the probe answered");
 
     // The probe closed the breaker everywhere.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fleet.iter().filter(|gw| applied(gw, "CloseBreaker") >= 1).count() < fleet.len() - 1 {
+        assert!(Instant::now() < deadline, "the probe's outcome never reached the others");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for gw in &fleet {
         assert_eq!(chat(gw).await.status(), 200);
     }
@@ -218,8 +246,10 @@ async fn an_admin_reset_on_one_instance_resets_all() {
     wait_subscribed(&fleet).await;
     mock.enqueue([Reply::error(500, "upstream down")]);
     assert!(!chat(a).await.status().is_success());
+    wait_applied(b, "OpenBreaker", 1).await;
     assert!(!chat(b).await.status().is_success(), "open on B too");
     admin(a, reqwest::Method::POST, "/v1/status/providers/groq/reset").await;
+    wait_applied(b, "ResetProvider", 1).await;
     assert_eq!(chat(b).await.status(), 200, "A's reset closed B's breaker");
 }
 
