@@ -29,7 +29,7 @@ use freellm_limits::identifier::IdentifierLimit;
 use freellm_runtime::SandboxLimits;
 
 mod state;
-pub use state::{OnRedisError, RedisUrl, StateConfig, is_instance_id};
+pub use state::{CacheBackend, OnRedisError, RedisUrl, StateConfig, is_instance_id};
 
 /// Largest component accepted by upload unless `FREELLM_MAX_UPLOAD_BYTES` says otherwise.
 pub const MAX_UPLOAD_BYTES: usize = 32 << 20;
@@ -460,6 +460,8 @@ struct FileCache {
     ttl_ms: Option<u64>,
     max_entries: Option<u64>,
     scope: Option<String>,
+    /// `local` or `redis` (parsed with `[state]`, in `config/state.rs`).
+    backend: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -667,7 +669,8 @@ impl Config {
     fn build(file: FileConfig, base_dir: &Path, env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let get = |name: &str| env_get(&env, name);
         let edge = edge_config(&file.server, &env)?;
-        let state = state::state_config(file.state, &env)?;
+        let mut state = state::state_config(file.state, &env)?;
+        state.cache_backend = state::cache_backend(file.cache.backend.as_deref(), &env, &state)?;
         let host_text = get("HOST").map(str::to_owned).or(file.server.host).unwrap_or_else(|| "127.0.0.1".into());
         let host = host_text.parse().map_err(|_| ConfigError::Invalid {
             name: "HOST".into(),

@@ -24,8 +24,11 @@ use arc_swap::ArcSwap;
 use crate::access::auth::{self, Credentials};
 use crate::access::tokens::TokenSecret;
 use crate::access::virtual_keys::VirtualKeys;
+use crate::config::CacheBackend;
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::fleet::cache::SharedCache;
+use crate::fleet::health_sync::HealthSync;
 use crate::http::clients::ClientPolicy;
 use crate::http::shutdown::Drain;
 use crate::live::{Live, LiveCell, Section, StrategySection, registry_section, routes_section};
@@ -57,6 +60,8 @@ pub struct Gateway {
     pub fleet: Arc<Fleet>,
     /// `X-FreeLLM-Instance`, made once.
     pub instance_header: axum::http::HeaderValue,
+    /// Routing health shared with the fleet (nothing happens locally).
+    pub fleet_health: Arc<HealthSync>,
 
     // Tier 2: the live configuration, swapped as a whole.
     /// The live configuration; a request loads it once.
@@ -136,6 +141,7 @@ impl Gateway {
         let fleet = Fleet::start(&config.state).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let instance_header = axum::http::HeaderValue::from_str(fleet.instance_id())
             .map_err(|_| anyhow::anyhow!("instance id {:?} is not a header value", fleet.instance_id()))?;
+        let fleet_health = HealthSync::new(fleet.clone(), &config.state);
 
         let store = Arc::new(Store::open(&config.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?);
         crate::ops::persist::restore_virtual_keys(&store, &virtual_keys).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -161,7 +167,12 @@ impl Gateway {
             routing: Arc::new(config.routing.clone()),
             clients: Arc::new(clients),
         }));
-        let cache = Arc::new(ResponseCache::new(config.cache));
+        fleet_health.spawn_subscriber(Arc::downgrade(&live));
+        let cache = match config.state.cache_backend {
+            CacheBackend::Local => ResponseCache::new(config.cache),
+            CacheBackend::Redis => ResponseCache::new(config.cache).with_shared(SharedCache::new(fleet.clone())),
+        };
+        let cache = Arc::new(cache);
         let watcher = virtual_keys.watch();
         let event_feeds = FeedSlots::new(config.max_event_feeds_per_principal);
         let config = Arc::new(config);
@@ -186,6 +197,7 @@ impl Gateway {
             event_feeds,
             fleet,
             instance_header,
+            fleet_health,
             registry: registry_section(&live),
             routes: routes_section(&live),
             strategy: StrategySection::new(&live),

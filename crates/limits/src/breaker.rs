@@ -441,6 +441,24 @@ impl Breaker {
         }
     }
 
+    /// Opens the breaker because another judge tripped it (another
+    /// instance of a fleet sharing its breakers): open for `remaining` from
+    /// `now`, with `period` as the trip's open period, so a failed probe
+    /// here doubles from the same period. An open-until that is already as
+    /// late is kept; no trip is counted (the judge that tripped counts it).
+    /// Returns whether the breaker changed.
+    pub fn open_until(&self, now: Instant, remaining: Duration, period: Duration) -> bool {
+        let mut inner = self.shared.lock();
+        let config = inner.config;
+        inner.refresh(now);
+        if remaining.is_zero() || inner.remaining_open(now).is_some_and(|left| left >= remaining) {
+            return false;
+        }
+        inner.enter(Phase::Open { since: now, period: remaining });
+        inner.last_period = period.clamp(config.open_timeout, config.max_open_timeout);
+        true
+    }
+
     /// Forces the breaker closed with zeroed counts (admin endpoint). Permits
     /// issued before the reset no longer count; `trips` is kept.
     pub fn reset(&self) {

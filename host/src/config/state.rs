@@ -8,6 +8,9 @@
 //! status and in the `X-FreeLLM-Instance` header; `timeout_ms` bounds every
 //! Redis call; `on_redis_error` says what caps do while Redis is out of
 //! reach. The environment wins over the file.
+//!
+//! `[cache] backend` (`CACHE_BACKEND`) is read here too: `redis` puts the
+//! response cache in the fleet's Redis, so it depends on `redis_url`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -48,6 +51,8 @@ pub struct StateConfig {
     pub timeout: Duration,
     /// What caps do while Redis cannot be reached.
     pub on_redis_error: OnRedisError,
+    /// Where the response cache lives (`[cache] backend`, `CACHE_BACKEND`).
+    pub cache_backend: CacheBackend,
 }
 
 impl Default for StateConfig {
@@ -58,8 +63,52 @@ impl Default for StateConfig {
             instance_id: None,
             timeout: DEFAULT_TIMEOUT,
             on_redis_error: OnRedisError::Closed,
+            cache_backend: CacheBackend::Local,
         }
     }
+}
+
+/// Where the response cache lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheBackend {
+    /// In this instance's memory only (the default).
+    #[default]
+    Local,
+    /// In the fleet's Redis, behind a local first level: an answer cached
+    /// by one instance is served by every other.
+    Redis,
+}
+
+impl CacheBackend {
+    /// `local` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+/// `[cache] backend` (`file`) with `CACHE_BACKEND` overlaid; `redis` needs
+/// the fleet's Redis (`[state] redis_url`).
+pub(super) fn cache_backend(
+    file: Option<&str>,
+    env: &HashMap<String, String>,
+    state: &StateConfig,
+) -> Result<CacheBackend, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { name: "CACHE_BACKEND".into(), message };
+    let backend = match env_get(env, "CACHE_BACKEND").or(file).map(|t| t.trim().to_ascii_lowercase()) {
+        None => CacheBackend::Local,
+        Some(text) => match text.as_str() {
+            "local" => CacheBackend::Local,
+            "redis" => CacheBackend::Redis,
+            _ => return Err(invalid(format!("\"local\" or \"redis\", got {text:?}"))),
+        },
+    };
+    if backend == CacheBackend::Redis && state.redis_url.is_none() {
+        return Err(invalid("\"redis\" needs the fleet's Redis: set FREELLM_REDIS_URL or [state] redis_url".into()));
+    }
+    Ok(backend)
 }
 
 /// What a cap (virtual-key caps, provider key windows, identifier and
@@ -189,7 +238,14 @@ pub(super) fn state_config(file: FileState, env: &HashMap<String, String>) -> Re
             _ => return Err(invalid("[state] on_redis_error", format!("\"open\" or \"closed\", got {text:?}"))),
         },
     };
-    Ok(StateConfig { redis_url, prefix, instance_id, timeout: Duration::from_millis(timeout_ms), on_redis_error })
+    Ok(StateConfig {
+        redis_url,
+        prefix,
+        instance_id,
+        timeout: Duration::from_millis(timeout_ms),
+        on_redis_error,
+        cache_backend: CacheBackend::Local,
+    })
 }
 
 /// `^[A-Za-z0-9_.:-]{1,64}$`: an instance id goes into a header and a key.
@@ -253,6 +309,20 @@ mod tests {
         let other = RedisUrl::parse("redis://default:other-pass@10.0.0.5:6379/1").expect("valid");
         assert_ne!(format!("{other:?}"), debug, "a changed password is still a change");
         assert_eq!(RedisUrl::parse("redis://127.0.0.1:6379").expect("valid").password(), None);
+    }
+
+    #[test]
+    fn a_redis_cache_needs_the_fleets_redis() {
+        let local = StateConfig::default();
+        assert_eq!(cache_backend(None, &env(&[]), &local).expect("default"), CacheBackend::Local);
+        assert!(cache_backend(Some("redis"), &env(&[]), &local).is_err(), "no Redis to share");
+        let fleet =
+            state_config(FileState::default(), &env(&[("FREELLM_REDIS_URL", "redis://h:6379")])).expect("valid");
+        assert_eq!(
+            cache_backend(Some("local"), &env(&[("CACHE_BACKEND", "Redis")]), &fleet).expect("valid"),
+            CacheBackend::Redis
+        );
+        assert!(cache_backend(Some("memcached"), &env(&[]), &fleet).is_err());
     }
 
     #[test]

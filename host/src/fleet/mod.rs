@@ -17,9 +17,15 @@
 //!   windows, identifier and per-IP limits), one script per decision
 //!   ([`scripts`]); [`deltas`]: counts made while degraded, merged when
 //!   the link is back.
+//! - [`cache`]: the fleet's level of the response cache.
+//! - [`health`], [`health_sync`]: routing health that travels (key rests,
+//!   invalid keys, breakers, resets) and its publishing and subscriber.
 
+pub mod cache;
 pub mod caps;
 pub mod deltas;
+pub mod health;
+pub mod health_sync;
 pub mod link;
 pub mod redis;
 pub mod scripts;

@@ -18,6 +18,7 @@ use crate::clock;
 use crate::fleet::Fleet;
 use crate::fleet::caps::KeyVerdict;
 use crate::fleet::deltas::{Counter, Delta};
+use crate::fleet::health::{self, HealthChange};
 use crate::ops::metrics::UpstreamTime;
 use crate::ops::stats::unix_ms;
 use crate::providers::ProviderEntry;
@@ -150,7 +151,7 @@ pub(crate) struct Failed {
 /// Acquire, target part: the adapter version (a canary takes its share)
 /// and a permit of the breaker of the target's model, wrapped in the
 /// verdict that will record the outcome.
-pub(crate) fn acquire_target(
+pub(crate) async fn acquire_target(
     gw: &SharedGateway,
     provider: &Arc<ProviderEntry>,
     model: &str,
@@ -159,6 +160,13 @@ pub(crate) fn acquire_target(
     let (adapter, on_canary) = provider.select_adapter()?;
     let breaker = provider.breakers.for_model(model);
     match breaker.try_acquire(clock::now()) {
+        // In a fleet, one probe across the instances: only the claim's
+        // holder sends it; for the others the breaker is still open.
+        Ok(permit) if permit.is_probe() && !gw.fleet_health.claim_probe(&provider.id, model).await => {
+            drop(permit);
+            tracing::debug!(request_id, provider = %provider.id, model, "another instance probes this model; skipping");
+            None
+        }
         Ok(permit) => Some((
             adapter,
             AttemptVerdict {
@@ -335,9 +343,10 @@ pub(crate) fn report_sent(call: &Call<'_>, waited: Duration) {
 }
 
 /// Report, failure part: the provider's status, the key's cooldown (and
-/// its event), a key taken out. The breaker hears the decision's health
+/// its event), a key taken out; in a fleet, the key's new state is shared
+/// before the attempt goes on. The breaker hears the decision's health
 /// through the attempt's verdict.
-pub(crate) fn report_failure(call: &Call<'_>, key_index: usize, failed: &Failed, decision: &Decision) {
+pub(crate) async fn report_failure(call: &Call<'_>, key_index: usize, failed: &Failed, decision: &Decision) {
     let provider = call.provider;
     if let Some(detail) = &failed.detail {
         let limited = matches!(
@@ -347,20 +356,28 @@ pub(crate) fn report_failure(call: &Call<'_>, key_index: usize, failed: &Failed,
         provider.stats.failure(unix_ms(SystemTime::now()), limited, detail);
     }
     let events = &call.gw.events;
-    match decision.key {
-        KeyEffect::Keep => {}
+    let shared = call.gw.fleet_health.is_shared();
+    let change = match decision.key {
+        KeyEffect::Keep => None,
         KeyEffect::CoolDown(wait) => {
             call.keys.cool_down(key_index, wait);
             events.publish_key_cooldown(&provider.id, key_index, call.keys.cooldown_left(key_index));
+            shared.then(|| health::key_cooled(provider, call.keys, key_index, unix_ms(SystemTime::now()))).flatten()
         }
         KeyEffect::ExhaustQuota(retry_after) => {
             call.keys.exhaust_quota(key_index, retry_after, SystemTime::now());
             events.publish_key_cooldown(&provider.id, key_index, call.keys.cooldown_left(key_index));
+            shared.then(|| health::key_cooled(provider, call.keys, key_index, unix_ms(SystemTime::now()))).flatten()
         }
         KeyEffect::Disable => {
             tracing::error!(provider = %provider.id, key_index, "upstream rejected the key; taking it out of rotation");
-            provider.disable_key(key_index, failed.detail.as_deref().unwrap_or_default());
+            let reason = failed.detail.as_deref().unwrap_or_default();
+            provider.disable_key(key_index, reason);
+            shared.then(|| health::key_invalid(provider, key_index, reason)).flatten()
         }
+    };
+    if let Some(change) = change {
+        call.gw.fleet_health.publish(change).await;
     }
 }
 
@@ -386,8 +403,27 @@ impl AttemptVerdict {
 
     /// Feeds the outcome to the breaker of the attempt's model (publishing
     /// a state change) and, for a provider with a canary, to the canary's
-    /// judgement.
+    /// judgement. In a fleet, a breaker that opened or closed is shared in
+    /// the background (see [`AttemptVerdict::record_shared`]).
     pub fn record(self, outcome: BreakerOutcome) {
+        let gw = self.gw.clone();
+        if let Some(change) = self.record_here(outcome) {
+            gw.fleet_health.publish_soon(change);
+        }
+    }
+
+    /// [`AttemptVerdict::record`], waiting until a breaker change is shared
+    /// with the fleet, so the next request anywhere sees it.
+    pub async fn record_shared(self, outcome: BreakerOutcome) {
+        let gw = self.gw.clone();
+        if let Some(change) = self.record_here(outcome) {
+            gw.fleet_health.publish(change).await;
+        }
+    }
+
+    /// Records the outcome here; the change to share, if the breaker
+    /// opened or closed and health is shared.
+    fn record_here(self, outcome: BreakerOutcome) -> Option<HealthChange> {
         let Self { gw, provider, model, breaker, permit, on_canary } = self;
         let was_probe = permit.is_probe();
         // A canary's failures are judged by the canary (rolled back), not held
@@ -395,6 +431,14 @@ impl AttemptVerdict {
         let health = if on_canary && outcome == BreakerOutcome::Failure { BreakerOutcome::Neutral } else { outcome };
         breaker.record(permit, health, clock::now());
         publish_breaker_change(&gw, &provider, &model, &breaker, was_probe, health);
+        let change = if gw.fleet_health.is_shared() && (was_probe || health == BreakerOutcome::Failure) {
+            if was_probe {
+                gw.fleet_health.release_probe(&provider.id, &model);
+            }
+            breaker_change(&provider.id, &model, &breaker, was_probe)
+        } else {
+            None
+        };
         if let Some(canary) = &provider.canary {
             let failed = matches!(outcome, BreakerOutcome::Failure);
             let counted = !matches!(outcome, BreakerOutcome::Neutral);
@@ -403,6 +447,24 @@ impl AttemptVerdict {
                 tokio::spawn(async move { gw.plugins.conclude_canary(&id, &canary, verdict).await });
             }
         }
+        change
+    }
+}
+
+/// What a recorded outcome changed in a breaker, as the fleet hears it:
+/// it opened (from closed, or a failed probe), or a probe closed it.
+fn breaker_change(provider: &str, model: &str, breaker: &Breaker, was_probe: bool) -> Option<HealthChange> {
+    use freellm_limits::breaker::BreakerState;
+    let snapshot = breaker.snapshot(clock::now());
+    match snapshot.state {
+        BreakerState::Open => {
+            let left = Duration::from_millis(snapshot.opened_for_ms_remaining.unwrap_or_default());
+            Some(health::breaker_opened(provider, model, left, unix_ms(SystemTime::now())))
+        }
+        BreakerState::Closed if was_probe => {
+            Some(HealthChange::BreakerClosed { provider: provider.to_owned(), model: model.to_owned() })
+        }
+        _ => None,
     }
 }
 

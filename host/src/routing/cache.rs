@@ -24,6 +24,16 @@
 //! handle, else its principal kind): with a shared cache, a hit
 //! (`X-FreeLLM-Cached: true`, and its speed) tells one tenant what another
 //! asked. `CACHE_SCOPE=shared` trades that for a higher hit rate.
+//!
+//! With `[cache] backend = "redis"` the cache has two levels: this memory
+//! first, then the fleet's Redis ([`crate::fleet::cache`]), so an answer
+//! cached by one instance is served by every other ([`ResponseCache::lookup`],
+//! [`ResponseCache::store`]). The key is the same (tenant, posture, fields),
+//! so are the rules (the versions that answered must still serve). A shared
+//! entry is versioned bytes ([`encode`]: a format line, a JSON header, the
+//! body, the body's SHA-256 in the header) and is verified when read: a
+//! corrupt or foreign value is a miss, never an error; so is a Redis that
+//! fails. A shared hit is kept in memory for what is left of its TTL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +45,11 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::fleet::cache::SharedCache;
 use freellm_runtime::types::{FinishReason, Usage};
+
+/// The first line of a shared entry: the format and its version.
+const SHARED_FORMAT: &[u8] = b"freellm-cache-entry/1\n";
 
 /// Request fields that make up the key, in this order.
 const KEY_FIELDS: &[&str] = &[
@@ -157,6 +171,15 @@ pub struct CacheStats {
     pub stale: u64,
     /// hits / (hits + misses), or 0.
     pub hit_rate: f64,
+    /// `local` or `redis`.
+    pub backend: &'static str,
+    /// Hits served from the fleet's level (counted in `hits` too).
+    pub shared_hits: u64,
+    /// Shared values refused when read: corrupt, foreign or another format.
+    pub shared_rejected: u64,
+    /// Answers not stored in the fleet's level: too large, or Redis did not
+    /// take them.
+    pub shared_not_stored: u64,
 }
 
 /// The response cache.
@@ -164,12 +187,34 @@ pub struct ResponseCache {
     config: CacheConfig,
     /// `[cache] enabled`, switched by a reload ([`ResponseCache::set_enabled`]).
     enabled: AtomicBool,
-    entries: moka::sync::Cache<CacheKey, Arc<CachedAnswer>>,
+    entries: moka::sync::Cache<CacheKey, Entry>,
     hits: AtomicU64,
     misses: AtomicU64,
     sets: AtomicU64,
     evictions: Arc<AtomicU64>,
     stale: AtomicU64,
+    /// The fleet's level (`[cache] backend = "redis"`).
+    shared: Option<SharedCache>,
+    shared_hits: AtomicU64,
+    shared_rejected: AtomicU64,
+    shared_not_stored: AtomicU64,
+}
+
+/// An entry in memory: the answer, and for a copy of a shared entry, what
+/// was left of its TTL (it never outlives the shared one).
+#[derive(Clone)]
+struct Entry {
+    answer: Arc<CachedAnswer>,
+    ttl: Option<Duration>,
+}
+
+/// Gives a copy of a shared entry its own, shorter, TTL.
+struct EntryTtl;
+
+impl moka::Expiry<CacheKey, Entry> for EntryTtl {
+    fn expire_after_create(&self, _key: &CacheKey, entry: &Entry, _at: std::time::Instant) -> Option<Duration> {
+        entry.ttl
+    }
 }
 
 impl ResponseCache {
@@ -180,6 +225,7 @@ impl ResponseCache {
         let entries = moka::sync::Cache::builder()
             .max_capacity(config.max_entries)
             .time_to_live(config.ttl)
+            .expire_after(EntryTtl)
             .eviction_listener(move |_key, _value, cause| {
                 if cause == RemovalCause::Size {
                     counter.fetch_add(1, Ordering::Relaxed);
@@ -195,7 +241,17 @@ impl ResponseCache {
             sets: AtomicU64::new(0),
             evictions,
             stale: AtomicU64::new(0),
+            shared: None,
+            shared_hits: AtomicU64::new(0),
+            shared_rejected: AtomicU64::new(0),
+            shared_not_stored: AtomicU64::new(0),
         }
+    }
+
+    /// This cache with the fleet's level behind it.
+    pub fn with_shared(mut self, shared: SharedCache) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// The key of `tenant`'s request, or `None` when it must not be cached
@@ -243,29 +299,87 @@ impl ResponseCache {
     /// returns the versions that produced it ([`versions_of`]; `None`: the
     /// provider is gone or disabled). A stale entry is dropped and counts
     /// as a miss.
-    pub fn get_valid(&self, key: &CacheKey, live: impl FnOnce(&str) -> Option<String>) -> Option<Arc<CachedAnswer>> {
-        let found = self.entries.get(key).and_then(|answer| {
-            if live(&answer.provider).as_deref() == Some(&*answer.versions) {
-                return Some(answer);
-            }
-            self.entries.invalidate(key);
-            self.stale.fetch_add(1, Ordering::Relaxed);
-            None
-        });
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn get_valid(&self, key: &CacheKey, live: impl Fn(&str) -> Option<String>) -> Option<Arc<CachedAnswer>> {
+        let found = self.get_local(key, &live);
+        self.count(found.is_some());
         found
+    }
+
+    /// [`ResponseCache::get_valid`], then, on a miss, the fleet's level: a
+    /// shared entry that verifies and whose versions still serve is kept in
+    /// memory (for what is left of its TTL) and served.
+    pub async fn lookup(&self, key: &CacheKey, live: impl Fn(&str) -> Option<String>) -> Option<Arc<CachedAnswer>> {
+        let mut found = self.get_local(key, &live);
+        if found.is_none()
+            && let Some(shared) = &self.shared
+            && let Some(entry) = shared.get(&hex::encode(key)).await
+        {
+            match decode(&entry.bytes).filter(|_| entry.ttl_left.is_some()) {
+                Some(answer) if live(&answer.provider).as_deref() == Some(&*answer.versions) => {
+                    let answer = Arc::new(answer);
+                    self.entries.insert(*key, Entry { answer: answer.clone(), ttl: entry.ttl_left });
+                    self.shared_hits.fetch_add(1, Ordering::Relaxed);
+                    found = Some(answer);
+                }
+                // Answered by versions that no longer serve here.
+                Some(_) => {
+                    self.stale.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    self.shared_rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.count(found.is_some());
+        found
+    }
+
+    fn get_local(&self, key: &CacheKey, live: &impl Fn(&str) -> Option<String>) -> Option<Arc<CachedAnswer>> {
+        let entry = self.entries.get(key)?;
+        if live(&entry.answer.provider).as_deref() == Some(&*entry.answer.versions) {
+            return Some(entry.answer);
+        }
+        self.entries.invalidate(key);
+        self.stale.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Stores an answer unless it must not be cached: no choices, empty
     /// content everywhere, or any `finish_reason: length`.
     pub fn put(&self, key: CacheKey, answer: CachedAnswer, finish: Option<FinishReason>) {
+        self.put_local(key, answer, finish);
+    }
+
+    fn put_local(
+        &self,
+        key: CacheKey,
+        answer: CachedAnswer,
+        finish: Option<FinishReason>,
+    ) -> Option<Arc<CachedAnswer>> {
         // Disabled meanwhile: a request keyed before the switch stores nothing.
         if finish == Some(FinishReason::Length) || !cacheable_body(&answer.body) || !self.is_enabled() {
-            return;
+            return None;
         }
-        self.entries.insert(key, Arc::new(answer));
+        let answer = Arc::new(answer);
+        self.entries.insert(key, Entry { answer: answer.clone(), ttl: None });
         self.sets.fetch_add(1, Ordering::Relaxed);
+        Some(answer)
+    }
+
+    /// [`ResponseCache::put`], and into the fleet's level (waited for, so
+    /// the next request to any instance finds it; a failure only counts).
+    pub async fn store(&self, key: CacheKey, answer: CachedAnswer, finish: Option<FinishReason>) {
+        let Some(answer) = self.put_local(key, answer, finish) else { return };
+        if let Some(shared) = &self.shared
+            && !shared.set(&hex::encode(key), encode(&answer), self.config.ttl).await
+        {
+            self.shared_not_stored.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Drops every entry provider `id` answered (the provider left the
@@ -273,8 +387,8 @@ impl ResponseCache {
     /// with the same component). Returns how many were dropped.
     pub fn purge_provider(&self, id: &str) -> u64 {
         let mut dropped = 0;
-        for (key, answer) in self.entries.iter() {
-            if &*answer.provider == id {
+        for (key, entry) in self.entries.iter() {
+            if &*entry.answer.provider == id {
                 self.entries.invalidate(&*key);
                 dropped += 1;
             }
@@ -313,8 +427,75 @@ impl ResponseCache {
             evictions: self.evictions.load(Ordering::Relaxed),
             stale: self.stale.load(Ordering::Relaxed),
             hit_rate: if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+            backend: if self.shared.is_some() { "redis" } else { "local" },
+            shared_hits: self.shared_hits.load(Ordering::Relaxed),
+            shared_rejected: self.shared_rejected.load(Ordering::Relaxed),
+            shared_not_stored: self.shared_not_stored.load(Ordering::Relaxed),
         }
     }
+}
+
+/// The header line of a shared entry.
+#[derive(Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SharedHeader {
+    provider: String,
+    upstream_model: String,
+    versions: String,
+    /// Prompt, completion and total tokens.
+    usage: Option<[u32; 3]>,
+    /// Hex SHA-256 of the body.
+    body_sha256: String,
+}
+
+/// A shared entry: [`SHARED_FORMAT`], the header's JSON on one line, the body.
+pub fn encode(answer: &CachedAnswer) -> Vec<u8> {
+    let header = SharedHeader {
+        provider: answer.provider.to_string(),
+        upstream_model: answer.upstream_model.clone(),
+        versions: answer.versions.to_string(),
+        usage: answer.usage.map(|u| [u.prompt_tokens, u.completion_tokens, u.total_tokens]),
+        body_sha256: hex::encode(Sha256::digest(&answer.body)),
+    };
+    // A struct of strings and numbers always serializes.
+    let header = serde_json::to_vec(&header).unwrap_or_default();
+    let mut out = Vec::with_capacity(SHARED_FORMAT.len() + header.len() + 1 + answer.body.len());
+    out.extend_from_slice(SHARED_FORMAT);
+    out.extend_from_slice(&header);
+    out.push(b'\n');
+    out.extend_from_slice(&answer.body);
+    out
+}
+
+/// Reads a shared entry back; `None` unless it is exactly what [`encode`]
+/// writes (the format line, a header with only its fields, a body whose
+/// hash matches, a body worth serving).
+pub fn decode(bytes: &[u8]) -> Option<CachedAnswer> {
+    let rest = bytes.strip_prefix(SHARED_FORMAT)?;
+    let split = rest.iter().position(|b| *b == b'\n')?;
+    let header: SharedHeader = serde_json::from_slice(&rest[..split]).ok()?;
+    let body = &rest[split + 1..];
+    if hex::encode(Sha256::digest(body)) != header.body_sha256 || !cacheable_body(body) {
+        return None;
+    }
+    let valid_id = |id: &str| {
+        (1..=64).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b))
+    };
+    if !valid_id(&header.provider) {
+        return None;
+    }
+    Some(CachedAnswer {
+        body: Bytes::copy_from_slice(body),
+        provider: Arc::from(header.provider),
+        upstream_model: header.upstream_model,
+        usage: header.usage.map(|[prompt_tokens, completion_tokens, total_tokens]| Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+        }),
+        versions: Arc::from(header.versions),
+    })
 }
 
 /// A body worth caching: some choice, none cut by length, some content or
@@ -492,6 +673,52 @@ mod tests {
         let s = c.stats();
         assert!(s.current_size <= 2, "{s:?}");
         assert!(s.evictions >= 1, "{s:?}");
+    }
+
+    #[test]
+    fn a_shared_entry_reads_back_whole_and_anything_else_is_refused() {
+        let mut original = answer(ok_body("Hello", "stop"));
+        original.usage = Some(Usage { prompt_tokens: 3, completion_tokens: 5, total_tokens: 8 });
+        let bytes = encode(&original);
+        let back = decode(&bytes).expect("reads back");
+        assert_eq!(
+            (back.body, back.provider, back.versions),
+            (original.body.clone(), original.provider.clone(), original.versions.clone())
+        );
+        assert_eq!(back.usage.map(|u| u.total_tokens), Some(8));
+
+        let flipped = {
+            let mut b = bytes.clone();
+            let last = b.len() - 2;
+            b[last] ^= 1;
+            b
+        };
+        let other_format = [b"freellm-cache-entry/2\n".as_slice(), &bytes[SHARED_FORMAT.len()..]].concat();
+        let extra_field =
+            String::from_utf8(bytes.clone()).expect("utf-8").replacen("{\"provider\"", "{\"x\":1,\"provider\"", 1);
+        let hostile_provider = String::from_utf8(bytes.clone()).expect("utf-8").replacen("\"groq\"", "\"../x\"", 1);
+        for (bad, what) in [
+            (flipped, "a body that does not match its hash"),
+            (other_format, "another format"),
+            (extra_field.into_bytes(), "a header with a field it never has"),
+            (hostile_provider.into_bytes(), "a provider id no provider has"),
+            (b"{\"choices\":[]}".to_vec(), "a foreign value"),
+            (Vec::new(), "nothing"),
+            (bytes[..bytes.len() / 2].to_vec(), "a truncated value"),
+        ] {
+            assert!(decode(&bad).is_none(), "{what} was served");
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_fleets_level_lookup_and_store_are_the_local_cache() {
+        let c = ResponseCache::new(CacheConfig::default());
+        let key = [3u8; 32];
+        c.store(key, answer(ok_body("Hello", "stop")), None).await;
+        assert!(c.lookup(&key, |_| Some("v1".into())).await.is_some());
+        assert!(c.lookup(&[4u8; 32], |_| Some("v1".into())).await.is_none());
+        let s = c.stats();
+        assert_eq!((s.backend, s.hits, s.misses, s.sets, s.shared_hits), ("local", 1, 1, 1, 0));
     }
 
     #[test]

@@ -302,7 +302,8 @@ struct TargetRoute<'c> {
 async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory: &mut Memory) -> TargetOutcome {
     let candidate = target.candidate;
     let provider = &candidate.provider;
-    let Some((adapter, verdict)) = acquire_target(req.gw, provider, &candidate.upstream_model, req.request_id) else {
+    let Some((adapter, verdict)) = acquire_target(req.gw, provider, &candidate.upstream_model, req.request_id).await
+    else {
         memory.record(candidate, "circuit_open", None, None);
         return TargetOutcome::Next;
     };
@@ -382,7 +383,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
             context_fallbacks: target.has_fallbacks,
         };
         let decision = decide(failed.failure, &context);
-        report_failure(&call, key_index, &failed, &decision);
+        report_failure(&call, key_index, &failed, &decision).await;
         memory.record(candidate, failed.failure.outcome(), failed.failure.status(), Some(failed.error.message()));
         health = decision.health;
         if decision.blame == Blame::RateLimited {
@@ -417,7 +418,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
         }
     };
     if let Some(verdict) = verdict.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        verdict.record(health);
+        verdict.record_shared(health).await;
     }
     result
 }

@@ -828,7 +828,8 @@ impl Continuation {
                 continue;
             }
             // Held from here, so the continuation's ending reaches the breaker.
-            let Some((adapter, verdict)) = acquire_target(&self.gw, provider, &candidate.upstream_model, request_id)
+            let Some((adapter, verdict)) =
+                acquire_target(&self.gw, provider, &candidate.upstream_model, request_id).await
             else {
                 continue;
             };
@@ -883,8 +884,8 @@ impl Continuation {
                 context_fallbacks: false,
             };
             let decision = decide(failure.failure, &context);
-            report_failure(&call, key.index, &failure, &decision);
-            verdict.record(decision.health);
+            report_failure(&call, key.index, &failure, &decision).await;
+            verdict.record_shared(decision.health).await;
         }
         None
     }

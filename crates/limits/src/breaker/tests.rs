@@ -463,3 +463,33 @@ fn the_environment_is_laid_over_a_given_configuration() {
     let c = file.with_env(env(&[(ENV_SUCCESS_THRESHOLD, "1")])).unwrap();
     assert_eq!((c.failure_threshold, c.success_threshold), (7, 1));
 }
+
+#[test]
+fn a_remote_trip_opens_until_the_shared_time_then_probes_here() {
+    let config = BreakerConfig { open_timeout: Duration::from_secs(5), ..BreakerConfig::default() };
+    let b = Breaker::new(config);
+    let t0 = Instant::now();
+    let in_flight = b.try_acquire(t0).expect("closed");
+    assert!(b.open_until(t0, Duration::from_secs(4), Duration::from_secs(5)));
+    let snap = b.snapshot(t0);
+    assert_eq!((snap.state, snap.opened_for_ms_remaining, snap.trips), (BreakerState::Open, Some(4000), 0));
+    // A request sent before the remote trip says nothing about the provider now.
+    b.record(in_flight, Outcome::Success, t0);
+    assert_eq!(b.snapshot(t0).state, BreakerState::Open);
+    // Once the shared open-until passes, this breaker probes; a failed probe
+    // doubles the shared period.
+    let t1 = t0 + Duration::from_secs(4);
+    let probe = b.try_acquire(t1).expect("half-open probe");
+    b.record(probe, Outcome::Failure, t1);
+    assert_eq!(b.snapshot(t1).opened_for_ms_remaining, Some(10_000));
+}
+
+#[test]
+fn a_remote_trip_never_shortens_an_open_breaker() {
+    let t0 = Instant::now();
+    let b = tripped(t0);
+    assert!(!b.open_until(t0, Duration::from_secs(10), TIMEOUT), "30 s left here already");
+    assert!(!b.open_until(t0, Duration::ZERO, TIMEOUT));
+    assert!(b.open_until(t0, Duration::from_secs(40), TIMEOUT));
+    assert_eq!(b.snapshot(t0).opened_for_ms_remaining, Some(40_000));
+}

@@ -73,7 +73,7 @@ pub async fn chat_completions(
     let cache_key = gw.cache.key_for(&request, no_training, &tenant);
     if !strict
         && let Some(key) = &cache_key
-        && let Some(hit) = gw.cache.get_valid(key, |provider| registry.get(provider).and_then(|p| live_versions(p)))
+        && let Some(hit) = gw.cache.lookup(key, |provider| registry.get(provider).and_then(|p| live_versions(p))).await
     {
         return Ok(cache_hit(&gw, &request_id.0, &model, started, &hit, ticket));
     }
@@ -137,7 +137,7 @@ pub async fn chat_completions(
                     usage: answered.usage,
                     versions: Arc::from(versions(&answered.provider)),
                 };
-                gw.cache.put(key, entry, answered.finish_reason);
+                gw.cache.store(key, entry, answered.finish_reason).await;
             }
             Ok(finish(&gw, &request_id.0, &model, is_stream, started, route_request.upstream_time.get(), answered))
         }

@@ -220,6 +220,8 @@ pub async fn reset_provider(State(gw): State<SharedGateway>, Path(id): Path<Stri
     provider.breakers.reset();
     provider.reset_keys();
     gw.events.publish_breaker(&id, freellm_limits::breaker::BreakerState::Closed, None);
+    // A reset on one instance resets the provider for the whole fleet.
+    gw.fleet_health.publish(crate::fleet::health::HealthChange::ProviderReset { provider: id.clone() }).await;
     tracing::info!(provider = %id, "provider reset by admin");
     let mut answer = provider_json(provider, crate::clock::now(), unix_ms(SystemTime::now()));
     if let Some(object) = answer.as_object_mut() {
