@@ -32,8 +32,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::access::auth::{self, AuthFailure, Principal};
-use crate::http::clients::ClientPolicy;
 use crate::config::OnRedisError;
+use crate::http::clients::ClientPolicy;
 use crate::http::error::ApiError;
 use crate::ops::stats::unix_ms;
 use crate::state::Gateway;
