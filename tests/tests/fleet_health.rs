@@ -34,7 +34,15 @@ fn options(mock: &MockUpstream, keys: &[String], extra: &[(&str, &str)]) -> Gate
         ("LOG_LEVEL".to_owned(), "info,freellm::fleet::health_sync=debug".to_owned()),
     ];
     env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    GatewayOptions { config: default_config(), env }
+    // Groq declares 30 rpm per key, and with Redis that window is the
+    // fleet's: the tests' hundred-odd requests a minute would fill it. These
+    // tests are about health, not windows (fleet_caps.rs tests those).
+    let config = default_config().replacen(
+        "[providers.groq]\n",
+        "[providers.groq]\nlimits = { rpm = 0, rpd = 0, tpm = 0, tpd = 0 }\n",
+        1,
+    );
+    GatewayOptions { config, env }
 }
 
 async fn chat(gw: &Gateway) -> reqwest::Response {
@@ -106,6 +114,12 @@ fn applied(gw: &Gateway, kind: &str) -> usize {
         .count()
 }
 
+/// How many changes of `kind` an instance received and applied, whether
+/// or not they changed anything.
+fn received(gw: &Gateway, kind: &str) -> usize {
+    plain(&gw.log()).lines().filter(|l| l.contains("fleet health change applied") && l.contains(kind)).count()
+}
+
 /// Waits until `gw` has applied `n` changes of `kind`. The tests that use
 /// it are about what a change does once it arrives; the order guarantee
 /// itself is asserted by the rate-limit test, which does not wait.
@@ -135,6 +149,13 @@ async fn a_key_rate_limited_on_one_instance_is_not_used_by_another() {
     for round in 0..ROUNDS {
         // A fresh start each round: the reset on A is shared before A answers.
         admin(a, reqwest::Method::POST, "/v1/status/providers/groq/reset").await;
+        // B's rotation below must start from that reset, not see it land
+        // midway (a late reset empties B's windows and B repeats a key).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while received(b, "ResetProvider") < round + 1 {
+            assert!(Instant::now() < deadline, "round {round}: B never got the reset:\n{}", b.log());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let before = mock.requests().len();
         mock.enqueue([Reply::error(429, "rate limited").with_header("retry-after", "60")]);
         assert_eq!(chat(a).await.status(), 200, "A fails over to its next key");
