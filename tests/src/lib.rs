@@ -467,6 +467,16 @@ pub fn default_config() -> String {
         .to_owned()
 }
 
+/// [`default_config`] with groq's declared free tier replaced: `rpm`
+/// requests per minute per key (0: unlimited) and nothing else limited.
+pub fn config_with_groq_rpm(rpm: u32) -> String {
+    default_config().replacen(
+        "[providers.ollama]",
+        &format!("[providers.groq.limits]\nrpm = {rpm}\nrpd = 0\ntpm = 0\ntpd = 0\n\n[providers.ollama]"),
+        1,
+    )
+}
+
 impl Gateway {
     /// Starts a gateway with the default config and the given environment.
     pub async fn start(env: &[(&str, &str)]) -> Self {

@@ -16,16 +16,6 @@ const GROQ_KEY: &str = "gsk_fleet_secret_abcdefghijklmnop";
 const VK: &str = "sk-freellm-fleet-tenant-0001";
 const MODEL: &str = "groq/llama-3.3-70b-versatile";
 
-/// A `plugins.toml` with groq limited to `rpm` requests per minute per key
-/// and nothing else limited.
-fn config(rpm: u32) -> String {
-    default_config().replacen(
-        "[providers.ollama]",
-        &format!("[providers.groq.limits]\nrpm = {rpm}\nrpd = 0\ntpm = 0\ntpd = 0\n\n[providers.ollama]"),
-        1,
-    )
-}
-
 /// Room for every test's traffic.
 const ROOMY: u32 = 100_000;
 
@@ -112,7 +102,7 @@ async fn vk_usage(gw: &Gateway) -> u64 {
 async fn three_instances_let_exactly_a_virtual_keys_cap_through() {
     let setup = Setup::new(RedisServer::start().await).await;
     let keys = setup.keys_file(json!({"dailyRequestCap": 30}));
-    let fleet = setup.fleet(3, &config(ROOMY), &[("FREELLM_VIRTUAL_KEYS_PATH", &keys)]).await;
+    let fleet = setup.fleet(3, &config_with_groq_rpm(ROOMY), &[("FREELLM_VIRTUAL_KEYS_PATH", &keys)]).await;
 
     let results = burst(&fleet, 90, |gw| chat(gw, VK)).await;
     assert_eq!(count(&results, 200), 30, "{results:?}");
@@ -130,7 +120,7 @@ async fn three_instances_let_exactly_a_virtual_keys_cap_through() {
 #[tokio::test]
 async fn three_instances_share_one_identifier_limit() {
     let setup = Setup::new(RedisServer::start().await).await;
-    let fleet = setup.fleet(3, &config(ROOMY), &[("FREELLM_IDENTIFIER_LIMIT", "30/60000")]).await;
+    let fleet = setup.fleet(3, &config_with_groq_rpm(ROOMY), &[("FREELLM_IDENTIFIER_LIMIT", "30/60000")]).await;
     let results = burst(&fleet, 90, |gw| chat(gw, ADMIN).header("x-freellm-identifier", "user-42")).await;
     assert_eq!(count(&results, 200), 30, "{results:?}");
     assert_eq!(results.iter().filter(|(s, c)| *s == 429 && c == "identifier_rate_limited").count(), 60);
@@ -142,7 +132,7 @@ async fn three_instances_share_one_identifier_limit() {
 #[tokio::test]
 async fn three_instances_share_a_provider_keys_rpm() {
     let setup = Setup::new(RedisServer::start().await).await;
-    let fleet = setup.fleet(3, &config(30), &[]).await;
+    let fleet = setup.fleet(3, &config_with_groq_rpm(30), &[]).await;
     let results = burst(&fleet, 90, |gw| chat(gw, ADMIN)).await;
     assert_eq!(setup.mock.requests().len(), 30, "the upstream saw exactly the key's rpm");
     assert_eq!(count(&results, 200), 30, "{results:?}");
@@ -170,7 +160,7 @@ async fn wait_degraded(gw: &Gateway, degraded: bool, within: Duration) -> Value 
 async fn redis_killed_mid_load_fails_caps_closed_then_recovers() {
     let mut setup = Setup::new(RedisServer::start().await).await;
     let keys = setup.keys_file(json!({"dailyRequestCap": 10_000}));
-    let fleet = setup.fleet(3, &config(ROOMY), &[("FREELLM_VIRTUAL_KEYS_PATH", &keys)]).await;
+    let fleet = setup.fleet(3, &config_with_groq_rpm(ROOMY), &[("FREELLM_VIRTUAL_KEYS_PATH", &keys)]).await;
 
     // Load on all three while Redis dies.
     let load = async {
@@ -216,7 +206,7 @@ async fn counts_made_while_degraded_are_merged_when_redis_returns() {
     let mut setup = Setup::new(RedisServer::start_persistent().await).await;
     let keys = setup.keys_file(json!({"dailyRequestCap": 1_000}));
     let extra = [("FREELLM_VIRTUAL_KEYS_PATH", keys.as_str()), ("FREELLM_ON_REDIS_ERROR", "open")];
-    let fleet = setup.fleet(2, &config(ROOMY), &extra).await;
+    let fleet = setup.fleet(2, &config_with_groq_rpm(ROOMY), &extra).await;
     let ok = burst(&fleet, 4, |gw| chat(gw, VK)).await;
     assert_eq!(count(&ok, 200), 4);
     // Settles are written in a task: let them land before the kill.
@@ -245,14 +235,14 @@ async fn virtual_key_usage_survives_restarting_every_instance() {
     let setup = Setup::new(RedisServer::start().await).await;
     let keys = setup.keys_file(json!({"dailyRequestCap": 7}));
     let extra = [("FREELLM_VIRTUAL_KEYS_PATH", keys.as_str())];
-    let fleet = setup.fleet(3, &config(ROOMY), &extra).await;
+    let fleet = setup.fleet(3, &config_with_groq_rpm(ROOMY), &extra).await;
     assert_eq!(count(&burst(&fleet, 6, |gw| chat(gw, VK)).await, 200), 6);
     tokio::time::sleep(Duration::from_millis(300)).await;
     for gw in fleet {
         gw.terminate().await;
     }
     // New processes, new data directories: only Redis remembers.
-    let fleet = setup.fleet(3, &config(ROOMY), &extra).await;
+    let fleet = setup.fleet(3, &config_with_groq_rpm(ROOMY), &extra).await;
     let me: Value = fleet[2]
         .http
         .get(format!("{}/v1/me", fleet[2].url))

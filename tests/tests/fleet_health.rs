@@ -37,12 +37,7 @@ fn options(mock: &MockUpstream, keys: &[String], extra: &[(&str, &str)]) -> Gate
     // Groq declares 30 rpm per key, and with Redis that window is the
     // fleet's: the tests' hundred-odd requests a minute would fill it. These
     // tests are about health, not windows (fleet_caps.rs tests those).
-    let config = default_config().replacen(
-        "[providers.groq]\n",
-        "[providers.groq]\nlimits = { rpm = 0, rpd = 0, tpm = 0, tpd = 0 }\n",
-        1,
-    );
-    GatewayOptions { config, env }
+    GatewayOptions { config: config_with_groq_rpm(0), env }
 }
 
 async fn chat(gw: &Gateway) -> reqwest::Response {

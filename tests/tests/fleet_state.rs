@@ -13,16 +13,6 @@ const ADMIN: &str = "admin-secret-key-9876543210";
 const GROQ_KEY: &str = "gsk_fleet_secret_abcdefghijklmnop";
 const MODEL: &str = "groq/llama-3.3-70b-versatile";
 
-/// A `plugins.toml` with groq limited to `rpm` requests per minute per key
-/// and nothing else limited.
-fn config(rpm: u32) -> String {
-    default_config().replacen(
-        "[providers.ollama]",
-        &format!("[providers.groq.limits]\nrpm = {rpm}\nrpd = 0\ntpm = 0\ntpd = 0\n\n[providers.ollama]"),
-        1,
-    )
-}
-
 /// Room for every test's traffic.
 const ROOMY: u32 = 100_000;
 
@@ -77,7 +67,7 @@ async fn wait_degraded(gw: &Gateway, degraded: bool, within: Duration) -> Value 
 #[tokio::test]
 async fn every_answer_names_the_instance() {
     let setup = Setup::new(RedisServer::start().await).await;
-    let fleet = setup.fleet(2, &config(ROOMY), &[]).await;
+    let fleet = setup.fleet(2, &config_with_groq_rpm(ROOMY), &[]).await;
     for (i, gw) in fleet.iter().enumerate() {
         let r = chat(gw, ADMIN).send().await.expect("answer");
         assert_eq!(r.headers()["x-freellm-instance"], format!("gw-{i}").as_str());
@@ -105,8 +95,8 @@ async fn an_unreachable_redis_at_start_serves_degraded() {
     let url = setup.redis.url();
     setup.redis.kill();
     let gw = Gateway::start_with(GatewayOptions {
-        env: [setup.options(&config(ROOMY), &[]).env, vec![("FREELLM_REDIS_URL".into(), url)]].concat(),
-        config: config(ROOMY),
+        env: [setup.options(&config_with_groq_rpm(ROOMY), &[]).env, vec![("FREELLM_REDIS_URL".into(), url)]].concat(),
+        config: config_with_groq_rpm(ROOMY),
     })
     .await;
     let status = wait_degraded(&gw, true, Duration::from_secs(5)).await;
@@ -121,7 +111,7 @@ async fn an_unreachable_redis_at_start_serves_degraded() {
 async fn a_redis_password_never_shows_in_status_or_logs() {
     const PASSWORD: &str = "redis-pass-7f3a9c2e51";
     let setup = Setup::new(RedisServer::start_with_password(PASSWORD).await).await;
-    let fleet = setup.fleet(1, &config(ROOMY), &[]).await;
+    let fleet = setup.fleet(1, &config_with_groq_rpm(ROOMY), &[]).await;
     assert_eq!(chat(&fleet[0], ADMIN).send().await.expect("answer").status(), 200);
     let status = admin_get(&fleet[0], "/v1/status").await;
     assert_eq!(status["sharedState"]["degraded"], false, "{}", status["sharedState"]);
@@ -129,8 +119,8 @@ async fn a_redis_password_never_shows_in_status_or_logs() {
     // A wrong password: degraded, and neither password shows.
     let wrong = format!("redis://:wrong-{PASSWORD}@127.0.0.1:{}", setup.redis.port);
     let gw = Gateway::start_with(GatewayOptions {
-        env: [setup.options(&config(ROOMY), &[]).env, vec![("FREELLM_REDIS_URL".into(), wrong)]].concat(),
-        config: config(ROOMY),
+        env: [setup.options(&config_with_groq_rpm(ROOMY), &[]).env, vec![("FREELLM_REDIS_URL".into(), wrong)]].concat(),
+        config: config_with_groq_rpm(ROOMY),
     })
     .await;
     let degraded = wait_degraded(&gw, true, Duration::from_secs(5)).await;
