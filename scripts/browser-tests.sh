@@ -28,7 +28,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 
 # The gateway (a no-op when up to date) and the two components the test loads.
-cargo build -p freellm --bin freellm
+cargo build --workspace --bins --tests   # as scripts/test.sh builds it
 for component in groq ollama; do
     if [[ ! -f target/wasm32-wasip2/wasm/freellm_provider_$component.wasm ]]; then
         scripts/build-components.sh

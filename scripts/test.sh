@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 python3 scripts/check-module-cycles.py host/src crates/limits/src
 scripts/build-components.sh
 scripts/build-js-adapter.sh   # the JavaScript adapter (node and npm)
-cargo build -p freellm --bin freellm
+# Everything `cargo test` builds, with its feature set (dev-dependencies
+# included): the gateway binary the end-to-end tests start is then the one
+# unit graph, not a second build of tokio and everything above it.
+cargo build --workspace --bins --tests
 cargo test --workspace --no-fail-fast
 scripts/browser-tests.sh

@@ -101,7 +101,9 @@ pub fn build_artifacts() -> &'static Path {
             variants.join("wrong-world.wasm"),
         )
         .expect("copy wrong-world component");
-        run(&["build", "--quiet", "-p", "freellm", "--bin", "freellm"]);
+        // As scripts/test.sh builds it: with `cargo test`'s feature set, so
+        // this is a no-op inside a workspace test run, not a second build.
+        run(&["build", "--quiet", "--workspace", "--bins", "--tests"]);
         root.join("target/debug/freellm")
     })
 }
