@@ -1,10 +1,13 @@
 //! The link to the shared state, as a pure state machine with injected time.
 //!
-//! Up: every shared call goes to Redis. The first error or timeout takes
-//! the link down ("degraded: shared state unavailable"): from then on no
-//! request waits on Redis at all; one background probe at a time tries it
-//! again, first after [`FIRST_PROBE`], doubling up to [`MAX_PROBE`]. A probe
-//! that answers brings the link back up. Each change of state is returned
+//! Up: every shared call goes to Redis. [`FAILURES_TO_DEGRADE`] errors or
+//! timeouts in a row take the link down ("degraded: shared state
+//! unavailable"); one failed call alone does not, so a single slow answer
+//! (a busy Redis, a starved instance) costs only the requests it delayed,
+//! not a quarter second of the whole instance. Once down, no request waits
+//! on Redis at all; one background probe at a time tries it again, first
+//! after [`FIRST_PROBE`], doubling up to [`MAX_PROBE`]. A probe that answers
+//! brings the link back up. Each change of state is returned
 //! as a [`Transition`] exactly once, so the caller logs one line per
 //! transition, not one per failed call.
 
@@ -14,6 +17,10 @@ use std::time::{Duration, Instant};
 pub const FIRST_PROBE: Duration = Duration::from_millis(250);
 /// Longest wait between probes.
 pub const MAX_PROBE: Duration = Duration::from_secs(5);
+/// Failed calls in a row (no call answering in between) that take the link
+/// down. Redis that refuses connections fails three calls in microseconds;
+/// one that hangs, in three call timeouts.
+pub const FAILURES_TO_DEGRADE: u32 = 3;
 
 /// What clients read from `/v1/status` and `/metrics` while degraded.
 pub const DEGRADED_TEXT: &str = "degraded: shared state unavailable";
@@ -57,6 +64,8 @@ pub enum Transition {
 #[derive(Debug, Clone)]
 pub struct Link {
     state: LinkState,
+    /// Failed calls in a row while up.
+    failures: u32,
 }
 
 impl Default for Link {
@@ -68,7 +77,7 @@ impl Default for Link {
 impl Link {
     /// A link that is up.
     pub fn up() -> Self {
-        Self { state: LinkState::Up }
+        Self { state: LinkState::Up, failures: 0 }
     }
 
     /// The current state.
@@ -81,13 +90,27 @@ impl Link {
         matches!(self.state, LinkState::Degraded { .. })
     }
 
-    /// A call failed (error or timeout). Up → degraded, reported; already
-    /// degraded: nothing new (a failed probe goes through
-    /// [`Link::probe_failed`]).
+    /// A call failed (error or timeout). The [`FAILURES_TO_DEGRADE`]th in a
+    /// row takes the link down, reported; already degraded: nothing new (a
+    /// failed probe goes through [`Link::probe_failed`]).
     pub fn failed(&mut self, now: Instant, now_unix_ms: u64, reason: &str) -> Option<Transition> {
         if self.is_degraded() {
             return None;
         }
+        self.failures += 1;
+        if self.failures < FAILURES_TO_DEGRADE {
+            return None;
+        }
+        self.down(now, now_unix_ms, reason)
+    }
+
+    /// Redis is known not to answer (its first ping at start failed): down
+    /// at once, reported; already degraded: nothing new.
+    pub fn down(&mut self, now: Instant, now_unix_ms: u64, reason: &str) -> Option<Transition> {
+        if self.is_degraded() {
+            return None;
+        }
+        self.failures = 0;
         self.state = LinkState::Degraded {
             since_unix_ms: now_unix_ms,
             since: now,
@@ -98,8 +121,10 @@ impl Link {
         Some(Transition::Down { reason: reason.to_owned() })
     }
 
-    /// A call or probe answered. Degraded → up, reported with the outage.
+    /// A call or probe answered. Degraded → up, reported with the outage;
+    /// up: the run of failed calls is over.
     pub fn succeeded(&mut self, now: Instant) -> Option<Transition> {
+        self.failures = 0;
         let LinkState::Degraded { since, .. } = self.state else { return None };
         self.state = LinkState::Up;
         Some(Transition::Up { outage: now.saturating_duration_since(since) })
@@ -134,10 +159,35 @@ impl Link {
 mod tests {
     use super::*;
 
+    /// Takes an up link down with failures in a row; the last one's reason.
+    fn take_down(link: &mut Link, now: Instant, reason: &str) {
+        for _ in 1..FAILURES_TO_DEGRADE {
+            assert_eq!(link.failed(now, 0, "earlier"), None);
+        }
+        assert_eq!(link.failed(now, 0, reason), Some(Transition::Down { reason: reason.into() }));
+    }
+
     #[test]
-    fn first_failure_takes_the_link_down_once() {
+    fn one_slow_call_does_not_take_the_link_down() {
         let t0 = Instant::now();
         let mut link = Link::up();
+        for round in 0..5 {
+            for _ in 1..FAILURES_TO_DEGRADE {
+                assert_eq!(link.failed(t0, 0, "timeout"), None, "round {round}");
+            }
+            assert!(!link.is_degraded());
+            assert_eq!(link.succeeded(t0), None, "an answer in between ends the run; no transition");
+        }
+        assert!(!link.is_degraded());
+    }
+
+    #[test]
+    fn failures_in_a_row_take_the_link_down_once() {
+        let t0 = Instant::now();
+        let mut link = Link::up();
+        for _ in 1..FAILURES_TO_DEGRADE {
+            assert_eq!(link.failed(t0, 900, "refused"), None);
+        }
         assert_eq!(link.failed(t0, 1_000, "timeout"), Some(Transition::Down { reason: "timeout".into() }));
         assert!(link.is_degraded());
         assert_eq!(link.failed(t0 + Duration::from_millis(5), 1_005, "again"), None, "one line per transition");
@@ -147,10 +197,19 @@ mod tests {
     }
 
     #[test]
+    fn a_link_known_down_goes_down_at_once() {
+        let t0 = Instant::now();
+        let mut link = Link::up();
+        assert_eq!(link.down(t0, 0, "refused"), Some(Transition::Down { reason: "refused".into() }));
+        assert_eq!(link.down(t0, 0, "refused"), None);
+        assert_eq!(link.until_probe(t0), Some(FIRST_PROBE));
+    }
+
+    #[test]
     fn probes_back_off_until_one_answers() {
         let t0 = Instant::now();
         let mut link = Link::up();
-        link.failed(t0, 0, "refused");
+        take_down(&mut link, t0, "refused");
         assert!(!link.probe_due(t0), "no probe at once");
         assert!(link.probe_due(t0 + FIRST_PROBE));
         let mut at = t0 + FIRST_PROBE;
@@ -175,13 +234,13 @@ mod tests {
     fn a_new_outage_starts_probing_early_again() {
         let t0 = Instant::now();
         let mut link = Link::up();
-        link.failed(t0, 0, "a");
+        take_down(&mut link, t0, "a");
         for i in 1..10 {
             link.probe_failed(t0 + Duration::from_secs(i));
         }
         link.succeeded(t0 + Duration::from_secs(20));
         let t1 = t0 + Duration::from_secs(30);
-        link.failed(t1, 0, "b");
+        take_down(&mut link, t1, "b");
         assert_eq!(link.until_probe(t1), Some(FIRST_PROBE));
     }
 }

@@ -132,7 +132,12 @@ impl Fleet {
                 instance = %fleet.instance_id,
                 "shared state on Redis"
             ),
-            Err(e) => tracing::warn!(error = %e, "Redis does not answer at start: serving from local state"),
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis does not answer at start: serving from local state");
+                if let Some(shared) = fleet.shared() {
+                    shared.went_down(shared.link().down(crate::clock::now(), unix_ms(SystemTime::now()), &e.to_string()));
+                }
+            }
         }
         spawn_probe(Arc::downgrade(&fleet));
         Ok(fleet)
@@ -227,17 +232,26 @@ impl Shared {
             return Err(FleetError::Degraded);
         }
         let result = f(self.client.clone()).await;
-        if let Err(e) = &result {
-            self.failed(e);
+        match &result {
+            Ok(_) => {
+                self.link().succeeded(crate::clock::now());
+            }
+            Err(e) => self.failed(e),
         }
         result
     }
 
-    /// A call failed: the link goes down (logged once) and the probe wakes.
+    /// A call failed: after enough in a row the link goes down (logged
+    /// once) and the probe wakes.
     fn failed(&self, e: &FleetError) {
         // A script's own error (a bug, a full server) is not an outage of
         // the link, but it is no answer either: treat both alike.
         let transition = self.link().failed(crate::clock::now(), unix_ms(SystemTime::now()), &e.to_string());
+        self.went_down(transition);
+    }
+
+    /// Logs a transition down (once per outage) and wakes the probe.
+    fn went_down(&self, transition: Option<Transition>) {
         if let Some(Transition::Down { reason }) = transition {
             tracing::warn!(reason = %reason, on_redis_error = self.on_error.as_str(), "{DEGRADED_TEXT}");
             self.wake_probe.notify_one();
