@@ -16,6 +16,8 @@ use serde_json::Value;
 
 const ADMIN: &str = "admin-secret-key-9876543210";
 const MODEL: &str = "groq/llama-3.3-70b-versatile";
+/// A declared per-key window no test here fills.
+const ROOMY_RPM: u32 = 100_000;
 
 /// `n` distinct groq keys.
 fn keys(n: usize) -> Vec<String> {
@@ -36,8 +38,10 @@ fn options(mock: &MockUpstream, keys: &[String], extra: &[(&str, &str)]) -> Gate
     env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     // Groq declares 30 rpm per key, and with Redis that window is the
     // fleet's: the tests' hundred-odd requests a minute would fill it. These
-    // tests are about health, not windows (fleet_caps.rs tests those).
-    GatewayOptions { config: config_with_groq_rpm(0), env }
+    // tests are about health, not windows (fleet_caps.rs tests those), so
+    // the window is roomy; but declared, as every built-in adapter's is, so
+    // each pick is confirmed in Redis, where a key's rest is read too.
+    GatewayOptions { config: config_with_groq_rpm(ROOMY_RPM), env }
 }
 
 async fn chat(gw: &Gateway) -> reqwest::Response {
@@ -342,4 +346,39 @@ async fn health_learned_while_redis_was_down_is_written_back_when_it_returns() {
         assert_eq!(chat(b).await.status(), 200);
     }
     assert!(!keys_used(&mock, before).contains(&cooled), "B used the key A cooled while Redis was down");
+}
+
+/// The id a key has in Redis: `<provider>#` and the first 16 hex digits of
+/// its secret's SHA-256 (never the secret).
+fn store_id(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("groq#{}", &hex::encode(Sha256::digest(secret.as_bytes()))[..16])
+}
+
+#[tokio::test]
+async fn a_key_the_fleet_rests_is_skipped_before_its_message_arrives() {
+    // The order window: an instance may pick a key before it has applied
+    // the message that rested it elsewhere (a starved instance, a slow
+    // subscriber). The pick's reservation reads the fleet's health in the
+    // same script, so the rest in Redis alone is enough. The items are
+    // written straight into Redis here, with no message at all.
+    let redis = RedisServer::start().await;
+    let mock = MockUpstream::completing().await;
+    let keys = keys(3);
+    let mut options = options(&mock, &keys, &[]);
+    options.env.push(("FREELLM_REDIS_URL".to_owned(), redis.url()));
+    let gw = Gateway::start_with(options).await;
+    wait_subscribed(std::slice::from_ref(&gw)).await;
+
+    let rest = format!("freellm:health:groq:cool:groq:{}", store_id(&keys[0]));
+    let invalid = format!("freellm:health:groq:invalid:{}", store_id(&keys[1]));
+    assert_eq!(redis.command(&["SET", &rest, "{}", "PX", "60000"]).await.as_deref(), Some("+OK\r\n"));
+    assert_eq!(redis.command(&["SET", &invalid, "{}", "PX", "60000"]).await.as_deref(), Some("+OK\r\n"));
+    let before = mock.requests().len();
+    for _ in 0..6 {
+        assert_eq!(chat(&gw).await.status(), 200);
+    }
+    let used = keys_used(&mock, before);
+    assert_eq!(used.len(), 6, "one upstream call per request: {used:?}");
+    assert!(used.iter().all(|k| *k == keys[2]), "only the key the fleet holds good: {used:?}");
 }

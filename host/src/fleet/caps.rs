@@ -41,6 +41,16 @@ pub enum VirtualKeyVerdict {
     TokenCap,
 }
 
+/// The Redis items of a provider key's health that its reservation reads
+/// (ids under `<prefix>health:`, as [`crate::fleet::health`] names them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHealthItems {
+    /// The key's rest in the ring it is picked from.
+    pub cool: String,
+    /// The key found invalid.
+    pub invalid: String,
+}
+
 /// A provider key's reservation by the fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyVerdict {
@@ -51,7 +61,7 @@ pub enum KeyVerdict {
         /// The day window's bucket (minutes).
         day_bucket: i64,
     },
-    /// A window is full for about this long.
+    /// The fleet rests the key, or a window is full, for about this long.
     Full {
         /// Milliseconds until the request would fit.
         wait_ms: u64,
@@ -118,10 +128,13 @@ impl Fleet {
     }
 
     /// Reserves one request of `estimated_tokens` on provider key
-    /// `store_id` in the fleet's windows, if `limits` allow it.
+    /// `store_id` in the fleet's windows, if `limits` allow it and the
+    /// fleet's health of the key (`health`: its rest and invalid items)
+    /// does not refuse it.
     pub async fn reserve_provider_key(
         &self,
         store_id: &str,
+        health: &KeyHealthItems,
         limits: &Limits,
         estimated_tokens: u32,
     ) -> Result<KeyVerdict, FleetError> {
@@ -135,7 +148,12 @@ impl Fleet {
         ];
         let reply: Vec<i64> = self
             .call(|c: RedisClient| async move {
-                let keys = [c.key("pk:m", store_id), c.key("pk:d", store_id)];
+                let keys = [
+                    c.key("pk:m", store_id),
+                    c.key("pk:d", store_id),
+                    c.key("health", &health.cool),
+                    c.key("health", &health.invalid),
+                ];
                 c.run(&scripts::PROVIDER_KEY_RESERVE, &keys, &args).await
             })
             .await?;

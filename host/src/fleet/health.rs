@@ -140,8 +140,8 @@ impl HealthChange {
     /// find them.
     pub fn item_id(&self) -> Option<String> {
         match self {
-            Self::KeyCooled { provider, ring, key, .. } => Some(format!("{provider}:cool:{ring}:{key}")),
-            Self::KeyInvalid { provider, key, .. } => Some(format!("{provider}:invalid:{key}")),
+            Self::KeyCooled { provider, ring, key, .. } => Some(cool_item(provider, ring, key)),
+            Self::KeyInvalid { provider, key, .. } => Some(invalid_item(provider, key)),
             Self::BreakerOpened { provider, model, .. } | Self::BreakerClosed { provider, model } => {
                 Some(format!("{provider}:breaker:{model}"))
             }
@@ -391,6 +391,17 @@ pub fn cool_key(keys: &KeyRing, scope: &str, key: &str, wait: Duration) -> bool 
         }
         None => false,
     }
+}
+
+/// The item of a key's rest: key `key` (its store id in `ring`) of `provider`.
+pub fn cool_item(provider: &str, ring: &str, key: &str) -> String {
+    format!("{provider}:cool:{ring}:{key}")
+}
+
+/// The item of an invalid key: key `key` (its store id in the provider's
+/// own ring) of `provider`.
+pub fn invalid_item(provider: &str, key: &str) -> String {
+    format!("{provider}:invalid:{key}")
 }
 
 /// The index of the key whose store id under `scope` is `key`.

@@ -137,15 +137,22 @@ return {R, T}
     )
 });
 
-/// A provider key's minute (60 × 1 s) and day (1440 × 1 min) windows.
-/// KEYS: minute window, day window. ARGV: rpm, rpd, tpm, tpd (-1: none),
-/// estimated tokens. An estimate larger than a token limit needs that
-/// window empty (as the local windows do).
-/// Returns `{1, minute bucket, day bucket}` when reserved, `{0, wait ms}`
-/// when a window is full.
+/// A provider key's minute (60 × 1 s) and day (1440 × 1 min) windows,
+/// after its health: a key the fleet rests or found invalid is refused even
+/// when this instance has not yet applied that change (its message may
+/// still be on the way), so no instance acts on a key the fleet knows bad.
+/// KEYS: minute window, day window, the key's rest item, its invalid item
+/// (`<prefix>health:…`, [`crate::fleet::health::cool_item`]).
+/// ARGV: rpm, rpd, tpm, tpd (-1: none), estimated tokens. An estimate
+/// larger than a token limit needs that window empty (as the local windows
+/// do). Returns `{1, minute bucket, day bucket}` when reserved, `{0, wait
+/// ms}` when the key rests or a window is full.
 pub static PROVIDER_KEY_RESERVE: LazyLock<Script> = LazyLock::new(|| {
     windowed(
         r#"
+local rest = redis.call('PTTL', KEYS[3])
+if rest > 0 then return {0, rest} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {0, 60000} end
 local km, kd = KEYS[1], KEYS[2]
 local rpm, rpd, tpm, tpd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local est = tonumber(ARGV[5])

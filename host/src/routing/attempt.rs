@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::clock;
 use crate::fleet::Fleet;
-use crate::fleet::caps::KeyVerdict;
+use crate::fleet::caps::{KeyHealthItems, KeyVerdict};
 use crate::fleet::deltas::{Counter, Delta};
 use crate::fleet::health::{self, HealthChange};
 use crate::ops::metrics::UpstreamTime;
@@ -190,8 +190,9 @@ pub(crate) async fn acquire_target(
 /// its use reserved. `Err` holds how long until one frees up.
 ///
 /// In a fleet (Redis), a key whose adapter declares limits is confirmed in
-/// the fleet's windows too (one script): a key the fleet finds full rests
-/// until its window frees and the next key is tried. While Redis is
+/// the fleet's windows and health too (one script): a key the fleet finds
+/// full, resting or invalid rests here until then and the next key is tried,
+/// even before this instance has applied the change that rested it. While Redis is
 /// unreachable the local windows decide (routing fails open) and the
 /// request is merged into the fleet's counts later.
 pub(crate) async fn acquire_key(
@@ -223,8 +224,18 @@ pub(crate) async fn acquire_key(
         } else {
             format!("{}/{model}", call.provider.id)
         };
-        let Some(store_id) = keys.store_id(&scope, grant.index) else { return Ok(grant) };
-        match fleet.reserve_provider_key(&store_id, keys.limits(), estimated_tokens).await {
+        let provider_id = &*call.provider.id;
+        // The key's id in this ring (its windows, its rest) and in the
+        // provider's own ring (where an invalid key is marked).
+        let (Some(store_id), Some(own_id)) = (keys.store_id(&scope, grant.index), keys.store_id(provider_id, grant.index))
+        else {
+            return Ok(grant);
+        };
+        let health = KeyHealthItems {
+            cool: health::cool_item(provider_id, &scope, &store_id),
+            invalid: health::invalid_item(provider_id, &own_id),
+        };
+        match fleet.reserve_provider_key(&store_id, &health, keys.limits(), estimated_tokens).await {
             Ok(KeyVerdict::Reserved { minute_bucket, day_bucket }) => {
                 grant.shared = Some(FleetReservation {
                     fleet: fleet.clone(),
@@ -235,7 +246,7 @@ pub(crate) async fn acquire_key(
             }
             Ok(KeyVerdict::Full { wait_ms }) => {
                 tracing::debug!(request_id = call.request_id, provider = %call.provider.id, key = grant.index, wait_ms,
-                    "the fleet's windows of this key are full");
+                    "the fleet rests this key or its windows are full");
                 // Only the local count: the fleet counted nothing.
                 if let Some(reservation) = grant.reservation.take() {
                     keys.release(grant.index, reservation);
