@@ -134,6 +134,11 @@ pub struct EdgeConfig {
     /// Open client connections at most (`FREELLM_MAX_CONNECTIONS`, 4096);
     /// past it a connection gets one short 503 and is closed.
     pub max_connections: usize,
+    /// Streams open at once (`FREELLM_MAX_STREAMS`, and at most, 1744):
+    /// each holds one adapter instance (~150 KiB) for its lifetime; past
+    /// it a new stream is refused with 503 `gateway_at_capacity`, and
+    /// plain requests keep their own instances.
+    pub max_streams: usize,
     /// After SIGTERM, in-flight requests get this long before open streams
     /// end with a `shutdown` error event and the process exits
     /// (`FREELLM_SHUTDOWN_GRACE_MS`, 30 s).
@@ -149,6 +154,7 @@ impl Default for EdgeConfig {
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(5),
             max_connections: 4096,
+            max_streams: freellm_runtime::MAX_OPEN_STREAMS as usize,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -508,6 +514,7 @@ struct FileServer {
     body_read_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
+    max_streams: Option<usize>,
     shutdown_grace_ms: Option<u64>,
 }
 
@@ -641,6 +648,7 @@ impl Config {
             ("[server] body_read_timeout_ms", e.body_read_timeout != f.body_read_timeout),
             ("[server] idle_timeout_ms", e.idle_timeout != f.idle_timeout),
             ("[server] max_connections", e.max_connections != f.max_connections),
+            ("[server] max_streams", e.max_streams != f.max_streams),
             ("[server] shutdown_grace_ms", e.shutdown_grace != f.shutdown_grace),
             ("[upstream] connect_timeout_ms", u.connect_timeout != v.connect_timeout),
             ("[upstream] first_byte_timeout_ms", u.first_byte_timeout != v.first_byte_timeout),
@@ -1052,6 +1060,15 @@ fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeC
             ms(d.idle_timeout),
         )?),
         max_connections: pick(env, "FREELLM_MAX_CONNECTIONS", file.max_connections, d.max_connections)?,
+        max_streams: match pick(env, "FREELLM_MAX_STREAMS", file.max_streams, d.max_streams)? {
+            n if n > d.max_streams => {
+                return Err(ConfigError::Invalid {
+                    name: "FREELLM_MAX_STREAMS ([server] max_streams)".into(),
+                    message: format!("must be at most {} (the adapter instance pool)", d.max_streams),
+                });
+            }
+            n => n,
+        },
         shutdown_grace: Duration::from_millis(pick(
             env,
             "FREELLM_SHUTDOWN_GRACE_MS",

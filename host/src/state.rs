@@ -152,7 +152,7 @@ impl Gateway {
             let file = config.keys_file.reload().map_err(|e| anyhow::anyhow!("{e}"))?;
             tracing::info!(file = %path.display(), entries = file.names().count(), "provider keys file read");
         }
-        let engine = PluginEngine::new()?;
+        let engine = PluginEngine::new(config.edge.max_streams)?;
         // An upload pins its provider across restarts, until the operator
         // reloads that provider from its file.
         let pins = crate::ops::reload::read_pins(&config.data_dir);

@@ -277,3 +277,56 @@ async fn a_stream_ending_without_a_finish_counts_as_a_failure_and_a_finished_one
     assert_eq!(attempts_metric(&gw, "groq", "failure").await, 2);
     assert_eq!(attempts_metric(&gw, "groq", "success").await, 1);
 }
+
+#[tokio::test]
+async fn streams_past_the_stream_budget_are_refused_as_busy_and_nothing_else_suffers() {
+    // Each open stream holds an adapter instance for its lifetime. Past the
+    // budget a new stream is the gateway's own capacity, not the
+    // provider's failure: 503 gateway_at_capacity with Retry-After, plain
+    // requests keep their own instances, and the breaker never hears of it
+    // (a flood of streams used to open it and fail every client).
+    let piece = sse_event(&chunk("more", None));
+    let groq = MockUpstream::start(move |r| {
+        if r.json()["stream"] == true {
+            endless(&piece, Duration::from_millis(50))
+        } else {
+            Reply::ok(completion("llama-3.3-70b-versatile", "Hi"))
+        }
+    })
+    .await;
+    let ollama = MockUpstream::completing().await;
+    let gw = two_providers(&groq, &ollama, &[("FREELLM_MAX_STREAMS", "2")]).await;
+
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut response = gw.chat(stream_body(CONCRETE)).await;
+        assert_eq!(response.status(), 200);
+        let first = tokio::time::timeout(Duration::from_secs(5), response.chunk()).await.expect("first bytes in time");
+        assert!(first.expect("stream body").is_some());
+        held.push(response);
+    }
+    for _ in 0..5 {
+        let refused = gw.chat(stream_body(CONCRETE)).await;
+        assert_eq!(refused.status(), 503);
+        assert_eq!(refused.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+        let body: Value = refused.json().await.expect("JSON error");
+        assert_eq!(body["error"]["code"], "gateway_at_capacity", "{body}");
+        assert_eq!(body["error"]["type"], "server_error", "{body}");
+        assert!(body["error"]["request_id"].is_string(), "{body}");
+        assert_eq!(gw.chat(chat_body(CONCRETE)).await.status(), 200, "plain requests are served");
+    }
+    let groq_status = provider_status(&gw, "groq").await;
+    assert_eq!(groq_status["circuitBreakerState"], "closed", "{groq_status}");
+
+    // The budget comes back when the streams end.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = gw.chat(stream_body(CONCRETE)).await;
+        if response.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slots never came back: {}", response.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

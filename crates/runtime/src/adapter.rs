@@ -70,6 +70,10 @@ pub enum FaultKind {
     Trap,
     /// Instantiation or the host side of the call failed.
     Other,
+    /// No instance was free: the gateway is at capacity (every pool slot
+    /// in use, or the open-stream budget spent). Not the adapter's fault:
+    /// never counted against it, never a reason to distrust the provider.
+    Busy,
 }
 
 impl std::fmt::Display for FaultKind {
@@ -79,6 +83,7 @@ impl std::fmt::Display for FaultKind {
             Self::Memory => "hit its memory limit",
             Self::Trap => "trapped",
             Self::Other => "call failed",
+            Self::Busy => "has no free instance: the gateway is at capacity",
         })
     }
 }
@@ -277,6 +282,9 @@ impl Adapter {
         ctx: &CallContext,
         head: &ResponseHead,
     ) -> Result<StreamSession, AdapterFault> {
+        let Ok(slot) = self.engine.stream_slots.clone().try_acquire_owned() else {
+            return Err(self.busy(&ctx.request_id, "every open-stream slot is in use"));
+        };
         let (mut instance, started) = self.checkout(&ctx.request_id).await?;
         let result = instance.provider.open_stream(&mut instance.store, ctx, head).await;
         let handle = self.record(&ctx.request_id, started, result, &instance.store)?;
@@ -286,6 +294,7 @@ impl Adapter {
             provider: instance.provider,
             handle,
             request_id: ctx.request_id.clone(),
+            _slot: slot,
         })
     }
 
@@ -318,6 +327,9 @@ impl Adapter {
                 let mut store = new_store(&self.engine, &self.id, self.limits);
                 match self.pre.instantiate_async(&mut store).await {
                     Ok(provider) => Instance { store, provider, calls: 0 },
+                    Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                        return Err(self.busy(request_id, &e.to_string()));
+                    }
                     // Counted as a failed call: the fault is returned as is.
                     Err(e) => return self.record(request_id, started, Err(e), &store),
                 }
@@ -354,6 +366,20 @@ impl Adapter {
             idle.push(instance);
         }
         out
+    }
+
+    /// A call that found no free instance: not counted as a call or a
+    /// fault of the adapter, logged at debug (an overload would otherwise
+    /// flood the log).
+    fn busy(&self, request_id: &str, detail: &str) -> AdapterFault {
+        tracing::debug!(request_id, adapter = %self.id, detail, "no free adapter instance");
+        AdapterFault {
+            adapter: self.id.clone(),
+            version: self.info.adapter_version.clone(),
+            kind: FaultKind::Busy,
+            request_id: request_id.to_owned(),
+            detail: detail.to_owned(),
+        }
     }
 
     fn record<R>(
@@ -407,6 +433,8 @@ pub struct StreamSession {
     provider: Bindings,
     handle: ResourceAny,
     request_id: String,
+    /// The open-stream slot, given back when the stream ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl StreamSession {

@@ -55,7 +55,7 @@ pub fn run(options: &CheckOptions) -> CheckResult {
         let _ = writeln!(text, "\nresult: FAILED at {step}");
         CheckResult { text, passed: false }
     };
-    let engine = match PluginEngine::new() {
+    let engine = match PluginEngine::new(crate::MAX_OPEN_STREAMS as usize) {
         Ok(e) => e,
         Err(e) => return fail(text, "engine", format!("{e:#}")),
     };

@@ -25,6 +25,20 @@ pub const MAX_MEMORY_BYTES: usize = 256 << 20;
 /// Concurrent component instances the pool holds (calls plus open streams).
 const POOL_INSTANCES: u32 = 2000;
 
+/// Core instances per component instance the pool allows for: a Rust
+/// adapter is three (its module and the WASI shims), a JavaScript one more.
+/// With two, 1,333 open streams of a Rust adapter used every core slot.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
+
+/// Instances of the pool never given to streams: calls (mapping a request,
+/// normalizing an answer) and warm instances always find a slot, however
+/// many streams are open.
+const CALL_RESERVE: u32 = 256;
+
+/// Open streams the pool serves at once (each holds one instance for its
+/// lifetime); past it a new stream is refused as busy.
+pub const MAX_OPEN_STREAMS: u32 = POOL_INSTANCES - CALL_RESERVE;
+
 /// The process-wide plugin engine: compiler, allocator, epoch ticker, linker.
 pub struct PluginEngine {
     pub(crate) engine: Engine,
@@ -34,17 +48,22 @@ pub struct PluginEngine {
     pub(crate) warm_per_adapter: usize,
     /// Compilations under way, so slots sharing a component compile it once.
     pub(crate) compiling: super::loader::InFlight,
+    /// Slots for open streams ([`MAX_OPEN_STREAMS`]): a stream holds one
+    /// for its lifetime.
+    pub(crate) stream_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl PluginEngine {
     /// Builds the engine with the pooling allocator and epoch interruption,
     /// starts the epoch ticker and links WASI p2 plus the `host` interface.
-    pub fn new() -> anyhow::Result<Arc<Self>> {
+    /// At most `max_streams` streams (capped at [`MAX_OPEN_STREAMS`]) are
+    /// open at once.
+    pub fn new(max_streams: usize) -> anyhow::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(POOL_INSTANCES * 2)
+            .total_core_instances(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
             .total_memories(POOL_INSTANCES)
-            .total_tables(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * CORE_INSTANCES_PER_COMPONENT)
             .total_stacks(POOL_INSTANCES)
             .max_memory_size(MAX_MEMORY_BYTES)
             .linear_memory_keep_resident(1 << 20)
@@ -73,7 +92,13 @@ impl PluginEngine {
         v0_1::freellm::provider::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         v0_2::freellm::provider::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         let warm_per_adapter = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
-        Ok(Arc::new(Self { engine, linker, warm_per_adapter, compiling: Default::default() }))
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            warm_per_adapter,
+            compiling: Default::default(),
+            stream_slots: Arc::new(tokio::sync::Semaphore::new(max_streams.min(MAX_OPEN_STREAMS as usize))),
+        }))
     }
 
     /// Converts a CPU budget to epoch ticks (at least two, so a deadline set

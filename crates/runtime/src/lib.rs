@@ -16,8 +16,8 @@ pub mod loader;
 pub mod sandbox;
 pub mod scaffold;
 
-pub use adapter::{Adapter, AdapterFault, StreamSession};
+pub use adapter::{Adapter, AdapterFault, FaultKind, StreamSession};
 pub use bindings::{ContractVersion, types};
-pub use engine::{MAX_MEMORY_BYTES, PluginEngine};
+pub use engine::{MAX_MEMORY_BYTES, MAX_OPEN_STREAMS, PluginEngine};
 pub use loader::LoadError;
 pub use sandbox::SandboxLimits;

@@ -39,6 +39,18 @@ fn server_connection_limits_default_read_the_file_and_env_wins() {
 }
 
 #[test]
+fn the_stream_budget_is_capped_by_the_instance_pool() {
+    let max = freellm_runtime::MAX_OPEN_STREAMS as usize;
+    assert_eq!(load(TWO, &[]).unwrap().edge.max_streams, max);
+    assert_eq!(load("[server]\nmax_streams = 100\n", &[]).unwrap().edge.max_streams, 100);
+    assert_eq!(load(TWO, &[("FREELLM_MAX_STREAMS", "7")]).unwrap().edge.max_streams, 7);
+    for bad in ["0", "x", &(max + 1).to_string()] {
+        let e = load(TWO, &[("FREELLM_MAX_STREAMS", bad)]).expect_err(bad).to_string();
+        assert!(e.contains("FREELLM_MAX_STREAMS"), "{e}");
+    }
+}
+
+#[test]
 fn defaults_apply_and_providers_keep_file_order() {
     let c = load(TWO, &[]).unwrap();
     assert_eq!(c.port, 3000);

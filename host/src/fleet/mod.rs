@@ -135,7 +135,11 @@ impl Fleet {
             Err(e) => {
                 tracing::warn!(error = %e, "Redis does not answer at start: serving from local state");
                 if let Some(shared) = fleet.shared() {
-                    shared.went_down(shared.link().down(crate::clock::now(), unix_ms(SystemTime::now()), &e.to_string()));
+                    shared.went_down(shared.link().down(
+                        crate::clock::now(),
+                        unix_ms(SystemTime::now()),
+                        &e.to_string(),
+                    ));
                 }
             }
         }

@@ -227,7 +227,8 @@ pub(crate) async fn acquire_key(
         let provider_id = &*call.provider.id;
         // The key's id in this ring (its windows, its rest) and in the
         // provider's own ring (where an invalid key is marked).
-        let (Some(store_id), Some(own_id)) = (keys.store_id(&scope, grant.index), keys.store_id(provider_id, grant.index))
+        let (Some(store_id), Some(own_id)) =
+            (keys.store_id(&scope, grant.index), keys.store_id(provider_id, grant.index))
         else {
             return Ok(grant);
         };
@@ -282,11 +283,11 @@ pub(crate) async fn send(call: &Call<'_>, body: &[u8], key: &mut KeyGrant) -> Re
         }
         Err(fault) => {
             key.release();
-            let message = fault.to_string();
+            let error = RoutingError::from_fault(&provider.id, &fault);
             return Err(Failed {
-                failure: AttemptFailure::AdapterFault,
-                error: RoutingError::AdapterFault { provider: provider.id.to_string(), message: message.clone() },
-                detail: Some(message),
+                failure: AttemptFailure::of_fault_error(&error),
+                detail: Some(fault.to_string()),
+                error,
             });
         }
     };

@@ -31,6 +31,7 @@
 use std::time::Duration;
 
 use crate::providers::keys::{DEFAULT_COOLDOWN, clamp_cooldown};
+use crate::routing::error::RoutingError;
 use freellm_limits::breaker::Outcome as Health;
 use freellm_runtime::types::FailureKind;
 
@@ -61,6 +62,9 @@ pub enum AttemptFailure {
     /// A 2xx whose body or stream could not be used (unreadable, not
     /// normalizable, ended or failed before a first chunk).
     BrokenAnswer,
+    /// The gateway had no free adapter instance: its own capacity, the same
+    /// for every target.
+    AtCapacity,
 }
 
 impl AttemptFailure {
@@ -75,6 +79,7 @@ impl AttemptFailure {
             Self::Unreachable => "unreachable",
             Self::Silent => "timeout",
             Self::BrokenAnswer => "broken_answer",
+            Self::AtCapacity => "gateway_at_capacity",
             Self::Refused { kind, status, .. } => match kind {
                 FailureKind::RateLimited => "rate_limited",
                 FailureKind::QuotaExhausted => "quota_exhausted",
@@ -85,6 +90,16 @@ impl AttemptFailure {
                 FailureKind::Transient if is_client_error(*status) => "client_error",
                 FailureKind::Transient | FailureKind::Unsupported => "server_error",
             },
+        }
+    }
+
+    /// The failure an adapter call's fault is, from the error it became
+    /// ([`RoutingError::from_fault`]): the gateway at capacity, or the
+    /// adapter's fault.
+    pub fn of_fault_error(error: &RoutingError) -> Self {
+        match error {
+            RoutingError::AtCapacity { .. } => Self::AtCapacity,
+            _ => Self::AdapterFault,
         }
     }
 
@@ -265,6 +280,10 @@ pub fn decide(failure: AttemptFailure, ctx: &Context) -> Decision {
             | FailureKind::Transient => Decision::new(NextTarget, Neutral, KeyEffect::Keep, Blame::Failure),
         },
         AttemptFailure::AdapterFault => Decision::new(NextTarget, Failing, KeyEffect::Keep, Blame::Failure),
+        // Every target needs an instance from the same pool: stop, and say
+        // nothing about the provider (a flood of streams must not open its
+        // breaker for everyone).
+        AttemptFailure::AtCapacity => Decision::new(Stop, Neutral, KeyEffect::Keep, Blame::None),
         // A strict request makes one attempt; a failure without an answer
         // then says too little about the provider to count against it.
         AttemptFailure::Unreachable | AttemptFailure::BrokenAnswer if ctx.strict => {

@@ -220,6 +220,15 @@ fn an_adapter_fault_fails_over_without_retry() {
 }
 
 #[test]
+fn the_gateway_at_capacity_stops_without_blaming_the_provider() {
+    // Every target needs an instance from the same pool.
+    for strict in [false, true] {
+        let d = decide(AttemptFailure::AtCapacity, &Context { strict, retries: EVERY_KIND_TWICE, ..ctx() });
+        assert_eq!(d, Decision::new(Action::Stop, Health::Neutral, KeyEffect::Keep, Blame::None));
+    }
+}
+
+#[test]
 fn unsupported_moves_on_without_counting_as_a_failure() {
     for failure in [AttemptFailure::MapRefused(FailureKind::Unsupported), refused(FailureKind::Unsupported, 400, None)]
     {

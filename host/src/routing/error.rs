@@ -76,6 +76,14 @@ pub enum RoutingError {
         /// What went wrong.
         message: String,
     },
+    /// The gateway had no free adapter instance for the request (every
+    /// pool slot in use, or the open-stream budget spent): its own
+    /// capacity, not a provider's failure.
+    #[error("{message}")]
+    AtCapacity {
+        /// What ran out.
+        message: String,
+    },
     /// Strict mode: the one provider tried rate-limited the request.
     #[error("{message}")]
     RateLimited {
@@ -135,13 +143,28 @@ impl RoutingError {
         Self::Provider { provider: provider.to_owned(), message: message.into(), upstream_code, retryable: false }
     }
 
+    /// The failure an adapter call's fault is: the gateway's capacity when
+    /// no instance was free, else the adapter's fault.
+    pub fn from_fault(provider: &str, fault: &freellm_runtime::AdapterFault) -> Self {
+        if fault.kind == freellm_runtime::FaultKind::Busy {
+            Self::AtCapacity {
+                message: "The gateway is at capacity (every adapter instance is in use, most by open streams);                           retry shortly."
+                    .to_owned(),
+            }
+        } else {
+            Self::AdapterFault { provider: provider.to_owned(), message: fault.to_string() }
+        }
+    }
+
     /// Where the failure came from.
     pub fn source(&self) -> ErrorSource {
         match self {
             Self::ModelNotFound { .. } | Self::StrictMetaForbidden { .. } | Self::ModelNotSupported { .. } => {
                 ErrorSource::Request
             }
-            Self::NoProvidersConfigured { .. } | Self::Exhausted { .. } => ErrorSource::Gateway,
+            Self::NoProvidersConfigured { .. } | Self::Exhausted { .. } | Self::AtCapacity { .. } => {
+                ErrorSource::Gateway
+            }
             Self::AdapterFault { .. } => ErrorSource::Adapter,
             Self::Provider { .. } | Self::RateLimited { .. } => ErrorSource::Upstream,
         }
@@ -157,7 +180,9 @@ impl RoutingError {
             | Self::ModelNotSupported { .. }
             | Self::NoProvidersConfigured { .. } => false,
             Self::Provider { retryable, .. } => *retryable,
-            Self::AdapterFault { .. } | Self::RateLimited { .. } | Self::Exhausted { .. } => true,
+            Self::AdapterFault { .. } | Self::RateLimited { .. } | Self::Exhausted { .. } | Self::AtCapacity { .. } => {
+                true
+            }
         }
     }
 

@@ -490,7 +490,9 @@ async fn answer(
     answered.map_err(|error| {
         // A trapping adapter would trap again: no retry on it.
         let failure = match error {
-            RoutingError::AdapterFault { .. } => AttemptFailure::AdapterFault,
+            RoutingError::AdapterFault { .. } | RoutingError::AtCapacity { .. } => {
+                AttemptFailure::of_fault_error(&error)
+            }
             _ => AttemptFailure::BrokenAnswer,
         };
         Failed { failure, detail: Some(error.message()), error }
@@ -614,9 +616,7 @@ async fn complete(
     let normalized = match adapter.normalize_response(ctx, &head, &body).await {
         Ok(Ok(n)) => n,
         Ok(Err(failure)) => return Err(upstream_error(failure.message)),
-        Err(fault) => {
-            return Err(RoutingError::AdapterFault { provider: provider.id.to_string(), message: fault.to_string() });
-        }
+        Err(fault) => return Err(RoutingError::from_fault(&provider.id, &fault)),
     };
     let body = crate::routing::created::fill_created(normalized.body, crate::routing::created::unix_now());
     let out = with_provider_marker(body, &provider.id).ok_or_else(|| RoutingError::AdapterFault {

@@ -138,9 +138,9 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
         failure: AttemptFailure::Silent,
         error: RoutingError::provider(&s.provider.id, message, None),
     };
-    let session = s.adapter.open_stream(&s.ctx, &s.head).await.map_err(|fault| NotCommitted {
-        failure: AttemptFailure::AdapterFault,
-        error: RoutingError::AdapterFault { provider: s.provider.id.to_string(), message: fault.to_string() },
+    let session = s.adapter.open_stream(&s.ctx, &s.head).await.map_err(|fault| {
+        let error = RoutingError::from_fault(&s.provider.id, &fault);
+        NotCommitted { failure: AttemptFailure::of_fault_error(&error), error }
     })?;
     let started = crate::clock::now();
     let mut source =
@@ -855,15 +855,9 @@ impl Continuation {
                             return Some(source);
                         }
                         Err(fault) => {
-                            let message = format!("the adapter could not open the stream: {fault}");
-                            Failed {
-                                failure: AttemptFailure::AdapterFault,
-                                error: RoutingError::AdapterFault {
-                                    provider: provider.id.to_string(),
-                                    message: message.clone(),
-                                },
-                                detail: Some(message),
-                            }
+                            let error = RoutingError::from_fault(&provider.id, &fault);
+                            let detail = Some(format!("the adapter could not open the stream: {fault}"));
+                            Failed { failure: AttemptFailure::of_fault_error(&error), error, detail }
                         }
                     }
                 }
