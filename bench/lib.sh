@@ -78,6 +78,13 @@ wait_http_200() {
     done
 }
 
+# CPU time process $1 has used so far (user + system), in clock ticks
+# (`getconf CLK_TCK` per second): fields 14 and 15 of /proc/PID/stat,
+# counted after the command name, which may hold spaces.
+cpu_ticks() {
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
 # Waits for a server that prints `listening on ...` to its log $2 (pid $1).
 wait_listening() {
     local pid=$1 logfile=$2

@@ -10,14 +10,19 @@
 #     through the gateway, so every figure has a same-run baseline, and
 #     through a bare proxy (the floor any proxy pays here)
 # then prints a markdown table with PASS/FAIL per target and writes
-# bench/results/latest.json (and latest.md). It is a report, not a test: it
-# exits 0 whatever the figures, and non-zero only when it cannot measure.
+# bench/results/latest.json (and latest.md); then runs bench/routing.sh,
+# bench/swap.sh, bench/prompts.sh (prompt sizes) and bench/streams.sh
+# (500-chunk streams, 1,700 held slow streams). It is a report, not a
+# test: it exits 0 whatever the figures, and non-zero only when it cannot
+# measure.
 #
 # Tunables (environment): BENCH_DURATION (10s per load phase),
 # BENCH_CONNECTIONS (16), BENCH_COLD_RUNS (5), BENCH_OHA_THREADS (1),
 # BENCH_MOCK_THREADS (1), BENCH_MOCK_PORT (18081), BENCH_GATEWAY_PORT (18080),
 # BENCH_SKIP_BUILD=1 (reuse existing binaries), BENCH_GATEWAY_BIN (another
 # freellm binary to measure, e.g. an older build for comparison),
+# BENCH_ONLY=main (the baseline table only: for A/B runs of two binaries;
+# BENCH_ONLY=state: the baseline and the shared-state backend),
 # BENCH_STATE=redis (also measure the shared-state backend: a redis-server
 # on loopback, the embedded backend as its same-run baseline, and two
 # instances against one Redis; see measure_state).
@@ -439,6 +444,10 @@ measure_state() {
     GATEWAY_ENV=("${base_env[@]}" "${shared[@]}" FREELLM_REDIS_URL="redis://127.0.0.1:$redis_port" FREELLM_INSTANCE_ID=bench-1)
     start_gateway
     run_oha state-redis-c1 "$GATEWAY_URL" 1 "$DURATION" -H "Authorization: Bearer bench-master-key"
+    # The floor of one Redis round trip on this machine, and how many
+    # Redis calls a request made (both from redis itself).
+    redis-benchmark -h 127.0.0.1 -p "$redis_port" -c 1 -n 20000 -t ping --csv >"$WORK/redis-ping.csv" 2>/dev/null || true
+    redis-cli -p "$redis_port" info commandstats >"$WORK/redis-commands.txt" 2>/dev/null || true
     log "state: two instances on one Redis, 1 connection each, $DURATION"
     second_port=$(free_port $((GATEWAY_PORT + 21)))
     env "${GATEWAY_ENV[@]}" PORT="$second_port" FREELLM_INSTANCE_ID=bench-2 FREELLM_DATA_DIR="$WORK/data2" \
@@ -457,8 +466,13 @@ measure_state() {
     stop_pid "$redis_pid"
     GATEWAY_ENV=("${base_env[@]}")
     GATEWAY_CMD=("$GATEWAY_BIN" serve --config "$WORK/plugins.toml")
+    # redis-benchmark --csv: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...
+    local ping_p50_us calls
+    ping_p50_us=$(awk -F'","' '/PING_INLINE|PING_MBULK/ {gsub(/"/, "", $5); printf "%.1f", $5 * 1000; exit}' "$WORK/redis-ping.csv" 2>/dev/null)
+    calls=$(awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ {n += $3} END {print n + 0}' "$WORK/redis-commands.txt" 2>/dev/null)
     jq -n --slurpfile l "$WORK/state-local-c1.json" --slurpfile r "$WORK/state-redis-c1.json" \
-        --slurpfile a "$WORK/state-two-a.json" --slurpfile b "$WORK/state-two-b.json" '
+        --slurpfile a "$WORK/state-two-a.json" --slurpfile b "$WORK/state-two-b.json" \
+        --argjson ping "${ping_p50_us:-null}" --argjson calls "${calls:-0}" '
         def us(o; p): (o.latencyPercentiles[p] * 1e6 * 10 | round) / 10;
         def ok(o): ([o.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0) == 0;
         {
@@ -467,10 +481,14 @@ measure_state() {
             local_p99_us: us($l[0]; "p99"), redis_p99_us: us($r[0]; "p99"),
             two_instances_p50_us: [us($a[0]; "p50"), us($b[0]; "p50")],
             two_instances_rps: [$a[0].summary.requestsPerSec, $b[0].summary.requestsPerSec] | map(round),
+            redis_ping_p50_us: $ping,
+            redis_scripts_per_request: (if ([$r[0].statusCodeDistribution[]] | add // 0) > 0
+                then ($calls / ([$r[0].statusCodeDistribution[]] | add) * 100 | round / 100) else null end),
             all_200: (ok($l[0]) and ok($r[0]) and ok($a[0]) and ok($b[0]))
         }' >"$RESULTS_DIR/state.json"
     jq -r '
         "Shared state, 1 conn: p50 \(.redis_p50_us) µs on Redis vs \(.local_p50_us) µs on the embedded store: +\(.redis_added_p50_us) µs (target ≤ 100 µs); p99 \(.redis_p99_us) vs \(.local_p99_us) µs.",
+        "Redis on this machine: one PING round trip p50 \(.redis_ping_p50_us // "–") µs (redis-benchmark, 1 connection); scripts run per request: \(.redis_scripts_per_request // "–").",
         "Two instances on one Redis, 1 conn each: p50 \(.two_instances_p50_us | map(tostring) | join(" / ")) µs, \(.two_instances_rps | map(tostring) | join(" + ")) req/s. All 200: \(.all_200)."
     ' "$RESULTS_DIR/state.json" | tee "$RESULTS_DIR/state.md"
 }
@@ -498,6 +516,17 @@ main() {
     stop_gateway
 
     write_results
+    if [[ ${BENCH_ONLY:-} == main ]]; then
+        echo
+        print_table
+        return
+    fi
+    if [[ ${BENCH_ONLY:-} == state ]]; then
+        measure_state
+        echo
+        print_table
+        return
+    fi
     measure_extras
     [[ ${BENCH_STATE:-} != redis ]] || measure_state
     log "measured in $((SECONDS - started)) s"
@@ -511,6 +540,12 @@ main() {
     echo
     log "hot-swap benchmark"
     BENCH_SKIP_BUILD=1 bench/swap.sh
+    echo
+    log "prompt-size benchmark"
+    BENCH_SKIP_BUILD=1 bench/prompts.sh
+    echo
+    log "stream benchmark"
+    BENCH_SKIP_BUILD=1 bench/streams.sh
 }
 
 main "$@"

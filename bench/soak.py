@@ -2,8 +2,6 @@
 """Soak clients and the slow upstream for bench/soak.sh (standard library only).
 
     soak.py upstream --port N [--interval S]     slow SSE upstream: a chunk every S seconds, forever
-    soak.py healthy --port N --seconds S [--connections C] --out FILE
-                                                 keep-alive chat clients; writes {"ok","errors","seconds"}
     soak.py hostile --port N --seconds S [--streams 1000] [--idle 1000] [--slow-headers 200] [--slow-bodies 200]
                                                  holds streams, idle connections and slow clients;
                                                  reconnects whatever the gateway cuts
@@ -20,9 +18,6 @@ import time
 HOST = "127.0.0.1"
 STREAM_BODY = json.dumps(
     {"model": "mistral/mistral-small-latest", "stream": True, "messages": [{"role": "user", "content": "soak"}]}
-).encode()
-CHAT_BODY = json.dumps(
-    {"model": "groq/llama-3.3-70b-versatile", "messages": [{"role": "user", "content": "Say hello"}]}
 ).encode()
 
 
@@ -77,54 +72,6 @@ async def upstream(args):
     print(f"listening on {HOST}:{args.port}", flush=True)
     async with server:
         await server.serve_forever()
-
-
-# ------------------------------------------------------------------ healthy
-
-
-async def read_response(reader):
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = content_length(head)
-    if length:
-        await reader.readexactly(length)
-    return status, b"connection: close" in head.lower()
-
-
-async def healthy_worker(port, deadline, counts):
-    request = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\n\r\n%s" % (len(CHAT_BODY), CHAT_BODY)
-    )
-    reader = writer = None
-    while time.monotonic() < deadline:
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection(HOST, port)
-            writer.write(request)
-            status, close = await asyncio.wait_for(read_response(reader), 10)
-            counts["ok" if status == 200 else "errors"] += 1
-            if close:
-                writer.close()
-                writer = None
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
-            counts["errors"] += 1
-            if writer is not None:
-                writer.close()
-            writer = None
-            await asyncio.sleep(0.01)
-    if writer is not None:
-        writer.close()
-
-
-async def healthy(args):
-    counts = {"ok": 0, "errors": 0}
-    started = time.monotonic()
-    deadline = started + args.seconds
-    await asyncio.gather(*(healthy_worker(args.port, deadline, counts) for _ in range(args.connections)))
-    counts["seconds"] = time.monotonic() - started
-    with open(args.out, "w") as f:
-        json.dump(counts, f)
 
 
 # ------------------------------------------------------------------ hostile
@@ -245,11 +192,6 @@ def main():
     u = sub.add_parser("upstream")
     u.add_argument("--port", type=int, required=True)
     u.add_argument("--interval", type=float, default=1.0)
-    h = sub.add_parser("healthy")
-    h.add_argument("--port", type=int, required=True)
-    h.add_argument("--seconds", type=float, required=True)
-    h.add_argument("--connections", type=int, default=8)
-    h.add_argument("--out", required=True)
     x = sub.add_parser("hostile")
     x.add_argument("--port", type=int, required=True)
     x.add_argument("--seconds", type=float, required=True)
@@ -258,7 +200,7 @@ def main():
     x.add_argument("--slow-headers", type=int, default=200)
     x.add_argument("--slow-bodies", type=int, default=200)
     args = p.parse_args()
-    run = {"upstream": upstream, "healthy": healthy, "hostile": hostile}[args.role]
+    run = {"upstream": upstream, "hostile": hostile}[args.role]
     try:
         asyncio.run(run(args))
     except KeyboardInterrupt:

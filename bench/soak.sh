@@ -7,13 +7,19 @@
 # One gateway (dist build) with two providers: groq against the fast
 # dist-profile mock (the healthy clients' chat requests) and mistral against a
 # slow SSE upstream (bench/soak.py, one chunk a second, never ending). In one
-# run it measures the healthy clients' served requests per second
+# run it measures the healthy clients' served requests per second (oha, a
+# compiled client on one thread, as fast as the gateway answers)
 #   1. unloaded, then
 #   2. while 1000 streams stay open, 1000 connections sit idle, 200 clients
 #      send their request head one byte every 5 s and 200 send their body one
 #      byte every 5 s (each reconnects whenever the gateway cuts it),
 # and samples the gateway's resident memory throughout. Targets: the loaded
 # throughput is at least 90 % of the unloaded one, RSS stays under 256 MiB.
+# The hostile clients and the slow upstream are Python processes on the same
+# cores, so each phase also records the CPU every party used (from
+# /proc/<pid>/stat): the healthy requests served per CPU-second of the
+# gateway, loaded vs unloaded, is the gateway's own cost of the hostile load
+# with the machine's contention taken out.
 # It is a report, not a test: it exits 0 whatever the figures.
 #
 # Tunables (environment): SOAK_SECONDS (60, the loaded phase),
@@ -46,6 +52,7 @@ command -v curl >/dev/null || die "curl is needed"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(ulimit -n) >= 8192)) || die "ulimit -n is $(ulimit -n); the soak needs at least 8192 descriptors"
 
+ensure_tools
 build_dist freellm-provider-groq freellm-provider-mistral
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/dist/freellm}
 MOCK_BIN=${BENCH_MOCK_BIN:-$ROOT/target/dist/freellm-mock-upstream}
@@ -59,10 +66,12 @@ SLOW_PORT=$(free_port $((MOCK_PORT + 1)))
 GATEWAY_PORT=$(free_port $((SLOW_PORT + 1)))
 
 "$MOCK_BIN" --port "$MOCK_PORT" --threads 1 >"$WORK/mock.log" 2>&1 &
-track $!
+MOCK_PID=$!
+track "$MOCK_PID"
 wait_listening $! "$WORK/mock.log" || die "the mock did not start: $(cat "$WORK/mock.log")"
 python3 "$ROOT/bench/soak.py" upstream --port "$SLOW_PORT" --interval 1 >"$WORK/slow.log" 2>&1 &
-track $!
+SLOW_PID=$!
+track "$SLOW_PID"
 wait_listening $! "$WORK/slow.log" || die "the slow upstream did not start: $(cat "$WORK/slow.log")"
 
 mkdir -p "$WORK/data" "$WORK/cache"
@@ -94,9 +103,23 @@ sample_rss() {
         sleep 1
     done
 }
+# healthy SECONDS OUT: oha's healthy load, and the CPU ticks each party used
+# meanwhile (gateway, mock, slow upstream, hostile clients, oha) -> OUT.cpu
 healthy() {
-    python3 "$ROOT/bench/soak.py" healthy --port "$GATEWAY_PORT" --seconds "$1" \
-        --connections "$HEALTHY_CONNECTIONS" --out "$2"
+    local before after
+    before=$(cpu_ticks_of "$GATEWAY_PID" "$MOCK_PID" "$SLOW_PID" "${HOSTILE_PID:-}")
+    oha --no-tui --output-format json --worker-threads 1 -z "$1s" -c "$HEALTHY_CONNECTIONS" \
+        -m POST -T application/json -d '{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"hi"}]}' \
+        "http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions" >"$2"
+    after=$(cpu_ticks_of "$GATEWAY_PID" "$MOCK_PID" "$SLOW_PID" "${HOSTILE_PID:-}")
+    echo "$before $after" >"$2.cpu"
+}
+# CPU ticks of each pid given (0 for an empty or gone one), space-separated.
+cpu_ticks_of() {
+    local pid
+    for pid in "$@"; do
+        if [[ -n $pid && -r /proc/$pid/stat ]]; then cpu_ticks "$pid"; else echo 0; fi
+    done | paste -sd' '
 }
 
 IDLE_RSS=$(rss_mib)
@@ -118,11 +141,30 @@ HOSTILE_STATS=$(tail -n 1 "$WORK/hostile.log")
 OPEN_FDS=$(ls "/proc/$GATEWAY_PID/fd" | wc -l)
 stop_pid "$HOSTILE_PID"
 
-rate() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(round(d["ok"]/d["seconds"],1))' "$1"; }
-errors() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["errors"])' "$1"; }
+rate() { jq '(.statusCodeDistribution["200"] // 0) / .summary.total | . * 10 | round / 10' "$1"; }
+errors() { jq '([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0)
+               + ([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)' "$1"; }
+# cpu OUT INDEX: cores party INDEX used during the phase (0 gateway, 1 mock,
+# 2 slow upstream, 3 hostile clients).
+cpu() {
+    python3 - "$1" "$2" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+out, i, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t = [int(x) for x in open(out + ".cpu").read().split()]
+n = len(t) // 2
+seconds = json.load(open(out))["summary"]["total"]
+print(round((t[n + i] - t[i]) / tck / seconds, 2))
+PY
+}
 UNLOADED=$(rate "$WORK/unloaded.json")
 LOADED=$(rate "$WORK/loaded.json")
 RATIO=$(python3 -c "print(round($LOADED / $UNLOADED, 3) if $UNLOADED else 0)")
+GW_CPU_UNLOADED=$(cpu "$WORK/unloaded.json" 0)
+GW_CPU_LOADED=$(cpu "$WORK/loaded.json" 0)
+LOAD_CPU_LOADED=$(python3 -c "print(round($(cpu "$WORK/loaded.json" 2) + $(cpu "$WORK/loaded.json" 3), 2))")
+PER_CPU_UNLOADED=$(python3 -c "print(round($UNLOADED / $GW_CPU_UNLOADED) if $GW_CPU_UNLOADED else 0)")
+PER_CPU_LOADED=$(python3 -c "print(round($LOADED / $GW_CPU_LOADED) if $GW_CPU_LOADED else 0)")
+PER_CPU_RATIO=$(python3 -c "print(round($PER_CPU_LOADED / $PER_CPU_UNLOADED, 3) if $PER_CPU_UNLOADED else 0)")
 MAX_RSS=$(sort -n "$WORK/rss.txt" | tail -n 1)
 verdict() { if python3 -c "import sys; sys.exit(0 if $1 else 1)"; then echo PASS; else echo FAIL; fi; }
 
@@ -133,6 +175,9 @@ cat <<REPORT
 | healthy req/s, unloaded | $UNLOADED ($(errors "$WORK/unloaded.json") errors) | | |
 | healthy req/s, loaded | $LOADED ($(errors "$WORK/loaded.json") errors) | | |
 | loaded / unloaded | $RATIO | >= $TARGET_RATIO | $(verdict "$RATIO >= $TARGET_RATIO") |
+| gateway CPU (cores), unloaded / loaded | $GW_CPU_UNLOADED / $GW_CPU_LOADED | | |
+| hostile clients + slow upstream CPU (cores, Python), loaded | $LOAD_CPU_LOADED | | |
+| healthy req per gateway CPU-second, unloaded / loaded | $PER_CPU_UNLOADED / $PER_CPU_LOADED ($PER_CPU_RATIO) | report | |
 | gateway RSS, idle / max under load | $IDLE_RSS / $MAX_RSS MiB | < $TARGET_RSS_MIB MiB | $(verdict "$MAX_RSS < $TARGET_RSS_MIB") |
 | gateway descriptors at the end of the loaded phase | $OPEN_FDS | | |
 

@@ -1,21 +1,26 @@
 //! A minimal, fast mock of an OpenAI-compatible upstream, for the benchmark.
 //!
 //! `POST .../chat/completions` answers a fixed `chat.completion` (or, when the
-//! body asks for `"stream":true`, a fixed three-chunk SSE stream) without
-//! parsing the request: the benchmark measures the gateway, so the upstream
-//! must cost as close to nothing as possible and cost the same for every
-//! request. Anything else answers 404.
+//! body asks for `"stream":true`, a fixed SSE stream) without parsing the
+//! request: the benchmark measures the gateway, so the upstream must cost as
+//! close to nothing as possible and cost the same for every request.
+//! Anything else answers 404.
 //!
 //! ```text
 //! freellm-mock-upstream [--port N] [--host ADDR] [--threads N] [--rate-limit-every N]
+//!                       [--stream-chunks N] [--chunk-interval-ms MS]
 //! ```
 //!
 //! Each flag has an environment fallback: `PORT`, `MOCK_HOST`, `MOCK_THREADS`,
-//! `MOCK_RATE_LIMIT_EVERY`. `--threads` (default 1) is the number of tokio
-//! worker threads: keep it small so the mock does not steal cores from the
-//! gateway it is serving. `--rate-limit-every N` makes every Nth chat request
-//! answer 429 with `retry-after: 1` (0 = never). Prints
-//! `listening on HOST:PORT` once the socket is bound.
+//! `MOCK_RATE_LIMIT_EVERY`, `MOCK_STREAM_CHUNKS`, `MOCK_CHUNK_INTERVAL_MS`.
+//! `--threads` (default 1) is the number of tokio worker threads: keep it
+//! small so the mock does not steal cores from the gateway it is serving.
+//! `--rate-limit-every N` makes every Nth chat request answer 429 with
+//! `retry-after: 1` (0 = never). `--stream-chunks N` (default 3) is the
+//! number of chunks of a streamed answer, the last one carrying
+//! `finish_reason` and `usage`, then `[DONE]`; `--chunk-interval-ms MS`
+//! (default 0) paces them, one chunk every MS milliseconds (a slow stream).
+//! Prints `listening on HOST:PORT` once the socket is bound.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -23,9 +28,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -42,17 +51,20 @@ const COMPLETION: &str = concat!(
     r#""completion_tokens":9,"total_tokens":21},"system_fingerprint":"fp_mock"}"#,
 );
 
-/// A fixed streaming answer: three chunks, the last with `finish_reason` and
-/// `usage`, then the `[DONE]` sentinel.
-const STREAM: &str = concat!(
+/// The events of a streamed answer (a Groq-shaped chunk each, ~200 bytes).
+const FIRST_CHUNK: &str = concat!(
     r#"data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":"llama-3.3-70b-versatile","choices":[{"index":0,"delta":{"role":"assistant","content":"Hello"},"finish_reason":null}]}"#,
     "\n\n",
+);
+const MIDDLE_CHUNK: &str = concat!(
     r#"data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":"llama-3.3-70b-versatile","choices":[{"index":0,"delta":{"content":" there!"},"finish_reason":null}]}"#,
     "\n\n",
+);
+const LAST_CHUNK: &str = concat!(
     r#"data: {"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1700000000,"model":"llama-3.3-70b-versatile","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":2,"total_tokens":14}}"#,
     "\n\n",
-    "data: [DONE]\n\n",
 );
+const DONE: &str = "data: [DONE]\n\n";
 
 const RATE_LIMITED: &str =
     r#"{"error":{"message":"Rate limit reached (mock)","type":"requests","code":"rate_limit_exceeded"}}"#;
@@ -64,10 +76,16 @@ struct Options {
     port: u16,
     threads: usize,
     rate_limit_every: u64,
+    stream_chunks: usize,
+    chunk_interval: Duration,
 }
 
 struct Mock {
     rate_limit_every: u64,
+    /// The streamed answer's frames: one per chunk, `[DONE]` with the last.
+    stream: Arc<[Bytes]>,
+    /// Pause before each frame after the first (zero: all at once).
+    chunk_interval: Duration,
     /// Chat requests seen so far; drives `--rate-limit-every`.
     chat_requests: AtomicU64,
     /// Chat requests answered with a 429.
@@ -79,13 +97,17 @@ fn main() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("freellm-mock-upstream: {e}");
-            eprintln!("usage: freellm-mock-upstream [--port N] [--host ADDR] [--threads N] [--rate-limit-every N]");
+            eprintln!(
+                "usage: freellm-mock-upstream [--port N] [--host ADDR] [--threads N] [--rate-limit-every N] \
+                 [--stream-chunks N] [--chunk-interval-ms MS]"
+            );
             std::process::exit(2);
         }
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads)
         .enable_io()
+        .enable_time()
         .build()
         .expect("cannot build the tokio runtime");
     if let Err(e) = runtime.block_on(serve(opts)) {
@@ -105,6 +127,8 @@ async fn serve(opts: Options) -> std::io::Result<()> {
     }
     let mock = Arc::new(Mock {
         rate_limit_every: opts.rate_limit_every,
+        stream: stream_frames(opts.stream_chunks).into(),
+        chunk_interval: opts.chunk_interval,
         chat_requests: AtomicU64::new(0),
         rate_limited: AtomicU64::new(0),
     });
@@ -128,7 +152,7 @@ async fn serve(opts: Options) -> std::io::Result<()> {
 }
 
 impl Mock {
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Answer> {
         if req.method() == Method::GET && req.uri().path() == "/stats" {
             // Counters for the routing benchmark: how many chat requests this
             // upstream saw, and how many it refused with a 429.
@@ -137,7 +161,7 @@ impl Mock {
                 self.chat_requests.load(Ordering::Relaxed),
                 self.rate_limited.load(Ordering::Relaxed)
             );
-            let mut resp = Response::new(Full::new(Bytes::from(stats)));
+            let mut resp = Response::new(Answer::whole(Bytes::from(stats)));
             resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             return resp;
         }
@@ -159,7 +183,8 @@ impl Mock {
             return resp;
         }
         if wants_stream(&body) {
-            let mut resp = respond(StatusCode::OK, "text/event-stream", STREAM);
+            let mut resp = Response::new(Answer::paced(self.stream.clone(), self.chunk_interval));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             resp.headers_mut().insert("cache-control", HeaderValue::from_static("no-cache"));
             resp
         } else {
@@ -168,11 +193,74 @@ impl Mock {
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn respond(status: StatusCode, content_type: &'static str, body: &'static str) -> Response<Answer> {
+    let mut resp = Response::new(Answer::whole(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+/// The frames of a streamed answer of `chunks` chunks (at least one): the
+/// first opens the assistant message, the last carries `finish_reason` and
+/// `usage` and is followed by `[DONE]` in the same frame.
+fn stream_frames(chunks: usize) -> Vec<Bytes> {
+    let mut frames = Vec::with_capacity(chunks.max(1));
+    if chunks > 1 {
+        frames.push(Bytes::from_static(FIRST_CHUNK.as_bytes()));
+        frames.extend(std::iter::repeat_n(Bytes::from_static(MIDDLE_CHUNK.as_bytes()), chunks - 2));
+    }
+    frames.push(Bytes::from([LAST_CHUNK, DONE].concat()));
+    frames
+}
+
+/// A response body: frames sent one after the other, with an optional pause
+/// before each frame after the first.
+struct Answer {
+    frames: Arc<[Bytes]>,
+    next: usize,
+    interval: Duration,
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Answer {
+    fn whole(body: Bytes) -> Answer {
+        Answer::paced(Arc::from([body]), Duration::ZERO)
+    }
+
+    fn paced(frames: Arc<[Bytes]>, interval: Duration) -> Answer {
+        Answer { frames, next: 0, interval, pause: None }
+    }
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        let Some(frame) = this.frames.get(this.next).cloned() else { return Poll::Ready(None) };
+        if this.next > 0 && !this.interval.is_zero() {
+            let pause = this.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep(this.interval)));
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            this.pause = None;
+        }
+        this.next += 1;
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next >= self.frames.len()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        if self.frames.len() == 1 {
+            hyper::body::SizeHint::with_exact(self.frames[0].len() as u64)
+        } else {
+            hyper::body::SizeHint::default()
+        }
+    }
 }
 
 /// True when the body contains `"stream"`, optional whitespace, `:`, optional
@@ -209,6 +297,8 @@ fn parse_args() -> Result<Options, String> {
     let mut port = env("PORT").unwrap_or_else(|| "8081".to_owned());
     let mut threads = env("MOCK_THREADS").unwrap_or_else(|| "1".to_owned());
     let mut rate_limit_every = env("MOCK_RATE_LIMIT_EVERY").unwrap_or_else(|| "0".to_owned());
+    let mut stream_chunks = env("MOCK_STREAM_CHUNKS").unwrap_or_else(|| "3".to_owned());
+    let mut chunk_interval_ms = env("MOCK_CHUNK_INTERVAL_MS").unwrap_or_else(|| "0".to_owned());
 
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -222,6 +312,8 @@ fn parse_args() -> Result<Options, String> {
             "--port" | "-p" => &mut port,
             "--threads" => &mut threads,
             "--rate-limit-every" => &mut rate_limit_every,
+            "--stream-chunks" => &mut stream_chunks,
+            "--chunk-interval-ms" => &mut chunk_interval_ms,
             "--help" | "-h" => return Err("help requested".to_owned()),
             other => return Err(format!("unknown argument {other:?}")),
         };
@@ -238,7 +330,20 @@ fn parse_args() -> Result<Options, String> {
     }
     let rate_limit_every: u64 =
         rate_limit_every.parse().map_err(|_| format!("bad --rate-limit-every {rate_limit_every:?}"))?;
-    Ok(Options { host, port, threads, rate_limit_every })
+    let stream_chunks: usize = stream_chunks.parse().map_err(|_| format!("bad --stream-chunks {stream_chunks:?}"))?;
+    if stream_chunks == 0 {
+        return Err("--stream-chunks must be at least 1".to_owned());
+    }
+    let chunk_interval_ms: u64 =
+        chunk_interval_ms.parse().map_err(|_| format!("bad --chunk-interval-ms {chunk_interval_ms:?}"))?;
+    Ok(Options {
+        host,
+        port,
+        threads,
+        rate_limit_every,
+        stream_chunks,
+        chunk_interval: Duration::from_millis(chunk_interval_ms),
+    })
 }
 
 #[cfg(test)]
@@ -257,6 +362,18 @@ mod tests {
     #[test]
     fn fixed_bodies_are_small() {
         assert!(COMPLETION.len() < 400, "{}", COMPLETION.len());
-        assert!(STREAM.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn streams_have_the_asked_number_of_chunks() {
+        for chunks in [1, 2, 3, 500] {
+            let frames = stream_frames(chunks);
+            assert_eq!(frames.len(), chunks);
+            let text: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+            let text = String::from_utf8(text).unwrap();
+            assert_eq!(text.matches("chat.completion.chunk").count(), chunks);
+            assert_eq!(text.matches("\"finish_reason\":\"stop\"").count(), 1);
+            assert!(text.ends_with("data: [DONE]\n\n"));
+        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Receives a request, forwards its method, path, `content-type` and body
 //! to the upstream over a pooled keep-alive connection and relays the
-//! upstream's status, `content-type` and body back. No parsing, no routing,
+//! upstream's status, `content-type` and body back, frame by frame as they
+//! come (a stream is relayed as it is produced, not after its end). No parsing, no routing,
 //! no WebAssembly: the same two HTTP exchanges (client ↔ proxy ↔ upstream)
 //! the gateway makes, on the same hyper stack, with nothing else. The
 //! benchmark measures it next to the gateway so that the gateway's own cost
@@ -19,7 +20,7 @@ use std::convert::Infallible;
 use std::io::Write;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;
@@ -73,7 +74,10 @@ async fn serve(port: u16, upstream: String) -> std::io::Result<()> {
     }
 }
 
-async fn forward(client: &Upstream, upstream: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The upstream's body, relayed as it comes, or an empty error answer.
+type Relayed = Either<Incoming, Full<Bytes>>;
+
+async fn forward(client: &Upstream, upstream: &str, req: Request<Incoming>) -> Response<Relayed> {
     let (parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else { return status(StatusCode::BAD_REQUEST) };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -85,8 +89,7 @@ async fn forward(client: &Upstream, upstream: &str, req: Request<Incoming>) -> R
     let Ok(out) = out.body(Full::new(body)) else { return status(StatusCode::BAD_REQUEST) };
     let Ok(resp) = client.request(out).await else { return status(StatusCode::BAD_GATEWAY) };
     let (parts, body) = resp.into_parts();
-    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else { return status(StatusCode::BAD_GATEWAY) };
-    let mut resp = Response::new(Full::new(body));
+    let mut resp = Response::new(Either::Left(body));
     *resp.status_mut() = parts.status;
     if let Some(ct) = parts.headers.get(CONTENT_TYPE) {
         resp.headers_mut().insert(CONTENT_TYPE, ct.clone());
@@ -94,8 +97,8 @@ async fn forward(client: &Upstream, upstream: &str, req: Request<Incoming>) -> R
     resp
 }
 
-fn status(code: StatusCode) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::new()));
+fn status(code: StatusCode) -> Response<Relayed> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
     *resp.status_mut() = code;
     resp
 }
