@@ -78,6 +78,25 @@ wait_http_200() {
     done
 }
 
+# Starts a gateway with the groq component only ($GROQ_WASM; Groq's
+# declared limits lifted: the mock is not Groq, and the cache off), pointed
+# at the mock on port $1, listening on port $2, state and component cache in
+# $WORK; `NAME=value` settings after them are added. Sets GATEWAY_PID; dies
+# when it does not become healthy.
+start_groq_gateway() {
+    local mock_port=$1 port=$2
+    shift 2
+    mkdir -p "$WORK/data" "$WORK/cache"
+    printf '[providers.groq]\ncomponent = "%s"\nlimits = { rpm = 0, rpd = 0, tpm = 0, tpd = 0 }\n' "$GROQ_WASM" >"$WORK/plugins.toml"
+    env PORT="$port" HOST=127.0.0.1 FREELLM_DATA_DIR="$WORK/data" FREELLM_CACHE_DIR="$WORK/cache" \
+        GROQ_API_KEY=bench GROQ_BASE_URL="http://127.0.0.1:$mock_port/v1" LOG_LEVEL=warn CACHE_ENABLED=false "$@" \
+        "$GATEWAY_BIN" serve --config "$WORK/plugins.toml" </dev/null >>"$WORK/gateway.log" 2>&1 &
+    GATEWAY_PID=$!
+    track "$GATEWAY_PID"
+    wait_http_200 "http://127.0.0.1:$port/healthz" 180 "$GATEWAY_PID" ||
+        die "the gateway did not start: $(tail -n 20 "$WORK/gateway.log")"
+}
+
 # CPU time process $1 has used so far (user + system), in clock ticks
 # (`getconf CLK_TCK` per second): fields 14 and 15 of /proc/PID/stat,
 # counted after the command name, which may hold spaces.

@@ -68,15 +68,7 @@ track $!
 wait_listening $! "$WORK/bare.log" || die "the bare proxy did not start"
 
 GATEWAY_PORT=$(free_port $((BARE_PORT + 1)))
-mkdir -p "$WORK/data" "$WORK/cache"
-printf '[providers.groq]\ncomponent = "%s"\nlimits = { rpm = 0, rpd = 0, tpm = 0, tpd = 0 }\n' "$GROQ_WASM" >"$WORK/plugins.toml"
-env PORT="$GATEWAY_PORT" HOST=127.0.0.1 FREELLM_DATA_DIR="$WORK/data" FREELLM_CACHE_DIR="$WORK/cache" \
-    GROQ_API_KEY=bench GROQ_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1" LOG_LEVEL=warn CACHE_ENABLED=false \
-    "$GATEWAY_BIN" serve --config "$WORK/plugins.toml" </dev/null >"$WORK/gateway.log" 2>&1 &
-GATEWAY_PID=$!
-track "$GATEWAY_PID"
-wait_http_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" 180 "$GATEWAY_PID" ||
-    die "the gateway did not start: $(tail -5 "$WORK/gateway.log")"
+start_groq_gateway "$MOCK_PORT" "$GATEWAY_PORT"
 
 DIRECT_URL="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 BARE_URL="http://127.0.0.1:$BARE_PORT/v1/chat/completions"

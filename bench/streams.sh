@@ -69,19 +69,12 @@ start_mock() {
     printf -v "MOCK_PORT_$name" '%s' "$port"
 }
 
-# start_gateway MOCK_PORT: a gateway on the groq component, pointed at it.
+# start_gateway MOCK_PORT: a fresh gateway on the groq component, pointed at it.
 start_gateway() {
     GATEWAY_PORT=$(free_port 18390)
-    rm -rf "$WORK/data" && mkdir -p "$WORK/data" "$WORK/cache"
-    printf '[providers.groq]\ncomponent = "%s"\nlimits = { rpm = 0, rpd = 0, tpm = 0, tpd = 0 }\n' "$GROQ_WASM" >"$WORK/plugins.toml"
-    env PORT="$GATEWAY_PORT" HOST=127.0.0.1 FREELLM_DATA_DIR="$WORK/data" FREELLM_CACHE_DIR="$WORK/cache" \
-        GROQ_API_KEY=bench GROQ_BASE_URL="http://127.0.0.1:$1/v1" LOG_LEVEL=warn CACHE_ENABLED=false \
-        FREELLM_MAX_CONNECTIONS=$((HELD + 1024)) FREELLM_MAX_STREAMS="${BENCH_MAX_STREAMS:-1744}" \
-        "$GATEWAY_BIN" serve --config "$WORK/plugins.toml" </dev/null >>"$WORK/gateway.log" 2>&1 &
-    GATEWAY_PID=$!
-    track "$GATEWAY_PID"
-    wait_http_200 "http://127.0.0.1:$GATEWAY_PORT/healthz" 180 "$GATEWAY_PID" ||
-        die "the gateway did not start: $(tail -5 "$WORK/gateway.log")"
+    rm -rf "$WORK/data"
+    start_groq_gateway "$1" "$GATEWAY_PORT" \
+        FREELLM_MAX_CONNECTIONS=$((HELD + 1024)) FREELLM_MAX_STREAMS="${BENCH_MAX_STREAMS:-1744}"
     GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions"
 }
 
