@@ -55,23 +55,23 @@ local function age(k, w, n, now)
   return b, R, T
 end
 
+-- Adds d to counter f ('r' or 't') of bucket b of window k and to its
+-- total ('R' or 'T'), neither going below zero.
+local function add_to(k, b, f, total, d)
+  if d == 0 then return end
+  local v = redis.call('HINCRBY', k, f .. b, d)
+  local t = redis.call('HINCRBY', k, total, d)
+  if v < 0 then redis.call('HINCRBY', k, f .. b, -v); t = redis.call('HINCRBY', k, total, -v) end
+  if t < 0 then redis.call('HSET', k, total, 0) end
+end
+
 -- Adds dr requests and dt tokens to bucket b of window k (while it is in
 -- the window; a bucket that left is forgotten), never below zero.
 local function add(k, w, n, b, dr, dt)
   local o = tonumber(redis.call('HGET', k, 'o') or b)
   if b < o then return end
-  if dr ~= 0 then
-    local v = redis.call('HINCRBY', k, 'r' .. b, dr)
-    local R = redis.call('HINCRBY', k, 'R', dr)
-    if v < 0 then redis.call('HINCRBY', k, 'r' .. b, -v); R = redis.call('HINCRBY', k, 'R', -v) end
-    if R < 0 then redis.call('HSET', k, 'R', 0) end
-  end
-  if dt ~= 0 then
-    local v = redis.call('HINCRBY', k, 't' .. b, dt)
-    local T = redis.call('HINCRBY', k, 'T', dt)
-    if v < 0 then redis.call('HINCRBY', k, 't' .. b, -v); T = redis.call('HINCRBY', k, 'T', -v) end
-    if T < 0 then redis.call('HSET', k, 'T', 0) end
-  end
+  add_to(k, b, 'r', 'R', dr)
+  add_to(k, b, 't', 'T', dt)
   redis.call('PEXPIRE', k, w * (n + 1))
 end
 
