@@ -12,6 +12,7 @@ mod failover_contract;
 mod fleet_cache;
 mod fleet_caps;
 mod fleet_health;
+mod fleet_setup;
 mod fleet_state;
 mod hotswap;
 mod meta_models;

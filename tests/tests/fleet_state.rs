@@ -4,65 +4,10 @@
 //! unreachable Redis at start serves degraded and recovers, a password in
 //! the URL never shows in status or logs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::fleet_setup::*;
 use freellm_e2e::*;
-use serde_json::Value;
-
-const ADMIN: &str = "admin-secret-key-9876543210";
-const GROQ_KEY: &str = "gsk_fleet_secret_abcdefghijklmnop";
-const MODEL: &str = "groq/llama-3.3-70b-versatile";
-
-/// Room for every test's traffic.
-const ROOMY: u32 = 100_000;
-
-struct Setup {
-    redis: RedisServer,
-    mock: MockUpstream,
-}
-
-impl Setup {
-    async fn new(redis: RedisServer) -> Self {
-        Self { redis, mock: MockUpstream::completing().await }
-    }
-
-    fn options(&self, config: &str, extra: &[(&str, &str)]) -> GatewayOptions {
-        let mut env = vec![
-            ("GROQ_API_KEY".to_owned(), GROQ_KEY.to_owned()),
-            ("GROQ_BASE_URL".to_owned(), format!("{}/v1", self.mock.url)),
-            ("FREELLM_ADMIN_KEY".to_owned(), ADMIN.to_owned()),
-            ("CACHE_ENABLED".to_owned(), "false".to_owned()),
-        ];
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-        GatewayOptions { config: config.to_owned(), env }
-    }
-
-    async fn fleet(&self, n: usize, config: &str, extra: &[(&str, &str)]) -> Vec<Gateway> {
-        Gateway::start_fleet(n, &self.redis.url(), |_| self.options(config, extra)).await
-    }
-}
-
-fn chat(gw: &Gateway, bearer: &str) -> reqwest::RequestBuilder {
-    gw.http.post(format!("{}/v1/chat/completions", gw.url)).bearer_auth(bearer).json(&chat_body(MODEL))
-}
-
-async fn admin_get(gw: &Gateway, path: &str) -> Value {
-    let r = gw.http.get(format!("{}{path}", gw.url)).bearer_auth(ADMIN).send().await.expect("get");
-    r.json().await.expect("json")
-}
-
-/// Polls `/v1/status` until `sharedState.degraded` is `degraded`.
-async fn wait_degraded(gw: &Gateway, degraded: bool, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let status = admin_get(gw, "/v1/status").await;
-        if status["sharedState"]["degraded"] == degraded {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "sharedState never became degraded={degraded}: {}", status["sharedState"]);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test]
 async fn every_answer_names_the_instance() {
