@@ -365,10 +365,9 @@ async fn a_key_the_fleet_rests_is_skipped_before_its_message_arrives() {
     let redis = RedisServer::start().await;
     let mock = MockUpstream::completing().await;
     let keys = keys(3);
-    let mut options = options(&mock, &keys, &[]);
-    options.env.push(("FREELLM_REDIS_URL".to_owned(), redis.url()));
-    let gw = Gateway::start_with(options).await;
-    wait_subscribed(std::slice::from_ref(&gw)).await;
+    let fleet = Gateway::start_fleet(1, &redis.url(), |_| options(&mock, &keys, &[])).await;
+    wait_subscribed(&fleet).await;
+    let gw = &fleet[0];
 
     let rest = format!("freellm:health:groq:cool:groq:{}", store_id(&keys[0]));
     let invalid = format!("freellm:health:groq:invalid:{}", store_id(&keys[1]));
@@ -376,7 +375,7 @@ async fn a_key_the_fleet_rests_is_skipped_before_its_message_arrives() {
     assert_eq!(redis.command(&["SET", &invalid, "{}", "PX", "60000"]).await.as_deref(), Some("+OK\r\n"));
     let before = mock.requests().len();
     for _ in 0..6 {
-        assert_eq!(chat(&gw).await.status(), 200);
+        assert_eq!(chat(gw).await.status(), 200);
     }
     let used = keys_used(&mock, before);
     assert_eq!(used.len(), 6, "one upstream call per request: {used:?}");

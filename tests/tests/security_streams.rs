@@ -312,6 +312,11 @@ async fn streams_past_the_stream_budget_are_refused_as_busy_and_nothing_else_suf
         let body: Value = refused.json().await.expect("JSON error");
         assert_eq!(body["error"]["code"], "gateway_at_capacity", "{body}");
         assert_eq!(body["error"]["type"], "server_error", "{body}");
+        assert_eq!(
+            body["error"]["message"],
+            "The gateway is at capacity (every adapter instance is in use, most by open streams); retry shortly.",
+            "{body}"
+        );
         assert!(body["error"]["request_id"].is_string(), "{body}");
         assert_eq!(gw.chat(chat_body(CONCRETE)).await.status(), 200, "plain requests are served");
     }

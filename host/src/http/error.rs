@@ -90,7 +90,7 @@ pub enum ApiError {
     ProviderUpstream { provider: String, message: String, upstream_code: Option<String> },
     /// No adapter instance was free: the gateway is at capacity.
     #[error("gateway at capacity")]
-    AtCapacity { message: String },
+    AtCapacity,
     /// The provider's adapter component trapped or hit a sandbox limit.
     #[error("adapter fault")]
     AdapterFault { provider: String, message: String },
@@ -161,7 +161,7 @@ impl ApiError {
             }
             Self::BrowserTokensDisabled => StatusCode::BAD_REQUEST,
             Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::TooManyConnections | Self::SharedStateUnavailable | Self::AtCapacity { .. } => {
+            Self::TooManyConnections | Self::SharedStateUnavailable | Self::AtCapacity => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -200,7 +200,7 @@ impl ApiError {
             Self::RequestTimeout { .. } => ("invalid_request_error", "request_timeout"),
             Self::TooManyConnections => ("server_error", "too_many_connections"),
             Self::SharedStateUnavailable => ("server_error", "shared_state_unavailable"),
-            Self::AtCapacity { .. } => ("server_error", "gateway_at_capacity"),
+            Self::AtCapacity => ("server_error", "gateway_at_capacity"),
             Self::Internal(_) => ("internal_error", "internal_server_error"),
         }
     }
@@ -291,7 +291,9 @@ impl ApiError {
             }
             Self::RequestTimeout { after_ms } => format!("The request body was not complete after {after_ms} ms."),
             Self::TooManyConnections => "The gateway is at its connection limit; retry shortly.".into(),
-            Self::AtCapacity { message } => message.clone(),
+            Self::AtCapacity => "The gateway is at capacity (every adapter instance is in use, most by open \
+                 streams); retry shortly."
+                .into(),
             Self::SharedStateUnavailable => "This request's limits are shared by the gateway's instances and \
                  the shared state is unavailable (degraded: shared state unavailable); retry shortly."
                 .into(),
@@ -316,7 +318,7 @@ impl IntoResponse for ApiError {
             tracing::error!(detail = %detail, "internal error");
         }
         let mut response = self.status().into_response();
-        if matches!(self, Self::TooManyConnections | Self::SharedStateUnavailable | Self::AtCapacity { .. }) {
+        if matches!(self, Self::TooManyConnections | Self::SharedStateUnavailable | Self::AtCapacity) {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         let exhausted_retry = match &self {
@@ -383,7 +385,7 @@ impl From<RoutingError> for ApiError {
                 Self::ProviderUpstream { provider, message, upstream_code }
             }
             RoutingError::AdapterFault { provider, message } => Self::AdapterFault { provider, message },
-            RoutingError::AtCapacity { message } => Self::AtCapacity { message },
+            RoutingError::AtCapacity => Self::AtCapacity,
             RoutingError::RateLimited { provider, message, retry_after_ms } => {
                 Self::ProviderRateLimited { provider, message, retry_after_ms }
             }

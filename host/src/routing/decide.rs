@@ -98,7 +98,7 @@ impl AttemptFailure {
     /// adapter's fault.
     pub fn of_fault_error(error: &RoutingError) -> Self {
         match error {
-            RoutingError::AtCapacity { .. } => Self::AtCapacity,
+            RoutingError::AtCapacity => Self::AtCapacity,
             _ => Self::AdapterFault,
         }
     }

@@ -79,11 +79,8 @@ pub enum RoutingError {
     /// The gateway had no free adapter instance for the request (every
     /// pool slot in use, or the open-stream budget spent): its own
     /// capacity, not a provider's failure.
-    #[error("{message}")]
-    AtCapacity {
-        /// What ran out.
-        message: String,
-    },
+    #[error("the gateway is at capacity: every adapter instance is in use")]
+    AtCapacity,
     /// Strict mode: the one provider tried rate-limited the request.
     #[error("{message}")]
     RateLimited {
@@ -147,10 +144,7 @@ impl RoutingError {
     /// no instance was free, else the adapter's fault.
     pub fn from_fault(provider: &str, fault: &freellm_runtime::AdapterFault) -> Self {
         if fault.kind == freellm_runtime::FaultKind::Busy {
-            Self::AtCapacity {
-                message: "The gateway is at capacity (every adapter instance is in use, most by open streams);                           retry shortly."
-                    .to_owned(),
-            }
+            Self::AtCapacity
         } else {
             Self::AdapterFault { provider: provider.to_owned(), message: fault.to_string() }
         }
@@ -162,9 +156,7 @@ impl RoutingError {
             Self::ModelNotFound { .. } | Self::StrictMetaForbidden { .. } | Self::ModelNotSupported { .. } => {
                 ErrorSource::Request
             }
-            Self::NoProvidersConfigured { .. } | Self::Exhausted { .. } | Self::AtCapacity { .. } => {
-                ErrorSource::Gateway
-            }
+            Self::NoProvidersConfigured { .. } | Self::Exhausted { .. } | Self::AtCapacity => ErrorSource::Gateway,
             Self::AdapterFault { .. } => ErrorSource::Adapter,
             Self::Provider { .. } | Self::RateLimited { .. } => ErrorSource::Upstream,
         }
@@ -180,9 +172,7 @@ impl RoutingError {
             | Self::ModelNotSupported { .. }
             | Self::NoProvidersConfigured { .. } => false,
             Self::Provider { retryable, .. } => *retryable,
-            Self::AdapterFault { .. } | Self::RateLimited { .. } | Self::Exhausted { .. } | Self::AtCapacity { .. } => {
-                true
-            }
+            Self::AdapterFault { .. } | Self::RateLimited { .. } | Self::Exhausted { .. } | Self::AtCapacity => true,
         }
     }
 

@@ -490,9 +490,8 @@ async fn answer(
     answered.map_err(|error| {
         // A trapping adapter would trap again: no retry on it.
         let failure = match error {
-            RoutingError::AdapterFault { .. } | RoutingError::AtCapacity { .. } => {
-                AttemptFailure::of_fault_error(&error)
-            }
+            RoutingError::AdapterFault { .. } => AttemptFailure::AdapterFault,
+            RoutingError::AtCapacity => AttemptFailure::AtCapacity,
             _ => AttemptFailure::BrokenAnswer,
         };
         Failed { failure, detail: Some(error.message()), error }
