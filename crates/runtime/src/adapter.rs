@@ -31,7 +31,7 @@ use super::bindings::types::{
 use super::bindings::{Bindings, ContractVersion, ProviderPre};
 use super::engine::PluginEngine;
 use super::loader::{Compiled, LoadError};
-use super::sandbox::{CallState, SandboxLimits, new_store};
+use super::sandbox::{CallState, SandboxLimits, new_store, ticks_for};
 
 /// A call into an adapter failed inside the sandbox (trap, CPU deadline,
 /// memory cap). Displayed as the plain message clients may see; the
@@ -154,7 +154,7 @@ pub struct Adapter {
     pub stats: AdapterStats,
     settings: Vec<(String, String)>,
     limits: SandboxLimits,
-    pre: ProviderPre,
+    pre: ProviderPre<CallState>,
     engine: Arc<PluginEngine>,
     /// Idle instances ready for the next call (empty unless reuse is on).
     warm: Mutex<Vec<Instance>>,
@@ -188,7 +188,7 @@ impl Adapter {
         limits: SandboxLimits,
     ) -> Result<Self, LoadError> {
         let label: Arc<str> = Arc::from(slot_id.unwrap_or("(unconfigured)"));
-        let mut store = new_store(&engine, &label, limits);
+        let mut store = new_store(&engine.engine, &label, limits);
         let configure = async {
             let provider = compiled.pre.instantiate_async(&mut store).await?;
             provider.configure(&mut store, &settings).await
@@ -324,7 +324,7 @@ impl Adapter {
         let mut instance = match warm {
             Some(instance) => instance,
             None => {
-                let mut store = new_store(&self.engine, &self.id, self.limits);
+                let mut store = new_store(&self.engine.engine, &self.id, self.limits);
                 match self.pre.instantiate_async(&mut store).await {
                     Ok(provider) => Instance { store, provider, calls: 0 },
                     Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
@@ -335,7 +335,7 @@ impl Adapter {
                 }
             }
         };
-        instance.store.set_epoch_deadline(PluginEngine::ticks_for(self.limits.cpu_time));
+        instance.store.set_epoch_deadline(ticks_for(self.limits.cpu_time));
         instance.store.data_mut().new_call();
         instance.calls += 1;
         Ok((instance, started))
@@ -453,7 +453,7 @@ impl StreamSession {
     }
 
     fn begin(&mut self) -> Instant {
-        self.store.set_epoch_deadline(PluginEngine::ticks_for(self.adapter.limits.cpu_time));
+        self.store.set_epoch_deadline(ticks_for(self.adapter.limits.cpu_time));
         self.store.data_mut().new_call();
         Instant::now()
     }

@@ -14,8 +14,6 @@
 use wasmtime::Store;
 use wasmtime::component::{InstancePre, ResourceAny};
 
-use super::sandbox::CallState;
-
 /// `freellm:provider@0.1.0`: the first release (OpenAI-shaped adapters).
 pub mod v0_1 {
     wasmtime::component::bindgen!({
@@ -68,20 +66,29 @@ impl std::fmt::Display for ContractVersion {
     }
 }
 
-/// A component pre-instantiated against the world it implements.
-#[derive(Clone)]
-pub enum ProviderPre {
+/// A component pre-instantiated against the world it implements, for
+/// stores holding `T` (the sandbox's call state).
+pub enum ProviderPre<T: 'static> {
     /// A 0.1 component.
-    V0_1(v0_1::ProviderPre<CallState>),
+    V0_1(v0_1::ProviderPre<T>),
     /// A 0.2 component.
-    V0_2(v0_2::ProviderPre<CallState>),
+    V0_2(v0_2::ProviderPre<T>),
 }
 
-impl ProviderPre {
+impl<T: 'static> Clone for ProviderPre<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::V0_1(p) => Self::V0_1(p.clone()),
+            Self::V0_2(p) => Self::V0_2(p.clone()),
+        }
+    }
+}
+
+impl<T: Send + 'static> ProviderPre<T> {
     /// Type-checks the component's exports against each supported world,
     /// newest first, and keeps the first that fits. `Err` says why neither
     /// did.
-    pub fn new(pre: InstancePre<CallState>) -> Result<Self, String> {
+    pub fn new(pre: InstancePre<T>) -> Result<Self, String> {
         let newest = match v0_2::ProviderPre::new(pre.clone()) {
             Ok(p) => return Ok(Self::V0_2(p)),
             Err(e) => e,
@@ -105,7 +112,7 @@ impl ProviderPre {
     }
 
     /// A new instance in `store`.
-    pub async fn instantiate_async(&self, store: &mut Store<CallState>) -> wasmtime::Result<Bindings> {
+    pub async fn instantiate_async(&self, store: &mut Store<T>) -> wasmtime::Result<Bindings> {
         Ok(match self {
             Self::V0_1(p) => Bindings::V0_1(p.instantiate_async(store).await?),
             Self::V0_2(p) => Bindings::V0_2(p.instantiate_async(store).await?),
@@ -124,9 +131,9 @@ pub enum Bindings {
 
 impl Bindings {
     /// `configure`.
-    pub async fn configure(
+    pub async fn configure<T: Send>(
         &self,
-        store: &mut Store<CallState>,
+        store: &mut Store<T>,
         settings: &[(String, String)],
     ) -> wasmtime::Result<Result<AdapterInfo, String>> {
         Ok(match self {
@@ -138,9 +145,9 @@ impl Bindings {
     }
 
     /// `map-request`.
-    pub async fn map_request(
+    pub async fn map_request<T: Send>(
         &self,
-        store: &mut Store<CallState>,
+        store: &mut Store<T>,
         ctx: &CallContext,
         body: &[u8],
     ) -> wasmtime::Result<Result<UpstreamRequest, Failure>> {
@@ -156,9 +163,9 @@ impl Bindings {
     }
 
     /// `normalize-response`.
-    pub async fn normalize_response(
+    pub async fn normalize_response<T: Send>(
         &self,
-        store: &mut Store<CallState>,
+        store: &mut Store<T>,
         ctx: &CallContext,
         head: &ResponseHead,
         body: &[u8],
@@ -175,9 +182,9 @@ impl Bindings {
     }
 
     /// `classify-failure`.
-    pub async fn classify_failure(
+    pub async fn classify_failure<T: Send>(
         &self,
-        store: &mut Store<CallState>,
+        store: &mut Store<T>,
         ctx: &CallContext,
         head: &ResponseHead,
         body: &[u8],
@@ -193,7 +200,7 @@ impl Bindings {
     }
 
     /// `embedded-fixtures` (a 0.1 adapter carries none).
-    pub async fn embedded_fixtures(&self, store: &mut Store<CallState>) -> wasmtime::Result<Vec<FixtureFile>> {
+    pub async fn embedded_fixtures<T: Send>(&self, store: &mut Store<T>) -> wasmtime::Result<Vec<FixtureFile>> {
         match self {
             Self::V0_1(_) => Ok(Vec::new()),
             Self::V0_2(p) => p.freellm_provider_adapter().call_embedded_fixtures(store).await,
@@ -201,9 +208,9 @@ impl Bindings {
     }
 
     /// The `stream-normalizer` constructor.
-    pub async fn open_stream(
+    pub async fn open_stream<T: Send>(
         &self,
-        store: &mut Store<CallState>,
+        store: &mut Store<T>,
         ctx: &CallContext,
         head: &ResponseHead,
     ) -> wasmtime::Result<ResourceAny> {
@@ -219,9 +226,9 @@ impl Bindings {
     }
 
     /// `stream-normalizer.push`.
-    pub async fn push(
+    pub async fn push<T: Send>(
         &self,
-        store: &mut Store<CallState>,
+        store: &mut Store<T>,
         stream: ResourceAny,
         events: &[StreamEvent],
     ) -> wasmtime::Result<Result<StreamOutput, Failure>> {
@@ -240,9 +247,9 @@ impl Bindings {
     }
 
     /// `stream-normalizer.finish`.
-    pub async fn finish(
+    pub async fn finish<T: Send>(
         &self,
-        store: &mut Store<CallState>,
+        store: &mut Store<T>,
         stream: ResourceAny,
     ) -> wasmtime::Result<Result<StreamOutput, Failure>> {
         Ok(match self {

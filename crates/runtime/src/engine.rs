@@ -2,21 +2,19 @@
 //!
 //! The engine owns the compiler, the pooling allocator and the epoch counter
 //! that bounds CPU time. A background thread advances the epoch every
-//! [`EPOCH_TICK`]; each call sets its deadline in ticks. The linker offers
+//! [`EPOCH_TICK`]; each call sets its deadline in ticks
+//! ([`super::sandbox::ticks_for`]). The linker offers
 //! WASI p2 (deny-all contexts are built per call in [`super::sandbox`]) and the
 //! contract's tiny `host` interface, once per supported contract version.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::{v0_1, v0_2};
-use super::sandbox::CallState;
-
-/// How often the epoch advances; the unit of every CPU deadline.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+use super::sandbox::{CallState, EPOCH_TICK};
 
 /// Hard cap on one component instance's linear memory, whatever an adapter's
 /// own limit says.
@@ -39,6 +37,9 @@ const CALL_RESERVE: u32 = 256;
 /// lifetime); past it a new stream is refused as busy.
 pub const MAX_OPEN_STREAMS: u32 = POOL_INSTANCES - CALL_RESERVE;
 
+/// The next [`PluginEngine::id`].
+static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The process-wide plugin engine: compiler, allocator, epoch ticker, linker.
 pub struct PluginEngine {
     pub(crate) engine: Engine,
@@ -46,8 +47,10 @@ pub struct PluginEngine {
     /// Idle instances kept warm per adapter version: one per core, since a
     /// call never waits on I/O and so at most one runs per worker thread.
     pub(crate) warm_per_adapter: usize,
-    /// Compilations under way, so slots sharing a component compile it once.
-    pub(crate) compiling: super::loader::InFlight,
+    /// This engine among the process's engines: compiled code belongs to
+    /// one engine, so the loader's table of compilations under way is
+    /// keyed by it.
+    pub(crate) id: u64,
     /// Slots for open streams ([`MAX_OPEN_STREAMS`]): a stream holds one
     /// for its lifetime.
     pub(crate) stream_slots: Arc<tokio::sync::Semaphore>,
@@ -96,15 +99,9 @@ impl PluginEngine {
             engine,
             linker,
             warm_per_adapter,
-            compiling: Default::default(),
+            id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             stream_slots: Arc::new(tokio::sync::Semaphore::new(max_streams.min(MAX_OPEN_STREAMS as usize))),
         }))
-    }
-
-    /// Converts a CPU budget to epoch ticks (at least two, so a deadline set
-    /// just before a tick still leaves one full tick).
-    pub fn ticks_for(cpu: Duration) -> u64 {
-        (cpu.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64) + 1
     }
 }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -25,6 +25,7 @@ use wasmtime::component::Component;
 
 use super::bindings::{ContractVersion, ProviderPre};
 use super::engine::PluginEngine;
+use super::sandbox::CallState;
 
 /// Why a component could not be loaded. Each variant names the step.
 #[derive(Debug, thiserror::Error)]
@@ -65,10 +66,14 @@ impl LoadError {
 /// One compilation's result, shared by everyone who asked for it meanwhile.
 type Slot<T> = Arc<Mutex<Option<Result<T, LoadError>>>>;
 
-/// Compilations in progress, by content hash. It holds only loads under way:
+/// Compilations in progress, by engine and content hash (compiled code
+/// belongs to the engine that compiled it). It holds only loads under way:
 /// a later load of the same bytes (a reload, an upload) goes through the disk
 /// cache again, so no compiled code is kept alive here.
-pub struct InFlight<T = Compiled>(Mutex<HashMap<String, Slot<T>>>);
+pub struct InFlight<T = Compiled>(Mutex<HashMap<(u64, String), Slot<T>>>);
+
+/// The process's compilations under way.
+static COMPILING: LazyLock<InFlight> = LazyLock::new(InFlight::default);
 
 impl<T> Default for InFlight<T> {
     fn default() -> Self {
@@ -77,15 +82,16 @@ impl<T> Default for InFlight<T> {
 }
 
 impl<T: Clone> InFlight<T> {
-    /// Runs `work` for `hash` unless a load of the same hash is under way, in
-    /// which case it waits for that one's result.
-    fn run(&self, hash: &str, work: impl FnOnce() -> Result<T, LoadError>) -> Result<T, LoadError> {
-        let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(hash.to_owned()).or_default().clone();
+    /// Runs `work` for `hash` on `engine` unless a load of the same hash on
+    /// that engine is under way, in which case it waits for that one's result.
+    fn run(&self, engine: u64, hash: &str, work: impl FnOnce() -> Result<T, LoadError>) -> Result<T, LoadError> {
+        let key = (engine, hash.to_owned());
+        let slot = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(key.clone()).or_default().clone();
         let mut result = slot.lock().unwrap_or_else(PoisonError::into_inner);
         let result = result.get_or_insert_with(|| {
             let outcome = work();
             // Waiters already hold the slot; newcomers start afresh.
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(hash);
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
             outcome
         });
         match result {
@@ -100,7 +106,7 @@ impl<T: Clone> InFlight<T> {
 pub struct Compiled {
     /// Ready-to-instantiate form; imports resolved and exports checked once
     /// against the contract version the component targets.
-    pub pre: ProviderPre,
+    pub pre: ProviderPre<CallState>,
     /// Hex SHA-256 of the component bytes.
     pub hash: String,
 }
@@ -141,7 +147,7 @@ pub fn load_file(engine: &PluginEngine, path: &Path, cache_dir: &Path) -> Result
 /// concurrent loads of the same bytes share one compilation.
 pub fn compile(engine: &PluginEngine, bytes: &[u8], cache_dir: &Path) -> Result<Compiled, LoadError> {
     let hash = hex::encode(Sha256::digest(bytes));
-    engine.compiling.run(&hash, || {
+    COMPILING.run(engine.id, &hash, || {
         let component = cached_compile(engine, bytes, &hash, cache_dir)?;
         check_imports(engine, &component)?;
         let instance_pre =
@@ -229,7 +235,7 @@ mod tests {
                 .map(|_| {
                     scope.spawn(|| {
                         start.wait();
-                        in_flight.run("h", || {
+                        in_flight.run(0, "h", || {
                             runs.fetch_add(1, Ordering::SeqCst);
                             std::thread::sleep(Duration::from_millis(50));
                             Ok(7)
@@ -245,11 +251,20 @@ mod tests {
     }
 
     #[test]
+    fn another_engine_compiles_the_same_bytes_itself() {
+        let in_flight = InFlight::<u32>::default();
+        // Sharing the slot with engine 0's load under way would wait on it
+        // forever; another engine's load runs its own work.
+        let nested = in_flight.run(0, "h", || in_flight.run(1, "h", || Ok(2)).map(|v| v + 1));
+        assert!(matches!(nested, Ok(3)));
+    }
+
+    #[test]
     fn waiters_get_the_same_error_and_a_later_load_tries_again() {
         let in_flight = InFlight::<u32>::default();
-        let err = in_flight.run("h", || Err(LoadError::ForbiddenImport("wasi:sockets/tcp".into())));
+        let err = in_flight.run(0, "h", || Err(LoadError::ForbiddenImport("wasi:sockets/tcp".into())));
         assert!(matches!(err, Err(LoadError::ForbiddenImport(name)) if name == "wasi:sockets/tcp"));
-        assert!(matches!(in_flight.run("h", || Ok(1)), Ok(1)));
+        assert!(matches!(in_flight.run(0, "h", || Ok(1)), Ok(1)));
         let read = LoadError::Read { path: "a.wasm".into(), source: std::io::ErrorKind::NotFound.into() };
         assert_eq!(read.duplicate().to_string(), read.to_string());
     }

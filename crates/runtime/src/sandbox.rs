@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{v0_1, v0_2};
-use super::engine::PluginEngine;
+
+/// How often the engine's epoch advances; the unit of every CPU deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Bytes of guest stderr kept for the log when a call fails.
 const STDERR_CAPTURE: usize = 8 << 10;
@@ -157,7 +159,7 @@ impl v0_1::freellm::provider::host::Host for CallState {
 
 /// Makes a store with no capabilities: no environment, arguments, preopened
 /// directories or network; stdin empty, stdout discarded, stderr captured.
-pub fn new_store(engine: &PluginEngine, adapter_id: &Arc<str>, limits: SandboxLimits) -> Store<CallState> {
+pub fn new_store(engine: &Engine, adapter_id: &Arc<str>, limits: SandboxLimits) -> Store<CallState> {
     let stderr = MemoryOutputPipe::new(STDERR_CAPTURE);
     let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
     let state = CallState {
@@ -177,11 +179,17 @@ pub fn new_store(engine: &PluginEngine, adapter_id: &Arc<str>, limits: SandboxLi
         adapter_id: adapter_id.clone(),
         log_lines: 0,
     };
-    let mut store = Store::new(&engine.engine, state);
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limits);
     // A new store's deadline is 0, which would trap at once.
-    store.set_epoch_deadline(PluginEngine::ticks_for(limits.cpu_time));
+    store.set_epoch_deadline(ticks_for(limits.cpu_time));
     store
+}
+
+/// Converts a CPU budget to epoch ticks (at least two, so a deadline set
+/// just before a tick still leaves one full tick).
+pub fn ticks_for(cpu: Duration) -> u64 {
+    (cpu.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64) + 1
 }
 
 fn truncate(s: &str, max: usize) -> &str {
