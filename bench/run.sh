@@ -21,6 +21,8 @@
 # BENCH_MOCK_THREADS (1), BENCH_MOCK_PORT (18081), BENCH_GATEWAY_PORT (18080),
 # BENCH_SKIP_BUILD=1 (reuse existing binaries), BENCH_GATEWAY_BIN (another
 # freellm binary to measure, e.g. an older build for comparison),
+# BENCH_GROQ_WASM (another groq component, e.g. the one built with that
+# older tree, which targets an older contract),
 # BENCH_ONLY=main (the baseline table only: for A/B runs of two binaries;
 # BENCH_ONLY=state: the baseline and the shared-state backend),
 # BENCH_STATE=redis (also measure the shared-state backend: a redis-server
@@ -63,7 +65,7 @@ build_all() {
     MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
     COLDSTART_BIN=$ROOT/target/dist/freellm-coldstart
     BARE_BIN=$ROOT/target/dist/freellm-bare-proxy
-    GROQ_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm
+    GROQ_WASM=${BENCH_GROQ_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
     require_files "$GATEWAY_BIN" "$MOCK_BIN" "$COLDSTART_BIN" "$BARE_BIN" "$GROQ_WASM"
 }
 

@@ -56,7 +56,7 @@ ensure_tools
 build_dist freellm-provider-groq freellm-provider-mistral
 GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/dist/freellm}
 MOCK_BIN=${BENCH_MOCK_BIN:-$ROOT/target/dist/freellm-mock-upstream}
-GROQ_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm
+GROQ_WASM=${BENCH_GROQ_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
 MISTRAL_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_mistral.wasm
 require_files "$GATEWAY_BIN" "$MOCK_BIN" "$GROQ_WASM" "$MISTRAL_WASM"
 
