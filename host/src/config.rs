@@ -684,17 +684,14 @@ impl Config {
             name: "HOST".into(),
             message: format!("not an IP address: {host_text}"),
         })?;
-        let port = match get("PORT") {
-            Some(p) => parse_num::<u16>("PORT", p)?,
-            None => file.server.port.unwrap_or(3000),
-        };
-        let max_body_bytes = match get("FREELLM_MAX_BODY_BYTES") {
-            Some(v) => parse_num("FREELLM_MAX_BODY_BYTES", v)?,
-            None => file.server.max_body_bytes.unwrap_or(2 << 20),
-        };
-        if max_body_bytes == 0 {
-            return Err(ConfigError::Invalid { name: "FREELLM_MAX_BODY_BYTES".into(), message: "must be > 0".into() });
-        }
+        let port = setting_or(&env, "PORT", "[server] port", file.server.port, 3000)?;
+        let max_body_bytes = positive_setting(
+            &env,
+            "FREELLM_MAX_BODY_BYTES",
+            "[server] max_body_bytes",
+            file.server.max_body_bytes,
+            2 << 20,
+        )?;
         let data_dir =
             get("FREELLM_DATA_DIR").map(PathBuf::from).or(file.server.data_dir).unwrap_or_else(|| "data".into());
         let data_dir = resolve(base_dir, &data_dir);
@@ -710,69 +707,75 @@ impl Config {
         };
         let allowed_hosts = AllowedHosts::new(allowed_hosts_list.as_deref(), host)
             .map_err(|message| ConfigError::Invalid { name: "FREELLM_ALLOWED_HOSTS".into(), message })?;
-        let max_event_feeds_per_principal = match get("FREELLM_MAX_EVENT_FEEDS") {
-            Some(v) => parse_num("FREELLM_MAX_EVENT_FEEDS", v)?,
-            None => file.server.max_event_feeds_per_principal.unwrap_or(8),
-        };
-        if max_event_feeds_per_principal == 0 {
-            return Err(ConfigError::Invalid { name: "FREELLM_MAX_EVENT_FEEDS".into(), message: "must be > 0".into() });
-        }
+        let max_event_feeds_per_principal = positive_setting(
+            &env,
+            "FREELLM_MAX_EVENT_FEEDS",
+            "[server] max_event_feeds_per_principal",
+            file.server.max_event_feeds_per_principal,
+            8,
+        )?;
 
-        let ms = |name: &str, file_value: Option<u64>, default: u64| -> Result<u64, ConfigError> {
-            match get(name) {
-                Some(v) => parse_num(name, v),
-                None => Ok(file_value.unwrap_or(default)),
-            }
-        };
         let u = &file.upstream;
-        let positive = |name: &str, v: u64| -> Result<Duration, ConfigError> {
-            if v == 0 {
-                return Err(ConfigError::Invalid { name: name.into(), message: "must be > 0".into() });
-            }
-            Ok(Duration::from_millis(v))
+        let positive_ms = |var: &str, key: &str, file: Option<u64>, default: u64| {
+            positive_setting(&env, var, key, file, default).map(Duration::from_millis)
         };
-        // Sizes (bytes) read like `ms`; a zero bound would refuse every stream.
-        let size = |name: &str, file_value: Option<usize>, default: usize| -> Result<usize, ConfigError> {
-            match get(name) {
-                Some(v) => parse_num(name, v),
-                None => Ok(file_value.unwrap_or(default)),
-            }
-        };
-        fn nonzero<T: Default + PartialEq>(name: &str, v: T) -> Result<T, ConfigError> {
-            if v == T::default() {
-                return Err(ConfigError::Invalid { name: name.into(), message: "must be > 0".into() });
-            }
-            Ok(v)
-        }
         let upstream = UpstreamConfig {
-            connect_timeout: positive(
+            connect_timeout: positive_ms(
                 "UPSTREAM_CONNECT_TIMEOUT_MS",
-                ms("UPSTREAM_CONNECT_TIMEOUT_MS", u.connect_timeout_ms, 5_000)?,
+                "[upstream] connect_timeout_ms",
+                u.connect_timeout_ms,
+                5_000,
             )?,
-            first_byte_timeout: positive(
+            first_byte_timeout: positive_ms(
                 "UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
-                ms("UPSTREAM_FIRST_BYTE_TIMEOUT_MS", u.first_byte_timeout_ms, 30_000)?,
+                "[upstream] first_byte_timeout_ms",
+                u.first_byte_timeout_ms,
+                30_000,
             )?,
-            stream_stall_timeout: positive(
+            stream_stall_timeout: positive_ms(
                 "STREAM_STALL_TIMEOUT_MS",
-                ms("STREAM_STALL_TIMEOUT_MS", u.stream_stall_timeout_ms, 30_000)?,
+                "[upstream] stream_stall_timeout_ms",
+                u.stream_stall_timeout_ms,
+                30_000,
             )?,
-            stream_idle_timeout: match ms("STREAM_IDLE_TIMEOUT_MS", u.stream_idle_timeout_ms, 15_000)? {
+            // Zero turns the idle heartbeat off.
+            stream_idle_timeout: match setting_or(
+                &env,
+                "STREAM_IDLE_TIMEOUT_MS",
+                "[upstream] stream_idle_timeout_ms",
+                u.stream_idle_timeout_ms,
+                15_000,
+            )? {
                 0 => None,
                 v => Some(Duration::from_millis(v)),
             },
-            route_timeout: positive("ROUTE_TIMEOUT_MS", ms("ROUTE_TIMEOUT_MS", u.route_timeout_ms, 60_000)?)?,
-            stream_max_event_bytes: nonzero(
+            route_timeout: positive_ms("ROUTE_TIMEOUT_MS", "[upstream] route_timeout_ms", u.route_timeout_ms, 60_000)?,
+            // A zero bound would refuse every stream.
+            stream_max_event_bytes: positive_setting(
+                &env,
                 "STREAM_MAX_EVENT_BYTES",
-                size("STREAM_MAX_EVENT_BYTES", u.stream_max_event_bytes, crate::routing::sse::DEFAULT_MAX_EVENT_BYTES)?,
+                "[upstream] stream_max_event_bytes",
+                u.stream_max_event_bytes,
+                crate::routing::sse::DEFAULT_MAX_EVENT_BYTES,
             )?,
-            stream_max_bytes: nonzero("STREAM_MAX_BYTES", ms("STREAM_MAX_BYTES", u.stream_max_bytes, 64 << 20)?)?,
-            stream_max_duration: positive(
+            stream_max_bytes: positive_setting(
+                &env,
+                "STREAM_MAX_BYTES",
+                "[upstream] stream_max_bytes",
+                u.stream_max_bytes,
+                64 << 20,
+            )?,
+            stream_max_duration: positive_ms(
                 "STREAM_MAX_DURATION_MS",
-                ms("STREAM_MAX_DURATION_MS", u.stream_max_duration_ms, 30 * 60_000)?,
+                "[upstream] stream_max_duration_ms",
+                u.stream_max_duration_ms,
+                30 * 60_000,
             )?,
-            stream_continuation_max_bytes: size(
+            // Zero: no continuation is offered.
+            stream_continuation_max_bytes: setting_or(
+                &env,
                 "STREAM_CONTINUATION_MAX_BYTES",
+                "[upstream] stream_continuation_max_bytes",
                 u.stream_continuation_max_bytes,
                 256 << 10,
             )?,
@@ -1016,65 +1019,59 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 /// The `[server]` connection limits; every one must be positive (a zero
 /// limit or timeout would refuse or cut everything).
 fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeConfig, ConfigError> {
-    fn pick<T: std::str::FromStr + PartialEq + From<u8>>(
-        env: &HashMap<String, String>,
-        name: &str,
-        file: Option<T>,
-        default: T,
-    ) -> Result<T, ConfigError> {
-        let v = match env_get(env, name) {
-            Some(v) => parse_num(name, v)?,
-            None => file.unwrap_or(default),
-        };
-        if v == T::from(0) {
-            return Err(ConfigError::Invalid { name: name.into(), message: "must be > 0".into() });
-        }
-        Ok(v)
-    }
     let d = EdgeConfig::default();
-    let ms = |d: Duration| d.as_millis() as u64;
+    let ms = |var: &str, key: &str, file: Option<u64>, default: Duration| {
+        positive_setting(env, var, key, file, default.as_millis() as u64).map(Duration::from_millis)
+    };
+    let max_streams = match setting(env, "FREELLM_MAX_STREAMS", "[server] max_streams", file.max_streams)? {
+        Some(n) => n.check(
+            |v| (1..=d.max_streams).contains(v),
+            &format!("must be > 0 and at most {} (the adapter instance pool)", d.max_streams),
+        )?,
+        None => d.max_streams,
+    };
     Ok(EdgeConfig {
-        max_control_body_bytes: pick(
+        max_control_body_bytes: positive_setting(
             env,
             "FREELLM_MAX_CONTROL_BODY_BYTES",
+            "[server] max_control_body_bytes",
             file.max_control_body_bytes,
             d.max_control_body_bytes,
         )?,
-        max_upload_bytes: pick(env, "FREELLM_MAX_UPLOAD_BYTES", file.max_upload_bytes, d.max_upload_bytes)?,
-        header_read_timeout: Duration::from_millis(pick(
+        max_upload_bytes: positive_setting(
             env,
+            "FREELLM_MAX_UPLOAD_BYTES",
+            "[server] max_upload_bytes",
+            file.max_upload_bytes,
+            d.max_upload_bytes,
+        )?,
+        header_read_timeout: ms(
             "FREELLM_HEADER_READ_TIMEOUT_MS",
+            "[server] header_read_timeout_ms",
             file.header_read_timeout_ms,
-            ms(d.header_read_timeout),
-        )?),
-        body_read_timeout: Duration::from_millis(pick(
-            env,
+            d.header_read_timeout,
+        )?,
+        body_read_timeout: ms(
             "FREELLM_BODY_READ_TIMEOUT_MS",
+            "[server] body_read_timeout_ms",
             file.body_read_timeout_ms,
-            ms(d.body_read_timeout),
-        )?),
-        idle_timeout: Duration::from_millis(pick(
+            d.body_read_timeout,
+        )?,
+        idle_timeout: ms("FREELLM_IDLE_TIMEOUT_MS", "[server] idle_timeout_ms", file.idle_timeout_ms, d.idle_timeout)?,
+        max_connections: positive_setting(
             env,
-            "FREELLM_IDLE_TIMEOUT_MS",
-            file.idle_timeout_ms,
-            ms(d.idle_timeout),
-        )?),
-        max_connections: pick(env, "FREELLM_MAX_CONNECTIONS", file.max_connections, d.max_connections)?,
-        max_streams: match pick(env, "FREELLM_MAX_STREAMS", file.max_streams, d.max_streams)? {
-            n if n > d.max_streams => {
-                return Err(ConfigError::Invalid {
-                    name: "FREELLM_MAX_STREAMS ([server] max_streams)".into(),
-                    message: format!("must be at most {} (the adapter instance pool)", d.max_streams),
-                });
-            }
-            n => n,
-        },
-        shutdown_grace: Duration::from_millis(pick(
-            env,
+            "FREELLM_MAX_CONNECTIONS",
+            "[server] max_connections",
+            file.max_connections,
+            d.max_connections,
+        )?,
+        max_streams,
+        shutdown_grace: ms(
             "FREELLM_SHUTDOWN_GRACE_MS",
+            "[server] shutdown_grace_ms",
             file.shutdown_grace_ms,
-            ms(d.shutdown_grace),
-        )?),
+            d.shutdown_grace,
+        )?,
     })
 }
 
@@ -1107,6 +1104,32 @@ fn setting<T: std::str::FromStr>(
         return Ok(Some(Named { value: parse_num(var, text)?, name: var.into() }));
     }
     Ok(from_file(key, file))
+}
+
+/// [`setting`], else `default`.
+fn setting_or<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    var: &str,
+    key: &str,
+    file: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    Ok(setting(env, var, key, file)?.map_or(default, |n| n.value))
+}
+
+/// [`setting_or`] for a value that must not be zero; a zero is refused under
+/// the name it was set by (the variable, or the file's key).
+fn positive_setting<T: std::str::FromStr + PartialEq + From<u8>>(
+    env: &HashMap<String, String>,
+    var: &str,
+    key: &str,
+    file: Option<T>,
+    default: T,
+) -> Result<T, ConfigError> {
+    match setting(env, var, key, file)? {
+        Some(n) => n.check(|v| *v != T::from(0), "must be > 0"),
+        None => Ok(default),
+    }
 }
 
 /// A file value under its key (for settings whose variables are read elsewhere).

@@ -240,6 +240,34 @@ fn refused_naming(toml: &str, env: &[(&str, &str)], name: &str) {
 }
 
 #[test]
+fn a_bad_server_or_upstream_value_is_named_where_it_was_set() {
+    for (section, key) in [
+        ("server", "max_body_bytes"),
+        ("server", "max_event_feeds_per_principal"),
+        ("server", "max_connections"),
+        ("server", "max_streams"),
+        ("server", "shutdown_grace_ms"),
+        ("upstream", "connect_timeout_ms"),
+        ("upstream", "route_timeout_ms"),
+        ("upstream", "stream_max_bytes"),
+    ] {
+        let text = format!("[{section}]\n{key} = 0\n{TWO}");
+        refused_naming(&text, &[], &format!("[{section}] {key}"));
+    }
+    let max = freellm_runtime::MAX_OPEN_STREAMS as usize + 1;
+    refused_naming(&format!("[server]\nmax_streams = {max}\n"), &[], "[server] max_streams");
+    // The variable wins, and a bad one is named as the variable.
+    refused_naming("[server]\nmax_connections = 0\n", &[("FREELLM_MAX_CONNECTIONS", "x")], "FREELLM_MAX_CONNECTIONS");
+    assert_eq!(
+        load("[server]\nmax_connections = 0\n", &[("FREELLM_MAX_CONNECTIONS", "5")]).unwrap().edge.max_connections,
+        5
+    );
+    // Zero where zero means "off" is taken from the file.
+    let text = format!("[upstream]\nstream_idle_timeout_ms = 0\n{TWO}");
+    assert_eq!(load(&text, &[]).unwrap().upstream.stream_idle_timeout, None);
+}
+
+#[test]
 fn the_cache_is_set_in_the_file_the_environment_wins_and_a_bad_value_names_its_key() {
     let file = "[cache]\nenabled = false\nttl_ms = 5000\nmax_entries = 7\nscope = \"shared\"\n";
     let c = load(file, &[]).unwrap().cache;
