@@ -37,10 +37,12 @@ ensure_tools
 
 A_BIN=${BENCH_A_BIN:?BENCH_A_BIN: the first freellm binary}
 A_WASM=${BENCH_A_WASM:?BENCH_A_WASM: the groq component for the first binary}
-B_BIN=${BENCH_B_BIN:-$ROOT/target/dist/freellm}
-B_WASM=${BENCH_B_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
-MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
+dist_outputs
+B_BIN=${BENCH_B_BIN:-$GATEWAY_BIN}
+B_WASM=${BENCH_B_WASM:-$GROQ_WASM}
 require_files "$A_BIN" "$A_WASM" "$B_BIN" "$B_WASM" "$MOCK_BIN"
+# The gateway reads its component path relative to its temporary config.
+A_BIN=$(realpath "$A_BIN") A_WASM=$(realpath "$A_WASM") B_BIN=$(realpath "$B_BIN") B_WASM=$(realpath "$B_WASM")
 
 BODY='{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}'
 MOCK_PORT=$(free_port 18381)
@@ -64,7 +66,9 @@ measure() {
     WORK=$TOP/$side
     GATEWAY_BIN=$bin GROQ_WASM=$wasm start_groq_gateway "$MOCK_PORT" "$GATEWAY_PORT"
     WORK=$TOP
-    local url="http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions"
+    local url="http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions" code
+    code=$(curl -s -o "$TOP/smoke.json" -w '%{http_code}' -H 'content-type: application/json' -d "$BODY" "$url")
+    [[ $code == 200 ]] || die "$side ($bin) answered $code: $(head -c 300 "$TOP/smoke.json")"
     load "$url" "$CONNECTIONS" 1s >/dev/null
     local c0 c1 c2 c3
     c0=$(cpu_ticks "$GATEWAY_PID")

@@ -37,9 +37,7 @@ bench_traps
 
 build_all() {
     build_dist freellm-provider-groq
-    GATEWAY_BIN=$ROOT/target/dist/freellm
-    MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
-    GROQ_WASM=${BENCH_GROQ_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
+    dist_outputs
     require_files "$GATEWAY_BIN" "$MOCK_BIN" "$GROQ_WASM"
 }
 

@@ -163,6 +163,21 @@ build_dist() {
     cargo build --profile dist -p freellm-mock-upstream --bins
 }
 
+# Where `build_dist` puts what the scripts run: GATEWAY_BIN (or
+# BENCH_GATEWAY_BIN, another build to measure), MOCK_BIN (or BENCH_MOCK_BIN),
+# the mock crate's helpers BARE_BIN, LOAD_BIN and COLDSTART_BIN, and the
+# groq component GROQ_WASM (or BENCH_GROQ_WASM, e.g. an older build's).
+# Each script checks the ones it uses with `require_files`.
+dist_outputs() {
+    local dist=$ROOT/target/dist
+    GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$dist/freellm}
+    MOCK_BIN=${BENCH_MOCK_BIN:-$dist/freellm-mock-upstream}
+    BARE_BIN=$dist/freellm-bare-proxy
+    LOAD_BIN=$dist/freellm-stream-load
+    COLDSTART_BIN=$dist/freellm-coldstart
+    GROQ_WASM=${BENCH_GROQ_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
+}
+
 # Dies unless every file named exists.
 require_files() {
     local f

@@ -27,10 +27,7 @@ bench_traps
 
 ensure_tools
 build_dist freellm-provider-groq
-GATEWAY_BIN=$ROOT/target/dist/freellm
-MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
-BARE_BIN=$ROOT/target/dist/freellm-bare-proxy
-GROQ_WASM=${BENCH_GROQ_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
+dist_outputs
 require_files "$GATEWAY_BIN" "$MOCK_BIN" "$BARE_BIN" "$GROQ_WASM"
 
 # The bodies: the small one of bench/run.sh, then conversations of the asked

@@ -26,8 +26,7 @@ bench_traps
 
 ensure_tools
 build_dist freellm-provider-openai-compatible
-GATEWAY_BIN=$ROOT/target/dist/freellm
-MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
+dist_outputs
 COMPONENT=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_openai_compatible.wasm
 require_files "$GATEWAY_BIN" "$MOCK_BIN" "$COMPONENT"
 

@@ -61,11 +61,7 @@ bench_traps
 
 build_all() {
     build_dist freellm-provider-groq freellm-provider-ollama freellm-provider-openai-compatible
-    GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/dist/freellm}
-    MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
-    COLDSTART_BIN=$ROOT/target/dist/freellm-coldstart
-    BARE_BIN=$ROOT/target/dist/freellm-bare-proxy
-    GROQ_WASM=${BENCH_GROQ_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
+    dist_outputs
     require_files "$GATEWAY_BIN" "$MOCK_BIN" "$COLDSTART_BIN" "$BARE_BIN" "$GROQ_WASM"
 }
 

@@ -54,9 +54,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 ensure_tools
 build_dist freellm-provider-groq freellm-provider-mistral
-GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$ROOT/target/dist/freellm}
-MOCK_BIN=${BENCH_MOCK_BIN:-$ROOT/target/dist/freellm-mock-upstream}
-GROQ_WASM=${BENCH_GROQ_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
+dist_outputs
 MISTRAL_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_mistral.wasm
 require_files "$GATEWAY_BIN" "$MOCK_BIN" "$GROQ_WASM" "$MISTRAL_WASM"
 

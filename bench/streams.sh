@@ -34,11 +34,7 @@ bench_traps
 
 ensure_tools
 build_dist freellm-provider-groq
-GATEWAY_BIN=$ROOT/target/dist/freellm
-MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
-BARE_BIN=$ROOT/target/dist/freellm-bare-proxy
-LOAD_BIN=$ROOT/target/dist/freellm-stream-load
-GROQ_WASM=${BENCH_GROQ_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
+dist_outputs
 require_files "$GATEWAY_BIN" "$MOCK_BIN" "$BARE_BIN" "$LOAD_BIN" "$GROQ_WASM"
 
 # Descriptors: each held stream is one client and one upstream connection

@@ -32,8 +32,7 @@ cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-swaptest -
 cp target/wasm32-wasip2/wasm/freellm_provider_swaptest.wasm "$VARIANTS/v2.wasm"
 cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-swaptest
 cp target/wasm32-wasip2/wasm/freellm_provider_swaptest.wasm "$VARIANTS/v1.wasm"
-GATEWAY_BIN=$ROOT/target/dist/freellm
-MOCK_BIN=$ROOT/target/dist/freellm-mock-upstream
+dist_outputs
 
 
 MOCK_PORT=$(free_port 18281)
