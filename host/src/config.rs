@@ -716,27 +716,27 @@ impl Config {
         )?;
 
         let u = &file.upstream;
-        let positive_ms = |var: &str, key: &str, file: Option<u64>, default: u64| {
-            positive_setting(&env, var, key, file, default).map(Duration::from_millis)
-        };
         let upstream = UpstreamConfig {
             connect_timeout: positive_ms(
+                &env,
                 "UPSTREAM_CONNECT_TIMEOUT_MS",
                 "[upstream] connect_timeout_ms",
                 u.connect_timeout_ms,
-                5_000,
+                Duration::from_millis(5_000),
             )?,
             first_byte_timeout: positive_ms(
+                &env,
                 "UPSTREAM_FIRST_BYTE_TIMEOUT_MS",
                 "[upstream] first_byte_timeout_ms",
                 u.first_byte_timeout_ms,
-                30_000,
+                Duration::from_secs(30),
             )?,
             stream_stall_timeout: positive_ms(
+                &env,
                 "STREAM_STALL_TIMEOUT_MS",
                 "[upstream] stream_stall_timeout_ms",
                 u.stream_stall_timeout_ms,
-                30_000,
+                Duration::from_secs(30),
             )?,
             // Zero turns the idle heartbeat off.
             stream_idle_timeout: match setting_or(
@@ -749,7 +749,13 @@ impl Config {
                 0 => None,
                 v => Some(Duration::from_millis(v)),
             },
-            route_timeout: positive_ms("ROUTE_TIMEOUT_MS", "[upstream] route_timeout_ms", u.route_timeout_ms, 60_000)?,
+            route_timeout: positive_ms(
+                &env,
+                "ROUTE_TIMEOUT_MS",
+                "[upstream] route_timeout_ms",
+                u.route_timeout_ms,
+                Duration::from_secs(60),
+            )?,
             // A zero bound would refuse every stream.
             stream_max_event_bytes: positive_setting(
                 &env,
@@ -766,10 +772,11 @@ impl Config {
                 64 << 20,
             )?,
             stream_max_duration: positive_ms(
+                &env,
                 "STREAM_MAX_DURATION_MS",
                 "[upstream] stream_max_duration_ms",
                 u.stream_max_duration_ms,
-                30 * 60_000,
+                Duration::from_secs(30 * 60),
             )?,
             // Zero: no continuation is offered.
             stream_continuation_max_bytes: setting_or(
@@ -1020,9 +1027,6 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 /// limit or timeout would refuse or cut everything).
 fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeConfig, ConfigError> {
     let d = EdgeConfig::default();
-    let ms = |var: &str, key: &str, file: Option<u64>, default: Duration| {
-        positive_setting(env, var, key, file, default.as_millis() as u64).map(Duration::from_millis)
-    };
     let max_streams = match setting(env, "FREELLM_MAX_STREAMS", "[server] max_streams", file.max_streams)? {
         Some(n) => n.check(
             |v| (1..=d.max_streams).contains(v),
@@ -1045,19 +1049,27 @@ fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeC
             file.max_upload_bytes,
             d.max_upload_bytes,
         )?,
-        header_read_timeout: ms(
+        header_read_timeout: positive_ms(
+            env,
             "FREELLM_HEADER_READ_TIMEOUT_MS",
             "[server] header_read_timeout_ms",
             file.header_read_timeout_ms,
             d.header_read_timeout,
         )?,
-        body_read_timeout: ms(
+        body_read_timeout: positive_ms(
+            env,
             "FREELLM_BODY_READ_TIMEOUT_MS",
             "[server] body_read_timeout_ms",
             file.body_read_timeout_ms,
             d.body_read_timeout,
         )?,
-        idle_timeout: ms("FREELLM_IDLE_TIMEOUT_MS", "[server] idle_timeout_ms", file.idle_timeout_ms, d.idle_timeout)?,
+        idle_timeout: positive_ms(
+            env,
+            "FREELLM_IDLE_TIMEOUT_MS",
+            "[server] idle_timeout_ms",
+            file.idle_timeout_ms,
+            d.idle_timeout,
+        )?,
         max_connections: positive_setting(
             env,
             "FREELLM_MAX_CONNECTIONS",
@@ -1066,7 +1078,8 @@ fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeC
             d.max_connections,
         )?,
         max_streams,
-        shutdown_grace: ms(
+        shutdown_grace: positive_ms(
+            env,
             "FREELLM_SHUTDOWN_GRACE_MS",
             "[server] shutdown_grace_ms",
             file.shutdown_grace_ms,
@@ -1130,6 +1143,17 @@ fn positive_setting<T: std::str::FromStr + PartialEq + From<u8>>(
         Some(n) => n.check(|v| *v != T::from(0), "must be > 0"),
         None => Ok(default),
     }
+}
+
+/// [`positive_setting`] for a duration set in milliseconds.
+fn positive_ms(
+    env: &HashMap<String, String>,
+    var: &str,
+    key: &str,
+    file: Option<u64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    positive_setting(env, var, key, file, default.as_millis() as u64).map(Duration::from_millis)
 }
 
 /// A file value under its key (for settings whose variables are read elsewhere).
