@@ -66,9 +66,63 @@ async fn three_instances_share_one_identifier_limit() {
     let results = burst(&fleet, 90, |gw| chat(gw, ADMIN).header("x-freellm-identifier", "user-42")).await;
     assert_eq!(count(&results, 200), 30, "{results:?}");
     assert_eq!(results.iter().filter(|(s, c)| *s == 429 && c == "identifier_rate_limited").count(), 60);
+    assert_eq!(setup.mock.requests().len(), 30, "no refused request reached the upstream");
     // Another identifier has its own window.
     let other = chat(&fleet[1], ADMIN).header("x-freellm-identifier", "user-7").send().await.expect("answer");
     assert_eq!(other.status(), 200);
+}
+
+/// In a fleet a chat request's limits are decided while it is routed
+/// (`access::admission`): a refusal still reaches no upstream, outranks a
+/// cache hit, and carries the same headers as when the guard waited.
+#[tokio::test]
+async fn limits_decided_while_routing_refuse_before_any_upstream_or_cached_answer() {
+    let setup = Setup::new(RedisServer::start().await).await;
+    let fleet = setup
+        .fleet(
+            2,
+            &config_with_groq_rpm(ROOMY),
+            &[("FREELLM_IDENTIFIER_LIMIT", "2/60000"), ("CACHE_ENABLED", "true"), ("CACHE_TTL_MS", "600000")],
+        )
+        .await;
+    let ask = |gw: &Gateway| chat(gw, ADMIN).header("x-freellm-identifier", "user-9");
+    let first = ask(&fleet[0]).send().await.expect("answer");
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-freellm-identifier"], "user-9");
+    assert_eq!(first.headers()["x-freellm-identifier-remaining"], "1");
+    let second = ask(&fleet[0]).send().await.expect("answer");
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["x-freellm-cached"], "true", "the same prompt is a cache hit");
+    assert_eq!(second.headers()["x-freellm-identifier-remaining"], "0");
+    // The limit is spent: a cache hit is refused too, on either instance.
+    for gw in &fleet {
+        let refused = ask(gw).send().await.expect("answer");
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.headers()["x-freellm-identifier"], "user-9");
+        assert_eq!(refused.headers()["x-freellm-identifier-remaining"], "0");
+        assert!(refused.headers().contains_key("retry-after"), "{:?}", refused.headers());
+        let body: Value = refused.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "identifier_rate_limited", "{body}");
+        assert!(body["error"]["request_id"].is_string(), "{body}");
+    }
+    // A refused request that is no cache hit reaches no upstream either.
+    let mut other = chat_body(MODEL);
+    other["messages"][0]["content"] = "a prompt nobody cached".into();
+    let refused = fleet[1]
+        .http
+        .post(format!("{}/v1/chat/completions", fleet[1].url))
+        .bearer_auth(ADMIN)
+        .header("x-freellm-identifier", "user-9")
+        .json(&other)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(refused.status(), 429);
+    assert_eq!(setup.mock.requests().len(), 1, "only the first request reached the upstream");
+    // Nor is a refused request in the request log.
+    let status = admin_get(&fleet[1], "/v1/status").await;
+    let log = status["recentRequests"].to_string();
+    assert!(!log.contains("rate limit") && !log.contains("user-9"), "{log}");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::access::admission::LimitRefusal;
 use crate::routing::error::{Advice, RoutingError};
 use crate::validate::{Issue, issues_message};
 
@@ -371,10 +372,31 @@ pub fn render_error_body(body: Map<String, Value>, request_id: &str) -> Vec<u8> 
     out.into_bytes()
 }
 
+/// The HTTP edge: a refusal by the client's limits as its envelope.
+impl From<LimitRefusal> for ApiError {
+    fn from(refusal: LimitRefusal) -> Self {
+        match refusal {
+            LimitRefusal::Client { rpm, decision } => Self::ClientRateLimited {
+                message: format!("Client rate limit exceeded. Max {rpm} requests per 60s."),
+                retry_after_ms: decision.reset_ms,
+            },
+            LimitRefusal::Identifier { identifier, decision } => Self::IdentifierRateLimited {
+                message: format!(
+                    "Identifier \"{identifier}\" exceeded its rate limit. Retry in {}s.",
+                    decision.reset_ms.div_ceil(1000).max(1)
+                ),
+                retry_after_ms: decision.reset_ms,
+            },
+            LimitRefusal::SharedStateUnavailable => Self::SharedStateUnavailable,
+        }
+    }
+}
+
 /// The HTTP edge: a routing failure as the client's envelope.
 impl From<RoutingError> for ApiError {
     fn from(e: RoutingError) -> Self {
         match e {
+            RoutingError::Limited(refusal) => refusal.into(),
             RoutingError::ModelNotFound { model, reason, available } => {
                 Self::ModelNotFound { model, reason, available }
             }

@@ -17,7 +17,9 @@
 //! answer carries `X-FreeLLM-Identifier`, `-Remaining` and `-Reset`.
 //!
 //! In a fleet (Redis) both limits are the fleet's: one script decides and
-//! records ([`crate::fleet::Fleet::check_identifier`]). While Redis is
+//! records ([`crate::fleet::Fleet::check_identifier`]); a chat request does
+//! not wait here for it but at its [`LimitGate`], before it sends upstream
+//! or answers ([`crate::access::admission`]). While Redis is
 //! unreachable `on_redis_error` decides for tenants: `closed` refuses with
 //! 503 `shared_state_unavailable`, `open` decides from this instance's own
 //! limiter and keeps the count to merge later. Operators (master, admin,
@@ -25,18 +27,20 @@
 //! readable during an outage.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::access::admission::{LimitGate, LimitOutcome, LimitRefusal};
 use crate::access::auth::{self, AuthFailure, Principal};
 use crate::config::OnRedisError;
 use crate::http::clients::ClientPolicy;
 use crate::http::error::ApiError;
 use crate::ops::stats::unix_ms;
-use crate::state::Gateway;
+use crate::state::{Gateway, SharedGateway};
 use freellm_limits::identifier::{Decision, IdentifierLimiter, validate_identifier};
 
 /// Endpoints open to everyone.
@@ -153,24 +157,50 @@ fn has_empty_body(headers: &HeaderMap) -> bool {
 /// What the guard lets through: the identifier headers every answer to an
 /// identifier-limited request carries ([`Admission::finish`]).
 pub struct Admission {
-    identifier: Option<(String, Decision)>,
+    limits: Limits,
+}
+
+/// Where the request's limits stand when the guard lets it through.
+enum Limits {
+    /// No identifier limit applies.
+    None,
+    /// Decided: the identifier and its decision.
+    Decided(String, Decision),
+    /// Being decided while the request is routed ([`LimitGate`]).
+    Later(String, LimitGate),
 }
 
 impl Admission {
-    /// Adds the identifier headers to the answer.
-    pub fn finish(self, response: &mut Response) {
-        if let Some((identifier, decision)) = &self.identifier {
-            identifier_headers(response.headers_mut(), identifier, decision);
-        }
+    /// Adds the identifier headers to the answer (waiting for a decision
+    /// still under way; the request has waited for it before answering).
+    pub async fn finish(self, response: &mut Response) {
+        let (identifier, decision) = match self.limits {
+            Limits::None => return,
+            Limits::Decided(identifier, decision) => (identifier, decision),
+            Limits::Later(identifier, gate) => match gate.outcome().await {
+                Ok(Some(decision)) => (identifier, decision),
+                Err(LimitRefusal::Identifier { identifier, decision }) => (identifier, decision),
+                Ok(None) | Err(_) => return,
+            },
+        };
+        identifier_headers(response.headers_mut(), &identifier, &decision);
     }
 }
 
 /// Authenticates and limits one request. `Ok`: it goes on, its principal
 /// in the request's extensions. `Err`: the refusal to answer with.
-pub async fn admit(gw: &Gateway, clients: &ClientPolicy, req: &mut Request) -> Result<Admission, Box<Response>> {
+///
+/// In a fleet a chat request's limits are decided while it is routed: it
+/// carries a [`LimitGate`] instead of waiting here for Redis
+/// ([`crate::access::admission`]).
+pub async fn admit(
+    gw: &SharedGateway,
+    clients: &Arc<ClientPolicy>,
+    req: &mut Request,
+) -> Result<Admission, Box<Response>> {
     let path = req.uri().path();
     if is_public(path) {
-        return Ok(Admission { identifier: None });
+        return Ok(Admission { limits: Limits::None });
     }
     let now_ms = unix_ms(SystemTime::now());
     let principal = match auth::authenticate(req.headers(), &gw.credentials, &gw.virtual_keys, now_ms) {
@@ -198,42 +228,71 @@ pub async fn admit(gw: &Gateway, clients: &ClientPolicy, req: &mut Request) -> R
     req.extensions_mut().insert(ClientAddr(client_ip));
     let identifier =
         resolve_identifier(req.headers(), &principal, client_ip).map_err(|e| Box::new(e.into_response()))?;
+    if clients.ip_limiter.is_none() && clients.identifier_limiter.is_none() {
+        req.extensions_mut().insert(principal);
+        return Ok(Admission { limits: Limits::None });
+    }
+    if gw.fleet.shared().is_some() && is_chat(req.method(), req.uri().path()) {
+        let (gw, clients, who) = (gw.clone(), clients.clone(), principal.clone());
+        let name = identifier.clone();
+        let gate = LimitGate::start(async move { decide_limits(&gw, &clients, &who, name, client_ip, now_ms).await });
+        req.extensions_mut().insert(gate.clone());
+        req.extensions_mut().insert(principal);
+        return Ok(Admission { limits: Limits::Later(identifier, gate) });
+    }
+    match decide_limits(gw, clients, &principal, identifier.clone(), client_ip, now_ms).await {
+        Ok(decision) => {
+            req.extensions_mut().insert(principal);
+            let limits = decision.map_or(Limits::None, |d| Limits::Decided(identifier, d));
+            Ok(Admission { limits })
+        }
+        Err(refusal) => Err(Box::new(refusal_response(refusal))),
+    }
+}
+
+/// `POST /v1/chat/completions` (or its `/api` twin).
+fn is_chat(method: &Method, path: &str) -> bool {
+    method == Method::POST && path.strip_prefix("/api").unwrap_or(path) == "/v1/chat/completions"
+}
+
+/// The answer to a request its limits refuse, with the identifier headers
+/// when the identifier's limit refused it.
+pub fn refusal_response(refusal: LimitRefusal) -> Response {
+    let headers = match &refusal {
+        LimitRefusal::Identifier { identifier, decision } => Some((identifier.clone(), *decision)),
+        _ => None,
+    };
+    let mut response = ApiError::from(refusal).into_response();
+    if let Some((identifier, decision)) = headers {
+        identifier_headers(response.headers_mut(), &identifier, &decision);
+    }
+    response
+}
+
+/// The client's limits, in order: the per-IP limit, then the identifier's
+/// (a request the first refuses is not counted by the second).
+async fn decide_limits(
+    gw: &Gateway,
+    clients: &ClientPolicy,
+    principal: &Principal,
+    identifier: String,
+    client_ip: Option<IpAddr>,
+    now_ms: u64,
+) -> LimitOutcome {
     if let (Some(limiter), Some(ip)) = (&clients.ip_limiter, client_ip) {
-        let d = check_limit(gw, limiter, "ip", &format!("ip:{ip}"), &principal, now_ms)
-            .await
-            .map_err(|e| Box::new(e.into_response()))?;
-        if !d.allowed {
-            let rpm = clients.per_ip_rpm().unwrap_or_default();
-            return Err(Box::new(
-                ApiError::ClientRateLimited {
-                    message: format!("Client rate limit exceeded. Max {rpm} requests per 60s."),
-                    retry_after_ms: d.reset_ms,
-                }
-                .into_response(),
-            ));
+        let decision = check_limit(gw, limiter, "ip", &format!("ip:{ip}"), principal, now_ms).await?;
+        if !decision.allowed {
+            return Err(LimitRefusal::Client { rpm: clients.per_ip_rpm().unwrap_or_default(), decision });
         }
     }
     let Some(limiter) = &clients.identifier_limiter else {
-        req.extensions_mut().insert(principal);
-        return Ok(Admission { identifier: None });
+        return Ok(None);
     };
-    let decision = check_limit(gw, limiter, "id", &identifier, &principal, now_ms)
-        .await
-        .map_err(|e| Box::new(e.into_response()))?;
+    let decision = check_limit(gw, limiter, "id", &identifier, principal, now_ms).await?;
     if !decision.allowed {
-        let mut response = ApiError::IdentifierRateLimited {
-            message: format!(
-                "Identifier \"{identifier}\" exceeded its rate limit. Retry in {}s.",
-                decision.reset_ms.div_ceil(1000).max(1)
-            ),
-            retry_after_ms: decision.reset_ms,
-        }
-        .into_response();
-        identifier_headers(response.headers_mut(), &identifier, &decision);
-        return Err(Box::new(response));
+        return Err(LimitRefusal::Identifier { identifier, decision });
     }
-    req.extensions_mut().insert(principal);
-    Ok(Admission { identifier: Some((identifier, decision)) })
+    Ok(Some(decision))
 }
 
 /// One limit's decision for `name`: the fleet's when it shares state, else
@@ -246,14 +305,14 @@ async fn check_limit(
     name: &str,
     principal: &Principal,
     now_ms: u64,
-) -> Result<Decision, ApiError> {
+) -> Result<Decision, LimitRefusal> {
     if gw.fleet.shared().is_none() {
         return Ok(limiter.check(name, now_ms));
     }
     match gw.fleet.check_identifier(kind, name, limiter.limit()).await {
         Ok(decision) => Ok(decision),
         Err(_) if gw.fleet.on_redis_error() == OnRedisError::Closed && !principal.is_operator() => {
-            Err(ApiError::SharedStateUnavailable)
+            Err(LimitRefusal::SharedStateUnavailable)
         }
         Err(_) => {
             let decision = limiter.check(name, now_ms);

@@ -115,7 +115,7 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
                 Err(refusal) => *refusal,
                 Ok(admission) => {
                     let mut response = run_with_body_guard(&gw, req, next).await;
-                    admission.finish(&mut response);
+                    admission.finish(&mut response).await;
                     response
                 }
             };

@@ -88,7 +88,7 @@ impl KeyHold {
 
 impl KeyGrant {
     /// Undoes the reservation: the request never reached the upstream.
-    fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         if let Some(reservation) = self.reservation.take() {
             let estimate = reservation.estimated_tokens();
             self.keys.release(self.index, reservation);

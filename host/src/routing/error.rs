@@ -8,6 +8,8 @@
 
 use serde_json::Value;
 
+use crate::access::admission::LimitRefusal;
+
 /// Where a routing failure came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorSource {
@@ -91,6 +93,11 @@ pub enum RoutingError {
         /// When the key is usable again.
         retry_after_ms: Option<u64>,
     },
+    /// The client's own limits refused the request; decided while it was
+    /// routed ([`crate::access::admission::LimitGate`]), so it stopped before
+    /// reaching an upstream.
+    #[error(transparent)]
+    Limited(LimitRefusal),
     /// Every candidate was rate-limited, out of quota or failed, or the
     /// route deadline passed.
     #[error("{message}")]
@@ -153,9 +160,10 @@ impl RoutingError {
     /// Where the failure came from.
     pub fn source(&self) -> ErrorSource {
         match self {
-            Self::ModelNotFound { .. } | Self::StrictMetaForbidden { .. } | Self::ModelNotSupported { .. } => {
-                ErrorSource::Request
-            }
+            Self::ModelNotFound { .. }
+            | Self::StrictMetaForbidden { .. }
+            | Self::ModelNotSupported { .. }
+            | Self::Limited(_) => ErrorSource::Request,
             Self::NoProvidersConfigured { .. } | Self::Exhausted { .. } | Self::AtCapacity => ErrorSource::Gateway,
             Self::AdapterFault { .. } => ErrorSource::Adapter,
             Self::Provider { .. } | Self::RateLimited { .. } => ErrorSource::Upstream,
@@ -172,7 +180,11 @@ impl RoutingError {
             | Self::ModelNotSupported { .. }
             | Self::NoProvidersConfigured { .. } => false,
             Self::Provider { retryable, .. } => *retryable,
-            Self::AdapterFault { .. } | Self::RateLimited { .. } | Self::Exhausted { .. } | Self::AtCapacity => true,
+            Self::AdapterFault { .. }
+            | Self::RateLimited { .. }
+            | Self::Exhausted { .. }
+            | Self::AtCapacity
+            | Self::Limited(_) => true,
         }
     }
 

@@ -42,6 +42,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::access::admission::LimitGate;
 use crate::access::virtual_keys::Ticket;
 use crate::clock;
 use crate::config::RoutingConfig;
@@ -116,6 +117,9 @@ pub struct RouteRequest<'a> {
     pub ticket: std::sync::Mutex<Option<Ticket>>,
     /// Time spent waiting on upstreams (for the gateway-overhead metric).
     pub upstream_time: UpstreamTime,
+    /// The client's limits when they are decided while the request is
+    /// routed (a fleet): no attempt sends before they pass.
+    pub limits: Option<LimitGate>,
 }
 
 /// A successful answer and how it was routed.
@@ -354,6 +358,15 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
                 break TargetOutcome::Next;
             }
         };
+        // The client's limits, decided meanwhile: nothing leaves for an
+        // upstream before they pass. A refusal is the request's, not the
+        // target's: the key is released and the breaker hears nothing.
+        if let Some(gate) = &req.limits
+            && let Err(refusal) = gate.passed().await
+        {
+            key.release();
+            break TargetOutcome::Stop(RoutingError::Limited(refusal));
+        }
         memory.note(&provider.id);
         let key_index = key.index;
         let answer = match send(&call, &body, &mut key).await {

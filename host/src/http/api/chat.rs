@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use axum::response::IntoResponse;
 
+use crate::access::admission::LimitGate;
 use crate::access::auth::Principal;
 use crate::access::virtual_keys::{Refusal, Ticket, VirtualKey};
 use crate::http::error::ApiError;
@@ -35,6 +36,25 @@ pub async fn chat_completions(
     State(gw): State<SharedGateway>,
     Extension(request_id): Extension<RequestId>,
     principal: Option<Extension<Principal>>,
+    limits: Option<Extension<LimitGate>>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let limits = limits.map(|Extension(gate)| gate);
+    let answer = serve(gw, request_id, principal, limits.clone(), request).await;
+    // Limits decided while the request was routed (a fleet): their refusal
+    // outranks whatever else the request came to (an answer waited for
+    // them before it was sent upstream).
+    if let Some(gate) = limits {
+        gate.passed().await?;
+    }
+    answer
+}
+
+async fn serve(
+    gw: SharedGateway,
+    request_id: RequestId,
+    principal: Option<Extension<Principal>>,
+    limits: Option<LimitGate>,
     request: Request,
 ) -> Result<Response, ApiError> {
     // The request's own headers, not a copy (a `HeaderMap` extractor clones).
@@ -75,6 +95,11 @@ pub async fn chat_completions(
         && let Some(key) = &cache_key
         && let Some(hit) = gw.cache.lookup(key, |provider| registry.get(provider).and_then(|p| live_versions(p))).await
     {
+        // A hit counts as served (the ticket is settled): not before the
+        // client's limits pass.
+        if let Some(gate) = &limits {
+            gate.passed().await?;
+        }
         return Ok(cache_hit(&gw, &request_id.0, &model, started, &hit, ticket));
     }
     let plan_request =
@@ -122,6 +147,7 @@ pub async fn chat_completions(
         routing: &live.routing,
         ticket: std::sync::Mutex::new(ticket),
         upstream_time: Default::default(),
+        limits,
     };
     match failover::route(&route_request, plan).await {
         Ok(answered) => {
@@ -141,6 +167,9 @@ pub async fn chat_completions(
             }
             Ok(finish(&gw, &request_id.0, &model, is_stream, started, route_request.upstream_time.get(), answered))
         }
+        // Refused by the client's limits: never routed, as when the guard
+        // refused it.
+        Err(unanswered) if matches!(unanswered.error, RoutingError::Limited(_)) => Err(unanswered.error.into()),
         Err(unanswered) => {
             log_failure(&gw, &request_id.0, &model, is_stream, started, &unanswered.error, unanswered.attempted);
             // The HTTP edge: the routing failure becomes the client's envelope here.
