@@ -137,6 +137,30 @@ async fn three_instances_share_a_provider_keys_rpm() {
     let status = admin_get(&fleet[2], "/v1/status").await;
     let groq = status["providers"].as_array().and_then(|p| p.iter().find(|p| p["id"] == "groq")).expect("groq");
     assert_eq!(groq["keys"][0]["windows"]["requestsMinute"], 30, "{} {}", groq["keys"], status["sharedState"]);
+    // So does the event feed's opening snapshot (what the dashboard starts from).
+    let snapshot = events_snapshot(&fleet[1]).await;
+    let groq = snapshot["providers"].as_array().and_then(|p| p.iter().find(|p| p["id"] == "groq")).expect("groq");
+    assert_eq!(groq["keys"][0]["windows"]["requestsMinute"], 30, "{}", groq["keys"]);
+    assert_eq!(snapshot["sharedState"]["fleetKeyWindows"], 1, "{}", snapshot["sharedState"]);
+}
+
+/// The `snapshot` event a `/v1/events` feed opens with.
+async fn events_snapshot(gw: &Gateway) -> Value {
+    use futures_util::StreamExt;
+    let r = reqwest::Client::new().get(format!("{}/v1/events", gw.url)).bearer_auth(ADMIN).send().await.expect("feed");
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text.contains("\n\n") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.next()).await.expect("a snapshot within 10 s");
+        text.push_str(std::str::from_utf8(&chunk.expect("open").expect("bytes")).expect("UTF-8"));
+    }
+    let frame = &text[..text.find("\n\n").unwrap_or(text.len())];
+    assert!(frame.lines().any(|l| l == "event: snapshot"), "{frame}");
+    let data = frame.lines().find_map(|l| l.strip_prefix("data: ")).expect("data line");
+    serde_json::from_str(data).expect("snapshot JSON")
 }
 
 #[tokio::test]

@@ -62,7 +62,7 @@ pub async fn events(
     // (an event may appear in both; request events carry their id).
     let subscription = gw.events.subscribe();
     let mut first = String::new();
-    frame(&mut first, "snapshot", &crate::http::api::status::status_json(&gw));
+    frame(&mut first, "snapshot", &crate::http::api::status::status_snapshot(&gw).await);
     let mut tick = tokio::time::interval(CACHE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let cache = cache_counters(&gw.cache.stats());

@@ -26,16 +26,23 @@ const RECENT: usize = 50;
 /// The gateway's state at a glance, plus what the caller may do
 /// (`access`: its role and whether it may call admin endpoints).
 pub async fn status(State(gw): State<SharedGateway>, principal: Option<Extension<Principal>>) -> Json<Value> {
-    let mut status = status_json(&gw);
-    fleet_usage(&gw, &mut status).await;
+    let mut status = status_snapshot(&gw).await;
     if let (Some(Extension(p)), Some(object)) = (principal, status.as_object_mut()) {
         object.insert("access".into(), json!({ "role": p.kind(), "admin": p.is_admin(&gw.credentials) }));
     }
     Json(status)
 }
 
-/// The `/v1/status` object (also the event feed's opening `snapshot`).
-pub fn status_json(gw: &Gateway) -> Value {
+/// The `/v1/status` object as every reader gets it (the endpoint, the
+/// event feed's opening `snapshot`): in a fleet, with the fleet's usage.
+pub async fn status_snapshot(gw: &Gateway) -> Value {
+    let mut status = status_json(gw);
+    fleet_usage(gw, &mut status).await;
+    status
+}
+
+/// The `/v1/status` object from this instance's own state.
+fn status_json(gw: &Gateway) -> Value {
     let registry = gw.registry.load();
     let now = crate::clock::now();
     let now_ms = unix_ms(SystemTime::now());
@@ -210,7 +217,7 @@ pub async fn set_routing(State(gw): State<SharedGateway>, body: Bytes) -> Result
     gw.strategy.set(strategy);
     gw.events.publish(Event::Routing { strategy: strategy.as_str().to_owned() });
     tracing::info!(strategy = strategy.as_str(), "routing strategy changed");
-    Ok(Json(status_json(&gw)))
+    Ok(Json(status_snapshot(&gw).await))
 }
 
 /// `POST /v1/status/providers/{id}/reset`.
