@@ -175,6 +175,7 @@ dist_outputs() {
     BARE_BIN=$dist/freellm-bare-proxy
     LOAD_BIN=$dist/freellm-stream-load
     COLDSTART_BIN=$dist/freellm-coldstart
+    SOAK_BIN=$dist/freellm-soak
     GROQ_WASM=${BENCH_GROQ_WASM:-$ROOT/target/wasm32-wasip2/wasm/freellm_provider_groq.wasm}
 }
 

@@ -6,7 +6,8 @@
 #
 # One gateway (dist build) with two providers: groq against the fast
 # dist-profile mock (the healthy clients' chat requests) and mistral against a
-# slow SSE upstream (bench/soak.py, one chunk a second, never ending). In one
+# slow SSE upstream (`freellm-soak upstream`, one chunk a second, never
+# ending). In one
 # run it measures the healthy clients' served requests per second (oha, a
 # compiled client on one thread, as fast as the gateway answers)
 #   1. unloaded, then
@@ -15,8 +16,9 @@
 #      byte every 5 s (each reconnects whenever the gateway cuts it),
 # and samples the gateway's resident memory throughout. Targets: the loaded
 # throughput is at least 90 % of the unloaded one, RSS stays under 256 MiB.
-# The hostile clients and the slow upstream are Python processes on the same
-# cores, so each phase also records the CPU every party used (from
+# The hostile clients and the slow upstream (`freellm-soak`, compiled, one
+# thread each) share the gateway's cores, so each phase also records the CPU
+# every party used (from
 # /proc/<pid>/stat): the healthy requests served per CPU-second of the
 # gateway, loaded vs unloaded, is the gateway's own cost of the hostile load
 # with the machine's contention taken out.
@@ -44,7 +46,7 @@ TARGET_RSS_MIB=256
 
 source "$ROOT/bench/lib.sh"
 bench_traps
-command -v python3 >/dev/null || die "python3 is needed for the soak clients"
+command -v python3 >/dev/null || die "python3 is needed for the report's arithmetic"
 command -v curl >/dev/null || die "curl is needed"
 
 # Thousands of sockets on each side: the gateway, the clients and the slow
@@ -56,7 +58,7 @@ ensure_tools
 build_dist freellm-provider-groq freellm-provider-mistral
 dist_outputs
 MISTRAL_WASM=$ROOT/target/wasm32-wasip2/wasm/freellm_provider_mistral.wasm
-require_files "$GATEWAY_BIN" "$MOCK_BIN" "$GROQ_WASM" "$MISTRAL_WASM"
+require_files "$GATEWAY_BIN" "$MOCK_BIN" "$SOAK_BIN" "$GROQ_WASM" "$MISTRAL_WASM"
 
 WORK=$(mktemp -d)
 MOCK_PORT=$(free_port 18181)
@@ -67,7 +69,7 @@ GATEWAY_PORT=$(free_port $((SLOW_PORT + 1)))
 MOCK_PID=$!
 track "$MOCK_PID"
 wait_listening $! "$WORK/mock.log" || die "the mock did not start: $(cat "$WORK/mock.log")"
-python3 "$ROOT/bench/soak.py" upstream --port "$SLOW_PORT" --interval 1 >"$WORK/slow.log" 2>&1 &
+"$SOAK_BIN" upstream --port "$SLOW_PORT" --interval-ms 1000 >"$WORK/slow.log" 2>&1 &
 SLOW_PID=$!
 track "$SLOW_PID"
 wait_listening $! "$WORK/slow.log" || die "the slow upstream did not start: $(cat "$WORK/slow.log")"
@@ -128,7 +130,7 @@ sample_rss &
 track $!
 TOTAL_HOSTILE=$((SECONDS_WARMUP + SECONDS_LOADED + 5))
 log "hostile clients: $STREAMS streams, $IDLE idle, $SLOW slow heads, $SLOW slow bodies (${SECONDS_WARMUP}s ramp-up)"
-python3 "$ROOT/bench/soak.py" hostile --port "$GATEWAY_PORT" --seconds "$TOTAL_HOSTILE" --streams "$STREAMS" \
+"$SOAK_BIN" hostile --port "$GATEWAY_PORT" --seconds "$TOTAL_HOSTILE" --streams "$STREAMS" \
     --idle "$IDLE" --slow-headers "$SLOW" --slow-bodies "$SLOW" >"$WORK/hostile.log" 2>&1 &
 HOSTILE_PID=$!
 track "$HOSTILE_PID"
@@ -174,7 +176,7 @@ cat <<REPORT
 | healthy req/s, loaded | $LOADED ($(errors "$WORK/loaded.json") errors) | | |
 | loaded / unloaded | $RATIO | >= $TARGET_RATIO | $(verdict "$RATIO >= $TARGET_RATIO") |
 | gateway CPU (cores), unloaded / loaded | $GW_CPU_UNLOADED / $GW_CPU_LOADED | | |
-| hostile clients + slow upstream CPU (cores, Python), loaded | $LOAD_CPU_LOADED | | |
+| hostile clients + slow upstream CPU (cores), loaded | $LOAD_CPU_LOADED | | |
 | healthy req per gateway CPU-second, unloaded / loaded | $PER_CPU_UNLOADED / $PER_CPU_LOADED ($PER_CPU_RATIO) | report | |
 | gateway RSS, idle / max under load | $IDLE_RSS / $MAX_RSS MiB | < $TARGET_RSS_MIB MiB | $(verdict "$MAX_RSS < $TARGET_RSS_MIB") |
 | gateway descriptors at the end of the loaded phase | $OPEN_FDS | | |
