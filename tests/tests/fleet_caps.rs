@@ -208,6 +208,34 @@ async fn redis_killed_mid_load_fails_caps_closed_then_recovers() {
     assert_eq!(chat(&fleet[1], VK).send().await.expect("answer").status(), 200);
 }
 
+/// With Redis down and caps failing closed, a tenant's identifier limit
+/// (decided while the request is routed) refuses with 503 before any
+/// upstream is called; an operator is decided locally and served.
+#[tokio::test]
+async fn an_identifier_limit_fails_closed_for_tenants_while_redis_is_down() {
+    let mut setup = Setup::new(RedisServer::start().await).await;
+    let keys = setup.keys_file(json!({}));
+    let extra = [("FREELLM_VIRTUAL_KEYS_PATH", keys.as_str()), ("FREELLM_IDENTIFIER_LIMIT", "100/60000")];
+    let fleet = setup.fleet(1, &config_with_groq_rpm(ROOMY), &extra).await;
+    let ok = chat(&fleet[0], VK).send().await.expect("answer");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["x-freellm-identifier-remaining"], "99");
+    setup.redis.kill();
+    wait_degraded(&fleet[0], true, Duration::from_secs(5)).await;
+    let upstream_calls = setup.mock.requests().len();
+
+    let refused = chat(&fleet[0], VK).send().await.expect("answer");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"), "{:?}", refused.headers());
+    let body: Value = refused.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "shared_state_unavailable", "{body}");
+    assert_eq!(setup.mock.requests().len(), upstream_calls, "a refused request reaches no upstream");
+    // Operators are decided from this instance's own limiter meanwhile.
+    let operator = chat(&fleet[0], ADMIN).send().await.expect("answer");
+    assert_eq!(operator.status(), 200);
+    assert!(operator.headers().contains_key("x-freellm-identifier-remaining"), "{:?}", operator.headers());
+}
+
 #[tokio::test]
 async fn counts_made_while_degraded_are_merged_when_redis_returns() {
     let mut setup = Setup::new(RedisServer::start_persistent().await).await;

@@ -63,7 +63,9 @@ fn main() {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("freellm-soak: {problem}\nusage: freellm-soak upstream --port N [--interval-ms MS]\n       freellm-soak hostile --port N --seconds S [--streams N] [--idle N] [--slow-headers N] [--slow-bodies N]");
+    eprintln!(
+        "freellm-soak: {problem}\nusage: freellm-soak upstream --port N [--interval-ms MS]\n       freellm-soak hostile --port N --seconds S [--streams N] [--idle N] [--slow-headers N] [--slow-bodies N]"
+    );
     std::process::exit(2)
 }
 
@@ -179,9 +181,8 @@ async fn hostile(plan: Hostile) {
         "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{STREAM_BODY}",
         STREAM_BODY.len()
     ));
-    let slow_header: Arc<Vec<u8>> = Arc::new(
-        [&b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: "[..], &[b'a'; 200]].concat(),
-    );
+    let slow_header: Arc<Vec<u8>> =
+        Arc::new([&b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: "[..], &[b'a'; 200]].concat());
     let slow_body_head: Arc<Vec<u8>> = Arc::new(
         b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
             .to_vec(),
