@@ -32,6 +32,7 @@
 //! * **Usage.** The last usage a stream reports is recorded for its provider
 //!   and key.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -396,6 +397,43 @@ impl Source {
     }
 }
 
+/// What the relay reads of a normalized chunk: its `id`, whether it only
+/// carries usage, and the first choice's content. Borrowed where the JSON
+/// has no escapes.
+#[derive(serde::Deserialize)]
+struct ChunkView<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<ChoiceView<'a>>>,
+    #[serde(default)]
+    usage: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    delta: Option<DeltaView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct DeltaView<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+}
+
+impl ChunkView<'_> {
+    /// No choices and a usage object: the usage chunk a stream ends with.
+    fn is_usage_only(&self) -> bool {
+        self.choices.as_ref().is_some_and(Vec::is_empty) && self.usage.is_some()
+    }
+
+    /// The first choice's content text.
+    fn content(&self) -> Option<&str> {
+        self.choices.as_ref()?.first()?.delta.as_ref()?.content.as_deref()
+    }
+}
+
 /// How long the closing error event may wait for room in a slow client's
 /// channel.
 const ERROR_EVENT_GRACE: Duration = Duration::from_secs(5);
@@ -617,6 +655,22 @@ impl Relay {
     /// to belong to the original stream (its `id`, the echo removed).
     /// `None` drops the chunk.
     fn prepare(&mut self, chunk: Vec<u8>) -> Option<Vec<u8>> {
+        // The common case reads three fields without building a JSON tree;
+        // only a continuation's chunks are rewritten (a tree, then).
+        if self.splice.is_none()
+            && let Ok(view) = serde_json::from_slice::<ChunkView<'_>>(&chunk)
+        {
+            if self.hide_usage_chunks && view.is_usage_only() {
+                return None; // counted by the source already
+            }
+            if self.stream_id.is_none() {
+                self.stream_id = view.id.as_deref().map(str::to_owned);
+            }
+            if let Some(text) = view.content() {
+                self.answered.push(text);
+            }
+            return Some(chunk);
+        }
         let Ok(mut value) = serde_json::from_slice::<Value>(&chunk) else { return Some(chunk) };
         if self.hide_usage_chunks
             && value.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
@@ -902,6 +956,28 @@ fn continuation_body(request: &Value, partial: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_chunk_is_read_without_a_json_tree() {
+        let view: ChunkView<'_> = serde_json::from_slice(
+            br#"{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"a \"q\" b"},"finish_reason":null}],"usage":null}"#,
+        )
+        .unwrap();
+        assert_eq!(view.id.as_deref(), Some("c1"));
+        assert_eq!(view.content(), Some("a \"q\" b"));
+        assert!(!view.is_usage_only(), "usage null is no usage");
+        let usage: ChunkView<'_> =
+            serde_json::from_slice(br#"{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"total_tokens":5}}"#).unwrap();
+        assert!(usage.is_usage_only() && usage.content().is_none());
+        let role: ChunkView<'_> =
+            serde_json::from_slice(br#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant"}}]}"#).unwrap();
+        assert!(!role.is_usage_only() && role.content().is_none());
+        let tool: ChunkView<'_> = serde_json::from_slice(
+            br#"{"choices":[{"delta":{"content":null,"tool_calls":[{"index":0}]},"finish_reason":"tool_calls"}]}"#,
+        )
+        .unwrap();
+        assert!(tool.id.is_none() && tool.content().is_none());
+    }
 
     #[test]
     fn an_event_payload_with_line_breaks_gets_one_data_field_per_line() {
