@@ -967,7 +967,8 @@ mod tests {
         assert_eq!(view.content(), Some("a \"q\" b"));
         assert!(!view.is_usage_only(), "usage null is no usage");
         let usage: ChunkView<'_> =
-            serde_json::from_slice(br#"{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"total_tokens":5}}"#).unwrap();
+            serde_json::from_slice(br#"{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"total_tokens":5}}"#)
+                .unwrap();
         assert!(usage.is_usage_only() && usage.content().is_none());
         let role: ChunkView<'_> =
             serde_json::from_slice(br#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant"}}]}"#).unwrap();
