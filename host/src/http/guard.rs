@@ -235,12 +235,12 @@ pub async fn admit(
     if gw.fleet.shared().is_some() && is_chat(req.method(), req.uri().path()) {
         let (gw, clients, who) = (gw.clone(), clients.clone(), principal.clone());
         let name = identifier.clone();
-        let gate = LimitGate::start(async move { decide_limits(&gw, &clients, &who, name, client_ip, now_ms).await });
+        let gate = LimitGate::start(async move { decide_limits(&gw, &clients, &who, &name, client_ip, now_ms).await });
         req.extensions_mut().insert(gate.clone());
         req.extensions_mut().insert(principal);
         return Ok(Admission { limits: Limits::Later(identifier, gate) });
     }
-    match decide_limits(gw, clients, &principal, identifier.clone(), client_ip, now_ms).await {
+    match decide_limits(gw, clients, &principal, &identifier, client_ip, now_ms).await {
         Ok(decision) => {
             req.extensions_mut().insert(principal);
             let limits = decision.map_or(Limits::None, |d| Limits::Decided(identifier, d));
@@ -257,7 +257,7 @@ fn is_chat(method: &Method, path: &str) -> bool {
 
 /// The answer to a request its limits refuse, with the identifier headers
 /// when the identifier's limit refused it.
-pub fn refusal_response(refusal: LimitRefusal) -> Response {
+fn refusal_response(refusal: LimitRefusal) -> Response {
     let headers = match &refusal {
         LimitRefusal::Identifier { identifier, decision } => Some((identifier.clone(), *decision)),
         _ => None,
@@ -275,7 +275,7 @@ async fn decide_limits(
     gw: &Gateway,
     clients: &ClientPolicy,
     principal: &Principal,
-    identifier: String,
+    identifier: &str,
     client_ip: Option<IpAddr>,
     now_ms: u64,
 ) -> LimitOutcome {
@@ -288,9 +288,9 @@ async fn decide_limits(
     let Some(limiter) = &clients.identifier_limiter else {
         return Ok(None);
     };
-    let decision = check_limit(gw, limiter, "id", &identifier, principal, now_ms).await?;
+    let decision = check_limit(gw, limiter, "id", identifier, principal, now_ms).await?;
     if !decision.allowed {
-        return Err(LimitRefusal::Identifier { identifier, decision });
+        return Err(LimitRefusal::Identifier { identifier: identifier.to_owned(), decision });
     }
     Ok(Some(decision))
 }

@@ -663,12 +663,7 @@ impl Relay {
             if self.hide_usage_chunks && view.is_usage_only() {
                 return None; // counted by the source already
             }
-            if self.stream_id.is_none() {
-                self.stream_id = view.id.as_deref().map(str::to_owned);
-            }
-            if let Some(text) = view.content() {
-                self.answered.push(text);
-            }
+            self.note_own(view.id.as_deref(), view.content());
             return Some(chunk);
         }
         let Ok(mut value) = serde_json::from_slice::<Value>(&chunk) else { return Some(chunk) };
@@ -680,12 +675,8 @@ impl Relay {
         }
         let content = value.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned);
         let Some(splice) = self.splice.as_mut() else {
-            if self.stream_id.is_none() {
-                self.stream_id = value.get("id").and_then(Value::as_str).map(str::to_owned);
-            }
-            if let Some(text) = content {
-                self.answered.push(&text);
-            }
+            // A chunk the view could not read (a field of an unexpected type).
+            self.note_own(value.get("id").and_then(Value::as_str), content.as_deref());
             return Some(chunk);
         };
         if let (Some(id), Some(slot)) = (&self.stream_id, value.get_mut("id")) {
@@ -723,6 +714,17 @@ impl Relay {
             }
         }
         serde_json::to_vec(&value).ok()
+    }
+
+    /// Notes a chunk of the stream's own (no continuation yet): the first
+    /// `id` seen is the stream's, and the content is the answer so far.
+    fn note_own(&mut self, id: Option<&str>, content: Option<&str>) {
+        if self.stream_id.is_none() {
+            self.stream_id = id.map(str::to_owned);
+        }
+        if let Some(text) = content {
+            self.answered.push(text);
+        }
     }
 
     /// At the end of a continuation, text held as a possible echo that never
