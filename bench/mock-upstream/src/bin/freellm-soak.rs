@@ -183,21 +183,18 @@ async fn hostile(plan: Hostile) {
     ));
     let slow_header: Arc<Vec<u8>> =
         Arc::new([&b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: "[..], &[b'a'; 200]].concat());
-    let slow_body_head: Arc<Vec<u8>> = Arc::new(
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
-            .to_vec(),
-    );
+    const SLOW_BODY_HEAD: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n";
     for _ in 0..plan.streams {
         tokio::spawn(hold_stream(port, deadline, stats.clone(), stream_request.clone()));
     }
     for _ in 0..plan.idle {
-        tokio::spawn(hold_idle(port, deadline, stats.clone(), Arc::new(Vec::new())));
+        tokio::spawn(hold_slow(port, deadline, stats.clone(), b"", Trickle::Nothing));
     }
     for _ in 0..plan.slow_headers {
-        tokio::spawn(hold_idle(port, deadline, stats.clone(), slow_header.clone()));
+        tokio::spawn(hold_slow(port, deadline, stats.clone(), b"", Trickle::Bytes(slow_header.clone())));
     }
     for _ in 0..plan.slow_bodies {
-        tokio::spawn(hold_slow_body(port, deadline, stats.clone(), slow_body_head.clone()));
+        tokio::spawn(hold_slow(port, deadline, stats.clone(), SLOW_BODY_HEAD, Trickle::Forever(b' ')));
     }
     while Instant::now() < deadline {
         tokio::time::sleep_until((Instant::now() + Duration::from_secs(5)).min(deadline)).await;
@@ -237,41 +234,37 @@ async fn hold_stream(port: u16, deadline: Instant, stats: Arc<Stats>, request: A
     }
 }
 
-/// Connects and sends `payload` one byte every 5 s (nothing when empty),
-/// until the gateway answers or cuts the connection; again.
-async fn hold_idle(port: u16, deadline: Instant, stats: Arc<Stats>, payload: Arc<Vec<u8>>) {
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        let Some(mut conn) = connect(port, &stats).await else { continue };
-        Stats::add(&stats.hostile_connections, 1);
-        if payload.is_empty() {
-            let _ = tokio::time::timeout_at(deadline, conn.read(&mut buf)).await;
-        }
-        for byte in payload.iter() {
-            if conn.write_all(&[*byte]).await.is_err() {
-                break;
-            }
-            // An answer or the close: the gateway cut us.
-            if timeout(SLOW_STEP, conn.read(&mut buf)).await.is_ok() {
-                break;
-            }
-        }
-        Stats::add(&stats.hostile_cut, 1);
-    }
+/// What a slow client sends after its opening bytes: one byte every 5 s.
+enum Trickle {
+    /// Nothing: the connection sits idle until the gateway closes it.
+    Nothing,
+    /// These bytes, then the client gives up and reconnects.
+    Bytes(Arc<Vec<u8>>),
+    /// This byte, again and again.
+    Forever(u8),
 }
 
-/// A complete head, then the body one byte every 5 s, until the gateway
-/// answers (408) or cuts the connection; again.
-async fn hold_slow_body(port: u16, deadline: Instant, stats: Arc<Stats>, head: Arc<Vec<u8>>) {
+/// Connects, sends `opening` at once, then trickles, until the gateway
+/// answers or cuts the connection (or the run ends); again.
+async fn hold_slow(port: u16, deadline: Instant, stats: Arc<Stats>, opening: &'static [u8], trickle: Trickle) {
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
         let Some(mut conn) = connect(port, &stats).await else { continue };
         Stats::add(&stats.hostile_connections, 1);
-        if conn.write_all(&head).await.is_ok() {
-            while Instant::now() < deadline {
-                if conn.write_all(b" ").await.is_err() {
+        if conn.write_all(opening).await.is_ok() {
+            let bytes: Box<dyn Iterator<Item = u8> + Send + '_> = match &trickle {
+                Trickle::Nothing => {
+                    let _ = tokio::time::timeout_at(deadline, conn.read(&mut buf)).await;
+                    Box::new(std::iter::empty())
+                }
+                Trickle::Bytes(bytes) => Box::new(bytes.iter().copied()),
+                Trickle::Forever(byte) => Box::new(std::iter::repeat(*byte)),
+            };
+            for byte in bytes {
+                if Instant::now() >= deadline || conn.write_all(&[byte]).await.is_err() {
                     break;
                 }
+                // An answer or the close: the gateway cut us.
                 if timeout(SLOW_STEP, conn.read(&mut buf)).await.is_ok() {
                     break;
                 }
