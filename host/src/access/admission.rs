@@ -13,6 +13,8 @@
 //! the guard waited: the refusal outranks whatever else the request came to.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll, Waker};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
@@ -56,13 +58,31 @@ pub struct LimitGate {
 }
 
 impl LimitGate {
-    /// Starts deciding now, in a task of its own: the decision makes
-    /// progress while the request does.
+    /// Starts deciding now: the decision is polled once here, so its first
+    /// Redis call is on the wire before the request reads its body or
+    /// reserves a provider key (a spawned task would run only when the
+    /// request next yields, queueing its script behind the reservation's);
+    /// a task of its own then carries it to the end, so it completes (and
+    /// keeps its counts) even if the request goes away first.
     pub fn start(decide: impl Future<Output = LimitOutcome> + Send + 'static) -> Self {
+        let mut decide = Box::pin(decide);
+        // The task polls it again at once with its own waker; a wake meant
+        // for this first poll has nothing to do.
+        let mut first = Context::from_waker(Waker::noop());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| decide.as_mut().poll(&mut first))) {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Ready(outcome)) => return Self::decided(outcome),
+            // A decision that panicked decided nothing: refuse rather than admit.
+            Err(_) => return Self::decided(Err(LimitRefusal::SharedStateUnavailable)),
+        }
         let task = tokio::spawn(decide);
         // A task that panicked decided nothing: refuse rather than admit.
         let outcome = async move { task.await.unwrap_or(Err(LimitRefusal::SharedStateUnavailable)) };
         Self { outcome: outcome.boxed().shared() }
+    }
+
+    fn decided(outcome: LimitOutcome) -> Self {
+        Self { outcome: std::future::ready(outcome).boxed().shared() }
     }
 
     /// Waits for the decision.
@@ -105,6 +125,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_first_step_of_the_decision_is_taken_before_start_returns() {
+        // What the decision sends first (a Redis script) must not wait for
+        // the request to yield: it is sent inside `start`.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&str>();
+        let (reply_tx, reply_rx) = tokio::sync::oneshot::channel::<LimitOutcome>();
+        let gate = LimitGate::start(async move {
+            let _ = tx.send("sent");
+            reply_rx.await.unwrap_or(Err(LimitRefusal::SharedStateUnavailable))
+        });
+        assert_eq!(rx.try_recv(), Ok("sent"), "sent before the caller yielded");
+        // The reply comes later, to a task: nobody has to wait for it to land.
+        let _ = reply_tx.send(Ok(Some(ADMITTED)));
+        assert_eq!(gate.outcome().await, Ok(Some(ADMITTED)));
+    }
+
+    #[tokio::test]
     async fn a_refusal_is_what_every_waiter_gets() {
         let refused = LimitRefusal::Identifier {
             identifier: "team-a".into(),
@@ -117,7 +153,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_decision_that_panicked_refuses() {
+        // At its first step (inside `start`) or later (in its task).
         let gate = LimitGate::start(async { panic!("the limiter broke") });
+        assert_eq!(gate.passed().await, Err(LimitRefusal::SharedStateUnavailable));
+        let gate = LimitGate::start(async {
+            tokio::task::yield_now().await;
+            panic!("the limiter broke later")
+        });
         assert_eq!(gate.passed().await, Err(LimitRefusal::SharedStateUnavailable));
     }
 }
