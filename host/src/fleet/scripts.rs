@@ -2,8 +2,9 @@
 //! script, so the check and the reservation happen atomically inside Redis
 //! (never a read in one round trip and a write in another). Scripts take
 //! the time from Redis (`TIME`), so every instance counts in the same
-//! buckets whatever its own clock says. Every key they write expires
-//! (`PEXPIRE`) one window after its last write.
+//! buckets whatever its own clock says. Every window expires
+//! (`PEXPIRE`) one window after its current bucket began: aging renews it
+//! once per bucket, which outlives every count the bucket holds.
 //!
 //! A sliding window is a hash of buckets: `r<b>` and `t<b>` (requests and
 //! tokens of bucket `b = floor(ms / width)`), the totals `R` and `T`, and
@@ -22,57 +23,55 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Ages the window in hash k (n buckets of w ms) to `now`; returns the
--- current bucket and the totals.
+-- Window k (n buckets of w ms) as of `now`, aged first: a table with the
+-- current bucket b, the oldest bucket o still in the window, the totals R
+-- and T and the current bucket's counts r and t. One read when the window
+-- already aged to this bucket; it writes (and renews the expiry) only when
+-- buckets leave the window.
 local function age(k, w, n, now)
   local b = math.floor(now / w)
   local lo = b - n + 1
-  local o = tonumber(redis.call('HGET', k, 'o') or lo)
-  if o < lo then
-    if lo - o >= n then
-      redis.call('DEL', k)
-    else
-      local R = tonumber(redis.call('HGET', k, 'R') or 0)
-      local T = tonumber(redis.call('HGET', k, 'T') or 0)
-      for x = o, lo - 1 do
-        local r = redis.call('HGET', k, 'r' .. x)
-        if r then R = R - tonumber(r) end
-        local t = redis.call('HGET', k, 't' .. x)
-        if t then T = T - tonumber(t) end
-        redis.call('HDEL', k, 'r' .. x, 't' .. x)
-      end
-      if R < 0 then R = 0 end
-      if T < 0 then T = 0 end
-      redis.call('HSET', k, 'R', R, 'T', T)
+  local h = redis.call('HMGET', k, 'o', 'R', 'T', 'r' .. b, 't' .. b)
+  local win = {k = k, b = b, o = tonumber(h[1]), R = tonumber(h[2]) or 0, T = tonumber(h[3]) or 0,
+    r = tonumber(h[4]) or 0, t = tonumber(h[5]) or 0}
+  if win.o ~= nil and win.o >= lo then return win end
+  if win.o == nil then
+    redis.call('HSET', k, 'o', lo)
+  elseif lo - win.o >= n then
+    redis.call('DEL', k)
+    win.R, win.T, win.r, win.t = 0, 0, 0, 0
+    redis.call('HSET', k, 'o', lo)
+  else
+    for x = win.o, lo - 1 do
+      local v = redis.call('HMGET', k, 'r' .. x, 't' .. x)
+      if v[1] then win.R = win.R - tonumber(v[1]) end
+      if v[2] then win.T = win.T - tonumber(v[2]) end
+      redis.call('HDEL', k, 'r' .. x, 't' .. x)
     end
-    redis.call('HSET', k, 'o', lo)
-  elseif redis.call('HEXISTS', k, 'o') == 0 then
-    redis.call('HSET', k, 'o', lo)
+    win.R, win.T = math.max(win.R, 0), math.max(win.T, 0)
+    redis.call('HSET', k, 'o', lo, 'R', win.R, 'T', win.T)
   end
+  win.o = lo
   redis.call('PEXPIRE', k, w * (n + 1))
-  local R = tonumber(redis.call('HGET', k, 'R') or 0)
-  local T = tonumber(redis.call('HGET', k, 'T') or 0)
-  return b, R, T
+  return win
 end
 
--- Adds d to counter f ('r' or 't') of bucket b of window k and to its
--- total ('R' or 'T'), neither going below zero.
-local function add_to(k, b, f, total, d)
-  if d == 0 then return end
-  local v = redis.call('HINCRBY', k, f .. b, d)
-  local t = redis.call('HINCRBY', k, total, d)
-  if v < 0 then redis.call('HINCRBY', k, f .. b, -v); t = redis.call('HINCRBY', k, total, -v) end
-  if t < 0 then redis.call('HSET', k, total, 0) end
-end
-
--- Adds dr requests and dt tokens to bucket b of window k (while it is in
--- the window; a bucket that left is forgotten), never below zero.
-local function add(k, w, n, b, dr, dt)
-  local o = tonumber(redis.call('HGET', k, 'o') or b)
-  if b < o then return end
-  add_to(k, b, 'r', 'R', dr)
-  add_to(k, b, 't', 'T', dt)
-  redis.call('PEXPIRE', k, w * (n + 1))
+-- Adds dr requests and dt tokens to bucket b of the aged window `win` (a
+-- bucket that left the window is forgotten), in one write: a bucket's
+-- count never goes below zero, and its total moves with it. No expiry to
+-- renew: `age` set it when the current bucket began, and it outlives
+-- every count of that bucket.
+local function add(win, b, dr, dt)
+  if b < win.o or (dr == 0 and dt == 0) then return end
+  local r, t = win.r, win.t
+  if b ~= win.b then
+    local v = redis.call('HMGET', win.k, 'r' .. b, 't' .. b)
+    r, t = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+  end
+  local nr, nt = math.max(r + dr, 0), math.max(t + dt, 0)
+  win.R, win.T = math.max(win.R + nr - r, 0), math.max(win.T + nt - t, 0)
+  if b == win.b then win.r, win.t = nr, nt end
+  redis.call('HSET', win.k, 'r' .. b, nr, 't' .. b, nt, 'R', win.R, 'T', win.T)
 end
 
 -- Milliseconds until `need` of field f ('r' or 't') has left window k.
@@ -100,13 +99,12 @@ fn windowed(body: &str) -> Script {
 pub static VIRTUAL_KEY_ADMIT: LazyLock<Script> = LazyLock::new(|| {
     windowed(
         r#"
-local k, w, n = KEYS[1], 60000, 1440
 local req_cap, tok_cap = tonumber(ARGV[1]), tonumber(ARGV[2])
-local b, R, T = age(k, w, n, now_ms())
-if req_cap >= 0 and R >= req_cap then return {0, R, T, b, 1} end
-if tok_cap >= 0 and T >= tok_cap then return {0, R, T, b, 2} end
-add(k, w, n, b, 1, 0)
-return {1, R + 1, T, b, 0}
+local win = age(KEYS[1], 60000, 1440, now_ms())
+if req_cap >= 0 and win.R >= req_cap then return {0, win.R, win.T, win.b, 1} end
+if tok_cap >= 0 and win.T >= tok_cap then return {0, win.R, win.T, win.b, 2} end
+add(win, win.b, 1, 0)
+return {1, win.R, win.T, win.b, 0}
 "#,
     )
 });
@@ -116,12 +114,11 @@ return {1, R + 1, T, b, 0}
 pub static VIRTUAL_KEY_ADJUST: LazyLock<Script> = LazyLock::new(|| {
     windowed(
         r#"
-local k, w, n = KEYS[1], 60000, 1440
-local b, R, T = age(k, w, n, now_ms())
+local win = age(KEYS[1], 60000, 1440, now_ms())
 local at = tonumber(ARGV[1])
-if at < 0 then at = b end
-add(k, w, n, at, tonumber(ARGV[2]), tonumber(ARGV[3]))
-return {tonumber(redis.call('HGET', k, 'R') or 0), tonumber(redis.call('HGET', k, 'T') or 0)}
+if at < 0 then at = win.b end
+add(win, at, tonumber(ARGV[2]), tonumber(ARGV[3]))
+return {win.R, win.T}
 "#,
     )
 });
@@ -131,8 +128,8 @@ return {tonumber(redis.call('HGET', k, 'R') or 0), tonumber(redis.call('HGET', k
 pub static WINDOW_USAGE: LazyLock<Script> = LazyLock::new(|| {
     windowed(
         r#"
-local _, R, T = age(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now_ms())
-return {R, T}
+local win = age(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), now_ms())
+return {win.R, win.T}
 "#,
     )
 });
@@ -153,12 +150,11 @@ pub static PROVIDER_KEY_RESERVE: LazyLock<Script> = LazyLock::new(|| {
 local rest = redis.call('PTTL', KEYS[3])
 if rest > 0 then return {0, rest} end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {0, 60000} end
-local km, kd = KEYS[1], KEYS[2]
 local rpm, rpd, tpm, tpd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local est = tonumber(ARGV[5])
 local now = now_ms()
-local bm, Rm, Tm = age(km, 1000, 60, now)
-local bd, Rd, Td = age(kd, 60000, 1440, now)
+local m = age(KEYS[1], 1000, 60, now)
+local d = age(KEYS[2], 60000, 1440, now)
 local wait = -1
 local function need(limit, used, amount, k, w, n, f)
   if limit < 0 then return end
@@ -168,14 +164,14 @@ local function need(limit, used, amount, k, w, n, f)
     wait = math.max(wait, wait_for(k, w, n, now, f, used + amount - limit))
   end
 end
-need(rpm, Rm, 1, km, 1000, 60, 'r')
-need(rpd, Rd, 1, kd, 60000, 1440, 'r')
-need(tpm, Tm, est, km, 1000, 60, 't')
-need(tpd, Td, est, kd, 60000, 1440, 't')
+need(rpm, m.R, 1, m.k, 1000, 60, 'r')
+need(rpd, d.R, 1, d.k, 60000, 1440, 'r')
+need(tpm, m.T, est, m.k, 1000, 60, 't')
+need(tpd, d.T, est, d.k, 60000, 1440, 't')
 if wait >= 0 then return {0, wait} end
-add(km, 1000, 60, bm, 1, est)
-add(kd, 60000, 1440, bd, 1, est)
-return {1, bm, bd}
+add(m, m.b, 1, est)
+add(d, d.b, 1, est)
+return {1, m.b, d.b}
 "#,
     )
 });
@@ -186,16 +182,15 @@ return {1, bm, bd}
 pub static PROVIDER_KEY_ADJUST: LazyLock<Script> = LazyLock::new(|| {
     windowed(
         r#"
-local km, kd = KEYS[1], KEYS[2]
 local now = now_ms()
-local bm = age(km, 1000, 60, now)
-local bd = age(kd, 60000, 1440, now)
+local m = age(KEYS[1], 1000, 60, now)
+local d = age(KEYS[2], 60000, 1440, now)
 local am, ad = tonumber(ARGV[1]), tonumber(ARGV[2])
-if am < 0 then am = bm end
-if ad < 0 then ad = bd end
+if am < 0 then am = m.b end
+if ad < 0 then ad = d.b end
 local dr, dt = tonumber(ARGV[3]), tonumber(ARGV[4])
-add(km, 1000, 60, am, dr, dt)
-add(kd, 60000, 1440, ad, dr, dt)
+add(m, am, dr, dt)
+add(d, ad, dr, dt)
 return 1
 "#,
     )
@@ -234,3 +229,6 @@ return {1, max - count - 1, window}
 "#,
     )
 });
+
+#[cfg(test)]
+mod tests;
