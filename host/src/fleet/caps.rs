@@ -13,8 +13,9 @@
 //!
 //! A call that gets no answer returns an error (the link goes down): the
 //! caller applies `on_redis_error`. Adjustments (settle, release) never
-//! make a request wait: they run in a task, and one that cannot be written
-//! is kept as a delta ([`deltas`]) and merged when Redis is back.
+//! make a request wait: they are summed per window and bucket and written
+//! together shortly after ([`settlements`](super::settlements)), and one that cannot be
+//! written is kept as a delta ([`deltas`]) and merged when Redis is back.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::deltas::{Counter, Delta};
 use super::scripts;
+use super::settlements::{Account, Added, SETTLE_DELAY};
 use super::{Fleet, FleetError, RedisClient};
 
 /// A virtual key's admission by the fleet.
@@ -98,22 +100,11 @@ impl Fleet {
         })
     }
 
-    /// Adds `delta` to virtual key `handle` (in `bucket`, or the current
-    /// one), in a task; kept as a delta when Redis does not take it.
+    /// Settles `delta` on virtual key `handle` (in `bucket`, or the one
+    /// current at the write): written with the others pending
+    /// ([`settlements`](super::settlements)), kept as a delta when Redis does not take it.
     pub fn adjust_virtual_key(self: &Arc<Self>, handle: String, bucket: Option<i64>, delta: Delta) {
-        let fleet = self.clone();
-        tokio::spawn(async move {
-            let args = [bucket.unwrap_or(-1), delta.requests, delta.tokens];
-            let id = handle.as_str();
-            let written = fleet
-                .call(|c: RedisClient| async move {
-                    c.run::<Vec<i64>, _>(&scripts::VIRTUAL_KEY_ADJUST, &[c.key("vk", id)], &args).await.map(drop)
-                })
-                .await;
-            if written.is_err() {
-                fleet.keep_delta(Counter::VirtualKey(handle), delta);
-            }
-        });
+        self.settle(Account::VirtualKey { handle, bucket }, delta);
     }
 
     /// A virtual key's `(requests, tokens)` in the fleet's rolling 24 h.
@@ -166,24 +157,67 @@ impl Fleet {
         })
     }
 
-    /// Adds `delta` to provider key `store_id` (in `buckets`, or the
-    /// current ones), in a task; kept as a delta when Redis does not take it.
-    pub fn adjust_provider_key(self: &Arc<Self>, store_id: String, buckets: Option<(i64, i64)>, delta: Delta) {
+    /// Settles `delta` on provider key `store_id` in the `buckets` (minute,
+    /// day) its reservation was counted in: written with the others pending
+    /// ([`settlements`](super::settlements)), kept as a delta when Redis does not take it.
+    pub fn adjust_provider_key(self: &Arc<Self>, store_id: String, buckets: (i64, i64), delta: Delta) {
+        self.settle(Account::ProviderKey { store_id, buckets }, delta);
+    }
+
+    fn settle(self: &Arc<Self>, account: Account, delta: Delta) {
+        let Some(shared) = &self.shared else { return };
+        let added = shared.settlements().add(account, delta);
         let fleet = self.clone();
-        tokio::spawn(async move {
-            let (m, d) = buckets.unwrap_or((-1, -1));
-            let args = [m, d, delta.requests, delta.tokens];
-            let id = store_id.as_str();
-            let written = fleet
-                .call(|c: RedisClient| async move {
-                    let keys = [c.key("pk:m", id), c.key("pk:d", id)];
+        match added {
+            Added::First => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(SETTLE_DELAY).await;
+                    fleet.flush_settlements().await;
+                });
+            }
+            Added::Alone(account) => {
+                tokio::spawn(async move { fleet.write_settlement(account, delta).await });
+            }
+            Added::Joined | Added::Nothing => {}
+        }
+    }
+
+    /// Writes every pending settlement now, together (pipelined on the one
+    /// connection): after the delay, and at shutdown.
+    pub async fn flush_settlements(&self) {
+        let Some(shared) = &self.shared else { return };
+        let pending = shared.settlements().take();
+        futures_util::future::join_all(
+            pending.into_iter().map(|(account, delta)| self.write_settlement(account, delta)),
+        )
+        .await;
+    }
+
+    async fn write_settlement(&self, account: Account, delta: Delta) {
+        let written = match &account {
+            Account::ProviderKey { store_id, buckets: (minute, day) } => {
+                let args = [*minute, *day, delta.requests, delta.tokens];
+                self.call(|c: RedisClient| async move {
+                    let keys = [c.key("pk:m", store_id), c.key("pk:d", store_id)];
                     c.run::<i64, _>(&scripts::PROVIDER_KEY_ADJUST, &keys, &args).await.map(drop)
                 })
-                .await;
-            if written.is_err() {
-                fleet.keep_delta(Counter::ProviderKey(store_id), delta);
+                .await
             }
-        });
+            Account::VirtualKey { handle, bucket } => {
+                let args = [bucket.unwrap_or(-1), delta.requests, delta.tokens];
+                self.call(|c: RedisClient| async move {
+                    c.run::<Vec<i64>, _>(&scripts::VIRTUAL_KEY_ADJUST, &[c.key("vk", handle)], &args).await.map(drop)
+                })
+                .await
+            }
+        };
+        if written.is_err() {
+            let counter = match account {
+                Account::ProviderKey { store_id, .. } => Counter::ProviderKey(store_id),
+                Account::VirtualKey { handle, .. } => Counter::VirtualKey(handle),
+            };
+            self.keep_delta(counter, delta);
+        }
     }
 
     /// A provider key's use of the fleet's windows.
@@ -300,3 +334,6 @@ impl Fleet {
         merged
     }
 }
+
+#[cfg(test)]
+mod tests;

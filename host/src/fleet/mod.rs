@@ -15,8 +15,9 @@
 //! - [`link`]: the link's state machine (pure, injected time).
 //! - [`caps`]: exact caps across instances (virtual keys, provider key
 //!   windows, identifier and per-IP limits), one script per decision
-//!   ([`scripts`]); [`deltas`]: counts made while degraded, merged when
-//!   the link is back.
+//!   ([`scripts`]); [`settlements`]: corrections of those counts, summed
+//!   and written together; [`deltas`]: counts made while degraded, merged
+//!   when the link is back.
 //! - [`cache`]: the fleet's level of the response cache.
 //! - [`health`], [`health_sync`]: routing health that travels (key rests,
 //!   invalid keys, breakers, resets) and its publishing and subscriber.
@@ -29,6 +30,7 @@ pub mod health_sync;
 pub mod link;
 pub mod redis;
 pub mod scripts;
+pub mod settlements;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
@@ -68,6 +70,8 @@ pub struct Shared {
     wake_probe: tokio::sync::Notify,
     /// Counts made while degraded, merged when the link is back.
     deltas: Mutex<deltas::Deltas>,
+    /// Corrections of counts already made, waiting for their write.
+    settlements: Mutex<settlements::Pending>,
     /// Makes identifier-window members unique within this instance.
     seq: std::sync::atomic::AtomicU64,
 }
@@ -122,6 +126,7 @@ impl Fleet {
                 on_error: config.on_redis_error,
                 wake_probe: tokio::sync::Notify::new(),
                 deltas: Mutex::new(deltas::Deltas::default()),
+                settlements: Mutex::new(settlements::Pending::default()),
                 seq: std::sync::atomic::AtomicU64::new(0),
             }),
         });
@@ -214,6 +219,10 @@ impl Fleet {
 impl Shared {
     fn link(&self) -> std::sync::MutexGuard<'_, Link> {
         self.link.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settlements(&self) -> std::sync::MutexGuard<'_, settlements::Pending> {
+        self.settlements.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The link is down.

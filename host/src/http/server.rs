@@ -242,6 +242,8 @@ pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
         gw.drain.cut_streams();
         let _ = tokio::time::timeout(FLUSH_AFTER_CUTOFF, slots.acquire_many(everyone)).await;
     }
+    // Corrections of the fleet's counts still waiting for their write.
+    gw.fleet.flush_settlements().await;
     gw.persist_now();
     tracing::info!("gateway stopped");
     Ok(())

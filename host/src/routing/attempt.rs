@@ -122,7 +122,7 @@ impl FleetReservation {
             Some(buckets) => {
                 let delta = Delta { requests: 0, tokens: tokens - i64::from(estimate) };
                 if delta.tokens != 0 {
-                    self.fleet.adjust_provider_key(self.store_id, Some(buckets), delta);
+                    self.fleet.adjust_provider_key(self.store_id, buckets, delta);
                 }
             }
             None => self.fleet.keep_delta(Counter::ProviderKey(self.store_id), Delta { requests: 1, tokens }),
@@ -132,7 +132,7 @@ impl FleetReservation {
     fn release(self, estimate: u32) {
         if let Some(buckets) = self.buckets {
             let delta = Delta { requests: -1, tokens: -i64::from(estimate) };
-            self.fleet.adjust_provider_key(self.store_id, Some(buckets), delta);
+            self.fleet.adjust_provider_key(self.store_id, buckets, delta);
         }
     }
 }
