@@ -414,7 +414,8 @@ print_table() {
 # same configuration on the embedded store and on a redis-server on
 # loopback. Every request runs the shared parts: the master key with an
 # identifier limit (one script) and a provider key with declared limits
-# (one script to reserve; nothing to settle, as the estimate matches).
+# (one script to reserve; the token settlements, estimate against usage,
+# are summed and written together, off the request's path).
 # Then two instances on the one Redis, loaded at the same time.
 measure_state() {
     command -v redis-server >/dev/null || die "BENCH_STATE=redis needs redis-server (apt-get install redis-server)"
@@ -446,6 +447,20 @@ measure_state() {
     # Redis calls a request made (both from redis itself).
     redis-benchmark -h 127.0.0.1 -p "$redis_port" -c 1 -n 20000 -t ping --csv >"$WORK/redis-ping.csv" 2>/dev/null || true
     redis-cli -p "$redis_port" info commandstats >"$WORK/redis-commands.txt" 2>/dev/null || true
+    # The floor of one exact reservation on this machine: the gateway's own
+    # reservation script, caught on the wire (MONITOR) and replayed by
+    # redis-benchmark at one connection (a C client, no gateway around it).
+    timeout 2 redis-cli -p "$redis_port" monitor >"$WORK/redis-monitor.txt" 2>/dev/null &
+    local monitor=$! reserve=()
+    sleep 0.5
+    curl -s -o /dev/null -X POST -H "Authorization: Bearer bench-master-key" -H 'Content-Type: application/json' \
+        -d "$BODY" "$GATEWAY_URL" || true
+    wait "$monitor" || true
+    mapfile -t reserve < <(grep -m1 '"EVALSHA".*:pk:m:' "$WORK/redis-monitor.txt" | grep -o '"[^"]*"' | tr -d '"')
+    if ((${#reserve[@]} > 0)); then
+        redis-benchmark -h 127.0.0.1 -p "$redis_port" -c 1 -n 20000 --csv "${reserve[@]}" \
+            >"$WORK/redis-reserve.csv" 2>/dev/null || true
+    fi
     log "state: two instances on one Redis, 1 connection each, $DURATION"
     second_port=$(free_port $((GATEWAY_PORT + 21)))
     env "${GATEWAY_ENV[@]}" PORT="$second_port" FREELLM_INSTANCE_ID=bench-2 FREELLM_DATA_DIR="$WORK/data2" \
@@ -465,12 +480,13 @@ measure_state() {
     GATEWAY_ENV=("${base_env[@]}")
     GATEWAY_CMD=("$GATEWAY_BIN" serve --config "$WORK/plugins.toml")
     # redis-benchmark --csv: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...
-    local ping_p50_us calls
+    local ping_p50_us reserve_p50_us calls
     ping_p50_us=$(awk -F'","' '/PING_INLINE|PING_MBULK/ {gsub(/"/, "", $5); printf "%.1f", $5 * 1000; exit}' "$WORK/redis-ping.csv" 2>/dev/null)
+    reserve_p50_us=$(awk -F'","' 'NR == 2 {gsub(/"/, "", $5); printf "%.1f", $5 * 1000; exit}' "$WORK/redis-reserve.csv" 2>/dev/null)
     calls=$(awk -F'[=,:]' '/^cmdstat_(evalsha|eval):/ {n += $3} END {print n + 0}' "$WORK/redis-commands.txt" 2>/dev/null)
     jq -n --slurpfile l "$WORK/state-local-c1.json" --slurpfile r "$WORK/state-redis-c1.json" \
         --slurpfile a "$WORK/state-two-a.json" --slurpfile b "$WORK/state-two-b.json" \
-        --argjson ping "${ping_p50_us:-null}" --argjson calls "${calls:-0}" '
+        --argjson ping "${ping_p50_us:-null}" --argjson reserve "${reserve_p50_us:-null}" --argjson calls "${calls:-0}" '
         def us(o; p): (o.latencyPercentiles[p] * 1e6 * 10 | round) / 10;
         def ok(o): ([o.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0) == 0;
         {
@@ -480,13 +496,14 @@ measure_state() {
             two_instances_p50_us: [us($a[0]; "p50"), us($b[0]; "p50")],
             two_instances_rps: [$a[0].summary.requestsPerSec, $b[0].summary.requestsPerSec] | map(round),
             redis_ping_p50_us: $ping,
+            redis_reservation_p50_us: $reserve,
             redis_scripts_per_request: (if ([$r[0].statusCodeDistribution[]] | add // 0) > 0
                 then ($calls / ([$r[0].statusCodeDistribution[]] | add) * 100 | round / 100) else null end),
             all_200: (ok($l[0]) and ok($r[0]) and ok($a[0]) and ok($b[0]))
         }' >"$RESULTS_DIR/state.json"
     jq -r '
         "Shared state, 1 conn: p50 \(.redis_p50_us) µs on Redis vs \(.local_p50_us) µs on the embedded store: +\(.redis_added_p50_us) µs (target ≤ 100 µs); p99 \(.redis_p99_us) vs \(.local_p99_us) µs.",
-        "Redis on this machine: one PING round trip p50 \(.redis_ping_p50_us // "–") µs (redis-benchmark, 1 connection); scripts run per request: \(.redis_scripts_per_request // "–").",
+        "Redis on this machine (redis-benchmark, 1 connection): one PING round trip p50 \(.redis_ping_p50_us // "–") µs; one provider key reservation (the gateway'"'"'s script, replayed) p50 \(.redis_reservation_p50_us // "–") µs; scripts run per request: \(.redis_scripts_per_request // "–").",
         "Two instances on one Redis, 1 conn each: p50 \(.two_instances_p50_us | map(tostring) | join(" / ")) µs, \(.two_instances_rps | map(tostring) | join(" + ")) req/s. All 200: \(.all_200)."
     ' "$RESULTS_DIR/state.json" | tee "$RESULTS_DIR/state.md"
 }
