@@ -72,6 +72,21 @@ async fn three_instances_share_one_identifier_limit() {
     assert_eq!(other.status(), 200);
 }
 
+#[tokio::test]
+async fn three_instances_share_one_per_ip_limit_before_the_identifiers() {
+    let setup = Setup::new(RedisServer::start().await).await;
+    let env = [("RATE_LIMIT_RPM", "30"), ("FREELLM_IDENTIFIER_LIMIT", "20/60000")];
+    let fleet = setup.fleet(3, &config_with_groq_rpm(ROOMY), &env).await;
+    // Every client here is 127.0.0.1: 30 requests pass its IP's limit,
+    // 20 of those the identifier's; the 60 the IP refused are not counted
+    // against the identifier.
+    let results = burst(&fleet, 90, |gw| chat(gw, ADMIN).header("x-freellm-identifier", "user-42")).await;
+    assert_eq!(count(&results, 200), 20, "{results:?}");
+    assert_eq!(results.iter().filter(|(s, c)| *s == 429 && c == "identifier_rate_limited").count(), 10);
+    assert_eq!(results.iter().filter(|(s, c)| *s == 429 && c == "client_rate_limited").count(), 60);
+    assert_eq!(setup.mock.requests().len(), 20, "no refused request reached the upstream");
+}
+
 /// In a fleet a chat request's limits are decided while it is routed
 /// (`access::admission`): a refusal still reaches no upstream, outranks a
 /// cache hit, and carries the same headers as when the guard waited.
@@ -213,9 +228,20 @@ async fn redis_killed_mid_load_fails_caps_closed_then_recovers() {
 /// upstream is called; an operator is decided locally and served.
 #[tokio::test]
 async fn an_identifier_limit_fails_closed_for_tenants_while_redis_is_down() {
+    client_limits_fail_closed_for_tenants_while_redis_is_down(&[]).await;
+}
+
+/// The same with a per-IP limit too (both limits are one script then).
+#[tokio::test]
+async fn both_client_limits_fail_closed_for_tenants_while_redis_is_down() {
+    client_limits_fail_closed_for_tenants_while_redis_is_down(&[("RATE_LIMIT_RPM", "1000")]).await;
+}
+
+async fn client_limits_fail_closed_for_tenants_while_redis_is_down(more: &[(&str, &str)]) {
     let mut setup = Setup::new(RedisServer::start().await).await;
     let keys = setup.keys_file(json!({}));
-    let extra = [("FREELLM_VIRTUAL_KEYS_PATH", keys.as_str()), ("FREELLM_IDENTIFIER_LIMIT", "100/60000")];
+    let mut extra = vec![("FREELLM_VIRTUAL_KEYS_PATH", keys.as_str()), ("FREELLM_IDENTIFIER_LIMIT", "100/60000")];
+    extra.extend_from_slice(more);
     let fleet = setup.fleet(1, &config_with_groq_rpm(ROOMY), &extra).await;
     let ok = chat(&fleet[0], VK).send().await.expect("answer");
     assert_eq!(ok.status(), 200);

@@ -261,6 +261,37 @@ impl Fleet {
         Ok(Decision { allowed: at(0) == 1, remaining: at(1) as u32, reset_ms: at(2) })
     }
 
+    /// Checks and records one request against a client's per-IP limit
+    /// (`ip`: `ip:<addr>` and its limit) and then its identifier's, in one
+    /// round trip; the identifier does not count a request its IP's limit
+    /// refused. Returns the IP's decision and, unless it refused, the
+    /// identifier's.
+    pub async fn check_client_limits(
+        &self,
+        ip: (&str, IdentifierLimit),
+        identifier: (&str, IdentifierLimit),
+    ) -> Result<(Decision, Option<Decision>), FleetError> {
+        let (ip_bucket, id_bucket) = (hashed(ip.0), hashed(identifier.0));
+        let member = self.unique_member();
+        let reply: Vec<i64> = self
+            .call(|c: RedisClient| async move {
+                let keys = [c.key("ip", &ip_bucket), c.key("id", &id_bucket)];
+                let args = [
+                    ip.1.max.to_string(),
+                    ip.1.window_ms.to_string(),
+                    identifier.1.max.to_string(),
+                    identifier.1.window_ms.to_string(),
+                    member,
+                ];
+                c.run(&scripts::CLIENT_LIMITS, &keys, &args).await
+            })
+            .await?;
+        let at = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
+        let ip = Decision { allowed: at(0) == 1, remaining: at(1) as u32, reset_ms: at(2) };
+        let identifier = ip.allowed.then(|| Decision { allowed: at(3) == 1, remaining: at(4) as u32, reset_ms: at(5) });
+        Ok((ip, identifier))
+    }
+
     /// Keeps a request counted locally while degraded, to merge later.
     pub fn keep_identifier_count(&self, kind: &'static str, name: &str, limit: IdentifierLimit) {
         let bucket = format!("{kind}:{}", hashed(name));

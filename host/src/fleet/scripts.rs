@@ -196,36 +196,70 @@ return 1
     )
 });
 
+/// The helper the sliding-window limit scripts start with: `check(k, max,
+/// window, member, now)` decides one request against the sorted set of
+/// request times `k` and counts it when admitted; returns `{admitted,
+/// remaining, reset ms}` as the local limiter does.
+const SLIDING_LIB: &str = r#"
+local function check(k, max, window, member, now)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now - window)
+  local count = redis.call('ZCARD', k)
+  if count >= max then
+    local oldest = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
+    local reset = window
+    if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+    if reset < 1 then reset = 1 end
+    if reset > window then reset = window end
+    return {0, 0, reset}
+  end
+  redis.call('ZADD', k, now, member)
+  redis.call('PEXPIRE', k, window)
+  return {1, max - count - 1, window}
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"#;
+
+fn sliding(body: &str) -> Script {
+    Script::new(&format!("{SLIDING_LIB}\n{body}"))
+}
+
 /// An identifier's (or client IP's) sliding window, a sorted set of
 /// request times. KEYS[1]: the set. ARGV: max, window ms, a member unique
 /// to this request, requests to add without a decision (the merge of
 /// counts made while degraded; 0 for a decision).
 /// Returns `{admitted, remaining, reset ms}` as the local limiter does.
 pub static IDENTIFIER_CHECK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    sliding(
         r#"
 local k = KEYS[1]
 local max, window, member, merge = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', k, '-inf', now - window)
 if merge > 0 then
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now - window)
   for i = 1, merge do redis.call('ZADD', k, now, member .. ':' .. i) end
   redis.call('PEXPIRE', k, window)
   return {1, 0, window}
 end
-local count = redis.call('ZCARD', k)
-if count >= max then
-  local oldest = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
-  local reset = window
-  if oldest[2] then reset = tonumber(oldest[2]) + window - now end
-  if reset < 1 then reset = 1 end
-  if reset > window then reset = window end
-  return {0, 0, reset}
-end
-redis.call('ZADD', k, now, member)
-redis.call('PEXPIRE', k, window)
-return {1, max - count - 1, window}
+return check(k, max, window, member, now)
+"#,
+    )
+});
+
+/// A client's two limits in one round trip, in the order the guard applies
+/// them: its IP's window, then its identifier's, which does not count a
+/// request the first refused. KEYS: the IP's set, the identifier's set.
+/// ARGV: the IP limit's max and window ms, the identifier limit's, a member
+/// unique to this request. Returns the IP's `{admitted, remaining, reset
+/// ms}` followed by the identifier's (`{0, 0, 0}` when the IP refused).
+pub static CLIENT_LIMITS: LazyLock<Script> = LazyLock::new(|| {
+    sliding(
+        r#"
+local member = ARGV[5]
+local ip = check(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), member, now)
+if ip[1] == 0 then return {ip[1], ip[2], ip[3], 0, 0, 0} end
+local id = check(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]), member, now)
+return {ip[1], ip[2], ip[3], id[1], id[2], id[3]}
 "#,
     )
 });

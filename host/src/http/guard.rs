@@ -270,7 +270,8 @@ fn refusal_response(refusal: LimitRefusal) -> Response {
 }
 
 /// The client's limits, in order: the per-IP limit, then the identifier's
-/// (a request the first refuses is not counted by the second).
+/// (a request the first refuses is not counted by the second). In a fleet
+/// with both, one round trip decides both.
 async fn decide_limits(
     gw: &Gateway,
     clients: &ClientPolicy,
@@ -279,25 +280,52 @@ async fn decide_limits(
     client_ip: Option<IpAddr>,
     now_ms: u64,
 ) -> LimitOutcome {
-    if let (Some(limiter), Some(ip)) = (&clients.ip_limiter, client_ip) {
-        let decision = check_limit(gw, limiter, "ip", &format!("ip:{ip}"), principal, now_ms).await?;
+    let ip = clients.ip_limiter.as_deref().zip(client_ip).map(|(limiter, ip)| (limiter, format!("ip:{ip}")));
+    let id_limiter = clients.identifier_limiter.as_deref();
+    let mut both = None;
+    let mut fleet_failed = false;
+    if let (Some((ip_limiter, ip_name)), Some(id_limiter)) = (&ip, id_limiter)
+        && gw.fleet.shared().is_some()
+    {
+        let limits = ((ip_name.as_str(), ip_limiter.limit()), (identifier, id_limiter.limit()));
+        match gw.fleet.check_client_limits(limits.0, limits.1).await {
+            Ok(decisions) => both = Some(decisions),
+            Err(_) if refuses_without_fleet(gw, principal) => return Err(LimitRefusal::SharedStateUnavailable),
+            Err(_) => fleet_failed = true,
+        }
+    }
+    if let Some((limiter, name)) = &ip {
+        let decision = match both {
+            Some((decision, _)) => decision,
+            None => check_limit(gw, limiter, "ip", name, principal, now_ms, fleet_failed).await?,
+        };
         if !decision.allowed {
             return Err(LimitRefusal::Client { rpm: clients.per_ip_rpm().unwrap_or_default(), decision });
         }
     }
-    let Some(limiter) = &clients.identifier_limiter else {
+    let Some(limiter) = id_limiter else {
         return Ok(None);
     };
-    let decision = check_limit(gw, limiter, "id", identifier, principal, now_ms).await?;
+    let decision = match both.and_then(|(_, identifier)| identifier) {
+        Some(decision) => decision,
+        None => check_limit(gw, limiter, "id", identifier, principal, now_ms, fleet_failed).await?,
+    };
     if !decision.allowed {
         return Err(LimitRefusal::Identifier { identifier: identifier.to_owned(), decision });
     }
     Ok(Some(decision))
 }
 
+/// Redis cannot decide, and `on_redis_error = "closed"` refuses this
+/// principal rather than guess (operators are decided locally).
+fn refuses_without_fleet(gw: &Gateway, principal: &Principal) -> bool {
+    gw.fleet.on_redis_error() == OnRedisError::Closed && !principal.is_operator()
+}
+
 /// One limit's decision for `name`: the fleet's when it shares state, else
 /// (or, for operators and with `on_redis_error = "open"`, while Redis is
-/// unreachable) the local limiter's.
+/// unreachable, or when `fleet_failed` says it just did not answer) the
+/// local limiter's, its count kept to merge later.
 async fn check_limit(
     gw: &Gateway,
     limiter: &IdentifierLimiter,
@@ -305,23 +333,23 @@ async fn check_limit(
     name: &str,
     principal: &Principal,
     now_ms: u64,
+    fleet_failed: bool,
 ) -> Result<Decision, LimitRefusal> {
     if gw.fleet.shared().is_none() {
         return Ok(limiter.check(name, now_ms));
     }
-    match gw.fleet.check_identifier(kind, name, limiter.limit()).await {
-        Ok(decision) => Ok(decision),
-        Err(_) if gw.fleet.on_redis_error() == OnRedisError::Closed && !principal.is_operator() => {
-            Err(LimitRefusal::SharedStateUnavailable)
-        }
-        Err(_) => {
-            let decision = limiter.check(name, now_ms);
-            if decision.allowed {
-                gw.fleet.keep_identifier_count(kind, name, limiter.limit());
-            }
-            Ok(decision)
+    if !fleet_failed {
+        match gw.fleet.check_identifier(kind, name, limiter.limit()).await {
+            Ok(decision) => return Ok(decision),
+            Err(_) if refuses_without_fleet(gw, principal) => return Err(LimitRefusal::SharedStateUnavailable),
+            Err(_) => {}
         }
     }
+    let decision = limiter.check(name, now_ms);
+    if decision.allowed {
+        gw.fleet.keep_identifier_count(kind, name, limiter.limit());
+    }
+    Ok(decision)
 }
 
 fn failure_kind(f: &AuthFailure) -> &'static str {

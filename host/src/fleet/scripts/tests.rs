@@ -210,3 +210,24 @@ async fn an_adjustment_of_an_earlier_bucket_lands_there_and_stops_at_zero() {
     let names: Vec<String> = [format!("r{}", b - 3), format!("t{}", b - 3), format!("r{b}"), format!("t{b}")].into();
     assert_eq!(fields(&c, k, &names).await, vec![Some(1), Some(0), Some(1), Some(10)]);
 }
+
+#[tokio::test]
+async fn a_clients_ip_limit_is_decided_first_and_what_it_refuses_is_not_counted_for_the_identifier() {
+    let server = RedisServer::start().await;
+    let c = client(&server).await;
+    let keys: Vec<String> = ["t:ip:a", "t:id:b"].map(String::from).into();
+    // The IP may send 2 a minute, the identifier 1.
+    let ask = async |n: u32| -> Vec<i64> {
+        let args = ["2".to_owned(), "60000".into(), "1".into(), "60000".into(), format!("test:{n}")];
+        c.run(&CLIENT_LIMITS, &keys, &args).await.expect("limits")
+    };
+    assert_eq!(ask(1).await, vec![1, 1, 60_000, 1, 0, 60_000]);
+    let second = ask(2).await;
+    assert_eq!(second[..3], [1, 0, 60_000], "the IP counted it");
+    assert_eq!(second[3..5], [0, 0], "the identifier refused it");
+    let third = ask(3).await;
+    assert_eq!((third[0], &third[3..]), (0, &[0i64, 0, 0][..]), "the IP refused it first");
+    let counted: i64 =
+        c.run(&Script::new("return redis.call('ZCARD', KEYS[1])"), &keys[1..], &[0i64]).await.expect("zcard");
+    assert_eq!(counted, 1, "only the request the identifier admitted is in its window");
+}
