@@ -79,6 +79,34 @@ fn hashed(name: &str) -> String {
     hex::encode(&Sha256::digest(name.as_bytes())[..16])
 }
 
+/// A sliding-window limit's `{admitted, remaining, reset ms}` in `reply`,
+/// from index `from`.
+fn decision_at(reply: &[i64], from: usize) -> Decision {
+    let at = |i: usize| reply.get(from + i).copied().unwrap_or(0).max(0) as u64;
+    Decision { allowed: at(0) == 1, remaining: at(1) as u32, reset_ms: at(2) }
+}
+
+/// What the adjustment scripts take for "the bucket current at the write".
+const CURRENT_BUCKET: i64 = -1;
+
+/// Adds `delta` to a provider key's minute and day windows in `buckets`
+/// (a settlement) or the current ones (a delta's merge).
+async fn adjust_provider_key_windows(
+    c: &RedisClient,
+    store_id: &str,
+    (minute, day): (i64, i64),
+    delta: Delta,
+) -> Result<(), FleetError> {
+    let keys = [c.key("pk:m", store_id), c.key("pk:d", store_id)];
+    c.run::<i64, _>(&scripts::PROVIDER_KEY_ADJUST, &keys, &[minute, day, delta.requests, delta.tokens]).await.map(drop)
+}
+
+/// Adds `delta` to a virtual key's window in `bucket` (or the current one).
+async fn adjust_virtual_key_window(c: &RedisClient, handle: &str, bucket: i64, delta: Delta) -> Result<(), FleetError> {
+    let args = [bucket, delta.requests, delta.tokens];
+    c.run::<Vec<i64>, _>(&scripts::VIRTUAL_KEY_ADJUST, &[c.key("vk", handle)], &args).await.map(drop)
+}
+
 impl Fleet {
     /// Counts one request of virtual key `handle` if its caps allow it.
     pub async fn admit_virtual_key(
@@ -167,15 +195,16 @@ impl Fleet {
     fn settle(self: &Arc<Self>, account: Account, delta: Delta) {
         let Some(shared) = &self.shared else { return };
         let added = shared.settlements().add(account, delta);
-        let fleet = self.clone();
         match added {
             Added::First => {
+                let fleet = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(SETTLE_DELAY).await;
                     fleet.flush_settlements().await;
                 });
             }
             Added::Alone(account) => {
+                let fleet = self.clone();
                 tokio::spawn(async move { fleet.write_settlement(account, delta).await });
             }
             Added::Joined | Added::Nothing => {}
@@ -195,20 +224,16 @@ impl Fleet {
 
     async fn write_settlement(&self, account: Account, delta: Delta) {
         let written = match &account {
-            Account::ProviderKey { store_id, buckets: (minute, day) } => {
-                let args = [*minute, *day, delta.requests, delta.tokens];
-                self.call(|c: RedisClient| async move {
-                    let keys = [c.key("pk:m", store_id), c.key("pk:d", store_id)];
-                    c.run::<i64, _>(&scripts::PROVIDER_KEY_ADJUST, &keys, &args).await.map(drop)
-                })
+            Account::ProviderKey { store_id, buckets } => {
+                self.call(
+                    |c: RedisClient| async move { adjust_provider_key_windows(&c, store_id, *buckets, delta).await },
+                )
                 .await
             }
             Account::VirtualKey { handle, bucket } => {
-                let args = [bucket.unwrap_or(-1), delta.requests, delta.tokens];
-                self.call(|c: RedisClient| async move {
-                    c.run::<Vec<i64>, _>(&scripts::VIRTUAL_KEY_ADJUST, &[c.key("vk", handle)], &args).await.map(drop)
-                })
-                .await
+                let bucket = bucket.unwrap_or(CURRENT_BUCKET);
+                self.call(|c: RedisClient| async move { adjust_virtual_key_window(&c, handle, bucket, delta).await })
+                    .await
             }
         };
         if written.is_err() {
@@ -257,8 +282,7 @@ impl Fleet {
                 c.run(&scripts::IDENTIFIER_CHECK, &[c.key(kind, &bucket)], &args).await
             })
             .await?;
-        let at = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
-        Ok(Decision { allowed: at(0) == 1, remaining: at(1) as u32, reset_ms: at(2) })
+        Ok(decision_at(&reply, 0))
     }
 
     /// Checks and records one request against a client's per-IP limit
@@ -286,10 +310,8 @@ impl Fleet {
                 c.run(&scripts::CLIENT_LIMITS, &keys, &args).await
             })
             .await?;
-        let at = |i: usize| reply.get(i).copied().unwrap_or(0).max(0) as u64;
-        let ip = Decision { allowed: at(0) == 1, remaining: at(1) as u32, reset_ms: at(2) };
-        let identifier = ip.allowed.then(|| Decision { allowed: at(3) == 1, remaining: at(4) as u32, reset_ms: at(5) });
-        Ok((ip, identifier))
+        let ip = decision_at(&reply, 0);
+        Ok((ip, ip.allowed.then(|| decision_at(&reply, 3))))
     }
 
     /// Keeps a request counted locally while degraded, to merge later.
@@ -324,22 +346,10 @@ impl Fleet {
         for (counter, delta) in pending {
             let client = shared.client.clone();
             let written = match &counter {
-                Counter::VirtualKey(handle) => client
-                    .run::<Vec<i64>, _>(
-                        &scripts::VIRTUAL_KEY_ADJUST,
-                        &[client.key("vk", handle)],
-                        &[-1, delta.requests, delta.tokens],
-                    )
-                    .await
-                    .map(drop),
-                Counter::ProviderKey(store_id) => client
-                    .run::<i64, _>(
-                        &scripts::PROVIDER_KEY_ADJUST,
-                        &[client.key("pk:m", store_id), client.key("pk:d", store_id)],
-                        &[-1, -1, delta.requests, delta.tokens],
-                    )
-                    .await
-                    .map(drop),
+                Counter::VirtualKey(handle) => adjust_virtual_key_window(&client, handle, CURRENT_BUCKET, delta).await,
+                Counter::ProviderKey(store_id) => {
+                    adjust_provider_key_windows(&client, store_id, (CURRENT_BUCKET, CURRENT_BUCKET), delta).await
+                }
                 Counter::Identifier { bucket, max, window_ms } => {
                     let (kind, hash) = bucket.split_once(':').unwrap_or(("id", bucket));
                     let member = self.unique_member();

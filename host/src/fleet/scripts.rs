@@ -16,13 +16,16 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Helpers every windowed script starts with.
-const WINDOW_LIB: &str = r#"
+/// What every script starts with: `now_ms()`, Redis's clock in ms.
+const NOW_LIB: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"#;
 
+/// Helpers every windowed script starts with.
+const WINDOW_LIB: &str = r#"
 -- Window k (n buckets of w ms) as of `now`, aged first: a table with the
 -- current bucket b, the oldest bucket o still in the window, the totals R
 -- and T and the current bucket's counts r and t. One read when the window
@@ -87,7 +90,7 @@ end
 "#;
 
 fn windowed(body: &str) -> Script {
-    Script::new(&format!("{WINDOW_LIB}\n{body}"))
+    Script::new(&format!("{NOW_LIB}{WINDOW_LIB}\n{body}"))
 }
 
 /// A virtual key's rolling 24 h (1440 one-minute buckets). KEYS[1]: its
@@ -217,12 +220,11 @@ local function check(k, max, window, member, now)
   return {1, max - count - 1, window}
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 "#;
 
 fn sliding(body: &str) -> Script {
-    Script::new(&format!("{SLIDING_LIB}\n{body}"))
+    Script::new(&format!("{NOW_LIB}{SLIDING_LIB}\n{body}"))
 }
 
 /// An identifier's (or client IP's) sliding window, a sorted set of

@@ -287,8 +287,8 @@ async fn decide_limits(
     if let (Some((ip_limiter, ip_name)), Some(id_limiter)) = (&ip, id_limiter)
         && gw.fleet.shared().is_some()
     {
-        let limits = ((ip_name.as_str(), ip_limiter.limit()), (identifier, id_limiter.limit()));
-        match gw.fleet.check_client_limits(limits.0, limits.1).await {
+        let (ip_limit, id_limit) = ((ip_name.as_str(), ip_limiter.limit()), (identifier, id_limiter.limit()));
+        match gw.fleet.check_client_limits(ip_limit, id_limit).await {
             Ok(decisions) => both = Some(decisions),
             Err(_) if refuses_without_fleet(gw, principal) => return Err(LimitRefusal::SharedStateUnavailable),
             Err(_) => fleet_failed = true,
