@@ -8,14 +8,13 @@
 #   2. Many slow streams held at once (60 chunks, one every 500 ms): the
 #      gateway's RSS per held stream, and whether other clients stall
 #      (one-connection small requests before and while the streams are held).
-#      1,700 by default: each open stream holds one adapter instance, and the
-#      gateway serves at most 1,744 streams at once (`max_streams`); more
-#      are refused with 503 gateway_at_capacity.
+#      10,000 by default (the gateway's default `max_streams`; up to 32
+#      streams share one adapter instance).
 #
 #     bench/streams.sh            (bench/run.sh calls it at the end)
 #
 # Tunables: BENCH_STREAM_DURATION (5 s per phase), BENCH_CONNECTIONS (16),
-# BENCH_STREAM_CHUNKS (500), BENCH_HELD_STREAMS (1700), BENCH_SKIP_BUILD=1.
+# BENCH_STREAM_CHUNKS (500), BENCH_HELD_STREAMS (10000), BENCH_SKIP_BUILD=1.
 # Each held stream takes two descriptors in the gateway: the script raises
 # its own limit as far as allowed and holds fewer streams when it cannot. Writes bench/results/streams.json and streams.md.
 set -euo pipefail
@@ -25,7 +24,7 @@ ROOT=$(pwd)
 DURATION_S=${BENCH_STREAM_DURATION:-5}
 CONNECTIONS=${BENCH_CONNECTIONS:-16}
 CHUNKS=${BENCH_STREAM_CHUNKS:-500}
-HELD=${BENCH_HELD_STREAMS:-1700}
+HELD=${BENCH_HELD_STREAMS:-10000}
 RESULTS_DIR=$ROOT/bench/results
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/freellm-streams.XXXXXX")
 
@@ -70,7 +69,7 @@ start_gateway() {
     GATEWAY_PORT=$(free_port 18390)
     rm -rf "$WORK/data"
     start_groq_gateway "$1" "$GATEWAY_PORT" \
-        FREELLM_MAX_CONNECTIONS=$((HELD + 1024)) FREELLM_MAX_STREAMS="${BENCH_MAX_STREAMS:-1744}"
+        FREELLM_MAX_CONNECTIONS=$((HELD + 1024)) FREELLM_MAX_STREAMS="${BENCH_MAX_STREAMS:-$((HELD > 10000 ? HELD : 10000))}"
     GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions"
 }
 

@@ -134,10 +134,10 @@ pub struct EdgeConfig {
     /// Open client connections at most (`FREELLM_MAX_CONNECTIONS`, 4096);
     /// past it a connection gets one short 503 and is closed.
     pub max_connections: usize,
-    /// Streams open at once (`FREELLM_MAX_STREAMS`, and at most, 1744):
-    /// each holds one adapter instance (~150 KiB) for its lifetime; past
-    /// it a new stream is refused with 503 `gateway_at_capacity`, and
-    /// plain requests keep their own instances.
+    /// Streams open at once (`FREELLM_MAX_STREAMS`, 10,000; at most
+    /// 55,808, what the adapter instance pool can hold, 32 streams to an
+    /// instance); past it a new stream is refused with 503
+    /// `gateway_at_capacity`, and plain requests keep their own instances.
     pub max_streams: usize,
     /// After SIGTERM, in-flight requests get this long before open streams
     /// end with a `shutdown` error event and the process exits
@@ -154,7 +154,7 @@ impl Default for EdgeConfig {
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(5),
             max_connections: 4096,
-            max_streams: freellm_runtime::MAX_OPEN_STREAMS as usize,
+            max_streams: freellm_runtime::DEFAULT_OPEN_STREAMS as usize,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -1029,8 +1029,11 @@ fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeC
     let d = EdgeConfig::default();
     let max_streams = match setting(env, "FREELLM_MAX_STREAMS", "[server] max_streams", file.max_streams)? {
         Some(n) => n.check(
-            |v| (1..=d.max_streams).contains(v),
-            &format!("must be > 0 and at most {} (the adapter instance pool)", d.max_streams),
+            |v| (1..=freellm_runtime::MAX_OPEN_STREAMS as usize).contains(v),
+            &format!(
+                "must be > 0 and at most {} (what the adapter instance pool holds)",
+                freellm_runtime::MAX_OPEN_STREAMS
+            ),
         )?,
         None => d.max_streams,
     };

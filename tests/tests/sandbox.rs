@@ -164,3 +164,191 @@ async fn without_instance_reuse_every_call_starts_fresh() {
     assert_eq!(hostile["sandbox"]["reuse_instances"], false, "{hostile}");
     assert_eq!(hostile["sandbox"]["warm_instances"], 0, "{hostile}");
 }
+
+/// A streaming mock: `content` of `panic` gets an event the hostile
+/// normalizer panics on; any other stream sends "Hi", then "more" every
+/// 200 ms until the reader hangs up.
+async fn streaming_mock() -> MockUpstream {
+    MockUpstream::start(|r| {
+        let body = r.json();
+        if body["stream"] != true {
+            return Reply::ok(completion("ok", "Hi"));
+        }
+        let event = |content: &str| format!("data: {}\n\n", chunk(content, None));
+        if body["messages"][0]["content"] == "panic" {
+            return Reply::Stream { pieces: vec![(Duration::ZERO, event("hostile-panic"))], cut: false };
+        }
+        Reply::Repeat { prefix: event("Hi"), piece: event("more"), every: Duration::from_millis(200), count: None }
+    })
+    .await
+}
+
+fn hostile_stream(content: &str) -> Value {
+    serde_json::json!({"model": "hostile/ok", "stream": true, "messages": [{"role": "user", "content": content}]})
+}
+
+/// Opens a stream and reads its first bytes.
+async fn open_stream(gw: &Gateway) -> reqwest::Response {
+    let mut response = gw.chat(hostile_stream("Say hello")).await;
+    assert_eq!(response.status(), 200, "{}", gw.log());
+    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk()).await.expect("first bytes in time");
+    assert!(first.expect("stream body").is_some());
+    response
+}
+
+/// The next bytes of an open stream (it must not have ended).
+async fn next_bytes(response: &mut reqwest::Response) -> String {
+    let more = tokio::time::timeout(Duration::from_secs(5), response.chunk()).await.expect("more in time");
+    String::from_utf8_lossy(&more.expect("stream body").expect("the stream goes on")).into_owned()
+}
+
+/// The instances holding hostile's open streams, from `/v1/plugins`.
+async fn stream_hosts(gw: &Gateway) -> u64 {
+    let plugins: Value = gw.get("/v1/plugins").await.json().await.unwrap();
+    let hostile = plugins["plugins"].as_array().unwrap().iter().find(|p| p["id"] == "hostile").unwrap();
+    hostile["sandbox"]["stream_hosts"].as_u64().expect("stream_hosts")
+}
+
+/// Waits until `/v1/plugins` reports `hosts` stream hosts.
+async fn expect_stream_hosts(gw: &Gateway, hosts: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = stream_hosts(gw).await;
+        if now == hosts {
+            return;
+        }
+        assert!(Instant::now() < deadline, "expected {hosts} stream hosts, have {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a stream sends within `window`, and whether it ended.
+async fn read_for(response: &mut reqwest::Response, window: Duration) -> (String, bool) {
+    let until = tokio::time::Instant::now() + window;
+    let mut text = String::new();
+    loop {
+        match tokio::time::timeout_at(until, response.chunk()).await {
+            Err(_) => return (text, false),
+            Ok(Ok(Some(bytes))) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Ok(None)) => return (text, true),
+            Ok(Err(e)) => panic!("the stream broke: {e}"),
+        }
+    }
+}
+
+/// The error event a cut stream ends with (and no `[DONE]`).
+fn last_error_event(text: &str) -> Value {
+    assert!(!text.contains("[DONE]"), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let event: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert!(event["error"].is_object(), "{event}");
+    event
+}
+
+#[tokio::test]
+async fn open_streams_share_instances() {
+    // Streams spread over a few hosts (four per core), then share them, up
+    // to 32 a host: 70 streams (more than any spread) need at least 3
+    // hosts and fewer than one each.
+    let mock = streaming_mock().await;
+    let gw = hostile_gateway_with(&mock, "", &[("CACHE_ENABLED", "false")]).await;
+    let mut held = Vec::new();
+    for _ in 0..70 {
+        held.push(open_stream(&gw).await);
+    }
+    let hosts = stream_hosts(&gw).await;
+    assert!((3..70).contains(&hosts), "{hosts} hosts for 70 streams");
+    // Every stream is still served while the others are open.
+    for response in &mut held {
+        assert!(next_bytes(response).await.contains("more"));
+    }
+    // Closed streams give their seats back; idle hosts beyond the spread go.
+    drop(held);
+    let mut again = open_stream(&gw).await;
+    assert!(next_bytes(&mut again).await.contains("more"));
+    assert!(stream_hosts(&gw).await <= hosts);
+}
+
+#[tokio::test]
+async fn a_fault_in_one_stream_ends_the_streams_sharing_its_instance_and_no_other() {
+    let mock = streaming_mock().await;
+    // One attempt: a retry would open its stream on another host.
+    let env = [("CACHE_ENABLED", "false"), ("ROUTE_TRANSIENT_RETRIES", "0")];
+    let mut gw = hostile_gateway_with(&mock, "", &env).await;
+    // Open streams until one shares a host: every host then has one stream,
+    // one has two.
+    let mut held = vec![open_stream(&gw).await];
+    loop {
+        let before = stream_hosts(&gw).await;
+        held.push(open_stream(&gw).await);
+        if stream_hosts(&gw).await == before {
+            break;
+        }
+        assert!(held.len() <= 65, "streams never shared a host");
+    }
+    let hosts = stream_hosts(&gw).await;
+
+    // The next stream joins a host with one stream, and its normalizer panics.
+    let c = gw.chat(hostile_stream("panic")).await;
+    assert_ne!(c.status(), 200);
+    let body: Value = c.json().await.unwrap();
+    assert_eq!(body["error"]["attempts"].as_array().map(Vec::len), Some(1), "{body}");
+    let message = body["error"]["attempts"][0]["message"].as_str().unwrap();
+    assert!(message.contains("adapter \"hostile\" failed (trapped)"), "{message}");
+    assert!(gw.log().contains("panicked on purpose while normalizing a stream"), "the details stay in the log");
+
+    // The one stream sharing its instance ends with an error event at its
+    // next chunk, never [DONE]; every other stream goes on.
+    let reads =
+        futures_util::future::join_all(held.iter_mut().map(|response| read_for(response, Duration::from_millis(1500))))
+            .await;
+    let mut cut = 0;
+    for (text, ended) in reads {
+        if text.contains("\"error\"") {
+            assert!(ended, "an error event ends the stream: {text}");
+            let event = last_error_event(&text);
+            assert_eq!(event["error"]["provider"], "hostile", "{event}");
+            cut += 1;
+        } else {
+            assert!(!ended && text.contains("more"), "{text}");
+        }
+    }
+    assert_eq!(cut, 1, "exactly the stream that shared the faulting instance");
+    // The lost instance is gone; a new stream gets a fresh one and runs.
+    let mut d = open_stream(&gw).await;
+    assert!(next_bytes(&mut d).await.contains("more"));
+    assert!(stream_hosts(&gw).await <= hosts);
+    gw.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn without_instance_reuse_a_stream_fault_ends_only_its_own_stream() {
+    let mock = streaming_mock().await;
+    let config = "[providers.hostile]\ncomponent = \"{component:freellm-provider-hostile}\"\n\
+                  [providers.hostile.sandbox]\nreuse_instances = false\n";
+    let mut gw = Gateway::start_with(GatewayOptions {
+        config: config.to_owned(),
+        env: vec![
+            ("HOSTILE_API_KEY".to_owned(), "k".to_owned()),
+            ("HOSTILE_BASE_URL".to_owned(), format!("{}/v1", mock.url)),
+            ("CACHE_ENABLED".to_owned(), "false".to_owned()),
+        ],
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(open_stream(&gw).await);
+    }
+    expect_stream_hosts(&gw, 3).await;
+    let c = gw.chat(hostile_stream("panic")).await;
+    assert_ne!(c.status(), 200);
+    for response in &mut held {
+        for _ in 0..2 {
+            assert!(next_bytes(response).await.contains("more"));
+        }
+    }
+    expect_stream_hosts(&gw, 3).await;
+    drop(held);
+    expect_stream_hosts(&gw, 0).await;
+    gw.assert_healthy().await;
+}

@@ -5,9 +5,9 @@
 //! `reuse_instances` (the default) a healthy instance goes back to a small
 //! per-version set of warm instances and serves later calls, as proxy-wasm
 //! hosts do: instantiating and resetting a pool slot costs more than the
-//! call itself. Without it every call gets a fresh instance. A stream keeps
-//! one instance (and its `stream-normalizer` resource) for its lifetime and
-//! drops it afterwards. A trap, a CPU-deadline hit or a memory-cap hit
+//! call itself. Without it every call gets a fresh instance. Streams keep
+//! their `stream-normalizer` resources on instances of their own, shared
+//! by several streams ([`super::stream`]). A trap, a CPU-deadline hit or a memory-cap hit
 //! becomes an [`AdapterFault`] (a failure of that provider, never of the
 //! host) and the instance that faulted is never entered again.
 //!
@@ -22,16 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use wasmtime::Store;
-use wasmtime::component::ResourceAny;
 
 use super::bindings::types::{
-    AdapterInfo, CallContext, Failure, FixtureFile, NormalizedResponse, ResponseHead, StreamEvent, StreamOutput,
-    UpstreamRequest,
+    AdapterInfo, CallContext, Failure, FixtureFile, NormalizedResponse, ResponseHead, UpstreamRequest,
 };
 use super::bindings::{Bindings, ContractVersion, ProviderPre};
 use super::engine::PluginEngine;
 use super::loader::{Compiled, LoadError};
 use super::sandbox::{CallState, SandboxLimits, new_store, ticks_for};
+use super::stream::StreamHosts;
 
 /// A call into an adapter failed inside the sandbox (trap, CPU deadline,
 /// memory cap). Displayed as the plain message clients may see; the
@@ -153,11 +152,13 @@ pub struct Adapter {
     /// Call counters.
     pub stats: AdapterStats,
     settings: Vec<(String, String)>,
-    limits: SandboxLimits,
+    pub(crate) limits: SandboxLimits,
     pre: ProviderPre<CallState>,
-    engine: Arc<PluginEngine>,
+    pub(crate) engine: Arc<PluginEngine>,
     /// Idle instances ready for the next call (empty unless reuse is on).
     warm: Mutex<Vec<Instance>>,
+    /// The instances open streams share.
+    pub(crate) stream_hosts: StreamHosts,
 }
 
 impl Adapter {
@@ -210,6 +211,7 @@ impl Adapter {
             pre: compiled.pre,
             engine,
             warm: Mutex::new(Vec::new()),
+            stream_hosts: StreamHosts::default(),
         })
     }
 
@@ -274,30 +276,6 @@ impl Adapter {
         self.call("", async |p, store| p.embedded_fixtures(store).await).await
     }
 
-    /// Starts a stream normalizer for a 2xx streaming answer. The returned
-    /// session owns its instance for the stream's lifetime and drops it
-    /// afterwards (it is never handed to another call).
-    pub async fn open_stream(
-        self: &Arc<Self>,
-        ctx: &CallContext,
-        head: &ResponseHead,
-    ) -> Result<StreamSession, AdapterFault> {
-        let Ok(slot) = self.engine.stream_slots.clone().try_acquire_owned() else {
-            return Err(self.busy(&ctx.request_id, "every open-stream slot is in use"));
-        };
-        let (mut instance, started) = self.checkout(&ctx.request_id).await?;
-        let result = instance.provider.open_stream(&mut instance.store, ctx, head).await;
-        let handle = self.record(&ctx.request_id, started, result, &instance.store)?;
-        Ok(StreamSession {
-            adapter: self.clone(),
-            store: instance.store,
-            provider: instance.provider,
-            handle,
-            request_id: ctx.request_id.clone(),
-            _slot: slot,
-        })
-    }
-
     /// Instances kept warm for the next calls (for status and tests).
     pub fn warm_instances(&self) -> usize {
         self.warm.lock().map_or(0, |idle| idle.len())
@@ -323,22 +301,25 @@ impl Adapter {
             if self.limits.reuse_instances { self.warm.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
         let mut instance = match warm {
             Some(instance) => instance,
-            None => {
-                let mut store = new_store(&self.engine.engine, &self.id, self.limits);
-                match self.pre.instantiate_async(&mut store).await {
-                    Ok(provider) => Instance { store, provider, calls: 0 },
-                    Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
-                        return Err(self.busy(request_id, &e.to_string()));
-                    }
-                    // Counted as a failed call: the fault is returned as is.
-                    Err(e) => return self.record(request_id, started, Err(e), &store),
-                }
-            }
+            None => self.instantiate(request_id).await?,
         };
-        instance.store.set_epoch_deadline(ticks_for(self.limits.cpu_time));
-        instance.store.data_mut().new_call();
+        instance.begin(&self.limits);
         instance.calls += 1;
         Ok((instance, started))
+    }
+
+    /// A fresh instance. A pool with no free slot is [`FaultKind::Busy`];
+    /// any other failure is counted as a failed call.
+    pub(crate) async fn instantiate(&self, request_id: &str) -> Result<Instance, AdapterFault> {
+        let started = Instant::now();
+        let mut store = new_store(&self.engine.engine, &self.id, self.limits);
+        match self.pre.instantiate_async(&mut store).await {
+            Ok(provider) => Ok(Instance { store, provider, calls: 0 }),
+            Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                Err(self.busy(request_id, &e.to_string()))
+            }
+            Err(e) => self.record(request_id, started, Err(e), &store),
+        }
     }
 
     /// Records a finished call and keeps its instance warm when it may serve
@@ -371,7 +352,7 @@ impl Adapter {
     /// A call that found no free instance: not counted as a call or a
     /// fault of the adapter, logged at debug (an overload would otherwise
     /// flood the log).
-    fn busy(&self, request_id: &str, detail: &str) -> AdapterFault {
+    pub(crate) fn busy(&self, request_id: &str, detail: &str) -> AdapterFault {
         tracing::debug!(request_id, adapter = %self.id, detail, "no free adapter instance");
         AdapterFault {
             adapter: self.id.clone(),
@@ -382,7 +363,7 @@ impl Adapter {
         }
     }
 
-    fn record<R>(
+    pub(crate) fn record<R>(
         &self,
         request_id: &str,
         started: Instant,
@@ -412,10 +393,18 @@ impl Adapter {
 }
 
 /// One instantiated adapter: its store and bindings, and the calls it served.
-struct Instance {
-    store: Store<CallState>,
-    provider: Bindings,
+pub(crate) struct Instance {
+    pub(crate) store: Store<CallState>,
+    pub(crate) provider: Bindings,
     calls: u32,
+}
+
+impl Instance {
+    /// Before each call: the CPU deadline set, the per-call counters reset.
+    pub(crate) fn begin(&mut self, limits: &SandboxLimits) {
+        self.store.set_epoch_deadline(ticks_for(limits.cpu_time));
+        self.store.data_mut().new_call();
+    }
 }
 
 /// A warm instance is dropped (and a fresh one made) after this many calls,
@@ -425,39 +414,6 @@ const RECYCLE_AFTER_CALLS: u32 = 10_000;
 /// A warm instance whose linear memory grew past this (a very large request
 /// went through it) is dropped rather than kept resident.
 const RECYCLE_ABOVE_MEMORY: usize = 8 << 20;
-
-/// One streaming answer's normalizer: an instance kept alive for the stream.
-pub struct StreamSession {
-    adapter: Arc<Adapter>,
-    store: Store<CallState>,
-    provider: Bindings,
-    handle: ResourceAny,
-    request_id: String,
-    /// The open-stream slot, given back when the stream ends.
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl StreamSession {
-    /// Normalizes the events of one network read.
-    pub async fn push(&mut self, events: &[StreamEvent]) -> Result<Result<StreamOutput, Failure>, AdapterFault> {
-        let started = self.begin();
-        let result = self.provider.push(&mut self.store, self.handle, events).await;
-        self.adapter.record(&self.request_id, started, result, &self.store)
-    }
-
-    /// Flushes the normalizer at upstream EOF.
-    pub async fn finish(&mut self) -> Result<Result<StreamOutput, Failure>, AdapterFault> {
-        let started = self.begin();
-        let result = self.provider.finish(&mut self.store, self.handle).await;
-        self.adapter.record(&self.request_id, started, result, &self.store)
-    }
-
-    fn begin(&mut self) -> Instant {
-        self.store.set_epoch_deadline(ticks_for(self.adapter.limits.cpu_time));
-        self.store.data_mut().new_call();
-        Instant::now()
-    }
-}
 
 /// Names what went wrong inside the guest: its kind, and the trap code or
 /// limit with the guest's stderr.

@@ -15,6 +15,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use super::bindings::{v0_1, v0_2};
 use super::sandbox::{CallState, EPOCH_TICK};
+use super::stream::STREAMS_PER_HOST;
 
 /// Hard cap on one component instance's linear memory, whatever an adapter's
 /// own limit says.
@@ -33,9 +34,17 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
 /// many streams are open.
 const CALL_RESERVE: u32 = 256;
 
-/// Open streams the pool serves at once (each holds one instance for its
-/// lifetime); past it a new stream is refused as busy.
-pub const MAX_OPEN_STREAMS: u32 = POOL_INSTANCES - CALL_RESERVE;
+/// Instances that hold open streams at most ([`crate::stream`]: each holds
+/// up to [`STREAMS_PER_HOST`] of them).
+pub const MAX_STREAM_HOSTS: u32 = POOL_INSTANCES - CALL_RESERVE;
+
+/// Open streams the gateway can serve at once: every stream host full.
+/// Past the configured budget (at most this) a new stream is refused as
+/// busy.
+pub const MAX_OPEN_STREAMS: u32 = MAX_STREAM_HOSTS * STREAMS_PER_HOST;
+
+/// Open streams served at once unless configured otherwise.
+pub const DEFAULT_OPEN_STREAMS: u32 = 10_000;
 
 /// The next [`PluginEngine::id`].
 static NEXT_ENGINE_ID: AtomicU64 = AtomicU64::new(0);
@@ -51,9 +60,12 @@ pub struct PluginEngine {
     /// one engine, so the loader's table of compilations under way is
     /// keyed by it.
     pub(crate) id: u64,
-    /// Slots for open streams ([`MAX_OPEN_STREAMS`]): a stream holds one
+    /// Slots for open streams (the configured budget): a stream holds one
     /// for its lifetime.
     pub(crate) stream_slots: Arc<tokio::sync::Semaphore>,
+    /// Slots for stream hosts ([`MAX_STREAM_HOSTS`]): a host holds one for
+    /// its lifetime.
+    pub(crate) stream_hosts: Arc<tokio::sync::Semaphore>,
 }
 
 impl PluginEngine {
@@ -101,6 +113,7 @@ impl PluginEngine {
             warm_per_adapter,
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
             stream_slots: Arc::new(tokio::sync::Semaphore::new(max_streams.min(MAX_OPEN_STREAMS as usize))),
+            stream_hosts: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_HOSTS as usize)),
         }))
     }
 }

@@ -6,6 +6,7 @@
 //! - [`loader`]: compile with an on-disk cache, sandbox policy, contract check.
 //! - [`sandbox`]: the deny-all store each call runs in.
 //! - [`adapter`]: a configured adapter version and the calls into it.
+//! - [`stream`]: stream normalizers and the instances they share.
 //! - [`check`]: `freellm plugin check`, conformance and fixtures against a component.
 
 pub mod adapter;
@@ -15,9 +16,11 @@ pub mod engine;
 pub mod loader;
 pub mod sandbox;
 pub mod scaffold;
+pub mod stream;
 
-pub use adapter::{Adapter, AdapterFault, FaultKind, StreamSession};
+pub use adapter::{Adapter, AdapterFault, FaultKind};
 pub use bindings::{ContractVersion, types};
-pub use engine::{MAX_MEMORY_BYTES, MAX_OPEN_STREAMS, PluginEngine};
+pub use engine::{DEFAULT_OPEN_STREAMS, MAX_MEMORY_BYTES, MAX_OPEN_STREAMS, PluginEngine};
 pub use loader::LoadError;
 pub use sandbox::SandboxLimits;
+pub use stream::StreamSession;

@@ -41,7 +41,8 @@ fn server_connection_limits_default_read_the_file_and_env_wins() {
 #[test]
 fn the_stream_budget_is_capped_by_the_instance_pool() {
     let max = freellm_runtime::MAX_OPEN_STREAMS as usize;
-    assert_eq!(load(TWO, &[]).unwrap().edge.max_streams, max);
+    assert_eq!(load(TWO, &[]).unwrap().edge.max_streams, 10_000);
+    assert_eq!(load(TWO, &[("FREELLM_MAX_STREAMS", &max.to_string())]).unwrap().edge.max_streams, max);
     assert_eq!(load("[server]\nmax_streams = 100\n", &[]).unwrap().edge.max_streams, 100);
     assert_eq!(load(TWO, &[("FREELLM_MAX_STREAMS", "7")]).unwrap().edge.max_streams, 7);
     for bad in ["0", "x", &(max + 1).to_string()] {

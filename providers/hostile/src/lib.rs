@@ -4,7 +4,9 @@
 //! (the state an adapter must not keep) and sends it upstream as
 //! `x-hostile-calls`, and `ok` is a well-behaved OpenAI-compatible mapping.
 //! With the setting `normalize = "panic"` it also panics while
-//! normalizing an answer, i.e. after the upstream call. Never deploy it.
+//! normalizing an answer, i.e. after the upstream call. Its stream
+//! normalizer panics on an event whose data holds `hostile-panic` (the
+//! streams sharing its instance lose it too). Never deploy it.
 
 #![warn(missing_docs)]
 
@@ -14,8 +16,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use freellm_sdk::openai_compat;
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, ModelInfo, ModelTags,
-    NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest,
-    WireFormat,
+    NormalizedResponse, PassthroughStream, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamEvent,
+    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat,
 };
 
 /// The hostile adapter.
@@ -73,6 +75,26 @@ impl Adapter for Hostile {
             panic!("hostile adapter panicked on purpose while normalizing");
         }
         openai_compat::normalize_response(ctx, head, body)
+    }
+
+    fn stream_normalizer(_ctx: &CallContext, _head: &ResponseHead) -> Box<dyn StreamNormalizer> {
+        Box::new(PanickingStream(PassthroughStream::default()))
+    }
+}
+
+/// Forwards OpenAI chunks, and panics on an event holding `hostile-panic`.
+struct PanickingStream(PassthroughStream);
+
+impl StreamNormalizer for PanickingStream {
+    fn push(&mut self, events: Vec<StreamEvent>) -> Result<StreamOutput, Failure> {
+        if events.iter().any(|e| e.data.contains("hostile-panic")) {
+            panic!("hostile adapter panicked on purpose while normalizing a stream");
+        }
+        self.0.push(events)
+    }
+
+    fn finish(&mut self) -> Result<StreamOutput, Failure> {
+        self.0.finish()
     }
 }
 

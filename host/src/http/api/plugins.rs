@@ -66,6 +66,8 @@ fn plugin_json(p: &ProviderEntry, plugins: &Reloader) -> Value {
             "cpu_ms": p.config.sandbox.cpu_time.as_millis() as u64,
             "reuse_instances": p.config.sandbox.reuse_instances,
             "warm_instances": p.adapter.as_ref().map_or(0, |a| a.warm_instances()),
+            // Instances holding the open streams (several streams each).
+            "stream_hosts": p.adapter.as_ref().map_or(0, |a| a.stream_hosts()),
         },
     });
     if let (Some(a), Some(obj)) = (&p.adapter, v.as_object_mut())
