@@ -39,8 +39,14 @@ fn js_component() -> &'static (PathBuf, bool, String) {
 
 async fn gateway(mock: &MockUpstream) -> Gateway {
     let (component, _, _) = js_component();
+    // The CPU deadline is counted in wall-clock epochs: on a busy 2-core
+    // machine (the whole suite at once) the JavaScript engine's first
+    // calls in a fresh instance have taken over the default 250 ms, and
+    // the adapter then never went live. This test is about the language,
+    // not the deadline (the sandbox tests cover that).
     let config = format!(
-        "[providers.jsopenai]\ncomponent = \"{}\"\n[providers.jsopenai.settings]\nmodels = \"gpt-4o-mini, gpt-4o\"\n",
+        "[providers.jsopenai]\ncomponent = \"{}\"\n[providers.jsopenai.settings]\nmodels = \"gpt-4o-mini, gpt-4o\"\n\
+         [providers.jsopenai.sandbox]\ncpu_ms = 2000\n",
         component.display()
     );
     let env = vec![
