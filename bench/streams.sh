@@ -151,6 +151,26 @@ wait "$HOLD_PID" || true
 PEAK_KIB=$(awk '/^VmHWM:/ {print $2}' "/proc/$GATEWAY_PID/status")
 stop_pid "$GATEWAY_PID"
 
+# The floor: the bare proxy holding the same streams (its hyper server and
+# client connections are the gateway's too).
+start_bare "$MOCK_PORT_slow"
+sleep 1
+BARE_IDLE_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$BARE_PID/status")
+log "holding $HELD slow streams through the bare proxy"
+"$LOAD_BIN" --url "$BARE_URL" --body "$STREAM_BODY" --hold "$HELD" --ready-file "$WORK/held-bare" \
+    >"$WORK/hold-bare.json" 2>"$WORK/hold-bare.log" &
+HOLD_PID=$!
+track "$HOLD_PID"
+for _ in $(seq 600); do
+    [[ -f $WORK/held-bare ]] && break
+    kill -0 "$HOLD_PID" 2>/dev/null || break
+    sleep 0.1
+done
+BARE_HELD_KIB=0
+[[ -f $WORK/held-bare ]] && BARE_HELD_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$BARE_PID/status")
+wait "$HOLD_PID" || true
+stop_pid "$BARE_PID"
+
 # ---------------------------------------------------------------- report
 
 mkdir -p "$RESULTS_DIR"
@@ -161,7 +181,8 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
     --slurpfile d16 "$WORK/direct-c$CONNECTIONS.json" --slurpfile b16 "$WORK/bare-c$CONNECTIONS.json" \
     --slurpfile g16 "$WORK/gateway-c$CONNECTIONS.json" --slurpfile gs "$WORK/gateway-short-c1.json" \
     --slurpfile hold "$WORK/hold.json" --slurpfile ob "$WORK/others-before.json" --slurpfile oh "$WORK/others-held.json" \
-    --argjson idle "$IDLE_KIB" --argjson heldkib "$HELD_KIB" --argjson heldafter "$HELD_KIB_AFTER" --argjson peak "$PEAK_KIB" '
+    --argjson idle "$IDLE_KIB" --argjson heldkib "$HELD_KIB" --argjson heldafter "$HELD_KIB_AFTER" --argjson peak "$PEAK_KIB" \
+    --slurpfile holdbare "$WORK/hold-bare.json" --argjson bareidle "$BARE_IDLE_KIB" --argjson bareheld "$BARE_HELD_KIB" '
     def r(n): (. * pow(10; n) | round) / pow(10; n);
     def cpu_per(a; b; o): ((b - a) / $tck) / o.answers * 1e6;
     def us(o; p): o.latencyPercentiles[p] * 1e6 | r(1);
@@ -171,6 +192,7 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
     (($cpu_long - $cpu_short) / ($chunks - 3)) as $per_chunk |
     ($g1[0].ttfb_p50_us - $d1[0].ttfb_p50_us) as $added_ttfb |
     (if $hold[0].opened == $held then (($heldkib - $idle) / $held) else null end) as $per_stream |
+    (if $holdbare[0].opened == $held and $bareheld > 0 then (($bareheld - $bareidle) / $held) else null end) as $bare_per_stream |
     {
         settings: {chunks: $chunks, connections: $conns, held_streams: $held},
         fast: {
@@ -188,6 +210,8 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
             load: $hold[0],
             rss_kib: {idle: $idle, held: $heldkib, after_others: $heldafter, peak: $peak},
             rss_kib_per_stream: (if $per_stream == null then null else ($per_stream | r(1)) end),
+            floor: {load: $holdbare[0], rss_kib: {idle: $bareidle, held: $bareheld},
+                rss_kib_per_stream: (if $bare_per_stream == null then null else ($bare_per_stream | r(1)) end)},
             others_before: {p50_us: us($ob[0]; "p50"), p99_us: us($ob[0]; "p99"), rps: ($ob[0].summary.requestsPerSec | round), not_ok: bad($ob[0])},
             others_held: {p50_us: us($oh[0]; "p50"), p99_us: us($oh[0]; "p99"), rps: ($oh[0].summary.requestsPerSec | round), not_ok: bad($oh[0])}
         },
@@ -218,6 +242,6 @@ jq -r '
     "Incomplete answers or errors in the fast phases: \($f.incomplete_or_errors).",
     "",
     "Held: \($h.load.opened) of \(.settings.held_streams) opened in \($h.load.open_all_s // "–") s, \($h.load.completed) completed, \($h.load.errors) errors; longest pause inside one stream \($h.load.max_frame_gap_ms) ms (p99 \($h.load.p99_frame_gap_ms) ms; chunks every 500 ms).",
-    "Gateway RSS \($h.rss_kib.idle) KiB idle -> \($h.rss_kib.held) KiB with the streams held: \($h.rss_kib_per_stream // "–") KiB per stream, target ≤ 40 KiB: \(pf($t.rss_kib_per_held_stream.pass)). Peak \($h.rss_kib.peak) KiB.",
+    "Gateway RSS \($h.rss_kib.idle) KiB idle -> \($h.rss_kib.held) KiB with the streams held: \($h.rss_kib_per_stream // "–") KiB per stream, target ≤ 40 KiB: \(pf($t.rss_kib_per_held_stream.pass)). Peak \($h.rss_kib.peak) KiB. The bare proxy holding the same streams: \($h.floor.rss_kib_per_stream // "–") KiB per stream.",
     "Other clients (1 conn, small requests): p50 \($h.others_before.p50_us) µs / p99 \($h.others_before.p99_us) µs before, p50 \($h.others_held.p50_us) µs / p99 \($h.others_held.p99_us) µs while held; non-200 or errors while held: \($h.others_held.not_ok)."
 ' "$RESULTS_DIR/streams.json" | tee "$RESULTS_DIR/streams.md"
