@@ -28,8 +28,10 @@
 //!   loses the host: its instance is never entered again, and the other
 //!   streams on it end with a fault at their next call (at most
 //!   `STREAMS_PER_HOST - 1` streams of the same provider). New streams go
-//!   to a fresh host. With `reuse_instances` off, every stream has a host
-//!   of its own: no guest memory is shared between requests.
+//!   to a fresh host. So does a call abandoned half-way (its future
+//!   dropped: the instance is in no known state). With `reuse_instances`
+//!   off, every stream has a host of its own: no guest memory is shared
+//!   between requests.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -220,6 +222,23 @@ impl StreamHost {
     }
 }
 
+/// Loses a host when dropped armed: a call on it did not finish.
+struct LoseOnDrop<'h>(Option<&'h StreamHost>);
+
+impl LoseOnDrop<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for LoseOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(host) = self.0 {
+            host.lose();
+        }
+    }
+}
+
 /// One streaming answer's normalizer, on a shared host.
 pub struct StreamSession {
     adapter: Arc<Adapter>,
@@ -264,7 +283,10 @@ impl StreamSession {
         slot: &mut Option<Instance>,
         call: impl AsyncFnOnce(&mut Instance) -> wasmtime::Result<R>,
     ) -> Result<R, AdapterFault> {
-        let Some(instance) = slot.as_mut() else { return Err(self.lost()) };
+        let Some(mut instance) = slot.take() else { return Err(self.lost()) };
+        // A call abandoned half-way (its future dropped) leaves the
+        // instance in no known state: the host is lost with it.
+        let abandoned = LoseOnDrop(Some(&self.host));
         let orphans = std::mem::take(&mut *self.host.orphans.lock().unwrap_or_else(PoisonError::into_inner));
         let started = Instant::now();
         instance.begin(&self.adapter.limits);
@@ -276,14 +298,16 @@ impl StreamSession {
             }
         }
         let result = match result {
-            Ok(()) => call(instance).await,
+            Ok(()) => call(&mut instance).await,
             Err(e) => Err(e),
         };
         let out = self.adapter.record(&self.request_id, started, result, &instance.store);
-        if out.is_err() {
+        abandoned.disarm();
+        if out.is_ok() {
+            *slot = Some(instance);
+        } else {
             // Never entered again: dropping the store resets its pool slot.
             self.host.lose();
-            *slot = None;
         }
         out
     }
@@ -358,6 +382,17 @@ mod tests {
     fn without_reuse_every_stream_gets_its_own_host() {
         assert_eq!(choose(&[seat(1, 1), seat(1, 1)], 1, 2), Choice::New { fallback: None });
         assert!(drop_when_empty(&seat(0, 1), 1, 1, 8), "a one-stream host goes with its stream");
+    }
+
+    #[test]
+    fn a_call_abandoned_half_way_loses_its_host() {
+        let finished = seat(1, 1);
+        LoseOnDrop(Some(&finished.host)).disarm();
+        assert!(!finished.host.lost.load(Ordering::Acquire));
+        let abandoned = seat(1, 1);
+        drop(LoseOnDrop(Some(&abandoned.host)));
+        assert!(abandoned.host.lost.load(Ordering::Acquire));
+        assert_eq!(choose(&[abandoned], 32, 1), Choice::New { fallback: None }, "no stream goes there");
     }
 
     #[test]
