@@ -280,7 +280,7 @@ async fn a_stream_ending_without_a_finish_counts_as_a_failure_and_a_finished_one
 
 #[tokio::test]
 async fn streams_past_the_stream_budget_are_refused_as_busy_and_nothing_else_suffers() {
-    // Each open stream holds an adapter instance for its lifetime. Past the
+    // Each open stream holds a seat on an adapter instance for its lifetime. Past the
     // budget a new stream is the gateway's own capacity, not the
     // provider's failure: 503 gateway_at_capacity with Retry-After, plain
     // requests keep their own instances, and the breaker never hears of it
