@@ -127,23 +127,30 @@ log "other clients before: 1 connection of small requests, ${DURATION_S} s"
 small others-before
 sleep 1
 IDLE_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$GATEWAY_PID/status")
+# hold_streams URL NAME: opens $HELD slow streams in the background
+# ($HOLD_PID) and waits until all are open ($WORK/NAME exists) or the load
+# gave up; its report goes to $WORK/NAME.json.
+hold_streams() {
+    "$LOAD_BIN" --url "$1" --body "$STREAM_BODY" --hold "$HELD" --ready-file "$WORK/$2" \
+        >"$WORK/$2.json" 2>"$WORK/$2.log" &
+    HOLD_PID=$!
+    track "$HOLD_PID"
+    for _ in $(seq 600); do
+        [[ -f $WORK/$2 ]] && break
+        kill -0 "$HOLD_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+}
+
 log "holding $HELD slow streams (60 chunks, one every 500 ms) through the gateway"
-"$LOAD_BIN" --url "$GATEWAY_URL" --body "$STREAM_BODY" --hold "$HELD" --ready-file "$WORK/held" \
-    >"$WORK/hold.json" 2>"$WORK/hold.log" &
-HOLD_PID=$!
-track "$HOLD_PID"
-for _ in $(seq 600); do
-    [[ -f $WORK/held ]] && break
-    kill -0 "$HOLD_PID" 2>/dev/null || break
-    sleep 0.1
-done
+hold_streams "$GATEWAY_URL" held
 if [[ -f $WORK/held ]]; then
     HELD_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$GATEWAY_PID/status")
     log "all $HELD open after $(cat "$WORK/held") s; RSS $IDLE_KIB -> $HELD_KIB KiB; other clients while held, ${DURATION_S} s"
     small others-held
     HELD_KIB_AFTER=$(awk '/^VmRSS:/ {print $2}' "/proc/$GATEWAY_PID/status")
 else
-    log "the $HELD streams did not all open (see hold.json)"
+    log "the $HELD streams did not all open (see held.json)"
     HELD_KIB=0 HELD_KIB_AFTER=0
     echo '{"statusCodeDistribution":{},"errorDistribution":{},"latencyPercentiles":{"p50":0,"p99":0},"summary":{"requestsPerSec":0}}' >"$WORK/others-held.json"
 fi
@@ -157,15 +164,7 @@ start_bare "$MOCK_PORT_slow"
 sleep 1
 BARE_IDLE_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$BARE_PID/status")
 log "holding $HELD slow streams through the bare proxy"
-"$LOAD_BIN" --url "$BARE_URL" --body "$STREAM_BODY" --hold "$HELD" --ready-file "$WORK/held-bare" \
-    >"$WORK/hold-bare.json" 2>"$WORK/hold-bare.log" &
-HOLD_PID=$!
-track "$HOLD_PID"
-for _ in $(seq 600); do
-    [[ -f $WORK/held-bare ]] && break
-    kill -0 "$HOLD_PID" 2>/dev/null || break
-    sleep 0.1
-done
+hold_streams "$BARE_URL" held-bare
 BARE_HELD_KIB=0
 [[ -f $WORK/held-bare ]] && BARE_HELD_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$BARE_PID/status")
 wait "$HOLD_PID" || true
@@ -180,9 +179,9 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
     --slurpfile d1 "$WORK/direct-c1.json" --slurpfile b1 "$WORK/bare-c1.json" --slurpfile g1 "$WORK/gateway-c1.json" \
     --slurpfile d16 "$WORK/direct-c$CONNECTIONS.json" --slurpfile b16 "$WORK/bare-c$CONNECTIONS.json" \
     --slurpfile g16 "$WORK/gateway-c$CONNECTIONS.json" --slurpfile gs "$WORK/gateway-short-c1.json" \
-    --slurpfile hold "$WORK/hold.json" --slurpfile ob "$WORK/others-before.json" --slurpfile oh "$WORK/others-held.json" \
+    --slurpfile hold "$WORK/held.json" --slurpfile ob "$WORK/others-before.json" --slurpfile oh "$WORK/others-held.json" \
     --argjson idle "$IDLE_KIB" --argjson heldkib "$HELD_KIB" --argjson heldafter "$HELD_KIB_AFTER" --argjson peak "$PEAK_KIB" \
-    --slurpfile holdbare "$WORK/hold-bare.json" --argjson bareidle "$BARE_IDLE_KIB" --argjson bareheld "$BARE_HELD_KIB" '
+    --slurpfile holdbare "$WORK/held-bare.json" --argjson bareidle "$BARE_IDLE_KIB" --argjson bareheld "$BARE_HELD_KIB" '
     def r(n): (. * pow(10; n) | round) / pow(10; n);
     def cpu_per(a; b; o): ((b - a) / $tck) / o.answers * 1e6;
     def us(o; p): o.latencyPercentiles[p] * 1e6 | r(1);

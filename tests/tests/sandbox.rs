@@ -140,12 +140,11 @@ async fn warm_instances_serve_again_and_a_fault_retires_the_instance() {
     gw.assert_healthy().await;
 }
 
-#[tokio::test]
-async fn without_instance_reuse_every_call_starts_fresh() {
-    let mock = MockUpstream::completing().await;
+/// The hostile adapter with `reuse_instances = false` (and no response cache).
+async fn gateway_without_reuse(mock: &MockUpstream) -> Gateway {
     let config = "[providers.hostile]\ncomponent = \"{component:freellm-provider-hostile}\"\n\
                   [providers.hostile.sandbox]\nreuse_instances = false\n";
-    let gw = Gateway::start_with(GatewayOptions {
+    Gateway::start_with(GatewayOptions {
         config: config.to_owned(),
         env: vec![
             ("HOSTILE_API_KEY".to_owned(), "k".to_owned()),
@@ -153,7 +152,13 @@ async fn without_instance_reuse_every_call_starts_fresh() {
             ("CACHE_ENABLED".to_owned(), "false".to_owned()),
         ],
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn without_instance_reuse_every_call_starts_fresh() {
+    let mock = MockUpstream::completing().await;
+    let gw = gateway_without_reuse(&mock).await;
     for _ in 0..3 {
         let r = gw.chat(chat_body("hostile/remember")).await;
         assert_eq!(r.status(), 200, "{}", gw.log());
@@ -324,17 +329,7 @@ async fn a_fault_in_one_stream_ends_the_streams_sharing_its_instance_and_no_othe
 #[tokio::test]
 async fn without_instance_reuse_a_stream_fault_ends_only_its_own_stream() {
     let mock = streaming_mock().await;
-    let config = "[providers.hostile]\ncomponent = \"{component:freellm-provider-hostile}\"\n\
-                  [providers.hostile.sandbox]\nreuse_instances = false\n";
-    let mut gw = Gateway::start_with(GatewayOptions {
-        config: config.to_owned(),
-        env: vec![
-            ("HOSTILE_API_KEY".to_owned(), "k".to_owned()),
-            ("HOSTILE_BASE_URL".to_owned(), format!("{}/v1", mock.url)),
-            ("CACHE_ENABLED".to_owned(), "false".to_owned()),
-        ],
-    })
-    .await;
+    let mut gw = gateway_without_reuse(&mock).await;
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(open_stream(&gw).await);

@@ -29,8 +29,8 @@ use super::bindings::types::{
 use super::bindings::{Bindings, ContractVersion, ProviderPre};
 use super::engine::PluginEngine;
 use super::loader::{Compiled, LoadError};
-use super::sandbox::{CallState, SandboxLimits, new_store, ticks_for};
-use super::stream::StreamHosts;
+use super::sandbox::{CallState, Instance, SandboxLimits, new_store};
+use super::stream_hosts::StreamHosts;
 
 /// A call into an adapter failed inside the sandbox (trap, CPU deadline,
 /// memory cap). Displayed as the plain message clients may see; the
@@ -389,21 +389,6 @@ impl Adapter {
             tracing::warn!(request_id, error = %fault.detailed(), backtrace = %format!("{e:?}"), "adapter call failed");
             fault
         })
-    }
-}
-
-/// One instantiated adapter: its store and bindings, and the calls it served.
-pub(crate) struct Instance {
-    pub(crate) store: Store<CallState>,
-    pub(crate) provider: Bindings,
-    calls: u32,
-}
-
-impl Instance {
-    /// Before each call: the CPU deadline set, the per-call counters reset.
-    pub(crate) fn begin(&mut self, limits: &SandboxLimits) {
-        self.store.set_epoch_deadline(ticks_for(limits.cpu_time));
-        self.store.data_mut().new_call();
     }
 }
 

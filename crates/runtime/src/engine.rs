@@ -15,7 +15,6 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 
 use super::bindings::{v0_1, v0_2};
 use super::sandbox::{CallState, EPOCH_TICK};
-use super::stream::STREAMS_PER_HOST;
 
 /// Hard cap on one component instance's linear memory, whatever an adapter's
 /// own limit says.
@@ -33,6 +32,10 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
 /// normalizing an answer) and warm instances always find a slot, however
 /// many streams are open.
 const CALL_RESERVE: u32 = 256;
+
+/// Open streams one instance (a stream host, [`crate::stream_hosts`])
+/// serves at once.
+pub const STREAMS_PER_HOST: u32 = 32;
 
 /// Instances that hold open streams at most ([`crate::stream`]: each holds
 /// up to [`STREAMS_PER_HOST`] of them).

@@ -6,7 +6,8 @@
 //! - [`loader`]: compile with an on-disk cache, sandbox policy, contract check.
 //! - [`sandbox`]: the deny-all store each call runs in.
 //! - [`adapter`]: a configured adapter version and the calls into it.
-//! - [`stream`]: stream normalizers and the instances they share.
+//! - [`stream_hosts`]: where open streams keep their normalizers (instances shared by several streams).
+//! - [`stream`]: a stream's session: its normalizer's calls on a stream host.
 //! - [`check`]: `freellm plugin check`, conformance and fixtures against a component.
 
 pub mod adapter;
@@ -17,6 +18,7 @@ pub mod loader;
 pub mod sandbox;
 pub mod scaffold;
 pub mod stream;
+pub mod stream_hosts;
 
 pub use adapter::{Adapter, AdapterFault, FaultKind};
 pub use bindings::{ContractVersion, types};

@@ -13,7 +13,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{Bindings, v0_1, v0_2};
 
 /// How often the engine's epoch advances; the unit of every CPU deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -201,4 +201,19 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// One instantiated adapter: its store and bindings, and the calls it served.
+pub(crate) struct Instance {
+    pub(crate) store: Store<CallState>,
+    pub(crate) provider: Bindings,
+    pub(crate) calls: u32,
+}
+
+impl Instance {
+    /// Before each call: the CPU deadline set, the per-call counters reset.
+    pub(crate) fn begin(&mut self, limits: &SandboxLimits) {
+        self.store.set_epoch_deadline(ticks_for(limits.cpu_time));
+        self.store.data_mut().new_call();
+    }
 }
