@@ -314,7 +314,8 @@ async fn streams_past_the_stream_budget_are_refused_as_busy_and_nothing_else_suf
         assert_eq!(body["error"]["type"], "server_error", "{body}");
         assert_eq!(
             body["error"]["message"],
-            "The gateway is at capacity (every adapter instance is in use, most by open streams); retry shortly.",
+            "The gateway is at capacity (as many streams are open as it serves at once, or every adapter \
+             instance is in use); retry shortly.",
             "{body}"
         );
         assert!(body["error"]["request_id"].is_string(), "{body}");

@@ -292,8 +292,8 @@ impl ApiError {
             }
             Self::RequestTimeout { after_ms } => format!("The request body was not complete after {after_ms} ms."),
             Self::TooManyConnections => "The gateway is at its connection limit; retry shortly.".into(),
-            Self::AtCapacity => "The gateway is at capacity (every adapter instance is in use, most by open \
-                 streams); retry shortly."
+            Self::AtCapacity => "The gateway is at capacity (as many streams are open as it serves at once, \
+                 or every adapter instance is in use); retry shortly."
                 .into(),
             Self::SharedStateUnavailable => "This request's limits are shared by the gateway's instances and \
                  the shared state is unavailable (degraded: shared state unavailable); retry shortly."

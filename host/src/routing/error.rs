@@ -81,7 +81,7 @@ pub enum RoutingError {
     /// The gateway had no free adapter instance for the request (every
     /// pool slot in use, or the open-stream budget spent): its own
     /// capacity, not a provider's failure.
-    #[error("the gateway is at capacity: every adapter instance is in use")]
+    #[error("the gateway is at capacity: its open-stream budget or its adapter instances are all in use")]
     AtCapacity,
     /// Strict mode: the one provider tried rate-limited the request.
     #[error("{message}")]
