@@ -109,6 +109,12 @@ async fn an_adapter_that_traps_repeatedly_is_quarantined_by_the_breaker_of_that_
     gw.assert_healthy().await;
 }
 
+/// hostile's entry in `/v1/plugins`.
+async fn hostile_plugin(gw: &Gateway) -> Value {
+    let plugins: Value = gw.get("/v1/plugins").await.json().await.unwrap();
+    plugins["plugins"].as_array().unwrap().iter().find(|p| p["id"] == "hostile").unwrap().clone()
+}
+
 /// The `x-hostile-calls` header of every upstream request so far: how many
 /// `remember` calls the instance that mapped each one had served.
 fn instance_call_counts(mock: &MockUpstream) -> Vec<u32> {
@@ -133,8 +139,7 @@ async fn warm_instances_serve_again_and_a_fault_retires_the_instance() {
     assert_eq!(r.status(), 200, "{}", gw.log());
     assert_eq!(instance_call_counts(&mock), [1, 2, 3, 1], "no state survives a fault");
 
-    let plugins: Value = gw.get("/v1/plugins").await.json().await.unwrap();
-    let hostile = plugins["plugins"].as_array().unwrap().iter().find(|p| p["id"] == "hostile").unwrap().clone();
+    let hostile = hostile_plugin(&gw).await;
     assert_eq!(hostile["sandbox"]["reuse_instances"], true, "{hostile}");
     assert_eq!(hostile["sandbox"]["warm_instances"], 1, "{hostile}");
     gw.assert_healthy().await;
@@ -164,8 +169,7 @@ async fn without_instance_reuse_every_call_starts_fresh() {
         assert_eq!(r.status(), 200, "{}", gw.log());
     }
     assert_eq!(instance_call_counts(&mock), [1, 1, 1]);
-    let plugins: Value = gw.get("/v1/plugins").await.json().await.unwrap();
-    let hostile = plugins["plugins"].as_array().unwrap().iter().find(|p| p["id"] == "hostile").unwrap().clone();
+    let hostile = hostile_plugin(&gw).await;
     assert_eq!(hostile["sandbox"]["reuse_instances"], false, "{hostile}");
     assert_eq!(hostile["sandbox"]["warm_instances"], 0, "{hostile}");
 }
@@ -209,9 +213,7 @@ async fn next_bytes(response: &mut reqwest::Response) -> String {
 
 /// The instances holding hostile's open streams, from `/v1/plugins`.
 async fn stream_hosts(gw: &Gateway) -> u64 {
-    let plugins: Value = gw.get("/v1/plugins").await.json().await.unwrap();
-    let hostile = plugins["plugins"].as_array().unwrap().iter().find(|p| p["id"] == "hostile").unwrap();
-    hostile["sandbox"]["stream_hosts"].as_u64().expect("stream_hosts")
+    hostile_plugin(gw).await["sandbox"]["stream_hosts"].as_u64().expect("stream_hosts")
 }
 
 /// Waits until `/v1/plugins` reports `hosts` stream hosts.

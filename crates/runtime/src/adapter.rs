@@ -7,8 +7,8 @@
 //! hosts do: instantiating and resetting a pool slot costs more than the
 //! call itself. Without it every call gets a fresh instance. Streams keep
 //! their `stream-normalizer` resources on instances of their own, shared
-//! by several streams ([`super::stream`]). A trap, a CPU-deadline hit or a memory-cap hit
-//! becomes an [`AdapterFault`] (a failure of that provider, never of the
+//! by several streams ([`super::stream_hosts`]). A trap, a CPU-deadline
+//! hit or a memory-cap hit becomes an [`AdapterFault`] (a failure of that provider, never of the
 //! host) and the instance that faulted is never entered again.
 //!
 //! A fault's details (trap text, wasm backtrace, the guest's stderr with its
@@ -200,6 +200,7 @@ impl Adapter {
             Err(e) => return Err(LoadError::Configure(describe_fault(&e, store.data()).1)),
         };
         validate_info(&info, slot_id.unwrap_or(&info.id)).map_err(LoadError::Configure)?;
+        let stream_hosts = StreamHosts::new(limits.reuse_instances, engine.warm_per_adapter);
         Ok(Self {
             id: slot_id.map_or_else(|| Arc::from(info.id.as_str()), Arc::from),
             info,
@@ -211,7 +212,7 @@ impl Adapter {
             pre: compiled.pre,
             engine,
             warm: Mutex::new(Vec::new()),
-            stream_hosts: StreamHosts::default(),
+            stream_hosts,
         })
     }
 

@@ -37,7 +37,7 @@ const CALL_RESERVE: u32 = 256;
 /// serves at once.
 pub const STREAMS_PER_HOST: u32 = 32;
 
-/// Instances that hold open streams at most ([`crate::stream`]: each holds
+/// Instances that hold open streams at most ([`crate::stream_hosts`]: each holds
 /// up to [`STREAMS_PER_HOST`] of them).
 pub const MAX_STREAM_HOSTS: u32 = POOL_INSTANCES - CALL_RESERVE;
 

@@ -14,7 +14,6 @@
 //!   off, every stream has a host of its own: no guest memory is shared
 //!   between requests.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
@@ -24,19 +23,7 @@ use wasmtime::component::ResourceAny;
 use super::adapter::{Adapter, AdapterFault, FaultKind};
 use super::bindings::types::{CallContext, Failure, ResponseHead, StreamEvent, StreamOutput};
 use super::sandbox::Instance;
-use super::stream_hosts::{LoseOnDrop, STREAMS_PER_HOST, StreamHost};
-
-/// Streams one host of `adapter` takes: one each without instance reuse.
-fn seats_per_host(adapter: &Adapter) -> u32 {
-    if adapter.limits.reuse_instances { STREAMS_PER_HOST } else { 1 }
-}
-
-/// Hosts streams are spread over before any host takes a second stream,
-/// and kept ready when idle: four per core, so concurrent pushes seldom
-/// wait for one another.
-fn hosts_to_spread(adapter: &Adapter) -> usize {
-    adapter.engine.warm_per_adapter * 4
-}
+use super::stream_hosts::{LoseOnDrop, StreamHost};
 
 impl Adapter {
     /// Starts a stream normalizer for a 2xx streaming answer, on a host
@@ -49,9 +36,7 @@ impl Adapter {
         let Ok(slot) = self.engine.stream_slots.clone().try_acquire_owned() else {
             return Err(self.busy(&ctx.request_id, "every open-stream slot is in use"));
         };
-        let Some(host) =
-            self.stream_hosts.place(seats_per_host(self), hosts_to_spread(self), &self.engine.stream_hosts)
-        else {
+        let Some(host) = self.stream_hosts.place(&self.engine.stream_hosts) else {
             return Err(self.busy(&ctx.request_id, "every stream host slot is in use"));
         };
         // From here the seat is given back when the session drops.
@@ -65,7 +50,7 @@ impl Adapter {
         let host = session.host.clone();
         let mut instance = host.instance.lock().await;
         if instance.is_none() {
-            if host.lost.load(Ordering::Acquire) {
+            if host.is_lost() {
                 return Err(session.lost());
             }
             match self.instantiate(&ctx.request_id).await {
@@ -179,6 +164,6 @@ impl Drop for StreamSession {
         if let Some(handle) = self.handle.take() {
             self.host.orphans.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
         }
-        self.adapter.stream_hosts.leave(&self.host, seats_per_host(&self.adapter), hosts_to_spread(&self.adapter));
+        self.adapter.stream_hosts.leave(&self.host);
     }
 }

@@ -40,9 +40,13 @@ use super::sandbox::Instance;
 const STREAMS_PER_HOST_LIFE: u32 = 10_000;
 
 /// The stream hosts of one adapter version.
-#[derive(Default)]
 pub(crate) struct StreamHosts {
     seats: Mutex<Vec<Seats>>,
+    /// Streams one host takes at once.
+    per_host: u32,
+    /// Hosts streams are spread over before any host takes a second
+    /// stream, and kept ready when idle.
+    spread: usize,
 }
 
 /// Where a new stream goes.
@@ -61,7 +65,7 @@ fn choose(seats: &[Seats], per_host: u32, spread: usize) -> Choice {
     let best = seats
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.open < per_host && s.placed < STREAMS_PER_HOST_LIFE && !s.host.lost.load(Ordering::Acquire))
+        .filter(|(_, s)| s.open < per_host && s.placed < STREAMS_PER_HOST_LIFE && !s.host.is_lost())
         .min_by_key(|(_, s)| s.open);
     match best {
         Some((i, s)) if s.open == 0 || seats.len() >= spread => Choice::On(i),
@@ -74,7 +78,7 @@ fn choose(seats: &[Seats], per_host: u32, spread: usize) -> Choice {
 /// or more hosts than the spread are alive.
 fn drop_when_empty(s: &Seats, hosts: usize, per_host: u32, spread: usize) -> bool {
     let retired = s.placed >= STREAMS_PER_HOST_LIFE || per_host == 1;
-    s.open == 0 && (retired || s.host.lost.load(Ordering::Acquire) || hosts > spread)
+    s.open == 0 && (retired || s.host.is_lost() || hosts > spread)
 }
 
 /// One host and how many of its seats are taken.
@@ -92,7 +96,7 @@ pub(crate) struct StreamHost {
     /// once a fault lost it.
     pub(crate) instance: tokio::sync::Mutex<Option<Instance>>,
     /// A fault lost the instance: no stream is placed here any more.
-    pub(crate) lost: AtomicBool,
+    lost: AtomicBool,
     /// Resources of streams that ended without `finish`, dropped in the
     /// guest before the next call.
     pub(crate) orphans: Mutex<Vec<ResourceAny>>,
@@ -101,21 +105,28 @@ pub(crate) struct StreamHost {
 }
 
 impl StreamHosts {
+    /// The hosts of an adapter version: [`STREAMS_PER_HOST`] streams each,
+    /// or one each without instance reuse (no guest memory shared between
+    /// requests); spread over four hosts per core of `parallelism`, so
+    /// concurrent pushes seldom wait for one another.
+    pub(crate) fn new(reuse_instances: bool, parallelism: usize) -> Self {
+        Self {
+            seats: Mutex::new(Vec::new()),
+            per_host: if reuse_instances { STREAMS_PER_HOST } else { 1 },
+            spread: parallelism * 4,
+        }
+    }
+
     /// A seat for a new stream ([`choose`]), a new host taking a slot of
     /// `budget`. `None`: no host has room and the budget allows no new one.
-    pub(crate) fn place(&self, per_host: u32, spread: usize, budget: &Arc<Semaphore>) -> Option<Arc<StreamHost>> {
+    pub(crate) fn place(&self, budget: &Arc<Semaphore>) -> Option<Arc<StreamHost>> {
         let mut seats = self.seats.lock().unwrap_or_else(PoisonError::into_inner);
-        let choice = choose(&seats, per_host, spread);
+        let choice = choose(&seats, self.per_host, self.spread);
         let fallback = match choice {
             Choice::On(i) => Some(i),
             Choice::New { fallback } => match budget.clone().try_acquire_owned() {
                 Ok(slot) => {
-                    let host = Arc::new(StreamHost {
-                        instance: tokio::sync::Mutex::new(None),
-                        lost: AtomicBool::new(false),
-                        orphans: Mutex::new(Vec::new()),
-                        _slot: slot,
-                    });
+                    let host = Arc::new(StreamHost::new(slot));
                     seats.push(Seats { host: host.clone(), open: 1, placed: 1 });
                     return Some(host);
                 }
@@ -130,11 +141,11 @@ impl StreamHosts {
 
     /// A stream on `host` ended: its seat is free, and the host is dropped
     /// when [`drop_when_empty`] says so.
-    pub(crate) fn leave(&self, host: &Arc<StreamHost>, per_host: u32, spread: usize) {
+    pub(crate) fn leave(&self, host: &Arc<StreamHost>) {
         let mut seats = self.seats.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(i) = seats.iter().position(|s| Arc::ptr_eq(&s.host, host)) else { return };
         seats[i].open = seats[i].open.saturating_sub(1);
-        if drop_when_empty(&seats[i], seats.len(), per_host, spread) {
+        if drop_when_empty(&seats[i], seats.len(), self.per_host, self.spread) {
             seats.swap_remove(i);
         }
     }
@@ -146,9 +157,24 @@ impl StreamHosts {
 }
 
 impl StreamHost {
+    /// A host with no instance yet, holding `slot` of the budget.
+    fn new(slot: OwnedSemaphorePermit) -> Self {
+        Self {
+            instance: tokio::sync::Mutex::new(None),
+            lost: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
+            _slot: slot,
+        }
+    }
+
     /// A fault lost the instance: no stream is placed here any more.
     pub(crate) fn lose(&self) {
         self.lost.store(true, Ordering::Release);
+    }
+
+    /// Whether a fault (or an abandoned call) lost the instance.
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
     }
 }
 
@@ -174,14 +200,8 @@ mod tests {
     use super::*;
 
     fn seat(open: u32, placed: u32) -> Seats {
-        let slot = Arc::new(tokio::sync::Semaphore::new(1)).try_acquire_owned().expect("a permit");
-        let host = Arc::new(StreamHost {
-            instance: tokio::sync::Mutex::new(None),
-            lost: AtomicBool::new(false),
-            orphans: Mutex::new(Vec::new()),
-            _slot: slot,
-        });
-        Seats { host, open, placed }
+        let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("a permit");
+        Seats { host: Arc::new(StreamHost::new(slot)), open, placed }
     }
 
     fn lost(open: u32) -> Seats {
@@ -223,10 +243,10 @@ mod tests {
     fn a_call_abandoned_half_way_loses_its_host() {
         let finished = seat(1, 1);
         LoseOnDrop(Some(&finished.host)).disarm();
-        assert!(!finished.host.lost.load(Ordering::Acquire));
+        assert!(!finished.host.is_lost());
         let abandoned = seat(1, 1);
         drop(LoseOnDrop(Some(&abandoned.host)));
-        assert!(abandoned.host.lost.load(Ordering::Acquire));
+        assert!(abandoned.host.is_lost());
         assert_eq!(choose(&[abandoned], 32, 1), Choice::New { fallback: None }, "no stream goes there");
     }
 

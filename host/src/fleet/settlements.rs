@@ -53,12 +53,12 @@ pub enum Account {
 /// What [`Pending::add`] asks of the caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Added {
-    /// Summed with what was pending: the write already scheduled takes it.
+    /// Summed with what was pending (perhaps cancelling its window's sum,
+    /// which then leaves the table): the write already scheduled takes it.
     Joined,
     /// The first one pending: schedule a write after [`SETTLE_DELAY`].
     First,
-    /// Nothing to write (a zero delta, or one that cancelled what was
-    /// pending for its window).
+    /// A zero delta: nothing to write.
     Nothing,
     /// The table is full: write this one on its own now.
     Alone(Account),
