@@ -131,6 +131,11 @@ pub struct EdgeConfig {
     /// A connection with no request in progress is closed after this long
     /// (`FREELLM_IDLE_TIMEOUT_MS`, 5 s).
     pub idle_timeout: Duration,
+    /// A connection whose client has not taken a byte of the answer for
+    /// this long (a write to it waiting all that time) is closed, and a
+    /// stream to it ends as for a departed client
+    /// (`FREELLM_WRITE_STALL_TIMEOUT_MS`, 30 s).
+    pub write_stall_timeout: Duration,
     /// Open client connections at most (`FREELLM_MAX_CONNECTIONS`, 4096);
     /// past it a connection gets one short 503 and is closed.
     pub max_connections: usize,
@@ -153,6 +158,7 @@ impl Default for EdgeConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(5),
+            write_stall_timeout: Duration::from_secs(30),
             max_connections: 4096,
             max_streams: freellm_runtime::DEFAULT_OPEN_STREAMS as usize,
             shutdown_grace: Duration::from_secs(30),
@@ -513,6 +519,7 @@ struct FileServer {
     header_read_timeout_ms: Option<u64>,
     body_read_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    write_stall_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
     max_streams: Option<usize>,
     shutdown_grace_ms: Option<u64>,
@@ -647,6 +654,7 @@ impl Config {
             ("[server] header_read_timeout_ms", e.header_read_timeout != f.header_read_timeout),
             ("[server] body_read_timeout_ms", e.body_read_timeout != f.body_read_timeout),
             ("[server] idle_timeout_ms", e.idle_timeout != f.idle_timeout),
+            ("[server] write_stall_timeout_ms", e.write_stall_timeout != f.write_stall_timeout),
             ("[server] max_connections", e.max_connections != f.max_connections),
             ("[server] max_streams", e.max_streams != f.max_streams),
             ("[server] shutdown_grace_ms", e.shutdown_grace != f.shutdown_grace),
@@ -1072,6 +1080,13 @@ fn edge_config(file: &FileServer, env: &HashMap<String, String>) -> Result<EdgeC
             "[server] idle_timeout_ms",
             file.idle_timeout_ms,
             d.idle_timeout,
+        )?,
+        write_stall_timeout: positive_ms(
+            env,
+            "FREELLM_WRITE_STALL_TIMEOUT_MS",
+            "[server] write_stall_timeout_ms",
+            file.write_stall_timeout_ms,
+            d.write_stall_timeout,
         )?,
         max_connections: positive_setting(
             env,

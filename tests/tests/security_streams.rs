@@ -128,6 +128,100 @@ async fn an_endless_stream_ends_with_an_error_event_at_the_byte_cap_and_memory_s
     gw.assert_healthy().await;
 }
 
+/// Opens a stream over a raw connection with a small receive buffer and
+/// reads only the response head (nothing more is taken from the socket).
+async fn open_stream_unread(gw: &Gateway) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: std::net::SocketAddr = gw.url.trim_start_matches("http://").parse().expect("gateway address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let mut tcp = socket.connect(addr).await.expect("connect");
+    let body = stream_body(CONCRETE).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.expect("send request");
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_exact(&mut head))
+        .await
+        .expect("head in time")
+        .expect("head");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    tcp
+}
+
+/// Waits until the gateway's log has `line`.
+async fn logged(gw: &Gateway, line: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if gw.log().contains(line) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_the_write_stall_timeout_and_the_stream_released() {
+    // A fast endless stream; the client takes the head and nothing else, so
+    // the socket buffers fill and the gateway's writes wait.
+    let piece = sse_event(&chunk(&"y".repeat(4000), None));
+    let groq = MockUpstream::start(move |_| endless(&piece, Duration::ZERO)).await;
+    let ollama = MockUpstream::completing().await;
+    let mut gw = two_providers(
+        &groq,
+        &ollama,
+        &[("FREELLM_WRITE_STALL_TIMEOUT_MS", "400"), ("STREAM_MAX_BYTES", &(1u64 << 30).to_string())],
+    )
+    .await;
+    let started = Instant::now();
+    let mut tcp = open_stream_unread(&gw).await;
+    assert!(
+        logged(&gw, "client closed the stream", Duration::from_secs(15)).await,
+        "the stalled client's stream was not ended:\n{}",
+        gw.log()
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The connection is closed: what was buffered drains, then EOF or a reset.
+    use tokio::io::AsyncReadExt;
+    let mut sink = vec![0u8; 64 << 10];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tcp.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the gateway kept the stalled connection open");
+    // A departed client is not the provider's failure.
+    let groq_status = provider_status(&gw, "groq").await;
+    assert_eq!(groq_status["failedRequests"], 0, "{groq_status}");
+    gw.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_stream_ends_its_relay_without_blaming_the_provider() {
+    let piece = sse_event(&chunk("more", None));
+    let groq = MockUpstream::start(move |_| endless(&piece, Duration::from_millis(20))).await;
+    let ollama = MockUpstream::completing().await;
+    let mut gw = two_providers(&groq, &ollama, &[]).await;
+    let tcp = open_stream_unread(&gw).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(tcp);
+    assert!(
+        logged(&gw, "client closed the stream", Duration::from_secs(10)).await,
+        "the relay of a departed client did not end:\n{}",
+        gw.log()
+    );
+    let groq_status = provider_status(&gw, "groq").await;
+    assert_eq!(groq_status["failedRequests"], 0, "{groq_status}");
+    gw.assert_healthy().await;
+}
+
 #[tokio::test]
 async fn an_endless_slow_stream_ends_with_an_error_event_at_the_duration_cap() {
     let piece = sse_event(&chunk("more", None));

@@ -27,13 +27,20 @@ fn a_reload_names_the_start_up_settings_that_changed_and_ignores_live_sections()
 #[test]
 fn server_connection_limits_default_read_the_file_and_env_wins() {
     assert_eq!(load(TWO, &[]).unwrap().edge, EdgeConfig::default());
-    let file = "[server]\nmax_control_body_bytes = 1024\nidle_timeout_ms = 700\nshutdown_grace_ms = 900\n";
+    let file = "[server]\nmax_control_body_bytes = 1024\nidle_timeout_ms = 700\nshutdown_grace_ms = 900\nwrite_stall_timeout_ms = 400\n";
     let c = load(file, &[("FREELLM_SHUTDOWN_GRACE_MS", "1500"), ("FREELLM_MAX_CONNECTIONS", "8")]).unwrap();
     assert_eq!(c.edge.max_control_body_bytes, 1024);
     assert_eq!(c.edge.idle_timeout, Duration::from_millis(700));
+    assert_eq!(c.edge.write_stall_timeout, Duration::from_millis(400));
     assert_eq!(c.edge.shutdown_grace, Duration::from_millis(1500));
     assert_eq!(c.edge.max_connections, 8);
-    for bad in [("FREELLM_MAX_CONNECTIONS", "0"), ("FREELLM_BODY_READ_TIMEOUT_MS", "x")] {
+    let c = load(file, &[("FREELLM_WRITE_STALL_TIMEOUT_MS", "2500")]).unwrap();
+    assert_eq!(c.edge.write_stall_timeout, Duration::from_millis(2500));
+    for bad in [
+        ("FREELLM_MAX_CONNECTIONS", "0"),
+        ("FREELLM_BODY_READ_TIMEOUT_MS", "x"),
+        ("FREELLM_WRITE_STALL_TIMEOUT_MS", "0"),
+    ] {
         assert!(load(TWO, &[bad]).is_err(), "{bad:?} must be refused");
     }
 }

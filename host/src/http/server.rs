@@ -12,7 +12,8 @@
 //! every connection takes a slot of a fixed number (past it: one short 503
 //! and the connection is closed), a request head must arrive within the
 //! header-read timeout, a connection without a request in progress is
-//! closed after the idle timeout, and every request body is read through a
+//! closed after the idle timeout, one whose client stops taking the answer
+//! after the write-stall timeout, and every request body is read through a
 //! guard that enforces the route's size limit and the body-read deadline
 //! (413 and 408 in the error envelope, chunked bodies included). On SIGTERM
 //! the gateway stops accepting, lets in-flight requests finish within the
@@ -218,6 +219,7 @@ pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
                     router: router.clone(),
                     remote,
                     idle_timeout: edge.idle_timeout,
+                    write_stall_timeout: edge.write_stall_timeout,
                     closing: closing.subscribe(),
                 };
                 tokio::spawn(async move {
@@ -289,6 +291,7 @@ struct ConnectionTask {
     router: Router,
     remote: SocketAddr,
     idle_timeout: Duration,
+    write_stall_timeout: Duration,
     closing: watch::Receiver<bool>,
 }
 
@@ -306,7 +309,11 @@ impl ConnectionTask {
                 response
             }
         });
-        let conn = self.builder.serve_connection(TokioIo::new(tcp), service);
+        // A client that stops taking the answer (a write waiting past the
+        // stall timeout) loses its connection, and what it held with it.
+        let mut io = tokio_io_timeout::TimeoutStream::new(tcp);
+        io.set_write_timeout(Some(self.write_stall_timeout));
+        let conn = self.builder.serve_connection(TokioIo::new(Box::pin(io)), service);
         tokio::pin!(conn);
         let mut winding_down = false;
         loop {

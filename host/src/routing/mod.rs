@@ -10,6 +10,7 @@
 //! - [`failover`]: walks the plan's candidates until one answers.
 //! - [`upstream`]: the pooled HTTP client and per-attempt timeouts.
 //! - [`stream`]: relays a streaming answer and resumes a cut one.
+//! - [`relay_body`]: a stream's response body, which drives its relay (no task or channel per stream).
 //! - [`sse`]: frames upstream stream bytes into events.
 //! - [`attempt`]: one attempt's phases (acquire, send, classify, report), shared by failover and a stream's continuation.
 //! - [`cache`]: answers identical non-streaming requests from memory.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod failover;
 pub mod meta;
 pub mod pattern;
+pub mod relay_body;
 pub mod router;
 pub mod sse;
 pub mod strategy;

@@ -16,8 +16,12 @@
 //!   (`STREAM_CONTINUATION_MAX_BYTES`) are capped, so a hostile upstream
 //!   costs bounded memory and time; past a cap the client gets an error
 //!   event.
-//! * **Relay.** A task then forwards chunks through a small channel; a client
-//!   that goes away closes it and the task stops reading upstream. While the
+//! * **Relay.** The response body then drives the relay ([`RelayBody`]): the
+//!   client's connection asks for the next bytes, the relay reads the
+//!   upstream until it has some, with no task or channel of its own; a
+//!   client that reads slowly slows the upstream read, one that stops
+//!   reading is cut by the server's write-stall timeout, and one that goes
+//!   away ends the relay at its next hand-over. While the
 //!   upstream is silent the client gets `: keep-alive` comments (after
 //!   `STREAM_IDLE_TIMEOUT_MS`, 0 = never) — also while bytes arrive that
 //!   complete no event; past `STREAM_STALL_TIMEOUT_MS` without a byte the
@@ -33,7 +37,6 @@
 //!   and key.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,8 +44,8 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::timeout_at;
 
 use crate::access::virtual_keys::Ticket;
@@ -54,9 +57,10 @@ use crate::routing::attempt::{
 };
 use crate::routing::decide::{AttemptFailure, Context, Retries, decide};
 use crate::routing::error::RoutingError;
+use crate::routing::relay_body::{ClientGone, Outbox, RelayBody};
 use crate::routing::router::Candidate;
 use crate::routing::sse::Framer;
-use crate::routing::upstream::{UpstreamResponse, response_head};
+use crate::routing::upstream::{BodyError, UpstreamResponse, response_head};
 use crate::state::SharedGateway;
 use freellm_limits::breaker::Outcome as BreakerOutcome;
 use freellm_runtime::types::{CallContext, Capabilities, ResponseHead, StreamEvent, StreamOutput, Usage};
@@ -184,32 +188,36 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
         }
     }
     source.verdict = s.verdict.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let relay = Relay {
-        source,
-        timeouts: s.timeouts,
-        request_id: s.request_id,
-        tx,
-        continuation: s.continuation,
-        answered: Prefill::new(s.timeouts.stream_continuation_max_bytes),
-        deadline: started + s.timeouts.stream_max_duration,
-        last_sent: crate::clock::now(),
-        stream_id: None,
-        splice: None,
-        hide_usage_chunks: s.hide_usage_chunks,
-        ticket: s.ticket.lock().unwrap_or_else(|e| e.into_inner()).take(),
-    };
-    tokio::spawn(relay.run(first));
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|bytes| (Ok::<_, Infallible>(bytes), rx))
+    let deadline = started + s.timeouts.stream_max_duration;
+    let ticket = s.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let body = RelayBody::new(|tx| {
+        let relay = Relay {
+            source,
+            timeouts: s.timeouts,
+            request_id: s.request_id,
+            tx,
+            continuation: s.continuation,
+            answered: Prefill::new(s.timeouts.stream_continuation_max_bytes),
+            deadline,
+            last_sent: crate::clock::now(),
+            stream_id: None,
+            splice: None,
+            hide_usage_chunks: s.hide_usage_chunks,
+            ticket,
+        };
+        relay.run(first)
     });
-    let mut response = Body::from_stream(body).into_response();
+    let mut response = Body::new(body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }
+
+/// Most bytes read past the first chunk that one call hands the adapter
+/// (what had already arrived).
+const BATCH_MAX_BYTES: usize = 64 << 10;
 
 /// One step of an upstream source.
 enum Step {
@@ -244,6 +252,9 @@ struct Source {
     /// Bytes read so far, against `max_bytes`.
     received: u64,
     max_bytes: u64,
+    /// A read taken while batching that ends the burst (the upstream's end
+    /// or a break), handled by the next call.
+    lookahead: Option<Result<Option<Bytes>, BodyError>>,
     /// The breaker permit, recorded when the stream ends (none before it
     /// commits).
     verdict: Option<AttemptVerdict>,
@@ -274,62 +285,61 @@ impl Source {
             last_data: crate::clock::now(),
             received: 0,
             max_bytes: limits.stream_max_bytes,
+            lookahead: None,
             verdict: None,
             concluded: false,
         }
     }
 
     /// The next normalized output, waiting at most until `wake_at`.
+    ///
+    /// Bytes that have already arrived behind the first go to the adapter
+    /// in the same call (up to [`BATCH_MAX_BYTES`]): a burst costs one
+    /// crossing into the sandbox and one write to the client, not one per
+    /// chunk.
     async fn next(&mut self, wake_at: Instant) -> Step {
         if self.ended {
             return Step::Eof;
         }
         loop {
-            let chunk = match timeout_at(wake_at.into(), self.response.chunk()).await {
-                Ok(Ok(Some(chunk))) => chunk,
-                Ok(Ok(None)) => {
-                    self.ended = true;
-                    self.framer.finish(&mut self.events);
-                    let events = std::mem::take(&mut self.events);
-                    let mut out = match self.normalize(&events, false).await {
-                        Ok(o) => o,
-                        Err(cut) => return cut,
-                    };
-                    match self.normalize(&[], true).await {
-                        Ok(tail) => {
-                            out.chunks.extend(tail.chunks);
-                            out.usage = tail.usage.or(out.usage);
-                            out.finish_reason = tail.finish_reason.or(out.finish_reason);
-                            out.done |= tail.done;
-                        }
-                        Err(cut) => return cut,
+            let read = match self.lookahead.take() {
+                Some(read) => read,
+                None => match timeout_at(wake_at.into(), self.response.chunk()).await {
+                    Ok(read) => read,
+                    Err(_) => return Step::Idle,
+                },
+            };
+            match read {
+                Ok(Some(chunk)) => {
+                    if let Err(step) = self.frame(&chunk) {
+                        return step;
                     }
-                    self.note(&out);
-                    return Step::Output(out);
                 }
-                Ok(Err(e)) => {
+                Ok(None) => return self.end().await,
+                Err(e) => {
                     return Step::Cut {
                         code: "stream_interrupted",
-                        message: format!(
-                            "the upstream stream broke off: {}",
-                            crate::routing::upstream::error_chain(&e)
-                        ),
+                        message: format!("the upstream stream broke off: {}", e.0),
                     };
                 }
-                Err(_) => return Step::Idle,
-            };
-            self.last_data = crate::clock::now();
-            self.received = self.received.saturating_add(chunk.len() as u64);
-            if self.received > self.max_bytes {
-                self.ended = true;
-                return Step::Limit {
-                    code: "stream_too_large",
-                    message: format!("the upstream stream exceeded {} bytes", self.max_bytes),
-                };
             }
-            if let Err(e) = self.framer.push(&chunk, &mut self.events) {
-                self.ended = true;
-                return Step::Cut { code: "stream_event_too_large", message: e.to_string() };
+            let mut batched = 0;
+            while batched < BATCH_MAX_BYTES {
+                match self.response.chunk().now_or_never() {
+                    Some(Ok(Some(chunk))) => {
+                        batched += chunk.len();
+                        if let Err(step) = self.frame(&chunk) {
+                            return step;
+                        }
+                    }
+                    // The end or a break is seen on the next call, after
+                    // what came before it.
+                    Some(read) => {
+                        self.lookahead = Some(read);
+                        break;
+                    }
+                    None => break,
+                }
             }
             if self.events.is_empty() {
                 // Bytes that complete no event still hand control back in
@@ -349,6 +359,48 @@ impl Source {
                 Err(cut) => cut,
             };
         }
+    }
+
+    /// Counts and frames bytes read from the upstream; the stream ends at
+    /// its byte cap or an event past the event cap.
+    fn frame(&mut self, chunk: &[u8]) -> Result<(), Step> {
+        self.last_data = crate::clock::now();
+        self.received = self.received.saturating_add(chunk.len() as u64);
+        if self.received > self.max_bytes {
+            self.ended = true;
+            return Err(Step::Limit {
+                code: "stream_too_large",
+                message: format!("the upstream stream exceeded {} bytes", self.max_bytes),
+            });
+        }
+        if let Err(e) = self.framer.push(chunk, &mut self.events) {
+            self.ended = true;
+            return Err(Step::Cut { code: "stream_event_too_large", message: e.to_string() });
+        }
+        Ok(())
+    }
+
+    /// The upstream ended: the framer's last event and the normalizer's
+    /// tail, as one output.
+    async fn end(&mut self) -> Step {
+        self.ended = true;
+        self.framer.finish(&mut self.events);
+        let events = std::mem::take(&mut self.events);
+        let mut out = match self.normalize(&events, false).await {
+            Ok(o) => o,
+            Err(cut) => return cut,
+        };
+        match self.normalize(&[], true).await {
+            Ok(tail) => {
+                out.chunks.extend(tail.chunks);
+                out.usage = tail.usage.or(out.usage);
+                out.finish_reason = tail.finish_reason.or(out.finish_reason);
+                out.done |= tail.done;
+            }
+            Err(cut) => return cut,
+        }
+        self.note(&out);
+        Step::Output(out)
     }
 
     fn note(&mut self, out: &StreamOutput) {
@@ -434,10 +486,6 @@ impl ChunkView<'_> {
     }
 }
 
-/// How long the closing error event may wait for room in a slow client's
-/// channel.
-const ERROR_EVENT_GRACE: Duration = Duration::from_secs(5);
-
 /// Why a committed stream could not complete.
 enum Cut {
     /// The client went away; nothing more to say.
@@ -461,7 +509,7 @@ struct Relay {
     source: Source,
     timeouts: UpstreamConfig,
     request_id: String,
-    tx: mpsc::Sender<Bytes>,
+    tx: Outbox,
     continuation: Continuation,
     /// Content sent to the client so far (the prefill for a continuation).
     answered: Prefill,
@@ -519,11 +567,9 @@ impl Relay {
                     "request_id": self.request_id,
                     "provider": provider.as_ref(),
                 }});
-                // Bounded: a client that stopped reading does not get to
-                // hold the task.
-                let _ =
-                    tokio::time::timeout(ERROR_EVENT_GRACE, self.tx.send(Bytes::from(format!("data: {event}\n\n"))))
-                        .await;
+                // The client has it once the connection takes it; one that
+                // left is past telling.
+                let _ = self.tx.send(Bytes::from(format!("data: {event}\n\n"))).await;
             }
         }
     }
@@ -606,9 +652,11 @@ impl Relay {
         tracing::warn!(request_id = %self.request_id, provider = %failed.0.id, model = %failed.1, code,
             error = %message, "stream cut after content; looking for a continuation");
         let remaining = self.deadline.saturating_duration_since(crate::clock::now());
+        // Boxed: a continuation is rare, and its future (a whole attempt)
+        // would otherwise be part of every open stream's relay.
         let resumed = tokio::time::timeout(
             remaining,
-            self.continuation.resume(&prefill, &failed, &self.request_id, &self.timeouts),
+            Box::pin(self.continuation.resume(&prefill, &failed, &self.request_id, &self.timeouts)),
         )
         .await;
         match resumed {
@@ -744,17 +792,13 @@ impl Relay {
         self.send(Bytes::from(format!("data: {chunk}\n\n"))).await
     }
 
-    /// Sends to the client; a client that stops reading holds the stream
-    /// (and its upstream) at most until the duration cap.
+    /// Hands bytes to the client's connection; resolves when it asks for
+    /// more. A client that stops reading is cut by the server's write-stall
+    /// timeout, which ends the stream as a departed client.
     async fn send(&mut self, bytes: Bytes) -> Result<(), Cut> {
-        match timeout_at(self.deadline.into(), self.tx.send(bytes)).await {
-            Ok(Ok(())) => {
-                self.last_sent = crate::clock::now();
-                Ok(())
-            }
-            Ok(Err(_)) => Err(Cut::ClientGone),
-            Err(_) => Err(self.too_long()),
-        }
+        self.tx.send(bytes).await.map_err(|ClientGone| Cut::ClientGone)?;
+        self.last_sent = crate::clock::now();
+        Ok(())
     }
 }
 
