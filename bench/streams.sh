@@ -4,7 +4,8 @@
 #      the first byte and to the end, direct to the mock, through the bare
 #      proxy (the floor) and through the gateway, at 1 and 16 connections;
 #      the gateway's CPU per relayed chunk is its CPU per 500-chunk stream
-#      minus its CPU per 3-chunk stream (same run), over the 497 chunks.
+#      minus its CPU per 3-chunk stream (same run), over the 497 chunks, and
+#      the bare proxy's (the floor's) is measured the same way.
 #   2. Many slow streams held at once (60 chunks, one every 500 ms): the
 #      gateway's RSS per held stream, and whether other clients stall
 #      (one-connection small requests before and while the streams are held).
@@ -99,7 +100,9 @@ start_gateway "$MOCK_PORT_long"
 "$LOAD_BIN" --url "$GATEWAY_URL" --body "$STREAM_BODY" --connections 4 --duration-s 1 >/dev/null # warm-up
 for conns in 1 "$CONNECTIONS"; do
     stream_load "direct-c$conns" "$DIRECT_URL" "$conns"
+    if [[ $conns == 1 ]]; then cpu_ticks "$BARE_PID" >"$WORK/bare-cpu-long-before"; fi
     stream_load "bare-c$conns" "$BARE_URL" "$conns"
+    if [[ $conns == 1 ]]; then cpu_ticks "$BARE_PID" >"$WORK/bare-cpu-long-after"; fi
     if [[ $conns == 1 ]]; then cpu_ticks "$GATEWAY_PID" >"$WORK/cpu-long-before"; fi
     stream_load "gateway-c$conns" "$GATEWAY_URL" "$conns"
     if [[ $conns == 1 ]]; then cpu_ticks "$GATEWAY_PID" >"$WORK/cpu-long-after"; fi
@@ -107,13 +110,19 @@ done
 stop_pid "$GATEWAY_PID"
 stop_pid "$BARE_PID"
 
-log "3-chunk streams through the gateway, 1 connection, ${DURATION_S} s (the per-stream baseline)"
+log "3-chunk streams through the gateway and the bare proxy, 1 connection, ${DURATION_S} s (the per-stream baseline)"
 start_gateway "$MOCK_PORT_short"
 "$LOAD_BIN" --url "$GATEWAY_URL" --body "$STREAM_BODY" --connections 4 --duration-s 1 >/dev/null
 cpu_ticks "$GATEWAY_PID" >"$WORK/cpu-short-before"
 stream_load gateway-short-c1 "$GATEWAY_URL" 1
 cpu_ticks "$GATEWAY_PID" >"$WORK/cpu-short-after"
 stop_pid "$GATEWAY_PID"
+start_bare "$MOCK_PORT_short"
+"$LOAD_BIN" --url "$BARE_URL" --body "$STREAM_BODY" --connections 4 --duration-s 1 >/dev/null
+cpu_ticks "$BARE_PID" >"$WORK/bare-cpu-short-before"
+stream_load bare-short-c1 "$BARE_URL" 1
+cpu_ticks "$BARE_PID" >"$WORK/bare-cpu-short-after"
+stop_pid "$BARE_PID"
 
 # ---------------------------------------------------------------- 2. held slow streams
 
@@ -176,6 +185,9 @@ mkdir -p "$RESULTS_DIR"
 jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "$HELD" --argjson tck "$(getconf CLK_TCK)" \
     --argjson cl0 "$(cat "$WORK/cpu-long-before")" --argjson cl1 "$(cat "$WORK/cpu-long-after")" \
     --argjson cs0 "$(cat "$WORK/cpu-short-before")" --argjson cs1 "$(cat "$WORK/cpu-short-after")" \
+    --argjson bl0 "$(cat "$WORK/bare-cpu-long-before")" --argjson bl1 "$(cat "$WORK/bare-cpu-long-after")" \
+    --argjson bs0 "$(cat "$WORK/bare-cpu-short-before")" --argjson bs1 "$(cat "$WORK/bare-cpu-short-after")" \
+    --slurpfile bs "$WORK/bare-short-c1.json" \
     --slurpfile d1 "$WORK/direct-c1.json" --slurpfile b1 "$WORK/bare-c1.json" --slurpfile g1 "$WORK/gateway-c1.json" \
     --slurpfile d16 "$WORK/direct-c$CONNECTIONS.json" --slurpfile b16 "$WORK/bare-c$CONNECTIONS.json" \
     --slurpfile g16 "$WORK/gateway-c$CONNECTIONS.json" --slurpfile gs "$WORK/gateway-short-c1.json" \
@@ -189,6 +201,7 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
                 + ([o.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0);
     (cpu_per($cl0; $cl1; $g1[0])) as $cpu_long | (cpu_per($cs0; $cs1; $gs[0])) as $cpu_short |
     (($cpu_long - $cpu_short) / ($chunks - 3)) as $per_chunk |
+    (((cpu_per($bl0; $bl1; $b1[0])) - (cpu_per($bs0; $bs1; $bs[0]))) / ($chunks - 3)) as $floor_per_chunk |
     ($g1[0].ttfb_p50_us - $d1[0].ttfb_p50_us) as $added_ttfb |
     (if $hold[0].opened == $held then (($heldkib - $idle) / $held) else null end) as $per_stream |
     (if $holdbare[0].opened == $held and $bareheld > 0 then (($bareheld - $bareidle) / $held) else null end) as $bare_per_stream |
@@ -203,7 +216,8 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
             gateway_vs_floor_rps: {c1: ($g1[0].rps / $b1[0].rps | r(3)), "c\($conns)": ($g16[0].rps / $b16[0].rps | r(3))},
             gateway_cpu_us_per_stream: {long: ($cpu_long | r(1)), short: ($cpu_short | r(1))},
             gateway_cpu_us_per_chunk: ($per_chunk | r(2)),
-            incomplete_or_errors: ([$d1[0], $b1[0], $g1[0], $d16[0], $b16[0], $g16[0], $gs[0]] | map(.incomplete + .errors) | add)
+            floor_cpu_us_per_chunk: ($floor_per_chunk | r(2)),
+            incomplete_or_errors: ([$d1[0], $b1[0], $g1[0], $d16[0], $b16[0], $g16[0], $gs[0], $bs[0]] | map(.incomplete + .errors) | add)
         },
         held: {
             load: $hold[0],
@@ -237,7 +251,7 @@ jq -r '
     "| Streams/s, \($c) conns | \($f["c\($c)"].direct.rps) | \($f["c\($c)"].bare.rps) | \($f["c\($c)"].gateway.rps) |",
     "",
     "Added TTFB at 1 conn: gateway +\($f.added_ttfb_p50_us_c1) µs (floor +\($f.floor_added_ttfb_p50_us_c1) µs), target ≤ 100 µs: \(pf($t.added_ttfb_p50_us_c1.pass)).",
-    "Gateway CPU per stream: \($f.gateway_cpu_us_per_stream.long) µs (\(.settings.chunks) chunks) vs \($f.gateway_cpu_us_per_stream.short) µs (3 chunks): \($f.gateway_cpu_us_per_chunk) µs per relayed chunk, target ≤ 2 µs: \(pf($t.gateway_cpu_us_per_chunk.pass)).",
+    "Gateway CPU per stream: \($f.gateway_cpu_us_per_stream.long) µs (\(.settings.chunks) chunks) vs \($f.gateway_cpu_us_per_stream.short) µs (3 chunks): \($f.gateway_cpu_us_per_chunk) µs per relayed chunk, target ≤ 2 µs: \(pf($t.gateway_cpu_us_per_chunk.pass)). The bare proxy, measured the same way: \($f.floor_cpu_us_per_chunk) µs per relayed chunk.",
     "Incomplete answers or errors in the fast phases: \($f.incomplete_or_errors).",
     "",
     "Held: \($h.load.opened) of \(.settings.held_streams) opened in \($h.load.open_all_s // "–") s, \($h.load.completed) completed, \($h.load.errors) errors; longest pause inside one stream \($h.load.max_frame_gap_ms) ms (p99 \($h.load.p99_frame_gap_ms) ms; chunks every 500 ms).",
