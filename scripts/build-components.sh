@@ -2,6 +2,7 @@
 # Builds every provider component under providers/ and the test adapters
 # under tests/adapter-* (a 0.1-contract adapter, a non-OpenAI adapter) for
 # wasm32-wasip2, installing the target first if this machine lacks it.
+# With package names as arguments, builds only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,9 +15,14 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
 fi
 
 packages=()
-for manifest in providers/*/Cargo.toml tests/adapter-*/Cargo.toml; do
-    name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)
+for name in "$@"; do
     packages+=(-p "$name")
 done
+if ((${#packages[@]} == 0)); then
+    for manifest in providers/*/Cargo.toml tests/adapter-*/Cargo.toml; do
+        name=$(sed -n 's/^name *= *"\(.*\)"/\1/p' "$manifest" | head -n1)
+        packages+=(-p "$name")
+    done
+fi
 cargo build --profile wasm --target wasm32-wasip2 "${packages[@]}"
-echo "components: $(ls target/wasm32-wasip2/wasm/*.wasm | tr '\n' ' ')"
+echo "components built: $(printf '%s\n' "${packages[@]}" | grep -vx -- -p | tr '\n' ' ')"
