@@ -111,18 +111,20 @@ stop_pid "$GATEWAY_PID"
 stop_pid "$BARE_PID"
 
 log "3-chunk streams through the gateway and the bare proxy, 1 connection, ${DURATION_S} s (the per-stream baseline)"
+# short_baseline NAME URL PID CPU: a warm-up, then 3-chunk streams at one
+# connection -> $WORK/NAME.json, the server's CPU ticks around them in
+# $WORK/CPU-before and $WORK/CPU-after.
+short_baseline() {
+    "$LOAD_BIN" --url "$2" --body "$STREAM_BODY" --connections 4 --duration-s 1 >/dev/null
+    cpu_ticks "$3" >"$WORK/$4-before"
+    stream_load "$1" "$2" 1
+    cpu_ticks "$3" >"$WORK/$4-after"
+    stop_pid "$3"
+}
 start_gateway "$MOCK_PORT_short"
-"$LOAD_BIN" --url "$GATEWAY_URL" --body "$STREAM_BODY" --connections 4 --duration-s 1 >/dev/null
-cpu_ticks "$GATEWAY_PID" >"$WORK/cpu-short-before"
-stream_load gateway-short-c1 "$GATEWAY_URL" 1
-cpu_ticks "$GATEWAY_PID" >"$WORK/cpu-short-after"
-stop_pid "$GATEWAY_PID"
+short_baseline gateway-short-c1 "$GATEWAY_URL" "$GATEWAY_PID" cpu-short
 start_bare "$MOCK_PORT_short"
-"$LOAD_BIN" --url "$BARE_URL" --body "$STREAM_BODY" --connections 4 --duration-s 1 >/dev/null
-cpu_ticks "$BARE_PID" >"$WORK/bare-cpu-short-before"
-stream_load bare-short-c1 "$BARE_URL" 1
-cpu_ticks "$BARE_PID" >"$WORK/bare-cpu-short-after"
-stop_pid "$BARE_PID"
+short_baseline bare-short-c1 "$BARE_URL" "$BARE_PID" bare-cpu-short
 
 # ---------------------------------------------------------------- 2. held slow streams
 
