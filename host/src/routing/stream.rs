@@ -271,6 +271,8 @@ impl Source {
         hold: Option<KeyHold>,
         limits: &UpstreamConfig,
     ) -> Self {
+        let mut response = response;
+        response.release_head();
         Self {
             model,
             session,

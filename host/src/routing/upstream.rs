@@ -202,6 +202,16 @@ impl UpstreamResponse {
         self.inner.headers()
     }
 
+    /// Lets go of the response head (its headers and extensions) once what
+    /// it said has been read: a stream keeps only the body. The header
+    /// values point into the connection's first read buffer, which they
+    /// would otherwise keep alive for the whole stream beside the buffer
+    /// the connection reads into next (~8 KiB per open stream).
+    pub fn release_head(&mut self) {
+        *self.inner.headers_mut() = HeaderMap::new();
+        *self.inner.extensions_mut() = http::Extensions::new();
+    }
+
     /// The declared body length, when there is one.
     pub fn content_length(&self) -> Option<u64> {
         self.inner.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
