@@ -231,6 +231,40 @@ async fn an_idle_keep_alive_connection_is_closed() {
 }
 
 #[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
+    let mut gw = gateway(&[("FREELLM_IDLE_TIMEOUT_MS", "400")]).await;
+    let mut conn = connect(&gw).await;
+    let started = Instant::now();
+    let (rest, closed) = read_until_closed(&mut conn, Duration::from_secs(5)).await;
+    assert!(closed && rest.is_empty(), "the silent connection stayed open: {rest}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "closed too early: {:?}", started.elapsed());
+    gw.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_client_speaking_http2_with_prior_knowledge_is_answered() {
+    use http_body_util::{BodyExt, Full};
+    let mut gw = gateway(&[]).await;
+    let io = hyper_util::rt::TokioIo::new(connect(&gw).await);
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    for path in ["/healthz", "/v1/models"] {
+        let request =
+            hyper::Request::get(format!("{}{path}", gw.url)).body(Full::new(bytes::Bytes::new())).expect("request");
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .expect("an answer in time")
+            .expect("an HTTP/2 answer");
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        assert_eq!(response.status(), 200, "{path}");
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        assert!(serde_json::from_slice::<Value>(&body).is_ok(), "{path}: {}", String::from_utf8_lossy(&body));
+    }
+    gw.assert_healthy().await;
+}
+
+#[tokio::test]
 async fn connections_past_the_limit_are_refused_while_admitted_clients_are_served() {
     let mut gw = gateway(&[
         ("FREELLM_MAX_CONNECTIONS", "3"),
