@@ -335,7 +335,7 @@ impl Opening {
 
     /// Waits for the first bytes and classifies them.
     async fn peek(tcp: &tokio::net::TcpStream) -> Self {
-        let mut buf = [0u8; 24];
+        let mut buf = [0u8; H2_PREFACE.len()];
         match tcp.peek(&mut buf).await {
             Ok(n) => Self::of(&buf[..n]),
             Err(_) => Self::Unsure,

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::body::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, Frame};
 
 /// The relay's half: hands bytes to the body.
 pub struct Outbox {
@@ -139,10 +139,6 @@ impl Body for RelayBody {
 
     fn is_end_stream(&self) -> bool {
         self.relay.is_none() && self.shared.bytes.lock().unwrap_or_else(|e| e.into_inner()).is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
     }
 }
 

@@ -44,7 +44,6 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::time::timeout_at;
 
@@ -60,7 +59,7 @@ use crate::routing::error::RoutingError;
 use crate::routing::relay_body::{ClientGone, Outbox, RelayBody};
 use crate::routing::router::Candidate;
 use crate::routing::sse::Framer;
-use crate::routing::upstream::{BodyError, UpstreamResponse, response_head};
+use crate::routing::upstream::{UpstreamResponse, response_head};
 use crate::state::SharedGateway;
 use freellm_limits::breaker::Outcome as BreakerOutcome;
 use freellm_runtime::types::{CallContext, Capabilities, ResponseHead, StreamEvent, StreamOutput, Usage};
@@ -215,10 +214,6 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
     Ok(response)
 }
 
-/// Most bytes read past the first chunk that one call hands the adapter
-/// (what had already arrived).
-const BATCH_MAX_BYTES: usize = 64 << 10;
-
 /// One step of an upstream source.
 enum Step {
     /// Normalized output.
@@ -252,9 +247,6 @@ struct Source {
     /// Bytes read so far, against `max_bytes`.
     received: u64,
     max_bytes: u64,
-    /// A read taken while batching that ends the burst (the upstream's end
-    /// or a break), handled by the next call.
-    lookahead: Option<Result<Option<Bytes>, BodyError>>,
     /// The breaker permit, recorded when the stream ends (none before it
     /// commits).
     verdict: Option<AttemptVerdict>,
@@ -265,13 +257,12 @@ struct Source {
 impl Source {
     fn new(
         session: StreamSession,
-        response: UpstreamResponse,
+        mut response: UpstreamResponse,
         adapter: &Adapter,
         (provider, model): (Arc<ProviderEntry>, String),
         hold: Option<KeyHold>,
         limits: &UpstreamConfig,
     ) -> Self {
-        let mut response = response;
         response.release_head();
         Self {
             model,
@@ -287,29 +278,19 @@ impl Source {
             last_data: crate::clock::now(),
             received: 0,
             max_bytes: limits.stream_max_bytes,
-            lookahead: None,
             verdict: None,
             concluded: false,
         }
     }
 
     /// The next normalized output, waiting at most until `wake_at`.
-    ///
-    /// Bytes that have already arrived behind the first go to the adapter
-    /// in the same call (up to [`BATCH_MAX_BYTES`]): a burst costs one
-    /// crossing into the sandbox and one write to the client, not one per
-    /// chunk.
     async fn next(&mut self, wake_at: Instant) -> Step {
         if self.ended {
             return Step::Eof;
         }
         loop {
-            let read = match self.lookahead.take() {
-                Some(read) => read,
-                None => match timeout_at(wake_at.into(), self.response.chunk()).await {
-                    Ok(read) => read,
-                    Err(_) => return Step::Idle,
-                },
+            let Ok(read) = timeout_at(wake_at.into(), self.response.chunk()).await else {
+                return Step::Idle;
             };
             match read {
                 Ok(Some(chunk)) => {
@@ -323,24 +304,6 @@ impl Source {
                         code: "stream_interrupted",
                         message: format!("the upstream stream broke off: {}", e.0),
                     };
-                }
-            }
-            let mut batched = 0;
-            while batched < BATCH_MAX_BYTES {
-                match self.response.chunk().now_or_never() {
-                    Some(Ok(Some(chunk))) => {
-                        batched += chunk.len();
-                        if let Err(step) = self.frame(&chunk) {
-                            return step;
-                        }
-                    }
-                    // The end or a break is seen on the next call, after
-                    // what came before it.
-                    Some(read) => {
-                        self.lookahead = Some(read);
-                        break;
-                    }
-                    None => break,
                 }
             }
             if self.events.is_empty() {
