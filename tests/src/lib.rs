@@ -617,6 +617,19 @@ impl Gateway {
         self.log.lock().expect("lock").clone()
     }
 
+    /// Waits until the gateway's log has `line`, for at most `within`;
+    /// whether it came.
+    pub async fn wait_for_log(&self, line: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(line) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+
     /// POSTs a JSON chat request.
     pub async fn chat(&self, body: serde_json::Value) -> reqwest::Response {
         self.http.post(format!("{}/v1/chat/completions", self.url)).json(&body).send().await.expect("chat request")

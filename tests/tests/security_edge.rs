@@ -24,6 +24,15 @@ async fn connect(gw: &Gateway) -> TcpStream {
     TcpStream::connect(gw.url.trim_start_matches("http://")).await.expect("connect to the gateway")
 }
 
+/// The gateway closes `conn` without another byte, no sooner than
+/// `not_before` from now (and within 5 s).
+async fn assert_closed_silently(conn: &mut TcpStream, not_before: Duration, what: &str) {
+    let started = Instant::now();
+    let (rest, closed) = read_until_closed(conn, Duration::from_secs(5)).await;
+    assert!(closed && rest.is_empty(), "{what} stayed open: {rest}");
+    assert!(started.elapsed() >= not_before, "{what} was closed too early: {:?}", started.elapsed());
+}
+
 /// Reads until the peer closes or `within` passes; returns what arrived and
 /// whether the peer closed.
 async fn read_until_closed(conn: &mut TcpStream, within: Duration) -> (String, bool) {
@@ -223,10 +232,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
     let response = read_response(&mut conn, Duration::from_secs(5)).await;
     assert_eq!(status_of(&response), 200, "{response}");
-    let started = Instant::now();
-    let (rest, closed) = read_until_closed(&mut conn, Duration::from_secs(5)).await;
-    assert!(closed && rest.is_empty(), "the idle connection stayed open: {rest}");
-    assert!(started.elapsed() >= Duration::from_millis(300), "closed too early: {:?}", started.elapsed());
+    assert_closed_silently(&mut conn, Duration::from_millis(300), "the idle connection").await;
     gw.assert_healthy().await;
 }
 
@@ -234,10 +240,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 async fn a_connection_that_sends_nothing_is_closed_after_the_idle_timeout() {
     let mut gw = gateway(&[("FREELLM_IDLE_TIMEOUT_MS", "400")]).await;
     let mut conn = connect(&gw).await;
-    let started = Instant::now();
-    let (rest, closed) = read_until_closed(&mut conn, Duration::from_secs(5)).await;
-    assert!(closed && rest.is_empty(), "the silent connection stayed open: {rest}");
-    assert!(started.elapsed() >= Duration::from_millis(300), "closed too early: {:?}", started.elapsed());
+    assert_closed_silently(&mut conn, Duration::from_millis(300), "the silent connection").await;
     gw.assert_healthy().await;
 }
 

@@ -141,11 +141,7 @@ async fn a_stream_failing_after_content_redacts_its_error_event_and_log() {
     assert_clean("the stream", &text);
 
     // The cut is logged (with the upstream's message), redacted.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gw.log().contains("stream cut") {
-        assert!(Instant::now() < deadline, "no stream-cut log line:\n{}", gw.log());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert!(gw.wait_for_log("stream cut", Duration::from_secs(10)).await, "no stream-cut log line:\n{}", gw.log());
     let log = gw.log();
     assert!(log.contains("[REDACTED]"), "{log}");
     assert_clean("the gateway log", &log);

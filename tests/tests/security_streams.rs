@@ -151,18 +151,6 @@ async fn open_stream_unread(gw: &Gateway) -> tokio::net::TcpStream {
     tcp
 }
 
-/// Waits until the gateway's log has `line`.
-async fn logged(gw: &Gateway, line: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if gw.log().contains(line) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_after_the_write_stall_timeout_and_the_stream_released() {
     // A fast endless stream; the client takes the head and nothing else, so
@@ -179,7 +167,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_write_stall_timeout_and_th
     let started = Instant::now();
     let mut tcp = open_stream_unread(&gw).await;
     assert!(
-        logged(&gw, "client closed the stream", Duration::from_secs(15)).await,
+        gw.wait_for_log("client closed the stream", Duration::from_secs(15)).await,
         "the stalled client's stream was not ended:\n{}",
         gw.log()
     );
@@ -213,7 +201,7 @@ async fn a_client_that_hangs_up_mid_stream_ends_its_relay_without_blaming_the_pr
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(tcp);
     assert!(
-        logged(&gw, "client closed the stream", Duration::from_secs(10)).await,
+        gw.wait_for_log("client closed the stream", Duration::from_secs(10)).await,
         "the relay of a departed client did not end:\n{}",
         gw.log()
     );
