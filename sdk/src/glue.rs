@@ -1,6 +1,6 @@
 //! The bridge between the generated component bindings and the [`Adapter`]
 //! trait: [`Guest<A>`] implements the exported `adapter` interface by
-//! parsing the request body and forwarding to `A`, and [`Stream<A>`] is the
+//! forwarding to `A`, and [`Stream<A>`] is the
 //! exported `stream-normalizer` resource wrapping `A`'s boxed
 //! [`StreamNormalizer`]. [`export_adapter!`](crate::export_adapter) names
 //! these; nothing here is meant to be used directly.
@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 
 use crate::bindings::exports::freellm::provider::adapter;
 use crate::{
-    Adapter, AdapterInfo, CallContext, ChatRequest, Failure, FixtureFile, NormalizedResponse, ResponseHead, Settings,
+    Adapter, AdapterInfo, CallContext, Failure, FixtureFile, NormalizedResponse, ResponseHead, Settings,
     StreamEvent, StreamNormalizer, StreamOutput, UpstreamRequest,
 };
 
@@ -31,9 +31,7 @@ impl<A: Adapter> adapter::Guest for Guest<A> {
     }
 
     fn map_request(ctx: CallContext, body: Vec<u8>) -> Result<UpstreamRequest, Failure> {
-        let req = ChatRequest::from_slice(&body)
-            .map_err(|e| Failure::request_invalid(format!("invalid chat request body: {e}")))?;
-        A::map_request(&ctx, req)
+        A::map_request_body(&ctx, &body)
     }
 
     fn normalize_response(ctx: CallContext, head: ResponseHead, body: Vec<u8>) -> Result<NormalizedResponse, Failure> {

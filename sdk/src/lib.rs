@@ -103,6 +103,7 @@ pub mod answer;
 pub mod chat;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;
+pub mod forward;
 pub mod info;
 pub mod messages;
 pub mod named_events;
@@ -115,6 +116,7 @@ mod glue;
 
 pub use answer::ChunkBuilder;
 pub use chat::{ChatCompletion, ChatCompletionChunk, ChatRequest};
+pub use forward::{ForwardRequest, RawObject};
 pub use info::AdapterInfoBuilder;
 pub use named_events::{EventHandler, NamedEvent, NamedEventStream};
 pub use openai_compat::{ChunkRewriter, PassthroughStream, RewritingStream};
@@ -164,6 +166,21 @@ pub trait Adapter: 'static {
     /// model id).
     fn map_request(ctx: &CallContext, req: ChatRequest) -> Result<UpstreamRequest, Failure> {
         openai_compat::map_request(ctx, req, &[])
+    }
+
+    /// Maps the request body's bytes; this is what the host calls.
+    ///
+    /// Default: the body parsed into a [`ChatRequest`] (a `request-invalid`
+    /// failure when it is not one), then [`map_request`](Adapter::map_request).
+    /// An adapter that forwards most of the body untouched overrides this
+    /// instead, with [`openai_compat::forward_request`]: a large prompt then
+    /// costs one pass over its bytes, not a parse into a tree and a
+    /// re-encode. (Its [`map_request`](Adapter::map_request) is then not
+    /// called.)
+    fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
+        let req = ChatRequest::from_slice(body)
+            .map_err(|e| Failure::request_invalid(format!("invalid chat request body: {e}")))?;
+        Self::map_request(ctx, req)
     }
 
     /// Turns a 2xx upstream answer into an OpenAI `chat.completion`.

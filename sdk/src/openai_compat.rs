@@ -3,7 +3,8 @@
 //! adapters that only need to tweak it:
 //!
 //! * [`map_request`] / [`map_request_to`]: the client's body with `model`
-//!   replaced, a few fields dropped, POSTed as JSON;
+//!   replaced, a few fields dropped, POSTed as JSON; [`forward_request`] /
+//!   [`forward_request_to`] do the same without parsing the body whole;
 //! * [`normalize_response`]: checks a 2xx answer and returns it unchanged,
 //!   with usage and finish reason;
 //! * [`classify_failure`]: status, headers and OpenAI-style error body →
@@ -14,6 +15,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::forward::ForwardRequest;
 use crate::retry::retry_after_ms;
 use crate::{
     CallContext, ChatRequest, Failure, FailureKind, FinishReason, HttpMethod, LogLevel, NormalizedResponse,
@@ -61,6 +63,73 @@ pub fn map_request_to(
         path: path.to_owned(),
         headers: vec![("content-type".to_owned(), "application/json".to_owned())],
         body,
+    })
+}
+
+/// Maps a chat request like [`map_request`], without parsing the body whole
+/// (see [`forward_request_to`]).
+///
+/// # Errors
+///
+/// What `edit` returns, or `request-invalid` for a body that is not a chat
+/// request object.
+pub fn forward_request(
+    ctx: &CallContext,
+    body: &[u8],
+    drop_fields: &[&str],
+    edit: impl FnOnce(&mut ForwardRequest<'_>) -> Result<(), Failure>,
+) -> Result<UpstreamRequest, Failure> {
+    forward_request_to(ctx, body, CHAT_COMPLETIONS_PATH, drop_fields, edit)
+}
+
+/// Maps a chat request like [`map_request_to`] (the same `model`, `stream`
+/// and dropped fields), without parsing the body whole: `edit` changes
+/// what the provider needs on the split body ([`ForwardRequest`]), and
+/// everything else is forwarded as the client wrote it. For a large prompt
+/// this is one pass over its bytes instead of a parse and a re-encode.
+///
+/// # Errors
+///
+/// What `edit` returns, or `request-invalid` for a body that is not a chat
+/// request object (`messages` missing or not an array of objects, `model`
+/// not a string, `stream` not a boolean).
+pub fn forward_request_to(
+    ctx: &CallContext,
+    body: &[u8],
+    path: &str,
+    drop_fields: &[&str],
+    edit: impl FnOnce(&mut ForwardRequest<'_>) -> Result<(), Failure>,
+) -> Result<UpstreamRequest, Failure> {
+    let invalid = |why: &dyn std::fmt::Display| Failure::request_invalid(format!("invalid chat request body: {why}"));
+    let mut req = ForwardRequest::parse(body).map_err(|e| invalid(&e))?;
+    if req.fields.raw("model").is_some_and(|model| !model.get().starts_with('"')) {
+        return Err(invalid(&"`model` must be a string"));
+    }
+    let stream = match req.fields.raw("stream").map(|raw| raw.get()) {
+        None | Some("null") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(invalid(&"`stream` must be a boolean")),
+    };
+    edit(&mut req)?;
+    let encoding = |e: serde_json::Error| Failure::request_invalid(format!("cannot encode request: {e}"));
+    req.fields.set("model", &ctx.upstream_model).map_err(encoding)?;
+    match (ctx.is_stream, stream) {
+        (true, _) => req.fields.set("stream", &true).map_err(encoding)?,
+        (false, Some(true)) => req.fields.set("stream", &false).map_err(encoding)?,
+        (false, None) => {
+            req.fields.remove("stream");
+        }
+        (false, Some(false)) => {}
+    }
+    for field in drop_fields {
+        req.fields.remove(field);
+    }
+    Ok(UpstreamRequest {
+        method: HttpMethod::Post,
+        path: path.to_owned(),
+        headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        body: req.to_vec(body.len() + 64).map_err(encoding)?,
     })
 }
 

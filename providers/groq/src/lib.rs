@@ -13,7 +13,7 @@
 use freellm_sdk::openai_compat::{self, usage_from_json};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, ChunkRewriter, Failure, FailureKind,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChunkRewriter, Failure, FailureKind,
     ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings,
     StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat,
 };
@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 
 /// Request fields Groq answers with a 400; they are dropped before sending.
 /// (Groq's OpenAI-compatibility page also lists `messages[].name`, which
-/// [`Groq::map_request`] removes from every message but tool results.)
+/// [`Groq::map_request_body`] removes from every message but tool results.)
 pub const DROP_FIELDS: &[&str] = &["n", "logprobs", "top_logprobs", "logit_bias"];
 
 /// The Groq adapter.
@@ -69,17 +69,21 @@ impl Adapter for Groq {
         })
     }
 
-    fn map_request(ctx: &CallContext, mut req: ChatRequest) -> Result<UpstreamRequest, Failure> {
-        let choices = req.n.as_ref().and_then(Value::as_u64).unwrap_or(1);
-        if choices > 1 {
-            return Err(Failure::unsupported("Groq returns a single choice (n must be 1)"));
-        }
-        for message in req.messages.iter_mut().filter_map(Value::as_object_mut) {
-            if message.get("role").and_then(Value::as_str) != Some("tool") {
-                message.shift_remove("name");
+    /// Forwards the body as the client wrote it (a large prompt is not
+    /// parsed whole), but for the fields Groq rejects.
+    fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
+        openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
+            let choices = req.fields.get::<Value>("n").ok().flatten().as_ref().and_then(Value::as_u64).unwrap_or(1);
+            if choices > 1 {
+                return Err(Failure::unsupported("Groq returns a single choice (n must be 1)"));
             }
-        }
-        openai_compat::map_request(ctx, req, DROP_FIELDS)
+            for message in &mut req.messages {
+                if message.string("role").as_deref() != Some("tool") {
+                    message.remove("name");
+                }
+            }
+            Ok(())
+        })
     }
 
     fn classify_failure(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure {
@@ -184,7 +188,7 @@ mod tests {
     #[test]
     fn rejected_fields_are_dropped() {
         let body = br#"{"model":"groq/llama-3.1-8b-instant","messages":[],"n":1,"logprobs":true,"top_logprobs":2,"logit_bias":{},"seed":7}"#;
-        let up = Groq::map_request(&ctx(), ChatRequest::from_slice(body).unwrap()).unwrap();
+        let up = Groq::map_request_body(&ctx(), body).unwrap();
         assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
         let sent: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(sent, serde_json::json!({"model": "llama-3.1-8b-instant", "messages": [], "seed": 7}));
@@ -193,7 +197,7 @@ mod tests {
     #[test]
     fn message_names_are_dropped_except_on_tool_results() {
         let body = br#"{"model":"m","messages":[{"role":"system","content":"s","name":"ops"},{"role":"user","content":"u","name":"ann"},{"role":"assistant","content":"a","name":"bot"},{"role":"tool","tool_call_id":"c","name":"f","content":"r"}]}"#;
-        let up = Groq::map_request(&ctx(), ChatRequest::from_slice(body).unwrap()).unwrap();
+        let up = Groq::map_request_body(&ctx(), body).unwrap();
         let sent: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(
             sent["messages"],
@@ -230,7 +234,7 @@ mod tests {
     #[test]
     fn several_choices_skip_groq() {
         let body = br#"{"model":"m","messages":[],"n":2}"#;
-        let f = Groq::map_request(&ctx(), ChatRequest::from_slice(body).unwrap()).unwrap_err();
+        let f = Groq::map_request_body(&ctx(), body).unwrap_err();
         assert_eq!(f.kind, FailureKind::Unsupported);
     }
 

@@ -1,0 +1,349 @@
+//! Forwarding a chat request without parsing it whole: [`ForwardRequest`]
+//! splits the body into its top-level fields and each message's fields,
+//! every value kept as the client's raw JSON text. An adapter reads the
+//! fields it needs (each parsed on demand), changes the few it must, and
+//! [`ForwardRequest::to_vec`] writes everything else back byte for byte.
+//!
+//! A large prompt is almost all message content. Parsing it into a
+//! [`serde_json::Value`] tree and encoding it again costs several passes over
+//! every byte and an allocation per string; here the content is scanned once
+//! (to find where each value ends) and copied once.
+//!
+//! Objects keep JSON's usual reading of a repeated key (the last value wins,
+//! at the first key's place), so what is forwarded is what the gateway
+//! validated.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// A key of an object: borrowed from the body unless it held escapes.
+type Key<'a> = Cow<'a, str>;
+
+/// One value of an object: the client's text, one the adapter set, or the
+/// place of a request's messages (kept apart, in [`ForwardRequest::messages`]).
+#[derive(Debug, Clone)]
+enum Slot<'a> {
+    Raw(&'a RawValue),
+    Owned(Box<RawValue>),
+    Messages,
+}
+
+impl Slot<'_> {
+    fn raw(&self) -> Option<&RawValue> {
+        match self {
+            Slot::Raw(raw) => Some(raw),
+            Slot::Owned(raw) => Some(raw),
+            Slot::Messages => None,
+        }
+    }
+}
+
+/// A JSON object whose values are kept as raw JSON text, in the body's order.
+#[derive(Debug, Clone, Default)]
+pub struct RawObject<'a> {
+    fields: Vec<(Key<'a>, Slot<'a>)>,
+}
+
+impl<'a> RawObject<'a> {
+    /// The raw JSON text of `key`'s value (`None` when absent, and for a
+    /// request's `messages`, which are in [`ForwardRequest::messages`]).
+    pub fn raw(&self, key: &str) -> Option<&RawValue> {
+        self.position(key).and_then(|i| self.fields[i].1.raw())
+    }
+
+    /// `key`'s value read as `T` (`Ok(None)` when absent).
+    ///
+    /// # Errors
+    ///
+    /// When the value is not a `T`.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, serde_json::Error> {
+        self.raw(key).map(|raw| serde_json::from_str(raw.get())).transpose()
+    }
+
+    /// `key`'s value when it is a string (`None` when absent or not a
+    /// string); borrowed from the body unless it holds escapes.
+    pub fn string(&self, key: &str) -> Option<Cow<'_, str>> {
+        let text = self.raw(key)?.get();
+        let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+        if inner.contains('\\') {
+            serde_json::from_str::<String>(text).ok().map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(inner))
+        }
+    }
+
+    /// Whether the object has `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// Removes `key`; returns whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        match self.position(key) {
+            Some(i) => {
+                self.fields.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sets `key` to `value`, in place when the key exists, else last.
+    ///
+    /// # Errors
+    ///
+    /// When `value` cannot be encoded as JSON (a map with non-string keys).
+    pub fn set(&mut self, key: &str, value: &impl Serialize) -> Result<(), serde_json::Error> {
+        let slot = Slot::Owned(serde_json::value::to_raw_value(value)?);
+        match self.position(key) {
+            Some(i) => self.fields[i].1 = slot,
+            None => self.fields.push((Cow::Owned(key.to_owned()), slot)),
+        }
+        Ok(())
+    }
+
+    /// Renames `from` to `to` in place, replacing a `to` already there;
+    /// returns whether `from` was there.
+    pub fn rename(&mut self, from: &str, to: &str) -> bool {
+        let Some(i) = self.position(from) else {
+            return false;
+        };
+        if let Some(j) = self.position(to) {
+            let (_, slot) = self.fields.remove(i);
+            let j = if j > i { j - 1 } else { j };
+            self.fields[j].1 = slot;
+        } else {
+            self.fields[i].0 = Cow::Owned(to.to_owned());
+        }
+        true
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(key, _)| key.as_ref())
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether the object has no field.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    fn position(&self, key: &str) -> Option<usize> {
+        self.fields.iter().position(|(k, _)| k == key)
+    }
+
+    /// Adds a parsed field: a repeated key's last value wins, at the first
+    /// key's place (as `serde_json`'s ordered map reads it). Objects are
+    /// small, so a linear look-up; past [`INDEXED_FROM`] fields a sorted
+    /// pass at the end ([`Self::merge_repeated`]) keeps a hostile object of
+    /// many keys from costing the square of its size.
+    fn push_parsed(&mut self, key: Key<'a>, slot: Slot<'a>) {
+        if self.fields.len() < INDEXED_FROM
+            && let Some(i) = self.position(&key)
+        {
+            self.fields[i].1 = slot;
+            return;
+        }
+        self.fields.push((key, slot));
+    }
+
+    /// Merges repeated keys of a large object (see [`Self::push_parsed`]).
+    fn merge_repeated(&mut self) {
+        if self.fields.len() <= INDEXED_FROM {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.fields.len()).collect();
+        order.sort_by(|&a, &b| self.fields[a].0.cmp(&self.fields[b].0).then(a.cmp(&b)));
+        let runs: Vec<&[usize]> = order.chunk_by(|&a, &b| self.fields[a].0 == self.fields[b].0).collect();
+        let mut drop = vec![false; self.fields.len()];
+        for run in runs {
+            if let [first, .., last] = *run {
+                let value = std::mem::replace(&mut self.fields[last].1, Slot::Messages);
+                self.fields[first].1 = value;
+                for &later in &run[1..] {
+                    drop[later] = true;
+                }
+            }
+        }
+        let mut index = 0;
+        self.fields.retain(|_| {
+            index += 1;
+            !drop[index - 1]
+        });
+    }
+
+    fn write(&self, out: &mut Vec<u8>, messages: Option<&[RawObject<'_>]>) -> Result<(), serde_json::Error> {
+        out.push(b'{');
+        for (i, (key, slot)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_key(out, key)?;
+            match slot {
+                Slot::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Slot::Owned(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                Slot::Messages => {
+                    out.push(b'[');
+                    for (i, message) in messages.unwrap_or_default().iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        message.write(out, None)?;
+                    }
+                    out.push(b']');
+                }
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Objects with more fields than this merge repeated keys after parsing.
+const INDEXED_FROM: usize = 16;
+
+const MESSAGES: &str = "messages";
+
+fn write_key(out: &mut Vec<u8>, key: &str) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(&mut *out, key)?;
+    out.push(b':');
+    Ok(())
+}
+
+/// A chat request body, split for forwarding (see the [module](self)).
+#[derive(Debug, Clone)]
+pub struct ForwardRequest<'a> {
+    /// The top-level fields. `messages` keeps its place here, but its
+    /// value is [`messages`](Self::messages); setting `messages` here
+    /// replaces them, removing it drops them.
+    pub fields: RawObject<'a>,
+    /// The messages, each an object of raw values.
+    pub messages: Vec<RawObject<'a>>,
+}
+
+impl<'a> ForwardRequest<'a> {
+    /// Splits a body: a JSON object with a `messages` array of objects.
+    ///
+    /// # Errors
+    ///
+    /// When the body is not JSON, not an object, has no `messages`, or a
+    /// message is not an object.
+    pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let request = Self::deserialize(&mut de)?;
+        de.end()?;
+        Ok(request)
+    }
+
+    /// The body, as JSON bytes: the fields in their order, the ones the
+    /// adapter did not touch as the client wrote them.
+    ///
+    /// # Errors
+    ///
+    /// Only when a key cannot be written (never for UTF-8 keys).
+    pub fn to_vec(&self, capacity: usize) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = Vec::with_capacity(capacity);
+        self.fields.write(&mut out, Some(&self.messages))?;
+        Ok(out)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ForwardRequest<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Body<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for Body<'a> {
+            type Value = ForwardRequest<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a chat request object")
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut fields = RawObject::default();
+                let mut messages = None;
+                while let Some(KeyOf(key)) = map.next_key()? {
+                    if key == MESSAGES {
+                        let list: Vec<MessageOf<'a>> = map.next_value()?;
+                        messages = Some(list.into_iter().map(|MessageOf(m)| m).collect());
+                        fields.push_parsed(key, Slot::Messages);
+                    } else {
+                        fields.push_parsed(key, Slot::Raw(map.next_value()?));
+                    }
+                }
+                fields.merge_repeated();
+                let messages = messages.ok_or_else(|| de::Error::missing_field(MESSAGES))?;
+                Ok(ForwardRequest { fields, messages })
+            }
+        }
+
+        deserializer.deserialize_map(Body(std::marker::PhantomData))
+    }
+}
+
+/// A key, borrowed when it has no escapes.
+struct KeyOf<'a>(Key<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for KeyOf<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for KeyVisitor<'a> {
+            type Value = KeyOf<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(KeyOf(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(KeyOf(Cow::Owned(v.to_owned())))
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor(std::marker::PhantomData))
+    }
+}
+
+/// One message: an object of raw values.
+struct MessageOf<'a>(RawObject<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MessageOf<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MessageVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for MessageVisitor<'a> {
+            type Value = MessageOf<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a message object")
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut object = RawObject { fields: Vec::with_capacity(map.size_hint().unwrap_or(4)) };
+                while let Some(KeyOf(key)) = map.next_key()? {
+                    object.push_parsed(key, Slot::Raw(map.next_value()?));
+                }
+                object.merge_repeated();
+                Ok(MessageOf(object))
+            }
+        }
+
+        deserializer.deserialize_map(MessageVisitor(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests;

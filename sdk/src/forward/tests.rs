@@ -1,0 +1,200 @@
+use serde_json::{Value, json};
+
+use super::*;
+use crate::openai_compat::{forward_request_to, map_request_to};
+use crate::{CallContext, ChatRequest, FailureKind};
+
+fn ctx(is_stream: bool) -> CallContext {
+    CallContext { request_id: "r".into(), upstream_model: "up-model".into(), is_stream, settings: vec![] }
+}
+
+fn text(body: &[u8]) -> String {
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[test]
+fn an_untouched_body_is_written_back_byte_for_byte() {
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"h\u00e9llo \"q\" \n","x":{"deep":[1,2.50,1e3]}},{"role":"assistant","content":null}],"temperature":0.70,"extra":{"a":[true,null]}}"#;
+    let req = ForwardRequest::parse(body).unwrap();
+    assert_eq!(text(&req.to_vec(0).unwrap()), text(body));
+    assert_eq!(req.messages.len(), 2);
+    assert_eq!(req.messages[0].string("role").as_deref(), Some("user"));
+}
+
+#[test]
+fn whitespace_between_fields_goes_and_values_keep_theirs() {
+    let body = b" { \"model\" : \"m\" ,\n \"messages\" : [ { \"role\" : \"user\" , \"content\" : [ 1 , 2 ] } ] } ";
+    let req = ForwardRequest::parse(body).unwrap();
+    assert_eq!(text(&req.to_vec(0).unwrap()), r#"{"model":"m","messages":[{"role":"user","content":[ 1 , 2 ]}]}"#);
+}
+
+#[test]
+fn keys_with_escapes_are_read_and_written_escaped() {
+    let body = br#"{"mo\u0064el":"m","messages":[{"ro\"le":"x","role":"tool"}],"a\nb":1}"#;
+    let req = ForwardRequest::parse(body).unwrap();
+    assert_eq!(req.fields.string("model").as_deref(), Some("m"));
+    assert_eq!(req.messages[0].string("ro\"le").as_deref(), Some("x"));
+    let out: Value = serde_json::from_slice(&req.to_vec(0).unwrap()).unwrap();
+    assert_eq!(out, json!({"model":"m","messages":[{"ro\"le":"x","role":"tool"}],"a\nb":1}));
+}
+
+#[test]
+fn a_repeated_key_keeps_the_last_value_at_the_first_place() {
+    let body = br#"{"model":"a","messages":[{"role":"user","content":"1","role":"tool"}],"model":"b","t":1}"#;
+    let req = ForwardRequest::parse(body).unwrap();
+    assert_eq!(text(&req.to_vec(0).unwrap()), r#"{"model":"b","messages":[{"role":"tool","content":"1"}],"t":1}"#);
+    // The same reading as serde_json's ordered map, which the host validates with.
+    let expected: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(serde_json::to_string(&expected).unwrap(), text(&req.to_vec(0).unwrap()));
+}
+
+#[test]
+fn a_large_object_with_repeated_keys_reads_like_serde_json() {
+    // Past the linear look-up: 40 keys, each twice, interleaved.
+    let mut body = String::from(r#"{"messages":[],"#);
+    for round in 0..2 {
+        for k in 0..40 {
+            body.push_str(&format!(r#""k{k}":[{round},{k}],"#));
+        }
+    }
+    body.push_str(r#""messages":[{"role":"user"}]}"#);
+    let req = ForwardRequest::parse(body.as_bytes()).unwrap();
+    let expected: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(serde_json::to_string(&expected).unwrap(), text(&req.to_vec(0).unwrap()));
+    assert_eq!(req.fields.len(), 41);
+    assert_eq!(req.messages.len(), 1, "the last messages win");
+}
+
+#[test]
+fn a_hostile_object_of_many_keys_is_read_in_near_linear_time() {
+    // 200,000 distinct keys: a quadratic merge would take minutes.
+    let mut body = String::from(r#"{"messages":[],"#);
+    for k in 0..200_000 {
+        body.push_str(&format!(r#""k{k}":0,"#));
+    }
+    body.push_str(r#""end":0}"#);
+    let req = ForwardRequest::parse(body.as_bytes()).unwrap();
+    assert_eq!(req.fields.len(), 200_002);
+}
+
+#[test]
+fn fields_are_read_set_removed_and_renamed_in_place() {
+    let body = br#"{"model":"m","messages":[],"n":2,"seed":7,"random_seed":1,"tool_choice":"required"}"#;
+    let mut req = ForwardRequest::parse(body).unwrap();
+    assert_eq!(req.fields.get::<u64>("n").unwrap(), Some(2));
+    assert_eq!(req.fields.get::<u64>("absent").unwrap(), None);
+    assert!(req.fields.get::<String>("n").is_err(), "a number is not a string");
+    assert_eq!(req.fields.string("tool_choice").as_deref(), Some("required"));
+    assert!(req.fields.raw("messages").is_none(), "the messages live apart");
+    assert!(req.fields.contains("messages"));
+    req.fields.set("tool_choice", &"any").unwrap();
+    req.fields.set("new", &json!({"a": 1})).unwrap();
+    assert!(req.fields.remove("n"));
+    assert!(!req.fields.remove("n"));
+    assert!(req.fields.rename("seed", "random_seed"), "replaces the one already there");
+    assert!(req.fields.rename("model", "renamed"));
+    assert!(!req.fields.rename("absent", "x"));
+    let keys: Vec<&str> = req.fields.keys().collect();
+    assert_eq!(keys, ["renamed", "messages", "random_seed", "tool_choice", "new"]);
+    assert_eq!(
+        text(&req.to_vec(0).unwrap()),
+        r#"{"renamed":"m","messages":[],"random_seed":7,"tool_choice":"any","new":{"a":1}}"#
+    );
+}
+
+#[test]
+fn strings_are_borrowed_unless_escaped() {
+    let req = ForwardRequest::parse(br#"{"messages":[],"a":"x\ny","b":3,"c":"plain","d":"t\u006fol"}"#).unwrap();
+    assert_eq!(req.fields.string("a").as_deref(), Some("x\ny"));
+    assert_eq!(req.fields.string("b"), None, "not a string");
+    assert_eq!(req.fields.string("absent"), None);
+    assert!(matches!(req.fields.string("c"), Some(Cow::Borrowed("plain"))));
+    assert!(matches!(req.fields.string("d"), Some(Cow::Owned(s)) if s == "tool"));
+}
+
+#[test]
+fn messages_can_be_replaced_or_dropped_through_the_fields() {
+    let mut req = ForwardRequest::parse(br#"{"model":"m","messages":[{"role":"user"}]}"#).unwrap();
+    req.fields.set("messages", &json!([])).unwrap();
+    assert_eq!(text(&req.to_vec(0).unwrap()), r#"{"model":"m","messages":[]}"#);
+    assert!(req.fields.remove("messages"));
+    assert_eq!(text(&req.to_vec(0).unwrap()), r#"{"model":"m"}"#);
+}
+
+#[test]
+fn what_is_not_a_chat_request_object_is_refused() {
+    for body in [
+        &b""[..],
+        b"{",
+        b"[]",
+        b"null",
+        br#"{"model":"m"}"#,
+        br#"{"messages":{}}"#,
+        br#"{"messages":["text"]}"#,
+        br#"{"messages":[{"role":}]}"#,
+        br#"{"messages":[]} trailing"#,
+        br#"{"messages":[],"a":tru}"#,
+        b"{\"messages\":[],\"a\":\"\xff\"}",
+    ] {
+        assert!(ForwardRequest::parse(body).is_err(), "{}", String::from_utf8_lossy(body));
+    }
+}
+
+/// The forward path and the parsed path map every body to the same JSON,
+/// keys in the same order.
+#[test]
+fn forwarding_maps_like_the_parsed_path() {
+    let bodies = [
+        r#"{"model":"groq/x","messages":[{"role":"user","content":"hi"}]}"#,
+        r#"{"model":"groq/x","messages":[{"role":"user","content":"hi"}],"stream":true,"n":1,"logprobs":true}"#,
+        r#"{"messages":[{"role":"user","content":"hi"}],"stream":false,"model":"x","logit_bias":{"1":2}}"#,
+        r#"{"model":"x","stream":null,"messages":[],"temperature":0.5,"tools":[{"type":"function"}]}"#,
+        r#"{"model":"x","messages":[{"role":"user","content":[{"type":"text","text":"a\u00e9"}]}],"user":"u"}"#,
+    ];
+    for body in bodies {
+        for is_stream in [false, true] {
+            let drop = ["logprobs", "logit_bias", "n"];
+            let parsed = ChatRequest::from_slice(body.as_bytes()).unwrap();
+            let old = map_request_to(&ctx(is_stream), parsed, "/p", &drop).unwrap();
+            let new = forward_request_to(&ctx(is_stream), body.as_bytes(), "/p", &drop, |_| Ok(())).unwrap();
+            let (old_json, new_json): (Value, Value) =
+                (serde_json::from_slice(&old.body).unwrap(), serde_json::from_slice(&new.body).unwrap());
+            assert_eq!(
+                serde_json::to_string(&new_json).unwrap(),
+                serde_json::to_string(&old_json).unwrap(),
+                "{body} (stream: {is_stream})"
+            );
+            assert_eq!((new.path, new.method, new.headers), (old.path, old.method, old.headers));
+        }
+    }
+}
+
+#[test]
+fn forwarding_refuses_a_model_or_stream_of_the_wrong_type() {
+    for body in [r#"{"model":1,"messages":[]}"#, r#"{"model":"m","messages":[],"stream":"yes"}"#, r#"{"model":"m"}"#] {
+        let failure = forward_request_to(&ctx(false), body.as_bytes(), "/p", &[], |_| Ok(())).unwrap_err();
+        assert_eq!(failure.kind, FailureKind::RequestInvalid, "{body}");
+        assert!(failure.message.starts_with("invalid chat request body"), "{}", failure.message);
+    }
+}
+
+#[test]
+fn the_edit_runs_and_its_failure_is_returned() {
+    let body = br#"{"model":"m","messages":[{"role":"user","name":"a"},{"role":"tool","name":"b"}]}"#;
+    let up = forward_request_to(&ctx(false), body, "/p", &[], |req| {
+        for message in &mut req.messages {
+            if message.string("role").as_deref() != Some("tool") {
+                message.remove("name");
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        text(&up.body),
+        r#"{"model":"up-model","messages":[{"role":"user"},{"role":"tool","name":"b"}]}"#
+    );
+    let failure =
+        forward_request_to(&ctx(false), body, "/p", &[], |_| Err(crate::Failure::unsupported("no"))).unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Unsupported);
+}
