@@ -16,9 +16,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde::Serialize;
-use serde_json::value::RawValue;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+/// A value's raw JSON text, as [`RawObject::raw`] returns it.
+pub use serde_json::value::RawValue;
 
 /// A key of an object: borrowed from the body unless it held escapes.
 type Key<'a> = Cow<'a, str>;
@@ -120,6 +121,11 @@ impl<'a> RawObject<'a> {
             self.fields[i].0 = Cow::Owned(to.to_owned());
         }
         true
+    }
+
+    /// Keeps only the fields whose key passes `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.fields.retain(|(key, _)| keep(key));
     }
 
     /// The keys, in order.

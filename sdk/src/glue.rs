@@ -10,8 +10,8 @@ use std::marker::PhantomData;
 
 use crate::bindings::exports::freellm::provider::adapter;
 use crate::{
-    Adapter, AdapterInfo, CallContext, Failure, FixtureFile, NormalizedResponse, ResponseHead, Settings,
-    StreamEvent, StreamNormalizer, StreamOutput, UpstreamRequest,
+    Adapter, AdapterInfo, CallContext, Failure, FixtureFile, NormalizedResponse, ResponseHead, Settings, StreamEvent,
+    StreamNormalizer, StreamOutput, UpstreamRequest,
 };
 
 /// The exported `adapter` interface, implemented for any [`Adapter`].

@@ -21,12 +21,12 @@
 
 #![warn(missing_docs)]
 
+use freellm_sdk::forward::RawValue;
 use freellm_sdk::openai_compat::{self, UpstreamError};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration, retry_after_ms};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, ModelInfo,
-    ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest,
-    WireFormat,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, ModelInfo, ModelTags,
+    PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest, WireFormat,
 };
 use serde_json::Value;
 
@@ -102,23 +102,36 @@ impl Adapter for Cerebras {
         })
     }
 
-    fn map_request(ctx: &CallContext, mut req: ChatRequest) -> Result<UpstreamRequest, Failure> {
-        if non_empty(req.tools.as_ref()) || non_empty(req.extra.get("functions")) {
-            return Err(Failure::unsupported("tool calling is not offered through Cerebras"));
-        }
-        let choices = req.n.as_ref().and_then(Value::as_u64).unwrap_or(1);
-        if choices > 1 {
-            return Err(Failure::unsupported("Cerebras returns a single choice (n must be 1)"));
-        }
-        req.tools = None;
-        req.tool_choice = None;
-        req.extra.shift_remove("functions");
-        req.extra.shift_remove("function_call");
-        req.reasoning_effort = match req.reasoning_effort.take() {
-            Some(effort) if takes_reasoning_effort(&ctx.upstream_model) => cerebras_effort(effort),
-            _ => None,
-        };
-        openai_compat::map_request(ctx, req, DROP_FIELDS)
+    /// Forwards the body as the client wrote it (a large prompt is not
+    /// parsed whole), without what Cerebras refuses.
+    fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
+        openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
+            let fields = &mut req.fields;
+            if non_empty(fields.raw("tools")) || non_empty(fields.raw("functions")) {
+                return Err(Failure::unsupported("tool calling is not offered through Cerebras"));
+            }
+            let choices = fields.get::<Value>("n").ok().flatten().as_ref().and_then(Value::as_u64).unwrap_or(1);
+            if choices > 1 {
+                return Err(Failure::unsupported("Cerebras returns a single choice (n must be 1)"));
+            }
+            for key in ["tools", "tool_choice", "functions", "function_call"] {
+                fields.remove(key);
+            }
+            if !takes_reasoning_effort(&ctx.upstream_model) {
+                fields.remove("reasoning_effort");
+            } else if let Some(effort) = fields.string("reasoning_effort") {
+                match cerebras_effort(&effort) {
+                    Effort::Keep => {}
+                    Effort::Drop => {
+                        fields.remove("reasoning_effort");
+                    }
+                    Effort::Send(effort) => {
+                        fields.set("reasoning_effort", &effort).map_err(|e| Failure::request_invalid(e.to_string()))?;
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 
     fn classify_failure(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure {
@@ -135,11 +148,11 @@ impl Adapter for Cerebras {
     }
 }
 
-fn non_empty(value: Option<&Value>) -> bool {
-    match value {
-        Some(Value::Array(items)) => !items.is_empty(),
-        Some(Value::Null) | None => false,
-        Some(_) => true,
+/// Whether a field is there and not an empty array (nor `null`).
+fn non_empty(value: Option<&RawValue>) -> bool {
+    match value.map(RawValue::get) {
+        None | Some("null") => false,
+        Some(text) => !text.strip_prefix('[').is_some_and(|rest| rest.trim_start().starts_with(']')),
     }
 }
 
@@ -152,13 +165,23 @@ pub fn takes_reasoning_effort(model: &str) -> bool {
 /// Cerebras knows `low`, `medium` and `high`: OpenAI's `minimal` becomes
 /// `low`, `xhigh` becomes `high`, and `none` (no reasoning, which gpt-oss
 /// cannot do) is dropped so the model reasons at its default effort.
-fn cerebras_effort(effort: Value) -> Option<Value> {
-    match effort.as_str() {
-        Some("minimal") => Some(Value::from("low")),
-        Some("xhigh") => Some(Value::from("high")),
-        Some("none") => None,
-        _ => Some(effort),
+fn cerebras_effort(effort: &str) -> Effort {
+    match effort {
+        "minimal" => Effort::Send("low"),
+        "xhigh" => Effort::Send("high"),
+        "none" => Effort::Drop,
+        _ => Effort::Keep,
     }
+}
+
+/// What becomes of a `reasoning_effort` sent to Cerebras.
+enum Effort {
+    /// Sent as the client wrote it.
+    Keep,
+    /// Not sent.
+    Drop,
+    /// Sent as this.
+    Send(&'static str),
 }
 
 fn classify_429(failure: &mut Failure, head: &ResponseHead, error: &UpstreamError) {

@@ -11,8 +11,7 @@ fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
 }
 
 fn map_for(model: &str, body: Value) -> Result<Value, Failure> {
-    let req = ChatRequest::from_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
-    let up = Cerebras::map_request(&ctx(model), req)?;
+    let up = Cerebras::map_request_body(&ctx(model), &serde_json::to_vec(&body).unwrap())?;
     assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
     Ok(serde_json::from_slice(&up.body).unwrap())
 }

@@ -21,11 +21,10 @@ pub mod stream;
 
 use freellm_sdk::openai_compat;
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, ModelInfo, ModelTags,
-    PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, StreamNormalizer, UpstreamRequest,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, ModelInfo, ModelTags, PrivacyInfo,
+    PrivacyPolicy, RateLimits, RawObject, ResponseHead, Settings, StreamFraming, StreamNormalizer, UpstreamRequest,
     WireFormat,
 };
-use serde_json::Value;
 
 /// Request fields removed before the request goes to Gemini.
 ///
@@ -120,12 +119,17 @@ impl Adapter for Gemini {
         })
     }
 
-    fn map_request(ctx: &CallContext, mut req: ChatRequest) -> Result<UpstreamRequest, Failure> {
-        move_max_tokens(&mut req);
-        if req.reasoning_effort.as_ref().is_none_or(Value::is_null) {
-            req.reasoning_effort = Some(default_reasoning_effort(&ctx.upstream_model).into());
-        }
-        openai_compat::map_request(ctx, req, DROP_FIELDS)
+    /// Forwards the body as the client wrote it (a large prompt is not
+    /// parsed whole), but for the fields below.
+    fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
+        openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
+            move_max_tokens(&mut req.fields);
+            if req.fields.raw("reasoning_effort").is_none_or(|raw| raw.get() == "null") {
+                let effort = default_reasoning_effort(&ctx.upstream_model);
+                req.fields.set("reasoning_effort", &effort).map_err(|e| Failure::request_invalid(e.to_string()))?;
+            }
+            Ok(())
+        })
     }
 
     fn classify_failure(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure {
@@ -156,19 +160,16 @@ pub fn default_reasoning_effort(upstream_model: &str) -> &'static str {
 /// place in the body's key order) unless the caller already set
 /// `max_completion_tokens`, which wins. `max_tokens` itself is dropped by
 /// [`DROP_FIELDS`].
-pub fn move_max_tokens(req: &mut ChatRequest) {
-    let Some(max_tokens) = req.max_tokens.take() else {
+pub fn move_max_tokens(fields: &mut RawObject<'_>) {
+    let Some(max_tokens) = fields.raw("max_tokens") else {
         return;
     };
-    if !req.max_completion_tokens.as_ref().is_none_or(Value::is_null) || max_tokens.is_null() {
+    let completion_set = fields.raw("max_completion_tokens").is_some_and(|raw| raw.get() != "null");
+    if completion_set || max_tokens.get() == "null" {
+        fields.remove("max_tokens");
         return;
     }
-    req.max_completion_tokens = Some(max_tokens);
-    if !req.key_order.iter().any(|k| k == "max_completion_tokens")
-        && let Some(key) = req.key_order.iter_mut().find(|k| *k == "max_tokens")
-    {
-        *key = "max_completion_tokens".to_owned();
-    }
+    fields.rename("max_tokens", "max_completion_tokens");
 }
 
 freellm_sdk::export_adapter!(Gemini);
@@ -177,15 +178,14 @@ freellm_sdk::export_adapter!(Gemini);
 mod tests {
     use super::*;
     use freellm_sdk::HttpMethod;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn ctx(model: &str, stream: bool) -> CallContext {
         CallContext { request_id: "r".into(), upstream_model: model.into(), is_stream: stream, settings: vec![] }
     }
 
     fn map(model: &str, body: &str) -> (UpstreamRequest, String) {
-        let req = ChatRequest::from_slice(body.as_bytes()).unwrap();
-        let up = Gemini::map_request(&ctx(model, false), req).unwrap();
+        let up = Gemini::map_request_body(&ctx(model, false), body.as_bytes()).unwrap();
         let text = String::from_utf8(up.body.clone()).unwrap();
         (up, text)
     }
@@ -328,8 +328,7 @@ mod tests {
 
     #[test]
     fn streaming_requests_set_stream() {
-        let req = ChatRequest::from_slice(br#"{"model":"m","messages":[]}"#).unwrap();
-        let up = Gemini::map_request(&ctx("gemini-2.5-flash", true), req).unwrap();
+        let up = Gemini::map_request_body(&ctx("gemini-2.5-flash", true), br#"{"model":"m","messages":[]}"#).unwrap();
         let v: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(v["stream"], true);
     }

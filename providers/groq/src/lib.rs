@@ -13,9 +13,9 @@
 use freellm_sdk::openai_compat::{self, usage_from_json};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChunkRewriter, Failure, FailureKind,
-    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings,
-    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChunkRewriter, Failure, FailureKind, ModelInfo,
+    ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings, StreamFraming,
+    StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat,
 };
 use serde_json::{Map, Value};
 

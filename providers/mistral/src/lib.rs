@@ -2,7 +2,7 @@
 //!
 //! Mistral's chat endpoint is OpenAI-shaped but strict: its request schema
 //! forbids unknown fields (a 422 `extra_forbidden`), on the body and on each
-//! message. So, on top of the SDK's defaults, [`Mistral::map_request`]:
+//! message. So, on top of the SDK's defaults, [`Mistral::map_request_body`]:
 //!
 //! * renames what has a Mistral equivalent: `seed` → `random_seed`,
 //!   `max_completion_tokens` → `max_tokens` (it wins over an explicit
@@ -40,8 +40,8 @@
 use freellm_sdk::openai_compat::{self, UpstreamError, stream_error};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration, retry_after_ms};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, ChunkRewriter, Failure, FailureKind,
-    ModelInfo, ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChunkRewriter, Failure, FailureKind, ModelInfo,
+    ModelTags, NormalizedResponse, PrivacyInfo, PrivacyPolicy, RateLimits, RawObject, ResponseHead, RewritingStream,
     Settings, StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat,
 };
 use serde_json::{Map, Value};
@@ -138,35 +138,40 @@ impl Adapter for Mistral {
         })
     }
 
-    fn map_request(ctx: &CallContext, mut req: ChatRequest) -> Result<UpstreamRequest, Failure> {
-        if let Some(limit) = req.max_completion_tokens.take()
-            && !limit.is_null()
-        {
-            req.max_tokens = Some(limit);
-            rename_key(&mut req, "max_completion_tokens", "max_tokens");
-        }
-        if let Some(seed) = req.seed.take()
-            && !seed.is_null()
-            && !req.extra.contains_key("random_seed")
-        {
-            req.extra.insert("random_seed".to_owned(), seed);
-            rename_key(&mut req, "seed", "random_seed");
-        }
-        if req.tool_choice.as_ref().and_then(Value::as_str) == Some("required") {
-            req.tool_choice = Some(Value::from("any"));
-        }
-        for message in &mut req.messages {
-            if let Some(message) = message.as_object_mut() {
-                clean_message(message);
+    /// Forwards the body as the client wrote it (a large prompt is not
+    /// parsed whole), fitted to Mistral's schema as the module says.
+    fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
+        openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
+            let encoding = |e: serde_json::Error| Failure::request_invalid(format!("cannot encode request: {e}"));
+            let fields = &mut req.fields;
+            if let Some(limit) = fields.raw("max_completion_tokens") {
+                if limit.get() == "null" {
+                    fields.remove("max_completion_tokens");
+                } else {
+                    fields.rename("max_completion_tokens", "max_tokens");
+                }
             }
-        }
-        if let Some(last) = req.messages.last_mut().and_then(Value::as_object_mut)
-            && last.get("role").and_then(Value::as_str) == Some("assistant")
-            && !has_tool_calls(last)
-        {
-            last.insert("prefix".to_owned(), Value::Bool(true));
-        }
-        openai_compat::map_request(ctx, req, DROP_FIELDS)
+            if let Some(seed) = fields.raw("seed") {
+                if seed.get() == "null" || fields.contains("random_seed") {
+                    fields.remove("seed");
+                } else {
+                    fields.rename("seed", "random_seed");
+                }
+            }
+            if fields.string("tool_choice").as_deref() == Some("required") {
+                fields.set("tool_choice", &"any").map_err(encoding)?;
+            }
+            for message in &mut req.messages {
+                clean_message(message).map_err(encoding)?;
+            }
+            if let Some(last) = req.messages.last_mut()
+                && last.string("role").as_deref() == Some("assistant")
+                && !has_tool_calls(last)
+            {
+                last.set("prefix", &true).map_err(encoding)?;
+            }
+            Ok(())
+        })
     }
 
     fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Result<NormalizedResponse, Failure> {
@@ -246,41 +251,41 @@ pub fn free_tier_limits() -> RateLimits {
     }
 }
 
-/// Makes `to` take the place of `from` in the body's key order (unless `to`
-/// already has a place of its own).
-fn rename_key(req: &mut ChatRequest, from: &str, to: &str) {
-    if req.key_order.iter().any(|k| k == to) {
-        return;
-    }
-    if let Some(key) = req.key_order.iter_mut().find(|k| *k == from) {
-        *key = to.to_owned();
-    }
-}
-
-fn has_tool_calls(message: &Map<String, Value>) -> bool {
-    message.get("tool_calls").and_then(Value::as_array).is_some_and(|calls| !calls.is_empty())
+fn has_tool_calls(message: &RawObject<'_>) -> bool {
+    message.get::<Vec<serde::de::IgnoredAny>>("tool_calls").ok().flatten().is_some_and(|calls| !calls.is_empty())
 }
 
 /// Makes one message fit Mistral's schema: `developer` → `system`, fields
 /// outside [`MESSAGE_FIELDS`] dropped, tool call ids made Mistral-shaped.
-fn clean_message(message: &mut Map<String, Value>) {
-    if message.get("role").and_then(Value::as_str) == Some("developer") {
-        message.insert("role".to_owned(), Value::from("system"));
+fn clean_message(message: &mut RawObject<'_>) -> Result<(), serde_json::Error> {
+    let mut role = message.string("role").map(|role| role.into_owned()).unwrap_or_default();
+    if role == "developer" {
+        role = "system".to_owned();
+        message.set("role", &role)?;
     }
-    let role = message.get("role").and_then(Value::as_str).unwrap_or_default().to_owned();
     if let Some((_, allowed)) = MESSAGE_FIELDS.iter().find(|(r, _)| *r == role) {
-        message.retain(|key, _| allowed.contains(&key.as_str()));
+        message.retain(|key| allowed.contains(&key));
     }
-    if let Some(Value::String(id)) = message.get_mut("tool_call_id") {
-        *id = mistral_tool_call_id(id);
-    }
-    if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
-        for call in calls {
-            if let Some(Value::String(id)) = call.get_mut("id") {
-                *id = mistral_tool_call_id(id);
-            }
+    if let Some(id) = message.get::<Value>("tool_call_id").ok().flatten().as_ref().and_then(Value::as_str) {
+        let mapped = mistral_tool_call_id(id);
+        if mapped != id {
+            message.set("tool_call_id", &mapped)?;
         }
     }
+    if let Some(Value::Array(mut calls)) = message.get::<Value>("tool_calls").ok().flatten() {
+        let mut changed = false;
+        for call in &mut calls {
+            if let Some(Value::String(id)) = call.get_mut("id") {
+                let mapped = mistral_tool_call_id(id);
+                changed |= mapped != *id;
+                *id = mapped;
+            }
+        }
+        if changed {
+            message.set("tool_calls", &calls)?;
+        }
+    }
+    Ok(())
 }
 
 /// A tool call id Mistral accepts: exactly 9 ASCII letters or digits. An id

@@ -16,8 +16,7 @@ fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
 }
 
 fn map(body: Value) -> Value {
-    let req = ChatRequest::from_slice(&serde_json::to_vec(&body).unwrap()).unwrap();
-    let up = Mistral::map_request(&ctx(false), req).unwrap();
+    let up = Mistral::map_request_body(&ctx(false), &serde_json::to_vec(&body).unwrap()).unwrap();
     assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
     serde_json::from_slice(&up.body).unwrap()
 }
@@ -93,10 +92,8 @@ fn rejected_fields_are_dropped() {
 
 #[test]
 fn seed_and_token_limit_are_renamed_in_place() {
-    let req =
-        ChatRequest::from_slice(br#"{"model":"m","seed":7,"messages":[],"max_completion_tokens":256,"stop":["x"]}"#)
-            .unwrap();
-    let up = Mistral::map_request(&ctx(false), req).unwrap();
+    let body = br#"{"model":"m","seed":7,"messages":[],"max_completion_tokens":256,"stop":["x"]}"#;
+    let up = Mistral::map_request_body(&ctx(false), body).unwrap();
     assert_eq!(
         String::from_utf8(up.body).unwrap(),
         r#"{"model":"mistral-small-latest","random_seed":7,"messages":[],"max_tokens":256,"stop":["x"]}"#
@@ -203,19 +200,21 @@ fn a_final_assistant_message_becomes_a_prefix() {
 
 #[test]
 fn stream_flag_follows_the_context_and_stream_options_go() {
-    let req = ChatRequest::from_slice(
-        br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#,
-    )
-    .unwrap();
-    let up = Mistral::map_request(&ctx(true), req).unwrap();
+    let body = br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let up = Mistral::map_request_body(&ctx(true), body).unwrap();
     let sent: Value = serde_json::from_slice(&up.body).unwrap();
     assert_eq!(sent, json!({"model": "mistral-small-latest", "messages": [], "stream": true}));
 }
 
 #[test]
 fn malformed_messages_do_not_panic() {
-    let sent = map(json!({"model": "m", "messages": [7, "x", {"role": 3}, {"content": "no role"}]}));
-    assert_eq!(sent["messages"], json!([7, "x", {"role": 3}, {"content": "no role"}]));
+    let sent = map(json!({"model": "m", "messages": [{"role": 3}, {"content": "no role"}]}));
+    assert_eq!(sent["messages"], json!([{"role": 3}, {"content": "no role"}]));
+    // A message that is not an object is the client's mistake (the gateway
+    // refuses it before any adapter sees it).
+    let body = json!({"model": "m", "messages": [7, "x"]}).to_string();
+    let failure = Mistral::map_request_body(&ctx(false), body.as_bytes()).unwrap_err();
+    assert_eq!(failure.kind, FailureKind::RequestInvalid);
 }
 
 #[test]

@@ -17,8 +17,8 @@
 
 use freellm_sdk::openai_compat::{self, UpstreamError};
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, FailureKind, ModelInfo,
-    ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, ModelInfo, ModelTags,
+    PrivacyInfo, PrivacyPolicy, RateLimits, RawObject, ResponseHead, Settings, StreamFraming, UpstreamRequest,
     WireFormat,
 };
 use serde_json::{Map, Value};
@@ -89,10 +89,13 @@ impl Adapter for Nim {
         })
     }
 
-    fn map_request(ctx: &CallContext, mut req: ChatRequest) -> Result<UpstreamRequest, Failure> {
-        move_max_completion_tokens(&mut req);
-        map_json_schema(&mut req);
-        openai_compat::map_request(ctx, req, DROP_FIELDS)
+    /// Forwards the body as the client wrote it (a large prompt is not
+    /// parsed whole), but for the fields below.
+    fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
+        openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
+            move_max_completion_tokens(&mut req.fields);
+            map_json_schema(&mut req.fields).map_err(|e| Failure::request_invalid(e.to_string()))
+        })
     }
 
     fn classify_failure(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure {
@@ -103,19 +106,16 @@ impl Adapter for Nim {
 /// Moves `max_completion_tokens` to `max_tokens` (taking its place in the
 /// body's key order) unless the caller also set `max_tokens`, which then
 /// wins. `max_completion_tokens` itself is dropped by [`DROP_FIELDS`].
-pub fn move_max_completion_tokens(req: &mut ChatRequest) {
-    let Some(limit) = req.max_completion_tokens.take() else {
+pub fn move_max_completion_tokens(fields: &mut RawObject<'_>) {
+    let Some(limit) = fields.raw("max_completion_tokens") else {
         return;
     };
-    if !req.max_tokens.as_ref().is_none_or(Value::is_null) || limit.is_null() {
+    let max_tokens_set = fields.raw("max_tokens").is_some_and(|raw| raw.get() != "null");
+    if max_tokens_set || limit.get() == "null" {
+        fields.remove("max_completion_tokens");
         return;
     }
-    req.max_tokens = Some(limit);
-    if !req.key_order.iter().any(|k| k == "max_tokens")
-        && let Some(key) = req.key_order.iter_mut().find(|k| *k == "max_completion_tokens")
-    {
-        *key = "max_tokens".to_owned();
-    }
+    fields.rename("max_completion_tokens", "max_tokens");
 }
 
 /// NIM's structured output: `response_format: {"type": "json_schema",
@@ -123,24 +123,31 @@ pub fn move_max_completion_tokens(req: &mut ChatRequest) {
 /// and `response_format` is removed. An existing `nvext` object keeps its
 /// fields (a `guided_json` the caller set there wins). `json_object`, and a
 /// `json_schema` without a `schema`, pass through unchanged.
-pub fn map_json_schema(req: &mut ChatRequest) {
-    let Some(format) = req.response_format.as_ref() else {
-        return;
+///
+/// # Errors
+///
+/// Only when the new `nvext` cannot be encoded (never for parsed JSON).
+pub fn map_json_schema(fields: &mut RawObject<'_>) -> Result<(), serde_json::Error> {
+    let Some(format) = fields.get::<Value>("response_format").ok().flatten() else {
+        return Ok(());
     };
     if format.get("type").and_then(Value::as_str) != Some("json_schema") {
-        return;
+        return Ok(());
     }
     let Some(schema) = format.get("json_schema").and_then(|s| s.get("schema")).filter(|s| !s.is_null()).cloned() else {
-        return;
+        return Ok(());
     };
-    req.response_format = None;
-    let nvext = req.extra.entry("nvext").or_insert_with(|| Value::Object(Map::new()));
-    if !nvext.is_object() {
-        *nvext = Value::Object(Map::new());
-    }
+    fields.remove("response_format");
+    let mut nvext = fields
+        .get::<Value>("nvext")
+        .ok()
+        .flatten()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| Value::Object(Map::new()));
     if let Some(nvext) = nvext.as_object_mut() {
         nvext.entry("guided_json").or_insert(schema);
     }
+    fields.set("nvext", &nvext)
 }
 
 /// Classifies a non-2xx NIM answer. NIM speaks several error dialects:
@@ -247,8 +254,7 @@ mod tests {
     }
 
     fn map(body: &str) -> (UpstreamRequest, String) {
-        let req = ChatRequest::from_slice(body.as_bytes()).unwrap();
-        let up = Nim::map_request(&ctx(false), req).unwrap();
+        let up = Nim::map_request_body(&ctx(false), body.as_bytes()).unwrap();
         let text = String::from_utf8(up.body.clone()).unwrap();
         (up, text)
     }

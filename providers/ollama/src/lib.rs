@@ -17,9 +17,9 @@
 
 use freellm_sdk::openai_compat;
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, ChunkRewriter, Failure, FailureKind,
-    ModelInfo, ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings,
-    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat, setting,
+    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChunkRewriter, Failure, FailureKind, ModelInfo,
+    ModelTags, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, RewritingStream, Settings, StreamFraming,
+    StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat, setting,
 };
 use serde_json::{Map, Value};
 
@@ -79,8 +79,10 @@ impl Adapter for Ollama {
         })
     }
 
-    fn map_request(ctx: &CallContext, req: ChatRequest) -> Result<UpstreamRequest, Failure> {
-        openai_compat::map_request_to(ctx, req, CHAT_PATH, &[])
+    /// Forwards the body as the client wrote it (a large prompt is not
+    /// parsed whole), to Ollama's OpenAI-compatible path.
+    fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
+        openai_compat::forward_request_to(ctx, body, CHAT_PATH, &[], |_| Ok(()))
     }
 
     fn classify_failure(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Failure {
@@ -287,8 +289,8 @@ mod tests {
     fn requests_go_to_the_v1_endpoint() {
         let ctx =
             CallContext { request_id: "r".into(), upstream_model: "qwen2.5".into(), is_stream: true, settings: vec![] };
-        let req = ChatRequest::from_slice(br#"{"model":"ollama/qwen2.5","messages":[],"logprobs":true}"#).unwrap();
-        let up = Ollama::map_request(&ctx, req).unwrap();
+        let body = br#"{"model":"ollama/qwen2.5","messages":[],"logprobs":true}"#;
+        let up = Ollama::map_request_body(&ctx, body).unwrap();
         assert_eq!(up.path, "/v1/chat/completions");
         assert_eq!(
             String::from_utf8(up.body).unwrap(),

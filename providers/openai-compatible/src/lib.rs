@@ -107,11 +107,12 @@ pub use settings::{
     CAPABILITY_NAMES, DEFAULT_CAPABILITIES, DEFAULT_PATH, KEYS, RequestConfig, TAG_NAMES, UNVERIFIED, describe,
 };
 
+use freellm_sdk::forward::RawValue;
 use freellm_sdk::openai_compat;
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
-    Adapter, AdapterInfo, CallContext, Capabilities, ChatRequest, Failure, FailureKind, ResponseHead, Settings,
-    UpstreamRequest,
+    Adapter, AdapterInfo, CallContext, Capabilities, Failure, FailureKind, ForwardRequest, RawObject, ResponseHead,
+    Settings, UpstreamRequest,
 };
 use serde_json::Value;
 
@@ -123,14 +124,16 @@ impl Adapter for OpenAiCompatible {
         describe(settings)
     }
 
-    fn map_request(ctx: &CallContext, req: ChatRequest) -> Result<UpstreamRequest, Failure> {
+    /// Forwards the body as the client wrote it (a large prompt is not
+    /// parsed whole), without the fields the settings drop.
+    fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
         // `configure` validated these settings; failing here means the host
         // passed different ones, which no other provider would fix either.
         let config = RequestConfig::from_settings(&ctx.settings)
             .map_err(|e| Failure::transient(format!("adapter misconfigured: {e}")))?;
-        check_capabilities(&config, &req)?;
         let drop: Vec<&str> = config.drop_fields.iter().map(String::as_str).collect();
-        let mut up = openai_compat::map_request_to(ctx, req, &config.path, &drop)?;
+        let mut up =
+            openai_compat::forward_request_to(ctx, body, &config.path, &drop, |req| check_capabilities(&config, req))?;
         up.headers.extend(config.extra_headers);
         Ok(up)
     }
@@ -147,7 +150,7 @@ impl Adapter for OpenAiCompatible {
 
 /// Refuses (as `unsupported`) a request needing a capability the settings
 /// do not grant.
-fn check_capabilities(config: &RequestConfig, req: &ChatRequest) -> Result<(), Failure> {
+fn check_capabilities(config: &RequestConfig, req: &ForwardRequest<'_>) -> Result<(), Failure> {
     let lacks = |flag: Capabilities| !config.capabilities.contains(flag);
     let refuse = |what: &str, capability: &str| {
         Err(Failure::unsupported(format!(
@@ -155,11 +158,11 @@ fn check_capabilities(config: &RequestConfig, req: &ChatRequest) -> Result<(), F
             config.id
         )))
     };
-    if lacks(Capabilities::TOOLS) && (non_empty(req.tools.as_ref()) || non_empty(req.extra.get("functions"))) {
+    if lacks(Capabilities::TOOLS) && (non_empty(req.fields.raw("tools")) || non_empty(req.fields.raw("functions"))) {
         return refuse("tools", "tools");
     }
-    let format = req.response_format.as_ref().and_then(|f| f.get("type")).and_then(Value::as_str);
-    match format {
+    let format = req.fields.get::<Value>("response_format").ok().flatten();
+    match format.as_ref().and_then(|f| f.get("type")).and_then(Value::as_str) {
         Some("json_schema") if lacks(Capabilities::JSON_SCHEMA) => {
             return refuse("response_format json_schema", "json_schema");
         }
@@ -175,18 +178,19 @@ fn check_capabilities(config: &RequestConfig, req: &ChatRequest) -> Result<(), F
 }
 
 /// A field that asks for something: present, not null, not an empty list.
-fn non_empty(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(items)) => !items.is_empty(),
-        Some(_) => true,
+fn non_empty(value: Option<&RawValue>) -> bool {
+    match value.map(RawValue::get) {
+        None | Some("null") => false,
+        Some(text) => !text.strip_prefix('[').is_some_and(|rest| rest.trim_start().starts_with(']')),
     }
 }
 
-/// Whether a message carries an image content part.
-fn has_image(messages: &[Value]) -> bool {
+/// Whether a message carries an image content part (only content given
+/// as a list of parts is read).
+fn has_image(messages: &[RawObject<'_>]) -> bool {
     messages.iter().any(|message| {
-        message.get("content").and_then(Value::as_array).is_some_and(|parts| {
+        let parts = message.raw("content").filter(|raw| raw.get().starts_with('['));
+        parts.and_then(|raw| serde_json::from_str::<Vec<Value>>(raw.get()).ok()).is_some_and(|parts| {
             parts.iter().any(|part| {
                 matches!(part.get("type").and_then(Value::as_str), Some("image_url" | "input_image" | "image"))
             })

@@ -33,8 +33,7 @@ fn ctx(extra: &[(&str, &str)], stream: bool) -> CallContext {
 }
 
 fn map(extra: &[(&str, &str)], body: Value) -> Result<UpstreamRequest, Failure> {
-    let req = ChatRequest::from_slice(body.to_string().as_bytes()).unwrap();
-    OpenAiCompatible::map_request(&ctx(extra, false), req)
+    OpenAiCompatible::map_request_body(&ctx(extra, false), body.to_string().as_bytes())
 }
 
 fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
@@ -340,11 +339,9 @@ fn extra_headers_accept_a_toml_array() {
 fn maps_with_path_drops_and_headers() {
     let extra =
         [("drop_fields", "logit_bias,user"), ("extra_headers", "HTTP-Referer: https://example.com; X-Title: FreeLLM")];
-    let req = ChatRequest::from_slice(
-        br#"{"model":"openrouter/x","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":1},"user":"u","top_k":5}"#,
-    )
-    .unwrap();
-    let up = OpenAiCompatible::map_request(&ctx(&extra, true), req).unwrap();
+    let body =
+        br#"{"model":"openrouter/x","messages":[{"role":"user","content":"hi"}],"logit_bias":{"1":1},"user":"u","top_k":5}"#;
+    let up = OpenAiCompatible::map_request_body(&ctx(&extra, true), body).unwrap();
     assert_eq!(up.method, HttpMethod::Post);
     assert_eq!(up.path, "/chat/completions");
     assert_eq!(
@@ -403,8 +400,7 @@ fn unsupported_requests_are_skipped() {
 fn broken_call_settings_are_transient() {
     let mut c = ctx(&[], false);
     c.settings.push(("path".into(), "nope".into()));
-    let req = ChatRequest::from_slice(br#"{"model":"x","messages":[]}"#).unwrap();
-    let f = OpenAiCompatible::map_request(&c, req).unwrap_err();
+    let f = OpenAiCompatible::map_request_body(&c, br#"{"model":"x","messages":[]}"#).unwrap_err();
     assert_eq!(f.kind, FailureKind::Transient);
     assert!(f.message.contains("`path`"), "{}", f.message);
 }

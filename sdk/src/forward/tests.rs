@@ -96,9 +96,12 @@ fn fields_are_read_set_removed_and_renamed_in_place() {
     assert!(!req.fields.rename("absent", "x"));
     let keys: Vec<&str> = req.fields.keys().collect();
     assert_eq!(keys, ["renamed", "messages", "random_seed", "tool_choice", "new"]);
+    req.messages.push(ForwardRequest::parse(br#"{"messages":[],"role":"user","name":"n"}"#).unwrap().fields);
+    req.messages[0].retain(|key| key != "messages" && key != "name");
+    assert_eq!(req.messages[0].keys().collect::<Vec<_>>(), ["role"]);
     assert_eq!(
         text(&req.to_vec(0).unwrap()),
-        r#"{"renamed":"m","messages":[],"random_seed":7,"tool_choice":"any","new":{"a":1}}"#
+        r#"{"renamed":"m","messages":[{"role":"user"}],"random_seed":7,"tool_choice":"any","new":{"a":1}}"#
     );
 }
 
@@ -190,10 +193,7 @@ fn the_edit_runs_and_its_failure_is_returned() {
         Ok(())
     })
     .unwrap();
-    assert_eq!(
-        text(&up.body),
-        r#"{"model":"up-model","messages":[{"role":"user"},{"role":"tool","name":"b"}]}"#
-    );
+    assert_eq!(text(&up.body), r#"{"model":"up-model","messages":[{"role":"user"},{"role":"tool","name":"b"}]}"#);
     let failure =
         forward_request_to(&ctx(false), body, "/p", &[], |_| Err(crate::Failure::unsupported("no"))).unwrap_err();
     assert_eq!(failure.kind, FailureKind::Unsupported);
