@@ -288,7 +288,8 @@ impl ResponseCache {
             match request.get(*field) {
                 // Absent and null are the same request.
                 None | Some(Value::Null) => hasher.update(b"null"),
-                Some(v) => hasher.update(v.to_string().as_bytes()),
+                // Encoded straight into the hash: no copy of a large prompt.
+                Some(v) => serde_json::to_writer(&mut hasher, v).ok()?,
             }
             hasher.update(b"\n");
         }

@@ -436,10 +436,11 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::invalid_body("body is empty; expected a JSON object"));
     }
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(ApiError::invalid_body(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to())));
-    }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ApiError::invalid_body(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
+    // From the checked text: the parser then does not check each string's
+    // UTF-8 again (a second pass over a large prompt).
+    serde_json::from_str(text).map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))
 }
 
 #[cfg(test)]
