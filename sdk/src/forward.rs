@@ -173,6 +173,7 @@ impl<'a> RawObject<'a> {
         let mut drop = vec![false; self.fields.len()];
         for run in runs {
             if let [first, .., last] = *run {
+                // The later fields go below; the placeholder is never read.
                 let value = std::mem::replace(&mut self.fields[last].1, Slot::Messages);
                 self.fields[first].1 = value;
                 for &later in &run[1..] {
