@@ -275,19 +275,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for ForwardRequest<'a> {
                 f.write_str("a chat request object")
             }
 
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut fields = RawObject::default();
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
                 let mut messages = None;
-                while let Some(KeyOf(key)) = map.next_key()? {
-                    if key == MESSAGES {
-                        let list: Vec<MessageOf<'a>> = map.next_value()?;
-                        messages = Some(list.into_iter().map(|MessageOf(m)| m).collect());
-                        fields.push_parsed(key, Slot::Messages);
-                    } else {
-                        fields.push_parsed(key, Slot::Raw(map.next_value()?));
-                    }
-                }
-                fields.merge_repeated();
+                let fields = read_object(map, Some(&mut messages))?;
                 let messages = messages.ok_or_else(|| de::Error::missing_field(MESSAGES))?;
                 Ok(ForwardRequest { fields, messages })
             }
@@ -295,6 +285,28 @@ impl<'de: 'a, 'a> Deserialize<'de> for ForwardRequest<'a> {
 
         deserializer.deserialize_map(Body(std::marker::PhantomData))
     }
+}
+
+/// Reads an object's fields as raw values; with `messages`, a `messages`
+/// field is read as message objects into it (the request's top level).
+fn read_object<'de: 'a, 'a, M: MapAccess<'de>>(
+    mut map: M,
+    mut messages: Option<&mut Option<Vec<RawObject<'a>>>>,
+) -> Result<RawObject<'a>, M::Error> {
+    let mut object = RawObject { fields: Vec::with_capacity(map.size_hint().unwrap_or(4)) };
+    while let Some(KeyOf(key)) = map.next_key()? {
+        let slot = match messages.as_deref_mut() {
+            Some(found) if key == MESSAGES => {
+                let list: Vec<MessageOf<'a>> = map.next_value()?;
+                *found = Some(list.into_iter().map(|MessageOf(m)| m).collect());
+                Slot::Messages
+            }
+            _ => Slot::Raw(map.next_value()?),
+        };
+        object.push_parsed(key, slot);
+    }
+    object.merge_repeated();
+    Ok(object)
 }
 
 /// A key, borrowed when it has no escapes.
@@ -338,13 +350,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for MessageOf<'a> {
                 f.write_str("a message object")
             }
 
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut object = RawObject { fields: Vec::with_capacity(map.size_hint().unwrap_or(4)) };
-                while let Some(KeyOf(key)) = map.next_key()? {
-                    object.push_parsed(key, Slot::Raw(map.next_value()?));
-                }
-                object.merge_repeated();
-                Ok(MessageOf(object))
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
+                read_object(map, None).map(MessageOf)
             }
         }
 
