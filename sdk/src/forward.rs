@@ -252,7 +252,9 @@ impl<'a> ForwardRequest<'a> {
     }
 
     /// The body, as JSON bytes: the fields in their order, the ones the
-    /// adapter did not touch as the client wrote them.
+    /// adapter did not touch as the client wrote them. `capacity` sizes the
+    /// buffer up front (the original body's length, plus room for what was
+    /// added, spares the copies of a growing buffer).
     ///
     /// # Errors
     ///
