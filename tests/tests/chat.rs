@@ -215,3 +215,47 @@ async fn an_upstream_that_never_answers_times_out_per_attempt() {
     assert!(attempt["message"].as_str().unwrap().contains("no response within"), "{body}");
     gw.assert_healthy().await;
 }
+
+/// A large prompt goes through the groq component without being parsed and
+/// encoded again: the upstream receives the client's own text (its escapes,
+/// its number spellings) with only the model replaced and the fields Groq
+/// refuses removed.
+#[tokio::test]
+async fn a_large_prompt_reaches_the_upstream_as_the_client_wrote_it() {
+    let mock = MockUpstream::completing().await;
+    let gw = groq_gateway(&mock).await;
+    let line = r#"a line with \"quotes\", a back\\slash, caf\u00e9 and \ud83d\ude00; "#;
+    let big = line.repeat(300 * 1024 / line.len());
+    let messages = |first_user: &str| {
+        format!(
+            r#"[{{"role":"system","content":"Be br\u00efef \"and\" kind\n"}},{first_user},{{"role":"assistant","content":"ok \ud83d\ude00"}},{{"role":"user","content":[{{"type":"text","text":"more"}}]}}]"#
+        )
+    };
+    let sent = format!(
+        r#"{{"model":"groq/llama-3.3-70b-versatile","messages":{},"temperature":1.0,"top_p":1e0,"logit_bias":{{"42":-1}},"x_vendor":{{"deep":[1,2.50]}}}}"#,
+        messages(&format!(r#"{{"role":"user","name":"ann","content":"{big}"}}"#))
+    );
+    let expected = format!(
+        r#"{{"model":"llama-3.3-70b-versatile","messages":{},"temperature":1.0,"top_p":1e0,"x_vendor":{{"deep":[1,2.50]}}}}"#,
+        messages(&format!(r#"{{"role":"user","content":"{big}"}}"#))
+    );
+    let r = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("content-type", "application/json")
+        .body(sent.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    let seen = mock.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(sent.len() > 300 * 1024, "the prompt is large");
+    let upstream = String::from_utf8(seen[0].body.to_vec()).expect("UTF-8");
+    assert!(
+        upstream == expected,
+        "the upstream body differs from the client's text (length {} vs {})",
+        upstream.len(),
+        expected.len()
+    );
+}
