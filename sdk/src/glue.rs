@@ -1,9 +1,9 @@
 //! The bridge between the generated component bindings and the [`Adapter`]
 //! trait: [`Guest<A>`] implements the exported `adapter` interface by
-//! forwarding to `A`, and [`Stream<A>`] is the
-//! exported `stream-normalizer` resource wrapping `A`'s boxed
-//! [`StreamNormalizer`]. [`export_adapter!`](crate::export_adapter) names
-//! these; nothing here is meant to be used directly.
+//! forwarding to `A` (`map-request` reaches [`Adapter::map_request_body`]),
+//! and [`Stream<A>`] is the exported `stream-normalizer` resource wrapping
+//! `A`'s boxed [`StreamNormalizer`]. [`export_adapter!`](crate::export_adapter)
+//! names these; nothing here is meant to be used directly.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
