@@ -113,6 +113,9 @@ impl<'a> RawObject<'a> {
         let Some(i) = self.position(from) else {
             return false;
         };
+        if from == to {
+            return true;
+        }
         if let Some(j) = self.position(to) {
             let (_, slot) = self.fields.remove(i);
             let j = if j > i { j - 1 } else { j };

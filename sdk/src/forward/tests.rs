@@ -94,6 +94,7 @@ fn fields_are_read_set_removed_and_renamed_in_place() {
     assert!(req.fields.rename("seed", "random_seed"), "replaces the one already there");
     assert!(req.fields.rename("model", "renamed"));
     assert!(!req.fields.rename("absent", "x"));
+    assert!(req.fields.rename("new", "new"), "a rename to itself changes nothing");
     let keys: Vec<&str> = req.fields.keys().collect();
     assert_eq!(keys, ["renamed", "messages", "random_seed", "tool_choice", "new"]);
     req.messages.push(ForwardRequest::parse(br#"{"messages":[],"role":"user","name":"n"}"#).unwrap().fields);
