@@ -617,6 +617,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::{Opening, accept_backoff, body_limit, idle_wake, is_valid_request_id, tune_connection};
+    use crate::config::EdgeConfig;
 
     #[test]
     fn the_first_bytes_choose_the_protocol_and_a_partial_preface_is_left_to_hyper() {
@@ -628,7 +629,6 @@ mod tests {
         assert_eq!(Opening::of(b"PRI * HTTP/1.1"), Opening::Http1);
         assert_eq!(Opening::of(b""), Opening::Unsure);
     }
-    use crate::config::EdgeConfig;
 
     #[test]
     fn each_route_gets_its_body_limit_under_both_prefixes() {
