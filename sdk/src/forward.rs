@@ -18,6 +18,8 @@ use std::fmt;
 
 use serde::Serialize;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+
+use crate::Failure;
 /// A value's raw JSON text, as [`RawObject::raw`] returns it.
 pub use serde_json::value::RawValue;
 
@@ -77,6 +79,33 @@ impl<'a> RawObject<'a> {
         }
     }
 
+    /// The raw JSON text of `key`'s value unless it is absent or `null`.
+    pub fn non_null(&self, key: &str) -> Option<&RawValue> {
+        self.raw(key).filter(|raw| raw.get() != "null")
+    }
+
+    /// Whether `key` asks for something: present, not `null`, and not an
+    /// empty array (e.g. `tools`).
+    pub fn is_set(&self, key: &str) -> bool {
+        self.non_null(key)
+            .is_some_and(|raw| !raw.get().strip_prefix('[').is_some_and(|rest| rest.trim_start().starts_with(']')))
+    }
+
+    /// Moves `from`'s value to `to` (at `to`'s place when `to` is there,
+    /// else at `from`'s), unless `to` already has a value that is not
+    /// `null` (it wins) or `from` is `null`: then `from` is dropped. For a field a provider knows under another name
+    /// (`max_tokens` / `max_completion_tokens`).
+    pub fn move_unless_set(&mut self, from: &str, to: &str) {
+        let Some(value) = self.raw(from) else {
+            return;
+        };
+        if value.get() == "null" || self.non_null(to).is_some() {
+            self.remove(from);
+        } else {
+            self.rename(from, to);
+        }
+    }
+
     /// Whether the object has `key`.
     pub fn contains(&self, key: &str) -> bool {
         self.position(key).is_some()
@@ -97,9 +126,13 @@ impl<'a> RawObject<'a> {
     ///
     /// # Errors
     ///
-    /// When `value` cannot be encoded as JSON (a map with non-string keys).
-    pub fn set(&mut self, key: &str, value: &impl Serialize) -> Result<(), serde_json::Error> {
-        let slot = Slot::Owned(serde_json::value::to_raw_value(value)?);
+    /// A `request-invalid` failure when `value` cannot be encoded as JSON (a
+    /// map with non-string keys; never a string, number, boolean or
+    /// [`serde_json::Value`]).
+    pub fn set(&mut self, key: &str, value: &impl Serialize) -> Result<(), Failure> {
+        let slot = serde_json::value::to_raw_value(value)
+            .map(Slot::Owned)
+            .map_err(|e| Failure::request_invalid(format!("cannot encode `{key}`: {e}")))?;
         match self.position(key) {
             Some(i) => self.fields[i].1 = slot,
             None => self.fields.push((Cow::Owned(key.to_owned()), slot)),
@@ -198,19 +231,17 @@ impl<'a> RawObject<'a> {
                 out.push(b',');
             }
             write_key(out, key)?;
-            match slot {
-                Slot::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
-                Slot::Owned(raw) => out.extend_from_slice(raw.get().as_bytes()),
-                Slot::Messages => {
-                    out.push(b'[');
-                    for (i, message) in messages.unwrap_or_default().iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        message.write(out, None)?;
+            if let Some(raw) = slot.raw() {
+                out.extend_from_slice(raw.get().as_bytes());
+            } else {
+                out.push(b'[');
+                for (i, message) in messages.unwrap_or_default().iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
                     }
-                    out.push(b']');
+                    message.write(out, None)?;
                 }
+                out.push(b']');
             }
         }
         out.push(b'}');
@@ -271,47 +302,53 @@ impl<'a> ForwardRequest<'a> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for ForwardRequest<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Body<'a>(std::marker::PhantomData<&'a ()>);
-
-        impl<'de: 'a, 'a> Visitor<'de> for Body<'a> {
-            type Value = ForwardRequest<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a chat request object")
-            }
-
-            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
-                let mut messages = None;
-                let fields = read_object(map, Some(&mut messages))?;
-                let messages = messages.ok_or_else(|| de::Error::missing_field(MESSAGES))?;
-                Ok(ForwardRequest { fields, messages })
-            }
-        }
-
-        deserializer.deserialize_map(Body(std::marker::PhantomData))
+        let (fields, messages) = deserializer.deserialize_map(ObjectVisitor::top_level())?;
+        let messages = messages.ok_or_else(|| de::Error::missing_field(MESSAGES))?;
+        Ok(ForwardRequest { fields, messages })
     }
 }
 
-/// Reads an object's fields as raw values; with `messages`, a `messages`
-/// field is read as message objects into it (the request's top level).
-fn read_object<'de: 'a, 'a, M: MapAccess<'de>>(
-    mut map: M,
-    mut messages: Option<&mut Option<Vec<RawObject<'a>>>>,
-) -> Result<RawObject<'a>, M::Error> {
-    let mut object = RawObject { fields: Vec::with_capacity(map.size_hint().unwrap_or(4)) };
-    while let Some(KeyOf(key)) = map.next_key()? {
-        let slot = match messages.as_deref_mut() {
-            Some(found) if key == MESSAGES => {
-                let list: Vec<MessageOf<'a>> = map.next_value()?;
-                *found = Some(list.into_iter().map(|MessageOf(m)| m).collect());
-                Slot::Messages
-            }
-            _ => Slot::Raw(map.next_value()?),
-        };
-        object.push_parsed(key, slot);
+/// Reads an object's fields as raw values. At a request's top level
+/// (`top_level`) the `messages` field is read as message objects and
+/// returned beside the fields.
+struct ObjectVisitor<'a> {
+    top_level: bool,
+    lifetime: std::marker::PhantomData<&'a ()>,
+}
+
+impl ObjectVisitor<'_> {
+    fn top_level() -> Self {
+        Self { top_level: true, lifetime: std::marker::PhantomData }
     }
-    object.merge_repeated();
-    Ok(object)
+
+    fn message() -> Self {
+        Self { top_level: false, lifetime: std::marker::PhantomData }
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
+    type Value = (RawObject<'a>, Option<Vec<RawObject<'a>>>);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.top_level { "a chat request object" } else { "a message object" })
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+        let mut object = RawObject { fields: Vec::with_capacity(map.size_hint().unwrap_or(4)) };
+        let mut messages = None;
+        while let Some(KeyOf(key)) = map.next_key()? {
+            let slot = if self.top_level && key == MESSAGES {
+                let list: Vec<MessageOf<'a>> = map.next_value()?;
+                messages = Some(list.into_iter().map(|MessageOf(m)| m).collect());
+                Slot::Messages
+            } else {
+                Slot::Raw(map.next_value()?)
+            };
+            object.push_parsed(key, slot);
+        }
+        object.merge_repeated();
+        Ok((object, messages))
+    }
 }
 
 /// A key, borrowed when it has no escapes.
@@ -346,21 +383,8 @@ struct MessageOf<'a>(RawObject<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for MessageOf<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct MessageVisitor<'a>(std::marker::PhantomData<&'a ()>);
-
-        impl<'de: 'a, 'a> Visitor<'de> for MessageVisitor<'a> {
-            type Value = MessageOf<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a message object")
-            }
-
-            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Self::Value, M::Error> {
-                read_object(map, None).map(MessageOf)
-            }
-        }
-
-        deserializer.deserialize_map(MessageVisitor(std::marker::PhantomData))
+        let (object, _) = deserializer.deserialize_map(ObjectVisitor::message())?;
+        Ok(MessageOf(object))
     }
 }
 

@@ -178,8 +178,7 @@ pub trait Adapter: 'static {
     /// re-encode. (Its [`map_request`](Adapter::map_request) is then not
     /// called.)
     fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
-        let req = ChatRequest::from_slice(body)
-            .map_err(|e| Failure::request_invalid(format!("invalid chat request body: {e}")))?;
+        let req = ChatRequest::from_slice(body).map_err(openai_compat::invalid_body)?;
         Self::map_request(ctx, req)
     }
 

@@ -100,23 +100,21 @@ pub fn forward_request_to(
     drop_fields: &[&str],
     edit: impl FnOnce(&mut ForwardRequest<'_>) -> Result<(), Failure>,
 ) -> Result<UpstreamRequest, Failure> {
-    let invalid = |why: &dyn std::fmt::Display| Failure::request_invalid(format!("invalid chat request body: {why}"));
-    let mut req = ForwardRequest::parse(body).map_err(|e| invalid(&e))?;
+    let mut req = ForwardRequest::parse(body).map_err(invalid_body)?;
     if req.fields.raw("model").is_some_and(|model| !model.get().starts_with('"')) {
-        return Err(invalid(&"`model` must be a string"));
+        return Err(invalid_body("`model` must be a string"));
     }
     let stream = match req.fields.raw("stream").map(|raw| raw.get()) {
         None | Some("null") => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(_) => return Err(invalid(&"`stream` must be a boolean")),
+        Some(_) => return Err(invalid_body("`stream` must be a boolean")),
     };
     edit(&mut req)?;
-    let encoding = |e: serde_json::Error| Failure::request_invalid(format!("cannot encode request: {e}"));
-    req.fields.set("model", &ctx.upstream_model).map_err(encoding)?;
+    req.fields.set("model", &ctx.upstream_model)?;
     match (ctx.is_stream, stream) {
-        (true, _) => req.fields.set("stream", &true).map_err(encoding)?,
-        (false, Some(true)) => req.fields.set("stream", &false).map_err(encoding)?,
+        (true, _) => req.fields.set("stream", &true)?,
+        (false, Some(true)) => req.fields.set("stream", &false)?,
         (false, None) => {
             req.fields.remove("stream");
         }
@@ -129,8 +127,15 @@ pub fn forward_request_to(
         method: HttpMethod::Post,
         path: path.to_owned(),
         headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-        body: req.to_vec(body.len() + 64).map_err(encoding)?,
+        body: req
+            .to_vec(body.len() + 64)
+            .map_err(|e| Failure::request_invalid(format!("cannot encode request: {e}")))?,
     })
+}
+
+/// The `request-invalid` failure for a body that is not a chat request.
+pub(crate) fn invalid_body(why: impl std::fmt::Display) -> Failure {
+    Failure::request_invalid(format!("invalid chat request body: {why}"))
 }
 
 /// Checks a 2xx answer: it must be a JSON object with a `choices` array.

@@ -21,14 +21,12 @@
 
 #![warn(missing_docs)]
 
-use freellm_sdk::forward::RawValue;
 use freellm_sdk::openai_compat::{self, UpstreamError};
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration, retry_after_ms};
 use freellm_sdk::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, ModelInfo, ModelTags,
     PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamFraming, UpstreamRequest, WireFormat,
 };
-use serde_json::Value;
 
 /// Request fields Cerebras rejects with a 400 (its OpenAI-compatibility
 /// page lists `frequency_penalty`, `presence_penalty`, `logit_bias`,
@@ -107,10 +105,10 @@ impl Adapter for Cerebras {
     fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
         openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
             let fields = &mut req.fields;
-            if non_empty(fields.raw("tools")) || non_empty(fields.raw("functions")) {
+            if fields.is_set("tools") || fields.is_set("functions") {
                 return Err(Failure::unsupported("tool calling is not offered through Cerebras"));
             }
-            let choices = fields.get::<Value>("n").ok().flatten().as_ref().and_then(Value::as_u64).unwrap_or(1);
+            let choices = fields.get::<u64>("n").ok().flatten().unwrap_or(1);
             if choices > 1 {
                 return Err(Failure::unsupported("Cerebras returns a single choice (n must be 1)"));
             }
@@ -125,9 +123,7 @@ impl Adapter for Cerebras {
                     Effort::Drop => {
                         fields.remove("reasoning_effort");
                     }
-                    Effort::Send(effort) => {
-                        fields.set("reasoning_effort", &effort).map_err(|e| Failure::request_invalid(e.to_string()))?;
-                    }
+                    Effort::Send(effort) => fields.set("reasoning_effort", &effort)?,
                 }
             }
             Ok(())
@@ -145,14 +141,6 @@ impl Adapter for Cerebras {
             _ => {}
         }
         failure
-    }
-}
-
-/// Whether a field is there and not an empty array (nor `null`).
-fn non_empty(value: Option<&RawValue>) -> bool {
-    match value.map(RawValue::get) {
-        None | Some("null") => false,
-        Some(text) => !text.strip_prefix('[').is_some_and(|rest| rest.trim_start().starts_with(']')),
     }
 }
 

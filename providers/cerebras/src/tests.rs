@@ -1,6 +1,6 @@
 use super::*;
 use freellm_sdk::HttpMethod;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn ctx(model: &str) -> CallContext {
     CallContext { request_id: "r".into(), upstream_model: model.into(), is_stream: false, settings: vec![] }

@@ -124,9 +124,8 @@ impl Adapter for Gemini {
     fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
         openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
             move_max_tokens(&mut req.fields);
-            if req.fields.raw("reasoning_effort").is_none_or(|raw| raw.get() == "null") {
-                let effort = default_reasoning_effort(&ctx.upstream_model);
-                req.fields.set("reasoning_effort", &effort).map_err(|e| Failure::request_invalid(e.to_string()))?;
+            if req.fields.non_null("reasoning_effort").is_none() {
+                req.fields.set("reasoning_effort", &default_reasoning_effort(&ctx.upstream_model))?;
             }
             Ok(())
         })
@@ -161,15 +160,7 @@ pub fn default_reasoning_effort(upstream_model: &str) -> &'static str {
 /// `max_completion_tokens`, which wins. `max_tokens` itself is dropped by
 /// [`DROP_FIELDS`].
 pub fn move_max_tokens(fields: &mut RawObject<'_>) {
-    let Some(max_tokens) = fields.raw("max_tokens") else {
-        return;
-    };
-    let completion_set = fields.raw("max_completion_tokens").is_some_and(|raw| raw.get() != "null");
-    if completion_set || max_tokens.get() == "null" {
-        fields.remove("max_tokens");
-        return;
-    }
-    fields.rename("max_tokens", "max_completion_tokens");
+    fields.move_unless_set("max_tokens", "max_completion_tokens");
 }
 
 freellm_sdk::export_adapter!(Gemini);

@@ -73,7 +73,7 @@ impl Adapter for Groq {
     /// parsed whole), but for the fields Groq rejects.
     fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
         openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
-            let choices = req.fields.get::<Value>("n").ok().flatten().as_ref().and_then(Value::as_u64).unwrap_or(1);
+            let choices = req.fields.get::<u64>("n").ok().flatten().unwrap_or(1);
             if choices > 1 {
                 return Err(Failure::unsupported("Groq returns a single choice (n must be 1)"));
             }

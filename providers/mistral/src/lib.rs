@@ -142,7 +142,6 @@ impl Adapter for Mistral {
     /// parsed whole), fitted to Mistral's schema as the module says.
     fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
         openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
-            let encoding = |e: serde_json::Error| Failure::request_invalid(format!("cannot encode request: {e}"));
             let fields = &mut req.fields;
             if let Some(limit) = fields.raw("max_completion_tokens") {
                 if limit.get() == "null" {
@@ -159,16 +158,16 @@ impl Adapter for Mistral {
                 }
             }
             if fields.string("tool_choice").as_deref() == Some("required") {
-                fields.set("tool_choice", &"any").map_err(encoding)?;
+                fields.set("tool_choice", &"any")?;
             }
             for message in &mut req.messages {
-                clean_message(message).map_err(encoding)?;
+                clean_message(message)?;
             }
             if let Some(last) = req.messages.last_mut()
                 && last.string("role").as_deref() == Some("assistant")
                 && !has_tool_calls(last)
             {
-                last.set("prefix", &true).map_err(encoding)?;
+                last.set("prefix", &true)?;
             }
             Ok(())
         })
@@ -257,7 +256,7 @@ fn has_tool_calls(message: &RawObject<'_>) -> bool {
 
 /// Makes one message fit Mistral's schema: `developer` → `system`, fields
 /// outside [`MESSAGE_FIELDS`] dropped, tool call ids made Mistral-shaped.
-fn clean_message(message: &mut RawObject<'_>) -> Result<(), serde_json::Error> {
+fn clean_message(message: &mut RawObject<'_>) -> Result<(), Failure> {
     let mut role = message.string("role").map(|role| role.into_owned()).unwrap_or_default();
     if role == "developer" {
         role = "system".to_owned();

@@ -94,7 +94,7 @@ impl Adapter for Nim {
     fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
         openai_compat::forward_request(ctx, body, DROP_FIELDS, |req| {
             move_max_completion_tokens(&mut req.fields);
-            map_json_schema(&mut req.fields).map_err(|e| Failure::request_invalid(e.to_string()))
+            map_json_schema(&mut req.fields)
         })
     }
 
@@ -107,15 +107,7 @@ impl Adapter for Nim {
 /// body's key order) unless the caller also set `max_tokens`, which then
 /// wins. `max_completion_tokens` itself is dropped by [`DROP_FIELDS`].
 pub fn move_max_completion_tokens(fields: &mut RawObject<'_>) {
-    let Some(limit) = fields.raw("max_completion_tokens") else {
-        return;
-    };
-    let max_tokens_set = fields.raw("max_tokens").is_some_and(|raw| raw.get() != "null");
-    if max_tokens_set || limit.get() == "null" {
-        fields.remove("max_completion_tokens");
-        return;
-    }
-    fields.rename("max_completion_tokens", "max_tokens");
+    fields.move_unless_set("max_completion_tokens", "max_tokens");
 }
 
 /// NIM's structured output: `response_format: {"type": "json_schema",
@@ -127,7 +119,7 @@ pub fn move_max_completion_tokens(fields: &mut RawObject<'_>) {
 /// # Errors
 ///
 /// Only when the new `nvext` cannot be encoded (never for parsed JSON).
-pub fn map_json_schema(fields: &mut RawObject<'_>) -> Result<(), serde_json::Error> {
+pub fn map_json_schema(fields: &mut RawObject<'_>) -> Result<(), Failure> {
     let Some(format) = fields.get::<Value>("response_format").ok().flatten() else {
         return Ok(());
     };

@@ -107,7 +107,6 @@ pub use settings::{
     CAPABILITY_NAMES, DEFAULT_CAPABILITIES, DEFAULT_PATH, KEYS, RequestConfig, TAG_NAMES, UNVERIFIED, describe,
 };
 
-use freellm_sdk::forward::RawValue;
 use freellm_sdk::openai_compat;
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
@@ -158,7 +157,7 @@ fn check_capabilities(config: &RequestConfig, req: &ForwardRequest<'_>) -> Resul
             config.id
         )))
     };
-    if lacks(Capabilities::TOOLS) && (non_empty(req.fields.raw("tools")) || non_empty(req.fields.raw("functions"))) {
+    if lacks(Capabilities::TOOLS) && (req.fields.is_set("tools") || req.fields.is_set("functions")) {
         return refuse("tools", "tools");
     }
     let format = req.fields.get::<Value>("response_format").ok().flatten();
@@ -175,14 +174,6 @@ fn check_capabilities(config: &RequestConfig, req: &ForwardRequest<'_>) -> Resul
         return refuse("image input", "vision");
     }
     Ok(())
-}
-
-/// A field that asks for something: present, not null, not an empty list.
-fn non_empty(value: Option<&RawValue>) -> bool {
-    match value.map(RawValue::get) {
-        None | Some("null") => false,
-        Some(text) => !text.strip_prefix('[').is_some_and(|rest| rest.trim_start().starts_with(']')),
-    }
 }
 
 /// Whether a message carries an image content part (only content given

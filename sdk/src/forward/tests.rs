@@ -199,3 +199,19 @@ fn the_edit_runs_and_its_failure_is_returned() {
         forward_request_to(&ctx(false), body, "/p", &[], |_| Err(crate::Failure::unsupported("no"))).unwrap_err();
     assert_eq!(failure.kind, FailureKind::Unsupported);
 }
+
+#[test]
+fn null_empty_lists_and_moved_fields_are_read_as_the_adapters_need() {
+    let body = br#"{"messages":[],"a":null,"b":[ ],"c":[1],"d":0,"from":5,"to":null,"x":1,"y":2,"n":null,"m":3}"#;
+    let mut req = ForwardRequest::parse(body).unwrap();
+    let f = &mut req.fields;
+    assert!(f.non_null("a").is_none() && f.non_null("absent").is_none());
+    assert_eq!(f.non_null("d").map(RawValue::get), Some("0"));
+    assert!(!f.is_set("a") && !f.is_set("b") && !f.is_set("absent"), "null, [ ] and absent ask for nothing");
+    assert!(f.is_set("c") && f.is_set("d"));
+    f.move_unless_set("from", "to"); // `to` is null: `from` moves to `to`'s place
+    f.move_unless_set("x", "y"); // `y` is set: it wins, `x` goes
+    f.move_unless_set("n", "m"); // a null `from` goes
+    f.move_unless_set("absent", "d");
+    assert_eq!(text(&req.to_vec(0).unwrap()), r#"{"messages":[],"a":null,"b":[ ],"c":[1],"d":0,"to":5,"y":2,"m":3}"#);
+}
