@@ -98,7 +98,7 @@ pub struct RouteRequest<'a> {
     pub model: &'a str,
     /// The client's body.
     pub body: Bytes,
-    /// The parsed body (for continuations).
+    /// The parsed body (what routing reads of it; a stream adds its usage option to it).
     pub request: Arc<Value>,
     /// `stream: true`.
     pub is_stream: bool,
@@ -481,7 +481,7 @@ async fn answer(
             provider: provider.clone(),
             hold: key.take_hold(),
             hide_usage_chunks,
-            continuation: stream::Continuation::new(req.gw.clone(), req.request.clone(), target.all.to_vec()),
+            continuation: stream::Continuation::new(req.gw.clone(), &req.body, target.all.to_vec()),
             model: target.candidate.upstream_model.clone(),
             ticket: &req.ticket,
             verdict,

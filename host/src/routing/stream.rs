@@ -190,7 +190,10 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
     let deadline = started + s.timeouts.stream_max_duration;
     let ticket = s.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
     let body = RelayBody::new(|tx| {
-        let relay = Relay {
+        // Boxed on its own: an `async fn` keeps a by-value argument twice in
+        // its future (as the argument and as the local), ~1 KiB more in
+        // every open stream.
+        let relay = Box::new(Relay {
             source,
             timeouts: s.timeouts,
             request_id: s.request_id,
@@ -203,7 +206,7 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
             splice: None,
             hide_usage_chunks: s.hide_usage_chunks,
             ticket,
-        };
+        });
         relay.run(first)
     });
     let mut response = Body::new(body).into_response();
@@ -376,7 +379,10 @@ impl Source {
     }
 
     async fn normalize(&mut self, events: &[StreamEvent], finish: bool) -> Result<StreamOutput, Step> {
-        let result = if finish { self.session.finish().await } else { self.session.push(events).await };
+        // Boxed: the adapter call's future (~1 KiB) would otherwise be part
+        // of every open stream's relay while it waits on the upstream.
+        let result =
+            if finish { Box::pin(self.session.finish()).await } else { Box::pin(self.session.push(events)).await };
         match result {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(failure)) => Err(Step::Cut { code: "stream_failed", message: failure.message }),
@@ -498,7 +504,7 @@ impl Relay {
         }
     }
 
-    async fn run(mut self, first: Vec<StreamOutput>) {
+    async fn run(mut self: Box<Self>, first: Vec<StreamOutput>) {
         let started = crate::clock::now();
         let result = self.relay(first).await;
         self.count_tokens();
@@ -860,14 +866,18 @@ impl Prefill {
 /// accept an assistant prefill.
 pub struct Continuation {
     gw: SharedGateway,
-    request: Arc<Value>,
+    /// The client's body as it came: parsed again only for a continuation,
+    /// which is rare, so an open stream holds its bytes and not a JSON tree.
+    body: Bytes,
     candidates: Vec<Candidate>,
 }
 
 impl Continuation {
-    /// The continuation options of a request.
-    pub fn new(gw: SharedGateway, request: Arc<Value>, candidates: Vec<Candidate>) -> Self {
-        Self { gw, request, candidates }
+    /// The continuation options of a request. The body is copied: a small
+    /// one shares the client connection's read buffer, which hyper would
+    /// replace with a new one while an open stream held the old.
+    pub fn new(gw: SharedGateway, body: &[u8], candidates: Vec<Candidate>) -> Self {
+        Self { gw, body: Bytes::copy_from_slice(body), candidates }
     }
 
     /// Starts the continuation on the first candidate (other than the
@@ -885,7 +895,7 @@ impl Continuation {
         request_id: &str,
         limits: &UpstreamConfig,
     ) -> Option<Source> {
-        let body = continuation_body(&self.request, partial)?;
+        let body = continuation_body(&self.body, partial)?;
         for candidate in &self.candidates {
             let provider = &candidate.provider;
             let same_target = Arc::ptr_eq(provider, failed) && candidate.upstream_model == *failed_model;
@@ -957,8 +967,8 @@ fn accepts_prefill(adapter: Option<&Arc<Adapter>>) -> bool {
 
 /// The original request with the partial answer appended as an assistant
 /// prefill, streaming.
-fn continuation_body(request: &Value, partial: &str) -> Option<Vec<u8>> {
-    let mut request = request.clone();
+fn continuation_body(body: &[u8], partial: &str) -> Option<Vec<u8>> {
+    let mut request: Value = serde_json::from_slice(body).ok()?;
     let messages = request.get_mut("messages")?.as_array_mut()?;
     messages.push(serde_json::json!({"role": "assistant", "content": partial}));
     request["stream"] = Value::Bool(true);
@@ -1007,13 +1017,15 @@ mod tests {
     #[test]
     fn the_continuation_body_appends_the_partial_answer() {
         let request = json!({"model": "free", "messages": [{"role": "user", "content": "Count"}], "stream": true});
+        let request = serde_json::to_vec(&request).unwrap();
         let body: Value = serde_json::from_slice(&continuation_body(&request, "1, 2, 3").unwrap()).unwrap();
         assert_eq!(
             body["messages"],
             json!([{"role": "user", "content": "Count"}, {"role": "assistant", "content": "1, 2, 3"}])
         );
         assert_eq!(body["stream"], json!(true));
-        assert!(continuation_body(&json!({"messages": "x"}), "p").is_none());
+        assert!(continuation_body(br#"{"messages": "x"}"#, "p").is_none());
+        assert!(continuation_body(b"{", "p").is_none());
     }
 
     #[test]
