@@ -630,4 +630,12 @@ async fn stream_usage_is_requested_recorded_and_hidden_from_clients_that_did_not
     body["stream_options"] = json!({"include_usage": true});
     let data = sse_data(gw.chat(body).await).await;
     assert!(data.iter().any(|d| d.contains("\"total_tokens\":15")), "{data:?}");
+
+    // Options of the client's own without `include_usage`: merged into
+    // them, and the chunk hidden again.
+    let mut body = stream_body("groq/llama-3.3-70b-versatile");
+    body["stream_options"] = json!({});
+    let data = sse_data(gw.chat(body).await).await;
+    assert!(!data.iter().any(|d| d.contains("\"usage\"")), "{data:?}");
+    assert_eq!(groq.requests()[2].json()["stream_options"], json!({"include_usage": true}));
 }

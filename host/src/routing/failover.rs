@@ -531,20 +531,25 @@ fn report_answer(req: &RouteRequest<'_>, call: &Call<'_>, key_index: usize, answ
 }
 
 /// For a stream to a provider that reports usage on request: the body with
-/// `stream_options.include_usage = true`, unless the client set it.
+/// `stream_options.include_usage = true`, unless the client set it. With no
+/// `stream_options` at all (the usual case) the field is put in front of
+/// the client's own, whose text is left as it came; an object without
+/// `include_usage` is merged through the tree.
 fn with_stream_usage(req: &RouteRequest<'_>, adapter: &Adapter) -> Option<Bytes> {
     use freellm_runtime::types::Capabilities;
     if !req.is_stream || !adapter.info.capabilities.contains(Capabilities::STREAM_USAGE) {
         return None;
     }
-    if req.request.pointer("/stream_options/include_usage").is_some() {
-        return None;
+    match req.request.get("stream_options") {
+        None => with_leading_field(&req.body, br#""stream_options":{"include_usage":true}"#).map(Bytes::from),
+        Some(options) if options.get("include_usage").is_some() => None,
+        Some(_) => {
+            let mut request = (*req.request).clone();
+            let options = request.as_object_mut()?.get_mut("stream_options")?.as_object_mut()?;
+            options.insert("include_usage".into(), Value::Bool(true));
+            serde_json::to_vec(&request).ok().map(Bytes::from)
+        }
     }
-    let mut request = (*req.request).clone();
-    let object = request.as_object_mut()?;
-    let options = object.entry("stream_options").or_insert_with(|| json!({}));
-    options.as_object_mut()?.insert("include_usage".into(), Value::Bool(true));
-    serde_json::to_vec(&request).ok().map(Bytes::from)
 }
 
 /// The backoff before same-target retry number `retry` (from 0):
@@ -647,15 +652,23 @@ async fn complete(
 /// Inserts `"x_freellm_provider":"<id>"` as the first field of a JSON object
 /// without re-serializing it.
 fn with_provider_marker(body: Vec<u8>, provider: &str) -> Option<Vec<u8>> {
+    let field = format!("\"x_freellm_provider\":{}", serde_json::to_string(provider).ok()?);
+    with_leading_field(&body, field.as_bytes())
+}
+
+/// The JSON object `body` with `field` (`"name":value`) as its first
+/// member, the rest of its text as it was; `None` when `body` is not an
+/// object.
+fn with_leading_field(body: &[u8], field: &[u8]) -> Option<Vec<u8>> {
     let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
     if body[start] != b'{' {
         return None;
     }
     let rest = &body[start + 1..];
     let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-    let mut out = Vec::with_capacity(body.len() + provider.len() + 24);
-    out.extend_from_slice(b"{\"x_freellm_provider\":");
-    out.extend_from_slice(serde_json::to_string(provider).ok()?.as_bytes());
+    let mut out = Vec::with_capacity(body.len() + field.len() + 2);
+    out.push(b'{');
+    out.extend_from_slice(field);
     if !empty {
         out.push(b',');
     }
@@ -679,6 +692,20 @@ mod tests {
         assert_eq!(with_provider_marker(b"{ }".to_vec(), "g").unwrap(), br#"{"x_freellm_provider":"g" }"#);
         assert!(with_provider_marker(b"[1]".to_vec(), "g").is_none());
         assert!(with_provider_marker(b"".to_vec(), "g").is_none());
+    }
+
+    #[test]
+    fn a_leading_field_goes_in_front_of_the_text_as_it_came() {
+        let field = br#""stream_options":{"include_usage":true}"#;
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"a\u00e9 \"q\""}],"n":1.0}"#;
+        let out = with_leading_field(body, field).unwrap();
+        assert_eq!(out, [&b"{"[..], field, b",", &body[1..]].concat());
+        let parsed: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(parsed["stream_options"], json!({"include_usage": true}));
+        assert_eq!(parsed["messages"][0]["content"], json!("a\u{e9} \"q\""));
+        assert_eq!(with_leading_field(b" {\n}", b"\"a\":1").unwrap(), b"{\"a\":1\n}");
+        assert!(with_leading_field(b"[]", field).is_none());
+        assert!(with_leading_field(b"  ", field).is_none());
     }
 
     #[test]
