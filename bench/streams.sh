@@ -121,6 +121,13 @@ short_baseline() {
     cpu_ticks "$3" >"$WORK/$4-after"
     stop_pid "$3"
 }
+# Direct, for the added time to first byte of short streams: between two
+# 3-chunk answers the mock never sits idle, where between two 500-chunk
+# ones relayed by the gateway it waits for milliseconds, and a mock woken
+# from that wait answers its next request later (this VM: ~120 -> ~350
+# µs with an 8 ms pause between direct requests).
+"$LOAD_BIN" --url "http://127.0.0.1:$MOCK_PORT_short/v1/chat/completions" --body "$STREAM_BODY" --connections 4 --duration-s 1 >/dev/null
+stream_load direct-short-c1 "http://127.0.0.1:$MOCK_PORT_short/v1/chat/completions" 1
 start_gateway "$MOCK_PORT_short"
 short_baseline gateway-short-c1 "$GATEWAY_URL" "$GATEWAY_PID" cpu-short
 start_bare "$MOCK_PORT_short"
@@ -189,7 +196,7 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
     --argjson cs0 "$(cat "$WORK/cpu-short-before")" --argjson cs1 "$(cat "$WORK/cpu-short-after")" \
     --argjson bl0 "$(cat "$WORK/bare-cpu-long-before")" --argjson bl1 "$(cat "$WORK/bare-cpu-long-after")" \
     --argjson bs0 "$(cat "$WORK/bare-cpu-short-before")" --argjson bs1 "$(cat "$WORK/bare-cpu-short-after")" \
-    --slurpfile bs "$WORK/bare-short-c1.json" \
+    --slurpfile bs "$WORK/bare-short-c1.json" --slurpfile ds "$WORK/direct-short-c1.json" \
     --slurpfile d1 "$WORK/direct-c1.json" --slurpfile b1 "$WORK/bare-c1.json" --slurpfile g1 "$WORK/gateway-c1.json" \
     --slurpfile d16 "$WORK/direct-c$CONNECTIONS.json" --slurpfile b16 "$WORK/bare-c$CONNECTIONS.json" \
     --slurpfile g16 "$WORK/gateway-c$CONNECTIONS.json" --slurpfile gs "$WORK/gateway-short-c1.json" \
@@ -213,13 +220,16 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
             c1: {direct: $d1[0], bare: $b1[0], gateway: $g1[0]},
             "c\($conns)": {direct: $d16[0], bare: $b16[0], gateway: $g16[0]},
             gateway_short_c1: $gs[0],
+            short_c1: {direct: $ds[0], bare: $bs[0], gateway: $gs[0]},
+            added_ttfb_p50_us_short_c1: ($gs[0].ttfb_p50_us - $ds[0].ttfb_p50_us | r(1)),
+            floor_added_ttfb_p50_us_short_c1: ($bs[0].ttfb_p50_us - $ds[0].ttfb_p50_us | r(1)),
             added_ttfb_p50_us_c1: ($added_ttfb | r(1)),
             floor_added_ttfb_p50_us_c1: ($b1[0].ttfb_p50_us - $d1[0].ttfb_p50_us | r(1)),
             gateway_vs_floor_rps: {c1: ($g1[0].rps / $b1[0].rps | r(3)), "c\($conns)": ($g16[0].rps / $b16[0].rps | r(3))},
             gateway_cpu_us_per_stream: {long: ($cpu_long | r(1)), short: ($cpu_short | r(1))},
             gateway_cpu_us_per_chunk: ($per_chunk | r(2)),
             floor_cpu_us_per_chunk: ($floor_per_chunk | r(2)),
-            incomplete_or_errors: ([$d1[0], $b1[0], $g1[0], $d16[0], $b16[0], $g16[0], $gs[0], $bs[0]] | map(.incomplete + .errors) | add)
+            incomplete_or_errors: ([$d1[0], $b1[0], $g1[0], $d16[0], $b16[0], $g16[0], $gs[0], $bs[0], $ds[0]] | map(.incomplete + .errors) | add)
         },
         held: {
             load: $hold[0],
@@ -253,6 +263,7 @@ jq -r '
     "| Streams/s, \($c) conns | \($f["c\($c)"].direct.rps) | \($f["c\($c)"].bare.rps) | \($f["c\($c)"].gateway.rps) |",
     "",
     "Added TTFB at 1 conn: gateway +\($f.added_ttfb_p50_us_c1) µs (floor +\($f.floor_added_ttfb_p50_us_c1) µs), target ≤ 100 µs: \(pf($t.added_ttfb_p50_us_c1.pass)).",
+    "With 3-chunk streams (no idle wait of the mock between answers): TTFB p50 direct \($f.short_c1.direct.ttfb_p50_us) µs, floor \($f.short_c1.bare.ttfb_p50_us) µs, gateway \($f.short_c1.gateway.ttfb_p50_us) µs: added +\($f.added_ttfb_p50_us_short_c1) µs (floor +\($f.floor_added_ttfb_p50_us_short_c1) µs).",
     "Gateway CPU per stream: \($f.gateway_cpu_us_per_stream.long) µs (\(.settings.chunks) chunks) vs \($f.gateway_cpu_us_per_stream.short) µs (3 chunks): \($f.gateway_cpu_us_per_chunk) µs per relayed chunk, target ≤ 2 µs: \(pf($t.gateway_cpu_us_per_chunk.pass)). The bare proxy, measured the same way: \($f.floor_cpu_us_per_chunk) µs per relayed chunk.",
     "Incomplete answers or errors in the fast phases: \($f.incomplete_or_errors).",
     "",
