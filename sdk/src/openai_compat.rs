@@ -541,6 +541,17 @@ pub trait ChunkRewriter {
     /// as their original bytes.
     fn rewrite(&mut self, chunk: &mut Map<String, Value>, out: &mut StreamOutput) -> bool;
 
+    /// Whether the chunk whose data is `data` goes through
+    /// [`rewrite`](Self::rewrite). Answer `false` only for chunks `rewrite`
+    /// would neither change nor read: the stream then forwards their bytes
+    /// after a borrowed read of their usage and finish reason, without
+    /// building a JSON map (most of a chunk's cost in the component).
+    /// Default: every chunk goes through `rewrite`.
+    fn rewrites(&self, data: &str) -> bool {
+        let _ = data;
+        true
+    }
+
     /// An event whose data is not a JSON object: skipped (and logged)
     /// unless this returns the failure it reports.
     fn malformed(&mut self, data: &str) -> Option<Failure> {
@@ -573,6 +584,13 @@ impl<R: ChunkRewriter> StreamNormalizer for RewritingStream<R> {
         for event in events {
             if self.done {
                 break;
+            }
+            if !self.rewriter.rewrites(&event.data)
+                && let Some(peek) = ChunkPeek::of(&event.data)
+            {
+                peek.note(&mut out);
+                out.chunks.push(event.data.into_bytes());
+                continue;
             }
             match parse_stream_event(&event) {
                 StreamData::Done => self.done = true,
@@ -607,12 +625,60 @@ impl<R: ChunkRewriter> StreamNormalizer for RewritingStream<R> {
     }
 }
 
+/// What a stream reads of a chunk it forwards unchanged, borrowed: the
+/// same usage and finish reason as [`note_chunk`] reads of its map. As
+/// with [`AnswerPeek`], anything these types do not take as is fails the
+/// peek, and the chunk takes the full path.
+#[derive(serde::Deserialize)]
+struct ChunkPeek<'a> {
+    #[serde(default, borrow)]
+    choices: Option<Vec<ChoicePeek<'a>>>,
+    #[serde(default)]
+    usage: Option<UsagePeek>,
+    /// An `error` member, whatever its value: such a chunk takes the full
+    /// path ([`stream_error`]).
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
+}
+
+/// `true` for a member that is there, whatever its value.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    <serde::de::IgnoredAny as serde::Deserialize>::deserialize(deserializer).map(|_| true)
+}
+
+impl<'a> ChunkPeek<'a> {
+    /// The peek of a chunk that is a JSON object with no `error` member;
+    /// `None` sends it down the full path.
+    fn of(data: &'a str) -> Option<Self> {
+        if !data.trim_start().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str::<Self>(data).ok().filter(|peek| !peek.error)
+    }
+
+    /// What [`note_chunk`] notes of the same chunk.
+    fn note(&self, out: &mut StreamOutput) {
+        if let Some(u) = &self.usage
+            && let Some(usage) = usage_from_counts(u.prompt_tokens, u.completion_tokens, u.total_tokens)
+        {
+            out.usage = Some(usage);
+        }
+        if let Some(reason) = self.choices.as_ref().and_then(|c| c.first()).and_then(|c| c.finish_reason) {
+            out.finish_reason = Some(finish_reason_from_str(reason));
+        }
+    }
+}
+
 /// The [`ChunkRewriter`] that changes nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Unchanged;
 
 impl ChunkRewriter for Unchanged {
     fn rewrite(&mut self, _chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
+        false
+    }
+
+    fn rewrites(&self, _data: &str) -> bool {
         false
     }
 }
@@ -645,6 +711,58 @@ mod tests {
 
     fn event(data: &str) -> StreamEvent {
         StreamEvent { event: None, data: data.to_owned() }
+    }
+
+    /// Reads every chunk as a map: the path every chunk took before
+    /// [`ChunkRewriter::rewrites`].
+    struct EveryChunkAsAMap;
+
+    impl ChunkRewriter for EveryChunkAsAMap {
+        fn rewrite(&mut self, _chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_chunk_read_through_its_peek_gives_what_its_map_gives() {
+        let chunks = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"a \"b\" \u00e9"},"finish_reason":null}]}"#,
+            r#" {"choices":[{"delta":{},"finish_reason":"stop"},{"finish_reason":"length"}],"usage":null}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":3.0,"completion_tokens":-1,"total_tokens":9}}"#,
+            r#"{"choices":[{"finish_reason":"st\u006fp"}]}"#,
+            r#"{"choices":[{"finish_reason":7}]}"#,
+            r#"{"choices":{"finish_reason":"stop"}}"#,
+            r#"{"choices":["stop"]}"#,
+            r#"{"choices":[{"finish_reason":"stop","finish_reason":"length"}]}"#,
+            r#"{"usage":{"total_tokens":1},"usage":{"total_tokens":2},"choices":[]}"#,
+            r#"{"choices":[],"error":null}"#,
+            r#"{"choices":[{"finish_reason":"stop"}],"error":{"message":"ignored beside choices"}}"#,
+            r#"[[{"finish_reason":"stop"}],null]"#,
+            "not json",
+            "",
+            "42",
+            r#"{"\u0065rror":{"message":"escaped, still an error"}}"#,
+            r#"{"error":{"message":"rate limited","code":"429"}}"#,
+            "[DONE]",
+            r#"{"choices":[{"finish_reason":"stop"}]}"#,
+        ];
+        let run = |peek: bool, events: Vec<StreamEvent>| {
+            if peek {
+                RewritingStream::new(Unchanged).push(events)
+            } else {
+                RewritingStream::new(EveryChunkAsAMap).push(events)
+            }
+        };
+        for chunk in chunks {
+            assert_eq!(run(true, vec![event(chunk)]), run(false, vec![event(chunk)]), "{chunk}");
+        }
+        for start in 0..chunks.len() {
+            let events = || chunks[start..].iter().map(|c| event(c)).collect::<Vec<_>>();
+            assert_eq!(run(true, events()), run(false, events()), "from {}", chunks[start]);
+        }
+        assert!(ChunkPeek::of(chunks[0]).is_some(), "a plain chunk is peeked");
+        assert!(ChunkPeek::of(chunks[16]).is_none(), "an escaped error member is seen");
     }
 
     #[test]

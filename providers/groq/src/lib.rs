@@ -151,6 +151,12 @@ impl ChunkRewriter for GroqUsage {
         }
         false
     }
+
+    /// Only chunks that may carry `x_groq` (a `\u` escape could spell the
+    /// name too) are read as maps.
+    fn rewrites(&self, data: &str) -> bool {
+        data.contains("x_groq") || data.contains("\\u")
+    }
 }
 
 freellm_sdk::export_adapter!(Groq);
