@@ -147,7 +147,9 @@ pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -
     let _ = (ctx, head);
     // Fast path: a well-formed answer is only scanned for the two fields
     // needed; anything unusual is read in full below to say what is wrong.
-    if let Ok(peek) = serde_json::from_slice::<AnswerPeek>(body) {
+    // The peek's derived reader would also take a JSON array by position.
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if is_object && let Ok(peek) = serde_json::from_slice::<AnswerPeek>(body) {
         return Ok(NormalizedResponse {
             body: body.to_vec(),
             usage: peek.usage.and_then(|u| usage_from_counts(u.prompt_tokens, u.completion_tokens, u.total_tokens)),
@@ -721,6 +723,16 @@ mod tests {
         fn rewrite(&mut self, _chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
             false
         }
+    }
+
+    #[test]
+    fn an_answer_that_is_an_array_is_malformed_not_peeked() {
+        let head = head(200, &[]);
+        let failure = normalize_response(&ctx(false), &head, br#"[[{"finish_reason":"stop"}],null]"#).unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Transient);
+        assert!(failure.message.contains("not a JSON object"), "{}", failure.message);
+        let answer = normalize_response(&ctx(false), &head, br#" {"choices":[{"finish_reason":"stop"}]}"#).unwrap();
+        assert_eq!(answer.finish_reason, Some(FinishReason::Stop));
     }
 
     #[test]
