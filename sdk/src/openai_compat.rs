@@ -147,13 +147,13 @@ pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -
     let _ = (ctx, head);
     // Fast path: a well-formed answer is only scanned for the two fields
     // needed; anything unusual is read in full below to say what is wrong.
-    // The peek's derived reader would also take a JSON array by position.
-    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if is_object && let Ok(peek) = serde_json::from_slice::<AnswerPeek>(body) {
+    if starts_an_object(body)
+        && let Ok(peek) = serde_json::from_slice::<AnswerPeek>(body)
+    {
         return Ok(NormalizedResponse {
             body: body.to_vec(),
-            usage: peek.usage.and_then(|u| usage_from_counts(u.prompt_tokens, u.completion_tokens, u.total_tokens)),
-            finish_reason: peek.choices.first().and_then(|c| c.finish_reason).map(finish_reason_from_str),
+            usage: UsagePeek::usage(peek.usage.as_ref()),
+            finish_reason: ChoicePeek::first_finish_reason(&peek.choices),
         });
     }
     let malformed = |why: &str| Failure::transient(format!("malformed upstream answer: {why}"));
@@ -195,6 +195,26 @@ struct UsagePeek {
     completion_tokens: Option<u64>,
     #[serde(default)]
     total_tokens: Option<u64>,
+}
+
+impl UsagePeek {
+    /// What [`usage_from_json`] reads of the same object.
+    fn usage(peek: Option<&Self>) -> Option<Usage> {
+        peek.and_then(|u| usage_from_counts(u.prompt_tokens, u.completion_tokens, u.total_tokens))
+    }
+}
+
+impl ChoicePeek<'_> {
+    /// What [`first_finish_reason`] reads of the same choices.
+    fn first_finish_reason(choices: &[Self]) -> Option<FinishReason> {
+        choices.first().and_then(|c| c.finish_reason).map(finish_reason_from_str)
+    }
+}
+
+/// Whether `text` starts (after whitespace) as a JSON object: the peeks'
+/// derived readers would also take an array, by position.
+fn starts_an_object(text: &[u8]) -> bool {
+    text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// Maps an OpenAI `finish_reason` to the contract's enum: `stop`, `length`,
@@ -652,7 +672,7 @@ impl<'a> ChunkPeek<'a> {
     /// The peek of a chunk that is a JSON object with no `error` member;
     /// `None` sends it down the full path.
     fn of(data: &'a str) -> Option<Self> {
-        if !data.trim_start().starts_with('{') {
+        if !starts_an_object(data.as_bytes()) {
             return None;
         }
         serde_json::from_str::<Self>(data).ok().filter(|peek| !peek.error)
@@ -660,13 +680,11 @@ impl<'a> ChunkPeek<'a> {
 
     /// What [`note_chunk`] notes of the same chunk.
     fn note(&self, out: &mut StreamOutput) {
-        if let Some(u) = &self.usage
-            && let Some(usage) = usage_from_counts(u.prompt_tokens, u.completion_tokens, u.total_tokens)
-        {
+        if let Some(usage) = UsagePeek::usage(self.usage.as_ref()) {
             out.usage = Some(usage);
         }
-        if let Some(reason) = self.choices.as_ref().and_then(|c| c.first()).and_then(|c| c.finish_reason) {
-            out.finish_reason = Some(finish_reason_from_str(reason));
+        if let Some(reason) = self.choices.as_deref().and_then(ChoicePeek::first_finish_reason) {
+            out.finish_reason = Some(reason);
         }
     }
 }
