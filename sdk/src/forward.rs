@@ -7,39 +7,55 @@
 //! A large prompt is almost all message content. Parsing it into a
 //! [`serde_json::Value`] tree and encoding it again costs several passes over
 //! every byte and an allocation per string; here the content is scanned once
-//! (to find where each value ends) and copied once.
+//! ([`scan`]: where each value ends, and that it is JSON) and copied once.
 //!
 //! Objects keep JSON's usual reading of a repeated key (the last value wins,
 //! at the first key's place), so what is forwarded is what the gateway
 //! validated.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use serde::Serialize;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::Failure;
-/// A value's raw JSON text, as [`RawObject::raw`] returns it.
-pub use serde_json::value::RawValue;
+pub use scan::{JsonError, MAX_DEPTH};
 
-/// A key of an object: borrowed from the body unless it held escapes.
+mod scan;
+
+use scan::Scanner;
+
+/// A value's JSON text as the client wrote it (or as the adapter set it),
+/// checked to be JSON: what [`RawObject::raw`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawJson<'t>(&'t str);
+
+impl<'t> RawJson<'t> {
+    /// The text.
+    pub fn get(self) -> &'t str {
+        self.0
+    }
+}
+
+/// A key of an object: borrowed from the body only when it held no escapes
+/// (so it needs none when written), else owned.
 type Key<'a> = Cow<'a, str>;
 
-/// One value of an object: the client's text, one the adapter set, or the
-/// place of a request's messages (kept apart, in [`ForwardRequest::messages`]).
+/// One value of an object: the client's text (checked JSON), one the
+/// adapter set, or the place of a request's messages (kept apart, in
+/// [`ForwardRequest::messages`]).
 #[derive(Debug, Clone)]
 enum Slot<'a> {
-    Raw(&'a RawValue),
-    Owned(Box<RawValue>),
+    Raw(&'a [u8]),
+    Owned(String),
     Messages,
 }
 
 impl Slot<'_> {
-    fn raw(&self) -> Option<&RawValue> {
+    /// The value's bytes (`None` for the messages' place).
+    fn bytes(&self) -> Option<&[u8]> {
         match self {
             Slot::Raw(raw) => Some(raw),
-            Slot::Owned(raw) => Some(raw),
+            Slot::Owned(raw) => Some(raw.as_bytes()),
             Slot::Messages => None,
         }
     }
@@ -54,8 +70,10 @@ pub struct RawObject<'a> {
 impl<'a> RawObject<'a> {
     /// The raw JSON text of `key`'s value (`None` when absent, and for a
     /// request's `messages`, which are in [`ForwardRequest::messages`]).
-    pub fn raw(&self, key: &str) -> Option<&RawValue> {
-        self.position(key).and_then(|i| self.fields[i].1.raw())
+    pub fn raw(&self, key: &str) -> Option<RawJson<'_>> {
+        // Checked JSON is UTF-8: the conversion is only the type's.
+        let bytes = self.position(key).and_then(|i| self.fields[i].1.bytes())?;
+        std::str::from_utf8(bytes).ok().map(RawJson)
     }
 
     /// `key`'s value read as `T` (`Ok(None)` when absent).
@@ -80,7 +98,7 @@ impl<'a> RawObject<'a> {
     }
 
     /// The raw JSON text of `key`'s value unless it is absent or `null`.
-    pub fn non_null(&self, key: &str) -> Option<&RawValue> {
+    pub fn non_null(&self, key: &str) -> Option<RawJson<'_>> {
         self.raw(key).filter(|raw| raw.get() != "null")
     }
 
@@ -130,7 +148,7 @@ impl<'a> RawObject<'a> {
     /// map with non-string keys; never a string, number, boolean or
     /// [`serde_json::Value`]).
     pub fn set(&mut self, key: &str, value: &impl Serialize) -> Result<(), Failure> {
-        let slot = serde_json::value::to_raw_value(value)
+        let slot = serde_json::to_string(value)
             .map(Slot::Owned)
             .map_err(|e| Failure::request_invalid(format!("cannot encode `{key}`: {e}")))?;
         match self.position(key) {
@@ -177,6 +195,18 @@ impl<'a> RawObject<'a> {
     /// Whether the object has no field.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
+    }
+
+    /// Reads an object whose values are kept as their text (a message).
+    fn read(scanner: &mut Scanner<'a>) -> Result<Self, JsonError> {
+        let mut object = RawObject::default();
+        scanner.object(|scanner, key| {
+            let value = scanner.value()?;
+            object.push_parsed(key, Slot::Raw(value));
+            Ok(())
+        })?;
+        object.merge_repeated();
+        Ok(object)
     }
 
     fn position(&self, key: &str) -> Option<usize> {
@@ -231,8 +261,8 @@ impl<'a> RawObject<'a> {
                 out.push(b',');
             }
             write_key(out, key)?;
-            if let Some(raw) = slot.raw() {
-                out.extend_from_slice(raw.get().as_bytes());
+            if let Some(raw) = slot.bytes() {
+                out.extend_from_slice(raw);
             } else {
                 out.push(b'[');
                 for (i, message) in messages.unwrap_or_default().iter().enumerate() {
@@ -254,8 +284,17 @@ const INDEXED_FROM: usize = 16;
 
 const MESSAGES: &str = "messages";
 
-fn write_key(out: &mut Vec<u8>, key: &str) -> Result<(), serde_json::Error> {
-    serde_json::to_writer(&mut *out, key)?;
+fn write_key(out: &mut Vec<u8>, key: &Key<'_>) -> Result<(), serde_json::Error> {
+    match key {
+        // A key borrowed from the body had no escapes, so nothing in it
+        // needs one: it is written as it was read.
+        Cow::Borrowed(key) => {
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.push(b'"');
+        }
+        Cow::Owned(key) => serde_json::to_writer(&mut *out, key)?,
+    }
     out.push(b':');
     Ok(())
 }
@@ -278,11 +317,29 @@ impl<'a> ForwardRequest<'a> {
     ///
     /// When the body is not JSON, not an object, has no `messages`, or a
     /// message is not an object.
-    pub fn parse(body: &'a [u8]) -> Result<Self, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let request = Self::deserialize(&mut de)?;
-        de.end()?;
-        Ok(request)
+    pub fn parse(body: &'a [u8]) -> Result<Self, JsonError> {
+        let mut scanner = Scanner::new(body);
+        let mut fields = RawObject::default();
+        let mut messages = None;
+        scanner.object(|scanner, key| {
+            let slot = if key == MESSAGES {
+                let mut list = Vec::new();
+                scanner.array(|scanner| {
+                    list.push(RawObject::read(scanner)?);
+                    Ok(())
+                })?;
+                messages = Some(list);
+                Slot::Messages
+            } else {
+                Slot::Raw(scanner.value()?)
+            };
+            fields.push_parsed(key, slot);
+            Ok(())
+        })?;
+        fields.merge_repeated();
+        scanner.end()?;
+        let messages = messages.ok_or_else(|| JsonError::new("missing field `messages`", 0))?;
+        Ok(ForwardRequest { fields, messages })
     }
 
     /// The body, as JSON bytes: the fields in their order, the ones the
@@ -297,94 +354,6 @@ impl<'a> ForwardRequest<'a> {
         let mut out = Vec::with_capacity(capacity);
         self.fields.write(&mut out, Some(&self.messages))?;
         Ok(out)
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for ForwardRequest<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (fields, messages) = deserializer.deserialize_map(ObjectVisitor::top_level())?;
-        let messages = messages.ok_or_else(|| de::Error::missing_field(MESSAGES))?;
-        Ok(ForwardRequest { fields, messages })
-    }
-}
-
-/// Reads an object's fields as raw values. At a request's top level
-/// (`top_level`) the `messages` field is read as message objects and
-/// returned beside the fields.
-struct ObjectVisitor<'a> {
-    top_level: bool,
-    lifetime: std::marker::PhantomData<&'a ()>,
-}
-
-impl ObjectVisitor<'_> {
-    fn top_level() -> Self {
-        Self { top_level: true, lifetime: std::marker::PhantomData }
-    }
-
-    fn message() -> Self {
-        Self { top_level: false, lifetime: std::marker::PhantomData }
-    }
-}
-
-impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
-    type Value = (RawObject<'a>, Option<Vec<RawObject<'a>>>);
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.top_level { "a chat request object" } else { "a message object" })
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-        let mut object = RawObject { fields: Vec::with_capacity(map.size_hint().unwrap_or(4)) };
-        let mut messages = None;
-        while let Some(KeyOf(key)) = map.next_key()? {
-            let slot = if self.top_level && key == MESSAGES {
-                let list: Vec<MessageOf<'a>> = map.next_value()?;
-                messages = Some(list.into_iter().map(|MessageOf(m)| m).collect());
-                Slot::Messages
-            } else {
-                Slot::Raw(map.next_value()?)
-            };
-            object.push_parsed(key, slot);
-        }
-        object.merge_repeated();
-        Ok((object, messages))
-    }
-}
-
-/// A key, borrowed when it has no escapes.
-struct KeyOf<'a>(Key<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for KeyOf<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor<'a>(std::marker::PhantomData<&'a ()>);
-
-        impl<'de: 'a, 'a> Visitor<'de> for KeyVisitor<'a> {
-            type Value = KeyOf<'a>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key")
-            }
-
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(KeyOf(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(KeyOf(Cow::Owned(v.to_owned())))
-            }
-        }
-
-        deserializer.deserialize_str(KeyVisitor(std::marker::PhantomData))
-    }
-}
-
-/// One message: an object of raw values.
-struct MessageOf<'a>(RawObject<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for MessageOf<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (object, _) = deserializer.deserialize_map(ObjectVisitor::message())?;
-        Ok(MessageOf(object))
     }
 }
 

@@ -216,6 +216,37 @@ async fn an_upstream_that_never_answers_times_out_per_attempt() {
     gw.assert_healthy().await;
 }
 
+/// The component reads strings many bytes a step: an escape or a
+/// multi-byte character at every offset around those steps, in strings
+/// ending at every offset, reaches the upstream as the client wrote it.
+#[tokio::test]
+async fn escapes_and_characters_at_every_offset_of_a_string_are_forwarded_as_written() {
+    let mock = MockUpstream::completing().await;
+    let gw = groq_gateway(&mock).await;
+    let stops = [r#"\n"#, r#"\""#, r#"\\"#, r#"\u00e9"#, "\u{e9}", "\u{4e2d}", "\u{1f600}"];
+    let mut messages = Vec::new();
+    for offset in 0..70 {
+        for stop in stops {
+            let (before, after) = ("a".repeat(offset), "b".repeat(offset % 19));
+            messages.push(format!(r#"{{"role":"user","content":"{before}{stop}{after}"}}"#));
+        }
+    }
+    let messages = messages.join(",");
+    let sent = format!(r#"{{"model":"groq/llama-3.3-70b-versatile","messages":[{messages}]}}"#);
+    let r = gw
+        .http
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .header("content-type", "application/json")
+        .body(sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    let seen = mock.requests();
+    let upstream = String::from_utf8(seen[0].body.to_vec()).expect("UTF-8");
+    assert_eq!(upstream, format!(r#"{{"model":"llama-3.3-70b-versatile","messages":[{messages}]}}"#));
+}
+
 /// A large prompt goes through the groq component without being parsed and
 /// encoded again: the upstream receives the client's own text (its escapes,
 /// its number spellings) with only the model replaced and the fields Groq

@@ -146,8 +146,20 @@ pub fn render(name: &str, openai_compatible: bool, sdk: &SdkSource, own_workspac
         (PathBuf::from("README.md"), readme(name, openai_compatible)),
     ];
     files.extend(fixtures.iter().map(|(file, text)| (Path::new("fixtures").join(file), fill(text))));
+    if own_workspace {
+        // In the repository, its own `.cargo/config.toml` says the same.
+        files.push((PathBuf::from(".cargo/config.toml"), CARGO_CONFIG.to_owned()));
+    }
     files
 }
+
+/// Cargo's settings for a crate of its own: components built with
+/// WebAssembly SIMD, which the SDK reads request strings with.
+const CARGO_CONFIG: &str = r#"# The SDK reads a request's strings sixteen bytes a step with WebAssembly
+# SIMD; the gateway's engine supports it.
+[target.wasm32-wasip2]
+rustflags = ["-C", "target-feature=+simd128"]
+"#;
 
 fn manifest(name: &str, sdk: &SdkSource, own_workspace: bool) -> String {
     let sdk_dep = match sdk {
@@ -369,6 +381,11 @@ mod tests {
         let text = manifest("acme", &SdkSource::Version("0.1.0".into()), true);
         assert!(text.contains("freellm-sdk = { version = \"0.1.0\" }") && text.contains("[workspace]"), "{text}");
         assert!(text.contains("[profile.wasm]"));
+        let own = render("acme", true, &SdkSource::Version("0.1.0".into()), true);
+        let config = own.iter().find(|(p, _)| p == Path::new(".cargo/config.toml")).map(|(_, t)| t.as_str());
+        assert!(config.is_some_and(|t| t.contains("+simd128")), "a crate of its own builds with SIMD");
+        let member = render("acme", true, &SdkSource::Path("../../sdk".into()), false);
+        assert!(!member.iter().any(|(p, _)| p.starts_with(".cargo")), "the repository's config applies");
     }
 
     #[test]

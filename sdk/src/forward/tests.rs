@@ -206,7 +206,7 @@ fn null_empty_lists_and_moved_fields_are_read_as_the_adapters_need() {
     let mut req = ForwardRequest::parse(body).unwrap();
     let f = &mut req.fields;
     assert!(f.non_null("a").is_none() && f.non_null("absent").is_none());
-    assert_eq!(f.non_null("d").map(RawValue::get), Some("0"));
+    assert_eq!(f.non_null("d").map(RawJson::get), Some("0"));
     assert!(!f.is_set("a") && !f.is_set("b") && !f.is_set("absent"), "null, [ ] and absent ask for nothing");
     assert!(f.is_set("c") && f.is_set("d"));
     f.move_unless_set("from", "to"); // `to` is null: `from` moves to `to`'s place
