@@ -3,7 +3,7 @@
 //! component.
 //!
 //! Follow a request: [`http::server`] (middleware: [`http::guard`] with
-//! [`access`], [`http::cors`]) → [`http::api::chat`] (validate with
+//! [`access`], [`http::cors`]) → [`http::api::chat`] (read the body as [`json`], validate with
 //! [`validate`], plan with [`routing::router`], walk the plan in
 //! [`routing::failover`]: a provider from [`providers`], a key from
 //! [`providers::keys`], the adapter through `freellm_runtime`, the request
@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod fleet;
 pub mod http;
+pub mod json;
 pub mod live;
 pub mod ops;
 pub mod providers;

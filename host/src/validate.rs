@@ -16,7 +16,7 @@
 
 use std::fmt;
 
-use serde_json::{Map, Value};
+use crate::json::{Json, JsonObject};
 
 /// The most problems reported for one body; past it, a last issue at the root
 /// says the list was cut.
@@ -51,7 +51,7 @@ pub struct Issue {
 ///
 /// The issues found, in the order the body's parameters are checked, when
 /// there is at least one.
-pub fn validate_chat_request(body: &Value) -> Result<(), Vec<Issue>> {
+pub fn validate_chat_request(body: &Json<'_>) -> Result<(), Vec<Issue>> {
     let mut checker = Checker::default();
     checker.body(body);
     checker.finish()
@@ -115,24 +115,24 @@ impl fmt::Display for Path<'_> {
 }
 
 /// The JSON type of a value, as named in messages.
-fn kind(value: &Value) -> &'static str {
+fn kind(value: &Json<'_>) -> &'static str {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
+        Json::Null => "null",
+        Json::Bool(_) => "boolean",
+        Json::Number(_) => "number",
+        Json::String(_) => "string",
+        Json::Array(_) => "array",
+        Json::Object(_) => "object",
     }
 }
 
 /// What a message says was found: a number itself, otherwise its type.
-struct Got<'a>(&'a Value);
+struct Got<'a>(&'a Json<'a>);
 
 impl fmt::Display for Got<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Value::Number(n) => write!(f, "{n}"),
+            Json::Number(n) => write!(f, "{n}"),
             other => f.write_str(kind(other)),
         }
     }
@@ -140,22 +140,23 @@ impl fmt::Display for Got<'_> {
 
 /// An integer value, whether it fits `i64` or only `u64`; `None` for a
 /// fraction (including `5.0`) or a non-number.
-fn as_integer(value: &Value) -> Option<i128> {
-    value.as_i64().map(i128::from).or_else(|| value.as_u64().map(i128::from))
+fn as_integer(value: &Json<'_>) -> Option<i128> {
+    let number = value.as_number()?;
+    number.as_i64().map(i128::from).or_else(|| number.as_u64().map(i128::from))
 }
 
 /// The check for a number within `min..=max`.
-fn number(min: f64, max: f64) -> impl Fn(&mut Checker, &Path<'_>, &Value) {
+fn number(min: f64, max: f64) -> impl Fn(&mut Checker, &Path<'_>, &Json<'_>) {
     move |c, path, value| c.number_between(path, value, min, max)
 }
 
 /// The check for an integer within the bounds given.
-fn integer(min: Option<i64>, max: Option<i64>) -> impl Fn(&mut Checker, &Path<'_>, &Value) {
+fn integer(min: Option<i64>, max: Option<i64>) -> impl Fn(&mut Checker, &Path<'_>, &Json<'_>) {
     move |c, path, value| c.integer_between(path, value, min, max)
 }
 
 /// The check for one of the `allowed` strings.
-fn one_of(allowed: &'static [&'static str]) -> impl Fn(&mut Checker, &Path<'_>, &Value) {
+fn one_of(allowed: &'static [&'static str]) -> impl Fn(&mut Checker, &Path<'_>, &Json<'_>) {
     move |c, path, value| {
         c.one_of(path, value, allowed);
     }
@@ -191,13 +192,13 @@ impl Checker {
         }
     }
 
-    fn wrong_type(&mut self, path: &Path<'_>, expected: &str, got: &Value) {
+    fn wrong_type(&mut self, path: &Path<'_>, expected: &str, got: &Json<'_>) {
         self.fail(path, format!("expected {expected}, got {}", kind(got)));
     }
 
     // ---- The body -------------------------------------------------------
 
-    fn body(&mut self, body: &Value) {
+    fn body(&mut self, body: &Json<'_>) {
         let root = Path::Root;
         let Some(obj) = self.object(&root, body) else {
             return;
@@ -231,17 +232,17 @@ impl Checker {
         self.nullable(obj, root, "modalities", |c, p, v| c.array_of(p, v, Self::string));
     }
 
-    fn stream_options(&mut self, path: &Path<'_>, value: &Value) {
+    fn stream_options(&mut self, path: &Path<'_>, value: &Json<'_>) {
         let Some(options) = self.object(path, value) else {
             return;
         };
         self.nullable(options, path, "include_usage", Self::boolean);
     }
 
-    fn stop(&mut self, path: &Path<'_>, value: &Value) {
+    fn stop(&mut self, path: &Path<'_>, value: &Json<'_>) {
         match value {
-            Value::String(_) => {}
-            Value::Array(items) => {
+            Json::String(_) => {}
+            Json::Array(items) => {
                 if items.len() > MAX_STOP_SEQUENCES {
                     let message = format!("expected at most {MAX_STOP_SEQUENCES} stop sequences, got {}", items.len());
                     self.fail(path, message);
@@ -254,7 +255,7 @@ impl Checker {
 
     // ---- Messages -------------------------------------------------------
 
-    fn messages(&mut self, path: &Path<'_>, value: &Value) {
+    fn messages(&mut self, path: &Path<'_>, value: &Json<'_>) {
         let Some(messages) = self.array(path, value) else {
             return;
         };
@@ -267,7 +268,7 @@ impl Checker {
         self.each(path, messages, Self::message);
     }
 
-    fn message(&mut self, path: &Path<'_>, value: &Value) {
+    fn message(&mut self, path: &Path<'_>, value: &Json<'_>) {
         let Some(message) = self.object(path, value) else {
             return;
         };
@@ -285,15 +286,15 @@ impl Checker {
         self.nullable(message, path, "tool_calls", |c, p, v| c.array_of(p, v, Self::tool_call));
     }
 
-    fn content(&mut self, path: &Path<'_>, value: &Value) {
+    fn content(&mut self, path: &Path<'_>, value: &Json<'_>) {
         match value {
-            Value::String(_) => {}
-            Value::Array(parts) => self.each(path, parts, Self::content_part),
+            Json::String(_) => {}
+            Json::Array(parts) => self.each(path, parts, Self::content_part),
             other => self.wrong_type(path, "string or array", other),
         }
     }
 
-    fn content_part(&mut self, path: &Path<'_>, value: &Value) {
+    fn content_part(&mut self, path: &Path<'_>, value: &Json<'_>) {
         let Some(part) = self.object(path, value) else {
             return;
         };
@@ -308,17 +309,17 @@ impl Checker {
         }
     }
 
-    fn image_url(&mut self, path: &Path<'_>, value: &Value) {
+    fn image_url(&mut self, path: &Path<'_>, value: &Json<'_>) {
         match value {
-            Value::String(_) => {}
-            Value::Object(image) => {
+            Json::String(_) => {}
+            Json::Object(image) => {
                 self.required(image, path, "url", Self::string);
             }
             other => self.wrong_type(path, "object or string", other),
         }
     }
 
-    fn tool_call(&mut self, path: &Path<'_>, value: &Value) {
+    fn tool_call(&mut self, path: &Path<'_>, value: &Json<'_>) {
         let Some(call) = self.object(path, value) else {
             return;
         };
@@ -333,7 +334,7 @@ impl Checker {
 
     // ---- Tools and output format ------------------------------------------
 
-    fn tool(&mut self, path: &Path<'_>, value: &Value) {
+    fn tool(&mut self, path: &Path<'_>, value: &Json<'_>) {
         let Some(tool) = self.object(path, value) else {
             return;
         };
@@ -341,18 +342,20 @@ impl Checker {
         self.required(tool, path, "function", Self::function_definition);
     }
 
-    fn function_definition(&mut self, path: &Path<'_>, value: &Value) {
+    fn function_definition(&mut self, path: &Path<'_>, value: &Json<'_>) {
         let Some(function) = self.object(path, value) else {
             return;
         };
         self.required(function, path, "name", Self::function_name);
         self.nullable(function, path, "description", Self::string);
-        self.nullable(function, path, "parameters", Self::object);
+        self.nullable(function, path, "parameters", |c, p, v| {
+            c.object(p, v);
+        });
         self.nullable(function, path, "strict", Self::boolean);
     }
 
     /// A function name must match `^[A-Za-z0-9_-]{1,64}$`.
-    fn function_name(&mut self, path: &Path<'_>, value: &Value) {
+    fn function_name(&mut self, path: &Path<'_>, value: &Json<'_>) {
         let Some(name) = self.string(path, value) else {
             return;
         };
@@ -363,12 +366,12 @@ impl Checker {
         }
     }
 
-    fn tool_choice(&mut self, path: &Path<'_>, value: &Value) {
+    fn tool_choice(&mut self, path: &Path<'_>, value: &Json<'_>) {
         match value {
-            Value::String(_) => {
+            Json::String(_) => {
                 self.one_of(path, value, TOOL_CHOICES);
             }
-            Value::Object(choice) => {
+            Json::Object(choice) => {
                 self.required(choice, path, "type", one_of(TOOL_TYPES));
                 self.required(choice, path, "function", |c, p, v| {
                     let Some(function) = c.object(p, v) else {
@@ -381,7 +384,7 @@ impl Checker {
         }
     }
 
-    fn response_format(&mut self, path: &Path<'_>, value: &Value) {
+    fn response_format(&mut self, path: &Path<'_>, value: &Json<'_>) {
         let Some(format) = self.object(path, value) else {
             return;
         };
@@ -390,7 +393,9 @@ impl Checker {
             self.required(format, path, "json_schema", |c, p, v| {
                 let Some(schema) = c.object(p, v) else { return };
                 c.required(schema, p, "name", Self::string);
-                c.nullable(schema, p, "schema", Self::object);
+                c.nullable(schema, p, "schema", |c, p, v| {
+                    c.object(p, v);
+                });
             });
         }
     }
@@ -400,10 +405,10 @@ impl Checker {
     /// `parent.key` must be present and not null; `check` runs on it.
     fn required<'v, R>(
         &mut self,
-        obj: &'v Map<String, Value>,
+        obj: &'v JsonObject<'_>,
         parent: &Path<'_>,
         key: &str,
-        check: impl FnOnce(&mut Self, &Path<'_>, &'v Value) -> R,
+        check: impl FnOnce(&mut Self, &Path<'_>, &'v Json<'_>) -> R,
     ) -> Option<R> {
         let path = parent.key(key);
         match obj.get(key) {
@@ -418,10 +423,10 @@ impl Checker {
     /// `parent.key` may be absent or null; otherwise `check` runs on it.
     fn nullable<'v, R>(
         &mut self,
-        obj: &'v Map<String, Value>,
+        obj: &'v JsonObject<'_>,
         parent: &Path<'_>,
         key: &str,
-        check: impl FnOnce(&mut Self, &Path<'_>, &'v Value) -> R,
+        check: impl FnOnce(&mut Self, &Path<'_>, &'v Json<'_>) -> R,
     ) -> Option<R> {
         let value = obj.get(key).filter(|value| !value.is_null())?;
         Some(check(self, &parent.key(key), value))
@@ -431,10 +436,10 @@ impl Checker {
     /// is reported as the wrong type.
     fn optional<'v, R>(
         &mut self,
-        obj: &'v Map<String, Value>,
+        obj: &'v JsonObject<'_>,
         parent: &Path<'_>,
         key: &str,
-        check: impl FnOnce(&mut Self, &Path<'_>, &'v Value) -> R,
+        check: impl FnOnce(&mut Self, &Path<'_>, &'v Json<'_>) -> R,
     ) -> Option<R> {
         let value = obj.get(key)?;
         Some(check(self, &parent.key(key), value))
@@ -442,7 +447,7 @@ impl Checker {
 
     // ---- Values ---------------------------------------------------------
 
-    fn string<'v>(&mut self, path: &Path<'_>, value: &'v Value) -> Option<&'v str> {
+    fn string<'v>(&mut self, path: &Path<'_>, value: &'v Json<'_>) -> Option<&'v str> {
         let string = value.as_str();
         if string.is_none() {
             self.wrong_type(path, "string", value);
@@ -450,7 +455,7 @@ impl Checker {
         string
     }
 
-    fn non_empty_string<'v>(&mut self, path: &Path<'_>, value: &'v Value) -> Option<&'v str> {
+    fn non_empty_string<'v>(&mut self, path: &Path<'_>, value: &'v Json<'_>) -> Option<&'v str> {
         let string = self.string(path, value)?;
         if string.is_empty() {
             self.fail(path, "expected a non-empty string");
@@ -459,7 +464,7 @@ impl Checker {
         Some(string)
     }
 
-    fn boolean(&mut self, path: &Path<'_>, value: &Value) -> Option<bool> {
+    fn boolean(&mut self, path: &Path<'_>, value: &Json<'_>) -> Option<bool> {
         let boolean = value.as_bool();
         if boolean.is_none() {
             self.wrong_type(path, "boolean", value);
@@ -467,7 +472,7 @@ impl Checker {
         boolean
     }
 
-    fn object<'v>(&mut self, path: &Path<'_>, value: &'v Value) -> Option<&'v Map<String, Value>> {
+    fn object<'v, 'j>(&mut self, path: &Path<'_>, value: &'v Json<'j>) -> Option<&'v JsonObject<'j>> {
         let object = value.as_object();
         if object.is_none() {
             self.wrong_type(path, "object", value);
@@ -475,8 +480,8 @@ impl Checker {
         object
     }
 
-    fn array<'v>(&mut self, path: &Path<'_>, value: &'v Value) -> Option<&'v [Value]> {
-        let array = value.as_array().map(Vec::as_slice);
+    fn array<'v, 'j>(&mut self, path: &Path<'_>, value: &'v Json<'j>) -> Option<&'v [Json<'j>]> {
+        let array = value.as_array();
         if array.is_none() {
             self.wrong_type(path, "array", value);
         }
@@ -487,8 +492,8 @@ impl Checker {
     fn array_of<'v, R>(
         &mut self,
         path: &Path<'_>,
-        value: &'v Value,
-        check: impl FnMut(&mut Self, &Path<'_>, &'v Value) -> R,
+        value: &'v Json<'_>,
+        check: impl FnMut(&mut Self, &Path<'_>, &'v Json<'_>) -> R,
     ) {
         if let Some(items) = self.array(path, value) {
             self.each(path, items, check);
@@ -499,13 +504,13 @@ impl Checker {
     fn object_of<'v, R>(
         &mut self,
         path: &Path<'_>,
-        value: &'v Value,
-        mut check: impl FnMut(&mut Self, &Path<'_>, &'v Value) -> R,
+        value: &'v Json<'_>,
+        mut check: impl FnMut(&mut Self, &Path<'_>, &'v Json<'_>) -> R,
     ) {
         let Some(object) = self.object(path, value) else {
             return;
         };
-        for (key, item) in object {
+        for (key, item) in object.iter() {
             if self.is_full() {
                 self.truncated = true;
                 return;
@@ -518,8 +523,8 @@ impl Checker {
     fn each<'v, R>(
         &mut self,
         path: &Path<'_>,
-        items: &'v [Value],
-        mut check: impl FnMut(&mut Self, &Path<'_>, &'v Value) -> R,
+        items: &'v [Json<'_>],
+        mut check: impl FnMut(&mut Self, &Path<'_>, &'v Json<'_>) -> R,
     ) {
         for (index, item) in items.iter().enumerate() {
             if self.is_full() {
@@ -530,7 +535,7 @@ impl Checker {
         }
     }
 
-    fn one_of<'v>(&mut self, path: &Path<'_>, value: &'v Value, allowed: &[&str]) -> Option<&'v str> {
+    fn one_of<'v>(&mut self, path: &Path<'_>, value: &'v Json<'_>, allowed: &[&str]) -> Option<&'v str> {
         let string = self.string(path, value)?;
         if allowed.contains(&string) {
             return Some(string);
@@ -543,15 +548,15 @@ impl Checker {
         None
     }
 
-    fn number_between(&mut self, path: &Path<'_>, value: &Value, min: f64, max: f64) {
-        if !value.as_f64().is_some_and(|x| (min..=max).contains(&x)) {
+    fn number_between(&mut self, path: &Path<'_>, value: &Json<'_>, min: f64, max: f64) {
+        if !value.as_number().and_then(serde_json::Number::as_f64).is_some_and(|x| (min..=max).contains(&x)) {
             let message = format!("expected a number between {min} and {max}, got {}", Got(value));
             self.fail(path, message);
         }
     }
 
     /// An integer (no fractional part, not even `.0`) within the bounds given.
-    fn integer_between(&mut self, path: &Path<'_>, value: &Value, min: Option<i64>, max: Option<i64>) {
+    fn integer_between(&mut self, path: &Path<'_>, value: &Json<'_>, min: Option<i64>, max: Option<i64>) {
         let in_range = as_integer(value)
             .is_some_and(|n| min.is_none_or(|min| n >= i128::from(min)) && max.is_none_or(|max| n <= i128::from(max)));
         if in_range {

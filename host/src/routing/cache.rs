@@ -46,6 +46,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::fleet::cache::SharedCache;
+use crate::json::Json;
+use crate::routing::router::Needs;
 use freellm_runtime::types::{FinishReason, Usage};
 
 /// The first line of a shared entry: the format and its version.
@@ -254,26 +256,18 @@ impl ResponseCache {
         self
     }
 
-    /// The key of `tenant`'s request, or `None` when it must not be cached
-    /// (disabled, stream, JSON schema, images). `tenant` counts only with
+    /// The key of `tenant`'s request (with the `needs` read from it), or
+    /// `None` when it must not be cached (disabled, stream, JSON schema,
+    /// images). `tenant` counts only with
     /// [`CacheScope::Tenant`].
-    pub fn key_for(&self, request: &Value, no_training: bool, tenant: &str) -> Option<CacheKey> {
-        if !self.enabled.load(Ordering::Relaxed) || request.get("stream").and_then(Value::as_bool) == Some(true) {
+    pub fn key_for(&self, request: &Json<'_>, needs: &Needs, tenant: &str) -> Option<CacheKey> {
+        if !self.enabled.load(Ordering::Relaxed) || request.get("stream").and_then(Json::as_bool) == Some(true) {
             return None;
         }
-        if request.pointer("/response_format/type").and_then(Value::as_str) == Some("json_schema") {
+        if needs.json_schema || needs.vision {
             return None;
         }
-        let has_images = request.get("messages").and_then(Value::as_array).is_some_and(|msgs| {
-            msgs.iter().any(|m| {
-                m.get("content").and_then(Value::as_array).is_some_and(|parts| {
-                    parts.iter().any(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
-                })
-            })
-        });
-        if has_images {
-            return None;
-        }
+        let no_training = needs.no_training;
         let mut hasher = Sha256::new();
         hasher.update(if no_training { b"posture:no-training\n" as &[u8] } else { b"posture:any\n" });
         if self.config.scope == CacheScope::Tenant {
@@ -285,9 +279,9 @@ impl ResponseCache {
         for field in KEY_FIELDS {
             hasher.update(field.as_bytes());
             hasher.update(b"=");
-            match request.get(*field) {
+            match request.get(field) {
                 // Absent and null are the same request.
-                None | Some(Value::Null) => hasher.update(b"null"),
+                None | Some(Json::Null) => hasher.update(b"null"),
                 // Encoded straight into the hash: no copy of a large prompt.
                 Some(v) => serde_json::to_writer(&mut hasher, v).ok()?,
             }
@@ -536,6 +530,13 @@ mod tests {
 
     const T: &str = "master";
 
+    /// The key of `body` as the gateway reads it (from its text).
+    fn key_of(cache: &ResponseCache, body: &Value, no_training: bool, tenant: &str) -> Option<CacheKey> {
+        let text = body.to_string();
+        let request = Json::parse(&text).unwrap();
+        cache.key_for(&request, &Needs::of(&request, text.len(), no_training), tenant)
+    }
+
     fn answer(body: Value) -> CachedAnswer {
         CachedAnswer {
             body: Bytes::from(body.to_string()),
@@ -554,33 +555,36 @@ mod tests {
     fn keys_cover_the_answer_changing_fields_and_the_posture() {
         let c = ResponseCache::new(CacheConfig::default());
         let base = json!({"model": "free", "messages": [{"role": "user", "content": "hi"}]});
-        let k = c.key_for(&base, false, T).unwrap();
+        let k = key_of(&c, &base, false, T).unwrap();
         let mut with_null = base.clone();
         with_null["temperature"] = Value::Null;
-        assert_eq!(c.key_for(&with_null, false, T).unwrap(), k, "absent == null");
+        assert_eq!(key_of(&c, &with_null, false, T).unwrap(), k, "absent == null");
         let mut user = base.clone();
         user["user"] = json!("someone");
-        assert_eq!(c.key_for(&user, false, T).unwrap(), k, "user is not part of the key");
+        assert_eq!(key_of(&c, &user, false, T).unwrap(), k, "user is not part of the key");
         let mut warmer = base.clone();
         warmer["temperature"] = json!(0.9);
-        assert_ne!(c.key_for(&warmer, false, T).unwrap(), k);
+        assert_ne!(key_of(&c, &warmer, false, T).unwrap(), k);
         let mut other_model = base.clone();
         other_model["model"] = json!("free-fast");
-        assert_ne!(c.key_for(&other_model, false, T).unwrap(), k);
-        assert_ne!(c.key_for(&base, true, T).unwrap(), k, "privacy posture is part of the key");
+        assert_ne!(key_of(&c, &other_model, false, T).unwrap(), k);
+        assert_ne!(key_of(&c, &base, true, T).unwrap(), k, "privacy posture is part of the key");
     }
 
     #[test]
     fn tenants_get_their_own_entries_unless_the_cache_is_shared() {
         let body = json!({"model": "free", "messages": [{"role": "user", "content": "hi"}]});
         let scoped = ResponseCache::new(CacheConfig::default());
-        let a = scoped.key_for(&body, false, "vk:aaaa").unwrap();
-        assert_ne!(a, scoped.key_for(&body, false, "vk:bbbb").unwrap());
-        assert_ne!(a, scoped.key_for(&body, false, "master").unwrap());
-        assert_ne!(scoped.key_for(&body, false, "ab").unwrap(), scoped.key_for(&body, false, "a").unwrap());
-        assert_eq!(a, scoped.key_for(&body, false, "vk:aaaa").unwrap());
+        let a = key_of(&scoped, &body, false, "vk:aaaa").unwrap();
+        assert_ne!(a, key_of(&scoped, &body, false, "vk:bbbb").unwrap());
+        assert_ne!(a, key_of(&scoped, &body, false, "master").unwrap());
+        assert_ne!(key_of(&scoped, &body, false, "ab").unwrap(), key_of(&scoped, &body, false, "a").unwrap());
+        assert_eq!(a, key_of(&scoped, &body, false, "vk:aaaa").unwrap());
         let shared = ResponseCache::new(CacheConfig { scope: CacheScope::Shared, ..CacheConfig::default() });
-        assert_eq!(shared.key_for(&body, false, "vk:aaaa").unwrap(), shared.key_for(&body, false, "vk:bbbb").unwrap());
+        assert_eq!(
+            key_of(&shared, &body, false, "vk:aaaa").unwrap(),
+            key_of(&shared, &body, false, "vk:bbbb").unwrap()
+        );
         assert_eq!("Shared".parse::<CacheScope>(), Ok(CacheScope::Shared));
         assert!("everyone".parse::<CacheScope>().is_err());
     }
@@ -588,15 +592,15 @@ mod tests {
     #[test]
     fn streams_schemas_and_images_are_not_cached() {
         let c = ResponseCache::new(CacheConfig::default());
-        assert!(c.key_for(&json!({"model": "m", "messages": [], "stream": true}), false, T).is_none());
+        assert!(key_of(&c, &json!({"model": "m", "messages": [], "stream": true}), false, T).is_none());
         assert!(
-            c.key_for(&json!({"model": "m", "messages": [], "response_format": {"type": "json_schema"}}), false, T)
+            key_of(&c, &json!({"model": "m", "messages": [], "response_format": {"type": "json_schema"}}), false, T)
                 .is_none()
         );
         let img = json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]});
-        assert!(c.key_for(&img, false, T).is_none());
+        assert!(key_of(&c, &img, false, T).is_none());
         let off = ResponseCache::new(CacheConfig { enabled: false, ..CacheConfig::default() });
-        assert!(off.key_for(&json!({"model": "m", "messages": []}), false, T).is_none());
+        assert!(key_of(&off, &json!({"model": "m", "messages": []}), false, T).is_none());
     }
 
     #[test]
@@ -646,10 +650,10 @@ mod tests {
     fn switching_the_cache_off_drops_its_answers_and_stores_nothing_until_it_is_on_again() {
         let c = ResponseCache::new(CacheConfig::default());
         let request = json!({"model": "m", "messages": []});
-        let key = c.key_for(&request, false, T).unwrap();
+        let key = key_of(&c, &request, false, T).unwrap();
         c.put(key, answer(ok_body("a", "stop")), None);
         c.set_enabled(false);
-        assert!(c.key_for(&request, false, T).is_none() && !c.stats().enabled);
+        assert!(key_of(&c, &request, false, T).is_none() && !c.stats().enabled);
         c.put(key, answer(ok_body("b", "stop")), None);
         c.set_enabled(true);
         assert!(c.get_valid(&key, |_| Some("v1".to_owned())).is_none(), "nothing kept across the off period");

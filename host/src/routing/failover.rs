@@ -46,6 +46,7 @@ use crate::access::admission::LimitGate;
 use crate::access::virtual_keys::Ticket;
 use crate::clock;
 use crate::config::RoutingConfig;
+use crate::json::Json;
 use crate::ops::metrics::UpstreamTime;
 use crate::ops::stats::unix_ms;
 use crate::providers::keys::KeyRing;
@@ -98,8 +99,10 @@ pub struct RouteRequest<'a> {
     pub model: &'a str,
     /// The client's body.
     pub body: Bytes,
-    /// The parsed body (what routing reads of it; a stream adds its usage option to it).
-    pub request: Arc<Value>,
+    /// What the body says of `stream_options` (a stream asks for usage).
+    pub stream_options: StreamOptions,
+    /// `response_format` asks for JSON (`json_object` or `json_schema`).
+    pub wants_json: bool,
     /// `stream: true`.
     pub is_stream: bool,
     /// `X-FreeLLM-Strict`.
@@ -540,14 +543,40 @@ fn with_stream_usage(req: &RouteRequest<'_>, adapter: &Adapter) -> Option<Bytes>
     if !req.is_stream || !adapter.info.capabilities.contains(Capabilities::STREAM_USAGE) {
         return None;
     }
-    match req.request.get("stream_options") {
-        None => with_leading_field(&req.body, br#""stream_options":{"include_usage":true}"#).map(Bytes::from),
-        Some(options) if options.get("include_usage").is_some() => None,
-        Some(_) => {
-            let mut request = (*req.request).clone();
+    match req.stream_options {
+        StreamOptions::Absent => {
+            with_leading_field(&req.body, br#""stream_options":{"include_usage":true}"#).map(Bytes::from)
+        }
+        StreamOptions::UsageSet => None,
+        StreamOptions::Other => {
+            // Rare: the body is read again, as a tree to change.
+            let mut request: Value = serde_json::from_slice(&req.body).ok()?;
             let options = request.as_object_mut()?.get_mut("stream_options")?.as_object_mut()?;
             options.insert("include_usage".into(), Value::Bool(true));
             serde_json::to_vec(&request).ok().map(Bytes::from)
+        }
+    }
+}
+
+/// What a request body says of `stream_options`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamOptions {
+    /// No `stream_options`.
+    Absent,
+    /// `stream_options.include_usage` is there (whatever its value: the
+    /// client's choice stands).
+    UsageSet,
+    /// `stream_options` without `include_usage` (or not an object).
+    Other,
+}
+
+impl StreamOptions {
+    /// Reads a request body's `stream_options`.
+    pub fn of(request: &Json<'_>) -> Self {
+        match request.get("stream_options") {
+            None => Self::Absent,
+            Some(options) if options.get("include_usage").is_some() => Self::UsageSet,
+            Some(_) => Self::Other,
         }
     }
 }
@@ -643,7 +672,7 @@ async fn complete(
     let out = Bytes::from(out);
     let mut response =
         ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out.clone()).into_response();
-    if normalized.finish_reason == Some(FinishReason::Length) && wants_json(&req.request) {
+    if normalized.finish_reason == Some(FinishReason::Length) && req.wants_json {
         response.headers_mut().insert("x-freellm-warning", HeaderValue::from_static("json-possibly-truncated"));
     }
     Ok(AnsweredTarget { response, usage: normalized.usage, finish_reason: normalized.finish_reason, body: Some(out) })
@@ -677,10 +706,6 @@ fn with_leading_field(body: &[u8], field: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// True when the request asked for JSON output (`json_object`/`json_schema`).
-fn wants_json(request: &Value) -> bool {
-    matches!(request.pointer("/response_format/type").and_then(Value::as_str), Some("json_object" | "json_schema"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -722,9 +747,12 @@ mod tests {
     }
 
     #[test]
-    fn json_mode_is_detected() {
-        assert!(wants_json(&json!({"response_format": {"type": "json_object"}})));
-        assert!(!wants_json(&json!({"response_format": {"type": "text"}})));
-        assert!(!wants_json(&json!({})));
+    fn stream_options_are_read_in_three_cases() {
+        let of = |text: &str| StreamOptions::of(&Json::parse(text).unwrap());
+        assert_eq!(of(r#"{"model":"m"}"#), StreamOptions::Absent);
+        assert_eq!(of(r#"{"stream_options":{"include_usage":false}}"#), StreamOptions::UsageSet);
+        assert_eq!(of(r#"{"stream_options":{"include_usage":null}}"#), StreamOptions::UsageSet);
+        assert_eq!(of(r#"{"stream_options":{}}"#), StreamOptions::Other);
+        assert_eq!(of(r#"{"stream_options":null}"#), StreamOptions::Other);
     }
 }

@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::Value;
+use crate::json::Json;
 
 use crate::config::RouteConfig;
 use crate::providers::{ProviderEntry, Registry};
@@ -245,24 +245,28 @@ pub struct Needs {
 
 impl Needs {
     /// Reads the needs of a validated request body.
-    pub fn of(request: &Value, body_len: usize, no_training: bool) -> Self {
-        let format = request.pointer("/response_format/type").and_then(Value::as_str);
-        let vision = request.get("messages").and_then(Value::as_array).is_some_and(|msgs| {
-            msgs.iter().any(|m| {
-                m.get("content").and_then(Value::as_array).is_some_and(|parts| {
-                    parts.iter().any(|p| p.get("type").and_then(Value::as_str) == Some("image_url"))
-                })
-            })
-        });
+    pub fn of(request: &Json<'_>, body_len: usize, no_training: bool) -> Self {
+        let format = request.get("response_format").and_then(|f| f.get("type")).and_then(Json::as_str);
         Self {
-            tools: request.get("tools").and_then(Value::as_array).is_some_and(|t| !t.is_empty()),
+            tools: request.get("tools").and_then(Json::as_array).is_some_and(|t| !t.is_empty()),
             json_schema: format == Some("json_schema"),
             json_mode: format == Some("json_object"),
-            vision,
+            vision: has_images(request),
             estimated_tokens: freellm_limits::quota::estimate_tokens(body_len),
             no_training,
         }
     }
+}
+
+/// Whether a request body's messages hold an `image_url` part.
+fn has_images(request: &Json<'_>) -> bool {
+    request.get("messages").and_then(Json::as_array).is_some_and(|messages| {
+        messages.iter().any(|m| {
+            m.get("content")
+                .and_then(Json::as_array)
+                .is_some_and(|parts| parts.iter().any(|p| p.get("type").and_then(Json::as_str) == Some("image_url")))
+        })
+    })
 }
 
 /// One place a request may be sent.
@@ -690,10 +694,13 @@ mod tests {
             "tools": [{"type": "function", "function": {"name": "f"}}],
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
         });
-        let n = Needs::of(&body, 4000, true);
+        let needs = |body: &serde_json::Value, len, no_training| {
+            Needs::of(&Json::parse(&body.to_string()).unwrap(), len, no_training)
+        };
+        let n = needs(&body, 4000, true);
         assert!(n.tools && n.vision && n.json_schema && !n.json_mode && n.no_training);
         assert!(n.estimated_tokens >= 1000);
-        let plain = Needs::of(&json!({"messages": [{"role": "user", "content": "hi"}], "tools": []}), 10, false);
+        let plain = needs(&json!({"messages": [{"role": "user", "content": "hi"}], "tools": []}), 10, false);
         assert!(!plain.tools && !plain.vision && !plain.json_schema);
     }
 }

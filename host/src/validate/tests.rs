@@ -1,4 +1,4 @@
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 
@@ -20,8 +20,14 @@ fn with_message(message: Value) -> Value {
     with("messages", json!([message]))
 }
 
+/// Validates `body` as the gateway reads it: from its text.
+fn validate(body: &Value) -> Result<(), Vec<Issue>> {
+    let text = body.to_string();
+    validate_chat_request(&Json::parse(&text).expect("JSON"))
+}
+
 fn issues(body: &Value) -> Vec<(String, String)> {
-    match validate_chat_request(body) {
+    match validate(body) {
         Ok(()) => Vec::new(),
         Err(issues) => issues.into_iter().map(|i| (i.path, i.message)).collect(),
     }
@@ -426,7 +432,7 @@ fn multiple_issues_are_reported_together_with_paths() {
 #[test]
 fn issue_list_is_cut_at_the_maximum() {
     let body = with("messages", Value::Array(vec![json!(1); 500]));
-    let Err(found) = validate_chat_request(&body) else { panic!("expected issues") };
+    let Err(found) = validate(&body) else { panic!("expected issues") };
     assert_eq!(found.len(), MAX_ISSUES + 1);
     assert_eq!(found[MAX_ISSUES - 1].path, format!("messages.{}", MAX_ISSUES - 1));
     assert_eq!(found[MAX_ISSUES].path, "");

@@ -13,7 +13,6 @@ use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
-use serde_json::Value;
 
 use axum::response::IntoResponse;
 
@@ -22,11 +21,12 @@ use crate::access::auth::Principal;
 use crate::access::virtual_keys::{Refusal, Ticket, VirtualKey};
 use crate::http::error::ApiError;
 use crate::http::server::RequestId;
+use crate::json::Json;
 use crate::ops::stats::{RequestLogEntry, RequestStatus, unix_ms};
 use crate::providers::ProviderEntry;
 use crate::routing::cache::{self, CachedAnswer};
 use crate::routing::error::RoutingError;
-use crate::routing::failover::{self, Answered, RouteRequest};
+use crate::routing::failover::{self, Answered, RouteRequest, StreamOptions};
 use crate::routing::router::{self, Needs, PlanRequest, Strategy};
 use crate::state::SharedGateway;
 use crate::validate::validate_chat_request;
@@ -61,13 +61,20 @@ async fn serve(
     let (Parts { headers, .. }, body) = request.into_parts();
     check_content_type(&headers)?;
     let bytes = read_limited(body, headers.get(header::CONTENT_LENGTH), gw.config.max_body_bytes).await?;
-    let request = parse_json(&bytes)?;
-    validate_chat_request(&request).map_err(ApiError::invalid)?;
-    let model = request.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let is_stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let strict = header_flag(&headers, "x-freellm-strict");
-    let no_training = privacy_posture(&headers)?;
-    let needs = Needs::of(&request, bytes.len(), no_training);
+    let tenant = principal.as_ref().map_or_else(|| Principal::Open.tenant(), |Extension(p)| p.tenant());
+    // What the request says, read once from the body: its values are
+    // borrowed from `bytes` and gone before `bytes` moves on.
+    let (model, is_stream, no_training, needs, stream_options, cache_key) = {
+        let request = parse_json(&bytes)?;
+        validate_chat_request(&request).map_err(ApiError::invalid)?;
+        let no_training = privacy_posture(&headers)?;
+        let model = request.get("model").and_then(Json::as_str).unwrap_or_default().to_owned();
+        let is_stream = request.get("stream").and_then(Json::as_bool).unwrap_or(false);
+        let needs = Needs::of(&request, bytes.len(), no_training);
+        let cache_key = gw.cache.key_for(&request, &needs, &tenant);
+        (model, is_stream, no_training, needs, StreamOptions::of(&request), cache_key)
+    };
     let started = Instant::now();
 
     // A virtual key reserves its slot before anything else; a failed route
@@ -89,8 +96,6 @@ async fn serve(
 
     // The cache: strict mode skips reads (one real attempt) but still stores.
     // A hit is served only while the adapter versions that answered it serve.
-    let tenant = principal.as_ref().map_or_else(|| Principal::Open.tenant(), |Extension(p)| p.tenant());
-    let cache_key = gw.cache.key_for(&request, no_training, &tenant);
     if !strict
         && let Some(key) = &cache_key
         && let Some(hit) = gw.cache.lookup(key, |provider| registry.get(provider).and_then(|p| live_versions(p))).await
@@ -138,7 +143,8 @@ async fn serve(
         request_id: &request_id.0,
         model: &model,
         body: bytes,
-        request: Arc::new(request),
+        stream_options,
+        wants_json: needs.json_mode || needs.json_schema,
         is_stream,
         strict,
         estimated_tokens: needs.estimated_tokens,
@@ -432,7 +438,7 @@ async fn read_limited(body: Body, content_length: Option<&HeaderValue>, limit: u
     })
 }
 
-fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+fn parse_json(bytes: &[u8]) -> Result<Json<'_>, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::invalid_body("body is empty; expected a JSON object"));
     }
@@ -440,7 +446,7 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::invalid_body(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
     // From the checked text: the parser then does not check each string's
     // UTF-8 again (a second pass over a large prompt).
-    serde_json::from_str(text).map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))
+    Json::parse(text).map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))
 }
 
 #[cfg(test)]
