@@ -19,11 +19,17 @@ use serde_json::Number;
 /// escapes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json<'a> {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
+    /// A number, as `serde_json` reads it.
     Number(Number),
+    /// A string, unescaped.
     String(Cow<'a, str>),
+    /// An array.
     Array(Vec<Json<'a>>),
+    /// An object.
     Object(JsonObject<'a>),
 }
 
@@ -48,6 +54,7 @@ impl<'a> Json<'a> {
         self.as_object()?.get(key)
     }
 
+    /// The string, for a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Json::String(s) => Some(s),
@@ -55,6 +62,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    /// The boolean, for a boolean.
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             Json::Bool(b) => Some(*b),
@@ -62,6 +70,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    /// The items, for an array.
     pub fn as_array(&self) -> Option<&[Json<'a>]> {
         match self {
             Json::Array(items) => Some(items),
@@ -69,6 +78,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    /// The members, for an object.
     pub fn as_object(&self) -> Option<&JsonObject<'a>> {
         match self {
             Json::Object(object) => Some(object),
@@ -76,6 +86,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    /// The number, for a number.
     pub fn as_number(&self) -> Option<&Number> {
         match self {
             Json::Number(n) => Some(n),
@@ -83,6 +94,7 @@ impl<'a> Json<'a> {
         }
     }
 
+    /// Whether this is `null`.
     pub fn is_null(&self) -> bool {
         matches!(self, Json::Null)
     }
@@ -103,10 +115,12 @@ impl<'a> JsonObject<'a> {
         self.members.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
+    /// The number of members.
     pub fn len(&self) -> usize {
         self.members.len()
     }
 
+    /// Whether there is no member.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
