@@ -47,7 +47,7 @@ use sha2::{Digest, Sha256};
 
 use crate::fleet::cache::SharedCache;
 use crate::json::Json;
-use crate::routing::router::Needs;
+use crate::routing::needs::Needs;
 use freellm_runtime::types::{FinishReason, Usage};
 
 /// The first line of a shared entry: the format and its version.

@@ -1,5 +1,6 @@
 //! Where a chat request goes and how it gets an answer.
 //!
+//! - [`needs`]: what a request needs from a provider, read once from its body.
 //! - [`router`]: a route (client-visible model name) to ordered targets, filtered and ordered into a plan.
 //! - [`meta`]: the built-in meta-models, picked from what the adapters declare (tags, default model) in the operator's priority.
 //! - [`pattern`]: glob route names and target placeholders (`{model}`, `{1}`).
@@ -22,6 +23,7 @@ pub mod decide;
 pub mod error;
 pub mod failover;
 pub mod meta;
+pub mod needs;
 pub mod pattern;
 pub mod relay_body;
 pub mod router;

@@ -23,13 +23,12 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::json::Json;
-
 use crate::config::RouteConfig;
 use crate::providers::{ProviderEntry, Registry};
 use crate::routing::decide::Retries;
 use crate::routing::error::RoutingError;
 use crate::routing::meta::{self, META_MODELS, MetaOrder, MetaPick};
+use crate::routing::needs::Needs;
 use crate::routing::pattern::{fill_placeholders, glob_match, is_glob};
 pub use crate::routing::strategy::Strategy;
 use freellm_runtime::types::{Capabilities, ModelInfo, ModelTags, PrivacyPolicy};
@@ -224,49 +223,6 @@ impl<'t> Resolved<'t> {
         };
         Self { route, targets: fill(&route.targets), context_fallbacks: fill(&route.context_fallbacks) }
     }
-}
-
-/// What a request needs from a provider, read once from the body.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Needs {
-    /// The request carries at least one tool.
-    pub tools: bool,
-    /// `response_format.type == "json_schema"`.
-    pub json_schema: bool,
-    /// `response_format.type == "json_object"`.
-    pub json_mode: bool,
-    /// A message has an `image_url` part.
-    pub vision: bool,
-    /// Rough prompt size in tokens.
-    pub estimated_tokens: u32,
-    /// `X-FreeLLM-Privacy: no-training`.
-    pub no_training: bool,
-}
-
-impl Needs {
-    /// Reads the needs of a validated request body.
-    pub fn of(request: &Json<'_>, body_len: usize, no_training: bool) -> Self {
-        let format = request.get("response_format").and_then(|f| f.get("type")).and_then(Json::as_str);
-        Self {
-            tools: request.get("tools").and_then(Json::as_array).is_some_and(|t| !t.is_empty()),
-            json_schema: format == Some("json_schema"),
-            json_mode: format == Some("json_object"),
-            vision: has_images(request),
-            estimated_tokens: freellm_limits::quota::estimate_tokens(body_len),
-            no_training,
-        }
-    }
-}
-
-/// Whether a request body's messages hold an `image_url` part.
-fn has_images(request: &Json<'_>) -> bool {
-    request.get("messages").and_then(Json::as_array).is_some_and(|messages| {
-        messages.iter().any(|m| {
-            m.get("content")
-                .and_then(Json::as_array)
-                .is_some_and(|parts| parts.iter().any(|p| p.get("type").and_then(Json::as_str) == Some("image_url")))
-        })
-    })
 }
 
 /// One place a request may be sent.
@@ -605,7 +561,6 @@ pub fn no_providers_hint(registry: &Registry) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn targets_parse() {
@@ -684,23 +639,5 @@ mod tests {
         assert_eq!(resolved(&table, "free").unwrap().0, "free", "a built-in is an exact name");
         assert!(table.resolve("groq/llama-3.3-70b-versatile").is_none(), "a concrete id is never a glob's");
         assert!(!table.names().any(|n| n.contains('*')), "patterns are not listed as models");
-    }
-
-    #[test]
-    fn needs_are_read_from_the_body() {
-        let body = json!({
-            "model": "free",
-            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:"}}]}],
-            "tools": [{"type": "function", "function": {"name": "f"}}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
-        });
-        let needs = |body: &serde_json::Value, len, no_training| {
-            Needs::of(&Json::parse(&body.to_string()).unwrap(), len, no_training)
-        };
-        let n = needs(&body, 4000, true);
-        assert!(n.tools && n.vision && n.json_schema && !n.json_mode && n.no_training);
-        assert!(n.estimated_tokens >= 1000);
-        let plain = needs(&json!({"messages": [{"role": "user", "content": "hi"}], "tools": []}), 10, false);
-        assert!(!plain.tools && !plain.vision && !plain.json_schema);
     }
 }

@@ -27,7 +27,8 @@ use crate::providers::ProviderEntry;
 use crate::routing::cache::{self, CachedAnswer};
 use crate::routing::error::RoutingError;
 use crate::routing::failover::{self, Answered, RouteRequest, StreamOptions};
-use crate::routing::router::{self, Needs, PlanRequest, Strategy};
+use crate::routing::needs::Needs;
+use crate::routing::router::{self, PlanRequest, Strategy};
 use crate::state::SharedGateway;
 use crate::validate::validate_chat_request;
 
