@@ -703,6 +703,27 @@ impl ChunkRewriter for Unchanged {
     }
 }
 
+/// A [`ChunkRewriter`] that takes every chunk down `R`'s full path (a map
+/// through [`ChunkRewriter::error`] and [`ChunkRewriter::rewrite`]),
+/// whatever `R::rewrites` says: for tests that check an adapter's
+/// `rewrites` against the full path, chunk by chunk.
+#[derive(Debug, Default, Clone)]
+pub struct EveryChunk<R>(pub R);
+
+impl<R: ChunkRewriter> ChunkRewriter for EveryChunk<R> {
+    fn error(&self, chunk: &Map<String, Value>) -> Option<Failure> {
+        self.0.error(chunk)
+    }
+
+    fn rewrite(&mut self, chunk: &mut Map<String, Value>, out: &mut StreamOutput) -> bool {
+        self.0.rewrite(chunk, out)
+    }
+
+    fn malformed(&mut self, data: &str) -> Option<Failure> {
+        self.0.malformed(data)
+    }
+}
+
 /// The stream normalizer of an OpenAI-compatible provider: chunks forwarded
 /// unchanged (see [`RewritingStream`]).
 pub type PassthroughStream = RewritingStream<Unchanged>;
@@ -731,16 +752,6 @@ mod tests {
 
     fn event(data: &str) -> StreamEvent {
         StreamEvent { event: None, data: data.to_owned() }
-    }
-
-    /// Reads every chunk as a map: the path every chunk took before
-    /// [`ChunkRewriter::rewrites`].
-    struct EveryChunkAsAMap;
-
-    impl ChunkRewriter for EveryChunkAsAMap {
-        fn rewrite(&mut self, _chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
-            false
-        }
     }
 
     #[test]
@@ -781,7 +792,7 @@ mod tests {
             if peek {
                 RewritingStream::new(Unchanged).push(events)
             } else {
-                RewritingStream::new(EveryChunkAsAMap).push(events)
+                RewritingStream::new(EveryChunk(Unchanged)).push(events)
             }
         };
         for chunk in chunks {

@@ -147,6 +147,14 @@ impl ChunkRewriter for ToolCallNumbering {
     fn malformed(&mut self, data: &str) -> Option<Failure> {
         array_error(data)
     }
+
+    /// Only chunks that may hold tool calls (a `\u` escape could spell the
+    /// name too) are read as maps; the others are forwarded after a
+    /// borrowed read, and the numbering only changes on tool calls. An
+    /// error array is not an object, so it always takes the full path.
+    fn rewrites(&self, data: &str) -> bool {
+        data.contains("tool_calls") || data.contains("\\u")
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +165,30 @@ mod tests {
 
     fn event(data: &str) -> StreamEvent {
         StreamEvent { event: None, data: data.to_owned() }
+    }
+
+    #[test]
+    fn chunks_left_to_the_borrowed_read_come_out_as_from_the_full_path() {
+        use freellm_sdk::RewritingStream;
+        use freellm_sdk::openai_compat::EveryChunk;
+        let chunks = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"id":"a","type":"function","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":"{\"x\":1}"}}]}}]}"#,
+            r#"{"id":"c","choices":[{"index":1,"delta":{"tool\u005fcalls":[{"id":"b","function":{"name":"g"}}]}}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+            r#"[{"error":{"code":429,"message":"Resource exhausted","status":"RESOURCE_EXHAUSTED"}}]"#,
+            r#"{"error":{"message":"quota"}}"#,
+            "not json",
+            "[DONE]",
+        ];
+        let events = |from: usize| chunks[from..].iter().map(|c| event(c)).collect::<Vec<_>>();
+        for (from, first) in chunks.iter().enumerate() {
+            let peeked = RewritingStream::new(ToolCallNumbering::default()).push(events(from));
+            let full = RewritingStream::new(EveryChunk(ToolCallNumbering::default())).push(events(from));
+            assert_eq!(peeked, full, "from {first}");
+        }
+        assert!(!ToolCallNumbering::default().rewrites(chunks[0]));
     }
 
     fn calls_chunk(calls: Value) -> String {

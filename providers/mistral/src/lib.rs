@@ -481,6 +481,16 @@ impl ChunkRewriter for MistralChunks {
     fn rewrite(&mut self, chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
         repair_choices(chunk, "delta")
     }
+
+    /// Chunks read as maps: those that may hold what is repaired (a
+    /// `model_length` finish, tool calls) or an error (an `"error"` string
+    /// or member, or no `choices`), and any with a `\u` escape, which could
+    /// spell one of these. The others are forwarded after a borrowed read.
+    fn rewrites(&self, data: &str) -> bool {
+        data.contains("\\u")
+            || !data.contains("\"choices\"")
+            || ["model_length", "tool_calls", "\"error\""].iter().any(|word| data.contains(word))
+    }
 }
 
 freellm_sdk::export_adapter!(Mistral);

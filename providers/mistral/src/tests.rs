@@ -431,3 +431,34 @@ fn fixtures_pass_natively() {
 fn passes_conformance() {
     freellm_sdk::fixtures::assert_conformance::<Mistral>(&[]);
 }
+
+#[test]
+fn chunks_left_to_the_borrowed_read_come_out_as_from_the_full_path() {
+    use freellm_sdk::openai_compat::EveryChunk;
+    let chunks = [
+        r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+        r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"model_length"}]}"#,
+        r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"model\u005flength"}]}"#,
+        r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"id":"abc123def","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+        r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        r#"{"id":"c","object":"chat.completion.chunk"}"#,
+        r#"{"object":"error","message":"Service tier capacity exceeded","type":"service_tier_capacity_exceeded","code":"3505"}"#,
+        r#"{"object" : "error","message":"spaced"}"#,
+        r#"{"error":{"message":"rate limited","code":"429"}}"#,
+        r#"{"ch\u006fices":[],"object":"error","message":"escaped"}"#,
+        r#"{"choices":[],"object":"error"}"#,
+        "not json",
+        "[DONE]",
+    ];
+    let events = |from: usize| chunks[from..].iter().map(|c| event(c)).collect::<Vec<_>>();
+    for (from, first) in chunks.iter().enumerate() {
+        let peeked = MistralStream::default().push(events(from));
+        let full = RewritingStream::new(EveryChunk(MistralChunks)).push(events(from));
+        assert_eq!(peeked, full, "from {first}");
+    }
+    for single in chunks {
+        let peeked = MistralStream::default().push(vec![event(single)]);
+        assert_eq!(peeked, RewritingStream::new(EveryChunk(MistralChunks)).push(vec![event(single)]), "{single}");
+    }
+    assert!(!MistralChunks.rewrites(chunks[0]) && MistralChunks.rewrites(chunks[6]));
+}

@@ -236,6 +236,13 @@ impl ChunkRewriter for ToolCallRepair {
     fn rewrite(&mut self, chunk: &mut Map<String, Value>, _out: &mut StreamOutput) -> bool {
         self.repair(chunk)
     }
+
+    /// Only chunks that may hold tool calls (a `\u` escape could spell the
+    /// name too) are read as maps; the others are forwarded after a
+    /// borrowed read, and the repair state only changes on tool calls.
+    fn rewrites(&self, data: &str) -> bool {
+        data.contains("tool_calls") || data.contains("\\u")
+    }
 }
 
 freellm_sdk::export_adapter!(Ollama);
@@ -256,6 +263,31 @@ mod tests {
 
     fn chunk_with(calls: Value) -> Value {
         json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"tool_calls": calls}, "finish_reason": null}]})
+    }
+
+    #[test]
+    fn chunks_left_to_the_borrowed_read_come_out_as_from_the_full_path() {
+        use freellm_sdk::openai_compat::EveryChunk;
+        let chunks = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"id":"a","function":{"name":"f"},"arguments":{"x":1}}]}}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool_calls":[{"function":{"arguments":"{}"}}]}}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"tool\u005fcalls":[{"id":"b","name":"g"}]}}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"tool_calls are words too"}}]}"#,
+            r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"id":"c","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+            r#"{"error":{"message":"model not found"}}"#,
+            "not json",
+            "[DONE]",
+        ];
+        let events =
+            |from: usize| chunks[from..].iter().map(|c| StreamEvent { event: None, data: (*c).into() }).collect();
+        for (from, first) in chunks.iter().enumerate() {
+            let peeked = ToolCallStream::default().push(events(from));
+            let full = RewritingStream::new(EveryChunk(ToolCallRepair::default())).push(events(from));
+            assert_eq!(peeked, full, "from {first}");
+        }
+        assert!(!ToolCallRepair::default().rewrites(chunks[0]) && ToolCallRepair::default().rewrites(chunks[3]));
     }
 
     fn calls_of(chunk: &[u8]) -> Value {
