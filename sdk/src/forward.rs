@@ -7,7 +7,7 @@
 //! A large prompt is almost all message content. Parsing it into a
 //! [`serde_json::Value`] tree and encoding it again costs several passes over
 //! every byte and an allocation per string; here the content is scanned once
-//! ([`scan`]: where each value ends, and that it is JSON) and copied once.
+//! (the private `scan` module: where each value ends, and that it is JSON) and copied once.
 //!
 //! Objects keep JSON's usual reading of a repeated key (the last value wins,
 //! at the first key's place), so what is forwarded is what the gateway
