@@ -12,6 +12,11 @@
 //! publishes and persists what happened. [`state`] holds the gateway's
 //! state in tiers; `docs/architecture.md` has the map.
 
+// The host's docs are for the people working on it: module docs name the
+// private functions a request goes through (read them with
+// `cargo doc --document-private-items`).
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod access;
 pub mod clock;
 pub mod config;

@@ -10,6 +10,10 @@
 //! - [`stream`]: a stream's session: its normalizer's calls on a stream host.
 //! - [`check`]: `freellm plugin check`, conformance and fixtures against a component.
 
+// Module docs name private items (how the stream hosts choose and end) for
+// the people working on the runtime: `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod adapter;
 pub mod bindings;
 pub mod check;

@@ -19,7 +19,7 @@ use crate::fleet::Fleet;
 /// level only.
 pub const MAX_SHARED_ENTRY_BYTES: usize = 512 << 10;
 
-/// Reads an entry and its time left. KEYS[1]: the entry. Returns
+/// Reads an entry and its time left. `KEYS[1]`: the entry. Returns
 /// `{value, pttl}` or nothing.
 static GET: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -29,7 +29,7 @@ return {v, redis.call('PTTL', KEYS[1])}",
     )
 });
 
-/// Stores an entry. KEYS[1]: the entry; ARGV: the bytes, ms to keep.
+/// Stores an entry. `KEYS[1]`: the entry; ARGV: the bytes, ms to keep.
 static SET: LazyLock<Script> =
     LazyLock::new(|| Script::new(r"return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])"));
 

@@ -15,7 +15,7 @@
 //! caller applies `on_redis_error`. Adjustments (settle, release) never
 //! make a request wait: they are summed per window and bucket and written
 //! together shortly after ([`settlements`](super::settlements)), and one that cannot be
-//! written is kept as a delta ([`deltas`]) and merged when Redis is back.
+//! written is kept as a delta ([`deltas`](super::deltas)) and merged when Redis is back.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -51,7 +51,7 @@ const LINK_CHECK: Duration = Duration::from_millis(100);
 const SCAN_PAGE: u32 = 500;
 
 /// Sets (keeping a longer one) or deletes the item, then publishes.
-/// KEYS[1]: the item; ARGV: message, ms to keep (0: delete), channel.
+/// `KEYS[1]`: the item; ARGV: message, ms to keep (0: delete), channel.
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"local ms = tonumber(ARGV[2])
@@ -83,7 +83,7 @@ return out",
 });
 
 /// Claims the probe: -1 when this instance holds it now, else the claim's
-/// time left in ms. KEYS[1]: the claim; ARGV: instance id, ms.
+/// time left in ms. `KEYS[1]`: the claim; ARGV: instance id, ms.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
@@ -91,7 +91,7 @@ return redis.call('PTTL', KEYS[1])",
     )
 });
 
-/// Drops the claim if this instance holds it. KEYS[1]: the claim; ARGV: instance id.
+/// Drops the claim if this instance holds it. `KEYS[1]`: the claim; ARGV: instance id.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
 });

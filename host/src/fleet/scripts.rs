@@ -93,7 +93,7 @@ fn windowed(body: &str) -> Script {
     Script::new(&format!("{NOW_LIB}{WINDOW_LIB}\n{body}"))
 }
 
-/// A virtual key's rolling 24 h (1440 one-minute buckets). KEYS[1]: its
+/// A virtual key's rolling 24 h (1440 one-minute buckets). `KEYS[1]`: its
 /// window. ARGV: request cap, token cap (-1: none). Admits while requests
 /// (finished and in flight) are under the request cap and tokens under the
 /// token cap, counting the request in the current bucket.
@@ -112,7 +112,7 @@ return {1, win.R, win.T, win.b, 0}
     )
 });
 
-/// Adjusts a virtual key's window. KEYS[1]: its window. ARGV: bucket (-1:
+/// Adjusts a virtual key's window. `KEYS[1]`: its window. ARGV: bucket (-1:
 /// the current one), requests, tokens (signed). Returns `{requests, tokens}`.
 pub static VIRTUAL_KEY_ADJUST: LazyLock<Script> = LazyLock::new(|| {
     windowed(
@@ -126,7 +126,7 @@ return {win.R, win.T}
     )
 });
 
-/// A window's totals now. KEYS[1]: the window. ARGV: bucket width (ms),
+/// A window's totals now. `KEYS[1]`: the window. ARGV: bucket width (ms),
 /// buckets. Returns `{requests, tokens}`.
 pub static WINDOW_USAGE: LazyLock<Script> = LazyLock::new(|| {
     windowed(
@@ -228,7 +228,7 @@ fn sliding(body: &str) -> Script {
 }
 
 /// An identifier's (or client IP's) sliding window, a sorted set of
-/// request times. KEYS[1]: the set. ARGV: max, window ms, a member unique
+/// request times. `KEYS[1]`: the set. ARGV: max, window ms, a member unique
 /// to this request, requests to add without a decision (the merge of
 /// counts made while degraded; 0 for a decision).
 /// Returns `{admitted, remaining, reset ms}` as the local limiter does.

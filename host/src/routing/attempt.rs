@@ -139,7 +139,7 @@ impl FleetReservation {
 
 /// A failed attempt, classified.
 pub(crate) struct Failed {
-    /// What went wrong, for [`decide`].
+    /// What went wrong, for [`decide`](crate::routing::decide::decide).
     pub failure: AttemptFailure,
     /// What the client learns if routing ends here.
     pub error: RoutingError,

@@ -22,7 +22,7 @@
 //!    `Retry-After`, next key, next target, context fallbacks, stop), what
 //!    it means for the breaker and for the key. Its module documentation
 //!    holds the table.
-//! 6. **report**: [`report_sent`], [`report_failure`] and [`report_answer`]
+//! 6. **report**: [`report_sent`](crate::routing::attempt::report_sent), [`report_failure`] and [`report_answer`]
 //!    are the one place that feeds the provider's stats, the key's
 //!    cooldowns, `/metrics` and the event feed; the [`AttemptVerdict`]
 //!    feeds the breaker (at once, or when a committed stream ends, where
