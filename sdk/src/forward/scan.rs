@@ -94,44 +94,40 @@ impl<'a> Scanner<'a> {
         &mut self,
         mut field: impl FnMut(&mut Self, Cow<'a, str>) -> Result<(), JsonError>,
     ) -> Result<(), JsonError> {
-        self.eat(b'{', "expected an object")?;
-        self.enter()?;
-        if self.peek() == Some(b'}') {
-            self.pos += 1;
-        } else {
-            loop {
-                let key = self.key()?;
-                field(self, key)?;
-                match self.peek() {
-                    Some(b',') => self.pos += 1,
-                    Some(b'}') => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return Err(self.error("expected `,` or `}`")),
-                }
-            }
-        }
-        self.depth -= 1;
-        Ok(())
+        let expected = ("expected an object", "expected `,` or `}`");
+        self.container((b'{', b'}'), expected, |scanner| {
+            let key = scanner.key()?;
+            field(scanner, key)
+        })
     }
 
     /// Reads an array; `item` is called for each item and must read it.
-    pub(crate) fn array(&mut self, mut item: impl FnMut(&mut Self) -> Result<(), JsonError>) -> Result<(), JsonError> {
-        self.eat(b'[', "expected an array")?;
+    pub(crate) fn array(&mut self, item: impl FnMut(&mut Self) -> Result<(), JsonError>) -> Result<(), JsonError> {
+        self.container((b'[', b']'), ("expected an array", "expected `,` or `]`"), item)
+    }
+
+    /// Reads an object or an array between its `open` and `close` bytes:
+    /// `member` reads each member, the members separated by commas.
+    fn container(
+        &mut self,
+        (open, close): (u8, u8),
+        (expected, expected_next): (&'static str, &'static str),
+        mut member: impl FnMut(&mut Self) -> Result<(), JsonError>,
+    ) -> Result<(), JsonError> {
+        self.eat(open, expected)?;
         self.enter()?;
-        if self.peek() == Some(b']') {
+        if self.peek() == Some(close) {
             self.pos += 1;
         } else {
             loop {
-                item(self)?;
+                member(self)?;
                 match self.peek() {
                     Some(b',') => self.pos += 1,
-                    Some(b']') => {
+                    Some(byte) if byte == close => {
                         self.pos += 1;
                         break;
                     }
-                    _ => return Err(self.error("expected `,` or `]`")),
+                    _ => return Err(self.error(expected_next)),
                 }
             }
         }
