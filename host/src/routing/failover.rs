@@ -56,6 +56,7 @@ use crate::routing::attempt::{
 };
 use crate::routing::decide::{Action, AttemptFailure, Blame, Context, Decision, KeyEffect, Retries, decide};
 use crate::routing::error::{Advice, RoutingError};
+use crate::routing::needs::Needs;
 use crate::routing::router::{Candidate, Plan, PlanKind, RouteTable};
 use crate::routing::stream::{self, StreamStart};
 use crate::routing::upstream::{UpstreamResponse, response_head};
@@ -101,14 +102,13 @@ pub struct RouteRequest<'a> {
     pub body: Bytes,
     /// What the body says of `stream_options` (a stream asks for usage).
     pub stream_options: StreamOptions,
-    /// `response_format` asks for JSON (`json_object` or `json_schema`).
-    pub wants_json: bool,
+    /// What the request needs (its rough size in tokens, whether it asks
+    /// for JSON), read with the body.
+    pub needs: Needs,
     /// `stream: true`.
     pub is_stream: bool,
     /// `X-FreeLLM-Strict`.
     pub strict: bool,
-    /// Rough prompt tokens, for key windows.
-    pub estimated_tokens: u32,
     /// The registry snapshot the plan was made from.
     pub registry: Arc<Registry>,
     /// The route table.
@@ -347,7 +347,7 @@ async fn attempt_target(req: &RouteRequest<'_>, target: &TargetRoute<'_>, memory
             break TargetOutcome::Next;
         }
         let acquired =
-            acquire_key(&call, &candidate.upstream_model, &tried_keys, clock::now(), req.estimated_tokens).await;
+            acquire_key(&call, &candidate.upstream_model, &tried_keys, clock::now(), req.needs.estimated_tokens).await;
         let mut key = match acquired {
             Ok(key) => key,
             // Keys cooling down or with full windows: a rate limit, with an
@@ -672,7 +672,7 @@ async fn complete(
     let out = Bytes::from(out);
     let mut response =
         ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out.clone()).into_response();
-    if normalized.finish_reason == Some(FinishReason::Length) && req.wants_json {
+    if normalized.finish_reason == Some(FinishReason::Length) && req.needs.wants_json() {
         response.headers_mut().insert("x-freellm-warning", HeaderValue::from_static("json-possibly-truncated"));
     }
     Ok(AnsweredTarget { response, usage: normalized.usage, finish_reason: normalized.finish_reason, body: Some(out) })
@@ -705,7 +705,6 @@ fn with_leading_field(body: &[u8], field: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// True when the request asked for JSON output (`json_object`/`json_schema`).
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,11 @@ impl Needs {
             no_training,
         }
     }
+
+    /// `response_format` asks for JSON (`json_object` or `json_schema`).
+    pub fn wants_json(&self) -> bool {
+        self.json_mode || self.json_schema
+    }
 }
 
 /// Whether a request body's messages hold an `image_url` part.
@@ -69,5 +74,8 @@ mod tests {
         assert!(n.estimated_tokens >= 1000);
         let plain = needs(&json!({"messages": [{"role": "user", "content": "hi"}], "tools": []}), 10, false);
         assert!(!plain.tools && !plain.vision && !plain.json_schema);
+        assert!(n.wants_json() && !plain.wants_json());
+        let format = |kind: &str| needs(&json!({"response_format": {"type": kind}}), 10, false).wants_json();
+        assert!(format("json_object") && format("json_schema") && !format("text"));
     }
 }
