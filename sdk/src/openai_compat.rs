@@ -689,6 +689,13 @@ impl<'a> ChunkPeek<'a> {
     }
 }
 
+/// Whether a chunk's text may name one of `words` (a key or a value): it
+/// holds one of them, or a `\u` escape, which could spell any of them. For
+/// [`ChunkRewriter::rewrites`]: `may_name(data, &["tool_calls"])`.
+pub fn may_name(data: &str, words: &[&str]) -> bool {
+    data.contains("\\u") || words.iter().any(|word| data.contains(word))
+}
+
 /// The [`ChunkRewriter`] that changes nothing.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Unchanged;
@@ -752,6 +759,15 @@ mod tests {
 
     fn event(data: &str) -> StreamEvent {
         StreamEvent { event: None, data: data.to_owned() }
+    }
+
+    #[test]
+    fn a_word_may_be_named_outright_or_through_an_escape() {
+        assert!(may_name(r#"{"x_groq":{}}"#, &["x_groq"]));
+        assert!(may_name(r#"{"x\u005fgroq":{}}"#, &["x_groq"]), "an escape could spell it");
+        assert!(may_name(r#"{"a":1,"tool_calls":[]}"#, &["x_groq", "tool_calls"]));
+        assert!(!may_name(r#"{"choices":[{"delta":{"content":"hi"}}]}"#, &["x_groq", "tool_calls"]));
+        assert!(!may_name("{}", &[]));
     }
 
     #[test]

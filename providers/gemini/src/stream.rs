@@ -7,7 +7,7 @@
 //! call cannot be identified by its function name: [`ToolCallIndexer`]
 //! numbers calls by the order they start in.
 
-use freellm_sdk::openai_compat::stream_error;
+use freellm_sdk::openai_compat::{may_name, stream_error};
 use freellm_sdk::{ChunkRewriter, Failure, RewritingStream, StreamOutput};
 use serde_json::{Map, Value};
 
@@ -153,7 +153,7 @@ impl ChunkRewriter for ToolCallNumbering {
     /// borrowed read, and the numbering only changes on tool calls. An
     /// error array is not an object, so it always takes the full path.
     fn rewrites(&self, data: &str) -> bool {
-        data.contains("tool_calls") || data.contains("\\u")
+        may_name(data, &["tool_calls"])
     }
 }
 

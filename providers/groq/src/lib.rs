@@ -155,7 +155,7 @@ impl ChunkRewriter for GroqUsage {
     /// Only chunks that may carry `x_groq` (a `\u` escape could spell the
     /// name too) are read as maps.
     fn rewrites(&self, data: &str) -> bool {
-        data.contains("x_groq") || data.contains("\\u")
+        openai_compat::may_name(data, &["x_groq"])
     }
 }
 

@@ -487,9 +487,7 @@ impl ChunkRewriter for MistralChunks {
     /// or member, or no `choices`), and any with a `\u` escape, which could
     /// spell one of these. The others are forwarded after a borrowed read.
     fn rewrites(&self, data: &str) -> bool {
-        data.contains("\\u")
-            || !data.contains("\"choices\"")
-            || ["model_length", "tool_calls", "\"error\""].iter().any(|word| data.contains(word))
+        !data.contains("\"choices\"") || openai_compat::may_name(data, &["model_length", "tool_calls", "\"error\""])
     }
 }
 

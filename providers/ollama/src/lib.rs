@@ -241,7 +241,7 @@ impl ChunkRewriter for ToolCallRepair {
     /// name too) are read as maps; the others are forwarded after a
     /// borrowed read, and the repair state only changes on tool calls.
     fn rewrites(&self, data: &str) -> bool {
-        data.contains("tool_calls") || data.contains("\\u")
+        openai_compat::may_name(data, &["tool_calls"])
     }
 }
 
