@@ -15,6 +15,8 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Number;
 
+mod read;
+
 /// A JSON value; strings and keys borrowed from the text when they held no
 /// escapes.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,20 @@ pub enum Json<'a> {
     Object(JsonObject<'a>),
 }
 
+/// Why a body could not be read as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Not UTF-8: valid up to this byte.
+    #[error("not valid UTF-8 (at byte {valid_up_to})")]
+    NotUtf8 {
+        /// The length of the valid prefix.
+        valid_up_to: usize,
+    },
+    /// Not one JSON value.
+    #[error("{0}")]
+    Malformed(serde_json::Error),
+}
+
 /// A JSON object's members in the text's order, each key once.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JsonObject<'a> {
@@ -40,13 +56,32 @@ pub struct JsonObject<'a> {
 }
 
 impl<'a> Json<'a> {
+    /// Reads a whole body as one value: fast ([`read`]) when it can, and
+    /// otherwise by checking the body's UTF-8, then `serde_json`.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::NotUtf8`] for a body that is not UTF-8, else
+    /// `serde_json`'s error for one that is not one JSON value.
+    pub fn read(bytes: &'a [u8]) -> Result<Self, ReadError> {
+        if let Some(value) = read::read(bytes) {
+            return Ok(value);
+        }
+        // Declined: checked and read the slow way, which says what is wrong.
+        let text = std::str::from_utf8(bytes).map_err(|e| ReadError::NotUtf8 { valid_up_to: e.valid_up_to() })?;
+        serde_json::from_str(text).map_err(ReadError::Malformed)
+    }
+
     /// Reads a whole text as one value.
     ///
     /// # Errors
     ///
     /// `serde_json`'s, for a text that is not one JSON value.
     pub fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(text)
+        match read::read(text.as_bytes()) {
+            Some(value) => Ok(value),
+            None => serde_json::from_str(text),
+        }
     }
 
     /// The member `key` of an object (`None` for another value).

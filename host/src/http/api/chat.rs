@@ -21,7 +21,7 @@ use crate::access::auth::Principal;
 use crate::access::virtual_keys::{Refusal, Ticket, VirtualKey};
 use crate::http::error::ApiError;
 use crate::http::server::RequestId;
-use crate::json::Json;
+use crate::json::{Json, ReadError};
 use crate::ops::stats::{RequestLogEntry, RequestStatus, unix_ms};
 use crate::providers::ProviderEntry;
 use crate::routing::cache::{self, CachedAnswer};
@@ -442,11 +442,12 @@ fn parse_json(bytes: &[u8]) -> Result<Json<'_>, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::invalid_body("body is empty; expected a JSON object"));
     }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| ApiError::invalid_body(format!("body is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
-    // From the checked text: the parser then does not check each string's
-    // UTF-8 again (a second pass over a large prompt).
-    Json::parse(text).map_err(|e| ApiError::invalid_body(format!("malformed JSON: {e}")))
+    Json::read(bytes).map_err(|e| match e {
+        ReadError::NotUtf8 { valid_up_to } => {
+            ApiError::invalid_body(format!("body is not valid UTF-8 (at byte {valid_up_to})"))
+        }
+        ReadError::Malformed(e) => ApiError::invalid_body(format!("malformed JSON: {e}")),
+    })
 }
 
 #[cfg(test)]
