@@ -104,6 +104,14 @@ cpu_ticks() {
     sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
 }
 
+# Proportional set size of process $1, in KiB: its resident pages, each
+# page shared with other mappings or processes counted in proportion (the
+# memory images of adapter instances map the same pages once per instance,
+# and VmRSS counts them every time).
+pss_kib() {
+    awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"
+}
+
 # Waits for a server that prints `listening on ...` to its log $2 (pid $1).
 wait_listening() {
     local pid=$1 logfile=$2

@@ -7,7 +7,10 @@
 #      minus its CPU per 3-chunk stream (same run), over the 497 chunks, and
 #      the bare proxy's (the floor's) is measured the same way.
 #   2. Many slow streams held at once (60 chunks, one every 500 ms): the
-#      gateway's RSS per held stream, and whether other clients stall
+#      gateway's RSS per held stream (and its PSS, which counts a page
+#      shared between mappings once: the adapter instances' memory images
+#      map the same pages again for each instance, which RSS counts each
+#      time), and whether other clients stall
 #      (one-connection small requests before and while the streams are held).
 #      10,000 by default (the gateway's default `max_streams`; up to 32
 #      streams share one adapter instance).
@@ -145,6 +148,7 @@ log "other clients before: 1 connection of small requests, ${DURATION_S} s"
 small others-before
 sleep 1
 IDLE_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$GATEWAY_PID/status")
+IDLE_PSS=$(pss_kib "$GATEWAY_PID")
 # hold_streams URL NAME: opens $HELD slow streams in the background
 # ($HOLD_PID) and waits until all are open ($WORK/NAME exists) or the load
 # gave up; its report goes to $WORK/NAME.json.
@@ -164,12 +168,13 @@ log "holding $HELD slow streams (60 chunks, one every 500 ms) through the gatewa
 hold_streams "$GATEWAY_URL" held
 if [[ -f $WORK/held ]]; then
     HELD_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$GATEWAY_PID/status")
+    HELD_PSS=$(pss_kib "$GATEWAY_PID")
     log "all $HELD open after $(cat "$WORK/held") s; RSS $IDLE_KIB -> $HELD_KIB KiB; other clients while held, ${DURATION_S} s"
     small others-held
     HELD_KIB_AFTER=$(awk '/^VmRSS:/ {print $2}' "/proc/$GATEWAY_PID/status")
 else
     log "the $HELD streams did not all open (see held.json)"
-    HELD_KIB=0 HELD_KIB_AFTER=0
+    HELD_KIB=0 HELD_KIB_AFTER=0 HELD_PSS=0
     echo '{"statusCodeDistribution":{},"errorDistribution":{},"latencyPercentiles":{"p50":0,"p99":0},"summary":{"requestsPerSec":0}}' >"$WORK/others-held.json"
 fi
 wait "$HOLD_PID" || true
@@ -181,10 +186,14 @@ stop_pid "$GATEWAY_PID"
 start_bare "$MOCK_PORT_slow"
 sleep 1
 BARE_IDLE_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$BARE_PID/status")
+BARE_IDLE_PSS=$(pss_kib "$BARE_PID")
 log "holding $HELD slow streams through the bare proxy"
 hold_streams "$BARE_URL" held-bare
-BARE_HELD_KIB=0
-[[ -f $WORK/held-bare ]] && BARE_HELD_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$BARE_PID/status")
+BARE_HELD_KIB=0 BARE_HELD_PSS=0
+if [[ -f $WORK/held-bare ]]; then
+    BARE_HELD_KIB=$(awk '/^VmRSS:/ {print $2}' "/proc/$BARE_PID/status")
+    BARE_HELD_PSS=$(pss_kib "$BARE_PID")
+fi
 wait "$HOLD_PID" || true
 stop_pid "$BARE_PID"
 
@@ -202,7 +211,8 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
     --slurpfile g16 "$WORK/gateway-c$CONNECTIONS.json" --slurpfile gs "$WORK/gateway-short-c1.json" \
     --slurpfile hold "$WORK/held.json" --slurpfile ob "$WORK/others-before.json" --slurpfile oh "$WORK/others-held.json" \
     --argjson idle "$IDLE_KIB" --argjson heldkib "$HELD_KIB" --argjson heldafter "$HELD_KIB_AFTER" --argjson peak "$PEAK_KIB" \
-    --slurpfile holdbare "$WORK/held-bare.json" --argjson bareidle "$BARE_IDLE_KIB" --argjson bareheld "$BARE_HELD_KIB" '
+    --slurpfile holdbare "$WORK/held-bare.json" --argjson bareidle "$BARE_IDLE_KIB" --argjson bareheld "$BARE_HELD_KIB" \
+    --argjson idlepss "$IDLE_PSS" --argjson heldpss "$HELD_PSS" --argjson bareidlepss "$BARE_IDLE_PSS" --argjson bareheldpss "$BARE_HELD_PSS" '
     def r(n): (. * pow(10; n) | round) / pow(10; n);
     def cpu_per(a; b; o): ((b - a) / $tck) / o.answers * 1e6;
     def us(o; p): o.latencyPercentiles[p] * 1e6 | r(1);
@@ -214,6 +224,8 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
     ($g1[0].ttfb_p50_us - $d1[0].ttfb_p50_us) as $added_ttfb |
     (if $hold[0].opened == $held then (($heldkib - $idle) / $held) else null end) as $per_stream |
     (if $holdbare[0].opened == $held and $bareheld > 0 then (($bareheld - $bareidle) / $held) else null end) as $bare_per_stream |
+    (if $hold[0].opened == $held then (($heldpss - $idlepss) / $held | r(1)) else null end) as $pss_per_stream |
+    (if $holdbare[0].opened == $held and $bareheldpss > 0 then (($bareheldpss - $bareidlepss) / $held | r(1)) else null end) as $bare_pss_per_stream |
     {
         settings: {chunks: $chunks, connections: $conns, held_streams: $held},
         fast: {
@@ -235,8 +247,11 @@ jq -n --argjson chunks "$CHUNKS" --argjson conns "$CONNECTIONS" --argjson held "
             load: $hold[0],
             rss_kib: {idle: $idle, held: $heldkib, after_others: $heldafter, peak: $peak},
             rss_kib_per_stream: (if $per_stream == null then null else ($per_stream | r(1)) end),
+            pss_kib: {idle: $idlepss, held: $heldpss},
+            pss_kib_per_stream: $pss_per_stream,
             floor: {load: $holdbare[0], rss_kib: {idle: $bareidle, held: $bareheld},
-                rss_kib_per_stream: (if $bare_per_stream == null then null else ($bare_per_stream | r(1)) end)},
+                rss_kib_per_stream: (if $bare_per_stream == null then null else ($bare_per_stream | r(1)) end),
+                pss_kib_per_stream: $bare_pss_per_stream},
             others_before: {p50_us: us($ob[0]; "p50"), p99_us: us($ob[0]; "p99"), rps: ($ob[0].summary.requestsPerSec | round), not_ok: bad($ob[0])},
             others_held: {p50_us: us($oh[0]; "p50"), p99_us: us($oh[0]; "p99"), rps: ($oh[0].summary.requestsPerSec | round), not_ok: bad($oh[0])}
         },
@@ -269,5 +284,6 @@ jq -r '
     "",
     "Held: \($h.load.opened) of \(.settings.held_streams) opened in \($h.load.open_all_s // "–") s, \($h.load.completed) completed, \($h.load.errors) errors; longest pause inside one stream \($h.load.max_frame_gap_ms) ms (p99 \($h.load.p99_frame_gap_ms) ms; chunks every 500 ms).",
     "Gateway RSS \($h.rss_kib.idle) KiB idle -> \($h.rss_kib.held) KiB with the streams held: \($h.rss_kib_per_stream // "–") KiB per stream, target ≤ 40 KiB: \(pf($t.rss_kib_per_held_stream.pass)). Peak \($h.rss_kib.peak) KiB. The bare proxy holding the same streams: \($h.floor.rss_kib_per_stream // "–") KiB per stream.",
+    "Proportional set size (a page shared between mappings counted once): the gateway \($h.pss_kib_per_stream // "–") KiB per held stream, the bare proxy \($h.floor.pss_kib_per_stream // "–") KiB.",
     "Other clients (1 conn, small requests): p50 \($h.others_before.p50_us) µs / p99 \($h.others_before.p99_us) µs before, p50 \($h.others_held.p50_us) µs / p99 \($h.others_held.p99_us) µs while held; non-200 or errors while held: \($h.others_held.not_ok)."
 ' "$RESULTS_DIR/streams.json" | tee "$RESULTS_DIR/streams.md"
