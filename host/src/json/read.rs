@@ -74,58 +74,52 @@ impl<'a> Reader<'a> {
     }
 
     fn array(&mut self, depth: usize) -> Option<Json<'a>> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.at += 1; // [
         let mut items = Vec::new();
-        self.skip_whitespace();
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(Json::Array(items));
-        }
-        loop {
-            items.push(self.value(depth)?);
-            self.skip_whitespace();
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(Json::Array(items));
-                }
-                _ => return None,
-            }
-        }
+        self.container(depth, b']', |reader| {
+            items.push(reader.value(depth)?);
+            Some(())
+        })?;
+        Some(Json::Array(items))
     }
 
     fn object(&mut self, depth: usize) -> Option<Json<'a>> {
+        let mut object = JsonObject::default();
+        self.container(depth, b'}', |reader| {
+            reader.skip_whitespace();
+            if reader.peek()? != b'"' {
+                return None;
+            }
+            let key = reader.string()?;
+            reader.skip_whitespace();
+            reader.eat(b":")?;
+            let value = reader.value(depth)?;
+            object.push_read(key, value);
+            Some(())
+        })?;
+        object.merge_repeated();
+        Some(Json::Object(object))
+    }
+
+    /// An array or an object, the reader on its opening bracket: `item`
+    /// reads each item (an object's member) in turn, up to `close`.
+    fn container(&mut self, depth: usize, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
-        self.at += 1; // {
-        let mut object = JsonObject::default();
+        self.at += 1;
         self.skip_whitespace();
-        if self.peek()? == b'}' {
+        if self.peek()? == close {
             self.at += 1;
-            return Some(Json::Object(object));
+            return Some(());
         }
         loop {
-            self.skip_whitespace();
-            if self.peek()? != b'"' {
-                return None;
-            }
-            let key = self.string()?;
-            self.skip_whitespace();
-            self.eat(b":")?;
-            let value = self.value(depth)?;
-            object.push_read(key, value);
+            item(self)?;
             self.skip_whitespace();
             match self.peek()? {
                 b',' => self.at += 1,
-                b'}' => {
+                b if b == close => {
                     self.at += 1;
-                    object.merge_repeated();
-                    return Some(Json::Object(object));
+                    return Some(());
                 }
                 _ => return None,
             }
@@ -137,7 +131,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.at += 1; // "
         let start = self.at;
-        let plain = self.plain_run()?;
+        let plain = self.plain_text()?;
         match self.peek()? {
             b'"' => {
                 self.at += 1;
@@ -163,7 +157,7 @@ impl<'a> Reader<'a> {
                         b'u' => owned.push(self.unicode_escape()?),
                         _ => return None,
                     }
-                    owned.push_str(self.plain_run()?);
+                    owned.push_str(self.plain_text()?);
                     match self.peek()? {
                         b'"' => {
                             self.at += 1;
@@ -199,7 +193,7 @@ impl<'a> Reader<'a> {
 
     /// Steps over the plain bytes at the reader ([`plain_run`]) and
     /// returns them as text, `None` when they are not UTF-8.
-    fn plain_run(&mut self) -> Option<&'a str> {
+    fn plain_text(&mut self) -> Option<&'a str> {
         let start = self.at;
         let (len, ascii) = plain_run(&self.bytes[start..]);
         self.at += len;
