@@ -10,6 +10,7 @@
 //! - [`error`]: the routing error (what failed, from which source, whether retryable).
 //! - [`failover`]: walks the plan's candidates until one answers.
 //! - [`upstream`]: the pooled HTTP client and per-attempt timeouts.
+//! - [`connector`]: how that client connects (TCP, or TLS with its session boxed).
 //! - [`stream`]: relays a streaming answer and resumes a cut one.
 //! - [`relay_body`]: a stream's response body, which drives its relay (no task or channel per stream).
 //! - [`sse`]: frames upstream stream bytes into events.
@@ -18,6 +19,7 @@
 
 pub mod attempt;
 pub mod cache;
+pub mod connector;
 pub mod created;
 pub mod decide;
 pub mod error;

@@ -195,7 +195,6 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
         // every open stream.
         let relay = Box::new(Relay {
             source,
-            timeouts: s.timeouts,
             request_id: s.request_id,
             tx,
             continuation: s.continuation,
@@ -478,7 +477,6 @@ struct Splice {
 
 struct Relay {
     source: Source,
-    timeouts: UpstreamConfig,
     request_id: String,
     tx: Outbox,
     continuation: Continuation,
@@ -490,13 +488,20 @@ struct Relay {
     last_sent: Instant,
     /// The `id` of the stream's chunks, kept across a continuation.
     stream_id: Option<String>,
-    splice: Option<Splice>,
+    /// Boxed: only a continued stream has one.
+    splice: Option<Box<Splice>>,
     hide_usage_chunks: bool,
     /// Settled with the stream's token use when it ends.
     ticket: Option<Ticket>,
 }
 
 impl Relay {
+    /// The gateway's upstream timeouts (read through the gateway, not
+    /// copied into every open stream).
+    fn timeouts(&self) -> &UpstreamConfig {
+        self.continuation.gw.upstream.timeouts()
+    }
+
     /// Counts the current source's reported tokens for `/metrics`.
     fn count_tokens(&self) {
         if let Some(u) = self.source.usage {
@@ -564,7 +569,7 @@ impl Relay {
                 _ = cutoff.wait_for(|cut| *cut) => {
                     return Err(Cut::Failed { code: "shutdown", message: "the gateway is shutting down".into() });
                 }
-                step = self.source.next(clock.wake_at(&self.timeouts)) => step,
+                step = self.source.next(clock.wake_at(self.timeouts())) => step,
             };
             match step {
                 Step::Output(out) => {
@@ -584,11 +589,11 @@ impl Relay {
                     // Read afresh: bytes that arrived during the wait count.
                     let clock =
                         Clock { deadline: self.deadline, last_data: self.source.last_data, last_sent: self.last_sent };
-                    match clock.on_idle(crate::clock::now(), &self.timeouts) {
+                    match clock.on_idle(crate::clock::now(), self.timeouts()) {
                         Wake::TooLong => return Err(self.too_long()),
                         Wake::Stalled => {
                             let message =
-                                format!("the upstream sent nothing for {:?}", self.timeouts.stream_stall_timeout);
+                                format!("the upstream sent nothing for {:?}", self.timeouts().stream_stall_timeout);
                             self.resume_or_fail("stream_stalled", message).await?;
                         }
                         Wake::Heartbeat => self.send(Bytes::from_static(b": keep-alive\n\n")).await?,
@@ -604,7 +609,7 @@ impl Relay {
     fn too_long(&self) -> Cut {
         Cut::Failed {
             code: "stream_too_long",
-            message: format!("the stream exceeded {} ms", self.timeouts.stream_max_duration.as_millis()),
+            message: format!("the stream exceeded {} ms", self.timeouts().stream_max_duration.as_millis()),
         }
     }
 
@@ -627,7 +632,7 @@ impl Relay {
         // would otherwise be part of every open stream's relay.
         let resumed = tokio::time::timeout(
             remaining,
-            Box::pin(self.continuation.resume(&prefill, &failed, &self.request_id, &self.timeouts)),
+            Box::pin(self.continuation.resume(&prefill, &failed, &self.request_id, self.timeouts())),
         )
         .await;
         match resumed {
@@ -638,7 +643,7 @@ impl Relay {
                 self.source.account();
                 self.source.conclude(BreakerOutcome::Failure, Some(&message));
                 self.source = source;
-                self.splice = Some(Splice { echo: prefill, held: String::new(), settled: false });
+                self.splice = Some(Box::new(Splice { echo: prefill, held: String::new(), settled: false }));
                 self.continuation.gw.log.continuations.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }

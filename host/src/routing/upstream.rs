@@ -31,7 +31,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -40,6 +40,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::connector::Connector;
 use crate::config::UpstreamConfig;
 use freellm_runtime::types::{AuthPlacement, HttpMethod, ResponseHead, UpstreamRequest};
 
@@ -144,7 +145,7 @@ pub struct Upstream {
 #[derive(Clone)]
 enum Transport {
     /// The pooled HTTP(S) client.
-    Http(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Http(Client<Connector, Full<Bytes>>),
     /// Any other exchange (an in-memory upstream in tests).
     Exchange(Arc<dyn Exchange>),
 }
@@ -275,7 +276,7 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(256)
-            .build(connector);
+            .build(Connector::new(connector));
         Ok(Self { transport: Transport::Http(client), timeouts })
     }
 
