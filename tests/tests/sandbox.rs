@@ -255,7 +255,7 @@ fn last_error_event(text: &str) -> Value {
 #[tokio::test]
 async fn open_streams_share_instances() {
     // Streams spread over a few hosts (four per core), then share them, up
-    // to 32 a host: 70 streams (more than any spread) need at least 3
+    // to 64 a host: 70 streams (more than any spread) need at least 2
     // hosts and fewer than one each.
     let mock = streaming_mock().await;
     let gw = hostile_gateway_with(&mock, "", &[("CACHE_ENABLED", "false")]).await;
@@ -264,7 +264,7 @@ async fn open_streams_share_instances() {
         held.push(open_stream(&gw).await);
     }
     let hosts = stream_hosts(&gw).await;
-    assert!((3..70).contains(&hosts), "{hosts} hosts for 70 streams");
+    assert!((2..70).contains(&hosts), "{hosts} hosts for 70 streams");
     // Every stream is still served while the others are open.
     for response in &mut held {
         assert!(next_bytes(response).await.contains("more"));

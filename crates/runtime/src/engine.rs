@@ -34,8 +34,11 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 4;
 const CALL_RESERVE: u32 = 256;
 
 /// Open streams one instance (a stream host, [`crate::stream_hosts`])
-/// serves at once.
-pub const STREAMS_PER_HOST: u32 = 32;
+/// serves at once. Each instance maps its memory image again, which RSS
+/// counts once per instance: 64 rather than 32 a host saved ~1.4 KiB of
+/// RSS per held stream (docs/benchmarks.md), for twice the streams a
+/// faulting instance ends.
+pub const STREAMS_PER_HOST: u32 = 64;
 
 /// Instances that hold open streams at most ([`crate::stream_hosts`]: each holds
 /// up to [`STREAMS_PER_HOST`] of them).
