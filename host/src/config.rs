@@ -140,7 +140,7 @@ pub struct EdgeConfig {
     /// past it a connection gets one short 503 and is closed.
     pub max_connections: usize,
     /// Streams open at once (`FREELLM_MAX_STREAMS`, 10,000; at most
-    /// 55,808, what the adapter instance pool can hold, 32 streams to an
+    /// 111,616, what the adapter instance pool can hold, 64 streams to an
     /// instance); past it a new stream is refused with 503
     /// `gateway_at_capacity`, and plain requests keep their own instances.
     pub max_streams: usize,
