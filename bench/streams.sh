@@ -12,7 +12,7 @@
 #      map the same pages again for each instance, which RSS counts each
 #      time), and whether other clients stall
 #      (one-connection small requests before and while the streams are held).
-#      10,000 by default (the gateway's default `max_streams`; up to 32
+#      10,000 by default (the gateway's default `max_streams`; up to 64
 #      streams share one adapter instance).
 #
 #     bench/streams.sh            (bench/run.sh calls it at the end)

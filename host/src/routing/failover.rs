@@ -478,7 +478,6 @@ async fn answer(
             ctx: call.ctx.clone(),
             head,
             response,
-            timeouts: *req.gw.upstream.timeouts(),
             first_token_timeout: req.routing.first_token_timeout,
             request_id: req.request_id.to_owned(),
             provider: provider.clone(),

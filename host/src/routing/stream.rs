@@ -92,8 +92,6 @@ pub struct StreamStart<'t> {
     pub head: ResponseHead,
     /// The upstream response (body not yet read).
     pub response: UpstreamResponse,
-    /// Stall and idle timeouts.
-    pub timeouts: UpstreamConfig,
     /// Longest wait for the first chunk before failing over.
     pub first_token_timeout: Duration,
     /// For log lines and error events.
@@ -147,14 +145,16 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
         NotCommitted { failure: AttemptFailure::of_fault_error(&error), error }
     })?;
     let started = crate::clock::now();
+    // The gateway's upstream timeouts, which the relay reads the same way.
+    let timeouts = *s.continuation.gw.upstream.timeouts();
     let mut source =
-        Source::new(session, s.response, &s.adapter, (s.provider.clone(), s.model.clone()), s.hold, &s.timeouts);
+        Source::new(session, s.response, &s.adapter, (s.provider.clone(), s.model.clone()), s.hold, &timeouts);
     let first_deadline = started + s.first_token_timeout;
     let mut first = Vec::new();
     // Nothing is committed until a chunk is: garbage, an empty stream or an
     // error event before it fail over like any transient failure.
     loop {
-        let stall_at = source.last_data + s.timeouts.stream_stall_timeout;
+        let stall_at = source.last_data + timeouts.stream_stall_timeout;
         match source.next(stall_at.min(first_deadline)).await {
             Step::Output(out) => {
                 let has_chunk = !out.chunks.is_empty();
@@ -173,8 +173,8 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
             Step::Idle if crate::clock::now() >= first_deadline => {
                 return Err(silent(format!("no first token within {} ms", s.first_token_timeout.as_millis())));
             }
-            Step::Idle if crate::clock::now() >= source.last_data + s.timeouts.stream_stall_timeout => {
-                return Err(silent(format!("the upstream sent nothing for {:?}", s.timeouts.stream_stall_timeout)));
+            Step::Idle if crate::clock::now() >= source.last_data + timeouts.stream_stall_timeout => {
+                return Err(silent(format!("the upstream sent nothing for {:?}", timeouts.stream_stall_timeout)));
             }
             Step::Idle => {}
             Step::Cut { message, .. } | Step::Limit { message, .. } if crate::clock::now() >= first_deadline => {
@@ -187,7 +187,7 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
         }
     }
     source.verdict = s.verdict.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let deadline = started + s.timeouts.stream_max_duration;
+    let deadline = started + timeouts.stream_max_duration;
     let ticket = s.ticket.lock().unwrap_or_else(|e| e.into_inner()).take();
     let body = RelayBody::new(|tx| {
         // Boxed on its own: an `async fn` keeps a by-value argument twice in
@@ -198,7 +198,7 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
             request_id: s.request_id,
             tx,
             continuation: s.continuation,
-            answered: Prefill::new(s.timeouts.stream_continuation_max_bytes),
+            answered: Prefill::new(timeouts.stream_continuation_max_bytes),
             deadline,
             last_sent: crate::clock::now(),
             stream_id: None,
@@ -630,11 +630,9 @@ impl Relay {
         let remaining = self.deadline.saturating_duration_since(crate::clock::now());
         // Boxed: a continuation is rare, and its future (a whole attempt)
         // would otherwise be part of every open stream's relay.
-        let resumed = tokio::time::timeout(
-            remaining,
-            Box::pin(self.continuation.resume(&prefill, &failed, &self.request_id, self.timeouts())),
-        )
-        .await;
+        let resumed =
+            tokio::time::timeout(remaining, Box::pin(self.continuation.resume(&prefill, &failed, &self.request_id)))
+                .await;
         match resumed {
             Ok(Some(source)) => {
                 tracing::info!(request_id = %self.request_id, from = %failed.0.id, to = %source.provider.id,
@@ -898,8 +896,8 @@ impl Continuation {
         partial: &str,
         (failed, failed_model): &(Arc<ProviderEntry>, String),
         request_id: &str,
-        limits: &UpstreamConfig,
     ) -> Option<Source> {
+        let limits = self.gw.upstream.timeouts();
         let body = continuation_body(&self.body, partial)?;
         for candidate in &self.candidates {
             let provider = &candidate.provider;
