@@ -87,7 +87,12 @@ async fn a_scaffolded_adapter_passes_plugin_check_and_serves_unmodified() {
     build_artifacts();
     let root = workspace_root().join("target/scaffold-e2e");
     let _ = std::fs::remove_dir_all(&root);
-    let target_dir = workspace_root().join("target/scaffold-e2e-target");
+    // The workspace's own target directory: the component build then reuses
+    // the dependencies the workspace's components were built with (serde,
+    // wit-bindgen and its macros), and compiles only the SDK and the crate.
+    // The native test build uses the crate's own profile, so it shares
+    // nothing with the workspace's and is compiled beside it.
+    let target_dir = workspace_root().join("target");
     let (acme_dir, acme) = tokio::task::spawn_blocking({
         let (root, target_dir) = (root.clone(), target_dir.clone());
         move || scaffold_build_check(&root, &target_dir, "acme", false)
