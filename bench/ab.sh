@@ -18,7 +18,9 @@
 # `cargo build --profile wasm --target wasm32-wasip2 -p freellm-provider-groq`).
 #
 # Tunables: BENCH_AB_ROUNDS (3), BENCH_AB_DURATION (8s per phase),
-# BENCH_CONNECTIONS (16). Prints a markdown table; writes
+# BENCH_CONNECTIONS (16), BENCH_AB_PROMPT_KIB (unset: the small request of
+# bench/run.sh; a size: a conversation of that many KiB, as
+# bench/prompts.sh sends). Prints a markdown table; writes
 # bench/results/ab.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +46,12 @@ require_files "$A_BIN" "$A_WASM" "$B_BIN" "$B_WASM" "$MOCK_BIN"
 # The gateway reads its component path relative to its temporary config.
 A_BIN=$(realpath "$A_BIN") A_WASM=$(realpath "$A_WASM") B_BIN=$(realpath "$B_BIN") B_WASM=$(realpath "$B_WASM")
 
-BODY='{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}'
+BODY_FILE=$TOP/body.json
+if [[ -n ${BENCH_AB_PROMPT_KIB:-} ]]; then
+    conversation_body "$BENCH_AB_PROMPT_KIB" >"$BODY_FILE"
+else
+    printf '%s' '{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}' >"$BODY_FILE"
+fi
 MOCK_PORT=$(free_port 18381)
 "$MOCK_BIN" --port "$MOCK_PORT" --threads 1 >"$TOP/mock.log" 2>&1 &
 track $!
@@ -55,7 +62,7 @@ TCK=$(getconf CLK_TCK)
 # oha against $1 with $2 connections for $3; the JSON report on stdout.
 load() {
     oha --no-tui --output-format json --worker-threads 1 -z "$3" -c "$2" \
-        -m POST -T application/json -d "$BODY" "$1"
+        -m POST -T application/json -D "$BODY_FILE" "$1"
 }
 
 # One run of side $1 (A or B) in round $2: one JSON line on stdout.
@@ -67,7 +74,7 @@ measure() {
     GATEWAY_BIN=$bin GROQ_WASM=$wasm start_groq_gateway "$MOCK_PORT" "$GATEWAY_PORT"
     WORK=$TOP
     local url="http://127.0.0.1:$GATEWAY_PORT/v1/chat/completions" code
-    code=$(curl -s -o "$TOP/smoke.json" -w '%{http_code}' -H 'content-type: application/json' -d "$BODY" "$url")
+    code=$(curl -s -o "$TOP/smoke.json" -w '%{http_code}' -H 'content-type: application/json' --data-binary @"$BODY_FILE" "$url")
     [[ $code == 200 ]] || die "$side ($bin) answered $code: $(head -c 300 "$TOP/smoke.json")"
     load "$url" "$CONNECTIONS" 1s >/dev/null
     local c0 c1 c2 c3
@@ -105,11 +112,11 @@ for round in $(seq "$ROUNDS"); do
 done
 
 mkdir -p "$RESULTS_DIR"
-jq -s --argjson conns "$CONNECTIONS" --arg a "$A_BIN" --arg aw "$A_WASM" --arg b "$B_BIN" --arg bw "$B_WASM" --arg duration "$DURATION" '
+jq -s --argjson conns "$CONNECTIONS" --arg prompt_kib "${BENCH_AB_PROMPT_KIB:-small}" --arg a "$A_BIN" --arg aw "$A_WASM" --arg b "$B_BIN" --arg bw "$B_WASM" --arg duration "$DURATION" '
     def r(n): (. * pow(10; n) | round) / pow(10; n);
     def mean(f): (map(f) | add / length);
     {
-        a: {bin: $a, component: $aw}, b: {bin: $b, component: $bw}, duration: $duration, connections: $conns,
+        a: {bin: $a, component: $aw}, b: {bin: $b, component: $bw}, duration: $duration, connections: $conns, prompt_kib: $prompt_kib,
         runs: .,
         means: (group_by(.side) | map({key: .[0].side, value: {
             rps_c16: (mean(.rps_c16) | round),

@@ -194,3 +194,27 @@ require_files() {
         [[ -f $f ]] || die "missing build output $f"
     done
 }
+
+# A chat request body of about $1 KiB: a system message, then user and
+# assistant turns of ~2 KiB each (bench/prompts.sh, bench/ab.sh).
+conversation_body() {
+    python3 - "$1" <<'EOF'
+import json, sys
+target = int(sys.argv[1]) * 1024
+words = "the quick brown fox jumps over the lazy dog while the gateway routes every request to a free tier".split()
+messages = [{"role": "system", "content": "You are a careful assistant. Answer briefly."}]
+i = 0
+def size():
+    return len(json.dumps({"model": "groq/llama-3.3-70b-versatile", "messages": messages}, separators=(",", ":")))
+while size() < target:
+    text, n = [], 0
+    while n < 2000:
+        w = words[(i * 7 + n) % len(words)]
+        text.append(w)
+        n += len(w) + 1
+    messages.append({"role": "user" if len(messages) % 2 else "assistant", "content": " ".join(text) + f" ({i})"})
+    i += 1
+messages[-1]["role"] = "user"
+sys.stdout.write(json.dumps({"model": "groq/llama-3.3-70b-versatile", "messages": messages}, separators=(",", ":")))
+EOF
+}
