@@ -491,6 +491,13 @@ impl Gateway {
 
     /// Starts a gateway as described.
     pub async fn start_with(options: GatewayOptions) -> Self {
+        Self::start_limited(options, None).await
+    }
+
+    /// Starts a gateway as described, its address space limited to
+    /// `address_space` bytes when given (`RLIMIT_AS`, set by util-linux's
+    /// `prlimit` before it runs the gateway in its place).
+    pub async fn start_limited(options: GatewayOptions, address_space: Option<u64>) -> Self {
         let bin = build_artifacts();
         let data_dir = tempfile::tempdir().expect("tempdir");
         let mut config = options.config;
@@ -501,7 +508,14 @@ impl Gateway {
         std::fs::write(&config_path, config).expect("write config");
         let port = free_port();
         let cache = workspace_root().join("target/e2e-component-cache");
-        let mut cmd = Command::new(bin);
+        let mut cmd = match address_space {
+            Some(bytes) => {
+                let mut cmd = Command::new("prlimit");
+                cmd.arg(format!("--as={bytes}")).arg("--").arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)

@@ -41,16 +41,54 @@ async fn expect_fault(gw: &Gateway, model: &str, needle: &str) {
     assert!(started.elapsed() < Duration::from_secs(10), "{model} took {:?}", started.elapsed());
 }
 
+/// What the log says when adapter memories fall back to bounds checks.
+const BOUNDS_CHECKED: &str = "adapter memories are bounds-checked";
+
 #[tokio::test]
 async fn hostile_component_faults_are_contained() {
     let mock = MockUpstream::completing().await;
     let mut gw = hostile_gateway(&mock, "").await;
-    expect_fault(&gw, "hostile/loop", "CPU time").await;
+    assert_faults_contained(&mut gw, &mock).await;
+    // Memories are guarded by unmapped pages here: the peek above was
+    // caught by a guard page, not a bounds check.
+    assert!(!gw.log().contains(BOUNDS_CHECKED), "{}", gw.log());
+}
+
+/// Where the address space cannot hold a 4 GiB reservation per adapter
+/// memory (here `RLIMIT_AS`, 1 TiB: the guard-page pool needs ~8), the
+/// gateway falls back to bounds-checked memories, says so, and contains
+/// the same faults.
+#[tokio::test]
+async fn with_little_address_space_memories_are_bounds_checked_and_faults_still_contained() {
+    let mock = MockUpstream::completing().await;
+    let options = GatewayOptions {
+        config: "[providers.hostile]\ncomponent = \"{component:freellm-provider-hostile}\"\n\
+                 [providers.hostile.sandbox]\nmemory_mb = 16\ncpu_ms = 100\n"
+            .to_owned(),
+        env: vec![
+            ("HOSTILE_API_KEY".to_owned(), "k".to_owned()),
+            ("HOSTILE_BASE_URL".to_owned(), format!("{}/v1", mock.url)),
+            ("CB_FAILURE_THRESHOLD".to_owned(), "10".to_owned()),
+        ],
+    };
+    let mut gw = Gateway::start_limited(options, Some(1 << 40)).await;
+    assert!(gw.log().contains(BOUNDS_CHECKED), "{}", gw.log());
+    assert_faults_contained(&mut gw, &mock).await;
+}
+
+/// Every hostile behaviour fails its own call, and the component still
+/// serves a well-behaved one.
+async fn assert_faults_contained(gw: &mut Gateway, mock: &MockUpstream) {
+    expect_fault(gw, "hostile/loop", "CPU time").await;
     gw.assert_healthy().await;
-    expect_fault(&gw, "hostile/grow", "memory").await;
+    expect_fault(gw, "hostile/grow", "memory").await;
     gw.assert_healthy().await;
-    expect_fault(&gw, "hostile/panic", "trapped").await;
+    expect_fault(gw, "hostile/peek", "trapped").await;
+    assert!(gw.log().contains("out of bounds memory access"), "{}", gw.log());
+    gw.assert_healthy().await;
+    expect_fault(gw, "hostile/panic", "trapped").await;
     assert!(gw.log().contains("hostile adapter panicked on purpose"), "the details stay in the log");
+    assert!(!gw.log().contains("without a trap"), "{}", gw.log());
     gw.assert_healthy().await;
     assert!(mock.requests().is_empty(), "nothing reached the upstream");
 

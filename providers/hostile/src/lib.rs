@@ -1,6 +1,7 @@
 //! A deliberately hostile adapter for the host's sandbox tests. It behaves
 //! by upstream model: `loop` spins forever, `grow` allocates memory without
-//! bound, `panic` panics, `remember` keeps a count of its calls in a global
+//! bound, `peek` reads the byte just past the end of its linear memory,
+//! `panic` panics, `remember` keeps a count of its calls in a global
 //! (the state an adapter must not keep) and sends it upstream as
 //! `x-hostile-calls`, and `ok` is a well-behaved OpenAI-compatible mapping.
 //! With the setting `normalize = "panic"` it also panics while
@@ -35,7 +36,7 @@ impl Adapter for Hostile {
             stream_framing: StreamFraming::Sse,
             wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::empty(),
-            models: ["ok", "loop", "grow", "panic", "remember"]
+            models: ["ok", "loop", "grow", "peek", "panic", "remember"]
                 .map(|id| ModelInfo::new(id, 0, ModelTags::empty()))
                 .into(),
             default_model: "ok".into(),
@@ -59,6 +60,7 @@ impl Adapter for Hostile {
         match ctx.upstream_model.as_str() {
             "loop" => spin(),
             "grow" => hoard(),
+            "peek" => peek(),
             "panic" => panic!("hostile adapter panicked on purpose"),
             "remember" => {
                 let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
@@ -117,6 +119,25 @@ fn hoard() -> ! {
         blocks.push(vec![0xA5; 1 << 20]);
         black_box(&mut blocks);
     }
+}
+
+/// Reads the first byte past the end of this instance's linear memory:
+/// the sandbox must trap (a guard page or a bounds check), never return
+/// what lies there.
+#[cfg(target_arch = "wasm32")]
+fn peek() -> ! {
+    let end = core::arch::wasm32::memory_size(0) * 65536;
+    // SAFETY: none; this adapter is hostile on purpose. In WebAssembly an
+    // access outside linear memory traps, which is what the host's sandbox
+    // tests expect.
+    let byte = unsafe { core::ptr::read_volatile(black_box(end) as *const u8) };
+    panic!("read past the end of linear memory without a trap: {byte}")
+}
+
+/// A native build (the crate's unit tests) has no linear memory to read past.
+#[cfg(not(target_arch = "wasm32"))]
+fn peek() -> ! {
+    panic!("peek reads past the end of linear memory, which only a WebAssembly build has")
 }
 
 freellm_sdk::export_adapter!(Hostile);
