@@ -101,9 +101,36 @@ fn errors_are_serde_json_s() {
     }
 }
 
+/// Each `plain_run` this CPU can run: the one the reader uses, the
+/// portable one and, where the CPU has it, the AVX2 one.
+fn each_plain_run(check: impl Fn(&dyn Fn(&[u8]) -> (usize, bool))) {
+    check(&plain_run);
+    check(&super::plain_run_portable);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: this CPU has AVX2, checked just above.
+        check(&|bytes| unsafe { super::plain_run_avx2(bytes) });
+    }
+}
+
 #[test]
 fn a_stop_byte_is_found_at_every_offset_around_the_blocks() {
-    for len in 0..100 {
+    each_plain_run(stop_bytes_found_by);
+    // A string with an escape or a multi-byte character at every offset.
+    for len in 1..80 {
+        for at in 0..len {
+            for insert in ["\\n", "\\u00e9", "é", "🙂", "\\\"", "\\ud83d\\ude00"] {
+                let body: String = (0..len).map(|i| if i == at { insert.to_owned() } else { "x".to_owned() }).collect();
+                let text = format!("[\"{body}\",\"{body}\"]");
+                let ours = read(&text).unwrap_or_else(|| panic!("declined {text}"));
+                assert_eq!(Some(ours), serde(&text), "{text}");
+            }
+        }
+    }
+}
+
+fn stop_bytes_found_by(plain_run: &dyn Fn(&[u8]) -> (usize, bool)) {
+    for len in 0..200 {
         for at in 0..len {
             for stop in [b'"', b'\\', 0x00, 0x1f] {
                 let mut bytes = vec![b'a'; len];
@@ -118,17 +145,6 @@ fn a_stop_byte_is_found_at_every_offset_around_the_blocks() {
             let mut bytes = vec![b'a'; len];
             bytes[at] = 0x80;
             assert_eq!(plain_run(&bytes), (len, false), "len {len} at {at}");
-        }
-    }
-    // A string with an escape or a multi-byte character at every offset.
-    for len in 1..80 {
-        for at in 0..len {
-            for insert in ["\\n", "\\u00e9", "é", "🙂", "\\\"", "\\ud83d\\ude00"] {
-                let body: String = (0..len).map(|i| if i == at { insert.to_owned() } else { "x".to_owned() }).collect();
-                let text = format!("[\"{body}\",\"{body}\"]");
-                let ours = read(&text).unwrap_or_else(|| panic!("declined {text}"));
-                assert_eq!(Some(ours), serde(&text), "{text}");
-            }
         }
     }
 }
