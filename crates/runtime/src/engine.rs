@@ -66,8 +66,6 @@ pub struct PluginEngine {
     /// one engine, so the loader's table of compilations under way is
     /// keyed by it.
     pub(crate) id: u64,
-    /// How adapter memories are laid out (whether their code checks bounds).
-    memory_layout: MemoryLayout,
     /// Slots for open streams (the configured budget): a stream holds one
     /// for its lifetime.
     pub(crate) stream_slots: Arc<tokio::sync::Semaphore>,
@@ -81,16 +79,16 @@ pub struct PluginEngine {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemoryLayout {
     /// Each memory reserves the whole 32-bit index space, plus a 32 MiB
-    /// guard region: no access can reach past its reservation,
-    /// so compiled adapter code needs no bounds checks (guard pages catch
-    /// what is out of bounds) and runs ~20 % faster (docs/benchmarks.md).
+    /// guard region: no access can reach past its reservation, so compiled
+    /// adapter code needs no bounds checks (guard pages catch what is out
+    /// of bounds) and runs ~20 % faster (docs/benchmarks.md).
     /// The pool reserves ~8 TiB of address space, never backed by memory.
     GuardPages,
     /// Each memory reserves [`MAX_MEMORY_BYTES`], plus a 64 KiB guard
     /// region: every access is checked against the memory's size. The pool
-    /// reserves ~0.5 TiB. Used where
-    /// the address space is too small for [`Self::GuardPages`] (a
-    /// `ulimit -v`, a 39-bit address space, many engines in one process).
+    /// reserves ~0.5 TiB. Used where the address space is too small for
+    /// [`Self::GuardPages`] (a `ulimit -v`, a 39-bit address space, many
+    /// engines in one process); the gateway logs a warning.
     BoundsChecked,
 }
 
@@ -132,7 +130,7 @@ impl PluginEngine {
     /// [`MemoryLayout::PREFERRED_FIRST`] whose address space the process
     /// can reserve.
     pub fn new(max_streams: usize) -> anyhow::Result<Arc<Self>> {
-        let (engine, memory_layout) = build_engine(&MemoryLayout::PREFERRED_FIRST)?;
+        let (engine, _) = build_engine(&MemoryLayout::PREFERRED_FIRST)?;
         spawn_epoch_ticker(&engine);
 
         let mut linker = Linker::new(&engine);
@@ -147,15 +145,9 @@ impl PluginEngine {
             linker,
             warm_per_adapter,
             id: NEXT_ENGINE_ID.fetch_add(1, Ordering::Relaxed),
-            memory_layout,
             stream_slots: Arc::new(tokio::sync::Semaphore::new(max_streams.min(MAX_OPEN_STREAMS as usize))),
             stream_hosts: Arc::new(tokio::sync::Semaphore::new(MAX_STREAM_HOSTS as usize)),
         }))
-    }
-
-    /// The memory layout this engine's adapters run with.
-    pub fn memory_layout(&self) -> MemoryLayout {
-        self.memory_layout
     }
 }
 

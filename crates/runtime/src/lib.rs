@@ -26,7 +26,7 @@ pub mod stream_hosts;
 
 pub use adapter::{Adapter, AdapterFault, FaultKind};
 pub use bindings::{ContractVersion, types};
-pub use engine::{DEFAULT_OPEN_STREAMS, MAX_MEMORY_BYTES, MAX_OPEN_STREAMS, MemoryLayout, PluginEngine};
+pub use engine::{DEFAULT_OPEN_STREAMS, MAX_MEMORY_BYTES, MAX_OPEN_STREAMS, PluginEngine};
 pub use loader::LoadError;
 pub use sandbox::SandboxLimits;
 pub use stream::StreamSession;
