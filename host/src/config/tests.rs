@@ -411,3 +411,41 @@ fn a_reload_names_each_changed_live_setting_by_its_key_and_leaves_it_out_of_the_
     let upstream = load("[upstream]\nconnect_timeout_ms = 10\nstream_max_bytes = 10\n", &[]).unwrap();
     assert_eq!(running.startup_changes(&upstream), ["[upstream] connect_timeout_ms", "[upstream] stream_max_bytes"]);
 }
+
+/// The stream ceiling is derived from the adapter instance pool; the text
+/// that states it (README, the configuration and security pages, the
+/// setting's doc comment) is checked against the constants here.
+#[test]
+fn the_documented_stream_ceiling_is_the_pools() {
+    use freellm_runtime::engine::{MAX_STREAM_HOSTS, STREAMS_PER_HOST};
+    let max = freellm_runtime::MAX_OPEN_STREAMS;
+    assert_eq!(max, MAX_STREAM_HOSTS * STREAMS_PER_HOST);
+    let grouped = |n: u32| {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let stated = [
+        ("README.md", format!("at most {max})")),
+        ("docs/configuration.md", format!("at most {max})")),
+        ("docs/configuration.md", format!("({} instances at most)", grouped(MAX_STREAM_HOSTS))),
+        ("docs/security.md", format!("at most {} ({} instances", grouped(max), grouped(MAX_STREAM_HOSTS))),
+        (
+            "host/src/config.rs",
+            format!("/// {}, what the adapter instance pool can hold, {STREAMS_PER_HOST} streams", grouped(max)),
+        ),
+    ];
+    for (file, text) in stated {
+        let written = std::fs::read_to_string(root.join(file)).expect("read the file");
+        assert!(written.contains(&text), "{file} should state the stream ceiling as {text:?}");
+    }
+    assert_eq!(grouped(111_616), "111,616");
+    assert_eq!(grouped(616), "616");
+}
