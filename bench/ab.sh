@@ -50,7 +50,7 @@ BODY_FILE=$TOP/body.json
 if [[ -n ${BENCH_AB_PROMPT_KIB:-} ]]; then
     conversation_body "$BENCH_AB_PROMPT_KIB" >"$BODY_FILE"
 else
-    printf '%s' '{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}' >"$BODY_FILE"
+    printf '%s' "$SMALL_BODY" >"$BODY_FILE"
 fi
 MOCK_PORT=$(free_port 18381)
 "$MOCK_BIN" --port "$MOCK_PORT" --threads 1 >"$TOP/mock.log" 2>&1 &

@@ -25,7 +25,6 @@ ROUNDS=${BENCH_EVENTS_ROUNDS:-2}
 OHA_THREADS=${BENCH_OHA_THREADS:-1}
 MOCK_THREADS=${BENCH_MOCK_THREADS:-1}
 TARGET_MAX_CHANGE=0.05
-BODY='{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}'
 RESULTS_DIR=$ROOT/bench/results
 
 MOCK_PID=""
@@ -34,6 +33,7 @@ FEED_PID=""
 
 source "$ROOT/bench/lib.sh"
 bench_traps
+BODY=$SMALL_BODY
 
 build_all() {
     build_dist freellm-provider-groq

@@ -195,6 +195,9 @@ require_files() {
     done
 }
 
+# The small request every benchmark sends unless it measures prompt sizes.
+SMALL_BODY='{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}'
+
 # A chat request body of about $1 KiB: a system message, then user and
 # assistant turns of ~2 KiB each (bench/prompts.sh, bench/ab.sh).
 conversation_body() {

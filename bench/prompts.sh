@@ -32,7 +32,7 @@ require_files "$GATEWAY_BIN" "$MOCK_BIN" "$BARE_BIN" "$GROQ_WASM"
 
 # The bodies: the small one of bench/run.sh, then conversations of the asked
 # sizes (a system message, then user and assistant turns of ~2 KiB each).
-printf '%s' '{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}' >"$WORK/body-0.json"
+printf '%s' "$SMALL_BODY" >"$WORK/body-0.json"
 for kib in $SIZES_KIB; do
     conversation_body "$kib" >"$WORK/body-$kib.json"
 done

@@ -40,8 +40,6 @@ COLD_RUNS=${BENCH_COLD_RUNS:-5}
 OHA_THREADS=${BENCH_OHA_THREADS:-1}
 MOCK_THREADS=${BENCH_MOCK_THREADS:-1}
 
-BODY='{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}'
-
 # Targets (see docs/benchmarks.md).
 TARGET_THROUGHPUT_RATIO=0.50 # gateway req/s >= 50% of direct, 16 connections
 TARGET_ADDED_P50_US=60       # added latency, 1 connection
@@ -56,6 +54,7 @@ BARE_PID=""
 
 source "$ROOT/bench/lib.sh"
 bench_traps
+BODY=$SMALL_BODY
 
 # ---------------------------------------------------------------- tools
 

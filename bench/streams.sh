@@ -55,7 +55,6 @@ fi
 log "descriptor limit: $(ulimit -n); holding $HELD streams"
 
 STREAM_BODY='{"model":"groq/llama-3.3-70b-versatile","stream":true,"messages":[{"role":"user","content":"Say hello"}]}'
-SMALL_BODY='{"model":"groq/llama-3.3-70b-versatile","messages":[{"role":"user","content":"Say hello"}]}'
 
 # start_mock NAME ARGS...: a mock on a free port; sets MOCK_PORT_<NAME>.
 start_mock() {
