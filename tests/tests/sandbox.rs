@@ -1,5 +1,6 @@
 //! End-to-end: a deliberately hostile component (infinite loop, unbounded
-//! memory growth, panic) fails its own calls and never the host.
+//! memory growth, a read past its memory, panic) fails its own calls and
+//! never the host.
 
 use std::time::{Duration, Instant};
 
@@ -11,11 +12,16 @@ async fn hostile_gateway(mock: &MockUpstream, extra_settings: &str) -> Gateway {
 }
 
 async fn hostile_gateway_with(mock: &MockUpstream, extra_settings: &str, env: &[(&str, &str)]) -> Gateway {
+    Gateway::start_with(hostile_options(mock, extra_settings, env)).await
+}
+
+/// The hostile component alone, its sandbox tight, pointed at `mock`.
+fn hostile_options(mock: &MockUpstream, extra_settings: &str, env: &[(&str, &str)]) -> GatewayOptions {
     let config = format!(
         "[providers.hostile]\ncomponent = \"{{component:freellm-provider-hostile}}\"\n{extra_settings}\
          [providers.hostile.sandbox]\nmemory_mb = 16\ncpu_ms = 100\n"
     );
-    Gateway::start_with(GatewayOptions {
+    GatewayOptions {
         config,
         env: [
             ("HOSTILE_API_KEY".to_owned(), "k".to_owned()),
@@ -24,8 +30,7 @@ async fn hostile_gateway_with(mock: &MockUpstream, extra_settings: &str, env: &[
         .into_iter()
         .chain(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
         .collect(),
-    })
-    .await
+    }
 }
 
 async fn expect_fault(gw: &Gateway, model: &str, needle: &str) {
@@ -61,16 +66,7 @@ async fn hostile_component_faults_are_contained() {
 #[tokio::test]
 async fn with_little_address_space_memories_are_bounds_checked_and_faults_still_contained() {
     let mock = MockUpstream::completing().await;
-    let options = GatewayOptions {
-        config: "[providers.hostile]\ncomponent = \"{component:freellm-provider-hostile}\"\n\
-                 [providers.hostile.sandbox]\nmemory_mb = 16\ncpu_ms = 100\n"
-            .to_owned(),
-        env: vec![
-            ("HOSTILE_API_KEY".to_owned(), "k".to_owned()),
-            ("HOSTILE_BASE_URL".to_owned(), format!("{}/v1", mock.url)),
-            ("CB_FAILURE_THRESHOLD".to_owned(), "10".to_owned()),
-        ],
-    };
+    let options = hostile_options(&mock, "", &[("CB_FAILURE_THRESHOLD", "10")]);
     let mut gw = Gateway::start_limited(options, Some(1 << 40)).await;
     assert!(gw.log().contains(BOUNDS_CHECKED), "{}", gw.log());
     assert_faults_contained(&mut gw, &mock).await;
