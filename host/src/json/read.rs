@@ -253,23 +253,26 @@ fn plain_run_avx2(bytes: &[u8]) -> (usize, bool) {
 fn plain_run_portable(bytes: &[u8]) -> (usize, bool) {
     const BLOCK: usize = 64;
     let mut at = 0;
-    let mut high = 0u8;
+    // The plain blocks' bytes ORed lane by lane, folded to one byte only at
+    // the end: folding each block would chain every block's compares to
+    // the block before it (a dozen shuffles each).
+    let mut high = [0u8; BLOCK];
     for block in bytes.chunks_exact(BLOCK) {
-        let mut stop = 0u8;
+        let mut stop = false;
         for &b in block {
-            stop |= u8::from(stops(b));
-            high |= b;
+            stop |= stops(b);
         }
-        if stop != 0 {
+        if stop {
             break;
+        }
+        for (h, &b) in high.iter_mut().zip(block) {
+            *h |= b;
         }
         at += BLOCK;
     }
     let rest = &bytes[at..];
     let len = rest.iter().position(|&b| stops(b)).unwrap_or(rest.len());
-    for &b in &rest[..len] {
-        high |= b;
-    }
+    let high = rest[..len].iter().chain(&high).fold(0, |high, &b| high | b);
     (at + len, high < 0x80)
 }
 
