@@ -223,7 +223,19 @@ async fn an_upstream_that_never_answers_times_out_per_attempt() {
 async fn escapes_and_characters_at_every_offset_of_a_string_are_forwarded_as_written() {
     let mock = MockUpstream::completing().await;
     let gw = groq_gateway(&mock).await;
-    let stops = [r#"\n"#, r#"\""#, r#"\\"#, r#"\u00e9"#, "\u{e9}", "\u{4e2d}", "\u{1f600}"];
+    // The last two change the component's reading mid-string: ASCII
+    // until a multi-byte character, then an escape after it (and back).
+    let stops = [
+        r#"\n"#,
+        r#"\""#,
+        r#"\\"#,
+        r#"\u00e9"#,
+        "\u{e9}",
+        "\u{4e2d}",
+        "\u{1f600}",
+        "\u{e9}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\\\"",
+        "\\n\u{4e2d}\\t",
+    ];
     let mut messages = Vec::new();
     for offset in 0..70 {
         for stop in stops {

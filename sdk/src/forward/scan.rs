@@ -343,44 +343,68 @@ fn stops(byte: u8) -> bool {
 /// only costs the string a UTF-8 check it did not need.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn plain_run(bytes: &[u8], non_ascii: &mut bool) -> usize {
-    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, v128, v128_any_true, v128_load, v128_or};
+    use core::arch::wasm32::{i8x16_lt, u8x16_eq, u8x16_splat, u8x16_sub_sat, v128, v128_or};
 
-    /// The bytes of `v` that stop a run, as a lane mask.
-    fn stops(v: v128) -> v128 {
-        v128_or(
-            u8x16_lt(v, u8x16_splat(0x20)),
-            v128_or(u8x16_eq(v, u8x16_splat(b'"')), u8x16_eq(v, u8x16_splat(b'\\'))),
-        )
+    /// `"` or `\\` in the lanes of `v` (all ones there).
+    fn quote_or_backslash(v: v128) -> v128 {
+        v128_or(u8x16_eq(v, u8x16_splat(b'"')), u8x16_eq(v, u8x16_splat(b'\\')))
     }
-    /// 16 bytes from `at` of `bytes`, which must hold them.
-    fn load(bytes: &[u8], at: usize) -> v128 {
-        let chunk = &bytes[at..at + 16];
-        // SAFETY: `chunk` is 16 readable bytes, and `v128.load` needs no
+
+    if !*non_ascii {
+        // ASCII so far: one signed compare flags a control character and
+        // a byte outside ASCII alike (both are below 0x20 as signed bytes).
+        let flagged = |v| v128_or(i8x16_lt(v, u8x16_splat(0x20)), quote_or_backslash(v));
+        let run = unflagged_blocks(bytes, flagged);
+        let run = run + bytes[run..].iter().position(|&b| stops(b) || !b.is_ascii()).unwrap_or(bytes.len() - run);
+        if bytes.get(run).is_none_or(|&b| b.is_ascii()) {
+            return run;
+        }
+        // A byte outside ASCII: the string gets its UTF-8 check, and the
+        // rest of the run is read with the test below.
+        *non_ascii = true;
+        let rest = &bytes[run..];
+        return run + plain_run(rest, non_ascii);
+    }
+    // A control character is a byte that 0x20 less it (saturating) leaves
+    // nonzero: one instruction, where an unsigned `<` takes four on x86.
+    let flagged = |v| v128_or(u8x16_sub_sat(u8x16_splat(0x20), v), quote_or_backslash(v));
+    let run = unflagged_blocks(bytes, flagged);
+    run + tail_run(&bytes[run..], non_ascii)
+}
+
+/// How many bytes at the start of `bytes` lie in whole blocks of which
+/// `flagged` flags no lane: 64 bytes a step, then 16. (Whole blocks from
+/// `chunks_exact`, so no load needs a bounds check of its own.)
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn unflagged_blocks(bytes: &[u8], flagged: impl Fn(core::arch::wasm32::v128) -> core::arch::wasm32::v128) -> usize {
+    use core::arch::wasm32::{v128, v128_any_true, v128_load, v128_or};
+
+    /// The 16 bytes of `chunk` from `at`, which must be at most
+    /// `chunk.len() - 16`.
+    fn load(chunk: &[u8], at: usize) -> v128 {
+        assert!(at + 16 <= chunk.len());
+        // SAFETY: `at + 16` bytes of `chunk` are readable (just checked;
+        // the check folds away for whole blocks), and `v128.load` needs no
         // alignment.
-        unsafe { v128_load(chunk.as_ptr().cast()) }
+        unsafe { v128_load(chunk.as_ptr().add(at).cast()) }
     }
 
-    let mut high = u8x16_splat(0);
     let mut run = 0;
-    // 64 bytes a step while no byte stops the run, then 16.
-    while run + 64 <= bytes.len() {
-        let (a, b, c, d) = (load(bytes, run), load(bytes, run + 16), load(bytes, run + 32), load(bytes, run + 48));
-        if v128_any_true(v128_or(v128_or(stops(a), stops(b)), v128_or(stops(c), stops(d)))) {
+    for block in bytes.chunks_exact(64) {
+        let (a, b, c, d) = (load(block, 0), load(block, 16), load(block, 32), load(block, 48));
+        if v128_any_true(v128_or(v128_or(flagged(a), flagged(b)), v128_or(flagged(c), flagged(d)))) {
             break;
         }
-        high = v128_or(high, v128_or(v128_or(a, b), v128_or(c, d)));
         run += 64;
     }
-    while run + 16 <= bytes.len() {
-        let v = load(bytes, run);
-        if v128_any_true(stops(v)) {
+    for chunk in bytes[run..].chunks_exact(16) {
+        if v128_any_true(flagged(load(chunk, 0))) {
             break;
         }
-        high = v128_or(high, v);
         run += 16;
     }
-    *non_ascii |= u8x16_bitmask(high) != 0;
-    run + tail_run(&bytes[run..], non_ascii)
+    run
 }
 
 /// How many bytes at the start of `bytes` a string holds as they are (see
