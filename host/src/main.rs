@@ -62,6 +62,36 @@ enum PluginCommand {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
+    /// Time an adapter's `map-request` on a request body, called as the
+    /// gateway calls it. Several components are timed in turns, round after
+    /// round, and each is reported against the first.
+    Bench {
+        /// The components (`.wasm`) to time.
+        #[arg(required = true)]
+        components: Vec<PathBuf>,
+        /// The request body (a chat completion request, JSON) each call gets.
+        #[arg(long)]
+        body: PathBuf,
+        /// The upstream model in the call context (default: the adapter's
+        /// default model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Call as for a streamed answer.
+        #[arg(long)]
+        stream: bool,
+        /// Calls per component in each round.
+        #[arg(long, default_value_t = 2000)]
+        calls: u32,
+        /// Rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// A setting for `configure` (repeatable), e.g. `--setting models=llama3`.
+        #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = freellm_runtime::check::parse_setting)]
+        settings: Vec<(String, String)>,
+        /// Where compiled code is cached (default: the system temp directory).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
     /// Write a new adapter crate (`<dir>/<name>`) that builds for
     /// wasm32-wasip2 and passes `plugin check` as written: `src/lib.rs` on
     /// the SDK, golden fixtures, and tests that run them natively.
@@ -97,6 +127,37 @@ fn main() -> ExitCode {
             let result = freellm_runtime::check::run(&options);
             print!("{}", result.text);
             if result.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Command::Plugin {
+            command: PluginCommand::Bench { components, body, model, stream, calls, rounds, settings, cache_dir },
+        } => {
+            let body = match std::fs::read(&body) {
+                Ok(body) => body,
+                Err(e) => {
+                    eprintln!("freellm: cannot read {}: {e}", body.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let options = freellm_runtime::bench::BenchOptions {
+                components,
+                body,
+                model,
+                stream,
+                calls,
+                rounds,
+                settings,
+                cache_dir: cache_dir.unwrap_or_else(freellm_runtime::check::default_cache_dir),
+            };
+            match freellm_runtime::bench::run(&options) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("freellm: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Plugin { command: PluginCommand::New { name, openai_compatible, dir, sdk_path } } => {
             new_adapter(freellm_runtime::scaffold::ScaffoldOptions { name, parent: dir, openai_compatible, sdk_path })

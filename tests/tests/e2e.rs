@@ -18,6 +18,7 @@ mod hotswap;
 mod meta_models;
 mod observability;
 mod other_language;
+mod plugin_bench;
 mod plugin_cache;
 mod plugin_check;
 mod provider_keys;

@@ -15,6 +15,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod adapter;
+pub mod bench;
 pub mod bindings;
 pub mod check;
 pub mod engine;

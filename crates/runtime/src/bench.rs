@@ -1,0 +1,234 @@
+//! `freellm plugin bench`: times an adapter's `map-request` on a request
+//! body, called the way the gateway calls it (the same engine, sandbox
+//! limits and warm instances), and reports the time per call.
+//!
+//! Given several components, it times them in turns, round after round, so
+//! that a comparison (an SDK change, another build of the same adapter)
+//! sees the same machine pace on both sides; the report gives each round
+//! and the median of the rounds, each component against the first. This
+//! is the adapter's own cost, with the copies of the body into and out of
+//! its sandbox, and nothing of the gateway's HTTP or routing.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::adapter::{Adapter, AdapterFault};
+use super::engine::PluginEngine;
+use super::loader::{self, LoadError};
+use super::sandbox::SandboxLimits;
+
+/// What to time.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The components (`.wasm`), timed in turns.
+    pub components: Vec<PathBuf>,
+    /// The request body each `map-request` gets.
+    pub body: Vec<u8>,
+    /// The upstream model in the call context (default: each adapter's
+    /// default model).
+    pub model: Option<String>,
+    /// Whether the call context says the client asked for a stream.
+    pub stream: bool,
+    /// Calls per component in each round.
+    pub calls: u32,
+    /// Rounds.
+    pub rounds: u32,
+    /// Settings for `configure`.
+    pub settings: Vec<(String, String)>,
+    /// Where compiled code is cached.
+    pub cache_dir: PathBuf,
+}
+
+/// Why a benchmark did not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Nothing to time, or no calls or rounds asked for.
+    #[error("{0}")]
+    Usage(&'static str),
+    /// The engine could not be built.
+    #[error("cannot build the engine: {0}")]
+    Engine(String),
+    /// The async runtime could not be started.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    /// A component did not load or configure.
+    #[error("{component}: {error}")]
+    Load {
+        /// The component file.
+        component: String,
+        /// What went wrong.
+        error: LoadError,
+    },
+    /// The adapter refused the body (a classified failure): there is
+    /// nothing to time.
+    #[error("{component}: map-request refused the body ({kind}): {message}")]
+    Refused {
+        /// The component file.
+        component: String,
+        /// The failure's kind.
+        kind: String,
+        /// Its message.
+        message: String,
+    },
+    /// A call trapped or hit a sandbox limit.
+    #[error("{component}: {fault}")]
+    Fault {
+        /// The component file.
+        component: String,
+        /// The fault.
+        fault: AdapterFault,
+    },
+}
+
+/// Runs the benchmark and returns its report.
+///
+/// # Errors
+///
+/// When a component does not load, refuses the body or faults, and for
+/// options that ask for nothing.
+pub fn run(options: &BenchOptions) -> Result<String, BenchError> {
+    if options.components.is_empty() {
+        return Err(BenchError::Usage("name at least one component"));
+    }
+    if options.calls == 0 || options.rounds == 0 {
+        return Err(BenchError::Usage("calls and rounds must be at least 1"));
+    }
+    let engine =
+        PluginEngine::new(crate::DEFAULT_OPEN_STREAMS as usize).map_err(|e| BenchError::Engine(format!("{e:#}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BenchError::Runtime)?;
+    runtime.block_on(bench(options, engine))
+}
+
+async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<String, BenchError> {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "body       {} bytes; {} calls a round, {} rounds; components in turns",
+        options.body.len(),
+        options.calls,
+        options.rounds
+    );
+    let mut subjects = Vec::with_capacity(options.components.len());
+    for (i, path) in options.components.iter().enumerate() {
+        let component = path.display().to_string();
+        let load = |error| BenchError::Load { component: component.clone(), error };
+        let compiled = loader::load_file(&engine, path, &options.cache_dir).map_err(load)?;
+        let hash = compiled.hash.clone();
+        let adapter =
+            Adapter::configure_as(engine.clone(), compiled, None, options.settings.clone(), SandboxLimits::default())
+                .await
+                .map_err(load)?;
+        let model = options.model.clone().unwrap_or_else(|| adapter.info.default_model.clone());
+        let ctx = adapter.context("bench", &model, options.stream);
+        let _ = writeln!(text, "[{}]        {component} (sha256 {}, {} {})", i + 1, short(&hash), adapter.id, model);
+        let subject = Subject { component, adapter, ctx };
+        // One call before the clock: the body must be one the adapter
+        // maps, and the first instance is made here, not in round 1.
+        subject.call(&options.body).await?;
+        subjects.push(subject);
+    }
+
+    let mut per_call = vec![Vec::with_capacity(options.rounds as usize); subjects.len()];
+    let _ = write!(text, "\nround");
+    for i in 0..subjects.len() {
+        let _ = write!(text, "  [{}] µs/call", i + 1);
+    }
+    let _ = writeln!(text);
+    for round in 1..=options.rounds {
+        let _ = write!(text, "{round:>5}");
+        for (subject, times) in subjects.iter().zip(&mut per_call) {
+            let started = Instant::now();
+            for _ in 0..options.calls {
+                subject.call(&options.body).await?;
+            }
+            let micros = started.elapsed().as_secs_f64() * 1e6 / f64::from(options.calls);
+            times.push(micros);
+            let _ = write!(text, "  {micros:>13.2}");
+        }
+        let _ = writeln!(text);
+    }
+
+    let medians: Vec<f64> = per_call.iter().map(|times| median(times)).collect();
+    let _ = write!(text, "median");
+    for (i, m) in medians.iter().enumerate() {
+        if i == 0 {
+            let _ = write!(text, " {m:>13.2}");
+        } else {
+            let _ = write!(text, "  {m:>8.2} ({:.3}× [1])", m / medians[0]);
+        }
+    }
+    let _ = writeln!(text);
+    Ok(text)
+}
+
+/// One component under test.
+struct Subject {
+    component: String,
+    adapter: Adapter,
+    ctx: super::types::CallContext,
+}
+
+impl Subject {
+    async fn call(&self, body: &[u8]) -> Result<(), BenchError> {
+        match self.adapter.map_request(&self.ctx, body).await {
+            Ok(Ok(mapped)) => {
+                drop(std::hint::black_box(mapped));
+                Ok(())
+            }
+            Ok(Err(failure)) => Err(BenchError::Refused {
+                component: self.component.clone(),
+                kind: super::check::kind_name(failure.kind).to_owned(),
+                message: failure.message,
+            }),
+            Err(fault) => Err(BenchError::Fault { component: self.component.clone(), fault }),
+        }
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count);
+/// 0 for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The first 12 hex digits of a hash.
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_no_values() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn asking_for_nothing_is_refused_before_any_work() {
+        let options = BenchOptions {
+            components: vec![],
+            body: b"{}".to_vec(),
+            model: None,
+            stream: false,
+            calls: 10,
+            rounds: 1,
+            settings: vec![],
+            cache_dir: std::env::temp_dir(),
+        };
+        assert!(matches!(run(&options), Err(BenchError::Usage(_))));
+        let options = BenchOptions { components: vec!["x.wasm".into()], calls: 0, ..options };
+        assert!(matches!(run(&options), Err(BenchError::Usage(_))));
+    }
+}

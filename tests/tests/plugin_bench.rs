@@ -1,0 +1,74 @@
+//! End-to-end: `freellm plugin bench` times real components' `map-request`
+//! in turns and reports each round and the medians; a body the adapter
+//! refuses, or a file that is not a component, is a clear error.
+
+use std::process::Output;
+
+use freellm_e2e::*;
+
+fn bench(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let bin = build_artifacts();
+    let cache = workspace_root().join("target/e2e-component-cache");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg("plugin").arg("bench").arg("--cache-dir").arg(&cache).args(args);
+    let Output { status, stdout, stderr } = cmd.output().expect("freellm runs");
+    (status.success(), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
+}
+
+#[test]
+fn two_components_are_timed_in_turns_and_compared_with_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    let content = "a long user turn ".repeat(4096);
+    std::fs::write(
+        &body,
+        format!(r#"{{"model":"groq/llama-3.3-70b-versatile","messages":[{{"role":"user","content":"{content}"}}]}}"#),
+    )
+    .unwrap();
+    let groq = component_path("freellm-provider-groq");
+    let mistral = component_path("freellm-provider-mistral");
+    let (ok, out, err) = bench(&[
+        groq.as_os_str(),
+        mistral.as_os_str(),
+        "--body".as_ref(),
+        body.as_os_str(),
+        "--calls".as_ref(),
+        "20".as_ref(),
+        "--rounds".as_ref(),
+        "3".as_ref(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("20 calls a round, 3 rounds"), "{out}");
+    assert!(out.contains("groq llama-3.3-70b-versatile") && out.contains("mistral"), "{out}");
+    // Three rounds, each with a positive time for both components.
+    let rounds: Vec<Vec<f64>> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().skip(1).map(|t| t.parse().expect("a time")).collect())
+        .collect();
+    assert_eq!(rounds.len(), 3, "{out}");
+    assert!(rounds.iter().all(|r| r.len() == 2 && r.iter().all(|&t| t > 0.0)), "{out}");
+    let median = out.lines().find(|l| l.starts_with("median")).expect("a median line");
+    assert!(median.contains("× [1])"), "{out}");
+}
+
+#[test]
+fn a_body_the_adapter_refuses_or_a_file_that_is_no_component_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, br#"{"model":"x","messages":"not a list"}"#).unwrap();
+    let groq = component_path("freellm-provider-groq");
+    let (ok, out, err) = bench(&[groq.as_os_str(), "--body".as_ref(), body.as_os_str()]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("map-request refused the body (request-invalid): invalid chat request body"), "{err}");
+
+    let not_wasm = dir.path().join("not.wasm");
+    std::fs::write(&not_wasm, b"not a component").unwrap();
+    let (ok, out, err) = bench(&[not_wasm.as_os_str(), "--body".as_ref(), body.as_os_str()]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("not.wasm"), "{err}");
+
+    let (ok, _, err) = bench(&[groq.as_os_str(), "--body".as_ref(), dir.path().join("missing.json").as_os_str()]);
+    assert!(!ok);
+    assert!(err.contains("cannot read") && err.contains("missing.json"), "{err}");
+}
