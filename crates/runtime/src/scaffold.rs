@@ -155,7 +155,7 @@ pub fn render(name: &str, openai_compatible: bool, sdk: &SdkSource, own_workspac
 
 /// Cargo's settings for a crate of its own: components built with
 /// WebAssembly SIMD, which the SDK reads request strings with.
-const CARGO_CONFIG: &str = r#"# The SDK reads a request's strings sixteen bytes a step with WebAssembly
+const CARGO_CONFIG: &str = r#"# The SDK reads a request's strings 64 bytes a step with WebAssembly
 # SIMD; the gateway's engine supports it.
 [target.wasm32-wasip2]
 rustflags = ["-C", "target-feature=+simd128"]

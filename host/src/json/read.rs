@@ -226,8 +226,7 @@ fn stops(byte: u8) -> bool {
 }
 
 /// The length of the run of bytes at the start of `bytes` that need no
-/// attention inside a string, and whether all of the run is ASCII (`false`
-/// may also be said of a run that is, when a byte past it is not). Blocks
+/// attention inside a string, and whether all of the run is ASCII. Blocks
 /// of 64 are tested without a branch per byte, which the compiler turns
 /// into SIMD compares: 32 bytes at a time on a CPU with AVX2 (the check is
 /// one load of a flag the standard library caches), 16 otherwise.
