@@ -62,8 +62,9 @@ enum PluginCommand {
         #[arg(long)]
         cache_dir: Option<PathBuf>,
     },
-    /// Time an adapter's `map-request` on a request body, called as the
-    /// gateway calls it. Several components are timed in turns, round after
+    /// Time an adapter's `map-request` on a request body (and its
+    /// `normalize-response` on an upstream answer), called as the gateway
+    /// calls them. Several components are timed in turns, round after
     /// round, and each is reported against the first.
     Bench {
         /// The components (`.wasm`) to time.
@@ -72,6 +73,9 @@ enum PluginCommand {
         /// The request body (a chat completion request, JSON) each call gets.
         #[arg(long)]
         body: PathBuf,
+        /// An upstream's 2xx answer (JSON) to time `normalize-response` on.
+        #[arg(long)]
+        answer: Option<PathBuf>,
         /// The upstream model in the call context (default: the adapter's
         /// default model).
         #[arg(long)]
@@ -129,18 +133,21 @@ fn main() -> ExitCode {
             if result.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Command::Plugin {
-            command: PluginCommand::Bench { components, body, model, stream, calls, rounds, settings, cache_dir },
+            command:
+                PluginCommand::Bench { components, body, answer, model, stream, calls, rounds, settings, cache_dir },
         } => {
-            let body = match std::fs::read(&body) {
-                Ok(body) => body,
-                Err(e) => {
-                    eprintln!("freellm: cannot read {}: {e}", body.display());
-                    return ExitCode::FAILURE;
-                }
+            let read = |path: &PathBuf| {
+                std::fs::read(path).map_err(|e| eprintln!("freellm: cannot read {}: {e}", path.display()))
+            };
+            let Ok(body) = read(&body) else { return ExitCode::FAILURE };
+            let answer = match answer.as_ref().map(read).transpose() {
+                Ok(answer) => answer,
+                Err(()) => return ExitCode::FAILURE,
             };
             let options = freellm_runtime::bench::BenchOptions {
                 components,
                 body,
+                answer,
                 model,
                 stream,
                 calls,

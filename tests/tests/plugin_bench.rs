@@ -1,6 +1,7 @@
 //! End-to-end: `freellm plugin bench` times real components' `map-request`
-//! in turns and reports each round and the medians; a body the adapter
-//! refuses, or a file that is not a component, is a clear error.
+//! (and `normalize-response`, given an answer) in turns and reports each
+//! round and the medians; a body or answer the adapter refuses, or a file
+//! that is not a component, is a clear error.
 
 use std::process::Output;
 
@@ -50,6 +51,38 @@ fn two_components_are_timed_in_turns_and_compared_with_the_first() {
     assert!(rounds.iter().all(|r| r.len() == 2 && r.iter().all(|&t| t > 0.0)), "{out}");
     let median = out.lines().find(|l| l.starts_with("median")).expect("a median line");
     assert!(median.contains("× [1])"), "{out}");
+    assert!(out.contains("map-request") && !out.contains("normalize-response"), "no answer, no second table: {out}");
+
+    // With an upstream answer, normalize-response is timed too.
+    let answer = dir.path().join("answer.json");
+    std::fs::write(
+        &answer,
+        r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
+    )
+    .unwrap();
+    let (ok, out, err) = bench(&[
+        groq.as_os_str(),
+        "--body".as_ref(),
+        body.as_os_str(),
+        "--answer".as_ref(),
+        answer.as_os_str(),
+        "--calls".as_ref(),
+        "20".as_ref(),
+        "--rounds".as_ref(),
+        "2".as_ref(),
+    ]);
+    assert!(ok, "{out}{err}");
+    let tables: Vec<&str> = out.split("\nmap-request\n").collect();
+    assert_eq!(tables.len(), 2, "{out}");
+    let (map, normalize) = tables[1].split_once("\nnormalize-response\n").expect("a normalize-response table");
+    for table in [map, normalize] {
+        assert_eq!(table.lines().filter(|l| l.starts_with("median")).count(), 1, "{out}");
+        assert_eq!(
+            table.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count(),
+            2,
+            "{out}"
+        );
+    }
 }
 
 #[test]
@@ -61,6 +94,16 @@ fn a_body_the_adapter_refuses_or_a_file_that_is_no_component_is_a_clear_error() 
     let (ok, out, err) = bench(&[groq.as_os_str(), "--body".as_ref(), body.as_os_str()]);
     assert!(!ok, "{out}");
     assert!(err.contains("map-request refused the body (request-invalid): invalid chat request body"), "{err}");
+
+    // An answer the adapter cannot read is refused by name.
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    let bad_answer = dir.path().join("bad-answer.json");
+    std::fs::write(&bad_answer, b"not json").unwrap();
+    let (ok, out, err) =
+        bench(&[groq.as_os_str(), "--body".as_ref(), good.as_os_str(), "--answer".as_ref(), bad_answer.as_os_str()]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("normalize-response refused the answer (transient): malformed upstream answer"), "{err}");
 
     let not_wasm = dir.path().join("not.wasm");
     std::fs::write(&not_wasm, b"not a component").unwrap();

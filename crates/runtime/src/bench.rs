@@ -1,6 +1,7 @@
 //! `freellm plugin bench`: times an adapter's `map-request` on a request
-//! body, called the way the gateway calls it (the same engine, sandbox
-//! limits and warm instances), and reports the time per call.
+//! body (and, given an upstream answer, its `normalize-response` on it),
+//! called the way the gateway calls them (the same engine, sandbox limits
+//! and warm instances), and reports the time per call.
 //!
 //! Given several components, it times them in turns, round after round, so
 //! that a comparison (an SDK change, another build of the same adapter)
@@ -26,6 +27,8 @@ pub struct BenchOptions {
     pub components: Vec<PathBuf>,
     /// The request body each `map-request` gets.
     pub body: Vec<u8>,
+    /// An upstream's 2xx answer to time `normalize-response` on as well.
+    pub answer: Option<Vec<u8>>,
     /// The upstream model in the call context (default: each adapter's
     /// default model).
     pub model: Option<String>,
@@ -61,12 +64,16 @@ pub enum BenchError {
         /// What went wrong.
         error: LoadError,
     },
-    /// The adapter refused the body (a classified failure): there is
-    /// nothing to time.
-    #[error("{component}: map-request refused the body ({kind}): {message}")]
+    /// The adapter refused the body or the answer (a classified
+    /// failure): there is nothing to time.
+    #[error("{component}: {call} refused the {what} ({kind}): {message}")]
     Refused {
         /// The component file.
         component: String,
+        /// The contract function.
+        call: &'static str,
+        /// `body` or `answer`.
+        what: &'static str,
         /// The failure's kind.
         kind: String,
         /// Its message.
@@ -103,13 +110,11 @@ pub fn run(options: &BenchOptions) -> Result<String, BenchError> {
 
 async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<String, BenchError> {
     let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "body       {} bytes; {} calls a round, {} rounds; components in turns",
-        options.body.len(),
-        options.calls,
-        options.rounds
-    );
+    let _ = write!(text, "body       {} bytes", options.body.len());
+    if let Some(answer) = &options.answer {
+        let _ = write!(text, "; answer {} bytes", answer.len());
+    }
+    let _ = writeln!(text, "; {} calls a round, {} rounds; components in turns", options.calls, options.rounds);
     let mut subjects = Vec::with_capacity(options.components.len());
     for (i, path) in options.components.iter().enumerate() {
         let component = path.display().to_string();
@@ -123,15 +128,53 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
         let model = options.model.clone().unwrap_or_else(|| adapter.info.default_model.clone());
         let ctx = adapter.context("bench", &model, options.stream);
         let _ = writeln!(text, "[{}]        {component} (sha256 {}, {} {})", i + 1, short(&hash), adapter.id, model);
-        let subject = Subject { component, adapter, ctx };
-        // One call before the clock: the body must be one the adapter
-        // maps, and the first instance is made here, not in round 1.
-        subject.call(&options.body).await?;
+        let head = super::types::ResponseHead {
+            status: 200,
+            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
+        };
+        let subject = Subject { component, adapter, ctx, head };
+        // One call of each before the clock: the body and the answer must
+        // be ones the adapter takes, and the first instance is made here,
+        // not in round 1.
+        subject.call(Call::Map, options).await?;
+        subject.call(Call::Normalize, options).await?;
         subjects.push(subject);
     }
 
+    let calls: &[Call] = if options.answer.is_some() { &[Call::Map, Call::Normalize] } else { &[Call::Map] };
+    for &call in calls {
+        let _ = writeln!(text, "\n{}", call.name());
+        time_rounds(&mut text, options, &subjects, call).await?;
+    }
+    Ok(text)
+}
+
+/// A contract function the benchmark times.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    Map,
+    Normalize,
+}
+
+impl Call {
+    fn name(self) -> &'static str {
+        match self {
+            Call::Map => "map-request",
+            Call::Normalize => "normalize-response",
+        }
+    }
+}
+
+/// Times `call` on every subject in turns, round after round, and writes
+/// each round and the medians.
+async fn time_rounds(
+    text: &mut String,
+    options: &BenchOptions,
+    subjects: &[Subject],
+    call: Call,
+) -> Result<(), BenchError> {
     let mut per_call = vec![Vec::with_capacity(options.rounds as usize); subjects.len()];
-    let _ = write!(text, "\nround");
+    let _ = write!(text, "round");
     for i in 0..subjects.len() {
         let _ = write!(text, "  [{}] µs/call", i + 1);
     }
@@ -141,7 +184,7 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
         for (subject, times) in subjects.iter().zip(&mut per_call) {
             let started = Instant::now();
             for _ in 0..options.calls {
-                subject.call(&options.body).await?;
+                subject.call(call, options).await?;
             }
             let micros = started.elapsed().as_secs_f64() * 1e6 / f64::from(options.calls);
             times.push(micros);
@@ -149,7 +192,6 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
         }
         let _ = writeln!(text);
     }
-
     let medians: Vec<f64> = per_call.iter().map(|times| median(times)).collect();
     let _ = write!(text, "median");
     for (i, m) in medians.iter().enumerate() {
@@ -160,7 +202,7 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
         }
     }
     let _ = writeln!(text);
-    Ok(text)
+    Ok(())
 }
 
 /// One component under test.
@@ -168,22 +210,34 @@ struct Subject {
     component: String,
     adapter: Adapter,
     ctx: super::types::CallContext,
+    /// The answer's head: 200, JSON.
+    head: super::types::ResponseHead,
 }
 
 impl Subject {
-    async fn call(&self, body: &[u8]) -> Result<(), BenchError> {
-        match self.adapter.map_request(&self.ctx, body).await {
-            Ok(Ok(mapped)) => {
-                drop(std::hint::black_box(mapped));
-                Ok(())
+    async fn call(&self, call: Call, options: &BenchOptions) -> Result<(), BenchError> {
+        let refused = |what, failure: super::types::Failure| BenchError::Refused {
+            component: self.component.clone(),
+            call: call.name(),
+            what,
+            kind: super::check::kind_name(failure.kind).to_owned(),
+            message: failure.message,
+        };
+        let fault = |fault| BenchError::Fault { component: self.component.clone(), fault };
+        match (call, &options.answer) {
+            (Call::Map, _) => match self.adapter.map_request(&self.ctx, &options.body).await.map_err(fault)? {
+                Ok(mapped) => drop(std::hint::black_box(mapped)),
+                Err(failure) => return Err(refused("body", failure)),
+            },
+            (Call::Normalize, Some(answer)) => {
+                match self.adapter.normalize_response(&self.ctx, &self.head, answer).await.map_err(fault)? {
+                    Ok(normalized) => drop(std::hint::black_box(normalized)),
+                    Err(failure) => return Err(refused("answer", failure)),
+                }
             }
-            Ok(Err(failure)) => Err(BenchError::Refused {
-                component: self.component.clone(),
-                kind: super::check::kind_name(failure.kind).to_owned(),
-                message: failure.message,
-            }),
-            Err(fault) => Err(BenchError::Fault { component: self.component.clone(), fault }),
+            (Call::Normalize, None) => {}
         }
+        Ok(())
     }
 }
 
@@ -220,6 +274,7 @@ mod tests {
         let options = BenchOptions {
             components: vec![],
             body: b"{}".to_vec(),
+            answer: None,
             model: None,
             stream: false,
             calls: 10,
