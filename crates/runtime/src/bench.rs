@@ -19,6 +19,7 @@ use super::adapter::{Adapter, AdapterFault};
 use super::engine::PluginEngine;
 use super::loader::{self, LoadError};
 use super::sandbox::SandboxLimits;
+use super::types::{CallContext, ResponseHead};
 
 /// What to time.
 #[derive(Debug, Clone)]
@@ -115,6 +116,11 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
         let _ = write!(text, "; answer {} bytes", answer.len());
     }
     let _ = writeln!(text, "; {} calls a round, {} rounds; components in turns", options.calls, options.rounds);
+    let head = ResponseHead { status: 200, headers: vec![("content-type".to_owned(), "application/json".to_owned())] };
+    let mut calls = vec![Call::Map(&options.body)];
+    if let Some(answer) = &options.answer {
+        calls.push(Call::Normalize(&head, answer));
+    }
     let mut subjects = Vec::with_capacity(options.components.len());
     for (i, path) in options.components.iter().enumerate() {
         let component = path.display().to_string();
@@ -128,39 +134,37 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
         let model = options.model.clone().unwrap_or_else(|| adapter.info.default_model.clone());
         let ctx = adapter.context("bench", &model, options.stream);
         let _ = writeln!(text, "[{}]        {component} (sha256 {}, {} {})", i + 1, short(&hash), adapter.id, model);
-        let head = super::types::ResponseHead {
-            status: 200,
-            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-        };
-        let subject = Subject { component, adapter, ctx, head };
+        let subject = Subject { component, adapter, ctx };
         // One call of each before the clock: the body and the answer must
         // be ones the adapter takes, and the first instance is made here,
         // not in round 1.
-        subject.call(Call::Map, options).await?;
-        subject.call(Call::Normalize, options).await?;
+        for &call in &calls {
+            subject.call(call).await?;
+        }
         subjects.push(subject);
     }
 
-    let calls: &[Call] = if options.answer.is_some() { &[Call::Map, Call::Normalize] } else { &[Call::Map] };
-    for &call in calls {
+    for &call in &calls {
         let _ = writeln!(text, "\n{}", call.name());
         time_rounds(&mut text, options, &subjects, call).await?;
     }
     Ok(text)
 }
 
-/// A contract function the benchmark times.
+/// A contract function the benchmark times, with what it is called on.
 #[derive(Debug, Clone, Copy)]
-enum Call {
-    Map,
-    Normalize,
+enum Call<'a> {
+    /// `map-request` on the request body.
+    Map(&'a [u8]),
+    /// `normalize-response` on an upstream answer with its head.
+    Normalize(&'a ResponseHead, &'a [u8]),
 }
 
-impl Call {
+impl Call<'_> {
     fn name(self) -> &'static str {
         match self {
-            Call::Map => "map-request",
-            Call::Normalize => "normalize-response",
+            Call::Map(_) => "map-request",
+            Call::Normalize(..) => "normalize-response",
         }
     }
 }
@@ -171,7 +175,7 @@ async fn time_rounds(
     text: &mut String,
     options: &BenchOptions,
     subjects: &[Subject],
-    call: Call,
+    call: Call<'_>,
 ) -> Result<(), BenchError> {
     let mut per_call = vec![Vec::with_capacity(options.rounds as usize); subjects.len()];
     let _ = write!(text, "round");
@@ -184,7 +188,7 @@ async fn time_rounds(
         for (subject, times) in subjects.iter().zip(&mut per_call) {
             let started = Instant::now();
             for _ in 0..options.calls {
-                subject.call(call, options).await?;
+                subject.call(call).await?;
             }
             let micros = started.elapsed().as_secs_f64() * 1e6 / f64::from(options.calls);
             times.push(micros);
@@ -209,35 +213,37 @@ async fn time_rounds(
 struct Subject {
     component: String,
     adapter: Adapter,
-    ctx: super::types::CallContext,
-    /// The answer's head: 200, JSON.
-    head: super::types::ResponseHead,
+    ctx: CallContext,
 }
 
 impl Subject {
-    async fn call(&self, call: Call, options: &BenchOptions) -> Result<(), BenchError> {
-        let refused = |what, failure: super::types::Failure| BenchError::Refused {
+    async fn call(&self, call: Call<'_>) -> Result<(), BenchError> {
+        let fault = |fault| BenchError::Fault { component: self.component.clone(), fault };
+        let (what, failure) = match call {
+            Call::Map(body) => match self.adapter.map_request(&self.ctx, body).await.map_err(fault)? {
+                Ok(mapped) => {
+                    std::hint::black_box(mapped);
+                    return Ok(());
+                }
+                Err(failure) => ("body", failure),
+            },
+            Call::Normalize(head, answer) => {
+                match self.adapter.normalize_response(&self.ctx, head, answer).await.map_err(fault)? {
+                    Ok(normalized) => {
+                        std::hint::black_box(normalized);
+                        return Ok(());
+                    }
+                    Err(failure) => ("answer", failure),
+                }
+            }
+        };
+        Err(BenchError::Refused {
             component: self.component.clone(),
             call: call.name(),
             what,
             kind: super::check::kind_name(failure.kind).to_owned(),
             message: failure.message,
-        };
-        let fault = |fault| BenchError::Fault { component: self.component.clone(), fault };
-        match (call, &options.answer) {
-            (Call::Map, _) => match self.adapter.map_request(&self.ctx, &options.body).await.map_err(fault)? {
-                Ok(mapped) => drop(std::hint::black_box(mapped)),
-                Err(failure) => return Err(refused("body", failure)),
-            },
-            (Call::Normalize, Some(answer)) => {
-                match self.adapter.normalize_response(&self.ctx, &self.head, answer).await.map_err(fault)? {
-                    Ok(normalized) => drop(std::hint::black_box(normalized)),
-                    Err(failure) => return Err(refused("answer", failure)),
-                }
-            }
-            (Call::Normalize, None) => {}
-        }
-        Ok(())
+        })
     }
 }
 
