@@ -37,6 +37,20 @@ pub fn component_path(crate_name: &str) -> PathBuf {
     workspace_root().join("target/wasm32-wasip2/wasm").join(format!("{}.wasm", crate_name.replace('-', "_")))
 }
 
+/// Where the end-to-end tests cache compiled components: every gateway
+/// they start and every `freellm plugin` run shares it.
+pub fn component_cache() -> PathBuf {
+    workspace_root().join("target/e2e-component-cache")
+}
+
+/// `freellm plugin <subcommand> --cache-dir <the tests' cache>`, for the
+/// caller to add its arguments to and run.
+pub fn plugin_command(subcommand: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(build_artifacts());
+    cmd.arg("plugin").arg(subcommand).arg("--cache-dir").arg(component_cache());
+    cmd
+}
+
 /// Builds the gateway binary and the provider components, once per process.
 pub fn build_artifacts() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -507,7 +521,7 @@ impl Gateway {
         let config_path = data_dir.path().join("plugins.toml");
         std::fs::write(&config_path, config).expect("write config");
         let port = free_port();
-        let cache = workspace_root().join("target/e2e-component-cache");
+        let cache = component_cache();
         let mut cmd = match address_space {
             Some(bytes) => {
                 let mut cmd = Command::new("prlimit");

@@ -18,13 +18,8 @@ fn every_cohere_fixture_passes_through_the_runtime() {
     fixtures.sort();
     assert!(fixtures.len() >= 20, "only {} fixtures", fixtures.len());
 
-    let bin = build_artifacts();
-    let Output { stdout, stderr, .. } = std::process::Command::new(bin)
-        .arg("plugin")
-        .arg("check")
+    let Output { stdout, stderr, .. } = plugin_command("check")
         .arg(component_path("freellm-provider-cohere"))
-        .arg("--cache-dir")
-        .arg(workspace_root().join("target/e2e-component-cache"))
         .arg("--fixtures")
         .arg(&dir)
         .output()

@@ -67,15 +67,7 @@ async fn plugin(gw: &Gateway, id: &str) -> Value {
 }
 
 fn check(component: &Path) -> (bool, String) {
-    let bin = build_artifacts();
-    let out = std::process::Command::new(bin)
-        .arg("plugin")
-        .arg("check")
-        .arg(component)
-        .arg("--cache-dir")
-        .arg(workspace_root().join("target/e2e-component-cache"))
-        .output()
-        .expect("freellm runs");
+    let out = plugin_command("check").arg(component).output().expect("freellm runs");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 

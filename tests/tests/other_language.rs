@@ -24,11 +24,8 @@ fn js_component() -> &'static (PathBuf, bool, String) {
             .expect("the build script runs");
         assert!(status.success(), "scripts/build-js-adapter.sh failed");
         let component = root.join("target/js-adapter/freellm_provider_js_openai.wasm");
-        let Output { status, stdout, stderr } = std::process::Command::new(build_artifacts())
-            .args(["plugin", "check"])
+        let Output { status, stdout, stderr } = plugin_command("check")
             .arg(&component)
-            .arg("--cache-dir")
-            .arg(root.join("target/e2e-component-cache"))
             .args(["--setting", "id=jsopenai", "--setting", "base_url=https://api.example.com/v1"])
             .output()
             .expect("freellm runs");

@@ -8,11 +8,7 @@ use std::process::Output;
 use freellm_e2e::*;
 
 fn bench(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let bin = build_artifacts();
-    let cache = workspace_root().join("target/e2e-component-cache");
-    let mut cmd = std::process::Command::new(bin);
-    cmd.arg("plugin").arg("bench").arg("--cache-dir").arg(&cache).args(args);
-    let Output { status, stdout, stderr } = cmd.output().expect("freellm runs");
+    let Output { status, stdout, stderr } = plugin_command("bench").args(args).output().expect("freellm runs");
     (status.success(), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
 }
 

@@ -23,10 +23,8 @@ const PROVIDERS: &[(&str, &str, &[&str])] = &[
 ];
 
 fn check(component: &Path, fixtures: Option<&Path>, settings: &[&str]) -> (bool, String) {
-    let bin = build_artifacts();
-    let cache = workspace_root().join("target/e2e-component-cache");
-    let mut cmd = std::process::Command::new(bin);
-    cmd.arg("plugin").arg("check").arg(component).arg("--cache-dir").arg(&cache);
+    let mut cmd = plugin_command("check");
+    cmd.arg(component);
     if let Some(dir) = fixtures {
         cmd.arg("--fixtures").arg(dir);
     }

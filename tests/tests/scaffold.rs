@@ -34,14 +34,7 @@ fn cargo(manifest: &Path, target_dir: &Path, args: &[&str]) -> Command {
 }
 
 fn plugin_check(component: &Path, fixtures: &Path) -> (bool, String) {
-    let cache = workspace_root().join("target/e2e-component-cache");
-    run(Command::new(build_artifacts())
-        .args(["plugin", "check"])
-        .arg(component)
-        .arg("--fixtures")
-        .arg(fixtures)
-        .arg("--cache-dir")
-        .arg(cache))
+    run(plugin_command("check").arg(component).arg("--fixtures").arg(fixtures))
 }
 
 /// Scaffolds `name`, runs its tests, builds its component and checks it;
