@@ -663,7 +663,7 @@ async fn complete(
         Ok(Err(failure)) => return Err(upstream_error(failure.message)),
         Err(fault) => return Err(RoutingError::from_fault(&provider.id, &fault)),
     };
-    let body = crate::routing::created::fill_created(normalized.body, crate::routing::created::unix_now());
+    let body = crate::routing::created::fill_created(normalized.body, crate::routing::created::unix_now);
     let out = with_provider_marker(body, &provider.id).ok_or_else(|| RoutingError::AdapterFault {
         provider: provider.id.to_string(),
         message: format!("adapter \"{}\" returned a body that is not a JSON object", provider.id),

@@ -662,9 +662,9 @@ impl Relay {
             return Ok(done);
         }
         let mut buf = Vec::with_capacity(output.chunks.iter().map(|c| c.len() + 8).sum());
-        let now = crate::routing::created::unix_now();
         for chunk in output.chunks {
-            let Some(chunk) = self.prepare(crate::routing::created::fill_created(chunk, now)) else { continue };
+            let chunk = crate::routing::created::fill_created(chunk, crate::routing::created::unix_now);
+            let Some(chunk) = self.prepare(chunk) else { continue };
             push_event(&mut buf, &chunk);
         }
         if !buf.is_empty() {
