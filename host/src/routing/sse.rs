@@ -150,7 +150,7 @@ impl Framer {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                push_lossy(&mut self.data, value);
                 self.has_data = true;
             }
             b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
@@ -164,6 +164,16 @@ impl Framer {
         }
         self.has_data = false;
         self.event = None;
+    }
+}
+
+/// Appends `bytes` as text, invalid UTF-8 replaced by U+FFFD. Valid text
+/// (every event of a well-behaved upstream) takes the standard library's
+/// fast check rather than the lossy decoder's byte-at-a-time walk.
+fn push_lossy(text: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(valid) => text.push_str(valid),
+        Err(_) => text.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 
@@ -209,6 +219,12 @@ mod tests {
     #[test]
     fn multi_line_data_is_joined_with_newlines() {
         assert_eq!(frame(&[b"data: a\ndata:b\ndata:  c\n\n"]), [data("a\nb\n c")]);
+    }
+
+    #[test]
+    fn invalid_utf8_in_data_becomes_replacement_characters_and_valid_text_is_kept() {
+        let out = frame(&[b"data: caf\xc3\xa9 \xff\n", b"data: \xe2\x82\n\n"]);
+        assert_eq!(out, [data("caf\u{e9} \u{fffd}\n\u{fffd}")]);
     }
 
     #[test]
