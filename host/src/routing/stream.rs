@@ -37,6 +37,7 @@
 //!   and key.
 
 use std::borrow::Cow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -45,7 +46,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use tokio::time::timeout_at;
+use tokio::time::Sleep;
 
 use crate::access::virtual_keys::Ticket;
 use crate::config::UpstreamConfig;
@@ -216,6 +217,10 @@ pub async fn start(s: StreamStart<'_>) -> Result<Response, NotCommitted> {
     Ok(response)
 }
 
+/// Later than any wake-up time of a stream (and within Tokio's longest
+/// sleep, ~2.2 years): the initial setting of [`Source::arm`]'s timer.
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// One step of an upstream source.
 enum Step {
     /// Normalized output.
@@ -246,6 +251,9 @@ struct Source {
     hold: Option<KeyHold>,
     /// When the last byte arrived (the stall timer measures silence).
     last_data: Instant,
+    /// The wake-up timer of [`Source::next`], kept across calls so a
+    /// stream's chunks do not each register and cancel a timer of their own.
+    wake: Pin<Box<Sleep>>,
     /// Bytes read so far, against `max_bytes`.
     received: u64,
     max_bytes: u64,
@@ -278,6 +286,8 @@ impl Source {
             provider,
             hold,
             last_data: crate::clock::now(),
+            // Armed by the first `next`: any wake-up time is earlier.
+            wake: Box::pin(tokio::time::sleep(FAR_FUTURE)),
             received: 0,
             max_bytes: limits.stream_max_bytes,
             verdict: None,
@@ -285,14 +295,19 @@ impl Source {
         }
     }
 
-    /// The next normalized output, waiting at most until `wake_at`.
+    /// The next normalized output, waiting at most until `wake_at`. It may
+    /// return [`Step::Idle`] earlier (see [`Source::arm`]): callers check
+    /// their timers on every `Idle`.
     async fn next(&mut self, wake_at: Instant) -> Step {
         if self.ended {
             return Step::Eof;
         }
+        self.arm(wake_at);
         loop {
-            let Ok(read) = timeout_at(wake_at.into(), self.response.chunk()).await else {
-                return Step::Idle;
+            let read = tokio::select! {
+                biased;
+                read = self.response.chunk() => read,
+                () = self.wake.as_mut() => return Step::Idle,
             };
             match read {
                 Ok(Some(chunk)) => {
@@ -325,6 +340,19 @@ impl Source {
                 }
                 Err(cut) => cut,
             };
+        }
+    }
+
+    /// Sets the wake-up timer to fire no later than `wake_at`. A wake-up
+    /// time only moves later while chunks arrive (it follows the last byte
+    /// read or sent), so the timer is moved earlier at once but later only
+    /// after it has fired: a stream's chunks cost no timer work, and a
+    /// timer that fires before the time now asked for is one `Idle`, which
+    /// callers take as a wake-up with nothing due.
+    fn arm(&mut self, wake_at: Instant) {
+        let wake_at = tokio::time::Instant::from_std(wake_at);
+        if wake_at < self.wake.deadline() || self.wake.is_elapsed() {
+            self.wake.as_mut().reset(wake_at);
         }
     }
 
@@ -557,6 +585,9 @@ impl Relay {
             }
         }
         let mut cutoff = self.continuation.gw.drain.streams_cutoff();
+        // One wait for the whole relay, not a new one for every chunk.
+        let shutdown = cutoff.wait_for(|cut| *cut);
+        tokio::pin!(shutdown);
         loop {
             let now = crate::clock::now();
             if now >= self.deadline {
@@ -566,7 +597,7 @@ impl Relay {
             let step = tokio::select! {
                 // The drain deadline passed: end the stream with an error event
                 // rather than let the process exit mid-chunk.
-                _ = cutoff.wait_for(|cut| *cut) => {
+                _ = &mut shutdown => {
                     return Err(Cut::Failed { code: "shutdown", message: "the gateway is shutting down".into() });
                 }
                 step = self.source.next(clock.wake_at(self.timeouts())) => step,
