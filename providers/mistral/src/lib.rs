@@ -487,7 +487,8 @@ impl ChunkRewriter for MistralChunks {
     /// or member, or no `choices`), and any with a `\u` escape, which could
     /// spell one of these. The others are forwarded after a borrowed read.
     fn rewrites(&self, data: &str) -> bool {
-        !data.contains("\"choices\"") || openai_compat::may_name(data, &["model_length", "tool_calls", "\"error\""])
+        !openai_compat::contains(data, "\"choices\"")
+            || openai_compat::may_name(data, &["model_length", "tool_calls", "\"error\""])
     }
 }
 
