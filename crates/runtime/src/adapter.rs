@@ -302,7 +302,10 @@ impl Adapter {
             if self.limits.reuse_instances { self.warm.lock().ok().and_then(|mut idle| idle.pop()) } else { None };
         let mut instance = match warm {
             Some(instance) => instance,
-            None => self.instantiate(request_id).await?,
+            // Boxed: instantiation's future is over a kilobyte, and every
+            // adapter call's future (nested in the request's) would carry
+            // it while a warm instance, the usual case, needs none.
+            None => Box::pin(self.instantiate(request_id)).await?,
         };
         instance.begin(&self.limits);
         instance.calls += 1;

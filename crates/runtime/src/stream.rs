@@ -53,7 +53,8 @@ impl Adapter {
             if host.is_lost() {
                 return Err(session.lost());
             }
-            match self.instantiate(&ctx.request_id).await {
+            // Boxed, as in `Adapter::checkout`: a rare path with a large future.
+            match Box::pin(self.instantiate(&ctx.request_id)).await {
                 Ok(fresh) => *instance = Some(fresh),
                 Err(fault) => {
                     host.lose();

@@ -181,13 +181,18 @@ impl Fleet {
     /// down, else bounded by the timeout; a failure takes the link down.
     /// Locally there is nothing to call: `Degraded` as well, which callers
     /// never see since they ask [`Fleet::shared`] first.
+    ///
+    /// The Redis call's future (over a kilobyte) is boxed, so the futures of
+    /// the request path that may make a shared call (key reservations,
+    /// probes, health changes, the shared cache) stay small, and a gateway
+    /// without Redis moves none of those bytes on every request.
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, FleetError>
     where
         F: FnOnce(RedisClient) -> Fut,
         Fut: Future<Output = Result<T, FleetError>>,
     {
         let Some(shared) = &self.shared else { return Err(FleetError::Degraded) };
-        shared.call(f).await
+        Box::pin(shared.call(f)).await
     }
 
     /// `/v1/status`'s `sharedState`.

@@ -488,8 +488,10 @@ async fn answer(
             ticket: &req.ticket,
             verdict,
         };
-        // The stream settles its own reservations when it ends.
-        return stream::start(start)
+        // The stream settles its own reservations when it ends. Boxed: the
+        // opening of a stream is the largest future of an attempt, and every
+        // request's future (plain answers too) would otherwise carry it.
+        return Box::pin(stream::start(start))
             .await
             .map(|response| AnsweredTarget { response, usage: None, finish_reason: None, body: None })
             .map_err(|not_committed| {
