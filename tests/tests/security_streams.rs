@@ -264,6 +264,30 @@ async fn heartbeats_flow_and_no_stall_is_declared_while_bytes_trickle_without_an
     assert!(!text.contains("\"error\""), "{text}");
 }
 
+#[tokio::test]
+async fn no_heartbeat_while_chunks_flow_and_one_after_a_silence_that_follows_them() {
+    // Chunks every 50 ms for 1.2 s (three idle timeouts: the relay's
+    // wake-up timer, armed when the stream began, fires while chunks still
+    // flow and must find nothing due), then 700 ms of silence (past the
+    // idle timeout, short of the stall timeout) before the last chunk.
+    let mut pieces: Vec<(Duration, String)> =
+        (0..24).map(|_| (Duration::from_millis(50), sse_event(&chunk("a", None)))).collect();
+    pieces.push((Duration::from_millis(700), sse_event(&chunk("!", Some("stop")))));
+    pieces.push((Duration::ZERO, sse_event("[DONE]")));
+    let groq = MockUpstream::start(move |_| Reply::Stream { pieces: pieces.clone(), cut: false }).await;
+    let ollama = MockUpstream::completing().await;
+    let gw =
+        two_providers(&groq, &ollama, &[("STREAM_STALL_TIMEOUT_MS", "1000"), ("STREAM_IDLE_TIMEOUT_MS", "400")]).await;
+    let text = body_text(gw.chat(stream_body(CONCRETE)).await, Duration::from_secs(10)).await;
+    let data = data_of(&text);
+    assert_eq!(content_of(&data), format!("{}!", "a".repeat(24)), "{text}");
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let first_heartbeat = text.find(": keep-alive").unwrap_or_else(|| panic!("no heartbeat in the silence: {text}"));
+    let last_flowing_chunk = text.rfind("\"content\":\"a\"").expect("the flowing chunks");
+    assert!(first_heartbeat > last_flowing_chunk, "a heartbeat while chunks flowed: {text}");
+    assert!(!text.contains("\"error\""), "{text}");
+}
+
 /// A first target that answers 200 with nothing usable; ollama answers.
 async fn falls_over_to_the_fallback(bad: Reply) {
     let groq = MockUpstream::start(move |_| bad.clone()).await;
