@@ -242,6 +242,19 @@ async fn data_lines_without_a_blank_line_are_cut_at_the_event_cap_with_an_error_
     gw.assert_healthy().await;
 }
 
+/// The client's text of a stream whose upstream (groq) sends `pieces`,
+/// each after its pause, then `[DONE]`; the gateway's stall and idle
+/// timeouts are `(stall_ms, idle_ms)`.
+async fn paced_stream(mut pieces: Vec<(Duration, String)>, (stall_ms, idle_ms): (u64, u64)) -> String {
+    pieces.push((Duration::ZERO, sse_event("[DONE]")));
+    let groq = MockUpstream::start(move |_| Reply::Stream { pieces: pieces.clone(), cut: false }).await;
+    let ollama = MockUpstream::completing().await;
+    let (stall, idle) = (stall_ms.to_string(), idle_ms.to_string());
+    let gw =
+        two_providers(&groq, &ollama, &[("STREAM_STALL_TIMEOUT_MS", &stall), ("STREAM_IDLE_TIMEOUT_MS", &idle)]).await;
+    body_text(gw.chat(stream_body(CONCRETE)).await, Duration::from_secs(10)).await
+}
+
 #[tokio::test]
 async fn heartbeats_flow_and_no_stall_is_declared_while_bytes_trickle_without_an_event() {
     // The last chunk arrives three bytes at a time, 25 ms apart, for about
@@ -250,12 +263,7 @@ async fn heartbeats_flow_and_no_stall_is_declared_while_bytes_trickle_without_an
     let mut pieces = vec![(Duration::ZERO, sse_event(&chunk("Hi", None)))];
     let bytes = last.as_bytes();
     pieces.extend(bytes.chunks(3).map(|c| (Duration::from_millis(25), String::from_utf8_lossy(c).into_owned())));
-    pieces.push((Duration::ZERO, sse_event("[DONE]")));
-    let groq = MockUpstream::start(move |_| Reply::Stream { pieces: pieces.clone(), cut: false }).await;
-    let ollama = MockUpstream::completing().await;
-    let gw =
-        two_providers(&groq, &ollama, &[("STREAM_STALL_TIMEOUT_MS", "250"), ("STREAM_IDLE_TIMEOUT_MS", "300")]).await;
-    let text = body_text(gw.chat(stream_body(CONCRETE)).await, Duration::from_secs(10)).await;
+    let text = paced_stream(pieces, (250, 300)).await;
     let heartbeats = text.matches(": keep-alive").count();
     assert!(heartbeats >= 2, "{heartbeats} heartbeats in {text}");
     let data = data_of(&text);
@@ -273,12 +281,7 @@ async fn no_heartbeat_while_chunks_flow_and_one_after_a_silence_that_follows_the
     let mut pieces: Vec<(Duration, String)> =
         (0..24).map(|_| (Duration::from_millis(50), sse_event(&chunk("a", None)))).collect();
     pieces.push((Duration::from_millis(700), sse_event(&chunk("!", Some("stop")))));
-    pieces.push((Duration::ZERO, sse_event("[DONE]")));
-    let groq = MockUpstream::start(move |_| Reply::Stream { pieces: pieces.clone(), cut: false }).await;
-    let ollama = MockUpstream::completing().await;
-    let gw =
-        two_providers(&groq, &ollama, &[("STREAM_STALL_TIMEOUT_MS", "1000"), ("STREAM_IDLE_TIMEOUT_MS", "400")]).await;
-    let text = body_text(gw.chat(stream_body(CONCRETE)).await, Duration::from_secs(10)).await;
+    let text = paced_stream(pieces, (1000, 400)).await;
     let data = data_of(&text);
     assert_eq!(content_of(&data), format!("{}!", "a".repeat(24)), "{text}");
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{text}");
