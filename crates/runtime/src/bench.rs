@@ -133,7 +133,14 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
                 .map_err(load)?;
         let model = options.model.clone().unwrap_or_else(|| adapter.info.default_model.clone());
         let ctx = adapter.context("bench", &model, options.stream);
-        let _ = writeln!(text, "[{}]        {component} (sha256 {}, {} {})", i + 1, short(&hash), adapter.id, model);
+        let _ = writeln!(
+            text,
+            "[{}]        {component} (sha256 {}, {} {})",
+            i + 1,
+            loader::short_hash(&hash),
+            adapter.id,
+            model
+        );
         let subject = Subject { component, adapter, ctx };
         // One call of each before the clock: the body and the answer must
         // be ones the adapter takes, and the first instance is made here,
@@ -257,11 +264,6 @@ fn median(values: &[f64]) -> f64 {
         n if n % 2 == 1 => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
-}
-
-/// The first 12 hex digits of a hash.
-fn short(hash: &str) -> &str {
-    hash.get(..12).unwrap_or(hash)
 }
 
 #[cfg(test)]

@@ -111,6 +111,12 @@ pub struct Compiled {
     pub hash: String,
 }
 
+/// The first 12 hex digits of a component's hash ([`Compiled::hash`]): how
+/// reports, logs and stored uploads name a build.
+pub fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 /// Import namespaces a provider component may use. WASI p2 standard-library
 /// plumbing is allowed (the context behind it grants nothing); filesystem,
 /// sockets and HTTP are not.

@@ -58,6 +58,7 @@ use crate::providers::registry::{self, Canary, Verdict};
 use crate::providers::{ProviderEntry, Registry};
 use crate::routing::cache::ResponseCache;
 use crate::routing::router::RouteTable;
+use freellm_runtime::loader::short_hash;
 use freellm_runtime::{LoadError, PluginEngine};
 
 /// How long a burst of file events is gathered before one reload.
@@ -671,14 +672,14 @@ impl Reloader {
                 canary.min_calls = routing.canary_min_calls;
                 canary.margin = routing.canary_margin;
                 entry.canary = Some(Arc::new(canary));
-                self.note(format!("{id}: version {version} ({}) on canary at {percent}%", short(&hash)));
+                self.note(format!("{id}: version {version} ({}) on canary at {percent}%", short_hash(&hash)));
                 let live = entry.adapter.as_ref().map(|a| a.hash.clone());
                 (Arc::new(entry), Outcome::new(id, Action::Canary, live, None))
             }
             _ => {
                 let entry = registry::assemble(&gw.config, pc, adapter, old.map(|o| o.as_ref()), gw.store.as_deref());
                 let action = if old.is_some_and(|o| o.adapter.is_some()) { Action::Swapped } else { Action::Added };
-                self.note(format!("{id}: {} to version {version} ({})", action.as_str(), short(&hash)));
+                self.note(format!("{id}: {} to version {version} ({})", action.as_str(), short_hash(&hash)));
                 (Arc::new(entry), Outcome::new(id, action, Some(hash), None))
             }
         }
@@ -708,12 +709,14 @@ impl Reloader {
         let summary =
             format!("new version {}/{} failed, current {}/{}", load(&new.1), load(&new.0), load(&old.1), load(&old.0));
         match verdict {
-            Verdict::Promote => self.note(format!("{id}: canary {} promoted ({summary})", short(&canary.adapter.hash))),
+            Verdict::Promote => {
+                self.note(format!("{id}: canary {} promoted ({summary})", short_hash(&canary.adapter.hash)))
+            }
             Verdict::RollBack => {
                 self.unpin_rolled_back(id, entry.adapter.as_ref().map(|a| a.hash.as_str()));
                 let error = format!("canary rolled back: {summary}");
                 self.reject(id, Step::Canary, error, Some(canary.adapter.hash.clone()));
-                self.note(format!("{id}: canary {} rolled back ({summary})", short(&canary.adapter.hash)));
+                self.note(format!("{id}: canary {} rolled back ({summary})", short_hash(&canary.adapter.hash)));
             }
         }
         gw.events.publish(Event::Adapter {
@@ -743,7 +746,7 @@ impl Reloader {
     fn unpin_rolled_back(&self, id: &str, live_hash: Option<&str>) {
         let uploads = self.handles.config.data_dir.join("uploads");
         let back = live_hash.filter(|h| self.source_of(id, h) == Source::Upload).and_then(|hash| {
-            let file = format!("{id}-{}.wasm", short(hash));
+            let file = format!("{id}-{}.wasm", short_hash(hash));
             let path = uploads.join(&file);
             path.is_file().then(|| Pin { path, file, hash: hash.to_owned() })
         });
@@ -785,7 +788,7 @@ impl Reloader {
         }
         let hash = hex::encode(Sha256::digest(bytes));
         let dir = gw.config.data_dir.join("uploads");
-        let path = dir.join(format!("{id}-{}.wasm", short(&hash)));
+        let path = dir.join(format!("{id}-{}.wasm", short_hash(&hash)));
         let bytes = bytes.to_vec();
         let target = path.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -877,12 +880,16 @@ impl Reloader {
         let note = format!(
             "provider \"{id}\" runs an uploaded version ({}); its component file {} ({}) is not loaded while the \
              upload pins the slot: POST /v1/plugins/{id}/reload?source=file switches to the file",
-            short(pinned),
+            short_hash(pinned),
             file.display(),
-            short(&file_hash)
+            short_hash(&file_hash)
         );
         tracing::warn!(provider = %id, "{note}");
-        self.note(format!("{id}: pinned by upload {}; component file {} not loaded", short(pinned), short(&file_hash)));
+        self.note(format!(
+            "{id}: pinned by upload {}; component file {} not loaded",
+            short_hash(pinned),
+            short_hash(&file_hash)
+        ));
         outcome.action = Action::PinnedByUpload;
         outcome.note = Some(note);
     }
@@ -1080,10 +1087,6 @@ fn is_upload_of(name: &std::ffi::OsStr, id: &str) -> bool {
     name.to_str()
         .and_then(|n| n.strip_prefix(id)?.strip_prefix('-')?.strip_suffix(".wasm"))
         .is_some_and(|hash| hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
 }
 
 #[cfg(test)]
