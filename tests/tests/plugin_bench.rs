@@ -51,11 +51,7 @@ fn two_components_are_timed_in_turns_and_compared_with_the_first() {
 
     // With an upstream answer, normalize-response is timed too.
     let answer = dir.path().join("answer.json");
-    std::fs::write(
-        &answer,
-        r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#,
-    )
-    .unwrap();
+    std::fs::write(&answer, completion("m", "hi").to_string()).unwrap();
     let (ok, out, err) = bench(&[
         groq.as_os_str(),
         "--body".as_ref(),
