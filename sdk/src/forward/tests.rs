@@ -139,6 +139,13 @@ fn what_is_not_a_chat_request_object_is_refused() {
         br#"{"messages":[]} trailing"#,
         br#"{"messages":[],"a":tru}"#,
         b"{\"messages\":[],\"a\":\"\xff\"}",
+        // Keys are borrowed without a second UTF-8 check: the scan's must
+        // refuse every key that is not UTF-8.
+        b"{\"messages\":[],\"\xff\":1}",
+        b"{\"messages\":[],\"a\xc3\":1}",
+        b"{\"messages\":[],\"\x80a\":1}",
+        b"{\"messages\":[{\"role\xe2\x82\":\"user\"}]}",
+        b"{\"messages\":[{\"\xed\xa0\x80\":\"user\"}]}",
     ] {
         assert!(ForwardRequest::parse(body).is_err(), "{}", String::from_utf8_lossy(body));
     }
@@ -214,4 +221,13 @@ fn null_empty_lists_and_moved_fields_are_read_as_the_adapters_need() {
     f.move_unless_set("n", "m"); // a null `from` goes
     f.move_unless_set("absent", "d");
     assert_eq!(text(&req.to_vec(0).unwrap()), r#"{"messages":[],"a":null,"b":[ ],"c":[1],"d":0,"to":5,"y":2,"m":3}"#);
+}
+
+#[test]
+fn keys_outside_ascii_are_read_as_written() {
+    let body = "{\"messages\":[{\"r\u{f4}le\":\"user\",\"\u{1f600}\":1}],\"m\u{e9}ta\":2}";
+    let req = ForwardRequest::parse(body.as_bytes()).unwrap();
+    assert_eq!(req.fields.keys().collect::<Vec<_>>(), ["messages", "m\u{e9}ta"]);
+    assert_eq!(req.messages[0].keys().collect::<Vec<_>>(), ["r\u{f4}le", "\u{1f600}"]);
+    assert_eq!(text(&req.to_vec(0).unwrap()), body);
 }
