@@ -187,6 +187,26 @@ async fn a_stream_that_stalls_after_content_is_continued_on_another_provider() {
     assert_eq!(body["messages"][1], json!({"role": "assistant", "content": "Hello"}));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_cut_stream_of_an_explicit_model_fails_with_its_reason_and_is_not_continued() {
+    // `second` could continue, but the request names `first`'s model: the
+    // route has no other target, so the stream keeps no continuation
+    // state, and a cut after content ends it with an error event.
+    let env = [("FIRST_API_KEY", "k"), ("SECOND_API_KEY", "k"), ("STREAM_STALL_TIMEOUT_MS", "3000")];
+    let bench = Bench::start(&pair(), &env).await;
+    bench.upstream.push("first.test", Reply::stream(&[(Duration::ZERO, "Hello")], false).then_silent(secs(600)));
+    bench.upstream.always("second.test", Reply::stream(&[(Duration::ZERO, ", world")], true));
+    let answer = bench.chat("first/m", true).await;
+    let text = answer.text();
+    assert_eq!(answer.status, 200, "{text}");
+    assert!(text.contains("Hello") && !text.contains("world"), "{text}");
+    let error = text.lines().filter_map(|l| l.strip_prefix("data: ")).find(|d| d.contains("\"error\"")).expect(&text);
+    let error: serde_json::Value = serde_json::from_str(error).expect("an error event");
+    assert_eq!(error["error"]["code"], "stream_stalled", "{error}");
+    assert!(!text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(bench.upstream.count("second.test"), 0, "no continuation");
+}
+
 /// A stream from `first` that breaks off after "Hello", to be continued.
 async fn cut_stream_bench() -> Bench {
     let env = [("FIRST_API_KEY", "k"), ("SECOND_API_KEY", "k"), ("CB_FAILURE_THRESHOLD", "5")];

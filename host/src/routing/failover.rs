@@ -483,7 +483,7 @@ async fn answer(
             provider: provider.clone(),
             hold: key.take_hold(),
             hide_usage_chunks,
-            continuation: stream::Continuation::new(req.gw.clone(), &req.body, target.all.to_vec()),
+            continuation: stream::Continuation::new(req.gw.clone(), &req.body, target.all, target.candidate),
             model: target.candidate.upstream_model.clone(),
             ticket: &req.ticket,
             verdict,

@@ -32,19 +32,23 @@
 //!   spliced into the same stream (route reason `continuation` in the log and
 //!   status). If none can, the stream ends with an OpenAI-style error event
 //!   and no `[DONE]`, so no client mistakes a truncated answer for a
-//!   complete one.
+//!   complete one. A route with no other target (an explicit model) has
+//!   nothing to resume on: its stream keeps neither the request body nor
+//!   the answer text, and relays each chunk without reading it (unless it
+//!   may be a usage chunk to hide).
 //! * **Usage.** The last usage a stream reports is recorded for its provider
 //!   and key.
 
 use std::borrow::Cow;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use memchr::memmem;
 use serde_json::Value;
 use tokio::time::Sleep;
 
@@ -708,6 +712,11 @@ impl Relay {
     /// to belong to the original stream (its `id`, the echo removed).
     /// `None` drops the chunk.
     fn prepare(&mut self, chunk: Vec<u8>) -> Option<Vec<u8>> {
+        // With no continuation possible, nothing of a chunk is needed but
+        // whether it is a usage chunk to hide, and most chunks cannot be.
+        if !self.continuation.is_possible() && !(self.hide_usage_chunks && may_carry_usage(&chunk)) {
+            return Some(chunk);
+        }
         // The common case reads three fields without building a JSON tree;
         // only a continuation's chunks are rewritten (a tree, then).
         if self.splice.is_none()
@@ -770,8 +779,12 @@ impl Relay {
     }
 
     /// Notes a chunk of the stream's own (no continuation yet): the first
-    /// `id` seen is the stream's, and the content is the answer so far.
+    /// `id` seen is the stream's, and the content is the answer so far
+    /// (both kept only for a continuation).
     fn note_own(&mut self, id: Option<&str>, content: Option<&str>) {
+        if !self.continuation.is_possible() {
+            return;
+        }
         if self.stream_id.is_none() {
             self.stream_id = id.map(str::to_owned);
         }
@@ -902,16 +915,35 @@ pub struct Continuation {
     gw: SharedGateway,
     /// The client's body as it came: parsed again only for a continuation,
     /// which is rare, so an open stream holds its bytes and not a JSON tree.
+    /// Empty when no continuation is possible.
     body: Bytes,
+    /// The route's targets; empty when none but the answering one, and no
+    /// continuation is possible.
     candidates: Vec<Candidate>,
 }
 
 impl Continuation {
-    /// The continuation options of a request. The body is copied: a small
-    /// one shares the client connection's read buffer, which hyper would
-    /// replace with a new one while an open stream held the old.
-    pub fn new(gw: SharedGateway, body: &[u8], candidates: Vec<Candidate>) -> Self {
-        Self { gw, body: Bytes::copy_from_slice(body), candidates }
+    /// The continuation options of a request whose stream `answering`
+    /// opened, among the route's targets `all`. With no other target (an
+    /// explicit model), no continuation is possible: the stream keeps
+    /// neither the body nor, as it relays, the answer's text. Otherwise the
+    /// body is copied: a small one shares the client connection's read
+    /// buffer, which hyper would replace with a new one while an open stream
+    /// held the old.
+    pub fn new(gw: SharedGateway, body: &[u8], all: &[Candidate], answering: &Candidate) -> Self {
+        let other = |c: &Candidate| {
+            !Arc::ptr_eq(&c.provider, &answering.provider) || c.upstream_model != answering.upstream_model
+        };
+        if all.iter().any(other) {
+            Self { gw, body: Bytes::copy_from_slice(body), candidates: all.to_vec() }
+        } else {
+            Self { gw, body: Bytes::new(), candidates: Vec::new() }
+        }
+    }
+
+    /// Whether a cut stream may be resumed on another target.
+    fn is_possible(&self) -> bool {
+        !self.candidates.is_empty()
     }
 
     /// Starts the continuation on the first candidate (other than the
@@ -994,6 +1026,15 @@ impl Continuation {
     }
 }
 
+/// Whether a normalized chunk may hold a `usage` member: it names it, or
+/// holds a `\u` escape (a key may be written `"\u0075sage"`). A chunk
+/// without either is not a usage chunk.
+fn may_carry_usage(chunk: &[u8]) -> bool {
+    static USAGE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"usage"));
+    static ESCAPE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\\u"));
+    USAGE.find(chunk).is_some() || ESCAPE.find(chunk).is_some()
+}
+
 /// Whether an adapter takes an assistant prefill (a continuation needs it).
 fn accepts_prefill(adapter: Option<&Arc<Adapter>>) -> bool {
     adapter.is_some_and(|a| a.info.capabilities.contains(Capabilities::ASSISTANT_PREFILL))
@@ -1047,6 +1088,25 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_chunk_may_carry_usage_only_when_it_names_it_or_holds_an_escape() {
+        for chunk in [
+            &br#"{"choices":[],"usage":{"total_tokens":5}}"#[..],
+            br#"{"choices":[],"\u0075sage":{"total_tokens":5}}"#,
+            br#"{"choices":[],"us\u0061ge":{"total_tokens":5}}"#,
+            br#"{"choices":[{"delta":{"content":"caf\u00e9"}}]}"#,
+        ] {
+            assert!(may_carry_usage(chunk), "{}", String::from_utf8_lossy(chunk));
+        }
+        for chunk in [
+            &br#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hello"},"finish_reason":null}]}"#[..],
+            br#"{"choices":[{"delta":{"content":"a \"usa\" b\n"}}]}"#,
+            b"",
+        ] {
+            assert!(!may_carry_usage(chunk), "{}", String::from_utf8_lossy(chunk));
+        }
+    }
 
     #[test]
     fn the_continuation_body_appends_the_partial_answer() {
