@@ -714,7 +714,8 @@ impl Relay {
     fn prepare(&mut self, chunk: Vec<u8>) -> Option<Vec<u8>> {
         // With no continuation possible, nothing of a chunk is needed but
         // whether it is a usage chunk to hide, and most chunks cannot be.
-        if !self.continuation.is_possible() && !(self.hide_usage_chunks && may_carry_usage(&chunk)) {
+        let worth_reading = self.continuation.is_possible() || (self.hide_usage_chunks && may_carry_usage(&chunk));
+        if !worth_reading {
             return Some(chunk);
         }
         // The common case reads three fields without building a JSON tree;
