@@ -67,13 +67,13 @@ impl<'a> Scanner<'a> {
     }
 
     /// The next byte after whitespace, not consumed.
-    fn peek(&mut self) -> Option<u8> {
+    pub(crate) fn next_byte(&mut self) -> Option<u8> {
         self.skip_whitespace();
         self.text.get(self.pos).copied()
     }
 
     fn eat(&mut self, byte: u8, what: &'static str) -> Result<(), JsonError> {
-        if self.peek() == Some(byte) {
+        if self.next_byte() == Some(byte) {
             self.pos += 1;
             Ok(())
         } else {
@@ -117,12 +117,12 @@ impl<'a> Scanner<'a> {
     ) -> Result<(), JsonError> {
         self.eat(open, expected)?;
         self.enter()?;
-        if self.peek() == Some(close) {
+        if self.next_byte() == Some(close) {
             self.pos += 1;
         } else {
             loop {
                 member(self)?;
-                match self.peek() {
+                match self.next_byte() {
                     Some(b',') => self.pos += 1,
                     Some(byte) if byte == close => {
                         self.pos += 1;
@@ -152,7 +152,7 @@ impl<'a> Scanner<'a> {
                 Some(b'{') => {
                     self.pos += 1;
                     self.enter()?;
-                    if self.peek() == Some(b'}') {
+                    if self.next_byte() == Some(b'}') {
                         self.pos += 1;
                         self.depth -= 1;
                     } else {
@@ -164,7 +164,7 @@ impl<'a> Scanner<'a> {
                 Some(b'[') => {
                     self.pos += 1;
                     self.enter()?;
-                    if self.peek() == Some(b']') {
+                    if self.next_byte() == Some(b']') {
                         self.pos += 1;
                         self.depth -= 1;
                     } else {
@@ -188,7 +188,7 @@ impl<'a> Scanner<'a> {
                     return Ok(&self.text[start..self.pos]);
                 }
                 let in_object = open & 1 == 1;
-                match self.peek() {
+                match self.next_byte() {
                     Some(b',') => {
                         self.pos += 1;
                         if in_object {
@@ -209,7 +209,7 @@ impl<'a> Scanner<'a> {
 
     /// Checks that only whitespace is left.
     pub(crate) fn end(&mut self) -> Result<(), JsonError> {
-        match self.peek() {
+        match self.next_byte() {
             None => Ok(()),
             Some(_) => Err(self.error("trailing characters")),
         }
@@ -361,8 +361,12 @@ fn plain_run(bytes: &[u8], non_ascii: &mut bool) -> usize {
         // ASCII so far: one signed compare flags a control character and
         // a byte outside ASCII alike (both are below 0x20 as signed bytes).
         let flagged = |v| v128_or(i8x16_lt(v, u8x16_splat(0x20)), quote_or_backslash(v));
-        let run = unflagged_blocks(bytes, flagged);
-        let run = run + bytes[run..].iter().position(|&b| stops(b) || !b.is_ascii()).unwrap_or(bytes.len() - run);
+        let run = match unflagged_blocks(bytes, flagged) {
+            (run, true) => run,
+            (run, false) => {
+                run + bytes[run..].iter().position(|&b| stops(b) || !b.is_ascii()).unwrap_or(bytes.len() - run)
+            }
+        };
         if bytes.get(run).is_none_or(|&b| b.is_ascii()) {
             return run;
         }
@@ -375,17 +379,26 @@ fn plain_run(bytes: &[u8], non_ascii: &mut bool) -> usize {
     // A control character is a byte that 0x20 less it (saturating) leaves
     // nonzero: one instruction, where an unsigned `<` takes four on x86.
     let flagged = |v| v128_or(u8x16_sub_sat(u8x16_splat(0x20), v), quote_or_backslash(v));
-    let run = unflagged_blocks(bytes, flagged);
-    run + tail_run(&bytes[run..], non_ascii)
+    match unflagged_blocks(bytes, flagged) {
+        (run, true) => run,
+        (run, false) => run + tail_run(&bytes[run..], non_ascii),
+    }
 }
 
-/// How many bytes at the start of `bytes` lie in whole blocks of which
-/// `flagged` flags no lane: 64 bytes a step, then 16. (Whole blocks from
-/// `chunks_exact`, so no load needs a bounds check of its own.)
+/// Where the first lane `flagged` flags lies in the whole 16-byte blocks
+/// at the start of `bytes`, and `true`; or how many bytes those blocks hold
+/// when it flags none of them, and `false` (the bytes past them are left to
+/// the caller). 64 bytes a step, then 16; the flagged lane is found in its
+/// block from the block's bit mask, so a short string is not walked a byte
+/// at a time. (Whole blocks from `chunks_exact`, so no load needs a bounds
+/// check of its own.)
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-fn unflagged_blocks(bytes: &[u8], flagged: impl Fn(core::arch::wasm32::v128) -> core::arch::wasm32::v128) -> usize {
-    use core::arch::wasm32::{v128, v128_any_true, v128_load, v128_or};
+fn unflagged_blocks(
+    bytes: &[u8],
+    flagged: impl Fn(core::arch::wasm32::v128) -> core::arch::wasm32::v128,
+) -> (usize, bool) {
+    use core::arch::wasm32::{i8x16_bitmask, v128, v128_any_true, v128_load, v128_or};
 
     /// The 16 bytes of `chunk` from `at`, which must be at most
     /// `chunk.len() - 16`.
@@ -406,12 +419,14 @@ fn unflagged_blocks(bytes: &[u8], flagged: impl Fn(core::arch::wasm32::v128) -> 
         run += 64;
     }
     for chunk in bytes[run..].chunks_exact(16) {
-        if v128_any_true(flagged(load(chunk, 0))) {
-            break;
+        // A flagged lane is all ones: its high bit is its bit in the mask.
+        let mask = i8x16_bitmask(flagged(load(chunk, 0)));
+        if mask != 0 {
+            return (run + mask.trailing_zeros() as usize, true);
         }
         run += 16;
     }
-    run
+    (run, false)
 }
 
 /// How many bytes at the start of `bytes` a string holds as they are (see
