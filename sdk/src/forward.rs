@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::Failure;
 pub use scan::{JsonError, MAX_DEPTH};
 
-mod scan;
+pub(crate) mod scan;
 
 use scan::Scanner;
 

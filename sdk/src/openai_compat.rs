@@ -15,12 +15,15 @@
 
 use serde_json::{Map, Value};
 
+use self::peek::Counts;
 use crate::forward::ForwardRequest;
 use crate::retry::retry_after_ms;
 use crate::{
     CallContext, ChatRequest, Failure, FailureKind, FinishReason, HttpMethod, LogLevel, NormalizedResponse,
     ResponseHead, StreamEvent, StreamNormalizer, StreamOutput, UpstreamRequest, Usage, log,
 };
+
+mod peek;
 
 /// Path of the chat endpoint relative to an OpenAI-compatible base URL.
 pub const CHAT_COMPLETIONS_PATH: &str = "/chat/completions";
@@ -146,14 +149,13 @@ pub(crate) fn invalid_body(why: impl std::fmt::Display) -> Failure {
 pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Result<NormalizedResponse, Failure> {
     let _ = (ctx, head);
     // Fast path: a well-formed answer is only scanned for the two fields
-    // needed; anything unusual is read in full below to say what is wrong.
-    if starts_an_object(body)
-        && let Ok(peek) = serde_json::from_slice::<AnswerPeek>(body)
-    {
+    // needed ([`peek`]); anything unusual is read in full below to say what
+    // is wrong.
+    if let Some(peek) = peek::peek(body).filter(|p| p.choices) {
         return Ok(NormalizedResponse {
             body: body.to_vec(),
-            usage: UsagePeek::usage(peek.usage.as_ref()),
-            finish_reason: ChoicePeek::first_finish_reason(&peek.choices),
+            usage: peek.usage.and_then(Counts::usage),
+            finish_reason: peek.finish_reason.map(finish_reason_from_str),
         });
     }
     let malformed = |why: &str| Failure::transient(format!("malformed upstream answer: {why}"));
@@ -169,52 +171,11 @@ pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -
     })
 }
 
-/// What [`normalize_response`] reads of an answer; every other field is
-/// skipped without being built. Anything these types do not take as is (a
-/// count that is not a non-negative integer, an escaped or non-string finish
-/// reason) fails the peek, and the answer is read in full instead.
-#[derive(serde::Deserialize)]
-struct AnswerPeek<'a> {
-    #[serde(borrow)]
-    choices: Vec<ChoicePeek<'a>>,
-    #[serde(default)]
-    usage: Option<UsagePeek>,
-}
-
-#[derive(serde::Deserialize)]
-struct ChoicePeek<'a> {
-    #[serde(default, borrow)]
-    finish_reason: Option<&'a str>,
-}
-
-#[derive(serde::Deserialize)]
-struct UsagePeek {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
-    #[serde(default)]
-    total_tokens: Option<u64>,
-}
-
-impl UsagePeek {
+impl Counts {
     /// What [`usage_from_json`] reads of the same object.
-    fn usage(peek: Option<&Self>) -> Option<Usage> {
-        peek.and_then(|u| usage_from_counts(u.prompt_tokens, u.completion_tokens, u.total_tokens))
+    fn usage(self) -> Option<Usage> {
+        usage_from_counts(self.prompt, self.completion, self.total)
     }
-}
-
-impl ChoicePeek<'_> {
-    /// What [`first_finish_reason`] reads of the same choices.
-    fn first_finish_reason(choices: &[Self]) -> Option<FinishReason> {
-        choices.first().and_then(|c| c.finish_reason).map(finish_reason_from_str)
-    }
-}
-
-/// Whether `text` starts (after whitespace) as a JSON object: the peeks'
-/// derived readers would also take an array, by position.
-fn starts_an_object(text: &[u8]) -> bool {
-    text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// Maps an OpenAI `finish_reason` to the contract's enum: `stop`, `length`,
@@ -607,10 +568,17 @@ impl<R: ChunkRewriter> StreamNormalizer for RewritingStream<R> {
             if self.done {
                 break;
             }
+            // A chunk with an `error` member takes the full path
+            // ([`stream_error`]).
             if !self.rewriter.rewrites(&event.data)
-                && let Some(peek) = ChunkPeek::of(&event.data)
+                && let Some(peek) = peek::peek(event.data.as_bytes()).filter(|p| !p.error)
             {
-                peek.note(&mut out);
+                if let Some(usage) = peek.usage.and_then(Counts::usage) {
+                    out.usage = Some(usage);
+                }
+                if let Some(reason) = peek.finish_reason {
+                    out.finish_reason = Some(finish_reason_from_str(reason));
+                }
                 out.chunks.push(event.data.into_bytes());
                 continue;
             }
@@ -644,48 +612,6 @@ impl<R: ChunkRewriter> StreamNormalizer for RewritingStream<R> {
 
     fn finish(&mut self) -> Result<StreamOutput, Failure> {
         Ok(StreamOutput::empty())
-    }
-}
-
-/// What a stream reads of a chunk it forwards unchanged, borrowed: the
-/// same usage and finish reason as [`note_chunk`] reads of its map. As
-/// with [`AnswerPeek`], anything these types do not take as is fails the
-/// peek, and the chunk takes the full path.
-#[derive(serde::Deserialize)]
-struct ChunkPeek<'a> {
-    #[serde(default, borrow)]
-    choices: Option<Vec<ChoicePeek<'a>>>,
-    #[serde(default)]
-    usage: Option<UsagePeek>,
-    /// An `error` member, whatever its value: such a chunk takes the full
-    /// path ([`stream_error`]).
-    #[serde(default, deserialize_with = "present")]
-    error: bool,
-}
-
-/// `true` for a member that is there, whatever its value.
-fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
-    <serde::de::IgnoredAny as serde::Deserialize>::deserialize(deserializer).map(|_| true)
-}
-
-impl<'a> ChunkPeek<'a> {
-    /// The peek of a chunk that is a JSON object with no `error` member;
-    /// `None` sends it down the full path.
-    fn of(data: &'a str) -> Option<Self> {
-        if !starts_an_object(data.as_bytes()) {
-            return None;
-        }
-        serde_json::from_str::<Self>(data).ok().filter(|peek| !peek.error)
-    }
-
-    /// What [`note_chunk`] notes of the same chunk.
-    fn note(&self, out: &mut StreamOutput) {
-        if let Some(usage) = UsagePeek::usage(self.usage.as_ref()) {
-            out.usage = Some(usage);
-        }
-        if let Some(reason) = self.choices.as_deref().and_then(ChoicePeek::first_finish_reason) {
-            out.finish_reason = Some(reason);
-        }
     }
 }
 
@@ -823,6 +749,14 @@ mod tests {
             r#"{"error":{"message":"rate limited","code":"429"}}"#,
             "[DONE]",
             r#"{"choices":[{"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":[1,2,3]}"#,
+            r#"{"choices":[null]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":-0,"completion_tokens":18446744073709551615}}"#,
+            r#"{"choices":[],"usage":{"total_tokens":18446744073709551616}}"#,
+            r#"{"choices":[{"finish_reason":"stop"}],"usage":{"total_tokens":1e2}}"#,
+            r#"{"choices":[{"delta":{"content":"x"}},{"finish_reason":"stop"}]}"#,
+            " { \"choices\" : [ { \"finish_reason\" : \"length\" } ] ,\n \"usage\" : { \"total_tokens\" : 5 } } ",
+            r#"{"choices":[{"finish_reason":"tool_calls","delta":{"tool_calls":[{"index":0}]}}],"usage":{"x":{"y":[{}]}}}"#,
         ];
         let run = |peek: bool, events: Vec<StreamEvent>| {
             if peek {
@@ -838,8 +772,8 @@ mod tests {
             let events = || chunks[start..].iter().map(|c| event(c)).collect::<Vec<_>>();
             assert_eq!(run(true, events()), run(false, events()), "from {}", chunks[start]);
         }
-        assert!(ChunkPeek::of(chunks[0]).is_some(), "a plain chunk is peeked");
-        assert!(ChunkPeek::of(chunks[16]).is_none(), "an escaped error member is seen");
+        assert!(peek::peek(chunks[0].as_bytes()).is_some_and(|p| !p.error), "a plain chunk is peeked");
+        assert!(peek::peek(chunks[16].as_bytes()).is_some_and(|p| p.error), "an escaped error member is seen");
     }
 
     #[test]
