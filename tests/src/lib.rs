@@ -6,12 +6,15 @@
 //! - [`MockUpstream`] is a small axum server that records every request and
 //!   answers with whatever the test scripts: JSON, SSE with delays, a hang,
 //!   or a connection cut.
-//! - [`Gateway`] writes a `plugins.toml`, starts the binary on a free port
-//!   with a clean environment and waits for `/healthz`;
+//! - [`Gateway`] writes a `plugins.toml`, starts the binary on a port the
+//!   system picks (`PORT=0`; the address is read from its log, so no other
+//!   process can take the port between a choice and the bind) with a clean
+//!   environment and waits for `/healthz`;
 //!   [`Gateway::start_fleet`] starts several against one Redis.
 //! - [`RedisServer`] runs the real `redis-server` on a free loopback port
-//!   with a temporary directory; it can be killed and restarted on the same
-//!   port, and is killed on drop.
+//!   with a temporary directory (another port when the one found free is
+//!   taken first, checked by the directory of the server that answers); it
+//!   can be killed and restarted on the same port, and is killed on drop.
 
 use std::collections::VecDeque;
 use std::net::TcpListener as StdListener;
@@ -520,7 +523,6 @@ impl Gateway {
         }
         let config_path = data_dir.path().join("plugins.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let port = free_port();
         let cache = component_cache();
         let mut cmd = match address_space {
             Some(bytes) => {
@@ -534,7 +536,7 @@ impl Gateway {
             .arg("--config")
             .arg(&config_path)
             .env_clear()
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .env("HOST", "127.0.0.1")
             .env("FREELLM_DATA_DIR", data_dir.path().join("data"))
             .env("FREELLM_CACHE_DIR", &cache)
@@ -558,9 +560,8 @@ impl Gateway {
                 }
             });
         }
-        let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        let mut gateway = Self { url, http, data_dir, child, log };
+        let mut gateway = Self { url: String::new(), http, data_dir, child, log };
         gateway.wait_healthy().await;
         gateway
     }
@@ -607,7 +608,7 @@ impl Gateway {
             .arg("--config")
             .arg(&config_path)
             .env_clear()
-            .env("PORT", free_port().to_string())
+            .env("PORT", "0")
             .env("FREELLM_DATA_DIR", dir.path().join("data"));
         for (k, v) in &options.env {
             cmd.env(k, v);
@@ -616,13 +617,21 @@ impl Gateway {
         (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
+    /// Waits for the gateway's listening line (its address, and so
+    /// [`Gateway::url`]), then for `/healthz`.
     async fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("gateway exited with {status} during start-up:\n{}", self.log());
             }
-            if let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
+            if self.url.is_empty()
+                && let Some(port) = listening_port(&self.log())
+            {
+                self.url = format!("http://127.0.0.1:{port}");
+            }
+            if !self.url.is_empty()
+                && let Ok(r) = self.http.get(format!("{}/healthz", self.url)).send().await
                 && r.status().is_success()
             {
                 return;
@@ -713,8 +722,17 @@ impl RedisServer {
     async fn start_with(persist: bool, password: Option<String>) -> Self {
         let mut server =
             Self { port: free_port(), dir: tempfile::tempdir().expect("tempdir"), persist, password, child: None };
-        server.spawn().await;
-        server
+        // A port found free can be taken before the server binds it (by
+        // any process, another test's server included): the server then
+        // exits, or another answers in its place. Another port, then.
+        for _ in 0..5 {
+            if server.spawn().await {
+                return server;
+            }
+            server.kill();
+            server.port = free_port();
+        }
+        panic!("redis-server did not start on a free port in five tries");
     }
 
     /// `redis://127.0.0.1:<port>` (with the password, when it has one).
@@ -725,7 +743,9 @@ impl RedisServer {
         }
     }
 
-    async fn spawn(&mut self) {
+    /// Starts the server on its port; whether it is the one that answers
+    /// there.
+    async fn spawn(&mut self) -> bool {
         let mut cmd = std::process::Command::new(redis_server_binary());
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -741,10 +761,23 @@ impl RedisServer {
         }
         self.child = Some(cmd.spawn().expect("redis-server runs (install it: apt-get install redis-server)"));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.ping().await {
+        loop {
+            if self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(Some(_)))) {
+                return false; // it exited: the port was taken
+            }
+            if self.ping().await {
+                return self.is_ours().await;
+            }
             assert!(Instant::now() < deadline, "redis-server did not answer on port {}", self.port);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether the server answering on the port is this one: its working
+    /// directory is this one's.
+    async fn is_ours(&self) -> bool {
+        let dir = std::fs::canonicalize(self.dir.path()).unwrap_or_else(|_| self.dir.path().to_owned());
+        self.command(&["CONFIG", "GET", "dir"]).await.is_some_and(|reply| reply.contains(&*dir.to_string_lossy()))
     }
 
     /// Sends one command (RESP) and returns the raw reply.
@@ -784,7 +817,7 @@ impl RedisServer {
     /// Starts the server again on the same port (after [`kill`](Self::kill)).
     pub async fn restart(&mut self) {
         self.kill();
-        self.spawn().await;
+        assert!(self.spawn().await, "redis-server did not start again on port {}", self.port);
     }
 }
 
@@ -816,6 +849,16 @@ impl Gateway {
     }
 }
 
+/// The port in the gateway's `FreeLLM gateway listening address=...` log
+/// line, once it is there (the line may carry colour codes around the
+/// field's name, never inside its value).
+fn listening_port(log: &str) -> Option<u16> {
+    let line = log.lines().find(|l| l.contains("FreeLLM gateway listening"))?;
+    let (_, rest) = line.split_once("127.0.0.1:")?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit()).map_or(rest, |end| &rest[..end]);
+    digits.parse().ok()
+}
+
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -835,4 +878,20 @@ pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
             (!lines.is_empty()).then(|| lines.join("\n"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_port;
+
+    #[test]
+    fn the_listening_port_is_read_from_a_plain_coloured_or_json_log() {
+        let plain = "INFO freellm::http::server: FreeLLM gateway listening address=127.0.0.1:41234\n";
+        let coloured = "\u{1b}[32m INFO\u{1b}[0m FreeLLM gateway listening \u{1b}[3maddress\u{1b}[0m\u{1b}[2m=\u{1b}[0m127.0.0.1:5\n";
+        let json = r#"{"level":"INFO","fields":{"message":"FreeLLM gateway listening","address":"127.0.0.1:65535"}}"#;
+        assert_eq!(listening_port(&format!("starting\n{plain}")), Some(41234));
+        assert_eq!(listening_port(coloured), Some(5));
+        assert_eq!(listening_port(json), Some(65535));
+        assert_eq!(listening_port("provider enabled base_url=http://127.0.0.1:9/v1\n"), None, "not yet listening");
+    }
 }
