@@ -14,7 +14,6 @@ import { createHash } from "node:crypto";
 import { once } from "node:events";
 import fs from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -56,15 +55,14 @@ const problems = [];
 
 // ---------------------------------------------------------------- helpers
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
+/**
+ * The port in the gateway's `FreeLLM gateway listening address=...` log
+ * line, once it is there (colour codes may surround the field's name).
+ */
+function listeningPort(log) {
+  const line = log.split("\n").find((l) => l.includes("FreeLLM gateway listening"));
+  const match = line && /127\.0\.0\.1:(\d+)/.exec(line);
+  return match ? Number(match[1]) : null;
 }
 
 /** An OpenAI-compatible mock: `mode` "ok" answers, "fail" answers 503. */
@@ -131,7 +129,6 @@ function sha256(bytes) {
 }
 
 async function startGateway() {
-  const port = await freePort();
   const groqWasm = path.join(work, "groq.wasm");
   fs.copyFileSync(path.join(WASM, "freellm_provider_groq.wasm"), groqWasm);
   const config = [
@@ -151,7 +148,9 @@ async function startGateway() {
   const env = {
     PATH: process.env.PATH,
     HOME: process.env.HOME || work,
-    PORT: String(port),
+    // A port the system picks: no other process can take it between a
+    // choice and the bind. The address is read from the listening line.
+    PORT: "0",
     HOST: "127.0.0.1",
     FREELLM_DATA_DIR: path.join(work, "data"),
     FREELLM_CACHE_DIR: path.join(ROOT, "target/browser-component-cache"),
@@ -164,22 +163,26 @@ async function startGateway() {
     OLLAMA_MODELS: "llama3",
     CB_FAILURE_THRESHOLD: "1",
     ROUTE_TRANSIENT_RETRIES: "0",
-    LOG_LEVEL: "warn",
+    LOG_LEVEL: "warn,freellm::http::server=info",
   };
   const child = spawn(BIN, ["serve", "--config", path.join(work, "plugins.toml")], {
     env,
     stdio: ["ignore", "ignore", "pipe"],
   });
-  const gw = { child, url: `http://127.0.0.1:${port}`, log: "", groqWasm };
+  const gw = { child, url: null, log: "", groqWasm };
   child.stderr.on("data", (c) => (gw.log += c));
   const deadline = Date.now() + 90_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`the gateway exited during start-up:\n${gw.log}`);
-    try {
-      const r = await fetch(`${gw.url}/healthz`);
-      if (r.ok) break;
-    } catch {
-      // not listening yet
+    const port = gw.url ? null : listeningPort(gw.log);
+    if (port) gw.url = `http://127.0.0.1:${port}`;
+    if (gw.url) {
+      try {
+        const r = await fetch(`${gw.url}/healthz`);
+        if (r.ok) break;
+      } catch {
+        // not answering yet
+      }
     }
     if (Date.now() > deadline) throw new Error(`the gateway did not become healthy:\n${gw.log}`);
     await new Promise((r) => setTimeout(r, 50));
