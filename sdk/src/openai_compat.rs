@@ -158,6 +158,12 @@ pub fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -
             finish_reason: peek.finish_reason.map(finish_reason_from_str),
         });
     }
+    normalize_read_whole(body)
+}
+
+/// [`normalize_response`]'s full path: the answer read whole, which says
+/// what is wrong with one that is not usable.
+fn normalize_read_whole(body: &[u8]) -> Result<NormalizedResponse, Failure> {
     let malformed = |why: &str| Failure::transient(format!("malformed upstream answer: {why}"));
     let value: Value = serde_json::from_slice(body).map_err(|e| malformed(&format!("not JSON ({e})")))?;
     let object = value.as_object().ok_or_else(|| malformed("not a JSON object"))?;
@@ -774,6 +780,63 @@ mod tests {
         }
         assert!(peek::peek(chunks[0].as_bytes()).is_some_and(|p| !p.error), "a plain chunk is peeked");
         assert!(peek::peek(chunks[16].as_bytes()).is_some_and(|p| p.error), "an escaped error member is seen");
+    }
+
+    /// The peeks against the full paths on texts mutated at random from an
+    /// answer and chunks (a fixed seed: the same texts every run). A
+    /// mutation inserts, removes or replaces a byte with one JSON gives a
+    /// meaning to, so many texts stay JSON with an odd member.
+    #[test]
+    fn the_peeks_agree_with_the_full_paths_on_mutated_texts() {
+        const BYTES: &[u8] = b"{}[]\":,\\-0123456789.eE+ \nnulltruefalsechoicesusagefinish_reasonerror_tokens";
+        let seeds = [
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}],"usage":null}"#,
+            r#"{"choices":[{"finish_reason":"stop"},{"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+            r#"{"choices":[],"usage":{"total_tokens":12,"completion_tokens":null},"error":null}"#,
+            r#"{"choices":[{"message":{"content":"x"},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":0}}"#,
+        ];
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let head = head(200, &[]);
+        let (mut peeked, mut texts) = (0, 0);
+        for seed in seeds {
+            for _ in 0..2_000 {
+                let mut text = seed.as_bytes().to_vec();
+                for _ in 0..1 + next(3) {
+                    let at = next(text.len());
+                    match next(3) {
+                        0 => text.insert(at, BYTES[next(BYTES.len())]),
+                        1 => {
+                            text.remove(at);
+                        }
+                        _ => text[at] = BYTES[next(BYTES.len())],
+                    }
+                }
+                let text = String::from_utf8(text).expect("ASCII in, ASCII out");
+                texts += 1;
+                let chunk = |peek: bool| {
+                    let events = vec![event(&text)];
+                    if peek {
+                        RewritingStream::new(Unchanged).push(events)
+                    } else {
+                        RewritingStream::new(EveryChunk(Unchanged)).push(events)
+                    }
+                };
+                assert_eq!(chunk(true), chunk(false), "chunk {text}");
+                if peek::peek(text.as_bytes()).is_some_and(|p| p.choices) {
+                    peeked += 1;
+                    let fast = normalize_response(&ctx(false), &head, text.as_bytes());
+                    assert_eq!(fast, normalize_read_whole(text.as_bytes()), "answer {text}");
+                }
+            }
+        }
+        // The mutations leave enough texts the peek takes to mean something.
+        assert!(peeked * 10 > texts, "{peeked} of {texts} peeked");
     }
 
     #[test]
