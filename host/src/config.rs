@@ -770,7 +770,7 @@ impl Config {
                 "STREAM_MAX_EVENT_BYTES",
                 "[upstream] stream_max_event_bytes",
                 u.stream_max_event_bytes,
-                crate::routing::sse::DEFAULT_MAX_EVENT_BYTES,
+                freellm_runtime::framing::DEFAULT_MAX_EVENT_BYTES,
             )?,
             stream_max_bytes: positive_setting(
                 &env,

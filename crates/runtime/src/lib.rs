@@ -8,6 +8,8 @@
 //! - [`adapter`]: a configured adapter version and the calls into it.
 //! - [`stream_hosts`]: where open streams keep their normalizers (instances shared by several streams).
 //! - [`stream`]: a stream's session: its normalizer's calls on a stream host.
+//! - [`framing`]: upstream stream bytes into events (SSE or NDJSON), for the
+//!   host's relay and `plugin bench`.
 //! - [`check`]: `freellm plugin check`, conformance and fixtures against a component.
 
 // Module docs name private items (how the stream hosts choose and end) for
@@ -19,6 +21,7 @@ pub mod bench;
 pub mod bindings;
 pub mod check;
 pub mod engine;
+pub mod framing;
 pub mod loader;
 pub mod sandbox;
 pub mod scaffold;

@@ -11,9 +11,9 @@
 //! - [`failover`]: walks the plan's candidates until one answers.
 //! - [`upstream`]: the pooled HTTP client and per-attempt timeouts.
 //! - [`connector`]: how that client connects (TCP, or TLS with its session boxed).
-//! - [`stream`]: relays a streaming answer and resumes a cut one.
+//! - [`stream`]: relays a streaming answer (its bytes framed by
+//!   `freellm_runtime::framing`) and resumes a cut one.
 //! - [`relay_body`]: a stream's response body, which drives its relay (no task or channel per stream).
-//! - [`sse`]: frames upstream stream bytes into events.
 //! - [`attempt`]: one attempt's phases (acquire, send, classify, report), shared by failover and a stream's continuation.
 //! - [`cache`]: answers identical non-streaming requests from memory.
 
@@ -29,7 +29,6 @@ pub mod needs;
 pub mod pattern;
 pub mod relay_body;
 pub mod router;
-pub mod sse;
 pub mod strategy;
 pub mod stream;
 pub mod upstream;

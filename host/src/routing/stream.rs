@@ -63,10 +63,10 @@ use crate::routing::decide::{AttemptFailure, Context, Retries, decide};
 use crate::routing::error::RoutingError;
 use crate::routing::relay_body::{ClientGone, Outbox, RelayBody};
 use crate::routing::router::Candidate;
-use crate::routing::sse::Framer;
 use crate::routing::upstream::{UpstreamResponse, response_head};
 use crate::state::SharedGateway;
 use freellm_limits::breaker::Outcome as BreakerOutcome;
+use freellm_runtime::framing::Framer;
 use freellm_runtime::types::{CallContext, Capabilities, ResponseHead, StreamEvent, StreamOutput, Usage};
 use freellm_runtime::{Adapter, StreamSession};
 

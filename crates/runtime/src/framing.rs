@@ -7,7 +7,7 @@
 //! comments (`:`), `id:` and `retry:` are dropped; a blank line ends an
 //! event; a trailing event without its blank line is flushed at EOF.
 
-use freellm_runtime::types::{StreamEvent, StreamFraming};
+use crate::types::{StreamEvent, StreamFraming};
 
 /// The default of [`Framer::new`]'s event bound (`STREAM_MAX_EVENT_BYTES`).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
