@@ -63,9 +63,10 @@ enum PluginCommand {
         cache_dir: Option<PathBuf>,
     },
     /// Time an adapter's `map-request` on a request body (and its
-    /// `normalize-response` on an upstream answer), called as the gateway
-    /// calls them. Several components are timed in turns, round after
-    /// round, and each is reported against the first.
+    /// `normalize-response` on an upstream answer, its stream normalizer on
+    /// a streamed answer), called as the gateway calls them. Several
+    /// components are timed in turns, round after round, and each is
+    /// reported against the first.
     Bench {
         /// The components (`.wasm`) to time.
         #[arg(required = true)]
@@ -76,6 +77,10 @@ enum PluginCommand {
         /// An upstream's 2xx answer (JSON) to time `normalize-response` on.
         #[arg(long)]
         answer: Option<PathBuf>,
+        /// An upstream's 2xx streamed answer, as sent (SSE or NDJSON, as the
+        /// adapter declares), to time the stream normalizer on, per event.
+        #[arg(long)]
+        stream_answer: Option<PathBuf>,
         /// The upstream model in the call context (default: the adapter's
         /// default model).
         #[arg(long)]
@@ -134,20 +139,33 @@ fn main() -> ExitCode {
         }
         Command::Plugin {
             command:
-                PluginCommand::Bench { components, body, answer, model, stream, calls, rounds, settings, cache_dir },
+                PluginCommand::Bench {
+                    components,
+                    body,
+                    answer,
+                    stream_answer,
+                    model,
+                    stream,
+                    calls,
+                    rounds,
+                    settings,
+                    cache_dir,
+                },
         } => {
             let read = |path: &PathBuf| {
                 std::fs::read(path).map_err(|e| eprintln!("freellm: cannot read {}: {e}", path.display()))
             };
             let Ok(body) = read(&body) else { return ExitCode::FAILURE };
-            let answer = match answer.as_ref().map(read).transpose() {
-                Ok(answer) => answer,
-                Err(()) => return ExitCode::FAILURE,
+            let (Ok(answer), Ok(stream_answer)) =
+                (answer.as_ref().map(read).transpose(), stream_answer.as_ref().map(read).transpose())
+            else {
+                return ExitCode::FAILURE;
             };
             let options = freellm_runtime::bench::BenchOptions {
                 components,
                 body,
                 answer,
+                stream_answer,
                 model,
                 stream,
                 calls,

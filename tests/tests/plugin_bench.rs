@@ -1,7 +1,8 @@
 //! End-to-end: `freellm plugin bench` times real components' `map-request`
-//! (and `normalize-response`, given an answer) in turns and reports each
-//! round and the medians; a body or answer the adapter refuses, or a file
-//! that is not a component, is a clear error.
+//! (and `normalize-response`, given an answer; the stream normalizer per
+//! event, given a streamed answer) in turns and reports each round and the
+//! medians; a body, answer or stream the adapter refuses, a stream with no
+//! event, or a file that is not a component, is a clear error.
 
 use std::process::Output;
 
@@ -106,4 +107,60 @@ fn a_body_the_adapter_refuses_or_a_file_that_is_no_component_is_a_clear_error() 
     let (ok, _, err) = bench(&[groq.as_os_str(), "--body".as_ref(), dir.path().join("missing.json").as_os_str()]);
     assert!(!ok);
     assert!(err.contains("cannot read") && err.contains("missing.json"), "{err}");
+}
+
+#[test]
+fn a_streamed_answer_is_framed_as_the_adapter_declares_and_timed_per_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#).unwrap();
+    let stream = dir.path().join("stream.sse");
+    let mut sse: String = (0..40).map(|i| format!("data: {}\r\n\r\n", chunk(&format!("word{i} "), None))).collect();
+    sse.push_str(&format!(": a comment\n\ndata: {}\n\ndata: [DONE]\n\n", chunk("", Some("stop"))));
+    std::fs::write(&stream, sse).unwrap();
+    let groq = component_path("freellm-provider-groq");
+    let (ok, out, err) = bench(&[
+        groq.as_os_str(),
+        groq.as_os_str(),
+        "--body".as_ref(),
+        body.as_os_str(),
+        "--stream-answer".as_ref(),
+        stream.as_os_str(),
+        "--calls".as_ref(),
+        "5".as_ref(),
+        "--rounds".as_ref(),
+        "2".as_ref(),
+    ]);
+    assert!(ok, "{out}{err}");
+    // 40 chunks, the finishing chunk and [DONE]; the comment is no event.
+    assert_eq!(out.matches("the streamed answer frames into 42 events").count(), 2, "{out}");
+    let (_, table) = out.split_once("\nstream-normalizer (open, push per event, finish)\n").expect("a stream table");
+    assert!(table.starts_with("round  [1] µs/event  [2] µs/event"), "{out}");
+    let rounds: Vec<Vec<f64>> = table
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().skip(1).map(|t| t.parse().expect("a time")).collect())
+        .collect();
+    assert_eq!(rounds.len(), 2, "{out}");
+    assert!(rounds.iter().all(|r| r.len() == 2 && r.iter().all(|&t| t > 0.0)), "{out}");
+
+    // A stream that reports an error is refused by name; one that frames
+    // into no event is said to.
+    let failing = dir.path().join("failing.sse");
+    std::fs::write(&failing, "data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\"}}\n\n").unwrap();
+    let (ok, out, err) = bench(&[
+        groq.as_os_str(),
+        "--body".as_ref(),
+        body.as_os_str(),
+        "--stream-answer".as_ref(),
+        failing.as_os_str(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("refused the streamed answer") && err.contains("overloaded"), "{err}");
+    let empty = dir.path().join("empty.sse");
+    std::fs::write(&empty, ": only a comment\n\n").unwrap();
+    let (ok, out, err) =
+        bench(&[groq.as_os_str(), "--body".as_ref(), body.as_os_str(), "--stream-answer".as_ref(), empty.as_os_str()]);
+    assert!(!ok, "{out}");
+    assert!(err.contains("the streamed answer frames into no event"), "{err}");
 }

@@ -1,7 +1,9 @@
 //! `freellm plugin bench`: times an adapter's `map-request` on a request
-//! body (and, given an upstream answer, its `normalize-response` on it),
-//! called the way the gateway calls them (the same engine, sandbox limits
-//! and warm instances), and reports the time per call.
+//! body (and, given an upstream answer, its `normalize-response` on it;
+//! given a streamed answer, its stream normalizer on that stream's events),
+//! called the way the gateway calls them (the same engine, sandbox limits,
+//! warm instances and stream hosts), and reports the time per call (per
+//! event for a stream).
 //!
 //! Given several components, it times them in turns, round after round, so
 //! that a comparison (an SDK change, another build of the same adapter)
@@ -17,9 +19,10 @@ use std::time::Instant;
 
 use super::adapter::{Adapter, AdapterFault};
 use super::engine::PluginEngine;
+use super::framing::{DEFAULT_MAX_EVENT_BYTES, Framer};
 use super::loader::{self, LoadError};
 use super::sandbox::SandboxLimits;
-use super::types::{CallContext, ResponseHead};
+use super::types::{CallContext, Failure, ResponseHead, StreamEvent};
 
 /// What to time.
 #[derive(Debug, Clone)]
@@ -30,6 +33,12 @@ pub struct BenchOptions {
     pub body: Vec<u8>,
     /// An upstream's 2xx answer to time `normalize-response` on as well.
     pub answer: Option<Vec<u8>>,
+    /// An upstream's 2xx streamed answer, its bytes as sent (SSE or NDJSON,
+    /// as each adapter declares), to time the stream normalizer on as
+    /// well: one call opens a stream, pushes its events one at a time (as
+    /// the relay does when each network read completes one) and finishes
+    /// it; the time is reported per event.
+    pub stream_answer: Option<Vec<u8>>,
     /// The upstream model in the call context (default: each adapter's
     /// default model).
     pub model: Option<String>,
@@ -80,6 +89,15 @@ pub enum BenchError {
         /// Its message.
         message: String,
     },
+    /// The streamed answer framed into no event at all, or into one
+    /// larger than the gateway takes.
+    #[error("{component}: the streamed answer {problem}")]
+    Stream {
+        /// The component file.
+        component: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// A call trapped or hit a sandbox limit.
     #[error("{component}: {fault}")]
     Fault {
@@ -115,11 +133,19 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
     if let Some(answer) = &options.answer {
         let _ = write!(text, "; answer {} bytes", answer.len());
     }
+    if let Some(stream) = &options.stream_answer {
+        let _ = write!(text, "; streamed answer {} bytes", stream.len());
+    }
     let _ = writeln!(text, "; {} calls a round, {} rounds; components in turns", options.calls, options.rounds);
     let head = ResponseHead { status: 200, headers: vec![("content-type".to_owned(), "application/json".to_owned())] };
+    let stream_head =
+        ResponseHead { status: 200, headers: vec![("content-type".to_owned(), "text/event-stream".to_owned())] };
     let mut calls = vec![Call::Map(&options.body)];
     if let Some(answer) = &options.answer {
         calls.push(Call::Normalize(&head, answer));
+    }
+    if options.stream_answer.is_some() {
+        calls.push(Call::Stream(&stream_head));
     }
     let mut subjects = Vec::with_capacity(options.components.len());
     for (i, path) in options.components.iter().enumerate() {
@@ -131,8 +157,15 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
             Adapter::configure_as(engine.clone(), compiled, None, options.settings.clone(), SandboxLimits::default())
                 .await
                 .map_err(load)?;
+        let adapter = Arc::new(adapter);
         let model = options.model.clone().unwrap_or_else(|| adapter.info.default_model.clone());
         let ctx = adapter.context("bench", &model, options.stream);
+        let stream_ctx = adapter.context("bench", &model, true);
+        let events = match &options.stream_answer {
+            Some(bytes) => stream_events(&adapter, bytes)
+                .map_err(|problem| BenchError::Stream { component: component.clone(), problem })?,
+            None => Vec::new(),
+        };
         let _ = writeln!(
             text,
             "[{}]        {component} (sha256 {}, {} {})",
@@ -141,7 +174,10 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
             adapter.id,
             model
         );
-        let subject = Subject { component, adapter, ctx };
+        if !events.is_empty() {
+            let _ = writeln!(text, "           the streamed answer frames into {} events", events.len());
+        }
+        let subject = Subject { component, adapter, ctx, stream_ctx, events };
         // One call of each before the clock: the body and the answer must
         // be ones the adapter takes, and the first instance is made here,
         // not in round 1.
@@ -158,6 +194,19 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
     Ok(text)
 }
 
+/// The streamed answer's events, framed as the adapter declares (the
+/// gateway's framer and event bound), or what is wrong with it.
+fn stream_events(adapter: &Adapter, bytes: &[u8]) -> Result<Vec<StreamEvent>, &'static str> {
+    let mut framer = Framer::new(adapter.info.stream_framing, DEFAULT_MAX_EVENT_BYTES);
+    let mut events = Vec::new();
+    framer.push(bytes, &mut events).map_err(|_| "holds an event larger than the gateway takes")?;
+    framer.finish(&mut events);
+    if events.is_empty() {
+        return Err("frames into no event (SSE `data:` lines, or NDJSON lines, as the adapter declares)");
+    }
+    Ok(events)
+}
+
 /// A contract function the benchmark times, with what it is called on.
 #[derive(Debug, Clone, Copy)]
 enum Call<'a> {
@@ -165,6 +214,9 @@ enum Call<'a> {
     Map(&'a [u8]),
     /// `normalize-response` on an upstream answer with its head.
     Normalize(&'a ResponseHead, &'a [u8]),
+    /// A stream normalizer opened with this head, fed the streamed
+    /// answer's events one at a time, and finished.
+    Stream(&'a ResponseHead),
 }
 
 impl Call<'_> {
@@ -172,6 +224,15 @@ impl Call<'_> {
         match self {
             Call::Map(_) => "map-request",
             Call::Normalize(..) => "normalize-response",
+            Call::Stream(_) => "stream-normalizer (open, push per event, finish)",
+        }
+    }
+
+    /// What one call's time is divided into for the report.
+    fn unit(self) -> &'static str {
+        match self {
+            Call::Stream(_) => "µs/event",
+            _ => "µs/call",
         }
     }
 }
@@ -187,7 +248,7 @@ async fn time_rounds(
     let mut per_call = vec![Vec::with_capacity(options.rounds as usize); subjects.len()];
     let _ = write!(text, "round");
     for i in 0..subjects.len() {
-        let _ = write!(text, "  [{}] µs/call", i + 1);
+        let _ = write!(text, "  [{}] {}", i + 1, call.unit());
     }
     let _ = writeln!(text);
     for round in 1..=options.rounds {
@@ -197,7 +258,8 @@ async fn time_rounds(
             for _ in 0..options.calls {
                 subject.call(call).await?;
             }
-            let micros = started.elapsed().as_secs_f64() * 1e6 / f64::from(options.calls);
+            let units = f64::from(options.calls) * subject.units(call) as f64;
+            let micros = started.elapsed().as_secs_f64() * 1e6 / units;
             times.push(micros);
             let _ = write!(text, "  {micros:>13.2}");
         }
@@ -219,14 +281,31 @@ async fn time_rounds(
 /// One component under test.
 struct Subject {
     component: String,
-    adapter: Adapter,
+    adapter: Arc<Adapter>,
     ctx: CallContext,
+    /// The context of a streamed answer's calls.
+    stream_ctx: CallContext,
+    /// The streamed answer's events (none without one).
+    events: Vec<StreamEvent>,
 }
 
 impl Subject {
+    /// How many units one call of `call` counts for: its events for a
+    /// stream, else one.
+    fn units(&self, call: Call<'_>) -> usize {
+        match call {
+            Call::Stream(_) => self.events.len().max(1),
+            _ => 1,
+        }
+    }
+
     async fn call(&self, call: Call<'_>) -> Result<(), BenchError> {
         let fault = |fault| BenchError::Fault { component: self.component.clone(), fault };
         let (what, failure) = match call {
+            Call::Stream(head) => match self.stream(head).await.map_err(fault)? {
+                Ok(()) => return Ok(()),
+                Err(failure) => ("streamed answer", failure),
+            },
             Call::Map(body) => match self.adapter.map_request(&self.ctx, body).await.map_err(fault)? {
                 Ok(mapped) => {
                     std::hint::black_box(mapped);
@@ -251,6 +330,24 @@ impl Subject {
             kind: super::check::kind_name(failure.kind).to_owned(),
             message: failure.message,
         })
+    }
+}
+
+impl Subject {
+    /// One stream: opened, its events pushed one at a time, finished.
+    async fn stream(&self, head: &ResponseHead) -> Result<Result<(), Failure>, AdapterFault> {
+        let mut session = self.adapter.open_stream(&self.stream_ctx, head).await?;
+        for event in &self.events {
+            match session.push(std::slice::from_ref(event)).await? {
+                Ok(output) => {
+                    std::hint::black_box(output);
+                }
+                Err(failure) => return Ok(Err(failure)),
+            }
+        }
+        Ok(session.finish().await?.map(|output| {
+            std::hint::black_box(output);
+        }))
     }
 }
 
@@ -283,6 +380,7 @@ mod tests {
             components: vec![],
             body: b"{}".to_vec(),
             answer: None,
+            stream_answer: None,
             model: None,
             stream: false,
             calls: 10,
