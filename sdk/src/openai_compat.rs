@@ -624,8 +624,36 @@ impl<R: ChunkRewriter> StreamNormalizer for RewritingStream<R> {
 /// Whether a chunk's text may name one of `words` (a key or a value): it
 /// holds one of them, or a `\u` escape, which could spell any of them. For
 /// [`ChunkRewriter::rewrites`]: `may_name(data, &["tool_calls"])`.
+///
+/// One pass over the chunk when the words start with at most two bytes
+/// other than `\` (`memchr2`/`memchr3` on those bytes, each hit checked
+/// for `\u` or a word), which is every adapter's case; a substring search
+/// per word otherwise.
 pub fn may_name(data: &str, words: &[&str]) -> bool {
-    contains(data, "\\u") || words.iter().any(|word| contains(data, word))
+    let bytes = data.as_bytes();
+    let mut firsts = [b'\\'; 3];
+    let mut distinct = 1;
+    for word in words {
+        let Some(&first) = word.as_bytes().first() else {
+            return true; // the empty word is in every text
+        };
+        if !firsts[..distinct].contains(&first) {
+            if distinct == firsts.len() {
+                return contains(data, "\\u") || words.iter().any(|word| contains(data, word));
+            }
+            firsts[distinct] = first;
+            distinct += 1;
+        }
+    }
+    let names_at = |at: usize| {
+        let rest = &bytes[at..];
+        rest.starts_with(b"\\u") || words.iter().any(|word| rest.starts_with(word.as_bytes()))
+    };
+    match distinct {
+        1 => memchr::memchr_iter(firsts[0], bytes).any(names_at),
+        2 => memchr::memchr2_iter(firsts[0], firsts[1], bytes).any(names_at),
+        _ => memchr::memchr3_iter(firsts[0], firsts[1], firsts[2], bytes).any(names_at),
+    }
 }
 
 /// Whether `text` occurs in `data`, found with a vector search
@@ -720,6 +748,37 @@ mod tests {
         }
         assert!(!may_name(&filler, &["x_groq", "tool_calls"]));
         assert!(!contains(&format!("{filler}tool_call"), "tool_calls"), "a prefix at the end is no match");
+    }
+
+    /// `may_name`'s one pass gives what a substring search per word gives,
+    /// for one, two and three first bytes besides `\` (the last takes the
+    /// search itself), on texts made at random of the words' pieces.
+    #[test]
+    fn may_name_in_one_pass_agrees_with_a_search_per_word() {
+        let reference =
+            |data: &str, words: &[&str]| contains(data, "\\u") || words.iter().any(|word| contains(data, word));
+        let word_sets: [&[&str]; 6] = [
+            &[],
+            &["x_groq"],
+            &["tool_calls", "x_groq"],
+            &["tool_calls", "thinking"],
+            &["x_groq", "tool_calls", "reasoning"],
+            &["", "x"],
+        ];
+        let pieces = ["x_gro", "q", "tool_", "calls", "\\", "u", "\\u00", "x", "t", "a\"b", "é", "reason", "ing", " "];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..5_000 {
+            let data: String = (0..next(40)).map(|_| pieces[next(pieces.len())]).collect();
+            for words in word_sets {
+                assert_eq!(may_name(&data, words), reference(&data, words), "{data:?} {words:?}");
+            }
+        }
     }
 
     #[test]
