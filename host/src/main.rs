@@ -67,40 +67,7 @@ enum PluginCommand {
     /// a streamed answer), called as the gateway calls them. Several
     /// components are timed in turns, round after round, and each is
     /// reported against the first.
-    Bench {
-        /// The components (`.wasm`) to time.
-        #[arg(required = true)]
-        components: Vec<PathBuf>,
-        /// The request body (a chat completion request, JSON) each call gets.
-        #[arg(long)]
-        body: PathBuf,
-        /// An upstream's 2xx answer (JSON) to time `normalize-response` on.
-        #[arg(long)]
-        answer: Option<PathBuf>,
-        /// An upstream's 2xx streamed answer, as sent (SSE or NDJSON, as the
-        /// adapter declares), to time the stream normalizer on, per event.
-        #[arg(long)]
-        stream_answer: Option<PathBuf>,
-        /// The upstream model in the call context (default: the adapter's
-        /// default model).
-        #[arg(long)]
-        model: Option<String>,
-        /// Call as for a streamed answer.
-        #[arg(long)]
-        stream: bool,
-        /// Calls per component in each round.
-        #[arg(long, default_value_t = 2000)]
-        calls: u32,
-        /// Rounds.
-        #[arg(long, default_value_t = 5)]
-        rounds: u32,
-        /// A setting for `configure` (repeatable), e.g. `--setting models=llama3`.
-        #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = freellm_runtime::check::parse_setting)]
-        settings: Vec<(String, String)>,
-        /// Where compiled code is cached (default: the system temp directory).
-        #[arg(long)]
-        cache_dir: Option<PathBuf>,
-    },
+    Bench(BenchArgs),
     /// Write a new adapter crate (`<dir>/<name>`) that builds for
     /// wasm32-wasip2 and passes `plugin check` as written: `src/lib.rs` on
     /// the SDK, golden fixtures, and tests that run them natively.
@@ -122,6 +89,43 @@ enum PluginCommand {
     },
 }
 
+/// `freellm plugin bench`'s arguments.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The components (`.wasm`) to time.
+    #[arg(required = true)]
+    components: Vec<PathBuf>,
+    /// The request body (a chat completion request, JSON) each call gets.
+    #[arg(long)]
+    body: PathBuf,
+    /// An upstream's 2xx answer (JSON) to time `normalize-response` on.
+    #[arg(long)]
+    answer: Option<PathBuf>,
+    /// An upstream's 2xx streamed answer, as sent (SSE or NDJSON, as the
+    /// adapter declares), to time the stream normalizer on, per event.
+    #[arg(long)]
+    stream_answer: Option<PathBuf>,
+    /// The upstream model in the call context (default: the adapter's
+    /// default model).
+    #[arg(long)]
+    model: Option<String>,
+    /// Call as for a streamed answer.
+    #[arg(long)]
+    stream: bool,
+    /// Calls per component in each round.
+    #[arg(long, default_value_t = 2000)]
+    calls: u32,
+    /// Rounds.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// A setting for `configure` (repeatable), e.g. `--setting models=llama3`.
+    #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = freellm_runtime::check::parse_setting)]
+    settings: Vec<(String, String)>,
+    /// Where compiled code is cached (default: the system temp directory).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -137,41 +141,27 @@ fn main() -> ExitCode {
             print!("{}", result.text);
             if result.passed { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
-        Command::Plugin {
-            command:
-                PluginCommand::Bench {
-                    components,
-                    body,
-                    answer,
-                    stream_answer,
-                    model,
-                    stream,
-                    calls,
-                    rounds,
-                    settings,
-                    cache_dir,
-                },
-        } => {
+        Command::Plugin { command: PluginCommand::Bench(args) } => {
             let read = |path: &PathBuf| {
                 std::fs::read(path).map_err(|e| eprintln!("freellm: cannot read {}: {e}", path.display()))
             };
-            let Ok(body) = read(&body) else { return ExitCode::FAILURE };
+            let Ok(body) = read(&args.body) else { return ExitCode::FAILURE };
             let (Ok(answer), Ok(stream_answer)) =
-                (answer.as_ref().map(read).transpose(), stream_answer.as_ref().map(read).transpose())
+                (args.answer.as_ref().map(read).transpose(), args.stream_answer.as_ref().map(read).transpose())
             else {
                 return ExitCode::FAILURE;
             };
             let options = freellm_runtime::bench::BenchOptions {
-                components,
+                components: args.components,
                 body,
                 answer,
                 stream_answer,
-                model,
-                stream,
-                calls,
-                rounds,
-                settings,
-                cache_dir: cache_dir.unwrap_or_else(freellm_runtime::check::default_cache_dir),
+                model: args.model,
+                stream: args.stream,
+                calls: args.calls,
+                rounds: args.rounds,
+                settings: args.settings,
+                cache_dir: args.cache_dir.unwrap_or_else(freellm_runtime::check::default_cache_dir),
             };
             match freellm_runtime::bench::run(&options) {
                 Ok(report) => {

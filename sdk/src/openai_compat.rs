@@ -750,6 +750,18 @@ mod tests {
         assert!(!contains(&format!("{filler}tool_call"), "tool_calls"), "a prefix at the end is no match");
     }
 
+    /// A fixed-seed xorshift: each call gives a number below its argument
+    /// (the same sequence every run, so a failure can be replayed).
+    fn below(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut state = seed;
+        move |n| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        }
+    }
+
     /// `may_name`'s one pass gives what a substring search per word gives,
     /// for one, two and three first bytes besides `\` (the last takes the
     /// search itself), on texts made at random of the words' pieces.
@@ -766,13 +778,7 @@ mod tests {
             &["", "x"],
         ];
         let pieces = ["x_gro", "q", "tool_", "calls", "\\", "u", "\\u00", "x", "t", "a\"b", "é", "reason", "ing", " "];
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut next = below(0x2545_f491_4f6c_dd1d);
         for _ in 0..5_000 {
             let data: String = (0..next(40)).map(|_| pieces[next(pieces.len())]).collect();
             for words in word_sets {
@@ -854,13 +860,7 @@ mod tests {
             r#"{"choices":[],"usage":{"total_tokens":12,"completion_tokens":null},"error":null}"#,
             r#"{"choices":[{"message":{"content":"x"},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":0}}"#,
         ];
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move |n: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        };
+        let mut next = below(0x9e37_79b9_7f4a_7c15);
         let head = head(200, &[]);
         let (mut peeked, mut texts) = (0, 0);
         for seed in seeds {

@@ -13,6 +13,18 @@ fn bench(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
     (status.success(), String::from_utf8_lossy(&stdout).into_owned(), String::from_utf8_lossy(&stderr).into_owned())
 }
 
+/// `text` (a report, or one of its tables) has `rounds` round lines, each
+/// with a positive time for each of `components`.
+fn assert_rounds(text: &str, rounds: usize, components: usize) {
+    let lines: Vec<Vec<f64>> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().skip(1).map(|t| t.parse().expect("a time")).collect())
+        .collect();
+    assert_eq!(lines.len(), rounds, "{text}");
+    assert!(lines.iter().all(|r| r.len() == components && r.iter().all(|&t| t > 0.0)), "{text}");
+}
+
 #[test]
 fn two_components_are_timed_in_turns_and_compared_with_the_first() {
     let dir = tempfile::tempdir().unwrap();
@@ -39,13 +51,7 @@ fn two_components_are_timed_in_turns_and_compared_with_the_first() {
     assert!(out.contains("20 calls a round, 3 rounds"), "{out}");
     assert!(out.contains("groq llama-3.3-70b-versatile") && out.contains("mistral"), "{out}");
     // Three rounds, each with a positive time for both components.
-    let rounds: Vec<Vec<f64>> = out
-        .lines()
-        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-        .map(|l| l.split_whitespace().skip(1).map(|t| t.parse().expect("a time")).collect())
-        .collect();
-    assert_eq!(rounds.len(), 3, "{out}");
-    assert!(rounds.iter().all(|r| r.len() == 2 && r.iter().all(|&t| t > 0.0)), "{out}");
+    assert_rounds(&out, 3, 2);
     let median = out.lines().find(|l| l.starts_with("median")).expect("a median line");
     assert!(median.contains("× [1])"), "{out}");
     assert!(out.contains("map-request") && !out.contains("normalize-response"), "no answer, no second table: {out}");
@@ -136,13 +142,7 @@ fn a_streamed_answer_is_framed_as_the_adapter_declares_and_timed_per_event() {
     assert_eq!(out.matches("the streamed answer frames into 42 events").count(), 2, "{out}");
     let (_, table) = out.split_once("\nstream-normalizer (open, push per event, finish)\n").expect("a stream table");
     assert!(table.starts_with("round  [1] µs/event  [2] µs/event"), "{out}");
-    let rounds: Vec<Vec<f64>> = table
-        .lines()
-        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-        .map(|l| l.split_whitespace().skip(1).map(|t| t.parse().expect("a time")).collect())
-        .collect();
-    assert_eq!(rounds.len(), 2, "{out}");
-    assert!(rounds.iter().all(|r| r.len() == 2 && r.iter().all(|&t| t > 0.0)), "{out}");
+    assert_rounds(table, 2, 2);
 
     // A stream that reports an error is refused by name; one that frames
     // into no event is said to.
