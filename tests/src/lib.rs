@@ -545,7 +545,10 @@ impl Gateway {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (k, v) in &options.env {
-            cmd.env(k, v);
+            match k.as_str() {
+                "LOG_LEVEL" => cmd.env(k, showing_the_listening_line(v)),
+                _ => cmd.env(k, v),
+            };
         }
         let mut child = cmd.spawn().expect("spawn gateway");
         let log = Arc::new(Mutex::new(String::new()));
@@ -849,6 +852,17 @@ impl Gateway {
     }
 }
 
+/// A test's `LOG_LEVEL`, with the server's `info` lines kept when its
+/// default level would hide them: the harness reads the gateway's address
+/// from its listening line.
+fn showing_the_listening_line(level: &str) -> String {
+    let default = level.split(',').find(|directive| !directive.contains('=')).unwrap_or("info");
+    match default.trim().to_ascii_lowercase().as_str() {
+        "warn" | "error" | "off" => format!("{level},freellm::http::server=info"),
+        _ => level.to_owned(),
+    }
+}
+
 /// The port in the gateway's `FreeLLM gateway listening address=...` log
 /// line, once it is there (the line may carry colour codes around the
 /// field's name, never inside its value).
@@ -883,6 +897,15 @@ pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::listening_port;
+
+    #[test]
+    fn a_log_level_that_hides_the_listening_line_keeps_the_servers_info() {
+        use super::showing_the_listening_line as shown;
+        assert_eq!(shown("warn"), "warn,freellm::http::server=info");
+        assert_eq!(shown("error,freellm::fleet=debug"), "error,freellm::fleet=debug,freellm::http::server=info");
+        assert_eq!(shown("debug"), "debug");
+        assert_eq!(shown("info,freellm::fleet::health_sync=debug"), "info,freellm::fleet::health_sync=debug");
+    }
 
     #[test]
     fn the_listening_port_is_read_from_a_plain_coloured_or_json_log() {
