@@ -627,8 +627,9 @@ impl<R: ChunkRewriter> StreamNormalizer for RewritingStream<R> {
 ///
 /// One pass over the chunk when the words start with at most two bytes
 /// other than `\` (`memchr2`/`memchr3` on those bytes, each hit checked
-/// for `\u` or a word), which is every adapter's case; a substring search
-/// per word otherwise.
+/// for `\u` or a word), as groq's one word does; a substring search per
+/// word otherwise (mistral's words start with three bytes, one of them
+/// `"`, which a one-byte pass would stop at everywhere).
 pub fn may_name(data: &str, words: &[&str]) -> bool {
     let bytes = data.as_bytes();
     let mut firsts = [b'\\'; 3];

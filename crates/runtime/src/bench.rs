@@ -331,9 +331,7 @@ impl Subject {
             message: failure.message,
         })
     }
-}
 
-impl Subject {
     /// One stream: opened, its events pushed one at a time, finished.
     async fn stream(&self, head: &ResponseHead) -> Result<Result<(), Failure>, AdapterFault> {
         let mut session = self.adapter.open_stream(&self.stream_ctx, head).await?;

@@ -7,6 +7,8 @@
 //! comments (`:`), `id:` and `retry:` are dropped; a blank line ends an
 //! event; a trailing event without its blank line is flushed at EOF.
 
+use std::borrow::Cow;
+
 use crate::types::{StreamEvent, StreamFraming};
 
 /// The default of [`Framer::new`]'s event bound (`STREAM_MAX_EVENT_BYTES`).
@@ -120,7 +122,7 @@ impl Framer {
     fn line(&mut self, line: &[u8], out: &mut Vec<StreamEvent>) {
         match self.framing {
             StreamFraming::Ndjson => {
-                let text = String::from_utf8_lossy(line);
+                let text = lossy(line);
                 let text = text.trim();
                 if !text.is_empty() {
                     out.push(StreamEvent { event: None, data: text.to_owned() });
@@ -150,10 +152,10 @@ impl Framer {
                 if self.has_data {
                     self.data.push('\n');
                 }
-                push_lossy(&mut self.data, value);
+                self.data.push_str(&lossy(value));
                 self.has_data = true;
             }
-            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => self.event = Some(lossy(value).into_owned()),
             _ => {}
         }
     }
@@ -167,13 +169,13 @@ impl Framer {
     }
 }
 
-/// Appends `bytes` as text, invalid UTF-8 replaced by U+FFFD. Valid text
-/// (every event of a well-behaved upstream) takes the standard library's
-/// fast check rather than the lossy decoder's byte-at-a-time walk.
-fn push_lossy(text: &mut String, bytes: &[u8]) {
+/// `bytes` as text, invalid UTF-8 replaced by U+FFFD. Valid text (every
+/// line of a well-behaved upstream) takes the standard library's fast check
+/// rather than the lossy decoder's byte-at-a-time walk.
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(valid) => text.push_str(valid),
-        Err(_) => text.push_str(&String::from_utf8_lossy(bytes)),
+        Ok(valid) => Cow::Borrowed(valid),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -230,6 +232,15 @@ mod tests {
     #[test]
     fn a_trailing_event_without_blank_line_is_flushed() {
         assert_eq!(frame(&[b"data: last"]), [data("last")]);
+    }
+
+    #[test]
+    fn invalid_utf8_in_an_ndjson_line_or_an_event_name_becomes_replacement_characters() {
+        let mut f = Framer::new(StreamFraming::Ndjson, DEFAULT_MAX_EVENT_BYTES);
+        let mut out = Vec::new();
+        f.push(b"{\"a\":\"caf\xc3\xa9 \xff\"}\n", &mut out).unwrap();
+        assert_eq!(out.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(), ["{\"a\":\"caf\u{e9} \u{fffd}\"}"]);
+        assert_eq!(frame(&[b"event: d\xe2\x82\ndata: x\n\n"]), [(Some("d\u{fffd}".to_owned()), "x".to_owned())]);
     }
 
     #[test]
