@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every provider component under providers/ and the test adapters
-# under tests/adapter-* (a 0.1-contract adapter, a non-OpenAI adapter) for
+# under tests/adapter-* (0.1- and 0.2-contract adapters, a non-OpenAI adapter) for
 # wasm32-wasip2, installing the target first if this machine lacks it.
 # With package names as arguments, builds only those.
 set -euo pipefail

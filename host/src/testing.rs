@@ -17,13 +17,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::providers::ProviderEntry;
-use crate::routing::upstream::{BodyError, Exchange, ExchangeBody, ExchangeFuture, Upstream, UpstreamError};
+use crate::routing::upstream::{
+    BodyError, Exchange, ExchangeBody, ExchangeFuture, OutgoingBody, Upstream, UpstreamError,
+};
 use crate::state::{Gateway, SharedGateway};
 
 /// The workspace root (the host crate's parent).
@@ -168,7 +170,7 @@ impl MemoryUpstream {
 }
 
 impl Exchange for MemoryUpstream {
-    fn exchange(&self, request: http::Request<Full<Bytes>>) -> ExchangeFuture {
+    fn exchange(&self, request: http::Request<OutgoingBody>) -> ExchangeFuture {
         let host = request.uri().host().unwrap_or_default().to_owned();
         let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let reply = self.next(&host);
@@ -178,7 +180,7 @@ impl Exchange for MemoryUpstream {
             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             Received { host, authorization, body }
         };
-        // The body of a `Full` is ready at once: record it before answering.
+        // An outgoing body is ready at once: record it before answering.
         let record = futures_util::FutureExt::now_or_never(recorded);
         if let Some(r) = record {
             received.lock().unwrap_or_else(|e| e.into_inner()).push(r);

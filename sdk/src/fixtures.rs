@@ -26,7 +26,7 @@ use crate::bindings::exports::freellm::provider::adapter::Guest as _;
 use crate::glue::Guest;
 use crate::{
     Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod,
-    NormalizedResponse, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage, WireFormat,
+    NormalizedResponse, RequestBody, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage, WireFormat,
 };
 
 /// Runs every fixture in `dir` against `A` and panics with a report naming
@@ -95,7 +95,7 @@ impl<A: Adapter> Subject for Native<A> {
     }
 
     fn map(&mut self, ctx: &Ctx, body: &[u8]) -> Result<Mapped, FailureOut> {
-        guarded(|| Guest::<A>::map_request(context(ctx), body.to_vec()).map(mapped).map_err(failure))
+        guarded(|| mapped(Guest::<A>::map_request(context(ctx), body.to_vec()).map_err(failure)?, body))
     }
 
     fn normalize(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> Result<Normalized, FailureOut> {
@@ -121,6 +121,11 @@ impl<A: Adapter> Subject for Native<A> {
             Ok(all)
         })
     }
+}
+
+/// A request body as the gateway would send it.
+fn flat_body(body: RequestBody, client: &[u8]) -> Result<Vec<u8>, crate::splice::SpliceError> {
+    body.assemble(client)
 }
 
 freellm_fixtures::binding_conversions!();

@@ -17,7 +17,8 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::Failure;
+use crate::splice::Splicer;
+use crate::{Failure, RequestBody};
 pub use scan::{JsonError, MAX_DEPTH};
 
 pub(crate) mod scan;
@@ -254,27 +255,29 @@ impl<'a> RawObject<'a> {
         });
     }
 
-    fn write(&self, out: &mut Vec<u8>, messages: Option<&[RawObject<'_>]>) -> Result<(), serde_json::Error> {
-        out.push(b'{');
+    fn write(&self, out: &mut Splicer<'_>, messages: Option<&[RawObject<'_>]>) -> Result<(), serde_json::Error> {
+        out.text().push(b'{');
         for (i, (key, slot)) in self.fields.iter().enumerate() {
             if i > 0 {
-                out.push(b',');
+                out.text().push(b',');
             }
-            write_key(out, key)?;
-            if let Some(raw) = slot.bytes() {
-                out.extend_from_slice(raw);
-            } else {
-                out.push(b'[');
-                for (i, message) in messages.unwrap_or_default().iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
+            write_key(out.text(), key)?;
+            match slot {
+                Slot::Raw(raw) => out.value(raw),
+                Slot::Owned(raw) => out.text().extend_from_slice(raw.as_bytes()),
+                Slot::Messages => {
+                    out.text().push(b'[');
+                    for (i, message) in messages.unwrap_or_default().iter().enumerate() {
+                        if i > 0 {
+                            out.text().push(b',');
+                        }
+                        message.write(out, None)?;
                     }
-                    message.write(out, None)?;
+                    out.text().push(b']');
                 }
-                out.push(b']');
             }
         }
-        out.push(b'}');
+        out.text().push(b'}');
         Ok(())
     }
 }
@@ -308,6 +311,8 @@ pub struct ForwardRequest<'a> {
     pub fields: RawObject<'a>,
     /// The messages, each an object of raw values.
     pub messages: Vec<RawObject<'a>>,
+    /// The body it was split from.
+    body: &'a [u8],
 }
 
 impl<'a> ForwardRequest<'a> {
@@ -339,7 +344,7 @@ impl<'a> ForwardRequest<'a> {
         fields.merge_repeated();
         scanner.end()?;
         let messages = messages.ok_or_else(|| JsonError::new("missing field `messages`", 0))?;
-        Ok(ForwardRequest { fields, messages })
+        Ok(ForwardRequest { fields, messages, body })
     }
 
     /// The body, as JSON bytes: the fields in their order, the ones the
@@ -351,9 +356,29 @@ impl<'a> ForwardRequest<'a> {
     ///
     /// Only when a key cannot be written (never for UTF-8 keys).
     pub fn to_vec(&self, capacity: usize) -> Result<Vec<u8>, serde_json::Error> {
-        let mut out = Vec::with_capacity(capacity);
+        let mut out = Splicer::copying(capacity);
         self.fields.write(&mut out, Some(&self.messages))?;
-        Ok(out)
+        Ok(out.into_written())
+    }
+
+    /// The body like [`to_vec`](Self::to_vec), as a [`RequestBody`]: when
+    /// this request was split from the body the host passed to the
+    /// `map-request` call under way, what is forwarded unchanged (a long
+    /// prompt, a conversation) is named by its place there instead of
+    /// copied (see [`splice`](crate::splice)); `capacity` sizes the written
+    /// bytes.
+    ///
+    /// # Errors
+    ///
+    /// Only when a key cannot be written (never for UTF-8 keys).
+    pub fn to_body(&self, capacity: usize) -> Result<RequestBody, serde_json::Error> {
+        let mut out = if crate::splice::is_call_body(self.body) {
+            Splicer::naming(capacity, self.body)
+        } else {
+            Splicer::copying(capacity)
+        };
+        self.fields.write(&mut out, Some(&self.messages))?;
+        Ok(out.finish())
     }
 }
 

@@ -65,7 +65,7 @@ pub fn map_request_to(
         method: HttpMethod::Post,
         path: path.to_owned(),
         headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-        body,
+        body: body.into(),
     })
 }
 
@@ -89,7 +89,10 @@ pub fn forward_request(
 /// and dropped fields), without parsing the body whole: `edit` changes
 /// what the provider needs on the split body ([`ForwardRequest`]), and
 /// everything else is forwarded as the client wrote it. For a large prompt
-/// this is one pass over its bytes instead of a parse and a re-encode.
+/// this is one pass over its bytes instead of a parse and a re-encode, and
+/// what goes unchanged is named as ranges of the client's body instead of
+/// copied out of the component (a spliced body, see
+/// [`splice`](crate::splice)).
 ///
 /// # Errors
 ///
@@ -131,7 +134,7 @@ pub fn forward_request_to(
         path: path.to_owned(),
         headers: vec![("content-type".to_owned(), "application/json".to_owned())],
         body: req
-            .to_vec(body.len() + 64)
+            .to_body(body.len() + 64)
             .map_err(|e| Failure::request_invalid(format!("cannot encode request: {e}")))?,
     })
 }
@@ -709,6 +712,7 @@ pub type PassthroughStream = RewritingStream<Unchanged>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_random::below;
     use serde_json::json;
 
     fn ctx(stream: bool) -> CallContext {
@@ -749,18 +753,6 @@ mod tests {
         }
         assert!(!may_name(&filler, &["x_groq", "tool_calls"]));
         assert!(!contains(&format!("{filler}tool_call"), "tool_calls"), "a prefix at the end is no match");
-    }
-
-    /// A fixed-seed xorshift: each call gives a number below its argument
-    /// (the same sequence every run, so a failure can be replayed).
-    fn below(seed: u64) -> impl FnMut(usize) -> usize {
-        let mut state = seed;
-        move |n| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % n as u64) as usize
-        }
     }
 
     /// `may_name`'s one pass gives what a substring search per word gives,
@@ -908,7 +900,7 @@ mod tests {
         assert_eq!(up.path, "/chat/completions");
         assert_eq!(up.headers, [("content-type".to_owned(), "application/json".to_owned())]);
         assert_eq!(
-            String::from_utf8(up.body).unwrap(),
+            String::from_utf8(up.body.as_bytes().expect("a whole body").to_vec()).unwrap(),
             r#"{"model":"llama-3.3-70b-versatile","messages":[{"role":"user","content":"hi"}],"top_k":3,"temperature":0.5,"metadata":{"a":1}}"#
         );
     }
@@ -919,12 +911,12 @@ mod tests {
         let req = ChatRequest::from_slice(body.as_bytes()).unwrap();
         let up = map_request(&ctx(true), req.clone(), &["logprobs", "logit_bias", "x", "absent"]).unwrap();
         assert_eq!(
-            String::from_utf8(up.body).unwrap(),
+            String::from_utf8(up.body.as_bytes().expect("a whole body").to_vec()).unwrap(),
             r#"{"model":"llama-3.3-70b-versatile","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#
         );
         let up = map_request_to(&ctx(false), req, "/v1/chat/completions", &[]).unwrap();
         assert_eq!(up.path, "/v1/chat/completions");
-        let sent: Value = serde_json::from_slice(&up.body).unwrap();
+        let sent: Value = serde_json::from_slice(up.body.as_bytes().expect("a whole body")).unwrap();
         assert_eq!(sent["stream"], json!(false));
     }
 
@@ -933,7 +925,7 @@ mod tests {
         let req = ChatRequest::from_slice(br#"{"model":"m","messages":[]}"#).unwrap();
         let up = map_request(&ctx(true), req, &[]).unwrap();
         assert_eq!(
-            String::from_utf8(up.body).unwrap(),
+            String::from_utf8(up.body.as_bytes().expect("a whole body").to_vec()).unwrap(),
             r#"{"model":"llama-3.3-70b-versatile","messages":[],"stream":true}"#
         );
     }

@@ -150,6 +150,7 @@ pub const PROVIDER_CRATES: &[&str] = &[
     "freellm-provider-hostile",
     "freellm-provider-swaptest",
     "freellm-test-adapter-v01",
+    "freellm-test-adapter-v02",
     "freellm-test-adapter-plain",
 ];
 

@@ -302,3 +302,62 @@ async fn a_large_prompt_reaches_the_upstream_as_the_client_wrote_it() {
         expected.len()
     );
 }
+
+/// Many long values, in messages and beside them: the groq component names
+/// a few of them as ranges of the client's body (contract 0.3) and writes
+/// the rest, and the upstream receives one body, exactly the expected
+/// text, with a `Content-Length` that matches it. Streamed and plain.
+#[tokio::test]
+async fn many_long_values_reach_the_upstream_whole_in_order() {
+    let mock = MockUpstream::start(|r| {
+        if r.json()["stream"] == true {
+            Reply::sse(&[&chunk("ok", Some("stop")), "[DONE]"])
+        } else {
+            Reply::ok(completion("llama-3.3-70b-versatile", "ok"))
+        }
+    })
+    .await;
+    // Groq's declared tokens per minute would refuse a body this long.
+    let gw = Gateway::start_with(GatewayOptions { config: config_with_groq_rpm(0), env: groq_env(&mock) }).await;
+    let long = |i: usize| format!("message {i}: {}", "lorem \\\"ipsum\\\" dolor ".repeat(300 + 37 * i));
+    let messages: Vec<String> = (0..13)
+        .map(|i| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            format!(r#"{{"role":"{role}","content":"{}"}}"#, long(i))
+        })
+        .collect();
+    for stream in [false, true] {
+        let sent = format!(
+            r#"{{"x_note":"{}","model":"groq/llama-3.3-70b-versatile","messages":[{}],"stream":{stream},"n":1}}"#,
+            long(99),
+            messages.join(",")
+        );
+        // A stream to groq asks for usage: the host's leading field.
+        let usage = if stream { r#""stream_options":{"include_usage":true},"# } else { "" };
+        let expected = format!(
+            r#"{{{usage}"x_note":"{}","model":"llama-3.3-70b-versatile","messages":[{}],"stream":{stream}}}"#,
+            long(99),
+            messages.join(",")
+        );
+        let r = gw
+            .http
+            .post(format!("{}/v1/chat/completions", gw.url))
+            .header("content-type", "application/json")
+            .body(sent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", gw.log());
+        let _ = r.bytes().await.unwrap();
+        let seen = mock.requests();
+        let last = seen.last().expect("the upstream got the request");
+        let upstream = String::from_utf8(last.body.to_vec()).expect("UTF-8");
+        assert!(
+            upstream == expected,
+            "stream {stream}: the upstream body differs ({} vs {} bytes)",
+            upstream.len(),
+            expected.len()
+        );
+        assert_eq!(last.header("content-length"), Some(expected.len().to_string()));
+    }
+}

@@ -26,7 +26,7 @@ fn every_cohere_fixture_passes_through_the_runtime() {
         .expect("freellm runs");
     let text = format!("{}{}", String::from_utf8_lossy(&stdout), String::from_utf8_lossy(&stderr));
     assert!(text.contains("PASS configure"), "{text}");
-    assert!(text.contains("contract   freellm:provider@0.2.0"), "{text}");
+    assert!(text.contains("contract   freellm:provider@0.3.0"), "{text}");
     assert!(text.contains("SKIP openai-round-trip"), "{text}");
     assert!(text.contains("result: PASSED"), "{text}");
     assert!(text.contains("PASS malformed-input-does-not-trap"), "{text}");

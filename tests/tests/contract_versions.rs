@@ -1,10 +1,11 @@
 //! End-to-end: contract versions side by side, and conformance by
 //! declaration.
 //!
-//! A component built against the frozen `freellm:provider@0.1.0`
-//! (`tests/adapter-v01`) and one built against 0.2.0 (`tests/adapter-plain`,
-//! whose upstream API is not OpenAI-shaped) serve as two providers of one
-//! gateway; `plugin check` names each one's version; the non-OpenAI adapter
+//! Components built against the frozen `freellm:provider@0.1.0`
+//! (`tests/adapter-v01`) and 0.2.0 (`tests/adapter-v02`) and one built
+//! against 0.3.0 with the SDK (`tests/adapter-plain`, whose upstream API is
+//! not OpenAI-shaped) serve as three providers of one gateway; `plugin
+//! check` names each one's version; the non-OpenAI adapter
 //! passes `plugin check` with only the cases its declaration calls for, and
 //! hot-loads into a running gateway through the load-time self-check.
 
@@ -15,6 +16,7 @@ use freellm_e2e::*;
 use serde_json::{Value, json};
 
 const LEGACY: &str = "freellm-test-adapter-v01";
+const V02: &str = "freellm-test-adapter-v02";
 const PLAIN: &str = "freellm-test-adapter-plain";
 
 /// One mock for both providers: OpenAI's API under `/v1/chat/completions`,
@@ -38,6 +40,8 @@ async fn mock() -> MockUpstream {
                     json!({"output": {"text": "plain says hi"}, "stop": "end", "tokens": {"input": 3, "output": 3}}),
                 )
             }
+        } else if r.json()["model"] == "v02-model" {
+            Reply::ok(completion("v02-model", "v02 says hi"))
         } else {
             Reply::ok(completion("legacy-model", "legacy says hi"))
         }
@@ -47,6 +51,10 @@ async fn mock() -> MockUpstream {
 
 fn legacy_config(mock: &MockUpstream) -> String {
     format!("[providers.legacy]\ncomponent = \"{{component:{LEGACY}}}\"\nbase_url = \"{}/v1\"\n", mock.url)
+}
+
+fn v02_config(mock: &MockUpstream) -> String {
+    format!("[providers.v02]\ncomponent = \"{{component:{V02}}}\"\nbase_url = \"{}/v1\"\n", mock.url)
 }
 
 fn plain_config(mock: &MockUpstream) -> String {
@@ -72,15 +80,21 @@ fn check(component: &Path) -> (bool, String) {
 }
 
 #[tokio::test]
-async fn a_0_1_and_a_0_2_component_serve_side_by_side() {
+async fn components_of_0_1_0_2_and_0_3_serve_side_by_side() {
     let mock = mock().await;
-    let gw = start(format!("{}\n{}", legacy_config(&mock), plain_config(&mock))).await;
+    let gw = start(format!("{}\n{}\n{}", legacy_config(&mock), v02_config(&mock), plain_config(&mock))).await;
 
     let r = gw.chat(chat_body("legacy/legacy-model")).await;
     assert_eq!(r.status(), 200, "{}", gw.log());
     assert_eq!(r.headers()["x-freellm-provider"], "legacy");
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "legacy says hi");
+
+    let r = gw.chat(chat_body("v02/v02-model")).await;
+    assert_eq!(r.status(), 200, "{}", gw.log());
+    assert_eq!(r.headers()["x-freellm-provider"], "v02");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "v02 says hi");
 
     let r = gw.chat(chat_body("plain/plain-1")).await;
     assert_eq!(r.status(), 200, "{}", gw.log());
@@ -92,14 +106,17 @@ async fn a_0_1_and_a_0_2_component_serve_side_by_side() {
     assert!(created > 1_700_000_000, "the host filled the adapter's created 0 with the time: {created}");
 
     let sent = mock.requests();
-    let legacy = sent.iter().find(|r| r.path == "/v1/chat/completions").expect("the 0.1 adapter's request");
-    assert_eq!(legacy.json()["model"], "legacy-model");
-    let plain = sent.iter().find(|r| r.path == "/v1/generate").expect("the 0.2 adapter's request");
+    let legacy = sent.iter().find(|r| r.json()["model"] == "legacy-model").expect("the 0.1 adapter's request");
+    assert_eq!(legacy.path, "/v1/chat/completions");
+    let v02 = sent.iter().find(|r| r.json()["model"] == "v02-model").expect("the 0.2 adapter's request");
+    assert_eq!((v02.path.as_str(), &v02.json()["messages"][0]["role"]), ("/v1/chat/completions", &json!("user")));
+    let plain = sent.iter().find(|r| r.path == "/v1/generate").expect("the 0.3 adapter's request");
     assert_eq!(plain.header("x-plain-key").as_deref(), Some("k-plain"));
     assert_eq!(plain.json()["turns"][0]["speaker"], "user");
 
     assert_eq!(plugin(&gw, "legacy").await["contract"], "freellm:provider@0.1.0");
-    assert_eq!(plugin(&gw, "plain").await["contract"], "freellm:provider@0.2.0");
+    assert_eq!(plugin(&gw, "v02").await["contract"], "freellm:provider@0.2.0");
+    assert_eq!(plugin(&gw, "plain").await["contract"], "freellm:provider@0.3.0");
     assert_eq!(plugin(&gw, "plain").await["wire_format"], "freellm-test-plain");
     gw.terminate().await;
 }
@@ -148,9 +165,14 @@ fn plugin_check_names_the_contract_version_each_component_targets() {
     assert!(text.contains("contract   freellm:provider@0.1.0"), "{text}");
     assert!(text.contains("PASS openai-round-trip"), "a 0.1 adapter is an OpenAI-shaped one:\n{text}");
 
-    let (ok, text) = check(&component_path(PLAIN));
+    let (ok, text) = check(&component_path(V02));
     assert!(ok, "{text}");
     assert!(text.contains("contract   freellm:provider@0.2.0"), "{text}");
+    assert!(text.contains("PASS openai-round-trip"), "{text}");
+
+    let (ok, text) = check(&component_path(PLAIN));
+    assert!(ok, "{text}");
+    assert!(text.contains("contract   freellm:provider@0.3.0"), "{text}");
 }
 
 #[test]

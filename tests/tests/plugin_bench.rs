@@ -1,7 +1,8 @@
 //! End-to-end: `freellm plugin bench` times real components' `map-request`
 //! (and `normalize-response`, given an answer; the stream normalizer per
 //! event, given a streamed answer) in turns and reports each round and the
-//! medians; a body, answer or stream the adapter refuses, a stream with no
+//! medians, and how each component's mapped body is made (whole, or
+//! spliced from the client's); a body, answer or stream the adapter refuses, a stream with no
 //! event, or a file that is not a component, is a clear error.
 
 use std::process::Output;
@@ -55,6 +56,27 @@ fn two_components_are_timed_in_turns_and_compared_with_the_first() {
     let median = out.lines().find(|l| l.starts_with("median")).expect("a median line");
     assert!(median.contains("× [1])"), "{out}");
     assert!(out.contains("map-request") && !out.contains("normalize-response"), "no answer, no second table: {out}");
+    // How each component's body is made: groq names the long turn as a
+    // range of the client's body (contract 0.3).
+    let groq_body = out.lines().nth(2).expect("groq's body line");
+    assert!(groq_body.trim_start().starts_with("map-request's body: spliced, "), "{out}");
+    let named: u64 =
+        groq_body.split("spliced, ").nth(1).and_then(|t| t.split(' ').next()?.parse().ok()).expect("bytes named");
+    assert!(named >= content.len() as u64, "{out}");
+
+    // A 0.2 component's body is whole.
+    let v02 = component_path("freellm-test-adapter-v02");
+    let (ok, out, err) = bench(&[
+        v02.as_os_str(),
+        "--body".as_ref(),
+        body.as_os_str(),
+        "--calls".as_ref(),
+        "5".as_ref(),
+        "--rounds".as_ref(),
+        "1".as_ref(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("map-request's body: whole, "), "{out}");
 
     // With an upstream answer, normalize-response is timed too.
     let answer = dir.path().join("answer.json");

@@ -53,7 +53,7 @@ fn every_adapter_passes_conformance_and_its_fixtures_through_the_runtime() {
         assert!(ok, "{provider}:\n{text}");
         assert!(text.contains("result: PASSED"), "{provider}:\n{text}");
         assert!(text.contains("PASS malformed-input-does-not-trap"), "{provider}:\n{text}");
-        assert!(text.contains("contract   freellm:provider@0.2.0"), "{provider}:\n{text}");
+        assert!(text.contains("contract   freellm:provider@0.3.0"), "{provider}:\n{text}");
         assert!(text.contains("PASS openai-round-trip"), "{provider} declares openai-chat:\n{text}");
         // configure and ten cases, each passed or skipped by declaration.
         let ran = text.matches("  PASS ").count() + text.matches("  SKIP ").count();

@@ -98,6 +98,10 @@ async fn assert_faults_contained(gw: &mut Gateway, mock: &MockUpstream) {
     assert!(gw.log().contains("hostile adapter panicked on purpose"), "the details stay in the log");
     assert!(!gw.log().contains("without a trap"), "{}", gw.log());
     gw.assert_healthy().await;
+    // Spliced bodies the host cannot assemble are refused before sending.
+    expect_fault(gw, "hostile/splice-outside", "lies outside the").await;
+    expect_fault(gw, "hostile/splice-many", "5000 pieces (at most 4096)").await;
+    gw.assert_healthy().await;
     assert!(mock.requests().is_empty(), "nothing reached the upstream");
 
     // The same component still serves well-behaved calls: a fault retires only its instance.

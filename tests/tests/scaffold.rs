@@ -63,7 +63,7 @@ fn scaffold_build_check(root: &Path, target_dir: &Path, name: &str, openai: bool
 
     let (ok, text) = plugin_check(&component, &dir.join("fixtures"));
     assert!(ok, "{name}: plugin check:\n{text}");
-    assert!(text.contains("contract   freellm:provider@0.2.0"), "{text}");
+    assert!(text.contains("contract   freellm:provider@0.3.0"), "{text}");
     assert!(text.contains("result: PASSED") && text.contains("embedded fixtures"), "{text}");
     assert!(text.contains("PASS malformed-input-does-not-trap") && text.contains("PASS stream-text"), "{text}");
     if openai {

@@ -17,12 +17,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::adapter::{Adapter, AdapterFault};
 use super::engine::PluginEngine;
 use super::framing::{DEFAULT_MAX_EVENT_BYTES, Framer};
 use super::loader::{self, LoadError};
 use super::sandbox::SandboxLimits;
-use super::types::{CallContext, Failure, ResponseHead, StreamEvent};
+use super::splice::{SpliceError, UpstreamBody};
+use super::types::{CallContext, Failure, RequestBody, ResponseHead, StreamEvent};
 
 /// What to time.
 #[derive(Debug, Clone)]
@@ -89,6 +92,15 @@ pub enum BenchError {
         /// Its message.
         message: String,
     },
+    /// The adapter mapped the body to a spliced body the gateway cannot
+    /// assemble.
+    #[error("{component}: map-request returned a body that cannot be sent: {error}")]
+    Splice {
+        /// The component file.
+        component: String,
+        /// What is wrong with it.
+        error: SpliceError,
+    },
     /// The streamed answer framed into no event at all, or into one
     /// larger than the gateway takes.
     #[error("{component}: the streamed answer {problem}")]
@@ -140,7 +152,8 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
     let head = ResponseHead { status: 200, headers: vec![("content-type".to_owned(), "application/json".to_owned())] };
     let stream_head =
         ResponseHead { status: 200, headers: vec![("content-type".to_owned(), "text/event-stream".to_owned())] };
-    let mut calls = vec![Call::Map(&options.body)];
+    let body = Bytes::copy_from_slice(&options.body);
+    let mut calls = vec![Call::Map(&body)];
     if let Some(answer) = &options.answer {
         calls.push(Call::Normalize(&head, answer));
     }
@@ -174,6 +187,10 @@ async fn bench(options: &BenchOptions, engine: Arc<PluginEngine>) -> Result<Stri
             adapter.id,
             model
         );
+        // A refusal or a fault is said by the first call below.
+        if let Ok(Ok(mapped)) = adapter.map_request(&ctx, &body).await {
+            let _ = writeln!(text, "           map-request's body: {}", describe(&mapped.body));
+        }
         if !events.is_empty() {
             let _ = writeln!(text, "           the streamed answer frames into {} events", events.len());
         }
@@ -207,11 +224,29 @@ fn stream_events(adapter: &Adapter, bytes: &[u8]) -> Result<Vec<StreamEvent>, &'
     Ok(events)
 }
 
+/// How a mapped body is made: whole, or how much of it is named from the
+/// client's body.
+fn describe(body: &RequestBody) -> String {
+    match body {
+        RequestBody::Bytes(bytes) => format!("whole, {} bytes", bytes.len()),
+        RequestBody::Spliced(spliced) => {
+            let named = spliced.pieces.iter().filter(|p| p.source == super::types::PieceSource::Client);
+            let (ranges, bytes) = named.fold((0, 0_u64), |(n, sum), p| (n + 1, sum + u64::from(p.len)));
+            format!(
+                "spliced, {bytes} bytes named in {ranges} ranges of the client's body, {} bytes written ({} pieces)",
+                spliced.written.len(),
+                spliced.pieces.len()
+            )
+        }
+    }
+}
+
 /// A contract function the benchmark times, with what it is called on.
 #[derive(Debug, Clone, Copy)]
 enum Call<'a> {
-    /// `map-request` on the request body.
-    Map(&'a [u8]),
+    /// `map-request` on the request body (and the assembly of what it
+    /// returns, as the gateway assembles it before sending).
+    Map(&'a Bytes),
     /// `normalize-response` on an upstream answer with its head.
     Normalize(&'a ResponseHead, &'a [u8]),
     /// A stream normalizer opened with this head, fed the streamed
@@ -308,7 +343,10 @@ impl Subject {
             },
             Call::Map(body) => match self.adapter.map_request(&self.ctx, body).await.map_err(fault)? {
                 Ok(mapped) => {
-                    std::hint::black_box(mapped);
+                    // Assembled as the gateway does before sending.
+                    let sent = UpstreamBody::assemble(mapped.body, body)
+                        .map_err(|error| BenchError::Splice { component: self.component.clone(), error })?;
+                    std::hint::black_box(sent);
                     return Ok(());
                 }
                 Err(failure) => ("body", failure),

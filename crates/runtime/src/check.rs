@@ -19,9 +19,10 @@ use super::adapter::Adapter;
 use super::engine::PluginEngine;
 use super::loader::{self, Compiled};
 use super::sandbox::SandboxLimits;
+use super::splice::UpstreamBody;
 use super::types::{
     AdapterInfo, AuthPlacement, CallContext, Capabilities, Failure, FailureKind, FinishReason, HttpMethod,
-    NormalizedResponse, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage, WireFormat,
+    NormalizedResponse, RequestBody, ResponseHead, StreamEvent, StreamOutput, UpstreamRequest, Usage, WireFormat,
 };
 
 /// What to check.
@@ -219,7 +220,7 @@ impl Subject for RuntimeSubject {
             .runtime
             .block_on(adapter.map_request(&context(ctx), body))
             .map_err(|fault| FailureOut::fault(fault.detailed()))?;
-        result.map(mapped).map_err(failure)
+        mapped(result.map_err(failure)?, body)
     }
 
     fn normalize(&mut self, ctx: &Ctx, h: &Head, body: &[u8]) -> Result<Normalized, FailureOut> {
@@ -256,6 +257,11 @@ impl Subject for RuntimeSubject {
             Ok(all)
         })
     }
+}
+
+/// A request body as the gateway would send it (see [`UpstreamBody`]).
+fn flat_body(body: RequestBody, client: &[u8]) -> Result<Vec<u8>, super::splice::SpliceError> {
+    UpstreamBody::assemble(body, &bytes::Bytes::copy_from_slice(client)).map(|b| b.to_bytes().into())
 }
 
 freellm_fixtures::binding_conversions!();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::bindings::{v0_1, v0_2};
+use super::bindings::{v0_1, v0_2, v0_3};
 use super::sandbox::{CallState, EPOCH_TICK};
 
 /// Hard cap on one component instance's linear memory, whatever an adapter's
@@ -139,6 +139,7 @@ impl PluginEngine {
         // of each version load side by side.
         v0_1::freellm::provider::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         v0_2::freellm::provider::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
+        v0_3::freellm::provider::host::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)?;
         let warm_per_adapter = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 16);
         Ok(Arc::new(Self {
             engine,

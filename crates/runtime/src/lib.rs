@@ -10,6 +10,8 @@
 //! - [`stream`]: a stream's session: its normalizer's calls on a stream host.
 //! - [`framing`]: upstream stream bytes into events (SSE or NDJSON), for the
 //!   host's relay and `plugin bench`.
+//! - [`splice`]: an adapter's request body checked and assembled for sending
+//!   (ranges of the client's body shared, not copied).
 //! - [`check`]: `freellm plugin check`, conformance and fixtures against a component.
 
 // Module docs name private items (how the stream hosts choose and end) for
@@ -25,6 +27,7 @@ pub mod framing;
 pub mod loader;
 pub mod sandbox;
 pub mod scaffold;
+pub mod splice;
 pub mod stream;
 pub mod stream_hosts;
 
@@ -33,4 +36,5 @@ pub use bindings::{ContractVersion, types};
 pub use engine::{DEFAULT_OPEN_STREAMS, MAX_MEMORY_BYTES, MAX_OPEN_STREAMS, PluginEngine};
 pub use loader::LoadError;
 pub use sandbox::SandboxLimits;
+pub use splice::{SpliceError, UpstreamBody};
 pub use stream::StreamSession;

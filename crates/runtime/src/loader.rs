@@ -134,6 +134,8 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "freellm:provider/host@0.1.",
     "freellm:provider/types@0.2.",
     "freellm:provider/host@0.2.",
+    "freellm:provider/types@0.3.",
+    "freellm:provider/host@0.3.",
 ];
 
 impl Compiled {

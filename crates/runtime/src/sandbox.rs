@@ -13,7 +13,7 @@ use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Bindings, v0_1, v0_2};
+use super::bindings::{Bindings, v0_1, v0_2, v0_3};
 
 /// How often the engine's epoch advances; the unit of every CPU deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -124,13 +124,13 @@ impl WasiView for CallState {
     }
 }
 
-impl v0_2::freellm::provider::host::Host for CallState {
-    fn log(&mut self, level: v0_2::freellm::provider::host::LogLevel, message: String) {
+impl v0_3::freellm::provider::host::Host for CallState {
+    fn log(&mut self, level: v0_3::freellm::provider::host::LogLevel, message: String) {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES {
             return;
         }
-        use v0_2::freellm::provider::host::LogLevel;
+        use v0_3::freellm::provider::host::LogLevel;
         let message = truncate(&message, MAX_LOG_LINE);
         let adapter = &*self.adapter_id;
         match level {
@@ -142,20 +142,28 @@ impl v0_2::freellm::provider::host::Host for CallState {
     }
 }
 
-/// A 0.1 adapter's log line goes the same way as a 0.2 one's.
-impl v0_1::freellm::provider::host::Host for CallState {
-    fn log(&mut self, level: v0_1::freellm::provider::host::LogLevel, message: String) {
-        use v0_1::freellm::provider::host::LogLevel as Old;
-        use v0_2::freellm::provider::host::LogLevel as New;
-        let level = match level {
-            Old::Debug => New::Debug,
-            Old::Info => New::Info,
-            Old::Warn => New::Warn,
-            Old::Error => New::Error,
-        };
-        v0_2::freellm::provider::host::Host::log(self, level, message);
-    }
+/// An older adapter's log line goes the same way as a 0.3 one's: `$version`
+/// is its bindings module.
+macro_rules! log_as_newest {
+    ($version:ident) => {
+        impl $version::freellm::provider::host::Host for CallState {
+            fn log(&mut self, level: $version::freellm::provider::host::LogLevel, message: String) {
+                use v0_3::freellm::provider::host::LogLevel as New;
+                use $version::freellm::provider::host::LogLevel as Old;
+                let level = match level {
+                    Old::Debug => New::Debug,
+                    Old::Info => New::Info,
+                    Old::Warn => New::Warn,
+                    Old::Error => New::Error,
+                };
+                v0_3::freellm::provider::host::Host::log(self, level, message);
+            }
+        }
+    };
 }
+
+log_as_newest!(v0_1);
+log_as_newest!(v0_2);
 
 /// Makes a store with no capabilities: no environment, arguments, preopened
 /// directories or network; stdin empty, stdout discarded, stderr captured.

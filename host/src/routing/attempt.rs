@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
+
 use crate::clock;
 use crate::fleet::Fleet;
 use crate::fleet::caps::{KeyHealthItems, KeyVerdict};
@@ -272,7 +274,7 @@ pub(crate) async fn acquire_key(
 /// Send: the adapter maps the request and the host sends it, waiting for
 /// the response head. A request that never reached the upstream releases
 /// its key reservation.
-pub(crate) async fn send(call: &Call<'_>, body: &[u8], key: &mut KeyGrant) -> Result<UpstreamResponse, Failed> {
+pub(crate) async fn send(call: &Call<'_>, body: &Bytes, key: &mut KeyGrant) -> Result<UpstreamResponse, Failed> {
     let provider = call.provider;
     let upstream_request = match call.adapter.map_request(call.ctx, body).await {
         Ok(Ok(r)) => r,
@@ -293,7 +295,7 @@ pub(crate) async fn send(call: &Call<'_>, body: &[u8], key: &mut KeyGrant) -> Re
     };
     let sent_at = clock::now();
     let auth = &call.adapter.info.auth;
-    let sent = call.gw.upstream.send(&provider.base_url, upstream_request, auth, key.secret.as_deref()).await;
+    let sent = call.gw.upstream.send(&provider.base_url, upstream_request, body, auth, key.secret.as_deref()).await;
     report_sent(call, clock::now().saturating_duration_since(sent_at));
     sent.map_err(|e| {
         tracing::warn!(request_id = %call.request_id, provider = %provider.id, error = %e, "upstream attempt failed");
@@ -301,6 +303,7 @@ pub(crate) async fn send(call: &Call<'_>, body: &[u8], key: &mut KeyGrant) -> Re
         match e {
             UpstreamError::BadAdapterRequest(message) => {
                 key.release();
+                let message = format!("adapter \"{}\" failed: its request cannot be sent: {message}", provider.id);
                 let error = RoutingError::AdapterFault { provider: provider.id.to_string(), message };
                 Failed { failure: AttemptFailure::AdapterFault, error, detail }
             }

@@ -962,7 +962,7 @@ impl Continuation {
         request_id: &str,
     ) -> Option<Source> {
         let limits = self.gw.upstream.timeouts();
-        let body = continuation_body(&self.body, partial)?;
+        let body = Bytes::from(continuation_body(&self.body, partial)?);
         for candidate in &self.candidates {
             let provider = &candidate.provider;
             let same_target = Arc::ptr_eq(provider, failed) && candidate.upstream_model == *failed_model;

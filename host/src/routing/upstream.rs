@@ -29,7 +29,8 @@ use futures_util::stream::BoxStream;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client;
@@ -42,6 +43,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::connector::Connector;
 use crate::config::UpstreamConfig;
+use freellm_runtime::UpstreamBody;
 use freellm_runtime::types::{AuthPlacement, HttpMethod, ResponseHead, UpstreamRequest};
 
 /// Largest non-streaming upstream body read.
@@ -145,7 +147,7 @@ pub struct Upstream {
 #[derive(Clone)]
 enum Transport {
     /// The pooled HTTP(S) client.
-    Http(Client<Connector, Full<Bytes>>),
+    Http(Client<Connector, OutgoingBody>),
     /// Any other exchange (an in-memory upstream in tests).
     Exchange(Arc<dyn Exchange>),
 }
@@ -168,7 +170,48 @@ pub type ExchangeFuture = Pin<Box<dyn Future<Output = Result<http::Response<Exch
 /// body); the first-byte timeout applies to its answer as to a real one.
 pub trait Exchange: Send + Sync + 'static {
     /// Answers one request with a response head and a body stream.
-    fn exchange(&self, request: http::Request<Full<Bytes>>) -> ExchangeFuture;
+    fn exchange(&self, request: http::Request<OutgoingBody>) -> ExchangeFuture;
+}
+
+/// An upstream request's body: the parts of an [`UpstreamBody`], handed to
+/// the connection one after another. hyper writes them out vectored, so a
+/// long prompt forwarded from the client's bytes is never copied into one
+/// buffer. Its length is exact, so it goes as `Content-Length`.
+#[derive(Debug)]
+pub struct OutgoingBody {
+    parts: std::vec::IntoIter<Bytes>,
+    remaining: u64,
+}
+
+impl From<UpstreamBody> for OutgoingBody {
+    fn from(body: UpstreamBody) -> Self {
+        let remaining = body.len() as u64;
+        Self { parts: body.into_parts().into_iter(), remaining }
+    }
+}
+
+impl http_body::Body for OutgoingBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let part = self.parts.next();
+        if let Some(part) = &part {
+            self.remaining -= part.len() as u64;
+        }
+        std::task::Poll::Ready(part.map(|part| Ok(Frame::data(part))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// A response's body, from the wire or from an [`Exchange`].
@@ -292,15 +335,18 @@ impl Upstream {
         &self.timeouts
     }
 
-    /// Sends one attempt and waits for the response head.
+    /// Sends one attempt and waits for the response head. `client` is the
+    /// body the adapter mapped `request` from: a spliced body's client
+    /// ranges are sent from it.
     pub async fn send(
         &self,
         base_url: &str,
         request: UpstreamRequest,
+        client: &Bytes,
         auth: &AuthPlacement,
         key: Option<&str>,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let request = self.build(base_url, request, auth, key)?;
+        let request = self.build(base_url, request, client, auth, key)?;
         let first_byte = self.timeouts.first_byte_timeout;
         match &self.transport {
             Transport::Http(client) => match tokio::time::timeout(first_byte, client.request(request)).await {
@@ -321,10 +367,13 @@ impl Upstream {
         &self,
         base_url: &str,
         request: UpstreamRequest,
+        client: &Bytes,
         auth: &AuthPlacement,
         key: Option<&str>,
-    ) -> Result<http::Request<Full<Bytes>>, UpstreamError> {
+    ) -> Result<http::Request<OutgoingBody>, UpstreamError> {
         check_path(&request.path)?;
+        let body = UpstreamBody::assemble(request.body, client)
+            .map_err(|e| UpstreamError::BadAdapterRequest(format!("invalid spliced body: {e}")))?;
         let mut target = format!("{base_url}{}", utf8_percent_encode(&request.path, PATH_ENCODE));
         let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
         let auth_header = match auth {
@@ -371,7 +420,7 @@ impl Upstream {
             HttpMethod::Get => Method::GET,
             HttpMethod::Post => Method::POST,
         };
-        let mut built = http::Request::new(Full::new(Bytes::from(request.body)));
+        let mut built = http::Request::new(OutgoingBody::from(body));
         *built.method_mut() = method;
         *built.uri_mut() = uri;
         *built.headers_mut() = headers;
@@ -450,6 +499,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use freellm_runtime::types::RequestBody;
 
     fn upstream() -> Upstream {
         Upstream::new(
@@ -474,7 +524,7 @@ mod tests {
             method: HttpMethod::Post,
             path: path.into(),
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: b"{}".to_vec(),
+            body: RequestBody::Bytes(b"{}".to_vec()),
         }
     }
 
@@ -494,6 +544,7 @@ mod tests {
             .build(
                 "http://127.0.0.1:9/v1",
                 request("/chat/completions", &[("Authorization", "Bearer stolen"), ("X-Extra", "1"), ("Host", "evil")]),
+                &Bytes::new(),
                 &AuthPlacement::Bearer,
                 Some("k1"),
             )
@@ -511,22 +562,32 @@ mod tests {
             .build(
                 "http://h",
                 request("/x", &[("x-goog-api-key", "guest")]),
+                &Bytes::new(),
                 &AuthPlacement::Header("x-goog-api-key".into()),
                 Some("k"),
             )
             .unwrap();
         assert_eq!(h.headers()["x-goog-api-key"], "k");
-        let q =
-            u.build("http://h", request("/x?alt=sse", &[]), &AuthPlacement::Query("key".into()), Some("a b")).unwrap();
+        let q = u
+            .build(
+                "http://h",
+                request("/x?alt=sse", &[]),
+                &Bytes::new(),
+                &AuthPlacement::Query("key".into()),
+                Some("a b"),
+            )
+            .unwrap();
         assert_eq!(q.uri().query(), Some("alt=sse&key=a%20b"));
-        let plain =
-            u.build("http://h", request("/x", &[]), &AuthPlacement::Query("key".into()), Some("k&x=1")).unwrap();
+        let plain = u
+            .build("http://h", request("/x", &[]), &Bytes::new(), &AuthPlacement::Query("key".into()), Some("k&x=1"))
+            .unwrap();
         assert_eq!(plain.uri().query(), Some("key=k%26x%3D1"), "the key cannot add parameters");
-        let odd = u.build("http://h/v1", request("/models/é {x}:go", &[]), &AuthPlacement::None, None);
+        let odd = u.build("http://h/v1", request("/models/é {x}:go", &[]), &Bytes::new(), &AuthPlacement::None, None);
         assert!(odd.is_err(), "a space is refused by the path check");
-        let odd = u.build("http://h/v1", request("/models/é{x}:go", &[]), &AuthPlacement::None, None).unwrap();
+        let odd =
+            u.build("http://h/v1", request("/models/é{x}:go", &[]), &Bytes::new(), &AuthPlacement::None, None).unwrap();
         assert_eq!(odd.uri().path(), "/v1/models/%C3%A9%7Bx%7D:go");
-        let none = u.build("http://h", request("/x", &[]), &AuthPlacement::None, None).unwrap();
+        let none = u.build("http://h", request("/x", &[]), &Bytes::new(), &AuthPlacement::None, None).unwrap();
         assert!(none.headers().get("authorization").is_none());
     }
 }

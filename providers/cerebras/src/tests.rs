@@ -13,7 +13,7 @@ fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
 fn map_for(model: &str, body: Value) -> Result<Value, Failure> {
     let up = Cerebras::map_request_body(&ctx(model), &serde_json::to_vec(&body).unwrap())?;
     assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
-    Ok(serde_json::from_slice(&up.body).unwrap())
+    Ok(serde_json::from_slice(up.body.as_bytes().expect("a whole body")).unwrap())
 }
 
 fn map(body: Value) -> Result<Value, Failure> {

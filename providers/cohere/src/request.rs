@@ -55,7 +55,7 @@ pub fn map(ctx: &CallContext, mut req: ChatRequest) -> Result<UpstreamRequest, F
         method: HttpMethod::Post,
         path: CHAT_PATH.to_owned(),
         headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-        body: Value::Object(body).to_string().into_bytes(),
+        body: Value::Object(body).to_string().into_bytes().into(),
     })
 }
 

@@ -11,7 +11,7 @@ fn map(body: Value) -> Result<Value, Failure> {
     let req = ChatRequest::from_slice(body.to_string().as_bytes()).unwrap();
     let up = Cohere::map_request(&ctx(false), req)?;
     assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/v2/chat"));
-    Ok(serde_json::from_slice(&up.body).unwrap())
+    Ok(serde_json::from_slice(up.body.as_bytes().expect("a whole body")).unwrap())
 }
 
 fn head(status: u16) -> ResponseHead {

@@ -177,7 +177,7 @@ mod tests {
 
     fn map(model: &str, body: &str) -> (UpstreamRequest, String) {
         let up = Gemini::map_request_body(&ctx(model, false), body.as_bytes()).unwrap();
-        let text = String::from_utf8(up.body.clone()).unwrap();
+        let text = String::from_utf8(up.body.as_bytes().expect("a whole body").to_vec()).unwrap();
         (up, text)
     }
 
@@ -320,7 +320,7 @@ mod tests {
     #[test]
     fn streaming_requests_set_stream() {
         let up = Gemini::map_request_body(&ctx("gemini-2.5-flash", true), br#"{"model":"m","messages":[]}"#).unwrap();
-        let v: Value = serde_json::from_slice(&up.body).unwrap();
+        let v: Value = serde_json::from_slice(up.body.as_bytes().expect("a whole body")).unwrap();
         assert_eq!(v["stream"], true);
     }
 }

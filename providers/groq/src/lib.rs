@@ -196,7 +196,7 @@ mod tests {
         let body = br#"{"model":"groq/llama-3.1-8b-instant","messages":[],"n":1,"logprobs":true,"top_logprobs":2,"logit_bias":{},"seed":7}"#;
         let up = Groq::map_request_body(&ctx(), body).unwrap();
         assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
-        let sent: Value = serde_json::from_slice(&up.body).unwrap();
+        let sent: Value = serde_json::from_slice(up.body.as_bytes().expect("a whole body")).unwrap();
         assert_eq!(sent, serde_json::json!({"model": "llama-3.1-8b-instant", "messages": [], "seed": 7}));
     }
 
@@ -204,7 +204,7 @@ mod tests {
     fn message_names_are_dropped_except_on_tool_results() {
         let body = br#"{"model":"m","messages":[{"role":"system","content":"s","name":"ops"},{"role":"user","content":"u","name":"ann"},{"role":"assistant","content":"a","name":"bot"},{"role":"tool","tool_call_id":"c","name":"f","content":"r"}]}"#;
         let up = Groq::map_request_body(&ctx(), body).unwrap();
-        let sent: Value = serde_json::from_slice(&up.body).unwrap();
+        let sent: Value = serde_json::from_slice(up.body.as_bytes().expect("a whole body")).unwrap();
         assert_eq!(
             sent["messages"],
             serde_json::json!([

@@ -3,7 +3,9 @@
 //! bound, `peek` reads the byte just past the end of its linear memory,
 //! `panic` panics, `remember` keeps a count of its calls in a global
 //! (the state an adapter must not keep) and sends it upstream as
-//! `x-hostile-calls`, and `ok` is a well-behaved OpenAI-compatible mapping.
+//! `x-hostile-calls`, `splice-outside` returns a spliced body with a range
+//! past the client's body, `splice-many` one of more pieces than the host
+//! takes, and `ok` is a well-behaved OpenAI-compatible mapping.
 //! With the setting `normalize = "panic"` it also panics while
 //! normalizing an answer, i.e. after the upstream call. Its stream
 //! normalizer panics on an event whose data holds `hostile-panic` (the
@@ -16,9 +18,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use freellm_sdk::openai_compat;
 use freellm_sdk::{
-    Adapter, AdapterInfo, AuthPlacement, CallContext, Capabilities, ChatRequest, Failure, ModelInfo, ModelTags,
-    NormalizedResponse, PassthroughStream, PrivacyInfo, PrivacyPolicy, RateLimits, ResponseHead, Settings, StreamEvent,
-    StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest, WireFormat,
+    Adapter, AdapterInfo, AuthPlacement, BodyPiece, CallContext, Capabilities, ChatRequest, Failure, ModelInfo,
+    ModelTags, NormalizedResponse, PassthroughStream, PieceSource, PrivacyInfo, PrivacyPolicy, RateLimits, RequestBody,
+    ResponseHead, Settings, SplicedBody, StreamEvent, StreamFraming, StreamNormalizer, StreamOutput, UpstreamRequest,
+    WireFormat,
 };
 
 /// The hostile adapter.
@@ -36,7 +39,7 @@ impl Adapter for Hostile {
             stream_framing: StreamFraming::Sse,
             wire_format: WireFormat::OpenaiChat,
             capabilities: Capabilities::empty(),
-            models: ["ok", "loop", "grow", "peek", "panic", "remember"]
+            models: ["ok", "loop", "grow", "peek", "panic", "remember", "splice-outside", "splice-many"]
                 .map(|id| ModelInfo::new(id, 0, ModelTags::empty()))
                 .into(),
             default_model: "ok".into(),
@@ -66,6 +69,18 @@ impl Adapter for Hostile {
                 let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
                 let mut up = openai_compat::map_request(ctx, req, &[])?;
                 up.headers.push(("x-hostile-calls".into(), calls.to_string()));
+                Ok(up)
+            }
+            "splice-outside" => {
+                let mut up = openai_compat::map_request(ctx, req, &[])?;
+                let piece = BodyPiece { source: PieceSource::Client, start: u32::MAX - 4, len: 16 };
+                up.body = RequestBody::Spliced(SplicedBody { written: Vec::new(), pieces: vec![piece] });
+                Ok(up)
+            }
+            "splice-many" => {
+                let mut up = openai_compat::map_request(ctx, req, &[])?;
+                let piece = BodyPiece { source: PieceSource::Adapter, start: 0, len: 1 };
+                up.body = RequestBody::Spliced(SplicedBody { written: b"{".to_vec(), pieces: vec![piece; 5_000] });
                 Ok(up)
             }
             _ => openai_compat::map_request(ctx, req, &[]),

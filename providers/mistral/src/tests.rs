@@ -18,7 +18,7 @@ fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {
 fn map(body: Value) -> Value {
     let up = Mistral::map_request_body(&ctx(false), &serde_json::to_vec(&body).unwrap()).unwrap();
     assert_eq!((up.method, up.path.as_str()), (HttpMethod::Post, "/chat/completions"));
-    serde_json::from_slice(&up.body).unwrap()
+    serde_json::from_slice(up.body.as_bytes().expect("a whole body")).unwrap()
 }
 
 fn classify(status: u16, headers: &[(&str, &str)], body: &str) -> Failure {
@@ -95,7 +95,7 @@ fn seed_and_token_limit_are_renamed_in_place() {
     let body = br#"{"model":"m","seed":7,"messages":[],"max_completion_tokens":256,"stop":["x"]}"#;
     let up = Mistral::map_request_body(&ctx(false), body).unwrap();
     assert_eq!(
-        String::from_utf8(up.body).unwrap(),
+        String::from_utf8(up.body.as_bytes().expect("a whole body").to_vec()).unwrap(),
         r#"{"model":"mistral-small-latest","random_seed":7,"messages":[],"max_tokens":256,"stop":["x"]}"#
     );
 }
@@ -202,7 +202,7 @@ fn a_final_assistant_message_becomes_a_prefix() {
 fn stream_flag_follows_the_context_and_stream_options_go() {
     let body = br#"{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#;
     let up = Mistral::map_request_body(&ctx(true), body).unwrap();
-    let sent: Value = serde_json::from_slice(&up.body).unwrap();
+    let sent: Value = serde_json::from_slice(up.body.as_bytes().expect("a whole body")).unwrap();
     assert_eq!(sent, json!({"model": "mistral-small-latest", "messages": [], "stream": true}));
 }
 

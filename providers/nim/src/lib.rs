@@ -247,7 +247,7 @@ mod tests {
 
     fn map(body: &str) -> (UpstreamRequest, String) {
         let up = Nim::map_request_body(&ctx(false), body.as_bytes()).unwrap();
-        let text = String::from_utf8(up.body.clone()).unwrap();
+        let text = String::from_utf8(up.body.as_bytes().expect("a whole body").to_vec()).unwrap();
         (up, text)
     }
 

@@ -325,7 +325,7 @@ mod tests {
         let up = Ollama::map_request_body(&ctx, body).unwrap();
         assert_eq!(up.path, "/v1/chat/completions");
         assert_eq!(
-            String::from_utf8(up.body).unwrap(),
+            String::from_utf8(up.body.as_bytes().expect("a whole body").to_vec()).unwrap(),
             r#"{"model":"qwen2.5","messages":[],"logprobs":true,"stream":true}"#
         );
     }

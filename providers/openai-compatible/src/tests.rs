@@ -353,7 +353,7 @@ fn maps_with_path_drops_and_headers() {
         ]
     );
     assert_eq!(
-        String::from_utf8(up.body).unwrap(),
+        String::from_utf8(up.body.as_bytes().expect("a whole body").to_vec()).unwrap(),
         r#"{"model":"meta-llama/llama-3.3-70b-instruct:free","messages":[{"role":"user","content":"hi"}],"top_k":5,"stream":true}"#
     );
 }

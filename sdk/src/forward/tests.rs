@@ -168,8 +168,10 @@ fn forwarding_maps_like_the_parsed_path() {
             let parsed = ChatRequest::from_slice(body.as_bytes()).unwrap();
             let old = map_request_to(&ctx(is_stream), parsed, "/p", &drop).unwrap();
             let new = forward_request_to(&ctx(is_stream), body.as_bytes(), "/p", &drop, |_| Ok(())).unwrap();
-            let (old_json, new_json): (Value, Value) =
-                (serde_json::from_slice(&old.body).unwrap(), serde_json::from_slice(&new.body).unwrap());
+            let (old_json, new_json): (Value, Value) = (
+                serde_json::from_slice(old.body.as_bytes().unwrap()).unwrap(),
+                serde_json::from_slice(new.body.as_bytes().unwrap()).unwrap(),
+            );
             assert_eq!(
                 serde_json::to_string(&new_json).unwrap(),
                 serde_json::to_string(&old_json).unwrap(),
@@ -201,7 +203,10 @@ fn the_edit_runs_and_its_failure_is_returned() {
         Ok(())
     })
     .unwrap();
-    assert_eq!(text(&up.body), r#"{"model":"up-model","messages":[{"role":"user"},{"role":"tool","name":"b"}]}"#);
+    assert_eq!(
+        text(up.body.as_bytes().expect("a whole body")),
+        r#"{"model":"up-model","messages":[{"role":"user"},{"role":"tool","name":"b"}]}"#
+    );
     let failure =
         forward_request_to(&ctx(false), body, "/p", &[], |_| Err(crate::Failure::unsupported("no"))).unwrap_err();
     assert_eq!(failure.kind, FailureKind::Unsupported);
@@ -230,4 +235,123 @@ fn keys_outside_ascii_are_read_as_written() {
     assert_eq!(req.fields.keys().collect::<Vec<_>>(), ["messages", "m\u{e9}ta"]);
     assert_eq!(req.messages[0].keys().collect::<Vec<_>>(), ["r\u{f4}le", "\u{1f600}"]);
     assert_eq!(text(&req.to_vec(0).unwrap()), body);
+}
+
+/// Within a `map-request` call, long values of the call's body are named
+/// by their place in it; assembled, the body is exactly the copied one.
+/// A renamed field keeps its value named; a body the adapter made itself
+/// is copied.
+#[test]
+fn within_a_call_long_values_are_named_and_the_assembled_body_is_the_copied_one() {
+    use crate::splice::{CallBody, SPLICE_FROM};
+    use crate::{PieceSource, RequestBody};
+
+    let long = "a line with \\\"quotes\\\" and caf\\u00e9; ".repeat(2 * SPLICE_FROM / 30);
+    let body = format!(
+        r#"{{"model":"m","messages":[{{"role":"system","content":"short"}},{{"role":"user","content":"{long}"}},{{"role":"user","content":"{long}","name":"ann"}}],"x_vendor":"{long}","stream":true}}"#
+    );
+    let edit = |req: &mut ForwardRequest<'_>| {
+        req.messages[2].remove("name");
+        req.fields.rename("x_vendor", "vendor");
+        Ok(())
+    };
+    let copied = forward_request_to(&ctx(false), body.as_bytes(), "/p", &[], edit).unwrap().body;
+    let copied = copied.as_bytes().expect("outside a call the body is whole").to_vec();
+
+    let call = CallBody::register(body.as_bytes());
+    let spliced = forward_request_to(&ctx(false), body.as_bytes(), "/p", &[], edit).unwrap().body;
+    // A body the adapter made itself is not the call's: copied.
+    let other = body.clone();
+    let own = forward_request_to(&ctx(false), other.as_bytes(), "/p", &[], edit).unwrap().body;
+    drop(call);
+
+    assert_eq!(own.as_bytes(), Some(copied.as_slice()));
+    let RequestBody::Spliced(ref parts) = spliced else { panic!("a long prompt was copied: {spliced:?}") };
+    let named: Vec<_> = parts.pieces.iter().filter(|p| p.source == PieceSource::Client).collect();
+    // The two long messages and what lies between them are one range (the
+    // text between them is the client's own); the renamed field's value is
+    // a second.
+    assert_eq!(named.len(), 2, "{:?}", parts.pieces);
+    assert!(parts.written.len() < 200, "only the short parts were written: {}", parts.written.len());
+    assert_eq!(text(&spliced.assemble(body.as_bytes()).unwrap()), text(&copied));
+    let sent: Value = serde_json::from_slice(&copied).unwrap();
+    assert_eq!(sent["model"], "up-model");
+    assert_eq!(sent["messages"][2].get("name"), None);
+    assert!(sent["vendor"].as_str().is_some_and(|v| v.len() > SPLICE_FROM));
+}
+
+/// Spliced and copied bodies agree: conversations made at random (turns
+/// short and long, with escapes, compact or spaced as clients write them,
+/// extra fields), each mapped with random edits inside a `map-request`
+/// call and outside one; assembled, the spliced body is byte for byte the
+/// copied one.
+#[test]
+fn spliced_bodies_assemble_to_the_copied_ones_on_random_conversations() {
+    use crate::splice::{CallBody, SPLICE_FROM};
+    use crate::test_random::below;
+
+    let mut next = below(0x853c_49e6_748f_ea9b);
+    let mut spliced_seen = 0;
+    for round in 0..400 {
+        let (colon, comma) = if next(3) == 0 { (": ", ", ") } else { (":", ",") };
+        let turns: Vec<String> = (0..1 + next(8))
+            .map(|i| {
+                let role = if i % 2 == 0 { "user" } else { "assistant" };
+                let long = next(2) == 0;
+                let content = words(&mut next, if long { 3 * SPLICE_FROM } else { 80 });
+                let name = if next(4) == 0 { format!(r#"{comma}"name"{colon}"n{i}""#) } else { String::new() };
+                format!(r#"{{"role"{colon}"{role}"{comma}"content"{colon}"{content}"{name}}}"#)
+            })
+            .collect();
+        let extra = if next(2) == 0 {
+            format!(r#"{comma}"x_note"{colon}"{}""#, words(&mut next, 2 * SPLICE_FROM))
+        } else {
+            String::new()
+        };
+        let body = format!(
+            r#"{{"model"{colon}"m"{comma}"messages"{colon}[{}]{extra}{comma}"temperature"{colon}0.5}}"#,
+            turns.join(comma)
+        );
+        let (drop_name, rename, set) = (next(2) == 0, [None, Some("note"), Some("x_nope")][next(3)], next(3) == 0);
+        let edit = |req: &mut ForwardRequest<'_>| {
+            if drop_name {
+                for message in &mut req.messages {
+                    message.remove("name");
+                }
+            }
+            // A key of another length, or of the same length (only the
+            // text itself tells the client's from the adapter's).
+            if let Some(to) = rename {
+                req.fields.rename("x_note", to);
+            }
+            if set {
+                req.fields.set("temperature", &1)?;
+            }
+            Ok(())
+        };
+        let stream = next(2) == 0;
+        let copied = forward_request_to(&ctx(stream), body.as_bytes(), "/p", &["n"], edit).unwrap().body;
+        let copied = copied.as_bytes().expect("whole outside a call").to_vec();
+        let call = CallBody::register(body.as_bytes());
+        let mapped = forward_request_to(&ctx(stream), body.as_bytes(), "/p", &["n"], edit).unwrap().body;
+        drop(call);
+        if matches!(mapped, crate::RequestBody::Spliced(_)) {
+            spliced_seen += 1;
+        }
+        assert_eq!(text(&mapped.assemble(body.as_bytes()).unwrap()), text(&copied), "round {round}: {body}");
+    }
+    assert!(spliced_seen > 100, "only {spliced_seen} of 400 bodies were spliced");
+}
+
+/// JSON string text of about `max` bytes at random (escapes and multi-byte
+/// characters among the words).
+fn words(next: &mut impl FnMut(usize) -> usize, max: usize) -> String {
+    const WORDS: [&str; 7] = ["lorem", "caf\\u00e9", "\\\"q\\\"", "\\n", "ipsum dolor", "😀", "a\\\\b"];
+    let target = next(max);
+    let mut text = String::new();
+    while text.len() < target {
+        text.push_str(WORDS[next(WORDS.len())]);
+        text.push(' ');
+    }
+    text
 }

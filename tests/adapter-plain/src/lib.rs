@@ -139,7 +139,7 @@ impl Adapter for Plain {
             method: HttpMethod::Post,
             path: "/v1/generate".into(),
             headers: vec![("content-type".into(), "application/json".into())],
-            body: serde_json::to_vec(&body).map_err(|e| Failure::request_invalid(e.to_string()))?,
+            body: serde_json::to_vec(&body).map_err(|e| Failure::request_invalid(e.to_string()))?.into(),
         })
     }
 
