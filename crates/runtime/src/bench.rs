@@ -232,8 +232,9 @@ fn describe(body: &RequestBody) -> String {
         RequestBody::Spliced(spliced) => {
             let named = spliced.pieces.iter().filter(|p| p.source == super::types::PieceSource::Client);
             let (ranges, bytes) = named.fold((0, 0_u64), |(n, sum), p| (n + 1, sum + u64::from(p.len)));
+            let plural = if ranges == 1 { "" } else { "s" };
             format!(
-                "spliced, {bytes} bytes named in {ranges} ranges of the client's body, {} bytes written ({} pieces)",
+                "spliced, {bytes} bytes named in {ranges} range{plural} of the client's body, {} bytes written ({} pieces)",
                 spliced.written.len(),
                 spliced.pieces.len()
             )

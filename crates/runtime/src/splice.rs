@@ -12,12 +12,20 @@ use crate::types::{BodyPiece, PieceSource, RequestBody};
 /// Most pieces a spliced body may have.
 pub const MAX_PIECES: usize = 4_096;
 
+/// Longest a spliced body may be. Its pieces share their buffers, so a few
+/// repeated ranges of a large client body could otherwise name gigabytes
+/// to send upstream; a whole body is bounded by the adapter's memory.
+pub const MAX_SPLICED_BYTES: usize = 64 << 20;
+
 /// Why an adapter's spliced body cannot be sent: the adapter's fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpliceError {
     /// More than [`MAX_PIECES`] pieces.
     #[error("the spliced body has {0} pieces (at most {MAX_PIECES})")]
     TooManyPieces(usize),
+    /// The pieces add up to more than [`MAX_SPLICED_BYTES`].
+    #[error("the spliced body's pieces add up to more than {MAX_SPLICED_BYTES} bytes")]
+    TooLong,
     /// A piece's range is not within its source's bytes.
     #[error("piece {index} ({of} bytes {start}..+{len}) lies outside the {available} {of} bytes")]
     OutOfRange {
@@ -82,6 +90,9 @@ impl UpstreamBody {
                 _ => assembled.parts.push(bytes.slice(from..to)),
             }
             assembled.len += len as usize;
+            if assembled.len > MAX_SPLICED_BYTES {
+                return Err(SpliceError::TooLong);
+            }
             last = Some((source, to));
         }
         Ok(assembled)
@@ -214,6 +225,16 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "piece 1 (adapter bytes 1..+2) lies outside the 2 adapter bytes");
+    }
+
+    #[test]
+    fn ranges_repeated_past_the_longest_body_are_refused() {
+        let client = Bytes::from(vec![b'x'; 1 << 20]);
+        let whole = piece(PieceSource::Client, 0, 1 << 20);
+        let at_most = vec![whole.clone(); MAX_SPLICED_BYTES >> 20];
+        assert_eq!(UpstreamBody::assemble(spliced(b"", at_most), &client).unwrap().len(), MAX_SPLICED_BYTES);
+        let past = vec![whole; (MAX_SPLICED_BYTES >> 20) + 1];
+        assert_eq!(UpstreamBody::assemble(spliced(b"", past), &client).unwrap_err(), SpliceError::TooLong);
     }
 
     #[test]

@@ -590,4 +590,39 @@ mod tests {
         let none = u.build("http://h", request("/x", &[]), &Bytes::new(), &AuthPlacement::None, None).unwrap();
         assert!(none.headers().get("authorization").is_none());
     }
+
+    /// A spliced body goes out as its parts, the client's shared (not
+    /// copied), with its exact length; one the host cannot assemble is
+    /// refused as the adapter's request.
+    #[tokio::test]
+    async fn a_spliced_body_is_sent_as_parts_of_the_clients_bytes_or_refused() {
+        use freellm_runtime::types::{BodyPiece, PieceSource, SplicedBody};
+        let client = Bytes::from_static(br#"{"model":"free","messages":[{"role":"user","content":"long"}]}"#);
+        let from = client.iter().position(|&b| b == b'[').unwrap();
+        let written = br#"{"model":"m","messages":"#;
+        let mut spliced = request("/chat", &[]);
+        spliced.body = RequestBody::Spliced(SplicedBody {
+            written: written.to_vec(),
+            pieces: vec![
+                BodyPiece { source: PieceSource::Adapter, start: 0, len: written.len() as u32 },
+                BodyPiece { source: PieceSource::Client, start: from as u32, len: (client.len() - from) as u32 },
+            ],
+        });
+        let u = upstream();
+        let built = u.build("http://h", spliced.clone(), &client, &AuthPlacement::None, None).unwrap();
+        let body = built.into_body();
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some((written.len() + client.len() - from) as u64));
+        let parts: Vec<Bytes> = body.parts.clone().collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].as_ptr(), client[from..].as_ptr(), "the client's part is its own buffer");
+        let sent = body.collect().await.map(|b| b.to_bytes()).unwrap();
+        assert_eq!(sent, Bytes::from_static(br#"{"model":"m","messages":[{"role":"user","content":"long"}]}"#));
+
+        let short = Bytes::from_static(b"{}");
+        let refused = u.build("http://h", spliced, &short, &AuthPlacement::None, None).unwrap_err();
+        assert!(
+            matches!(&refused, UpstreamError::BadAdapterRequest(m) if m.contains("invalid spliced body")),
+            "{refused}"
+        );
+    }
 }
