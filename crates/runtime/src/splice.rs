@@ -231,7 +231,7 @@ mod tests {
     fn ranges_repeated_past_the_longest_body_are_refused() {
         let client = Bytes::from(vec![b'x'; 1 << 20]);
         let whole = piece(PieceSource::Client, 0, 1 << 20);
-        let at_most = vec![whole.clone(); MAX_SPLICED_BYTES >> 20];
+        let at_most = vec![whole; MAX_SPLICED_BYTES >> 20];
         assert_eq!(UpstreamBody::assemble(spliced(b"", at_most), &client).unwrap().len(), MAX_SPLICED_BYTES);
         let past = vec![whole; (MAX_SPLICED_BYTES >> 20) + 1];
         assert_eq!(UpstreamBody::assemble(spliced(b"", past), &client).unwrap_err(), SpliceError::TooLong);
