@@ -676,6 +676,17 @@ impl Gateway {
         self.http.post(format!("{}/v1/chat/completions", self.url)).json(&body).send().await.expect("chat request")
     }
 
+    /// POST a chat request whose JSON body is this text, sent as written.
+    pub async fn chat_text(&self, body: String) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("chat request")
+    }
+
     /// GET a path.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(format!("{}{path}", self.url)).send().await.expect("get")

@@ -245,14 +245,7 @@ async fn escapes_and_characters_at_every_offset_of_a_string_are_forwarded_as_wri
     }
     let messages = messages.join(",");
     let sent = format!(r#"{{"model":"groq/llama-3.3-70b-versatile","messages":[{messages}]}}"#);
-    let r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .header("content-type", "application/json")
-        .body(sent)
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat_text(sent).await;
     assert_eq!(r.status(), 200, "{}", gw.log());
     let seen = mock.requests();
     let upstream = String::from_utf8(seen[0].body.to_vec()).expect("UTF-8");
@@ -282,14 +275,7 @@ async fn a_large_prompt_reaches_the_upstream_as_the_client_wrote_it() {
         r#"{{"model":"llama-3.3-70b-versatile","messages":{},"temperature":1.0,"top_p":1e0,"x_vendor":{{"deep":[1,2.50]}}}}"#,
         messages(&format!(r#"{{"role":"user","content":"{big}"}}"#))
     );
-    let r = gw
-        .http
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .header("content-type", "application/json")
-        .body(sent.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = gw.chat_text(sent.clone()).await;
     assert_eq!(r.status(), 200, "{}", gw.log());
     let seen = mock.requests();
     assert_eq!(seen.len(), 1);
@@ -339,14 +325,7 @@ async fn many_long_values_reach_the_upstream_whole_in_order() {
             long(99),
             messages.join(",")
         );
-        let r = gw
-            .http
-            .post(format!("{}/v1/chat/completions", gw.url))
-            .header("content-type", "application/json")
-            .body(sent)
-            .send()
-            .await
-            .unwrap();
+        let r = gw.chat_text(sent).await;
         assert_eq!(r.status(), 200, "{}", gw.log());
         let _ = r.bytes().await.unwrap();
         let seen = mock.requests();
