@@ -27,6 +27,9 @@ impl<A: Adapter> adapter::Guest for Guest<A> {
     type StreamNormalizer = Stream<A>;
 
     fn configure(settings: Settings) -> Result<AdapterInfo, String> {
+        // Every instance is configured before its first call (contract
+        // 0.3): its calls read the settings from here.
+        crate::settings::set_instance(settings.clone());
         A::configure(&settings)
     }
 
@@ -105,7 +108,7 @@ mod tests {
     }
 
     fn ctx() -> CallContext {
-        CallContext { request_id: "r".into(), upstream_model: "m".into(), is_stream: true, settings: vec![] }
+        CallContext { request_id: "r".into(), upstream_model: "m".into(), is_stream: true }
     }
 
     fn head() -> ResponseHead {

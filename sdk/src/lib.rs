@@ -174,7 +174,10 @@ pub use bindings::freellm::provider::types::{
 pub trait Adapter: 'static {
     /// Applies the operator's settings and describes the provider. An error
     /// keeps the adapter from going live; the message is shown to the
-    /// operator.
+    /// operator. The host calls it at load and then on every new instance
+    /// before its first call, with the same settings: what an adapter makes
+    /// of them (parsed once) may be kept in a `thread_local!` for the
+    /// instance's calls; [`settings::instance`] has them as given.
     fn configure(settings: &Settings) -> Result<AdapterInfo, String>;
 
     /// Maps an OpenAI chat request to the provider's HTTP request.
@@ -309,13 +312,6 @@ pub fn setting<'a>(settings: &'a Settings, key: &str) -> Option<&'a str> {
 /// if it repeats.
 pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-}
-
-impl CallContext {
-    /// The value of setting `key` for this provider slot.
-    pub fn setting(&self, key: &str) -> Option<&str> {
-        setting(&self.settings, key)
-    }
 }
 
 impl ResponseHead {

@@ -716,12 +716,7 @@ mod tests {
     use serde_json::json;
 
     fn ctx(stream: bool) -> CallContext {
-        CallContext {
-            request_id: "req-1".into(),
-            upstream_model: "llama-3.3-70b-versatile".into(),
-            is_stream: stream,
-            settings: vec![],
-        }
+        CallContext { request_id: "req-1".into(), upstream_model: "llama-3.3-70b-versatile".into(), is_stream: stream }
     }
 
     fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {

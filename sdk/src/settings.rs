@@ -17,7 +17,36 @@
 //! override arrives blank). The host always passes `id`; [`SettingsReader::only`]
 //! accepts it without being told.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use crate::Settings;
+
+thread_local! {
+    /// The settings this instance was configured with.
+    static INSTANCE: RefCell<Rc<Settings>> = RefCell::new(Rc::new(Vec::new()));
+}
+
+/// The settings this instance was configured with. Contract 0.3 configures
+/// every instance before its first call (the host calls `configure` on it
+/// with the slot's settings), and the SDK keeps them here, so a call reads
+/// them without their crossing into the component again. Empty before
+/// `configure`.
+pub fn instance() -> Rc<Settings> {
+    INSTANCE.with(|cell| cell.borrow().clone())
+}
+
+/// The value of `key` in [`instance`] (the last one wins if a key repeats).
+pub fn instance_setting(key: &str) -> Option<String> {
+    INSTANCE.with(|cell| crate::setting(&cell.borrow(), key).map(str::to_owned))
+}
+
+/// Keeps `settings` as this instance's. The glue calls it before
+/// [`Adapter::configure`](crate::Adapter::configure); an adapter's native
+/// tests may call it to stand in for the host.
+pub fn set_instance(settings: Settings) {
+    INSTANCE.with(|cell| *cell.borrow_mut() = Rc::new(settings));
+}
 
 /// A setting the adapter cannot use. Its message names the setting and, for
 /// an unknown one, the closest known name.

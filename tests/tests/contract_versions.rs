@@ -54,7 +54,10 @@ fn legacy_config(mock: &MockUpstream) -> String {
 }
 
 fn v02_config(mock: &MockUpstream) -> String {
-    format!("[providers.v02]\ncomponent = \"{{component:{V02}}}\"\nbase_url = \"{}/v1\"\n", mock.url)
+    format!(
+        "[providers.v02]\ncomponent = \"{{component:{V02}}}\"\nbase_url = \"{}/v1\"\nsettings = {{ tag = \"from-settings\" }}\n",
+        mock.url
+    )
 }
 
 fn plain_config(mock: &MockUpstream) -> String {
@@ -110,6 +113,8 @@ async fn components_of_0_1_0_2_and_0_3_serve_side_by_side() {
     assert_eq!(legacy.path, "/v1/chat/completions");
     let v02 = sent.iter().find(|r| r.json()["model"] == "v02-model").expect("the 0.2 adapter's request");
     assert_eq!((v02.path.as_str(), &v02.json()["messages"][0]["role"]), ("/v1/chat/completions", &json!("user")));
+    // 0.3 configures each instance instead; a 0.2 call still carries the settings.
+    assert_eq!(v02.header("x-v02-tag").as_deref(), Some("from-settings"));
     let plain = sent.iter().find(|r| r.path == "/v1/generate").expect("the 0.3 adapter's request");
     assert_eq!(plain.header("x-plain-key").as_deref(), Some("k-plain"));
     assert_eq!(plain.json()["turns"][0]["speaker"], "user");

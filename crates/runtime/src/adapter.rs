@@ -232,14 +232,11 @@ impl Adapter {
         &self.settings
     }
 
-    /// The per-call context for a request.
+    /// The per-call context for a request (the settings are not in it: a
+    /// 0.3 instance was configured with them, an older one gets them from
+    /// [`Bindings`] with each call).
     pub fn context(&self, request_id: &str, upstream_model: &str, is_stream: bool) -> CallContext {
-        CallContext {
-            request_id: request_id.to_owned(),
-            upstream_model: upstream_model.to_owned(),
-            is_stream,
-            settings: self.settings.clone(),
-        }
+        CallContext { request_id: request_id.to_owned(), upstream_model: upstream_model.to_owned(), is_stream }
     }
 
     /// `map-request`: OpenAI body → upstream request (or a classified refusal).
@@ -248,7 +245,8 @@ impl Adapter {
         ctx: &CallContext,
         body: &[u8],
     ) -> Result<Result<UpstreamRequest, Failure>, AdapterFault> {
-        self.call(&ctx.request_id, async |p, store| p.map_request(store, ctx, body).await).await
+        let settings = &self.settings;
+        self.call(&ctx.request_id, async |p, store| p.map_request(store, ctx, settings, body).await).await
     }
 
     /// `normalize-response`: a 2xx upstream body → OpenAI `chat.completion`.
@@ -258,7 +256,8 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Result<NormalizedResponse, Failure>, AdapterFault> {
-        self.call(&ctx.request_id, async |p, store| p.normalize_response(store, ctx, head, body).await).await
+        let settings = &self.settings;
+        self.call(&ctx.request_id, async |p, store| p.normalize_response(store, ctx, settings, head, body).await).await
     }
 
     /// `classify-failure`: a non-2xx upstream answer → a typed failure.
@@ -268,7 +267,8 @@ impl Adapter {
         head: &ResponseHead,
         body: &[u8],
     ) -> Result<Failure, AdapterFault> {
-        self.call(&ctx.request_id, async |p, store| p.classify_failure(store, ctx, head, body).await).await
+        let settings = &self.settings;
+        self.call(&ctx.request_id, async |p, store| p.classify_failure(store, ctx, settings, head, body).await).await
     }
 
     /// `embedded-fixtures`: the golden fixtures the component carries
@@ -312,18 +312,35 @@ impl Adapter {
         Ok((instance, started))
     }
 
-    /// A fresh instance. A pool with no free slot is [`FaultKind::Busy`];
-    /// any other failure is counted as a failed call.
+    /// A fresh instance, configured with the slot's settings when its
+    /// contract asks for that (0.3: before any other call). A pool with no
+    /// free slot is [`FaultKind::Busy`]; any other failure, a refused or
+    /// trapped `configure` included, is counted as a failed call.
     pub(crate) async fn instantiate(&self, request_id: &str) -> Result<Instance, AdapterFault> {
         let started = Instant::now();
         let mut store = new_store(&self.engine.engine, &self.id, self.limits);
-        match self.pre.instantiate_async(&mut store).await {
-            Ok(provider) => Ok(Instance { store, provider, calls: 0 }),
+        let provider = match self.pre.instantiate_async(&mut store).await {
+            Ok(provider) => provider,
             Err(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
-                Err(self.busy(request_id, &e.to_string()))
+                return Err(self.busy(request_id, &e.to_string()));
             }
-            Err(e) => self.record(request_id, started, Err(e), &store),
+            Err(e) => return self.record(request_id, started, Err(e), &store),
+        };
+        let mut instance = Instance { store, provider, calls: 0 };
+        if self.pre.version() >= ContractVersion::V0_3 {
+            instance.begin(&self.limits);
+            let configured = match instance.provider.configure(&mut instance.store, &self.settings).await {
+                Ok(Ok(_)) => Ok(()),
+                // It configured at load with these settings: a refusal now
+                // is the adapter's fault, as a trap is.
+                Ok(Err(message)) => {
+                    Err(wasmtime::Error::msg(format!("configure refused the slot's settings: {message}")))
+                }
+                Err(trap) => Err(trap),
+            };
+            configured.map_or_else(|e| self.record(request_id, started, Err(e), &instance.store), Ok)?;
         }
+        Ok(instance)
     }
 
     /// Records a finished call and keeps its instance warm when it may serve

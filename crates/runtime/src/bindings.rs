@@ -193,11 +193,13 @@ impl Bindings {
             .map(up::info),))
     }
 
-    /// `map-request`.
+    /// `map-request`. `settings` are the slot's (an older version's call
+    /// context carries them; a 0.3 instance was configured with them).
     pub async fn map_request<T: Send>(
         &self,
         store: &mut Store<T>,
         ctx: &CallContext,
+        settings: &[(String, String)],
         body: &[u8],
     ) -> wasmtime::Result<Result<UpstreamRequest, Failure>> {
         Ok(dispatch!(
@@ -205,18 +207,19 @@ impl Bindings {
             |p| p.freellm_provider_adapter().call_map_request(store, ctx, body).await?,
             |p, up, down| p
                 .freellm_provider_adapter()
-                .call_map_request(store, &down::context(ctx), body)
+                .call_map_request(store, &down::context(ctx, settings), body)
                 .await?
                 .map(up::request)
                 .map_err(up::failure),
         ))
     }
 
-    /// `normalize-response`.
+    /// `normalize-response` (`settings` as for [`Self::map_request`]).
     pub async fn normalize_response<T: Send>(
         &self,
         store: &mut Store<T>,
         ctx: &CallContext,
+        settings: &[(String, String)],
         head: &ResponseHead,
         body: &[u8],
     ) -> wasmtime::Result<Result<NormalizedResponse, Failure>> {
@@ -225,18 +228,19 @@ impl Bindings {
             |p| p.freellm_provider_adapter().call_normalize_response(store, ctx, head, body).await?,
             |p, up, down| p
                 .freellm_provider_adapter()
-                .call_normalize_response(store, &down::context(ctx), &down::head(head), body)
+                .call_normalize_response(store, &down::context(ctx, settings), &down::head(head), body)
                 .await?
                 .map(up::normalized)
                 .map_err(up::failure),
         ))
     }
 
-    /// `classify-failure`.
+    /// `classify-failure` (`settings` as for [`Self::map_request`]).
     pub async fn classify_failure<T: Send>(
         &self,
         store: &mut Store<T>,
         ctx: &CallContext,
+        settings: &[(String, String)],
         head: &ResponseHead,
         body: &[u8],
     ) -> wasmtime::Result<Failure> {
@@ -245,7 +249,7 @@ impl Bindings {
             |p| p.freellm_provider_adapter().call_classify_failure(store, ctx, head, body).await?,
             |p, up, down| up::failure(
                 p.freellm_provider_adapter()
-                    .call_classify_failure(store, &down::context(ctx), &down::head(head), body)
+                    .call_classify_failure(store, &down::context(ctx, settings), &down::head(head), body)
                     .await?,
             ),
         ))
@@ -266,11 +270,13 @@ impl Bindings {
         })
     }
 
-    /// The `stream-normalizer` constructor.
+    /// The `stream-normalizer` constructor (`settings` as for
+    /// [`Self::map_request`]).
     pub async fn open_stream<T: Send>(
         &self,
         store: &mut Store<T>,
         ctx: &CallContext,
+        settings: &[(String, String)],
         head: &ResponseHead,
     ) -> wasmtime::Result<ResourceAny> {
         dispatch!(
@@ -279,7 +285,7 @@ impl Bindings {
             |p, up, down| p
                 .freellm_provider_adapter()
                 .stream_normalizer()
-                .call_constructor(store, &down::context(ctx), &down::head(head))
+                .call_constructor(store, &down::context(ctx, settings), &down::head(head))
                 .await,
         )
     }
@@ -477,12 +483,13 @@ macro_rules! shared_up {
 /// version shares unchanged).
 macro_rules! shared_down {
     () => {
-        pub fn context(c: &new::CallContext) -> old::CallContext {
+        /// Before 0.3 the settings came with every call.
+        pub fn context(c: &new::CallContext, settings: &[(String, String)]) -> old::CallContext {
             old::CallContext {
                 request_id: c.request_id.clone(),
                 upstream_model: c.upstream_model.clone(),
                 is_stream: c.is_stream,
-                settings: c.settings.clone(),
+                settings: settings.to_vec(),
             }
         }
 

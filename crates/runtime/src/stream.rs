@@ -48,6 +48,7 @@ impl Adapter {
             _slot: slot,
         };
         let host = session.host.clone();
+        let settings = self.settings();
         let mut instance = host.instance.lock().await;
         if instance.is_none() {
             if host.is_lost() {
@@ -62,8 +63,9 @@ impl Adapter {
                 }
             }
         }
-        let handle =
-            session.call(&mut instance, async |i| i.provider.open_stream(&mut i.store, ctx, head).await).await?;
+        let handle = session
+            .call(&mut instance, async |i| i.provider.open_stream(&mut i.store, ctx, settings, head).await)
+            .await?;
         session.handle = Some(handle);
         Ok(session)
     }

@@ -3,7 +3,7 @@ use freellm_sdk::HttpMethod;
 use serde_json::{Value, json};
 
 fn ctx(model: &str) -> CallContext {
-    CallContext { request_id: "r".into(), upstream_model: model.into(), is_stream: false, settings: vec![] }
+    CallContext { request_id: "r".into(), upstream_model: model.into(), is_stream: false }
 }
 
 fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use super::*;
 
 fn ctx(stream: bool) -> CallContext {
-    CallContext { request_id: "r".into(), upstream_model: DEFAULT_MODEL.into(), is_stream: stream, settings: vec![] }
+    CallContext { request_id: "r".into(), upstream_model: DEFAULT_MODEL.into(), is_stream: stream }
 }
 
 fn map(body: Value) -> Result<Value, Failure> {

@@ -279,12 +279,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> CallContext {
-        CallContext {
-            request_id: "r".into(),
-            upstream_model: "gemini-2.5-flash".into(),
-            is_stream: false,
-            settings: vec![],
-        }
+        CallContext { request_id: "r".into(), upstream_model: "gemini-2.5-flash".into(), is_stream: false }
     }
 
     fn classify_with(status: u16, headers: &[(&str, &str)], body: &str) -> Failure {

@@ -172,7 +172,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn ctx(model: &str, stream: bool) -> CallContext {
-        CallContext { request_id: "r".into(), upstream_model: model.into(), is_stream: stream, settings: vec![] }
+        CallContext { request_id: "r".into(), upstream_model: model.into(), is_stream: stream }
     }
 
     fn map(model: &str, body: &str) -> (UpstreamRequest, String) {

@@ -168,12 +168,7 @@ mod tests {
     use serde_json::Value;
 
     fn ctx() -> CallContext {
-        CallContext {
-            request_id: "r".into(),
-            upstream_model: "llama-3.1-8b-instant".into(),
-            is_stream: false,
-            settings: vec![],
-        }
+        CallContext { request_id: "r".into(), upstream_model: "llama-3.1-8b-instant".into(), is_stream: false }
     }
 
     fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {

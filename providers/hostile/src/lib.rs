@@ -88,7 +88,8 @@ impl Adapter for Hostile {
     }
 
     fn normalize_response(ctx: &CallContext, head: &ResponseHead, body: &[u8]) -> Result<NormalizedResponse, Failure> {
-        if ctx.setting("normalize") == Some("panic") {
+        let _ = ctx;
+        if freellm_sdk::settings::instance_setting("normalize").as_deref() == Some("panic") {
             panic!("hostile adapter panicked on purpose while normalizing");
         }
         openai_compat::normalize_response(ctx, head, body)

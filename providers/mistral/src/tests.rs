@@ -3,12 +3,7 @@ use freellm_sdk::{FinishReason, HttpMethod, StreamEvent};
 use serde_json::json;
 
 fn ctx(stream: bool) -> CallContext {
-    CallContext {
-        request_id: "r".into(),
-        upstream_model: "mistral-small-latest".into(),
-        is_stream: stream,
-        settings: vec![],
-    }
+    CallContext { request_id: "r".into(), upstream_model: "mistral-small-latest".into(), is_stream: stream }
 }
 
 fn head(status: u16, headers: &[(&str, &str)]) -> ResponseHead {

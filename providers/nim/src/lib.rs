@@ -237,12 +237,7 @@ mod tests {
     use serde_json::json;
 
     fn ctx(stream: bool) -> CallContext {
-        CallContext {
-            request_id: "r".into(),
-            upstream_model: DEFAULT_MODEL.into(),
-            is_stream: stream,
-            settings: vec![],
-        }
+        CallContext { request_id: "r".into(), upstream_model: DEFAULT_MODEL.into(), is_stream: stream }
     }
 
     fn map(body: &str) -> (UpstreamRequest, String) {

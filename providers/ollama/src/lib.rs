@@ -319,8 +319,7 @@ mod tests {
 
     #[test]
     fn requests_go_to_the_v1_endpoint() {
-        let ctx =
-            CallContext { request_id: "r".into(), upstream_model: "qwen2.5".into(), is_stream: true, settings: vec![] };
+        let ctx = CallContext { request_id: "r".into(), upstream_model: "qwen2.5".into(), is_stream: true };
         let body = br#"{"model":"ollama/qwen2.5","messages":[],"logprobs":true}"#;
         let up = Ollama::map_request_body(&ctx, body).unwrap();
         assert_eq!(up.path, "/v1/chat/completions");
@@ -376,8 +375,7 @@ mod tests {
 
     #[test]
     fn not_found_is_transient_not_request_invalid() {
-        let ctx =
-            CallContext { request_id: "r".into(), upstream_model: "llama3".into(), is_stream: false, settings: vec![] };
+        let ctx = CallContext { request_id: "r".into(), upstream_model: "llama3".into(), is_stream: false };
         let head = |status| ResponseHead { status, headers: vec![] };
         let f = Ollama::classify_failure(
             &ctx,

@@ -107,6 +107,9 @@ pub use settings::{
     CAPABILITY_NAMES, DEFAULT_CAPABILITIES, DEFAULT_PATH, KEYS, RequestConfig, TAG_NAMES, UNVERIFIED, describe,
 };
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use freellm_sdk::openai_compat;
 use freellm_sdk::retry::{clamp_retry_after_ms, parse_reset_duration};
 use freellm_sdk::{
@@ -118,22 +121,33 @@ use serde_json::Value;
 /// The generic OpenAI-compatible adapter.
 pub struct OpenAiCompatible;
 
+thread_local! {
+    /// What this instance's settings say of requests, parsed once when the
+    /// host configures the instance (contract 0.3: before its first call).
+    static CONFIG: RefCell<Option<Rc<RequestConfig>>> = const { RefCell::new(None) };
+}
+
 impl Adapter for OpenAiCompatible {
     fn configure(settings: &Settings) -> Result<AdapterInfo, String> {
-        describe(settings)
+        let info = describe(settings)?;
+        let config = RequestConfig::from_settings(settings)?;
+        CONFIG.with(|cell| *cell.borrow_mut() = Some(Rc::new(config)));
+        Ok(info)
     }
 
     /// Forwards the body as the client wrote it (a large prompt is not
     /// parsed whole), without the fields the settings drop.
     fn map_request_body(ctx: &CallContext, body: &[u8]) -> Result<UpstreamRequest, Failure> {
-        // `configure` validated these settings; failing here means the host
-        // passed different ones, which no other provider would fix either.
-        let config = RequestConfig::from_settings(&ctx.settings)
-            .map_err(|e| Failure::transient(format!("adapter misconfigured: {e}")))?;
+        // The host configures every instance before its first call; an
+        // instance without its settings is the host's fault, which no other
+        // provider would fix either.
+        let config = CONFIG
+            .with(|cell| cell.borrow().clone())
+            .ok_or_else(|| Failure::transient("adapter misconfigured: the instance was not configured"))?;
         let drop: Vec<&str> = config.drop_fields.iter().map(String::as_str).collect();
         let mut up =
             openai_compat::forward_request_to(ctx, body, &config.path, &drop, |req| check_capabilities(&config, req))?;
-        up.headers.extend(config.extra_headers);
+        up.headers.extend(config.extra_headers.iter().cloned());
         Ok(up)
     }
 

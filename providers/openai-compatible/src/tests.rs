@@ -23,12 +23,14 @@ fn error(extra: &[(&str, &str)], key: &str) -> String {
     e
 }
 
+/// The context of a call on an instance configured with `extra` (as the
+/// host configures every instance before its first call).
 fn ctx(extra: &[(&str, &str)], stream: bool) -> CallContext {
+    OpenAiCompatible::configure(&settings(extra)).expect("valid settings");
     CallContext {
         request_id: "r".into(),
         upstream_model: "meta-llama/llama-3.3-70b-instruct:free".into(),
         is_stream: stream,
-        settings: settings(extra),
     }
 }
 
@@ -318,10 +320,8 @@ fn extra_headers_are_checked() {
 
 #[test]
 fn extra_headers_accept_a_toml_array() {
-    let headers = |list: &str| {
-        let c = ctx(&[("extra_headers", list)], false);
-        RequestConfig::from_settings(&c.settings).unwrap().extra_headers
-    };
+    let headers =
+        |list: &str| RequestConfig::from_settings(&settings(&[("extra_headers", list)])).unwrap().extra_headers;
     let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
     // `extra_headers = ["HTTP-Referer: https://a.com", "X-Title: FreeLLM"]`
     assert_eq!(
@@ -396,13 +396,34 @@ fn unsupported_requests_are_skipped() {
     );
 }
 
+/// An instance maps with the settings it was configured with, parsed once;
+/// configured again, with the new ones.
 #[test]
-fn broken_call_settings_are_transient() {
-    let mut c = ctx(&[], false);
-    c.settings.push(("path".into(), "nope".into()));
-    let f = OpenAiCompatible::map_request_body(&c, br#"{"model":"x","messages":[]}"#).unwrap_err();
+fn an_instance_maps_with_the_settings_it_was_configured_with() {
+    let body = br#"{"model":"x","messages":[]}"#;
+    let c = ctx(&[("path", "/v2/chat"), ("extra_headers", "X-Title: one")], false);
+    let up = OpenAiCompatible::map_request_body(&c, body).unwrap();
+    assert_eq!(up.path, "/v2/chat");
+    assert!(up.headers.contains(&("X-Title".into(), "one".into())), "{:?}", up.headers);
+    let c = ctx(&[], false);
+    let up = OpenAiCompatible::map_request_body(&c, body).unwrap();
+    assert_eq!(up.path, DEFAULT_PATH);
+    assert!(!up.headers.iter().any(|(k, _)| k == "X-Title"), "{:?}", up.headers);
+}
+
+/// An instance the host never configured refuses as transient, not with a
+/// guess at settings.
+#[test]
+fn an_unconfigured_instance_refuses_as_transient() {
+    // A thread of its own: the test threads' instances are their own.
+    let f = std::thread::spawn(|| {
+        let c = CallContext { request_id: "r".into(), upstream_model: "m".into(), is_stream: false };
+        OpenAiCompatible::map_request_body(&c, br#"{"model":"x","messages":[]}"#).unwrap_err()
+    })
+    .join()
+    .unwrap();
     assert_eq!(f.kind, FailureKind::Transient);
-    assert!(f.message.contains("`path`"), "{}", f.message);
+    assert!(f.message.contains("not configured"), "{}", f.message);
 }
 
 const RPM: &str = r#"{"error":{"message":"Rate limit exceeded: free-models-per-min","code":429}}"#;

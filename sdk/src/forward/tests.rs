@@ -5,7 +5,7 @@ use crate::openai_compat::{forward_request_to, map_request_to};
 use crate::{CallContext, ChatRequest, FailureKind};
 
 fn ctx(is_stream: bool) -> CallContext {
-    CallContext { request_id: "r".into(), upstream_model: "up-model".into(), is_stream, settings: vec![] }
+    CallContext { request_id: "r".into(), upstream_model: "up-model".into(), is_stream }
 }
 
 fn text(body: &[u8]) -> String {

@@ -2,8 +2,10 @@
 //! contract (`wit/0.2.0`), written against wit-bindgen directly as a 0.2
 //! adapter was before the SDK moved to 0.3 (its request body is always
 //! whole). It speaks OpenAI's chat API to an upstream given by the
-//! `base_url` setting, with no key. The end-to-end tests load it beside 0.1
-//! and 0.3 components to show that 0.2 components keep loading and serving.
+//! `base_url` setting, with no key, and sends its `tag` setting upstream as
+//! `x-v02-tag` (read from the call context, where 0.2 carries settings).
+//! The end-to-end tests load it beside 0.1 and 0.3 components to show that
+//! 0.2 components keep loading and serving.
 //! Never deploy it.
 
 #![warn(missing_docs)]
@@ -53,8 +55,13 @@ impl Guest for V02Adapter {
         })
     }
 
+    /// As the 0.2 contract has it, the call context carries the slot's
+    /// settings: a `tag` setting is sent upstream as `x-v02-tag`.
     fn map_request(ctx: CallContext, body: Vec<u8>) -> Result<UpstreamRequest, Failure> {
-        map_openai(ctx, body)
+        let tag = ctx.settings.iter().rev().find(|(k, _)| k == "tag").map(|(_, v)| v.clone());
+        let mut up = map_openai(ctx, body)?;
+        up.headers.extend(tag.map(|tag| ("x-v02-tag".to_owned(), tag)));
+        Ok(up)
     }
 
     fn normalize_response(
