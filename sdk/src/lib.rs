@@ -43,7 +43,10 @@
 //!   [`PrivacyInfo::new`];
 //! * [`settings`]: [`settings::SettingsReader`], typed settings (string,
 //!   number, boolean, URL, list, choice) with errors naming the setting and
-//!   a "did you mean" for unknown ones;
+//!   a "did you mean" for unknown ones, and the settings the instance was
+//!   configured with ([`settings::instance`]; calls no longer carry them);
+//! * [`splice`]: how a forwarded request names the unchanged parts of the
+//!   client's body instead of copying them (contract 0.3);
 //! * `fixtures` (cargo feature `fixtures`, for `[dev-dependencies]`): the
 //!   golden fixtures and conformance cases run natively in unit tests.
 //!
