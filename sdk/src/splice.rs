@@ -13,7 +13,7 @@
 //! a conversation of many turns that the adapter leaves alone is one range.
 //!
 //! Only the body the host passed to *this* call can be named: the glue
-//! registers that body's address range for the call ([`CallBody`]), and a
+//! registers that body's address range for the call (`CallBody`), and a
 //! request parsed from any other buffer (a body an adapter patched first, a
 //! test's own bytes) is copied as before. Outside a `map-request` call
 //! nothing is registered, so a body is always whole.
