@@ -327,20 +327,18 @@ impl Adapter {
             Err(e) => return self.record(request_id, started, Err(e), &store),
         };
         let mut instance = Instance { store, provider, calls: 0 };
-        if self.pre.version() >= ContractVersion::V0_3 {
-            instance.begin(&self.limits);
-            let configured = match instance.provider.configure(&mut instance.store, &self.settings).await {
-                Ok(Ok(_)) => Ok(()),
-                // It configured at load with these settings: a refusal now
-                // is the adapter's fault, as a trap is.
-                Ok(Err(message)) => {
-                    Err(wasmtime::Error::msg(format!("configure refused the slot's settings: {message}")))
-                }
-                Err(trap) => Err(trap),
-            };
-            configured.map_or_else(|e| self.record(request_id, started, Err(e), &instance.store), Ok)?;
+        if self.pre.version() < ContractVersion::V0_3 {
+            return Ok(instance);
         }
-        Ok(instance)
+        instance.begin(&self.limits);
+        let failed = match instance.provider.configure(&mut instance.store, &self.settings).await {
+            Ok(Ok(_)) => return Ok(instance),
+            // It configured at load with these settings: a refusal now is
+            // the adapter's fault, as a trap is.
+            Ok(Err(message)) => wasmtime::Error::msg(format!("configure refused the slot's settings: {message}")),
+            Err(trap) => trap,
+        };
+        self.record(request_id, started, Err(failed), &instance.store)
     }
 
     /// Records a finished call and keeps its instance warm when it may serve

@@ -105,6 +105,7 @@ mod settings;
 
 pub use settings::{
     CAPABILITY_NAMES, DEFAULT_CAPABILITIES, DEFAULT_PATH, KEYS, RequestConfig, TAG_NAMES, UNVERIFIED, describe,
+    describe_with_request,
 };
 
 use std::cell::RefCell;
@@ -129,8 +130,7 @@ thread_local! {
 
 impl Adapter for OpenAiCompatible {
     fn configure(settings: &Settings) -> Result<AdapterInfo, String> {
-        let info = describe(settings)?;
-        let config = RequestConfig::from_settings(settings)?;
+        let (info, config) = describe_with_request(settings)?;
         CONFIG.with(|cell| *cell.borrow_mut() = Some(Rc::new(config)));
         Ok(info)
     }

@@ -117,6 +117,12 @@ impl RequestConfig {
 
 /// Validates every setting and describes the provider.
 pub fn describe(settings: &Settings) -> Result<AdapterInfo, String> {
+    describe_with_request(settings).map(|(info, _)| info)
+}
+
+/// [`describe`], with the request settings it parsed on the way (what
+/// `configure` keeps for the instance's calls).
+pub fn describe_with_request(settings: &Settings) -> Result<(AdapterInfo, RequestConfig), String> {
     SettingsReader::new(settings).only(KEYS)?;
     let id = parse_id(required(settings, "id")?)?;
     let request = RequestConfig::from_settings(settings)?;
@@ -148,7 +154,7 @@ pub fn describe(settings: &Settings) -> Result<AdapterInfo, String> {
         tokens_per_day: parse_limit(settings, "tpd")?,
         shared_per_project: parse_bool(settings, "shared_per_project")?,
     };
-    Ok(AdapterInfo {
+    let info = AdapterInfo {
         id,
         display_name,
         adapter_version: env!("CARGO_PKG_VERSION").into(),
@@ -162,7 +168,8 @@ pub fn describe(settings: &Settings) -> Result<AdapterInfo, String> {
         default_model,
         privacy,
         limits,
-    })
+    };
+    Ok((info, request))
 }
 
 /// A setting's value, trimmed; `None` when absent or blank (a blank value
