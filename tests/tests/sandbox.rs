@@ -109,6 +109,61 @@ async fn assert_faults_contained(gw: &mut Gateway, mock: &MockUpstream) {
     assert_eq!(r.status(), 200, "{}", gw.log());
 }
 
+/// A 0.3 component is configured again in every instance it gets. One
+/// that configured at load and fails a later instance's configure (refused
+/// or trapped) fails that instance's call as an adapter fault, before
+/// anything is sent, and the gateway keeps serving.
+#[tokio::test]
+async fn a_configure_that_fails_in_a_later_instance_fails_that_call_only() {
+    let cases = [
+        (
+            "refuse",
+            "call failed",
+            "configure refused the slot's settings: hostile adapter refuses its settings on purpose",
+        ),
+        ("panic", "trapped", "hostile adapter panicked on purpose while configuring"),
+    ];
+    for (how, needle, logged) in cases {
+        let mock = MockUpstream::completing().await;
+        // The load's configure must come before that time: a start that
+        // compiled the component (no cached copy yet) may take longer, so
+        // the next try gives it more time.
+        let mut margin_ms = 3_000;
+        let (mut gw, after) = loop {
+            let after = unix_ms() + margin_ms;
+            let settings =
+                format!("settings = {{ fail_configure_after_ms = \"{after}\", fail_configure = \"{how}\" }}\n");
+            // Every call in a new instance (the sandbox table comes last),
+            // and none answered from the cache.
+            let env = [("CB_FAILURE_THRESHOLD", "10"), ("CACHE_ENABLED", "false")];
+            let mut options = hostile_options(&mock, &settings, &env);
+            options.config.push_str("reuse_instances = false\n");
+            let gw = Gateway::start_with(options).await;
+            if unix_ms() + 500 < after {
+                break (gw, after);
+            }
+            assert!(margin_ms < 100_000, "the gateway never started in time: {}", gw.log());
+            margin_ms *= 2;
+        };
+        let r = gw.chat(chat_body("hostile/ok")).await;
+        assert_eq!(r.status(), 200, "{how}: {}", gw.log());
+        let wait = after.saturating_sub(unix_ms()) + 50;
+        tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+        // Now each new instance's configure fails, and so does its call.
+        expect_fault(&gw, "hostile/ok", needle).await;
+        expect_fault(&gw, "hostile/ok", needle).await;
+        assert_eq!(mock.requests().len(), 1, "{how}: the failed calls sent nothing upstream");
+        gw.assert_healthy().await;
+        // The log read from the gateway's stderr as it comes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(gw.log().contains(logged), "{how}: {}", gw.log());
+    }
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+}
+
 #[tokio::test]
 async fn a_trap_after_the_upstream_call_is_a_provider_failure() {
     let mock = MockUpstream::completing().await;

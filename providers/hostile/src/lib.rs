@@ -7,7 +7,11 @@
 //! past the client's body, `splice-many` one of more pieces than the host
 //! takes, and `ok` is a well-behaved OpenAI-compatible mapping.
 //! With the setting `normalize = "panic"` it also panics while
-//! normalizing an answer, i.e. after the upstream call. Its stream
+//! normalizing an answer, i.e. after the upstream call. With the setting
+//! `fail_configure_after_ms` (a Unix time in milliseconds) every
+//! `configure` from that time on fails, refused or, with
+//! `fail_configure = "panic"`, by a panic: the load's configure passes and
+//! the instances made later fail theirs. Its stream
 //! normalizer panics on an event whose data holds `hostile-panic` (the
 //! streams sharing its instance lose it too). Never deploy it.
 
@@ -28,7 +32,17 @@ use freellm_sdk::{
 pub struct Hostile;
 
 impl Adapter for Hostile {
-    fn configure(_settings: &Settings) -> Result<AdapterInfo, String> {
+    fn configure(settings: &Settings) -> Result<AdapterInfo, String> {
+        let setting = |key: &str| freellm_sdk::setting(settings, key);
+        if let Some(after) = setting("fail_configure_after_ms").and_then(|ms| ms.parse::<u128>().ok()) {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+            if now >= after {
+                if setting("fail_configure") == Some("panic") {
+                    panic!("hostile adapter panicked on purpose while configuring");
+                }
+                return Err("hostile adapter refuses its settings on purpose".into());
+            }
+        }
         Ok(AdapterInfo {
             id: "hostile".into(),
             display_name: "Hostile".into(),
