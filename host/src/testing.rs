@@ -12,14 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
+use crate::http::server::App;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode};
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::providers::ProviderEntry;
@@ -227,7 +226,7 @@ pub struct Bench {
     /// The gateway's state.
     pub gw: SharedGateway,
     /// The application, as `serve` runs it.
-    pub app: Router,
+    pub app: App,
     /// The scripted upstream.
     pub upstream: Arc<MemoryUpstream>,
     _data: tempfile::TempDir,
@@ -308,7 +307,7 @@ impl Bench {
         }
         let mut request = request.body(Body::from(body.to_string())).expect("a request");
         request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
-        let response = self.app.clone().oneshot(request).await.expect("the app answers");
+        let response = self.app.handle(request).await;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         Answer { status: parts.status, headers: parts.headers, body }

@@ -7,6 +7,9 @@
 //! CORS ([`crate::http::cors`], answers preflights
 //! before authentication), the guard ([`crate::http::guard`]: authentication,
 //! admin-only endpoints, per-IP and per-identifier limits).
+//! [`App::handle`] is where a request goes in: the chat route straight to
+//! its handler (inside the same edge), every other route through axum's
+//! router.
 //!
 //! The serving loop is our own (axum's `serve` has no timeouts or limits):
 //! every connection takes a slot of a fixed number (past it: one short 503
@@ -50,8 +53,54 @@ use crate::state::{Gateway, SharedGateway};
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
-/// Builds the application router.
-pub fn app(gw: SharedGateway) -> Router {
+impl RequestId {
+    /// A new random id.
+    pub fn fresh() -> Self {
+        Self(uuid::Uuid::new_v4().to_string())
+    }
+}
+
+/// The gateway's HTTP application: every request goes in through
+/// [`App::handle`].
+#[derive(Clone)]
+pub struct App {
+    gw: SharedGateway,
+    router: Router,
+}
+
+impl App {
+    /// Serves one request. `POST /v1/chat/completions` (at `/` or under
+    /// `/api`), the route every model call takes, goes straight to its
+    /// handler inside the same [`edge`] as every route: the router's
+    /// matching, boxed service clones and extractors would cost each call
+    /// about 30 allocations. Everything else goes through the router.
+    pub async fn handle(&self, req: Request) -> Response {
+        if is_chat(&req) {
+            let gw = self.gw.clone();
+            return around(&self.gw, req, async move |req| api::chat::handle(gw, req).await).await;
+        }
+        match self.router.clone().oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// The chat route: `POST` to `/v1/chat/completions` or
+/// `/api/v1/chat/completions`.
+fn is_chat(req: &Request) -> bool {
+    const CHAT: &str = "/v1/chat/completions";
+    let path = req.uri().path();
+    req.method() == Method::POST && (path == CHAT || path.strip_prefix("/api") == Some(CHAT))
+}
+
+/// Builds the application.
+pub fn app(gw: SharedGateway) -> App {
+    App { router: router(gw.clone()), gw }
+}
+
+/// The router of every route.
+fn router(gw: SharedGateway) -> Router {
     let routes = Router::new()
         .route("/healthz", get(api::health::healthz))
         .route("/v1/chat/completions", post(api::chat::chat_completions))
@@ -103,19 +152,24 @@ fn is_valid_request_id(id: &[u8]) -> bool {
 /// the request id, CORS, then the guard; on the way back the guard's and
 /// CORS's headers, then the request id, which also renders parked error
 /// bodies.
-async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> Response {
+async fn edge(State(gw): State<SharedGateway>, req: Request, next: Next) -> Response {
+    around(&gw, req, async |req| next.run(req).await).await
+}
+
+/// What [`edge`] does around `inner`, the route's handler.
+async fn around(gw: &SharedGateway, mut req: Request, inner: impl AsyncFnOnce(Request) -> Response) -> Response {
     let id = assign_request_id(&mut req);
-    if let Err(refusal) = guard::check_host(&gw, &req) {
+    if let Err(refusal) = guard::check_host(gw, &req) {
         return finish_request_id(*refusal, &id);
     }
     let clients = gw.live.load().clients.clone();
     let mut response = match Cors::check(&clients.origins, &req) {
         Err(preflight) => *preflight,
         Ok(cors) => {
-            let mut response = match guard::admit(&gw, &clients, &mut req).await {
+            let mut response = match guard::admit(gw, &clients, &mut req).await {
                 Err(refusal) => *refusal,
                 Ok(admission) => {
-                    let mut response = run_with_body_guard(&gw, req, next).await;
+                    let mut response = run_with_body_guard(gw, req, inner).await;
                     admission.finish(&mut response).await;
                     response
                 }
@@ -134,7 +188,7 @@ async fn edge(State(gw): State<SharedGateway>, mut req: Request, next: Next) -> 
 fn assign_request_id(req: &mut Request) -> String {
     let id = match req.headers().get("x-request-id") {
         Some(v) if is_valid_request_id(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-        _ => uuid::Uuid::new_v4().to_string(),
+        _ => RequestId::fresh().0,
     };
     req.extensions_mut().insert(RequestId(id.clone()));
     id
@@ -176,7 +230,7 @@ pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(address = %listener.local_addr()?, "FreeLLM gateway listening");
     let edge = gw.config.edge;
-    let router = app(gw.clone());
+    let app = app(gw.clone());
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(edge.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
@@ -220,7 +274,7 @@ pub async fn serve(gw: SharedGateway) -> anyhow::Result<()> {
             Ok(slot) => {
                 let conn = ConnectionTask {
                     builders: builders.clone(),
-                    router: router.clone(),
+                    app: app.clone(),
                     remote,
                     idle_timeout: edge.idle_timeout,
                     write_stall_timeout: edge.write_stall_timeout,
@@ -281,7 +335,7 @@ fn refuse(tcp: tokio::net::TcpStream, refusals: &Arc<Semaphore>) {
         let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
             let mut response = ApiError::TooManyConnections.into_response();
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Ok::<_, Infallible>(finish_request_id(response, &uuid::Uuid::new_v4().to_string()))
+            Ok::<_, Infallible>(finish_request_id(response, &RequestId::fresh().0))
         });
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(REFUSAL_DEADLINE);
@@ -346,7 +400,7 @@ impl Opening {
 /// One accepted connection and what it needs to be served.
 struct ConnectionTask {
     builders: Arc<Builders>,
-    router: Router,
+    app: App,
     remote: SocketAddr,
     idle_timeout: Duration,
     write_stall_timeout: Duration,
@@ -356,7 +410,7 @@ struct ConnectionTask {
 impl ConnectionTask {
     async fn run(mut self, tcp: tokio::net::TcpStream) {
         let activity = Arc::new(Activity::new());
-        let (router, remote, tracker) = (self.router, self.remote, activity.clone());
+        let (app, remote, tracker) = (self.app, self.remote, activity.clone());
         // The request's future is boxed: hyper's HTTP/1 connection keeps a
         // slot of the service future's size for its whole life, and a
         // connection holding an open stream would keep ~0.6 KiB for a
@@ -365,11 +419,11 @@ impl ConnectionTask {
         let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             let busy = tracker.begin();
             req.extensions_mut().insert(ConnectInfo(remote));
-            let router = router.clone();
-            let handled: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
-                let response = router.oneshot(req.map(Body::new)).await;
+            let app = app.clone();
+            let handled: Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>> = Box::pin(async move {
+                let response = app.handle(req.map(Body::new)).await;
                 drop(busy);
-                response
+                Ok(response)
             });
             handled
         });
@@ -493,7 +547,7 @@ const TRIPPED_TIMEOUT: u8 = 2;
 /// Runs the handler with its body read through a [`GuardedBody`]; when the
 /// guard cut the body, the answer is the guard's 413 or 408 whatever the
 /// handler made of the read error (axum's own rejections are plain text).
-async fn run_with_body_guard(gw: &Gateway, req: Request, next: Next) -> Response {
+async fn run_with_body_guard(gw: &Gateway, req: Request, inner: impl AsyncFnOnce(Request) -> Response) -> Response {
     let edge = &gw.config.edge;
     let limit = body_limit(req.method(), req.uri().path(), edge);
     if let Some(limit) = limit {
@@ -503,7 +557,7 @@ async fn run_with_body_guard(gw: &Gateway, req: Request, next: Next) -> Response
         }
     }
     if req.body().is_end_stream() {
-        return next.run(req).await;
+        return inner(req).await;
     }
     let tripped = Arc::new(AtomicU8::new(TRIPPED_NONE));
     let guard = tripped.clone();
@@ -517,7 +571,7 @@ async fn run_with_body_guard(gw: &Gateway, req: Request, next: Next) -> Response
             tripped: guard,
         })
     });
-    let response = next.run(req).await;
+    let response = inner(req).await;
     match tripped.load(Ordering::Acquire) {
         TRIPPED_TOO_LARGE => closing(ApiError::PayloadTooLarge { limit: limit.unwrap_or_default() }),
         TRIPPED_TIMEOUT => closing(ApiError::RequestTimeout { after_ms: timeout.as_millis() as u64 }),
@@ -622,8 +676,29 @@ mod tests {
     use axum::http::Method;
     use tokio::time::Instant;
 
-    use super::{Opening, accept_backoff, body_limit, idle_wake, is_valid_request_id, tune_connection};
+    use super::{Opening, accept_backoff, body_limit, idle_wake, is_chat, is_valid_request_id, tune_connection};
     use crate::config::EdgeConfig;
+
+    #[test]
+    fn only_posts_of_the_chat_path_skip_the_router() {
+        let request = |method: Method, path: &str| {
+            axum::extract::Request::builder().method(method).uri(path).body(axum::body::Body::empty()).unwrap()
+        };
+        for path in ["/v1/chat/completions", "/api/v1/chat/completions", "/v1/chat/completions?x=1"] {
+            assert!(is_chat(&request(Method::POST, path)), "{path}");
+        }
+        for (method, path) in [
+            (Method::GET, "/v1/chat/completions"),
+            (Method::PUT, "/api/v1/chat/completions"),
+            (Method::POST, "/v1/chat/completions/"),
+            (Method::POST, "/apiv1/chat/completions"),
+            (Method::POST, "/api/api/v1/chat/completions"),
+            (Method::POST, "/V1/chat/completions"),
+            (Method::POST, "/v1/models"),
+        ] {
+            assert!(!is_chat(&request(method.clone(), path)), "{method} {path}");
+        }
+    }
 
     #[test]
     fn the_first_bytes_choose_the_protocol_and_a_partial_preface_is_left_to_hyper() {

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::extract::State;
@@ -32,29 +31,37 @@ use crate::routing::router::{self, PlanRequest, Strategy};
 use crate::state::SharedGateway;
 use crate::validate::validate_chat_request;
 
-/// The chat endpoint.
-pub async fn chat_completions(
-    State(gw): State<SharedGateway>,
-    Extension(request_id): Extension<RequestId>,
-    principal: Option<Extension<Principal>>,
-    limits: Option<Extension<LimitGate>>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let limits = limits.map(|Extension(gate)| gate);
+/// The chat endpoint: `request` carries what the edge put in its
+/// extensions (its [`RequestId`], the [`Principal`], the [`LimitGate`]).
+/// The server calls it directly for every `POST` of the route
+/// ([`crate::http::server::App::handle`]); the router's route calls it too.
+pub async fn handle(gw: SharedGateway, mut request: Request) -> Response {
+    // Moved out, not cloned (axum's extractors would clone each).
+    let extensions = request.extensions_mut();
+    let request_id = extensions.remove::<RequestId>().unwrap_or_else(RequestId::fresh);
+    let principal = extensions.remove::<Principal>();
+    let limits = extensions.remove::<LimitGate>();
     let answer = serve(gw, request_id, principal, limits.clone(), request).await;
     // Limits decided while the request was routed (a fleet): their refusal
     // outranks whatever else the request came to (an answer waited for
     // them before it was sent upstream).
-    if let Some(gate) = limits {
-        gate.passed().await?;
+    if let Some(gate) = limits
+        && let Err(refusal) = gate.passed().await
+    {
+        return ApiError::from(refusal).into_response();
     }
-    answer
+    answer.into_response()
+}
+
+/// The chat endpoint as the router's handler.
+pub async fn chat_completions(State(gw): State<SharedGateway>, request: Request) -> Response {
+    handle(gw, request).await
 }
 
 async fn serve(
     gw: SharedGateway,
     request_id: RequestId,
-    principal: Option<Extension<Principal>>,
+    principal: Option<Principal>,
     limits: Option<LimitGate>,
     request: Request,
 ) -> Result<Response, ApiError> {
@@ -63,7 +70,7 @@ async fn serve(
     check_content_type(&headers)?;
     let bytes = read_limited(body, headers.get(header::CONTENT_LENGTH), gw.config.max_body_bytes).await?;
     let strict = header_flag(&headers, "x-freellm-strict");
-    let tenant = principal.as_ref().map_or_else(|| Principal::Open.tenant(), |Extension(p)| p.tenant());
+    let tenant = principal.as_ref().map_or_else(|| Principal::Open.tenant(), Principal::tenant);
     // What the request says, read once from the body: its values are
     // borrowed from `bytes` and gone before `bytes` moves on.
     let (model, is_stream, no_training, needs, stream_options, cache_key) = {
@@ -80,7 +87,7 @@ async fn serve(
 
     // A virtual key reserves its slot before anything else; a failed route
     // drops the ticket and frees it.
-    let ticket = match principal.as_ref().and_then(|Extension(p)| p.virtual_key()) {
+    let ticket = match principal.as_ref().and_then(Principal::virtual_key) {
         Some(key) => Some(
             gw.virtual_keys
                 .admit_in(&gw.fleet, key, &model, unix_ms(SystemTime::now()))
