@@ -22,6 +22,7 @@
 //!   tenant's traffic: only the master and admin keys (and open mode) may
 //!   read them ([`Principal::is_operator`]); tenants read `GET /v1/me`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
@@ -82,10 +83,10 @@ impl Principal {
 
     /// Whose response-cache entries this caller shares: its virtual key
     /// (by handle), else its principal kind.
-    pub fn tenant(&self) -> String {
+    pub fn tenant(&self) -> Cow<'static, str> {
         match self.virtual_key() {
-            Some(key) => format!("vk:{}", key.handle()),
-            None => self.kind().to_owned(),
+            Some(key) => Cow::Owned(format!("vk:{}", key.handle())),
+            None => Cow::Borrowed(self.kind()),
         }
     }
 
@@ -98,7 +99,7 @@ impl Principal {
                 None => "ip:unknown".to_owned(),
             },
             Self::Browser { claims, virtual_key: None } => format!("browser:{}", claims.origin),
-            _ => self.tenant(),
+            _ => self.tenant().into_owned(),
         }
     }
 

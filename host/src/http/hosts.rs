@@ -2,6 +2,7 @@
 //! `FREELLM_ALLOWED_HOSTS`): parsed once with the configuration, checked by
 //! [`crate::http::guard::check_host`] on every request.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -43,7 +44,7 @@ impl AllowedHosts {
         let mut names = Vec::with_capacity(list.len());
         for entry in list {
             let name = host_name(entry.trim()).ok_or_else(|| format!("{entry:?} is not a host name"))?;
-            names.push(name);
+            names.push(name.into_owned());
         }
         Ok(Self::List(names.into()))
     }
@@ -53,14 +54,15 @@ impl AllowedHosts {
     pub fn allows(&self, host: Option<&str>) -> bool {
         match self {
             Self::Any => true,
-            Self::List(names) => host.and_then(host_name).is_some_and(|name| names.contains(&name)),
+            Self::List(names) => host.and_then(host_name).is_some_and(|name| names.iter().any(|n| *n == name)),
         }
     }
 }
 
 /// The host name of `name[:port]`, lowercase, without a trailing dot; IPv6
-/// literals keep their brackets. `None` when it is not a plausible host.
-fn host_name(authority: &str) -> Option<String> {
+/// literals keep their brackets (borrowed unless it had capitals). `None`
+/// when it is not a plausible host.
+fn host_name(authority: &str) -> Option<Cow<'_, str>> {
     let (name, port) = if authority.starts_with('[') {
         let end = authority.find(']')?;
         (&authority[..=end], &authority[end + 1..])
@@ -83,7 +85,14 @@ fn host_name(authority: &str) -> Option<String> {
                 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         }
     };
-    (port_ok && name_ok).then(|| name.to_ascii_lowercase())
+    if !(port_ok && name_ok) {
+        return None;
+    }
+    Some(if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    })
 }
 
 #[cfg(test)]

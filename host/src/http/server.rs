@@ -34,7 +34,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -160,7 +160,7 @@ async fn edge(State(gw): State<SharedGateway>, req: Request, next: Next) -> Resp
 async fn around(gw: &SharedGateway, mut req: Request, inner: impl AsyncFnOnce(Request) -> Response) -> Response {
     let id = assign_request_id(&mut req);
     if let Err(refusal) = guard::check_host(gw, &req) {
-        return finish_request_id(*refusal, &id);
+        return finish_request_id(*refusal, id);
     }
     let clients = gw.live.load().clients.clone();
     let mut response = match Cors::check(&clients.origins, &req) {
@@ -179,8 +179,9 @@ async fn around(gw: &SharedGateway, mut req: Request, inner: impl AsyncFnOnce(Re
         }
     };
     // Which instance of a fleet answered (a shared value: no allocation).
-    response.headers_mut().insert("x-freellm-instance", gw.instance_header.clone());
-    finish_request_id(response, &id)
+    const INSTANCE: HeaderName = HeaderName::from_static("x-freellm-instance");
+    response.headers_mut().insert(INSTANCE, gw.instance_header.clone());
+    finish_request_id(response, id)
 }
 
 /// Echoes a valid inbound `X-Request-Id` or makes one; handlers read it as
@@ -194,19 +195,21 @@ fn assign_request_id(req: &mut Request) -> String {
     id
 }
 
-/// Renders a parked error body with the request id, and sets the header.
-fn finish_request_id(mut response: Response, id: &str) -> Response {
+/// Renders a parked error body with the request id, and sets the header
+/// (the id's own bytes: a valid id is a valid header value).
+fn finish_request_id(mut response: Response, id: String) -> Response {
     if let Some(PendingErrorBody(body)) = response.extensions_mut().remove::<PendingErrorBody>() {
         let status = response.status();
         let mut headers = std::mem::take(response.headers_mut());
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response = (status, render_error_body(body, id)).into_response();
+        response = (status, render_error_body(body, &id)).into_response();
         response.headers_mut().extend(headers);
     } else if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         tracing::debug!("payload too large from a layer");
     }
-    if let Ok(v) = HeaderValue::from_str(id) {
-        response.headers_mut().insert("x-request-id", v);
+    const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(id)) {
+        response.headers_mut().insert(REQUEST_ID, v);
     }
     response
 }
@@ -335,7 +338,7 @@ fn refuse(tcp: tokio::net::TcpStream, refusals: &Arc<Semaphore>) {
         let service = hyper::service::service_fn(|_req: hyper::Request<hyper::body::Incoming>| async {
             let mut response = ApiError::TooManyConnections.into_response();
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-            Ok::<_, Infallible>(finish_request_id(response, &RequestId::fresh().0))
+            Ok::<_, Infallible>(finish_request_id(response, RequestId::fresh().0))
         });
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(REFUSAL_DEADLINE);

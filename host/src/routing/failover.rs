@@ -37,9 +37,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::body::Body;
 use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 
 use crate::access::admission::LimitGate;
@@ -671,19 +672,28 @@ async fn complete(
         message: format!("adapter \"{}\" returned a body that is not a JSON object", provider.id),
     })?;
     let out = Bytes::from(out);
-    let mut response =
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], out.clone()).into_response();
+    let mut response = Response::new(Body::from(out.clone()));
+    // Room for the headers the edge and the route add, allocated once.
+    response.headers_mut().reserve(ANSWER_HEADERS);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if normalized.finish_reason == Some(FinishReason::Length) && req.needs.wants_json() {
         response.headers_mut().insert("x-freellm-warning", HeaderValue::from_static("json-possibly-truncated"));
     }
     Ok(AnsweredTarget { response, usage: normalized.usage, finish_reason: normalized.finish_reason, body: Some(out) })
 }
 
+/// The headers an answer gets on its way out (content type, routing
+/// headers, request id, instance, CORS), room made for them at once.
+const ANSWER_HEADERS: usize = 16;
+
 /// Inserts `"x_freellm_provider":"<id>"` as the first field of a JSON object
 /// without re-serializing it.
 fn with_provider_marker(body: Vec<u8>, provider: &str) -> Option<Vec<u8>> {
-    let field = format!("\"x_freellm_provider\":{}", serde_json::to_string(provider).ok()?);
-    with_leading_field(&body, field.as_bytes())
+    const NAME: &[u8] = b"\"x_freellm_provider\":";
+    let mut field = Vec::with_capacity(NAME.len() + provider.len() + 2);
+    field.extend_from_slice(NAME);
+    serde_json::to_writer(&mut field, provider).ok()?;
+    with_leading_field(&body, &field)
 }
 
 /// The JSON object `body` with `field` (`"name":value`) as its first
@@ -696,7 +706,9 @@ fn with_leading_field(body: &[u8], field: &[u8]) -> Option<Vec<u8>> {
     }
     let rest = &body[start + 1..];
     let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
-    let mut out = Vec::with_capacity(body.len() + field.len() + 2);
+    // Exactly the length written: `Bytes` then takes the buffer as it is
+    // (spare capacity would cost it an allocation of its own).
+    let mut out = Vec::with_capacity(1 + field.len() + usize::from(!empty) + rest.len());
     out.push(b'{');
     out.extend_from_slice(field);
     if !empty {

@@ -377,25 +377,32 @@ impl Upstream {
         let mut target = format!("{base_url}{}", utf8_percent_encode(&request.path, PATH_ENCODE));
         let mut headers = HeaderMap::with_capacity(request.headers.len() + 1);
         let auth_header = match auth {
-            AuthPlacement::Header(name) => Some(name.to_ascii_lowercase()),
+            AuthPlacement::Header(name) => Some(name.as_str()),
             _ => None,
         };
-        for (name, value) in &request.headers {
-            let lower = name.to_ascii_lowercase();
-            if FORBIDDEN_HEADERS.contains(&lower.as_str()) || auth_header.as_deref() == Some(lower.as_str()) {
+        for (name, value) in request.headers {
+            // `from_bytes` lowers the name's case; the value keeps the
+            // adapter's own bytes (no copy).
+            let invalid = || UpstreamError::BadAdapterRequest(format!("invalid header {name:?}"));
+            let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+            if FORBIDDEN_HEADERS.contains(&parsed.as_str())
+                || auth_header.is_some_and(|auth| auth.eq_ignore_ascii_case(parsed.as_str()))
+            {
                 continue;
             }
-            let (Ok(name), Ok(value)) = (HeaderName::from_bytes(lower.as_bytes()), HeaderValue::from_str(value)) else {
-                return Err(UpstreamError::BadAdapterRequest(format!("invalid header {name:?}")));
-            };
-            headers.append(name, value);
+            let value = HeaderValue::from_maybe_shared(Bytes::from(value)).map_err(|_| invalid())?;
+            headers.append(parsed, value);
         }
         if let Some(key) = key {
             let invalid = |_| UpstreamError::BadAdapterRequest("key is not a valid header value".into());
             match auth {
                 AuthPlacement::None => {}
                 AuthPlacement::Bearer => {
-                    let mut v = HeaderValue::from_str(&format!("Bearer {key}")).map_err(invalid)?;
+                    // Exactly as long as it needs: the header takes the string's own buffer.
+                    let mut bearer = String::with_capacity(7 + key.len());
+                    bearer.push_str("Bearer ");
+                    bearer.push_str(key);
+                    let mut v = HeaderValue::from_maybe_shared(Bytes::from(bearer)).map_err(invalid)?;
                     v.set_sensitive(true);
                     headers.insert(http::header::AUTHORIZATION, v);
                 }
@@ -561,13 +568,18 @@ mod tests {
         let h = u
             .build(
                 "http://h",
-                request("/x", &[("x-goog-api-key", "guest")]),
+                request("/x", &[("X-Goog-Api-Key", "guest")]),
                 &Bytes::new(),
                 &AuthPlacement::Header("x-goog-api-key".into()),
                 Some("k"),
             )
             .unwrap();
         assert_eq!(h.headers()["x-goog-api-key"], "k");
+        assert_eq!(h.headers().get_all("x-goog-api-key").iter().count(), 1, "the adapter's own value is dropped");
+        for bad in [("x-a", "line\nbreak"), ("bad name", "v"), ("", "v")] {
+            let built = u.build("http://h", request("/x", &[bad]), &Bytes::new(), &AuthPlacement::None, None);
+            assert!(matches!(built, Err(UpstreamError::BadAdapterRequest(_))), "{bad:?}");
+        }
         let q = u
             .build(
                 "http://h",

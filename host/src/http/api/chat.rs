@@ -403,8 +403,15 @@ impl RouteHeaders<'_> {
             }
         };
         set(PROVIDER, self.provider);
-        set(MODEL, &format!("{}/{}", self.provider, self.upstream_model));
         set(REQUESTED, self.requested);
+        // Exactly as long as it needs: the header takes the string's own buffer.
+        let mut model = String::with_capacity(self.provider.len() + 1 + self.upstream_model.len());
+        model.push_str(self.provider);
+        model.push('/');
+        model.push_str(self.upstream_model);
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(model)) {
+            headers.insert(MODEL, v);
+        }
         headers.insert(CACHED, HeaderValue::from_static("false"));
         headers.insert(REASON, HeaderValue::from_static(self.reason));
     }
