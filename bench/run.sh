@@ -11,8 +11,9 @@
 #     through a bare proxy (the floor any proxy pays here)
 # then prints a markdown table with PASS/FAIL per target and writes
 # bench/results/latest.json (and latest.md); then runs bench/routing.sh,
-# bench/swap.sh, bench/prompts.sh (prompt sizes) and bench/streams.sh
-# (500-chunk streams, 1,700 held slow streams). It is a report, not a
+# bench/swap.sh, bench/prompts.sh (prompt sizes), bench/streams.sh
+# (500-chunk streams, 1,700 held slow streams) and bench/budget.sh (the
+# floor with known work per request). It is a report, not a
 # test: it exits 0 whatever the figures, and non-zero only when it cannot
 # measure.
 #
@@ -560,6 +561,9 @@ main() {
     echo
     log "stream benchmark"
     BENCH_SKIP_BUILD=1 bench/streams.sh
+    echo
+    log "the floor's budget"
+    BENCH_SKIP_BUILD=1 bench/budget.sh
 }
 
 main "$@"

@@ -10,14 +10,20 @@
 //! can be told apart from what forwarding costs on the machine at all.
 //!
 //! ```text
-//! freellm-bare-proxy --port N --upstream http://127.0.0.1:PORT
+//! freellm-bare-proxy --port N --upstream http://127.0.0.1:PORT [--work-us W]
 //! ```
+//!
+//! `--work-us W` spins for W µs of the worker's time on every request
+//! before forwarding it: the floor plus a known amount of per-request
+//! work, with which `bench/budget.sh` measures how much work a proxy can
+//! add on this machine and still reach a given share of the floor.
 //!
 //! Runs a tokio worker per core, like the gateway. Prints `listening on
 //! HOST:PORT` once the socket is bound.
 
 use std::convert::Infallible;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
@@ -34,23 +40,23 @@ use tokio::net::TcpListener;
 type Upstream = Client<HttpConnector, Full<Bytes>>;
 
 fn main() {
-    let (port, upstream) = match parse_args() {
+    let (port, upstream, work) = match parse_args() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("freellm-bare-proxy: {e}");
-            eprintln!("usage: freellm-bare-proxy --port N --upstream http://HOST:PORT");
+            eprintln!("usage: freellm-bare-proxy --port N --upstream http://HOST:PORT [--work-us W]");
             std::process::exit(2);
         }
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_io().build().expect("cannot build the tokio runtime");
-    if let Err(e) = runtime.block_on(serve(port, upstream)) {
+    if let Err(e) = runtime.block_on(serve(port, upstream, work)) {
         eprintln!("freellm-bare-proxy: {e}");
         std::process::exit(1);
     }
 }
 
-async fn serve(port: u16, upstream: String) -> std::io::Result<()> {
+async fn serve(port: u16, upstream: String, work: Duration) -> std::io::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     {
         let mut out = std::io::stdout().lock();
@@ -67,10 +73,24 @@ async fn serve(port: u16, upstream: String) -> std::io::Result<()> {
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let (client, upstream) = (client.clone(), upstream.clone());
-                async move { Ok::<_, Infallible>(forward(&client, &upstream, req).await) }
+                async move {
+                    spin(work);
+                    Ok::<_, Infallible>(forward(&client, &upstream, req).await)
+                }
             });
             let _ = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
         });
+    }
+}
+
+/// Keeps the thread busy for `work` (nothing when zero).
+fn spin(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let until = Instant::now() + work;
+    while Instant::now() < until {
+        std::hint::spin_loop();
     }
 }
 
@@ -103,19 +123,23 @@ fn status(code: StatusCode) -> Response<Relayed> {
     resp
 }
 
-fn parse_args() -> Result<(u16, String), String> {
-    let (mut port, mut upstream) = (None, None);
+fn parse_args() -> Result<(u16, String, Duration), String> {
+    let (mut port, mut upstream, mut work) = (None, None, Duration::ZERO);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--port" => port = Some(value.parse::<u16>().map_err(|_| format!("bad port {value:?}"))?),
             "--upstream" => upstream = Some(value.trim_end_matches('/').to_owned()),
+            "--work-us" => {
+                let us = value.parse::<u64>().map_err(|_| format!("bad --work-us {value:?}"))?;
+                work = Duration::from_micros(us);
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     match (port, upstream) {
-        (Some(p), Some(u)) if u.starts_with("http://") => Ok((p, u)),
+        (Some(p), Some(u)) if u.starts_with("http://") => Ok((p, u, work)),
         (Some(_), Some(u)) => Err(format!("--upstream must be an http:// URL, not {u:?}")),
         _ => Err("--port and --upstream are required".to_owned()),
     }
