@@ -10,24 +10,27 @@
 //! can be told apart from what forwarding costs on the machine at all.
 //!
 //! ```text
-//! freellm-bare-proxy --port N --upstream http://127.0.0.1:PORT [--work-us W]
+//! freellm-bare-proxy --port N --upstream http://127.0.0.1:PORT [--work-us W] [--frame-work-us F]
 //! ```
 //!
 //! `--work-us W` spins for W µs of the worker's time on every request
-//! before forwarding it: the floor plus a known amount of per-request
-//! work, with which `bench/budget.sh` measures how much work a proxy can
-//! add on this machine and still reach a given share of the floor.
+//! before forwarding it, `--frame-work-us F` for F µs on every data frame
+//! of an answer it relays: the floor plus a known amount of work, with
+//! which `bench/budget.sh` measures how much work a proxy can add on this
+//! machine and still reach a given share of the floor.
 //!
 //! Runs a tokio worker per core, like the gateway. Prints `listening on
 //! HOST:PORT` once the socket is bound.
 
 use std::convert::Infallible;
 use std::io::Write;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -44,7 +47,9 @@ fn main() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("freellm-bare-proxy: {e}");
-            eprintln!("usage: freellm-bare-proxy --port N --upstream http://HOST:PORT [--work-us W]");
+            eprintln!(
+                "usage: freellm-bare-proxy --port N --upstream http://HOST:PORT [--work-us W] [--frame-work-us F]"
+            );
             std::process::exit(2);
         }
     };
@@ -56,7 +61,14 @@ fn main() {
     }
 }
 
-async fn serve(port: u16, upstream: String, work: Duration) -> std::io::Result<()> {
+/// Busy work added to the floor's own: per request, and per relayed data frame.
+#[derive(Clone, Copy, Default)]
+struct Work {
+    request: Duration,
+    frame: Duration,
+}
+
+async fn serve(port: u16, upstream: String, work: Work) -> std::io::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     {
         let mut out = std::io::stdout().lock();
@@ -74,8 +86,8 @@ async fn serve(port: u16, upstream: String, work: Duration) -> std::io::Result<(
             let service = service_fn(move |req| {
                 let (client, upstream) = (client.clone(), upstream.clone());
                 async move {
-                    spin(work);
-                    Ok::<_, Infallible>(forward(&client, &upstream, req).await)
+                    spin(work.request);
+                    Ok::<_, Infallible>(forward(&client, &upstream, req, work.frame).await)
                 }
             });
             let _ = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).await;
@@ -95,9 +107,36 @@ fn spin(work: Duration) {
 }
 
 /// The upstream's body, relayed as it comes, or an empty error answer.
-type Relayed = Either<Incoming, Full<Bytes>>;
+type Relayed = Either<Worked, Full<Bytes>>;
 
-async fn forward(client: &Upstream, upstream: &str, req: Request<Incoming>) -> Response<Relayed> {
+/// The upstream's body with `work` spent on each data frame it yields.
+struct Worked {
+    inner: Incoming,
+    work: Duration,
+}
+
+impl Body for Worked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if matches!(&frame, Some(Ok(f)) if f.is_data()) {
+            spin(self.work);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+async fn forward(client: &Upstream, upstream: &str, req: Request<Incoming>, frame_work: Duration) -> Response<Relayed> {
     let (parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else { return status(StatusCode::BAD_REQUEST) };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -109,7 +148,7 @@ async fn forward(client: &Upstream, upstream: &str, req: Request<Incoming>) -> R
     let Ok(out) = out.body(Full::new(body)) else { return status(StatusCode::BAD_REQUEST) };
     let Ok(resp) = client.request(out).await else { return status(StatusCode::BAD_GATEWAY) };
     let (parts, body) = resp.into_parts();
-    let mut resp = Response::new(Either::Left(body));
+    let mut resp = Response::new(Either::Left(Worked { inner: body, work: frame_work }));
     *resp.status_mut() = parts.status;
     if let Some(ct) = parts.headers.get(CONTENT_TYPE) {
         resp.headers_mut().insert(CONTENT_TYPE, ct.clone());
@@ -123,17 +162,18 @@ fn status(code: StatusCode) -> Response<Relayed> {
     resp
 }
 
-fn parse_args() -> Result<(u16, String, Duration), String> {
-    let (mut port, mut upstream, mut work) = (None, None, Duration::ZERO);
+fn parse_args() -> Result<(u16, String, Work), String> {
+    let (mut port, mut upstream, mut work) = (None, None, Work::default());
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--port" => port = Some(value.parse::<u16>().map_err(|_| format!("bad port {value:?}"))?),
             "--upstream" => upstream = Some(value.trim_end_matches('/').to_owned()),
-            "--work-us" => {
-                let us = value.parse::<u64>().map_err(|_| format!("bad --work-us {value:?}"))?;
-                work = Duration::from_micros(us);
+            "--work-us" | "--frame-work-us" => {
+                let us = value.parse::<u64>().map_err(|_| format!("bad {flag} {value:?}"))?;
+                let slot = if flag == "--work-us" { &mut work.request } else { &mut work.frame };
+                *slot = Duration::from_micros(us);
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
