@@ -28,13 +28,14 @@ use crate::routing::error::RoutingError;
 use crate::routing::failover::{self, Answered, RouteRequest, StreamOptions};
 use crate::routing::needs::Needs;
 use crate::routing::router::{self, PlanRequest, Strategy};
+use crate::routing::upstream::joined_header_value;
 use crate::state::SharedGateway;
 use crate::validate::validate_chat_request;
 
 /// The chat endpoint: `request` carries what the edge put in its
 /// extensions (its [`RequestId`], the [`Principal`], the [`LimitGate`]).
-/// The server calls it directly for every `POST` of the route
-/// ([`crate::http::server::App::handle`]); the router's route calls it too.
+/// [`crate::http::server::App::handle`] calls it for every `POST` of the
+/// route, before the router would.
 pub async fn handle(gw: SharedGateway, mut request: Request) -> Response {
     // Moved out, not cloned (axum's extractors would clone each).
     let extensions = request.extensions_mut();
@@ -53,7 +54,10 @@ pub async fn handle(gw: SharedGateway, mut request: Request) -> Response {
     answer.into_response()
 }
 
-/// The chat endpoint as the router's handler.
+/// The chat endpoint as the router's handler. `App::handle` answers every
+/// `POST` of the path first; the router keeps the route so that another
+/// method on it is a 405, and a caller of the router alone is served the
+/// same way.
 pub async fn chat_completions(State(gw): State<SharedGateway>, request: Request) -> Response {
     handle(gw, request).await
 }
@@ -397,21 +401,14 @@ impl RouteHeaders<'_> {
         const REQUESTED: HeaderName = HeaderName::from_static("x-freellm-requested-model");
         const CACHED: HeaderName = HeaderName::from_static("x-freellm-cached");
         const REASON: HeaderName = HeaderName::from_static("x-freellm-route-reason");
-        let mut set = |name: HeaderName, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
+        let mut set = |name: HeaderName, parts: &[&str]| {
+            if let Ok(v) = joined_header_value(parts) {
                 headers.insert(name, v);
             }
         };
-        set(PROVIDER, self.provider);
-        set(REQUESTED, self.requested);
-        // Exactly as long as it needs: the header takes the string's own buffer.
-        let mut model = String::with_capacity(self.provider.len() + 1 + self.upstream_model.len());
-        model.push_str(self.provider);
-        model.push('/');
-        model.push_str(self.upstream_model);
-        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(model)) {
-            headers.insert(MODEL, v);
-        }
+        set(PROVIDER, &[self.provider]);
+        set(MODEL, &[self.provider, "/", self.upstream_model]);
+        set(REQUESTED, &[self.requested]);
         headers.insert(CACHED, HeaderValue::from_static("false"));
         headers.insert(REASON, HeaderValue::from_static(self.reason));
     }
